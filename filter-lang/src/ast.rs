@@ -1,0 +1,90 @@
+//! The abstract syntax tree of a parsed CESQL expression.
+//!
+//! The tree is crate-private: users hold an [`crate::Expr`], whose only way in is the parser, so
+//! every tree here was produced from valid syntax within the [`crate::Limits`].
+
+use crate::value::{AttrName, Value};
+
+/// One node of an expression.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Node {
+    /// A literal: `1`, `'abc'`, `TRUE`.
+    Literal(Value),
+    /// An attribute reference: `type`. Identifiers are case-insensitive and stored lowercased.
+    Attr(AttrName),
+    /// `EXISTS name`.
+    Exists(AttrName),
+    /// `NOT x` or `-x`.
+    Unary { op: UnaryOp, arg: Box<Node> },
+    /// `x op y` for comparison, arithmetic and logic operators.
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Node>,
+        rhs: Box<Node>,
+    },
+    /// `x [NOT] LIKE 'pattern'`: the pattern is always a string literal (§3.4.3).
+    Like {
+        arg: Box<Node>,
+        pattern: LikePattern,
+        negated: bool,
+    },
+    /// `x [NOT] IN (y1, y2, ...)`, with at least one element.
+    In {
+        arg: Box<Node>,
+        set: Vec<Node>,
+        negated: bool,
+    },
+    /// A function call `NAME(args...)`. `name` is stored uppercased; whether the function exists
+    /// is decided at evaluation (CESQL reports a missingFunction error then).
+    Call { name: String, args: Vec<Node> },
+}
+
+/// Unary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum UnaryOp {
+    /// `NOT x: Boolean -> Boolean`.
+    Not,
+    /// `-x: Integer -> Integer`.
+    Neg,
+}
+
+/// Binary operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum BinaryOp {
+    And,
+    Or,
+    Xor,
+    /// `=`
+    Eq,
+    /// `!=` and `<>`
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+/// A compiled LIKE pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct LikePattern {
+    /// The pattern exactly as written, after string-literal unescaping (for display).
+    pub(crate) source: String,
+    /// The pattern as a sequence of pieces, with `\%` and `\_` already turned into literals.
+    pub(crate) pieces: Vec<LikePiece>,
+}
+
+/// One piece of a LIKE pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum LikePiece {
+    /// Characters that must appear exactly (consecutive literal characters are merged).
+    Literal(String),
+    /// `_`: exactly one character.
+    AnyChar,
+    /// `%`: zero or more characters (consecutive `%` are merged).
+    AnyString,
+}
