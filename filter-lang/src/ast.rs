@@ -3,7 +3,9 @@
 //! The tree is crate-private: users hold an [`crate::Expr`], whose only way in is the parser, so
 //! every tree here was produced from valid syntax within the [`crate::Limits`].
 
-use crate::value::{AttrName, Value};
+use std::fmt;
+
+use crate::value::{AttrName, Value, write_quoted};
 
 /// One node of an expression.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,4 +89,79 @@ pub(crate) enum LikePiece {
     AnyChar,
     /// `%`: zero or more characters (consecutive `%` are merged).
     AnyString,
+}
+
+impl UnaryOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            UnaryOp::Not => "NOT ",
+            UnaryOp::Neg => "-",
+        }
+    }
+}
+
+impl BinaryOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            BinaryOp::And => "AND",
+            BinaryOp::Or => "OR",
+            BinaryOp::Xor => "XOR",
+            BinaryOp::Eq => "=",
+            BinaryOp::Ne => "!=",
+            BinaryOp::Lt => "<",
+            BinaryOp::Le => "<=",
+            BinaryOp::Gt => ">",
+            BinaryOp::Ge => ">=",
+            BinaryOp::Add => "+",
+            BinaryOp::Sub => "-",
+            BinaryOp::Mul => "*",
+            BinaryOp::Div => "/",
+            BinaryOp::Mod => "%",
+        }
+    }
+}
+
+/// Canonical text: every operation parenthesised, keywords uppercase, strings single-quoted.
+/// It parses back to the same tree, and shows how precedence grouped the source.
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Literal(v) => write!(f, "{v}"),
+            Node::Attr(a) => write!(f, "{a}"),
+            Node::Exists(a) => write!(f, "(EXISTS {a})"),
+            Node::Unary { op, arg } => write!(f, "({}{arg})", op.symbol()),
+            Node::Binary { op, lhs, rhs } => write!(f, "({lhs} {} {rhs})", op.symbol()),
+            Node::Like {
+                arg,
+                pattern,
+                negated,
+            } => {
+                let not = if *negated { "NOT " } else { "" };
+                write!(f, "({arg} {not}LIKE ")?;
+                write_quoted(f, &pattern.source)?;
+                f.write_str(")")
+            }
+            Node::In { arg, set, negated } => {
+                let not = if *negated { "NOT " } else { "" };
+                write!(f, "({arg} {not}IN (")?;
+                write_list(f, set)?;
+                f.write_str("))")
+            }
+            Node::Call { name, args } => {
+                write!(f, "{name}(")?;
+                write_list(f, args)?;
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, nodes: &[Node]) -> fmt::Result {
+    for (i, n) in nodes.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{n}")?;
+    }
+    Ok(())
 }

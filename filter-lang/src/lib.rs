@@ -104,6 +104,12 @@ impl Expr {
         &self.source
     }
 
+    /// The expression as parsed, fully parenthesised, keywords uppercase: shows how precedence
+    /// grouped the source (CESQL gives AND, OR and XOR one precedence, left to right).
+    pub fn canonical(&self) -> String {
+        self.root.to_string()
+    }
+
     /// Evaluates the expression in CESQL's complete-evaluation mode: the value together with
     /// every error raised on the way (§3.3, §4.1).
     pub fn evaluate(&self, event: &Event) -> Evaluation {

@@ -149,11 +149,13 @@ impl From<String> for Value {
     }
 }
 
-/// Writes `s` as a single-quoted CESQL string literal, escaping `'` and `\`.
+/// Writes `s` as a single-quoted CESQL string literal, escaping `'`.
+///
+/// CESQL's only escape inside `'...'` is `\'`; every other backslash stands for itself.
 pub(crate) fn write_quoted(f: &mut impl fmt::Write, s: &str) -> fmt::Result {
     f.write_char('\'')?;
     for c in s.chars() {
-        if c == '\'' || c == '\\' {
+        if c == '\'' {
             f.write_char('\\')?;
         }
         f.write_char(c)?;
