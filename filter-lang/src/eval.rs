@@ -1,4 +1,6 @@
-//! The CESQL evaluator. (To be written.)
+//! The CESQL evaluator. (To be written; LIKE pattern compilation and matching live in [`like`].)
+
+pub(crate) mod like;
 
 use crate::Evaluation;
 use crate::ast::Node;
