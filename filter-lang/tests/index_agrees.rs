@@ -5,6 +5,10 @@
 //! to an [`Index`] and to a plain list of live entries; on every event, the entries and the
 //! destinations the index returns must be exactly those the list's naive evaluation finds.
 //!
+//! Filters come both as routable forms built directly (exercising the index's core whatever the
+//! normaliser produces) and as CESQL text compiled with `Filter::new` (the real path: exact
+//! routable forms, and inexact ones whose residual expression must be evaluated).
+//!
 //! Two regimes: small random mixes (every code path of the exact checks and access keys), and
 //! larger sets of interval conjunctions that push clusters past the size where the cell-bitmap
 //! engine takes over, with removals that shrink them back.
@@ -15,8 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use palio_filter::{
-    AttrName, Conjunction, Constraint, EntryId, Event, Index, IntOp, Predicate, Routable, StrOp,
-    Value,
+    AttrName, Conjunction, Constraint, EntryId, Event, Filter, Index, IntOp, Predicate, Routable,
+    StrOp, Value,
 };
 use proptest::prelude::*;
 
@@ -281,4 +285,77 @@ fn removing_everything_frees_the_structures() {
     assert_eq!(index.stats().clusters, 0);
     let ev = Event::new().with("x", 5).unwrap().with("s", "v3").unwrap();
     assert!(index.matches_vec(&ev).is_empty());
+}
+
+/// CESQL text over the same attributes and values: comparisons with casts, LIKE, IN, EXISTS,
+/// arithmetic, and boolean connectives (so some routable forms are inexact).
+fn filter_text() -> impl Strategy<Value = String> {
+    let a = prop::sample::select(&ATTRS[..]);
+    let s = prop::sample::select(&STRINGS[..]);
+    let op = prop::sample::select(vec!["=", "!=", "<>", "<", "<=", ">", ">="]);
+    let leaf = prop_oneof![
+        4 => (a.clone(), op, -3..10i32).prop_map(|(a, op, c)| format!("{a} {op} {c}")),
+        2 => (a.clone(), prop::sample::select(vec!["=", "!="]), s.clone())
+            .prop_map(|(a, op, s)| format!("{a} {op} '{s}'")),
+        1 => (a.clone(), prop::sample::select(vec!["a%", "%b", "%5%", "_", "tr%"]))
+            .prop_map(|(a, p)| format!("{a} LIKE '{p}'")),
+        1 => a.clone().prop_map(|a| format!("EXISTS {a}")),
+        1 => (a.clone(), any::<bool>()).prop_map(|(a, b)| format!("{a} = {}", if b { "TRUE" } else { "FALSE" })),
+        1 => a.clone().prop_map(|a| a.to_owned()),
+        1 => (a.clone(), -3..10i32, s).prop_map(|(a, c, s)| format!("{a} IN ({c}, '{s}', 7)")),
+        1 => (a, -3..10i32).prop_map(|(a, c)| format!("{a} + 1 > {c}")),
+    ];
+    leaf.prop_recursive(3, 12, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} AND {y})")),
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} OR {y})")),
+            (inner.clone(), inner.clone()).prop_map(|(x, y)| format!("({x} XOR {y})")),
+            inner.prop_map(|x| format!("NOT ({x})")),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn compiled_filters_agree_with_filter_matches(
+        filters in prop::collection::vec((filter_text(), 0..4u8), 1..40),
+        removals in prop::collection::vec(any::<usize>(), 0..10),
+        events in prop::collection::vec(event(), 1..20),
+    ) {
+        let mut index = Index::new();
+        let mut live: BTreeMap<EntryId, (Filter, u8)> = BTreeMap::new();
+        for (text, d) in filters {
+            let filter = Filter::new(&text).unwrap();
+            live.insert(index.insert(&filter, d), (filter, d));
+        }
+        for k in removals {
+            let id = *live.keys().nth(k % live.len()).unwrap();
+            live.remove(&id);
+            prop_assert!(index.remove(id));
+            if live.is_empty() {
+                break;
+            }
+        }
+        let mut scratch = index.scratch();
+        for ev in &events {
+            let want: BTreeSet<EntryId> = live
+                .iter()
+                .filter(|(_, (f, _))| f.matches(ev))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut got = Vec::new();
+            index.matching_entries(ev, &mut scratch, &mut got);
+            let got_set: BTreeSet<EntryId> = got.iter().copied().collect();
+            prop_assert_eq!(got_set.len(), got.len());
+            prop_assert_eq!(&got_set, &want, "event {:?}", ev);
+            let want_dests: BTreeSet<u8> = want.iter().map(|id| live[id].1).collect();
+            let mut dests = Vec::new();
+            index.matches(ev, &mut scratch, &mut dests);
+            let dest_set: BTreeSet<u8> = dests.iter().copied().collect();
+            prop_assert_eq!(dest_set.len(), dests.len());
+            prop_assert_eq!(dest_set, want_dests);
+        }
+    }
 }
