@@ -1,50 +1,69 @@
 //! The cell-bitmap engine: a word-parallel pre-filter for a large cluster of conjunctions.
 //!
 //! The members of a cluster are numbered densely `0..n`. For each attribute any member
-//! constrains (the cluster's *universe*), the integer line is cut into cells, and each cell has a
-//! bitmap over the members: bit `i` is set when member `i` *may* be satisfied by some integer in
-//! the cell, that is, when its interval on the attribute overlaps the cell, or it does not
-//! constrain the attribute, or its test on the attribute is not about integers (a string,
-//! boolean or `EXISTS` test). Two more bitmaps per attribute say which members may be satisfied
-//! when the attribute is absent (exactly those that do not constrain it) and when it is present
-//! but has no integer cast.
+//! constrains (the cluster's *universe*), the integer line is cut into cells, and each attribute
+//! keeps bitmaps over the members:
 //!
-//! For an event, each attribute of the universe picks one bitmap (its cell, "no integer" or
-//! "absent") and the candidates are the AND of those bitmaps: one pass of 64-bit words per
-//! attribute. The result is a superset of the members that match, and every candidate is then
-//! checked exactly. With `C` cells and intervals covering a fraction `w` of the line on each of
-//! `k` attributes, a candidate is a false positive with probability about
-//! `((w + 1/C)^k - w^k) / (w + 1/C)^k`, so a few tens of cells keep the exact checks close to
-//! the number of real matches.
+//! - `ABSENT`: members that do not constrain the attribute (the only ones an event without the
+//!   attribute can match);
+//! - `ANY`: members that may match whatever the attribute's value: those that do not constrain
+//!   it, and those whose test on it is not about integers (string, boolean, `EXISTS`);
+//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell.
+//!
+//! For an event, each attribute of the universe contributes `ABSENT` (attribute missing), `ANY`
+//! (present without an integer cast) or `ANY | cell` (present, integer in that cell), and the
+//! candidates are the AND of those contributions: one pass over `n / 64` words per attribute.
+//! The result is a superset of the members that match, and every candidate is then checked
+//! exactly. With `C` cells and intervals covering a fraction `w` of the line on each of `k`
+//! attributes, a candidate is a false positive with probability about
+//! `1 - (w / (w + 1/C))^k`, so a few tens of cells keep the exact checks close to the number of
+//! real matches.
+//!
+//! Keeping unconstrained members out of the cell bitmaps (they are in `ANY`) costs a second
+//! stream per attribute when matching, but makes an insertion set two bits for each attribute
+//! the member does not constrain instead of one per cell: insertions were dominated by those
+//! scattered bit writes, one cache line each.
 //!
 //! Cells are cut at quantiles of the members' interval endpoints, so they follow the
 //! distribution of the constants rather than assuming a domain. The cluster rebuilds the engine
 //! (recomputing the cells) when its size has doubled or fallen to a quarter since the last build,
 //! which keeps the cost amortised O(1) per insertion. Between builds, a member whose endpoints
-//! fall outside the old quantiles is still indexed correctly, only with more false candidates.
+//! fall outside the old quantiles is still indexed correctly, only with more false candidates;
+//! an attribute new to the universe has a single cell until the next build.
 //!
-//! Members keep dense numbers: removing member `p` moves the last member into `p`, bit by bit,
-//! in every bitmap (the cluster does the same with its member list).
+//! Members keep dense numbers: removing member `p` clears its bits and moves the last member's
+//! bits into `p` (the cluster does the same with its member list).
 
 use std::mem::size_of;
 
 use super::compile::AttrTest;
 use super::view::Views;
 
-/// Row of the bitmap for "the attribute is absent".
+/// Row of the bitmap of members that do not constrain the attribute.
 const ABSENT: usize = 0;
-/// Row of the bitmap for "present, without an integer cast".
-const NON_INT: usize = 1;
+/// Row of the bitmap of members that accept any value of the attribute as far as integers go.
+const ANY: usize = 1;
 /// Row of the first cell's bitmap.
 const CELL0: usize = 2;
 
+/// The largest block, in words: 4096 members, 512 bytes per bitmap row, so that a block's
+/// candidate words stay in L1 while every attribute is ANDed in.
+const MAX_BLOCK_WORDS: usize = 64;
+
 /// Bitmaps over the members of one cluster, for each attribute of its universe.
+///
+/// Members are grouped in blocks of `64 * block_words`; each attribute stores, block after
+/// block, all its rows for that block. Growing by a block appends to every attribute's vector
+/// (no re-layout), and the AND for one block reads one contiguous run per attribute.
 #[derive(Debug, Clone)]
 pub(crate) struct CellEngine {
     /// The number of members.
     n: usize,
-    /// Words allocated per bitmap row (capacity `64 * stride` members).
-    stride: usize,
+    /// Words per row in a block: a power of two up to `MAX_BLOCK_WORDS`, sized at build time
+    /// to the cluster, so small clusters do not pay for big blocks.
+    block_words: usize,
+    /// The number of blocks allocated.
+    blocks: usize,
     /// Per attribute of the universe, sorted by attribute id.
     attrs: Vec<CellAttr>,
 }
@@ -57,36 +76,70 @@ struct CellAttr {
     /// Where cells start, ascending: cell `j` holds the integers `v` with
     /// `bounds[j - 1] <= v < bounds[j]` (open-ended at both ends).
     bounds: Box<[i32]>,
-    /// `ABSENT`, `NON_INT` and one row per cell, `stride` words each.
+    /// For each block: `ABSENT`, `ANY` and one row per cell, `block_words` words each.
     rows: Vec<u64>,
 }
 
+/// Where member `i` lives: its block, its word within a block row, and its bit.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    block: usize,
+    word: usize,
+    bit: u64,
+}
+
 impl CellAttr {
+    /// An attribute with cells starting at `bounds`, no member yet.
+    fn new(attr: u32, bounds: Box<[i32]>, blocks: usize, block_words: usize) -> Self {
+        let rows = vec![0; (CELL0 + bounds.len() + 1) * block_words * blocks];
+        Self { attr, bounds, rows }
+    }
+
     /// The cell holding `v`.
     #[inline]
     fn cell(&self, v: i32) -> usize {
         self.bounds.partition_point(|&b| b <= v)
     }
 
-    /// The number of rows.
+    /// The number of rows per block.
     fn row_count(&self) -> usize {
         CELL0 + self.bounds.len() + 1
     }
 
-    /// Sets member `i`'s bits for its test `t` on this attribute (`None`: unconstrained).
-    fn add(&mut self, stride: usize, i: usize, t: Option<&AttrTest>) {
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        let cells = self.bounds.len() + 1;
-        let (rows, first, last): (&[usize], usize, usize) = match t {
-            None => (&[ABSENT, NON_INT], 0, cells - 1),
-            Some(t) if t.needs_int() => (&[], self.cell(t.lo), self.cell(t.hi)),
-            Some(_) => (&[NON_INT], 0, cells - 1),
+    /// Row `r` of block `b`.
+    #[inline]
+    fn row(&self, b: usize, r: usize, bw: usize) -> &[u64] {
+        let start = (b * self.row_count() + r) * bw;
+        &self.rows[start..start + bw]
+    }
+
+    /// Sets (`on`) or clears the bits of the member at `at` for its test `t` on this
+    /// attribute (`None`: unconstrained).
+    #[inline]
+    fn mark(&mut self, bw: usize, at: Pos, t: Option<&AttrTest>, on: bool) {
+        let cells = match t {
+            Some(t) if t.needs_int() => Some((self.cell(t.lo), self.cell(t.hi))),
+            _ => None,
         };
-        for &r in rows {
-            self.rows[r * stride + word] |= bit;
-        }
-        for c in first..=last {
-            self.rows[(CELL0 + c) * stride + word] |= bit;
+        let base = at.block * self.row_count() * bw + at.word;
+        let rows = &mut self.rows;
+        let mut apply = |row: usize| {
+            let w = &mut rows[base + row * bw];
+            if on {
+                *w |= at.bit;
+            } else {
+                *w &= !at.bit;
+            }
+        };
+        match t {
+            None => {
+                apply(ABSENT);
+                apply(ANY);
+            }
+            Some(_) => match cells {
+                Some((first, last)) => (first..=last).for_each(|c| apply(CELL0 + c)),
+                None => apply(ANY),
+            },
         }
     }
 }
@@ -101,34 +154,42 @@ impl CellEngine {
             .collect();
         universe.sort_unstable();
         universe.dedup();
-        let stride = members.len().div_ceil(64).max(1);
-        let mut attrs: Vec<CellAttr> = universe
-            .iter()
-            .map(|&attr| {
-                let mut points = Vec::new();
-                for t in members.iter().flat_map(|m| m.iter()) {
-                    if t.attr == attr && t.needs_int() {
-                        if t.lo != i32::MIN {
-                            points.push(t.lo);
-                        }
-                        if let Some(end) = t.hi.checked_add(1) {
-                            points.push(end);
-                        }
-                    }
+        let mut points: Vec<Vec<i32>> = vec![Vec::new(); universe.len()];
+        for t in members.iter().flat_map(|m| m.iter()) {
+            if t.needs_int()
+                && let Ok(k) = universe.binary_search(&t.attr)
+            {
+                if t.lo != i32::MIN {
+                    points[k].push(t.lo);
                 }
-                let bounds = quantile_cuts(points, cells);
-                let rows = vec![0; (CELL0 + bounds.len() + 1) * stride];
-                CellAttr { attr, bounds, rows }
+                if let Some(end) = t.hi.checked_add(1) {
+                    points[k].push(end);
+                }
+            }
+        }
+        let block_words = members
+            .len()
+            .div_ceil(64)
+            .next_power_of_two()
+            .min(MAX_BLOCK_WORDS);
+        let blocks = members.len().div_ceil(64 * block_words).max(1);
+        let attrs: Vec<CellAttr> = universe
+            .iter()
+            .zip(points)
+            .map(|(&attr, points)| {
+                CellAttr::new(attr, quantile_cuts(points, cells), blocks, block_words)
             })
             .collect();
-        for (i, tests) in members.iter().enumerate() {
-            set_member(&mut attrs, stride, i, tests);
-        }
-        Self {
+        let mut engine = Self {
             n: members.len(),
-            stride,
+            block_words,
+            blocks,
             attrs,
+        };
+        for (i, tests) in members.iter().enumerate() {
+            engine.mark_member(i, tests, true);
         }
+        engine
     }
 
     /// The number of members.
@@ -143,51 +204,55 @@ impl CellEngine {
         self.attrs.len()
     }
 
+    /// Where member `i` lives.
+    #[inline]
+    fn pos(&self, i: usize) -> Pos {
+        let per_block = 64 * self.block_words;
+        Pos {
+            block: i / per_block,
+            word: (i % per_block) / 64,
+            bit: 1u64 << (i % 64),
+        }
+    }
+
     /// Adds a member, numbered `len()`, with tests `tests`.
     pub(crate) fn push(&mut self, tests: &[AttrTest]) {
         let i = self.n;
-        if i >= self.stride * 64 {
-            self.grow();
+        if i >= self.blocks * 64 * self.block_words {
+            self.blocks += 1;
+            for a in &mut self.attrs {
+                let len = a.row_count() * self.block_words * self.blocks;
+                a.rows.resize(len, 0);
+            }
         }
         for t in tests {
             if let Err(at) = self.attrs.binary_search_by_key(&t.attr, |a| a.attr) {
                 self.attrs.insert(at, self.new_attr(t.attr));
             }
         }
-        set_member(&mut self.attrs, self.stride, i, tests);
+        self.mark_member(i, tests, true);
         self.n += 1;
     }
 
-    /// Removes member `p`, moving the last member into its place.
-    pub(crate) fn swap_remove(&mut self, p: usize) {
-        let Some(last) = self.n.checked_sub(1) else {
+    /// Removes member `p`, whose tests are `removed`, moving the last member (tests `last`)
+    /// into its place.
+    pub(crate) fn swap_remove(&mut self, p: usize, removed: &[AttrTest], last: &[AttrTest]) {
+        let Some(l) = self.n.checked_sub(1) else {
             return;
         };
-        if p > last {
+        if p > l {
             return;
         }
-        let stride = self.stride;
-        let (pw, pb) = (p / 64, 1u64 << (p % 64));
-        let (lw, lb) = (last / 64, 1u64 << (last % 64));
-        for a in &mut self.attrs {
-            for r in 0..a.row_count() {
-                let row = &mut a.rows[r * stride..(r + 1) * stride];
-                let set = row[lw] & lb != 0;
-                row[lw] &= !lb;
-                if p != last {
-                    if set {
-                        row[pw] |= pb;
-                    } else {
-                        row[pw] &= !pb;
-                    }
-                }
-            }
+        self.mark_member(p, removed, false);
+        if p != l {
+            self.mark_member(l, last, false);
+            self.mark_member(p, last, true);
         }
-        self.n = last;
+        self.n = l;
     }
 
     /// Writes into `cand` the bitmap of members that may match the event of `views`; returns
-    /// `false` (with `cand` possibly partial) when there is none.
+    /// whether there is any.
     pub(crate) fn candidates(&self, views: &Views, cand: &mut Vec<u64>) -> bool {
         let words = self.n.div_ceil(64);
         cand.clear();
@@ -197,25 +262,33 @@ impl CellEngine {
         {
             *w = (1u64 << (self.n % 64)) - 1;
         }
-        for a in &self.attrs {
-            let r = match views.get(a.attr) {
-                None => ABSENT,
-                Some(v) => match v.int() {
-                    Some(i) => CELL0 + a.cell(i),
-                    None => NON_INT,
-                },
-            };
-            let row = &a.rows[r * self.stride..r * self.stride + words];
-            let mut any = 0;
-            for (c, &w) in cand.iter_mut().zip(row) {
-                *c &= w;
-                any |= *c;
+        // Per attribute, the rows to AND: (cell row or none, second row).
+        let bw = self.block_words;
+        let mut found = false;
+        for (b, block) in cand.chunks_mut(bw).enumerate() {
+            let mut any = 1;
+            for a in &self.attrs {
+                any = 0;
+                match views.get(a.attr).map(|v| v.int()) {
+                    None => and_into(block, a.row(b, ABSENT, bw), &mut any),
+                    Some(None) => and_into(block, a.row(b, ANY, bw), &mut any),
+                    Some(Some(i)) => {
+                        let cells = a.row(b, CELL0 + a.cell(i), bw);
+                        let all = a.row(b, ANY, bw);
+                        for ((c, &w), &x) in block.iter_mut().zip(cells).zip(all) {
+                            *c &= w | x;
+                            any |= *c;
+                        }
+                    }
+                }
+                if any == 0 {
+                    block.fill(0);
+                    break;
+                }
             }
-            if any == 0 {
-                return false;
-            }
+            found |= any != 0;
         }
-        words > 0
+        found
     }
 
     /// Heap bytes held.
@@ -230,47 +303,33 @@ impl CellEngine {
 
     /// A new attribute in the universe: one cell, every existing member unconstrained on it.
     fn new_attr(&self, attr: u32) -> CellAttr {
-        let mut a = CellAttr {
-            attr,
-            bounds: Box::new([]),
-            rows: vec![0; (CELL0 + 1) * self.stride],
-        };
-        for r in 0..a.row_count() {
-            let row = &mut a.rows[r * self.stride..(r + 1) * self.stride];
-            for (w, word) in row.iter_mut().enumerate() {
-                let start = w * 64;
-                *word = match self.n.saturating_sub(start) {
-                    0 => 0,
-                    k if k >= 64 => !0,
-                    k => (1u64 << k) - 1,
-                };
-            }
+        let mut a = CellAttr::new(attr, Box::new([]), self.blocks, self.block_words);
+        for i in 0..self.n {
+            a.mark(self.block_words, self.pos(i), None, true);
         }
         a
     }
 
-    /// Doubles the capacity of every row.
-    fn grow(&mut self) {
-        let old = self.stride;
-        let new = (old * 2).max(1);
+    /// Sets or clears member `i`'s bits in every attribute of the universe (`tests` sorted by
+    /// attribute).
+    fn mark_member(&mut self, i: usize, tests: &[AttrTest], on: bool) {
+        let at = self.pos(i);
+        let bw = self.block_words;
+        let mut tests = tests.iter().peekable();
         for a in &mut self.attrs {
-            let mut rows = vec![0; a.row_count() * new];
-            for r in 0..a.row_count() {
-                rows[r * new..r * new + old].copy_from_slice(&a.rows[r * old..(r + 1) * old]);
-            }
-            a.rows = rows;
+            while tests.next_if(|t| t.attr < a.attr).is_some() {}
+            let t = tests.next_if(|t| t.attr == a.attr);
+            a.mark(bw, at, t, on);
         }
-        self.stride = new;
     }
 }
 
-/// Sets member `i`'s bits in every attribute of the universe (`tests` sorted by attribute).
-fn set_member(attrs: &mut [CellAttr], stride: usize, i: usize, tests: &[AttrTest]) {
-    let mut tests = tests.iter().peekable();
-    for a in attrs {
-        while tests.next_if(|t| t.attr < a.attr).is_some() {}
-        let t = tests.next_if(|t| t.attr == a.attr);
-        a.add(stride, i, t);
+/// `block &= row`, accumulating the result's bits into `any`.
+#[inline]
+fn and_into(block: &mut [u64], row: &[u64], any: &mut u64) {
+    for (c, &w) in block.iter_mut().zip(row) {
+        *c &= w;
+        *any |= *c;
     }
 }
 
@@ -287,7 +346,8 @@ fn quantile_cuts(mut points: Vec<i32>, cells: usize) -> Box<[i32]> {
     cuts.into_boxed_slice()
 }
 
-/// Calls `f` with the index of every set bit of `bits`, in increasing order.
+/// Calls `f` with the index of every set bit of `bits`, in increasing order, while it returns
+/// `true`; returns whether it always did.
 #[inline]
 pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize) -> bool) -> bool {
     for (w, &word) in bits.iter().enumerate() {
@@ -378,7 +438,7 @@ mod tests {
         let c = cands(&engine, &[(0, Value::Int(150))]);
         assert!(!c.contains(&200));
         assert!(c.contains(&150));
-        engine.swap_remove(146);
+        engine.swap_remove(146, &[range(0, 146, 151)], &[range(3, 0, 0)]);
         assert_eq!(engine.len(), 200);
         // Member 200 (x3 = 0, unconstrained on x0) is now number 146.
         let c = cands(&engine, &[(3, Value::Int(0))]);

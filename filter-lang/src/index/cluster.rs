@@ -110,19 +110,24 @@ impl Cluster {
         pos
     }
 
-    /// Removes the member at `pos`; returns the slot of the member moved into `pos`, if any.
+    /// Removes the member at `pos`, whose tests are `removed`; returns the slot of the member
+    /// moved into `pos`, if any.
     pub(crate) fn swap_remove<'a>(
         &mut self,
         pos: u32,
+        removed: &[AttrTest],
         tests_of: impl Fn(u32) -> &'a [AttrTest],
     ) -> Option<u32> {
         let pos = pos as usize;
+        let Some(&last) = self.members.last() else {
+            return None;
+        };
         if pos >= self.members.len() {
             return None;
         }
         self.members.swap_remove(pos);
         if let Some(engine) = &mut self.engine {
-            engine.swap_remove(pos);
+            engine.swap_remove(pos, removed, tests_of(last));
             if self.members.len() * 4 <= self.decided_at {
                 self.decide(tests_of);
             }
@@ -214,7 +219,7 @@ mod tests {
         // Remove from the front: the last member moves in.
         let mut live: Vec<u32> = (0..1024).collect();
         while cluster.len() > 10 {
-            let moved = cluster.swap_remove(0, tests_of);
+            let moved = cluster.swap_remove(0, tests_of(live[0]), tests_of);
             live.swap_remove(0);
             assert_eq!(moved, live.first().copied());
         }

@@ -505,7 +505,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
             .get_mut(conj.cluster as usize)
             .and_then(Option::as_mut)
         {
-            let moved = cl.swap_remove(conj.pos, tests_of);
+            let moved = cl.swap_remove(conj.pos, &conj.compiled.tests, tests_of);
             if let Some(m) = moved
                 && let Some(mc) = self.conjs.get_mut(m as usize).and_then(Option::as_mut)
             {
