@@ -1,0 +1,454 @@
+//! The cell-bitmap engine: a word-parallel pre-filter for a large cluster of conjunctions.
+//!
+//! The members of a cluster are numbered densely `0..n`. For each attribute any member
+//! constrains (the cluster's *universe*), the integer line is cut into cells, and each attribute
+//! keeps bitmaps over the members:
+//!
+//! - `ABSENT`: members that do not constrain the attribute (the only ones an event without the
+//!   attribute can match);
+//! - `ANY`: members that may match whatever the attribute's value: those that do not constrain
+//!   it, and those whose test on it is not about integers (string, boolean, `EXISTS`);
+//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell.
+//!
+//! For an event, each attribute of the universe contributes `ABSENT` (attribute missing), `ANY`
+//! (present without an integer cast) or `ANY | cell` (present, integer in that cell), and the
+//! candidates are the AND of those contributions: one pass over `n / 64` words per attribute.
+//! The result is a superset of the members that match, and every candidate is then checked
+//! exactly. With `C` cells and intervals covering a fraction `w` of the line on each of `k`
+//! attributes, a candidate is a false positive with probability about
+//! `1 - (w / (w + 1/C))^k`, so a few tens of cells keep the exact checks close to the number of
+//! real matches.
+//!
+//! Keeping unconstrained members out of the cell bitmaps (they are in `ANY`) costs a second
+//! stream per attribute when matching, but makes an insertion set two bits for each attribute
+//! the member does not constrain instead of one per cell: insertions were dominated by those
+//! scattered bit writes, one cache line each.
+//!
+//! Cells are cut at quantiles of the members' interval endpoints, so they follow the
+//! distribution of the constants rather than assuming a domain. The cluster rebuilds the engine
+//! (recomputing the cells) when its size has doubled or fallen to a quarter since the last build,
+//! which keeps the cost amortised O(1) per insertion. Between builds, a member whose endpoints
+//! fall outside the old quantiles is still indexed correctly, only with more false candidates;
+//! an attribute new to the universe has a single cell until the next build.
+//!
+//! Members keep dense numbers: removing member `p` clears its bits and moves the last member's
+//! bits into `p` (the cluster does the same with its member list).
+
+use std::mem::size_of;
+
+use super::compile::AttrTest;
+use super::view::Views;
+
+/// Row of the bitmap of members that do not constrain the attribute.
+const ABSENT: usize = 0;
+/// Row of the bitmap of members that accept any value of the attribute as far as integers go.
+const ANY: usize = 1;
+/// Row of the first cell's bitmap.
+const CELL0: usize = 2;
+
+/// The largest block, in words: 4096 members, 512 bytes per bitmap row, so that a block's
+/// candidate words stay in L1 while every attribute is ANDed in.
+const MAX_BLOCK_WORDS: usize = 64;
+
+/// Bitmaps over the members of one cluster, for each attribute of its universe.
+///
+/// Members are grouped in blocks of `64 * block_words`; each attribute stores, block after
+/// block, all its rows for that block. Growing by a block appends to every attribute's vector
+/// (no re-layout), and the AND for one block reads one contiguous run per attribute.
+#[derive(Debug, Clone)]
+pub(crate) struct CellEngine {
+    /// The number of members.
+    n: usize,
+    /// Words per row in a block: a power of two up to `MAX_BLOCK_WORDS`, sized at build time
+    /// to the cluster, so small clusters do not pay for big blocks.
+    block_words: usize,
+    /// The number of blocks allocated.
+    blocks: usize,
+    /// Per attribute of the universe, sorted by attribute id.
+    attrs: Vec<CellAttr>,
+}
+
+/// The cells and bitmaps of one attribute.
+#[derive(Debug, Clone)]
+struct CellAttr {
+    /// The attribute's id.
+    attr: u32,
+    /// Where cells start, ascending: cell `j` holds the integers `v` with
+    /// `bounds[j - 1] <= v < bounds[j]` (open-ended at both ends).
+    bounds: Box<[i32]>,
+    /// For each block: `ABSENT`, `ANY` and one row per cell, `block_words` words each.
+    rows: Vec<u64>,
+}
+
+/// Where member `i` lives: its block, its word within a block row, and its bit.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    block: usize,
+    word: usize,
+    bit: u64,
+}
+
+impl CellAttr {
+    /// An attribute with cells starting at `bounds`, no member yet.
+    fn new(attr: u32, bounds: Box<[i32]>, blocks: usize, block_words: usize) -> Self {
+        let rows = vec![0; (CELL0 + bounds.len() + 1) * block_words * blocks];
+        Self { attr, bounds, rows }
+    }
+
+    /// The cell holding `v`.
+    #[inline]
+    fn cell(&self, v: i32) -> usize {
+        self.bounds.partition_point(|&b| b <= v)
+    }
+
+    /// The number of rows per block.
+    fn row_count(&self) -> usize {
+        CELL0 + self.bounds.len() + 1
+    }
+
+    /// Row `r` of block `b`.
+    #[inline]
+    fn row(&self, b: usize, r: usize, bw: usize) -> &[u64] {
+        let start = (b * self.row_count() + r) * bw;
+        &self.rows[start..start + bw]
+    }
+
+    /// Sets (`on`) or clears the bits of the member at `at` for its test `t` on this
+    /// attribute (`None`: unconstrained).
+    #[inline]
+    fn mark(&mut self, bw: usize, at: Pos, t: Option<&AttrTest>, on: bool) {
+        let cells = match t {
+            Some(t) if t.needs_int() => Some((self.cell(t.lo), self.cell(t.hi))),
+            _ => None,
+        };
+        let base = at.block * self.row_count() * bw + at.word;
+        let rows = &mut self.rows;
+        let mut apply = |row: usize| {
+            let w = &mut rows[base + row * bw];
+            if on {
+                *w |= at.bit;
+            } else {
+                *w &= !at.bit;
+            }
+        };
+        match t {
+            None => {
+                apply(ABSENT);
+                apply(ANY);
+            }
+            Some(_) => match cells {
+                Some((first, last)) => (first..=last).for_each(|c| apply(CELL0 + c)),
+                None => apply(ANY),
+            },
+        }
+    }
+}
+
+impl CellEngine {
+    /// Builds the engine over members whose tests are `members[i]`, with about `cells` cells
+    /// per attribute.
+    pub(crate) fn build(members: &[&[AttrTest]], cells: usize) -> Self {
+        let mut universe: Vec<u32> = members
+            .iter()
+            .flat_map(|m| m.iter().map(|t| t.attr))
+            .collect();
+        universe.sort_unstable();
+        universe.dedup();
+        let mut points: Vec<Vec<i32>> = vec![Vec::new(); universe.len()];
+        for t in members.iter().flat_map(|m| m.iter()) {
+            if t.needs_int()
+                && let Ok(k) = universe.binary_search(&t.attr)
+            {
+                if t.lo != i32::MIN {
+                    points[k].push(t.lo);
+                }
+                if let Some(end) = t.hi.checked_add(1) {
+                    points[k].push(end);
+                }
+            }
+        }
+        let block_words = members
+            .len()
+            .div_ceil(64)
+            .next_power_of_two()
+            .min(MAX_BLOCK_WORDS);
+        let blocks = members.len().div_ceil(64 * block_words).max(1);
+        let attrs: Vec<CellAttr> = universe
+            .iter()
+            .zip(points)
+            .map(|(&attr, points)| {
+                CellAttr::new(attr, quantile_cuts(points, cells), blocks, block_words)
+            })
+            .collect();
+        let mut engine = Self {
+            n: members.len(),
+            block_words,
+            blocks,
+            attrs,
+        };
+        for (i, tests) in members.iter().enumerate() {
+            engine.mark_member(i, tests, true);
+        }
+        engine
+    }
+
+    /// The number of members.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.n
+    }
+
+    /// The number of attributes in the universe.
+    #[cfg(test)]
+    pub(crate) fn universe_len(&self) -> usize {
+        self.attrs.len()
+    }
+
+    /// Where member `i` lives.
+    #[inline]
+    fn pos(&self, i: usize) -> Pos {
+        let per_block = 64 * self.block_words;
+        Pos {
+            block: i / per_block,
+            word: (i % per_block) / 64,
+            bit: 1u64 << (i % 64),
+        }
+    }
+
+    /// Adds a member, numbered `len()`, with tests `tests`.
+    pub(crate) fn push(&mut self, tests: &[AttrTest]) {
+        let i = self.n;
+        if i >= self.blocks * 64 * self.block_words {
+            self.blocks += 1;
+            for a in &mut self.attrs {
+                let len = a.row_count() * self.block_words * self.blocks;
+                a.rows.resize(len, 0);
+            }
+        }
+        for t in tests {
+            if let Err(at) = self.attrs.binary_search_by_key(&t.attr, |a| a.attr) {
+                self.attrs.insert(at, self.new_attr(t.attr));
+            }
+        }
+        self.mark_member(i, tests, true);
+        self.n += 1;
+    }
+
+    /// Removes member `p`, whose tests are `removed`, moving the last member (tests `last`)
+    /// into its place.
+    pub(crate) fn swap_remove(&mut self, p: usize, removed: &[AttrTest], last: &[AttrTest]) {
+        let Some(l) = self.n.checked_sub(1) else {
+            return;
+        };
+        if p > l {
+            return;
+        }
+        self.mark_member(p, removed, false);
+        if p != l {
+            self.mark_member(l, last, false);
+            self.mark_member(p, last, true);
+        }
+        self.n = l;
+    }
+
+    /// Writes into `cand` the bitmap of members that may match the event of `views`; returns
+    /// whether there is any.
+    pub(crate) fn candidates(&self, views: &Views, cand: &mut Vec<u64>) -> bool {
+        let words = self.n.div_ceil(64);
+        cand.clear();
+        cand.resize(words, !0);
+        if !self.n.is_multiple_of(64)
+            && let Some(w) = cand.last_mut()
+        {
+            *w = (1u64 << (self.n % 64)) - 1;
+        }
+        // Per attribute, the rows to AND: (cell row or none, second row).
+        let bw = self.block_words;
+        let mut found = false;
+        for (b, block) in cand.chunks_mut(bw).enumerate() {
+            let mut any = 1;
+            for a in &self.attrs {
+                any = 0;
+                match views.get(a.attr).map(|v| v.int()) {
+                    None => and_into(block, a.row(b, ABSENT, bw), &mut any),
+                    Some(None) => and_into(block, a.row(b, ANY, bw), &mut any),
+                    Some(Some(i)) => {
+                        let cells = a.row(b, CELL0 + a.cell(i), bw);
+                        let all = a.row(b, ANY, bw);
+                        for ((c, &w), &x) in block.iter_mut().zip(cells).zip(all) {
+                            *c &= w | x;
+                            any |= *c;
+                        }
+                    }
+                }
+                if any == 0 {
+                    block.fill(0);
+                    break;
+                }
+            }
+            found |= any != 0;
+        }
+        found
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.attrs.capacity() * size_of::<CellAttr>()
+            + self
+                .attrs
+                .iter()
+                .map(|a| a.bounds.len() * size_of::<i32>() + a.rows.capacity() * size_of::<u64>())
+                .sum::<usize>()
+    }
+
+    /// A new attribute in the universe: one cell, every existing member unconstrained on it.
+    fn new_attr(&self, attr: u32) -> CellAttr {
+        let mut a = CellAttr::new(attr, Box::new([]), self.blocks, self.block_words);
+        for i in 0..self.n {
+            a.mark(self.block_words, self.pos(i), None, true);
+        }
+        a
+    }
+
+    /// Sets or clears member `i`'s bits in every attribute of the universe (`tests` sorted by
+    /// attribute).
+    fn mark_member(&mut self, i: usize, tests: &[AttrTest], on: bool) {
+        let at = self.pos(i);
+        let bw = self.block_words;
+        let mut tests = tests.iter().peekable();
+        for a in &mut self.attrs {
+            while tests.next_if(|t| t.attr < a.attr).is_some() {}
+            let t = tests.next_if(|t| t.attr == a.attr);
+            a.mark(bw, at, t, on);
+        }
+    }
+}
+
+/// `block &= row`, accumulating the result's bits into `any`.
+#[inline]
+fn and_into(block: &mut [u64], row: &[u64], any: &mut u64) {
+    for (c, &w) in block.iter_mut().zip(row) {
+        *c &= w;
+        *any |= *c;
+    }
+}
+
+/// About `cells - 1` cut points at quantiles of `points`, ascending and distinct.
+fn quantile_cuts(mut points: Vec<i32>, cells: usize) -> Box<[i32]> {
+    if points.is_empty() || cells < 2 {
+        return Box::new([]);
+    }
+    points.sort_unstable();
+    let mut cuts: Vec<i32> = (1..cells)
+        .map(|j| points[j * points.len() / cells])
+        .collect();
+    cuts.dedup();
+    cuts.into_boxed_slice()
+}
+
+/// Calls `f` with the index of every set bit of `bits`, in increasing order, while it returns
+/// `true`; returns whether it always did.
+#[inline]
+pub(crate) fn for_each_bit(bits: &[u64], mut f: impl FnMut(usize) -> bool) -> bool {
+    for (w, &word) in bits.iter().enumerate() {
+        let mut b = word;
+        while b != 0 {
+            let i = w * 64 + b.trailing_zeros() as usize;
+            if !f(i) {
+                return false;
+            }
+            b &= b - 1;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::view::View;
+    use crate::value::Value;
+
+    fn range(attr: u32, lo: i32, hi: i32) -> AttrTest {
+        AttrTest::range_for_tests(attr, lo, hi)
+    }
+
+    fn cands(engine: &CellEngine, event: &[(u32, Value)]) -> Vec<usize> {
+        let mut views = Views::default();
+        views.begin(16);
+        for (a, v) in event {
+            views.set(*a, View::of(v, None));
+        }
+        let mut cand = Vec::new();
+        let mut out = Vec::new();
+        if engine.candidates(&views, &mut cand) {
+            for_each_bit(&cand, |i| {
+                out.push(i);
+                true
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn candidates_are_a_superset_of_matches() {
+        let m0 = [range(0, 0, 9)];
+        let m1 = [range(0, 10, 19), range(1, 0, 0)];
+        let m2 = [range(1, 5, 100)];
+        let members: Vec<&[AttrTest]> = vec![&m0, &m1, &m2];
+        let engine = CellEngine::build(&members, 8);
+        assert_eq!(engine.universe_len(), 2);
+        // x0 = 5, x1 = 50: m0 and m2 match; m1 does not (cells may still admit it).
+        let c = cands(&engine, &[(0, Value::Int(5)), (1, Value::Int(50))]);
+        assert!(c.contains(&0) && c.contains(&2));
+        // x0 absent: only members not constraining x0.
+        assert_eq!(cands(&engine, &[(1, Value::Int(50))]), [2]);
+        // x1 not an integer: members that constrain it with integers drop out.
+        assert_eq!(
+            cands(&engine, &[(0, Value::Int(3)), (1, Value::from("a"))]),
+            [0]
+        );
+        // Cut points fall on endpoints, so disjoint intervals are told apart exactly.
+        assert_eq!(
+            cands(&engine, &[(0, Value::Int(15)), (1, Value::Int(0))]),
+            [1]
+        );
+    }
+
+    #[test]
+    fn push_and_swap_remove_keep_members_dense() {
+        let m0 = [range(0, 0, 9)];
+        let members: Vec<&[AttrTest]> = vec![&m0];
+        let mut engine = CellEngine::build(&members, 4);
+        for k in 1..200 {
+            engine.push(&[range(0, k, k + 5)]);
+        }
+        engine.push(&[range(3, 0, 0)]);
+        assert_eq!(engine.len(), 201);
+        assert_eq!(engine.universe_len(), 2);
+        // x0 = 150 and x3 = 0: members 145..=150 by their interval on x0 (none constrains x3),
+        // and member 200, which constrains only x3.
+        let c = cands(&engine, &[(0, Value::Int(150)), (3, Value::Int(0))]);
+        for k in (145..=150).chain([200]) {
+            assert!(c.contains(&k), "member {k} matches");
+        }
+        assert!(!c.contains(&0), "member 0's cells end below 150");
+        // x3 absent: member 200 drops out. (With x3 = 1 it would stay a candidate: an
+        // attribute new to the universe has a single cell until the next build.)
+        let c = cands(&engine, &[(0, Value::Int(150))]);
+        assert!(!c.contains(&200));
+        assert!(c.contains(&150));
+        engine.swap_remove(146, &[range(0, 146, 151)], &[range(3, 0, 0)]);
+        assert_eq!(engine.len(), 200);
+        // Member 200 (x3 = 0, unconstrained on x0) is now number 146.
+        let c = cands(&engine, &[(3, Value::Int(0))]);
+        assert_eq!(c, [146]);
+    }
+
+    #[test]
+    fn quantile_cuts_are_distinct_and_sorted() {
+        let cuts = quantile_cuts(vec![5, 5, 5, 1, 9, 9, 3], 4);
+        assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+        assert!(quantile_cuts(Vec::new(), 8).is_empty());
+    }
+}
