@@ -130,6 +130,11 @@ impl Broker {
         self.routing.forwarded_entries()
     }
 
+    /// Bytes used by the notification matching index.
+    pub fn index_memory_bytes(&self) -> usize {
+        self.routing.index_memory_bytes()
+    }
+
     /// Distinct subscription filters held (after interning identical texts).
     pub fn distinct_subscription_filters(&self) -> usize {
         self.routing.distinct_subscription_filters()

@@ -20,18 +20,34 @@ use crate::ids::{BrokerId, NotificationId, RouteKey, SubscriptionId};
 /// Cloning is cheap (one reference count). Equality and hashing are by source text, which is
 /// also what travels on the wire.
 #[derive(Clone)]
-pub struct SharedFilter(Arc<(Filter, Shape)>);
+pub struct SharedFilter(Arc<Compiled>);
+
+/// The compiled filter and its covering-lookup keys.
+struct Compiled {
+    /// The filter (itself shared with the matching index, which keeps inexact filters).
+    filter: Arc<Filter>,
+    /// The covering-lookup keys.
+    shape: Shape,
+}
 
 impl SharedFilter {
     /// Wraps a compiled filter.
     pub fn new(filter: Filter) -> Self {
         let shape = Shape::of(&filter);
-        Self(Arc::new((filter, shape)))
+        Self(Arc::new(Compiled {
+            filter: Arc::new(filter),
+            shape,
+        }))
     }
 
     /// The covering-lookup keys.
     pub(crate) fn shape(&self) -> &Shape {
-        &self.0.1
+        &self.0.shape
+    }
+
+    /// The filter, as the shared pointer the matching index takes.
+    pub(crate) fn arc(&self) -> &Arc<Filter> {
+        &self.0.filter
     }
 
     /// Parses and compiles `source` (the decoding of a filter received from a peer).
@@ -41,12 +57,12 @@ impl SharedFilter {
 
     /// The filter.
     pub fn filter(&self) -> &Filter {
-        &self.0.0
+        &self.0.filter
     }
 
     /// The source text.
     pub fn source(&self) -> &str {
-        self.0.0.source()
+        self.0.filter.source()
     }
 }
 
@@ -60,7 +76,7 @@ impl std::ops::Deref for SharedFilter {
     type Target = Filter;
 
     fn deref(&self) -> &Filter {
-        &self.0.0
+        &self.0.filter
     }
 }
 

@@ -1,10 +1,12 @@
 //! The notification routing table: which destinations want an event.
 //!
-//! A thin wrapper over the filter crate's matching index, with the destinations a broker
-//! routes to. It matches on the routable form; local subscriptions are then checked against
-//! their full filter by the caller before delivery.
+//! A thin layer over the filter crate's [`Index`], which matches exactly (the routable form,
+//! then the full expression for filters whose routable form is inexact). Peers' entries are
+//! matched exactly too: a peer forwarded its subscribers' own filters, so evaluating them in
+//! full here is upstream evaluation, and keeps notifications off links where no subscriber
+//! would accept them.
 
-use palio_filter::Event;
+use palio_filter::{EntryId, Event, Index, Scratch};
 
 use crate::frame::SharedFilter;
 use crate::ids::{BrokerId, SubscriptionId};
@@ -19,61 +21,59 @@ pub(crate) enum Dest {
 }
 
 /// Names one entry of a [`RouteIndex`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RouteEntry(usize);
+pub(crate) type RouteEntry = EntryId;
 
 /// Filters with their destinations.
-#[derive(Debug, Default)]
 pub(crate) struct RouteIndex {
-    entries: Vec<Option<(SharedFilter, Dest)>>,
-    free: Vec<usize>,
-    len: usize,
+    /// The index.
+    index: Index<Dest>,
+    /// Matching working memory, reused.
+    scratch: Scratch,
+}
+
+impl std::fmt::Debug for RouteIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteIndex")
+            .field("entries", &self.index.len())
+            .finish()
+    }
+}
+
+impl Default for RouteIndex {
+    fn default() -> Self {
+        Self {
+            index: Index::new(),
+            scratch: Scratch::default(),
+        }
+    }
 }
 
 impl RouteIndex {
     /// Adds `filter` for `dest`.
     pub(crate) fn insert(&mut self, filter: &SharedFilter, dest: Dest) -> RouteEntry {
-        self.len += 1;
-        let e = Some((filter.clone(), dest));
-        match self.free.pop() {
-            Some(i) => {
-                self.entries[i] = e;
-                RouteEntry(i)
-            }
-            None => {
-                self.entries.push(e);
-                RouteEntry(self.entries.len() - 1)
-            }
-        }
+        self.index.insert_arc(filter.arc(), dest)
     }
 
     /// Removes an entry.
     pub(crate) fn remove(&mut self, entry: RouteEntry) {
-        if self
-            .entries
-            .get_mut(entry.0)
-            .and_then(Option::take)
-            .is_some()
-        {
-            self.len -= 1;
-            self.free.push(entry.0);
-        }
+        self.index.remove(entry);
     }
 
-    /// The distinct destinations with a filter whose routable form matches `event`, ascending.
+    /// The distinct destinations with a filter matching `event`, ascending (so that what the
+    /// broker emits does not depend on the index's internal order).
     pub(crate) fn matches(&mut self, event: &Event, out: &mut Vec<Dest>) {
         out.clear();
-        for (f, d) in self.entries.iter().flatten() {
-            if f.routable().matches(event) {
-                out.push(*d);
-            }
-        }
+        self.index.matches(event, &mut self.scratch, out);
         out.sort_unstable();
-        out.dedup();
     }
 
     /// The number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.index.len()
+    }
+
+    /// Bytes used by the index.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
     }
 }

@@ -177,8 +177,10 @@ impl Routing {
         }
         let sub = self.subs.table.filter(f);
         self.advs.received.get(&n).is_some_and(|held| {
-            held.values()
-                .any(|h| self.advs.table.filter(h.filter).intersects(sub))
+            held.values().any(|h| {
+                let adv = self.advs.table.filter(h.filter);
+                adv.shape().may_intersect(sub.shape()) && adv.intersects(sub)
+            })
         })
     }
 
@@ -410,9 +412,11 @@ impl Routing {
             .table
             .ids()
             .filter(|&f| {
+                let sub = self.subs.table.filter(f);
                 !self.forest_contains(Kind::Sub, p, f)
                     && self.has_other_contributor(Kind::Sub, f, p)
-                    && adv.intersects(self.subs.table.filter(f))
+                    && adv.shape().may_intersect(sub.shape())
+                    && adv.intersects(sub)
             })
             .collect();
         let table = &self.subs.table;
@@ -623,6 +627,11 @@ impl Routing {
             .flat_map(|s| s.forests.values())
             .map(|t| t.sent().len())
             .sum()
+    }
+
+    /// Bytes used by the notification matching index.
+    pub(crate) fn index_memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
     }
 
     /// The number of distinct subscription filters known.

@@ -86,8 +86,7 @@ impl Overlay {
                 graph.add_link(b(i), b((i + 1) % n));
             }
         } else {
-            for i in 1..n {
-                let r = region_of[i];
+            for (i, &r) in region_of.iter().enumerate().skip(1) {
                 let start = first_of(r);
                 let parent = if i == start {
                     // First broker of a region: attach to a broker of an earlier region.

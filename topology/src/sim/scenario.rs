@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, Strategy};
 use crate::frame::{FrameKind, Notification, SharedFilter};
@@ -67,7 +67,7 @@ impl Default for RoutingParams {
             topology: OverlayKind::Tree,
             locality: 0.9,
             brokers_per_region: 10,
-            topics: 50,
+            topics: 200,
             churn: 0.1,
             seed: 1,
         }
@@ -75,7 +75,7 @@ impl Default for RoutingParams {
 }
 
 /// What a routing measurement found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoutingReport {
     /// Brokers in the overlay.
     pub brokers: usize,

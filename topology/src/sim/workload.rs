@@ -12,8 +12,8 @@
 //! global, every subscription may match a publication from anywhere, and routing state cannot
 //! be confined; at `L = 1` content never leaves its region.
 //!
-//! A subscription is `pool = '<pool>'`, then with probability 0.9 `AND topic = '<topic>'`,
-//! then 0 to 3 constraints (25/40/25/10 %) on distinct `x` attributes: `<` 40 %, `>` 40 %,
+//! A subscription is `pool = '<pool>' AND topic = '<topic>'`, then 0 to 3 constraints
+//! (10/40/35/15 %) on distinct `x` attributes: `<` 40 %, `>` 40 %,
 //! `=` 20 %, against a uniform constant in `0..100`, in the spirit of Carzaniga and Wolf's
 //! SIENA workloads. Many subscriptions therefore cover others (same topic, a wider range),
 //! which is what covering exploits. With [`ContentModel::exotic`] > 0 some subscriptions take
@@ -99,14 +99,11 @@ impl ContentModel {
                 _ => "TRUE".to_owned(),
             };
         }
-        let mut text = format!("pool = '{p}'");
-        if rng.chance(0.9) {
-            text += &format!(" AND topic = '{}'", self.topic(pool, rng));
-        }
+        let mut text = format!("pool = '{p}' AND topic = '{}'", self.topic(pool, rng));
         let extra = match rng.below(100) {
-            0..25 => 0,
-            25..65 => 1,
-            65..90 => 2,
+            0..10 => 0,
+            10..50 => 1,
+            50..85 => 2,
             _ => 3,
         };
         let mut attrs = [0, 1, 2, 3];
