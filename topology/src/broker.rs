@@ -157,6 +157,20 @@ impl Broker {
         if !self.routing.neighbours().is_subset(&self.up) {
             return Err("a tree neighbour has no live link".to_owned());
         }
+        if self.tree_at.is_none() {
+            let expected: BTreeSet<BrokerId> = self
+                .tree
+                .neighbours(self.config.id)
+                .intersection(&self.up)
+                .copied()
+                .collect();
+            if &expected != self.routing.neighbours() {
+                return Err(format!(
+                    "routing to {:?}, tree neighbours {expected:?}",
+                    self.routing.neighbours()
+                ));
+            }
+        }
         self.routing.audit()
     }
 

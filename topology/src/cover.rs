@@ -232,6 +232,27 @@ impl Shape {
     }
 }
 
+impl Shape {
+    /// A cheap proof that `self` (an advertisement) contains `other` (a subscription), so
+    /// that they intersect unless the subscription matches nothing: `self` is a conjunction of
+    /// equalities that `other` has too. Used before [`Filter::intersects`]; answering `true`
+    /// for an unsatisfiable subscription only forwards it needlessly.
+    pub(crate) fn surely_intersects(&self, other: &Shape) -> bool {
+        match (self, other) {
+            (
+                Shape::Single {
+                    eq_pairs: ae,
+                    constraints,
+                    ..
+                },
+                Shape::Single { eq_pairs: be, .. },
+            ) => ae.len() == *constraints && ae.iter().all(|e| be.binary_search(e).is_ok()),
+            (Shape::Wide { match_all: true }, _) => true,
+            _ => false,
+        }
+    }
+}
+
 /// Whether sorted `a` is a subset of sorted `b`.
 fn is_subset(a: &[u64], b: &[u64]) -> bool {
     let mut j = 0;

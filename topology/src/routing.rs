@@ -179,7 +179,8 @@ impl Routing {
         self.advs.received.get(&n).is_some_and(|held| {
             held.values().any(|h| {
                 let adv = self.advs.table.filter(h.filter);
-                adv.shape().may_intersect(sub.shape()) && adv.intersects(sub)
+                adv.shape().may_intersect(sub.shape())
+                    && (adv.shape().surely_intersects(sub.shape()) || adv.intersects(sub))
             })
         })
     }
@@ -416,7 +417,7 @@ impl Routing {
                 !self.forest_contains(Kind::Sub, p, f)
                     && self.has_other_contributor(Kind::Sub, f, p)
                     && adv.shape().may_intersect(sub.shape())
-                    && adv.intersects(sub)
+                    && (adv.shape().surely_intersects(sub.shape()) || adv.intersects(sub))
             })
             .collect();
         let table = &self.subs.table;

@@ -448,13 +448,19 @@ impl Chaos {
                         self.faults += 1;
                     }
                 } else {
-                    self.net.restart(b);
                     let peers: Vec<(BrokerId, BrokerId)> = self
                         .links
                         .iter()
                         .copied()
                         .filter(|&(x, y)| (x == b || y == b) && !self.downed.contains(&(x, y)))
                         .collect();
+                    // Restart only where the broker rejoins the running network at once, so
+                    // that the running brokers stay connected.
+                    let other = |&(x, y): &(BrokerId, BrokerId)| if x == b { y } else { x };
+                    if !peers.iter().any(|l| self.net.is_running(other(l))) {
+                        return Ok(());
+                    }
+                    self.net.restart(b);
                     for (x, y) in peers {
                         self.net.link_up(x, y);
                     }
