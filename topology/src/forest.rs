@@ -58,7 +58,7 @@ pub(crate) struct Forest {
     slots: HashMap<FilterId, Slot>,
     /// The sent members, ascending (deterministic teardown).
     sent: BTreeSet<FilterId>,
-    /// The sent members, filed for covering lookups.
+    /// The sent members, filed for covering lookups (empty without covering).
     index: CoverIndex,
 }
 
@@ -113,11 +113,11 @@ impl Forest {
             },
         );
         self.sent.insert(f);
-        self.index.insert(f, table.filter(f).shape());
         out.push(Action::Send(f));
         if !self.covering {
             return;
         }
+        self.index.insert(f, table.filter(f).shape());
         for h in self.index.find_coverees(f, table, self.scan_limit) {
             // `h` is sent and covered by `f`: withdraw it and hand its children to `f`.
             self.sent.remove(&h);
@@ -176,7 +176,9 @@ impl Forest {
             }
             Some(Slot::Sent { children, .. }) => {
                 self.sent.remove(&f);
-                self.index.remove(f, table.filter(f).shape());
+                if self.covering {
+                    self.index.remove(f, table.filter(f).shape());
+                }
                 out.push(Action::Withdraw(f));
                 let mut orphans: Vec<FilterId> = children
                     .into_iter()
