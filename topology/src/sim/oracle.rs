@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use palio_filter::Event;
+use palio_filter::{EntryId, Event, Index};
 
 use crate::frame::SharedFilter;
 use crate::ids::{BrokerId, NotificationId, SubscriptionId};
@@ -61,8 +61,21 @@ impl Verdict {
 }
 
 /// Tracks subscriptions and publications.
-#[derive(Debug, Default)]
+///
+/// By default every expectation is computed by evaluating every live subscription's filter.
+/// [`Oracle::with_index`] makes large runs affordable: expectations come from a matching index
+/// of the live subscriptions, and every `cross_check`-th publication is also computed by
+/// brute force and compared ([`Oracle::index_mismatches`] must stay 0).
+#[derive(Default)]
 pub struct Oracle {
+    /// Optional index of the live subscriptions, with their entry ids.
+    index: Option<(Index<SubKey>, BTreeMap<SubKey, EntryId>)>,
+    /// Brute-force one publication in this many when indexed.
+    cross_check: u64,
+    /// Publications expected so far.
+    published: u64,
+    /// Indexed expectations that differed from brute force.
+    mismatches: u64,
     /// Live subscriptions.
     live: BTreeMap<SubKey, SharedFilter>,
     /// Every subscription ever made (ids are never reused within a run).
@@ -73,26 +86,70 @@ pub struct Oracle {
     expected: BTreeMap<NotificationId, Expectation>,
 }
 
+impl std::fmt::Debug for Oracle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oracle")
+            .field("live", &self.live.len())
+            .field("indexed", &self.index.is_some())
+            .field("mismatches", &self.mismatches)
+            .finish()
+    }
+}
+
 impl Oracle {
-    /// An oracle with no subscriptions.
+    /// An oracle with no subscriptions that evaluates every filter for every publication.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An oracle that finds matching subscriptions with an index, cross-checking one
+    /// publication in `cross_check` by brute force.
+    pub fn with_index(cross_check: u64) -> Self {
+        Self {
+            index: Some((Index::new(), BTreeMap::new())),
+            cross_check: cross_check.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// Indexed expectations that differed from brute force (a correct index gives 0).
+    pub fn index_mismatches(&self) -> u64 {
+        self.mismatches
+    }
+
     /// Records a subscription.
     pub fn subscribe(&mut self, key: SubKey, filter: SharedFilter) {
+        if let Some((index, ids)) = &mut self.index {
+            ids.insert(key, index.insert(filter.filter(), key));
+        }
         self.ever.insert(key, filter.clone());
         self.live.insert(key, filter);
     }
 
     /// Records an unsubscription.
     pub fn unsubscribe(&mut self, key: SubKey) {
+        if let Some((index, ids)) = &mut self.index
+            && let Some(id) = ids.remove(&key)
+        {
+            index.remove(id);
+        }
         self.live.remove(&key);
     }
 
     /// Forgets the subscriptions of a crashed broker.
     pub fn crash(&mut self, broker: BrokerId) {
-        self.live.retain(|k, _| k.0 != broker);
+        let gone: Vec<SubKey> = self.live.keys().filter(|k| k.0 == broker).copied().collect();
+        for k in gone {
+            self.unsubscribe(k);
+        }
+    }
+
+    fn brute_force(&self, event: &Event) -> BTreeSet<SubKey> {
+        self.live
+            .iter()
+            .filter(|(_, f)| f.matches(event))
+            .map(|(&k, _)| k)
+            .collect()
     }
 
     /// The live subscriptions.
@@ -109,12 +166,17 @@ impl Oracle {
     /// Records a publication made once routes have settled: its deliveries will be checked
     /// exactly. Returns the brokers with a matching subscription.
     pub fn published_checked(&mut self, id: NotificationId, event: Event) -> BTreeSet<BrokerId> {
-        let subscribers: BTreeSet<SubKey> = self
-            .live
-            .iter()
-            .filter(|(_, f)| f.matches(&event))
-            .map(|(&k, _)| k)
-            .collect();
+        self.published += 1;
+        let subscribers = match &self.index {
+            Some((index, _)) => {
+                let found: BTreeSet<SubKey> = index.matches_vec(&event).into_iter().collect();
+                if self.published % self.cross_check == 0 && found != self.brute_force(&event) {
+                    self.mismatches += 1;
+                }
+                found
+            }
+            None => self.brute_force(&event),
+        };
         let brokers = subscribers.iter().map(|k| k.0).collect();
         self.events.insert(id, event);
         self.expected.insert(id, Expectation { subscribers });

@@ -162,8 +162,8 @@ pub fn run_routing(p: &RoutingParams) -> Result<RoutingReport, String> {
     }
     net.drive_bounded(SETTLE_BOUND).map_err(|e| e.to_string())?;
 
-    // Subscriptions.
-    let mut oracle = Oracle::new();
+    // Subscriptions. The oracle indexes them, and checks one publication in 50 by brute force.
+    let mut oracle = Oracle::with_index(50);
     let mut subs_rng = rng.fork(2);
     let mut live: Vec<SubKey> = Vec::with_capacity(p.subscriptions);
     let start = net.now();
@@ -222,6 +222,12 @@ pub fn run_routing(p: &RoutingParams) -> Result<RoutingReport, String> {
     round(&mut net, &mut oracle)?;
     if let Some(e) = net.errors().first() {
         return Err(e.clone());
+    }
+    if oracle.index_mismatches() > 0 {
+        return Err(format!(
+            "the oracle's index disagreed with brute force {} times",
+            oracle.index_mismatches()
+        ));
     }
 
     let c = net.counters();
