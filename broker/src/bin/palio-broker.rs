@@ -1,0 +1,139 @@
+//! The `palio-broker` daemon: parses flags, loads the configuration and runs the server.
+//!
+//! With no arguments it runs on embedded defaults (QUIC on 127.0.0.1:7400, admin HTTP on
+//! 127.0.0.1:7480, data in ./palio-data with a development CA created there).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use palio_broker::{Overrides, Server, Settings};
+
+/// Palio broker: content-based publish/subscribe over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "palio-broker", version, about, long_about = None)]
+struct Args {
+    /// TOML configuration file (flags override it).
+    #[arg(long, env = "PALIO_CONFIG")]
+    config: Option<PathBuf>,
+    /// This broker's name, unique in the overlay (its routing id is derived from it).
+    #[arg(long)]
+    id: Option<String>,
+    /// QUIC listen address [default: 127.0.0.1:7400].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP listen address, or `off` [default: 127.0.0.1:7480].
+    #[arg(long)]
+    admin: Option<String>,
+    /// Data directory [default: ./palio-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Development PKI directory: a CA is created there if absent, else this broker's
+    /// certificate is issued from it [default: <data-dir>/tls].
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// A peer broker to link to (host:port); repeatable.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PALIO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let overrides = Overrides {
+        config: args.config,
+        id: args.id,
+        listen: args.listen,
+        admin: args.admin,
+        data_dir: args.data_dir,
+        tls_dir: args.tls_dir,
+        peers: args.peers,
+    };
+    let settings = match Settings::load(&overrides) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("palio-broker: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("palio-broker: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(settings).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("palio-broker: cannot start: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        announce(&server);
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints where the broker listens: a human line, a machine-readable `PALIO_READY` JSON line
+/// (tests read it), and how to connect.
+fn announce(server: &Server) {
+    let quic = server
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let admin = server.admin_addr().map(|a| a.to_string());
+    let tls = server.tls_dir().map(|d| d.display().to_string());
+    println!(
+        "palio-broker {} (id {}) listening on {quic} (QUIC){}",
+        server.name(),
+        server.broker_id(),
+        admin
+            .as_ref()
+            .map(|a| format!(", admin http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    println!(
+        "PALIO_READY {}",
+        serde_json::json!({
+            "name": server.name(),
+            "id": server.broker_id().0,
+            "quic": quic,
+            "admin": admin,
+            "tls_dir": tls,
+        })
+    );
+    let tls_flag = tls.map(|t| format!(" --tls-dir {t}")).unwrap_or_default();
+    println!("connect: palio sub --server {quic}{tls_flag} \"type = 'greeting'\"");
+    println!("         palio pub --server {quic}{tls_flag} --attr type=greeting --payload hello");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

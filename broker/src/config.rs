@@ -1,0 +1,439 @@
+//! Configuration: the TOML file, the command-line overrides, and validation.
+//!
+//! Everything has an embedded default, so `palio-broker` runs with no file and no flags. A file
+//! is read with unknown keys refused; every filter expression in it is compiled at load, and any
+//! problem is reported with the file, line and column. The broker does not start
+//! half-configured: [`Settings::load`] either returns a complete, valid configuration or an
+//! error.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use palio_topology::{SharedFilter, Strategy};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The default QUIC address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// The default admin HTTP address.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7480";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./palio-data";
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid, at a known place.
+    #[error("{path}:{line}:{column}: {message}")]
+    At {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value (from the file or a flag) is not valid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What happens when a subscriber's delivery buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SlowConsumerPolicy {
+    /// Drop the new notification for that subscriber only (counted in
+    /// `palio_notifications_dropped_total{reason="slow_consumer"}`); everyone else is unaffected.
+    #[default]
+    Drop,
+    /// Close the subscriber's connection with the `slow_consumer` error code (counted in
+    /// `palio_slow_consumer_disconnects_total`).
+    Disconnect,
+}
+
+/// Limits; each has a declared overflow behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest frame accepted on any stream, in bytes; a longer one closes the connection
+    /// (`frame_too_large`).
+    pub max_frame_bytes: usize,
+    /// Notifications buffered per subscribing connection between routing and its QUIC stream.
+    pub subscriber_buffer: usize,
+    /// What to do when that buffer is full.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Frames buffered per peer link. When full, notifications for that peer are dropped
+    /// (`reason="peer_queue_full"`); a routing frame that does not fit resets the link, which
+    /// resynchronises it from scratch.
+    pub peer_queue: usize,
+    /// Live subscriptions per connection (`limit_exceeded` beyond).
+    pub max_subscriptions_per_client: usize,
+    /// Live advertisements per connection.
+    pub max_advertisements_per_client: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: palio_protocol::DEFAULT_MAX_FRAME,
+            subscriber_buffer: 1024,
+            slow_consumer: SlowConsumerPolicy::Drop,
+            peer_queue: 16 * 1024,
+            max_subscriptions_per_client: 1024,
+            max_advertisements_per_client: 1024,
+        }
+    }
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsFiles {
+    /// The development PKI directory (default `<data_dir>/tls`).
+    pub dir: Option<PathBuf>,
+    /// Certificate chain file (PEM), instead of the development PKI.
+    pub cert: Option<PathBuf>,
+    /// Private key file (PEM).
+    pub key: Option<PathBuf>,
+    /// CA file (PEM) trusted for peers and client certificates.
+    pub ca: Option<PathBuf>,
+    /// The name peers' certificates are checked against (default `localhost`).
+    pub server_name: Option<String>,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Bearer tokens accepted from clients without a certificate.
+    pub tokens: Vec<String>,
+    /// Accept clients with neither certificate nor token (development only).
+    pub allow_anonymous: bool,
+}
+
+/// A subscription held by the broker itself (`[[subscription]]`): it attracts matching
+/// notifications to this broker and counts them in
+/// `palio_static_subscription_matches_total{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatic {
+    name: String,
+    filter: Spanned<String>,
+}
+
+/// A validated static subscription.
+#[derive(Debug, Clone)]
+pub struct StaticSubscription {
+    /// Its name, the metric label.
+    pub name: String,
+    /// The filter.
+    pub filter: SharedFilter,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFile {
+    id: Option<String>,
+    listen: Option<SocketAddr>,
+    admin: Option<String>,
+    data_dir: Option<PathBuf>,
+    strategy: Option<Spanned<String>>,
+    peers: Vec<String>,
+    tls: TlsFiles,
+    auth: Auth,
+    limits: Limits,
+    subscription: Vec<RawStatic>,
+}
+
+/// Command-line overrides (each `None` keeps the file's value or the default).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--id NAME`.
+    pub id: Option<String>,
+    /// `--listen ADDR`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin ADDR` (`off` disables the admin listener).
+    pub admin: Option<String>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--tls-dir DIR`.
+    pub tls_dir: Option<PathBuf>,
+    /// `--peer ADDR`, repeatable; added to the file's peers.
+    pub peers: Vec<String>,
+}
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The broker's name; `None` takes one from the bound address.
+    pub id: Option<String>,
+    /// QUIC address.
+    pub listen: SocketAddr,
+    /// Admin HTTP address, if enabled.
+    pub admin: Option<SocketAddr>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Routing strategy.
+    pub strategy: Strategy,
+    /// Peers to dial (`host:port`).
+    pub peers: Vec<String>,
+    /// TLS files; `dir` is always set after loading (unless cert/key/ca are given).
+    pub tls: TlsFiles,
+    /// Client authentication.
+    pub auth: Auth,
+    /// Limits.
+    pub limits: Limits,
+    /// Static subscriptions.
+    pub static_subscriptions: Vec<StaticSubscription>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            id: None,
+            listen: DEFAULT_LISTEN.parse().expect("constant address parses"),
+            admin: Some(DEFAULT_ADMIN.parse().expect("constant address parses")),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            strategy: Strategy::default(),
+            peers: Vec::new(),
+            tls: TlsFiles::default(),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            static_subscriptions: Vec::new(),
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, column)
+}
+
+impl Settings {
+    /// Loads the file named by `overrides.config` (if any), applies the overrides and
+    /// validates the whole.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut s = match &overrides.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::from_toml(path, &text)?
+            }
+            None => Self::default(),
+        };
+        if let Some(id) = &overrides.id {
+            s.id = Some(id.clone());
+        }
+        if let Some(l) = overrides.listen {
+            s.listen = l;
+        }
+        if let Some(a) = &overrides.admin {
+            s.admin = parse_admin(a)?;
+        }
+        if let Some(d) = &overrides.data_dir {
+            s.data_dir = d.clone();
+        }
+        if let Some(t) = &overrides.tls_dir {
+            s.tls.dir = Some(t.clone());
+        }
+        s.peers.extend(overrides.peers.iter().cloned());
+        s.finish()
+    }
+
+    /// Parses a TOML configuration; `path` names it in errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |offset: usize, message: String| {
+            let (line, column) = line_col(text, offset);
+            ConfigError::At {
+                path: path.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at(offset, e.message().trim().to_owned())
+        })?;
+        let mut s = Settings::default();
+        s.id = raw.id;
+        if let Some(l) = raw.listen {
+            s.listen = l;
+        }
+        if let Some(a) = &raw.admin {
+            s.admin = parse_admin(a)?;
+        }
+        if let Some(d) = raw.data_dir {
+            s.data_dir = d;
+        }
+        if let Some(st) = raw.strategy {
+            s.strategy = st
+                .get_ref()
+                .parse()
+                .map_err(|e: palio_topology::UnknownStrategy| at(st.span().start, e.to_string()))?;
+        }
+        s.peers = raw.peers;
+        s.tls = raw.tls;
+        s.auth = raw.auth;
+        s.limits = raw.limits;
+        for st in raw.subscription {
+            let filter = SharedFilter::parse(st.filter.get_ref()).map_err(|e| {
+                at(
+                    st.filter.span().start,
+                    format!("invalid filter in subscription {:?}: {e}", st.name),
+                )
+            })?;
+            s.static_subscriptions.push(StaticSubscription {
+                name: st.name,
+                filter,
+            });
+        }
+        Ok(s)
+    }
+
+    /// Final checks and derived defaults.
+    fn finish(mut self) -> Result<Self, ConfigError> {
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "broker id {id:?}: 1 to 64 characters, no spaces"
+            )));
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 1024 || l.max_frame_bytes > 64 << 20 {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes must be between 1024 and 67108864".into(),
+            ));
+        }
+        if l.subscriber_buffer == 0 || l.peer_queue == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.subscriber_buffer and limits.peer_queue must be positive".into(),
+            ));
+        }
+        let files = [&self.tls.cert, &self.tls.key, &self.tls.ca];
+        let given = files.iter().filter(|f| f.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err(ConfigError::Invalid(
+                "tls.cert, tls.key and tls.ca must be given together".into(),
+            ));
+        }
+        if given == 0 && self.tls.dir.is_none() {
+            self.tls.dir = Some(self.data_dir.join("tls"));
+        }
+        Ok(self)
+    }
+}
+
+fn parse_admin(a: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if a == "off" {
+        return Ok(None);
+    }
+    a.parse()
+        .map(Some)
+        .map_err(|e| ConfigError::Invalid(format!("admin address {a:?}: {e}")))
+}
+
+impl fmt::Display for SlowConsumerPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SlowConsumerPolicy::Drop => "drop",
+            SlowConsumerPolicy::Disconnect => "disconnect",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(Path::new("palio.toml"), text).and_then(Settings::finish)
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let s = Settings::load(&Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.admin.unwrap().to_string(), DEFAULT_ADMIN);
+        assert_eq!(s.tls.dir.unwrap(), Path::new(DEFAULT_DATA_DIR).join("tls"));
+    }
+
+    #[test]
+    fn full_file_loads() {
+        let s = load(
+            r#"
+id = "b1"
+listen = "127.0.0.1:7401"
+admin = "off"
+strategy = "simple"
+peers = ["127.0.0.1:7402"]
+[auth]
+tokens = ["secret"]
+[limits]
+subscriber_buffer = 8
+slow_consumer = "disconnect"
+[[subscription]]
+name = "alarms"
+filter = "type = 'alarm'"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.id.as_deref(), Some("b1"));
+        assert_eq!(s.admin, None);
+        assert_eq!(s.strategy, Strategy::Simple);
+        assert_eq!(s.limits.slow_consumer, SlowConsumerPolicy::Disconnect);
+        assert_eq!(s.static_subscriptions.len(), 1);
+    }
+
+    #[test]
+    fn invalid_filter_names_file_line_and_problem() {
+        let err = load("id = \"b1\"\n\n[[subscription]]\nname = \"x\"\nfilter = \"a = = 1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("palio.toml:5:"), "{err}");
+        assert!(err.contains("invalid filter"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = load("id = \"b1\"\nlisten_addr = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("palio.toml:2:"), "{err}");
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn unknown_strategy_and_partial_tls_are_refused() {
+        let err = load("strategy = \"gossip\"\n").unwrap_err().to_string();
+        assert!(
+            err.contains("palio.toml:1:") && err.contains("gossip"),
+            "{err}"
+        );
+        let err = load("[tls]\ncert = \"c.pem\"\n").unwrap_err().to_string();
+        assert!(err.contains("together"), "{err}");
+    }
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics. One [`Metrics`] per broker, created with its own registry and handed to
+//! each component at construction (never global), so several brokers can share a process in
+//! tests.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric of one broker.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    /// Connections accepted, by role (`client`, `peer`).
+    pub(crate) connections: IntCounterVec,
+    /// Connections open now, by role.
+    pub(crate) open_connections: IntGaugeVec,
+    /// Connections refused or closed for bad input, by error code.
+    pub(crate) connection_errors: IntCounterVec,
+    /// Live local subscriptions.
+    pub(crate) subscriptions: IntGauge,
+    /// Live local advertisements.
+    pub(crate) advertisements: IntGauge,
+    /// Notifications published by local clients.
+    pub(crate) published: IntCounter,
+    /// Notification copies sent to peer brokers.
+    pub(crate) forwarded: IntCounter,
+    /// Notifications received from peer brokers.
+    pub(crate) received: IntCounter,
+    /// Notifications handed to local subscribers' delivery buffers.
+    pub(crate) delivered: IntCounter,
+    /// Notifications dropped, by reason (`slow_consumer`, `peer_queue_full`).
+    pub(crate) dropped: IntCounterVec,
+    /// Subscribers disconnected by the slow-consumer policy.
+    pub(crate) slow_consumer_disconnects: IntCounter,
+    /// Peer links reset because a routing frame did not fit the peer queue.
+    pub(crate) peer_queue_resets: IntCounter,
+    /// Routing table entries (subscriptions and advertisements, local and from peers).
+    pub(crate) table_entries: IntGauge,
+    /// Filters forwarded to tree neighbours.
+    pub(crate) forwarded_entries: IntGauge,
+    /// Brokers in the link-state database.
+    pub(crate) known_brokers: IntGauge,
+    /// Peer links up now.
+    pub(crate) peer_links_up: IntGauge,
+    /// State of each configured peer address: 1 when its link is up, 0 otherwise.
+    pub(crate) peer_link_up: IntGaugeVec,
+    /// Peer connection attempts that failed, by peer address.
+    pub(crate) peer_dial_failures: IntCounterVec,
+    /// Time spent routing one notification (matching and copying).
+    pub(crate) matching_seconds: Histogram,
+    /// Matches of static subscriptions, by name.
+    pub(crate) static_matches: IntCounterVec,
+}
+
+impl Metrics {
+    /// Fresh metrics in a new registry (with process metrics).
+    pub(crate) fn new() -> Self {
+        let registry = Registry::new_custom(Some("palio".into()), None)
+            .expect("the constant prefix is a valid metric name");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric definitions are valid");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric definitions are valid");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+            g
+        };
+        let matching_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "matching_duration_seconds",
+                "Time to route one notification: matching and copying.",
+            )
+            .buckets(prometheus::exponential_buckets(1e-6, 4.0, 10).expect("valid buckets")),
+        )
+        .expect("metric definitions are valid");
+        registry
+            .register(Box::new(matching_seconds.clone()))
+            .expect("metric names are unique");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            // Process metrics are a convenience; a registry refusing them changes nothing else.
+            let _ = prometheus::register(Box::new(pc));
+        }
+        Self {
+            connections: counter_vec("connections_total", "Connections accepted.", &["role"]),
+            open_connections: gauge_vec("open_connections", "Connections open now.", &["role"]),
+            connection_errors: counter_vec(
+                "connection_errors_total",
+                "Connections closed for bad input or refused, by error code.",
+                &["code"],
+            ),
+            subscriptions: gauge("subscriptions", "Live local subscriptions."),
+            advertisements: gauge("advertisements", "Live local advertisements."),
+            published: counter(
+                "notifications_published_total",
+                "Notifications published by local clients.",
+            ),
+            forwarded: counter(
+                "notifications_forwarded_total",
+                "Notification copies sent to peer brokers.",
+            ),
+            received: counter(
+                "notifications_received_total",
+                "Notifications received from peer brokers.",
+            ),
+            delivered: counter(
+                "notifications_delivered_total",
+                "Notifications handed to local subscribers.",
+            ),
+            dropped: counter_vec(
+                "notifications_dropped_total",
+                "Notifications dropped, by reason.",
+                &["reason"],
+            ),
+            slow_consumer_disconnects: counter(
+                "slow_consumer_disconnects_total",
+                "Subscribers disconnected by the slow-consumer policy.",
+            ),
+            peer_queue_resets: counter(
+                "peer_queue_resets_total",
+                "Peer links reset because their send queue was full.",
+            ),
+            table_entries: gauge(
+                "routing_table_entries",
+                "Routing table entries: subscriptions and advertisements, local and from peers.",
+            ),
+            forwarded_entries: gauge(
+                "routing_forwarded_entries",
+                "Filters forwarded to tree neighbours.",
+            ),
+            known_brokers: gauge("known_brokers", "Brokers in the link-state database."),
+            peer_links_up: gauge("peer_links_up", "Peer links up now."),
+            peer_link_up: gauge_vec(
+                "peer_link_up",
+                "Whether the link to a configured peer address is up (1) or not (0).",
+                &["peer"],
+            ),
+            peer_dial_failures: counter_vec(
+                "peer_dial_failures_total",
+                "Failed attempts to establish a configured peer link.",
+                &["peer"],
+            ),
+            matching_seconds,
+            static_matches: counter_vec(
+                "static_subscription_matches_total",
+                "Notifications matching a static subscription, by name.",
+                &["name"],
+            ),
+            registry,
+        }
+    }
+
+    /// The metrics in the Prometheus text format (with process metrics).
+    pub(crate) fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(prometheus::gather());
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for valid families.
+        let _ = TextEncoder::new().encode(&families, &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,603 @@
+//! The router task: the one owner of the topology state machine.
+//!
+//! Client sessions and peer links send [`Command`]s through one bounded channel (a full channel
+//! slows publishers down: that is the backpressure toward them). After each command the router
+//! drains the state machine's outputs: frames go to the peer links' queues, deliveries to the
+//! subscribers' queues, both with `try_send`, so the router never waits on a slow peer or
+//! subscriber (waiting could deadlock two brokers whose links are both full). What happens
+//! when a queue is full is declared in [`Limits`](crate::config::Limits) and counted.
+//! `poll_timeout` drives a sleep.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use palio_filter::Event;
+use palio_protocol::ErrorCode;
+use palio_topology::{
+    AdvertisementId, Broker, BrokerId, Notification, NotificationId, PeerFrame, SharedFilter,
+    SubscriptionId, Transmit,
+};
+use serde_json::{Value as Json, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Limits, SlowConsumerPolicy, StaticSubscription};
+use crate::metrics::Metrics;
+
+/// Identifies a client connection within the broker.
+pub(crate) type ClientId = u64;
+
+/// A request refused: the code and message sent back to the client.
+pub(crate) type Refusal = (ErrorCode, String);
+
+/// A notification for one subscription of a client.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) subscription: u64,
+    pub(crate) notification: Arc<Notification>,
+}
+
+/// What client sessions and peer links ask of the router.
+#[derive(Debug)]
+pub(crate) enum Command {
+    RegisterClient {
+        client: ClientId,
+        deliveries: mpsc::Sender<Delivery>,
+        connection: quinn::Connection,
+    },
+    ClientGone {
+        client: ClientId,
+    },
+    Subscribe {
+        client: ClientId,
+        filter: SharedFilter,
+        reply: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    Unsubscribe {
+        client: ClientId,
+        subscription: u64,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Advertise {
+        client: ClientId,
+        filter: SharedFilter,
+        reply: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    Unadvertise {
+        client: ClientId,
+        advertisement: u64,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    Publish {
+        attributes: Event,
+        payload: Vec<u8>,
+    },
+    /// Answered once every earlier command has been handled.
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
+    PeerUp {
+        peer: BrokerId,
+        name: String,
+        link: u64,
+        frames: mpsc::Sender<PeerFrame>,
+        connection: quinn::Connection,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    PeerDown {
+        peer: BrokerId,
+        link: u64,
+    },
+    PeerFrame {
+        peer: BrokerId,
+        link: u64,
+        frame: PeerFrame,
+    },
+    Routes {
+        reply: oneshot::Sender<Json>,
+    },
+}
+
+/// A connected client.
+struct ClientEntry {
+    /// Its delivery queue (bounded: `limits.subscriber_buffer`).
+    deliveries: mpsc::Sender<Delivery>,
+    /// To close it under the disconnect policy.
+    connection: quinn::Connection,
+    /// Already being closed: no more deliveries or counting.
+    closing: bool,
+    subscriptions: HashSet<u64>,
+    advertisements: HashSet<u64>,
+}
+
+/// Who owns a subscription.
+enum Owner {
+    Client(ClientId),
+    Static(String),
+}
+
+struct SubEntry {
+    owner: Owner,
+    filter: SharedFilter,
+}
+
+/// A live peer link.
+struct PeerEntry {
+    name: String,
+    /// Which connection this is (a reconnect is a new link).
+    link: u64,
+    /// The link's send queue (bounded: `limits.peer_queue`).
+    frames: mpsc::Sender<PeerFrame>,
+    connection: quinn::Connection,
+}
+
+/// The router's state; see the module docs.
+pub(crate) struct Router {
+    broker: Broker,
+    name: String,
+    metrics: Metrics,
+    limits: Limits,
+    clients: HashMap<ClientId, ClientEntry>,
+    subscriptions: HashMap<u64, SubEntry>,
+    advertisements: HashMap<u64, (ClientId, SharedFilter)>,
+    peers: BTreeMap<BrokerId, PeerEntry>,
+    next_subscription: u64,
+    next_advertisement: u64,
+    next_notification: u64,
+    /// Configured peer addresses and their state, shared with the dialers (for `/routes`).
+    dial_states: crate::peer::DialStates,
+}
+
+impl Router {
+    pub(crate) fn new(
+        broker: Broker,
+        name: String,
+        metrics: Metrics,
+        limits: Limits,
+        statics: Vec<StaticSubscription>,
+        dial_states: crate::peer::DialStates,
+    ) -> Self {
+        let mut r = Self {
+            broker,
+            name,
+            metrics,
+            limits,
+            clients: HashMap::new(),
+            subscriptions: HashMap::new(),
+            advertisements: HashMap::new(),
+            peers: BTreeMap::new(),
+            next_subscription: 1,
+            next_advertisement: 1,
+            next_notification: 0,
+            dial_states,
+        };
+        for s in statics {
+            let id = r.next_subscription;
+            r.next_subscription += 1;
+            if r.broker
+                .subscribe(SubscriptionId(id), s.filter.clone())
+                .is_ok()
+            {
+                r.subscriptions.insert(
+                    id,
+                    SubEntry {
+                        owner: Owner::Static(s.name),
+                        filter: s.filter,
+                    },
+                );
+            }
+        }
+        r
+    }
+
+    /// Runs until `shutdown` is cancelled or every sender is gone.
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        shutdown: CancellationToken,
+    ) {
+        self.drain();
+        loop {
+            let deadline = self.broker.poll_timeout();
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.handle(cmd);
+                    // Take whatever else is queued before draining: one drain per batch.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = async {
+                    match deadline {
+                        Some(t) => sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.broker.handle_timeout(Instant::now()),
+                () = shutdown.cancelled() => break,
+            }
+            self.drain();
+        }
+        for p in self.peers.values() {
+            p.connection.close(
+                ErrorCode::ShuttingDown.code().into(),
+                b"broker shutting down",
+            );
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::RegisterClient {
+                client,
+                deliveries,
+                connection,
+            } => {
+                self.clients.insert(
+                    client,
+                    ClientEntry {
+                        deliveries,
+                        connection,
+                        closing: false,
+                        subscriptions: HashSet::new(),
+                        advertisements: HashSet::new(),
+                    },
+                );
+            }
+            Command::ClientGone { client } => {
+                if let Some(c) = self.clients.remove(&client) {
+                    for s in c.subscriptions {
+                        self.subscriptions.remove(&s);
+                        let _ = self.broker.unsubscribe(SubscriptionId(s));
+                    }
+                    for a in c.advertisements {
+                        self.advertisements.remove(&a);
+                        let _ = self.broker.unadvertise(AdvertisementId(a));
+                    }
+                }
+            }
+            Command::Subscribe {
+                client,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.subscribe(client, filter));
+            }
+            Command::Unsubscribe {
+                client,
+                subscription,
+                reply,
+            } => {
+                let owned = self
+                    .clients
+                    .get_mut(&client)
+                    .is_some_and(|c| c.subscriptions.remove(&subscription));
+                let r = if owned {
+                    self.subscriptions.remove(&subscription);
+                    let _ = self.broker.unsubscribe(SubscriptionId(subscription));
+                    Ok(())
+                } else {
+                    Err((
+                        ErrorCode::UnknownId,
+                        format!("no subscription {subscription} on this connection"),
+                    ))
+                };
+                let _ = reply.send(r);
+            }
+            Command::Advertise {
+                client,
+                filter,
+                reply,
+            } => {
+                let _ = reply.send(self.advertise(client, filter));
+            }
+            Command::Unadvertise {
+                client,
+                advertisement,
+                reply,
+            } => {
+                let owned = self
+                    .clients
+                    .get_mut(&client)
+                    .is_some_and(|c| c.advertisements.remove(&advertisement));
+                let r = if owned {
+                    self.advertisements.remove(&advertisement);
+                    let _ = self.broker.unadvertise(AdvertisementId(advertisement));
+                    Ok(())
+                } else {
+                    Err((
+                        ErrorCode::UnknownId,
+                        format!("no advertisement {advertisement} on this connection"),
+                    ))
+                };
+                let _ = reply.send(r);
+            }
+            Command::Publish {
+                attributes,
+                payload,
+            } => {
+                let id =
+                    (u64::from(self.broker.id().0) << 32) | (self.next_notification & 0xffff_ffff);
+                self.next_notification += 1;
+                self.metrics.published.inc();
+                let n = Arc::new(Notification {
+                    id: NotificationId(id),
+                    attributes,
+                    payload,
+                });
+                let timer = self.metrics.matching_seconds.start_timer();
+                self.broker.publish(n);
+                timer.observe_duration();
+            }
+            Command::Flush { reply } => {
+                let _ = reply.send(());
+            }
+            Command::PeerUp {
+                peer,
+                name,
+                link,
+                frames,
+                connection,
+                reply,
+            } => {
+                if let Some(old) = self.peers.get(&peer)
+                    && old.name != name
+                {
+                    let _ = reply.send(Err((
+                        ErrorCode::IdCollision,
+                        format!(
+                            "broker id {peer} of {name:?} is already used by connected broker {:?}",
+                            old.name
+                        ),
+                    )));
+                    return;
+                }
+                if let Some(old) = self.peers.remove(&peer) {
+                    old.connection
+                        .close(ErrorCode::Closed.code().into(), b"replaced by a new link");
+                }
+                tracing::info!(%peer, %name, link, "peer link up");
+                self.peers.insert(
+                    peer,
+                    PeerEntry {
+                        name,
+                        link,
+                        frames,
+                        connection,
+                    },
+                );
+                self.broker.handle_peer_up(peer, now);
+                let _ = reply.send(Ok(()));
+            }
+            Command::PeerDown { peer, link } => {
+                if self.peers.get(&peer).is_some_and(|p| p.link == link) {
+                    tracing::info!(%peer, link, "peer link down");
+                    self.peers.remove(&peer);
+                    self.broker.handle_peer_down(peer, now);
+                }
+            }
+            Command::PeerFrame { peer, link, frame } => {
+                if !self.peers.get(&peer).is_some_and(|p| p.link == link) {
+                    return;
+                }
+                let is_notification = matches!(frame, PeerFrame::Notification(_));
+                if is_notification {
+                    self.metrics.received.inc();
+                }
+                let timer = is_notification.then(|| self.metrics.matching_seconds.start_timer());
+                let r = self.broker.handle_frame(peer, frame, now);
+                if let Some(t) = timer {
+                    t.observe_duration();
+                }
+                if let Err(e) = r {
+                    tracing::warn!(%peer, error = %e, "peer broke the routing protocol; closing link");
+                    self.metrics
+                        .connection_errors
+                        .with_label_values(&[ErrorCode::RoutingError.as_str()])
+                        .inc();
+                    if let Some(p) = self.peers.remove(&peer) {
+                        p.connection.close(
+                            ErrorCode::RoutingError.code().into(),
+                            e.to_string().as_bytes(),
+                        );
+                    }
+                    self.broker.handle_peer_down(peer, now);
+                }
+            }
+            Command::Routes { reply } => {
+                let _ = reply.send(self.routes());
+            }
+        }
+    }
+
+    fn subscribe(&mut self, client: ClientId, filter: SharedFilter) -> Result<u64, Refusal> {
+        let max = self.limits.max_subscriptions_per_client;
+        let c = self
+            .clients
+            .get_mut(&client)
+            .ok_or((ErrorCode::Internal, "connection not registered".to_owned()))?;
+        if c.subscriptions.len() >= max {
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!("at most {max} subscriptions per connection"),
+            ));
+        }
+        let id = self.next_subscription;
+        self.next_subscription += 1;
+        self.broker
+            .subscribe(SubscriptionId(id), filter.clone())
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        c.subscriptions.insert(id);
+        self.subscriptions.insert(
+            id,
+            SubEntry {
+                owner: Owner::Client(client),
+                filter,
+            },
+        );
+        Ok(id)
+    }
+
+    fn advertise(&mut self, client: ClientId, filter: SharedFilter) -> Result<u64, Refusal> {
+        let max = self.limits.max_advertisements_per_client;
+        let c = self
+            .clients
+            .get_mut(&client)
+            .ok_or((ErrorCode::Internal, "connection not registered".to_owned()))?;
+        if c.advertisements.len() >= max {
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!("at most {max} advertisements per connection"),
+            ));
+        }
+        let id = self.next_advertisement;
+        self.next_advertisement += 1;
+        self.broker
+            .advertise(AdvertisementId(id), filter.clone())
+            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+        c.advertisements.insert(id);
+        self.advertisements.insert(id, (client, filter));
+        Ok(id)
+    }
+
+    /// Sends and delivers everything the state machine has queued, then updates the gauges.
+    fn drain(&mut self) {
+        loop {
+            if let Some(t) = self.broker.poll_transmit() {
+                self.transmit(t);
+                continue;
+            }
+            if let Some(d) = self.broker.poll_delivery() {
+                self.deliver(d);
+                continue;
+            }
+            break;
+        }
+        let m = &self.metrics;
+        m.table_entries.set(gauge(self.broker.table_entries()));
+        m.forwarded_entries
+            .set(gauge(self.broker.forwarded_entries()));
+        m.known_brokers.set(gauge(self.broker.known_brokers()));
+        m.peer_links_up.set(gauge(self.peers.len()));
+        m.subscriptions.set(gauge(self.subscriptions.len()));
+        m.advertisements.set(gauge(self.advertisements.len()));
+    }
+
+    fn transmit(&mut self, t: Transmit) {
+        let Some(p) = self.peers.get(&t.peer) else {
+            return;
+        };
+        let is_notification = matches!(t.frame, PeerFrame::Notification(_));
+        match p.frames.try_send(t.frame) {
+            Ok(()) => {
+                if is_notification {
+                    self.metrics.forwarded.inc();
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_)) if is_notification => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["peer_queue_full"])
+                    .inc();
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer = %t.peer, "peer queue full with a routing frame; resetting the link");
+                self.metrics.peer_queue_resets.inc();
+                if let Some(p) = self.peers.remove(&t.peer) {
+                    p.connection
+                        .close(ErrorCode::Closed.code().into(), b"send queue overflow");
+                }
+                self.broker.handle_peer_down(t.peer, Instant::now());
+            }
+            // The link is going down; its PeerDown is on the way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn deliver(&mut self, d: palio_topology::Delivery) {
+        let sub = d.subscription.0;
+        let Some(entry) = self.subscriptions.get(&sub) else {
+            return;
+        };
+        let client = match &entry.owner {
+            Owner::Static(name) => {
+                self.metrics.static_matches.with_label_values(&[name]).inc();
+                return;
+            }
+            Owner::Client(c) => *c,
+        };
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let delivery = Delivery {
+            subscription: sub,
+            notification: d.notification,
+        };
+        match c.deliveries.try_send(delivery) {
+            Ok(()) => self.metrics.delivered.inc(),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["slow_consumer"])
+                    .inc();
+                if self.limits.slow_consumer == SlowConsumerPolicy::Disconnect {
+                    c.closing = true;
+                    self.metrics.slow_consumer_disconnects.inc();
+                    c.connection.close(
+                        ErrorCode::SlowConsumer.code().into(),
+                        b"subscriber too slow: delivery buffer full",
+                    );
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.metrics.dropped.with_label_values(&["closed"]).inc();
+            }
+        }
+    }
+
+    fn routes(&self) -> Json {
+        let b = &self.broker;
+        let ids =
+            |it: &mut dyn Iterator<Item = BrokerId>| -> Vec<u32> { it.map(|i| i.0).collect() };
+        json!({
+            "broker": { "name": self.name, "id": b.id().0 },
+            "strategy": b.strategy().as_str(),
+            "peers": self.peers.iter().map(|(id, p)| json!({
+                "id": id.0, "name": p.name, "link": p.link,
+                "remote": p.connection.remote_address().to_string(),
+                "tree_neighbour": b.tree_neighbours().contains(id),
+            })).collect::<Vec<_>>(),
+            "dialed": crate::peer::dial_snapshot(&self.dial_states),
+            "known_brokers": b.known_brokers(),
+            "link_state": { "neighbours": ids(&mut b.own_link_state().neighbours.iter().copied()) },
+            "tree": {
+                "root": b.tree().root().0,
+                "edges": b.tree().edges().map(|(x, y)| [x.0, y.0]).collect::<Vec<_>>(),
+            },
+            "tree_neighbours": ids(&mut b.tree_neighbours().iter().copied()),
+            "table_entries": b.table_entries(),
+            "forwarded_entries": b.forwarded_entries(),
+            "subscriptions": self.subscriptions.iter().map(|(id, s)| json!({
+                "id": id,
+                "filter": s.filter.source(),
+                "owner": match &s.owner { Owner::Client(c) => format!("client {c}"), Owner::Static(n) => format!("static {n}") },
+            })).collect::<Vec<_>>(),
+            "advertisements": self.advertisements.iter().map(|(id, (c, f))| json!({
+                "id": id, "filter": f.source(), "owner": format!("client {c}"),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

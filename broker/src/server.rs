@@ -1,0 +1,273 @@
+//! The broker server: binds the QUIC endpoint and the admin listener, then runs the router,
+//! the peer dialers, the admin listener and one task per connection until a shutdown future
+//! completes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palio_protocol::tls::{self, DevPki, Identity};
+use palio_protocol::{CLIENT_ALPN, ErrorCode, PEER_ALPN};
+use palio_topology::{Broker, BrokerId, Config};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Auth, Limits, Settings};
+use crate::metrics::Metrics;
+use crate::peer::{DialStates, LiveLinks};
+use crate::router::{Command, Router};
+
+/// A broker that could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// TLS material could not be loaded or created.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A listener could not be bound, or a directory created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The routing id of the broker named `name`: FNV-1a over its bytes. Deterministic, so a
+/// broker keeps its id across restarts; two names that collide are refused at the peer hello.
+pub fn broker_id(name: &str) -> BrokerId {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    BrokerId(h)
+}
+
+/// What every task of one broker shares.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) id: BrokerId,
+    pub(crate) incarnation: u64,
+    /// The router's command channel (bounded: the backpressure toward publishers and peers).
+    pub(crate) router: mpsc::Sender<Command>,
+    pub(crate) metrics: Metrics,
+    pub(crate) limits: Limits,
+    pub(crate) auth: Auth,
+    /// Dials peers (its default client config presents our certificate).
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) peer_server_name: String,
+    pub(crate) dial_states: DialStates,
+    pub(crate) live_links: LiveLinks,
+    pub(crate) shutdown: CancellationToken,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh id for a client connection or peer link.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet running broker.
+#[derive(Debug)]
+pub struct Server {
+    settings: Settings,
+    name: String,
+    endpoint: quinn::Endpoint,
+    admin: Option<tokio::net::TcpListener>,
+    tls_dir: Option<PathBuf>,
+}
+
+impl Server {
+    /// Creates the data directory and TLS material as needed and binds the listeners. Must
+    /// run inside a tokio runtime.
+    pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
+            what: format!("creating data directory {}", settings.data_dir.display()),
+            source,
+        })?;
+        let cn = settings.id.clone().unwrap_or_else(|| "palio-broker".into());
+        let extra: Vec<String> = settings.tls.server_name.iter().cloned().collect();
+        let (identity, roots) = match &settings.tls.dir {
+            Some(dir) => {
+                let pki = DevPki::open_or_create(dir)?;
+                (pki.issue(&cn, &extra)?, pki.roots()?)
+            }
+            None => {
+                let (Some(cert), Some(key), Some(ca)) =
+                    (&settings.tls.cert, &settings.tls.key, &settings.tls.ca)
+                else {
+                    unreachable!("Settings::load ensures a TLS directory or all three files")
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                for c in tls::load_certs(ca)? {
+                    roots.add(c).map_err(tls::TlsError::from)?;
+                }
+                (
+                    Identity {
+                        chain: tls::load_certs(cert)?,
+                        key: tls::load_key(key)?,
+                    },
+                    roots,
+                )
+            }
+        };
+        let server_config = tls::server_config(identity.clone(), roots.clone())?;
+        let mut endpoint =
+            quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
+                StartError::Io {
+                    what: format!("binding QUIC to {}", settings.listen),
+                    source,
+                }
+            })?;
+        endpoint.set_default_client_config(tls::client_config(roots, Some(identity), PEER_ALPN)?);
+        let local = endpoint.local_addr().map_err(|source| StartError::Io {
+            what: "reading the QUIC address".into(),
+            source,
+        })?;
+        let admin =
+            match settings.admin {
+                Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| {
+                    StartError::Io {
+                        what: format!("binding admin HTTP to {a}"),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+        let name = settings
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("broker@{local}"));
+        let tls_dir = settings.tls.dir.clone();
+        Ok(Self {
+            settings,
+            name,
+            endpoint,
+            admin,
+            tls_dir,
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// The bound admin HTTP address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The broker's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The broker's routing id.
+    pub fn broker_id(&self) -> BrokerId {
+        broker_id(&self.name)
+    }
+
+    /// The development TLS directory, if one is used.
+    pub fn tls_dir(&self) -> Option<&PathBuf> {
+        self.tls_dir.as_ref()
+    }
+
+    /// Runs until `shutdown` completes, then closes every connection and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let token = CancellationToken::new();
+        let id = broker_id(&self.name);
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let metrics = Metrics::new();
+        let (tx, rx) = mpsc::channel(1024);
+        let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
+        let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
+        let router = Router::new(
+            Broker::new(config, std::time::Instant::now()),
+            self.name.clone(),
+            metrics.clone(),
+            self.settings.limits.clone(),
+            self.settings.static_subscriptions.clone(),
+            dial_states.clone(),
+        );
+        let router_task = tokio::spawn(router.run(rx, token.clone()));
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            id,
+            incarnation,
+            router: tx,
+            metrics,
+            limits: self.settings.limits.clone(),
+            auth: self.settings.auth.clone(),
+            endpoint: self.endpoint.clone(),
+            peer_server_name: self
+                .settings
+                .tls
+                .server_name
+                .clone()
+                .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
+            dial_states,
+            live_links: Arc::new(Mutex::new(Default::default())),
+            shutdown: token.clone(),
+            next_id: AtomicU64::new(1),
+        });
+        if let Some(listener) = self.admin {
+            tokio::spawn(crate::admin::serve(shared.clone(), listener));
+        }
+        for addr in &self.settings.peers {
+            tokio::spawn(crate::peer::dial_loop(shared.clone(), addr.clone()));
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                incoming = self.endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    tokio::spawn(accept(shared.clone(), incoming));
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!(broker = %self.name, "shutting down");
+        token.cancel();
+        self.endpoint.close(
+            ErrorCode::ShuttingDown.code().into(),
+            b"broker shutting down",
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), router_task).await;
+    }
+}
+
+async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(%remote, error = %e, "connection handshake failed");
+            shared
+                .metrics
+                .connection_errors
+                .with_label_values(&["handshake_failed"])
+                .inc();
+            return;
+        }
+    };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    match alpn.as_deref() {
+        Some(p) if p == CLIENT_ALPN => crate::client::serve(shared, conn).await,
+        Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(shared, conn).await,
+        _ => conn.close(ErrorCode::ProtocolViolation.code().into(), b"unknown ALPN"),
+    }
+}

@@ -1,0 +1,187 @@
+//! Test harness: real `palio-broker` processes on ephemeral loopback ports, killed on drop,
+//! plus small HTTP and raw-QUIC helpers. Every wait is bounded.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use palio::{Client, ConnectOptions};
+use serde_json::Value as Json;
+
+/// A running broker process.
+pub struct BrokerProc {
+    child: Child,
+    pub name: String,
+    pub quic: String,
+    pub admin: String,
+    pub tls_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl BrokerProc {
+    /// Starts `palio-broker` with `args` plus ephemeral ports (unless `args` set them) and
+    /// waits for its `PALIO_READY` line.
+    pub fn start(data: &Path, tls_dir: &Path, args: &[&str]) -> BrokerProc {
+        let mut full: Vec<String> = vec![
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--tls-dir".into(),
+            tls_dir.display().to_string(),
+        ];
+        if !args.contains(&"--listen") {
+            full.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        if !args.contains(&"--admin") {
+            full.extend(["--admin".into(), "127.0.0.1:0".into()]);
+        }
+        full.extend(args.iter().map(|s| s.to_string()));
+        Self::spawn(full, tls_dir)
+    }
+
+    fn spawn(args: Vec<String>, tls_dir: &Path) -> BrokerProc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_palio-broker"))
+            .args(&args)
+            .env("PALIO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn palio-broker");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(json) = line.strip_prefix("PALIO_READY ") {
+                    let _ = tx.send(json.to_owned());
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(r) => r,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not report ready within 20 s");
+            }
+        };
+        let j: Json = serde_json::from_str(&ready).expect("ready line is JSON");
+        BrokerProc {
+            child,
+            name: j["name"].as_str().expect("name").to_owned(),
+            quic: j["quic"].as_str().expect("quic").to_owned(),
+            admin: j["admin"].as_str().unwrap_or_default().to_owned(),
+            tls_dir: tls_dir.to_owned(),
+            args,
+        }
+    }
+
+    /// Kills the process (like a crash) and starts it again with the same arguments, on the
+    /// same QUIC port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = self.quic.clone();
+        }
+        let tls = self.tls_dir.clone();
+        let fresh = Self::spawn(args, &tls);
+        let _ = std::mem::replace(self, fresh);
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM-like shutdown is not portable from std; tests use kill.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions::new(&self.quic)
+            .tls_dir(&self.tls_dir)
+            .timeout(Duration::from_secs(10))
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.options())
+            .await
+            .expect("client connects")
+    }
+
+    pub fn get(&self, path: &str) -> String {
+        http_get(&self.admin, path)
+    }
+
+    pub fn routes(&self) -> Json {
+        serde_json::from_str(&self.get("/routes")).expect("/routes is JSON")
+    }
+
+    /// The value of a metric line starting with `prefix` (name and labels), or 0.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.get("/metrics")
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET returning the body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("admin connects");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).expect("admin answers");
+    let (head, body) = buf.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// Polls `cond` every 50 ms until it holds; panics after `secs` seconds.
+pub async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next notification within `secs`, or `None`.
+pub async fn next_within(
+    sub: &mut palio::Subscription,
+    millis: u64,
+) -> Option<palio::Notification> {
+    tokio::time::timeout(Duration::from_millis(millis), sub.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A temp dir for data and a shared TLS dir.
+pub struct Dirs {
+    pub root: tempfile::TempDir,
+}
+
+impl Dirs {
+    pub fn new() -> Self {
+        Dirs {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}

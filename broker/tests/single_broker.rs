@@ -1,0 +1,274 @@
+//! One broker: publish/subscribe through the SDK and the `palio` CLI, unsubscribe, admin
+//! endpoints, configuration errors.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use common::{BrokerProc, Dirs, next_within, wait_until};
+use palio::Notification;
+use palio::filter::Value;
+
+fn note(kind: &str, level: i32) -> Notification {
+    Notification::builder()
+        .attr("type", kind)
+        .attr("level", level)
+        .payload(format!("{kind}-{level}"))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn matching_notifications_are_delivered_once_and_others_not() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &["--id", "solo"]);
+    let client = b.client().await;
+    assert_eq!(client.broker().broker, "solo");
+    let mut sub = client
+        .subscribe("type = 'alarm' AND level > 2")
+        .await
+        .unwrap();
+    for (kind, level) in [("alarm", 5), ("alarm", 1), ("info", 9), ("alarm", 3)] {
+        client.publish(note(kind, level)).await.unwrap();
+    }
+    assert_eq!(client.flush().await.unwrap(), 4);
+    let first = next_within(&mut sub, 5000).await.expect("first match");
+    assert_eq!(first.get("level"), Some(&Value::Int(5)));
+    assert_eq!(first.payload(), b"alarm-5");
+    let second = next_within(&mut sub, 5000).await.expect("second match");
+    assert_eq!(second.get("level"), Some(&Value::Int(3)));
+    assert!(
+        next_within(&mut sub, 300).await.is_none(),
+        "no other delivery"
+    );
+    assert_eq!(b.metric("palio_notifications_delivered_total"), 2.0);
+    assert_eq!(b.metric("palio_notifications_published_total"), 4.0);
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let client = b.client().await;
+    let mut keep = client.subscribe("type = 'x'").await.unwrap();
+    let mut gone = client.subscribe("type = 'x'").await.unwrap();
+    client.publish(note("x", 1)).await.unwrap();
+    assert!(next_within(&mut gone, 5000).await.is_some());
+    assert!(next_within(&mut keep, 5000).await.is_some());
+    client.unsubscribe(&gone).await.unwrap();
+    client.publish(note("x", 2)).await.unwrap();
+    client.flush().await.unwrap();
+    assert!(next_within(&mut keep, 5000).await.is_some());
+    assert!(next_within(&mut gone, 300).await.is_none());
+    // Unsubscribing twice names an unknown subscription.
+    let err = client.unsubscribe(&gone).await.unwrap_err();
+    assert_eq!(err.code(), Some(palio::ErrorCode::UnknownId));
+}
+
+#[tokio::test]
+async fn advertise_and_unadvertise() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let client = b.client().await;
+    let a = client.advertise("type = 'alarm'").await.unwrap();
+    assert_eq!(b.routes()["advertisements"].as_array().unwrap().len(), 1);
+    client.unadvertise(a).await.unwrap();
+    assert_eq!(b.routes()["advertisements"].as_array().unwrap().len(), 0);
+    assert!(client.unadvertise(a).await.is_err());
+}
+
+/// Runs the `palio` command line in a thread (it starts its own runtime).
+fn cli(args: Vec<String>) -> std::thread::JoinHandle<(u8, String, String)> {
+    std::thread::spawn(move || {
+        let cli = palio::cli::Cli::try_parse_from(args).expect("valid command line");
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = palio::cli::run(cli, &mut out, &mut err);
+        let code = if code == std::process::ExitCode::SUCCESS {
+            0
+        } else {
+            1
+        };
+        (
+            code,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn cli_sub_and_pub_follow_the_output_contract() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let tls = d.path("tls").display().to_string();
+    let base = |cmd: &str| -> Vec<String> {
+        vec![
+            "palio".into(),
+            cmd.into(),
+            "--server".into(),
+            b.quic.clone(),
+            "--tls-dir".into(),
+            tls.clone(),
+        ]
+    };
+    let mut sub_args = base("sub");
+    sub_args.extend(
+        [
+            "--count",
+            "3",
+            "--timeout",
+            "30",
+            "kind = 'demo' AND seq >= 1",
+        ]
+        .map(String::from),
+    );
+    let sub = cli(sub_args);
+    wait_until("the CLI subscription", 20, || {
+        b.routes()["subscriptions"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1)
+    })
+    .await;
+    let mut pub_args = base("pub");
+    pub_args.extend(
+        [
+            "--attr",
+            "kind=demo",
+            "--attr",
+            "ok=true",
+            "--attr",
+            "note=hi there",
+            "--payload",
+            "p",
+            "--count",
+            "4",
+        ]
+        .map(String::from),
+    );
+    let (code, out, err) = tokio::task::spawn_blocking(move || cli(pub_args).join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), r#"{"published":4}"#);
+    let (code, out, err) = tokio::task::spawn_blocking(move || sub.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["attributes"]["seq"], i as i64 + 1);
+        assert_eq!(l["attributes"]["ok"], true);
+        assert_eq!(l["attributes"]["kind"], "demo");
+        assert_eq!(l["attributes"]["note"], "hi there");
+        assert_eq!(l["payload"], "p");
+    }
+}
+
+#[tokio::test]
+async fn cli_sub_times_out_with_status_3() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let args = vec![
+        "palio".into(),
+        "sub".into(),
+        "--server".into(),
+        b.quic.clone(),
+        "--tls-dir".into(),
+        d.path("tls").display().to_string(),
+        "--count".into(),
+        "1".into(),
+        "--timeout".into(),
+        "0.5".into(),
+        "type = 'never'".into(),
+    ];
+    let handle = cli(args);
+    let (code, out, _) = tokio::task::spawn_blocking(move || handle.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &["--id", "adm"]);
+    assert_eq!(b.get("/healthz").trim(), "ok");
+    let client = b.client().await;
+    let _sub = client.subscribe("a = 1").await.unwrap();
+    let metrics = b.get("/metrics");
+    for name in [
+        "palio_connections_total",
+        "palio_open_connections",
+        "palio_subscriptions",
+        "palio_notifications_published_total",
+        "palio_notifications_forwarded_total",
+        "palio_notifications_delivered_total",
+        "palio_routing_table_entries",
+        "palio_peer_links_up",
+        "palio_matching_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+    assert_eq!(b.metric("palio_subscriptions "), 1.0);
+    let routes = b.routes();
+    assert_eq!(routes["broker"]["name"], "adm");
+    assert_eq!(routes["subscriptions"][0]["filter"], "a = 1");
+}
+
+#[tokio::test]
+async fn invalid_config_names_file_and_line_and_broker_does_not_start() {
+    let d = Dirs::new();
+    let cfg = d.path("bad.toml");
+    std::fs::write(
+        &cfg,
+        "id = \"b1\"\n[[subscription]]\nname = \"x\"\nfilter = \"level >\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palio-broker"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4:"), "{err}");
+    assert!(err.contains("invalid filter"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+#[tokio::test]
+async fn static_subscription_from_config_counts_matches() {
+    let d = Dirs::new();
+    let cfg = d.path("ok.toml");
+    std::fs::write(
+        &cfg,
+        "id = \"st\"\n[[subscription]]\nname = \"alarms\"\nfilter = \"type = 'alarm'\"\n",
+    )
+    .unwrap();
+    let b = BrokerProc::start(
+        &d.path("data"),
+        &d.path("tls"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let client = b.client().await;
+    client.publish(note("alarm", 1)).await.unwrap();
+    client.publish(note("other", 1)).await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(
+        b.metric("palio_static_subscription_matches_total{name=\"alarms\"}"),
+        1.0
+    );
+}

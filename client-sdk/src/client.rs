@@ -1,0 +1,539 @@
+//! The QUIC client: connection, hello, requests, publications and the delivery stream.
+//!
+//! Three tasks serve a [`Client`]: a writer (frames queued by the methods, flushed in
+//! batches), a control reader (answers, matched to requests by id) and a delivery reader
+//! (notifications, handed to each [`Subscription`]'s bounded queue). When the application does
+//! not read a subscription, its queue fills, the delivery reader waits, QUIC flow control stops
+//! the broker, and the broker's slow-consumer policy applies: backpressure end to end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use palio_protocol::tls::{self, DevPki, Identity};
+use palio_protocol::{
+    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, DeliveryFrame, ErrorCode, FrameCodec,
+    PROTOCOL_VERSION, ServerFrame, Welcome,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::error::Error;
+use crate::notification::Notification;
+use crate::subscription::Subscription;
+
+/// Notifications buffered per subscription in the client before backpressure applies.
+const SUBSCRIPTION_BUFFER: usize = 1024;
+/// Deliveries kept for subscriptions whose confirmation has not arrived yet (the delivery and
+/// control streams are not ordered with respect to each other).
+const EARLY_BUFFER: usize = SUBSCRIPTION_BUFFER;
+
+/// How to reach and authenticate to a broker.
+///
+/// ```
+/// let opts = palio::ConnectOptions::new("127.0.0.1:7400")
+///     .tls_dir("./palio-data/tls")
+///     .name("example");
+/// assert_eq!(opts.server(), "127.0.0.1:7400");
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    server: String,
+    tls_dir: Option<PathBuf>,
+    token: Option<String>,
+    server_name: String,
+    name: String,
+    timeout: Duration,
+}
+
+impl ConnectOptions {
+    /// Options for the broker at `server` (`host:port`), with no credentials yet.
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            tls_dir: None,
+            token: None,
+            server_name: tls::DEV_SERVER_NAME.to_owned(),
+            name: "palio-sdk".to_owned(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The broker address.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// A development PKI directory shared with the broker: its CA is trusted, and a client
+    /// certificate is issued from it when its key is readable.
+    pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tls_dir = Some(dir.into());
+        self
+    }
+
+    /// A bearer token, for brokers configured with `[auth] tokens`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The name the broker's certificate must carry (default `localhost`).
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = name.into();
+        self
+    }
+
+    /// A name for the broker's logs.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Bound on connecting and on each request (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Requests awaiting their answer.
+type Pending = Mutex<HashMap<u64, PendingRequest>>;
+
+struct PendingRequest {
+    reply: oneshot::Sender<ServerFrame>,
+    /// For a subscribe: the queue to register when the subscription is confirmed.
+    deliveries: Option<mpsc::Sender<Notification>>,
+}
+
+/// Subscriptions known to the delivery reader.
+#[derive(Default)]
+pub(crate) struct Routes {
+    subs: HashMap<u64, mpsc::Sender<Notification>>,
+    /// The largest subscription id confirmed: deliveries for larger ids are early.
+    highest: u64,
+    early: Vec<(u64, Notification)>,
+}
+
+/// State shared by the client handle and its tasks.
+pub(crate) struct Shared {
+    conn: quinn::Connection,
+    frames: mpsc::Sender<ClientFrame>,
+    pending: Pending,
+    pub(crate) routes: Mutex<Routes>,
+    next_request: AtomicU64,
+    timeout: Duration,
+}
+
+/// A connection to a broker.
+///
+/// [`Client::connect`] returns only after the broker has accepted the hello (credentials and
+/// version), so a client refused by the broker never looks connected. Dropping the client
+/// closes the connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), palio::Error> {
+/// use palio::{Client, ConnectOptions, Notification};
+///
+/// let client = Client::connect(ConnectOptions::new("127.0.0.1:7400").tls_dir("palio-data/tls")).await?;
+/// let mut alarms = client.subscribe("type = 'alarm' AND level > 2").await?;
+/// client
+///     .publish(Notification::builder().attr("type", "alarm").attr("level", 3).build()?)
+///     .await?;
+/// let n = alarms.next().await.expect("delivered");
+/// assert_eq!(n.get("level"), Some(&palio::filter::Value::Int(3)));
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    shared: Arc<Shared>,
+    welcome: Welcome,
+    endpoint: quinn::Endpoint,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("broker", &self.welcome.broker)
+            .field("remote", &self.shared.conn.remote_address())
+            .finish()
+    }
+}
+
+fn credentials(opts: &ConnectOptions) -> Result<(rustls::RootCertStore, Option<Identity>), Error> {
+    let Some(dir) = &opts.tls_dir else {
+        return Err(Error::Connect {
+            server: opts.server.clone(),
+            message: "no TLS directory given: the broker's CA is needed to verify it".into(),
+        });
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_path = dir.join("ca.pem");
+    if !ca_path.exists() {
+        return Err(tls::TlsError::NoCa(dir.clone()).into());
+    }
+    for c in tls::load_certs(&ca_path)? {
+        roots.add(c).map_err(tls::TlsError::from)?;
+    }
+    // A client certificate when the CA key is at hand (the development setup); otherwise the
+    // client relies on its token.
+    let identity = if dir.join("ca-key.pem").exists() {
+        Some(DevPki::open(dir)?.issue(&opts.name, &[])?)
+    } else {
+        None
+    };
+    Ok((roots, identity))
+}
+
+impl Client {
+    /// Connects, sends the hello, and waits for the broker's welcome.
+    pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
+        let connect_err = |message: String| Error::Connect {
+            server: opts.server.clone(),
+            message,
+        };
+        let (roots, identity) = credentials(&opts)?;
+        let config = tls::client_config(roots, identity, CLIENT_ALPN)?;
+        let addr: SocketAddr = tokio::net::lookup_host(&opts.server)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?
+            .next()
+            .ok_or_else(|| connect_err("resolves to no address".into()))?;
+        let bind: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
+        let connecting = endpoint
+            .connect_with(config, addr, &opts.server_name)
+            .map_err(|e| connect_err(e.to_string()))?;
+        let conn = tokio::time::timeout(opts.timeout, connecting)
+            .await
+            .map_err(|_| Error::Timeout("connecting"))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| Error::from_connection(&e))?;
+        let mut writer = FramedWrite::new(send, FrameCodec::<()>::new(DEFAULT_MAX_FRAME));
+        let mut reader = FramedRead::new(recv, FrameCodec::<ServerFrame>::new(DEFAULT_MAX_FRAME));
+        let hello = ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: opts.token.clone(),
+            name: opts.name.clone(),
+        };
+        writer
+            .send(&hello)
+            .await
+            .map_err(|e| closed(&conn, e.to_string()))?;
+        let answer = tokio::time::timeout(opts.timeout, reader.next())
+            .await
+            .map_err(|_| Error::Timeout("waiting for the broker's welcome"))?;
+        let welcome = match answer {
+            Some(Ok(ServerFrame::Welcome(w))) => w,
+            Some(Ok(ServerFrame::Error { code, message, .. })) => {
+                return Err(Error::Refused { code, message });
+            }
+            Some(Ok(other)) => {
+                return Err(Error::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )));
+            }
+            Some(Err(e)) => return Err(closed(&conn, e.to_string())),
+            None => return Err(closed(&conn, "closed before the welcome".into())),
+        };
+        let (frames, rx) = mpsc::channel(1024);
+        let shared = Arc::new(Shared {
+            conn: conn.clone(),
+            frames,
+            pending: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            next_request: AtomicU64::new(1),
+            timeout: opts.timeout,
+        });
+        tokio::spawn(write_frames(writer, rx));
+        tokio::spawn(read_control(shared.clone(), reader));
+        tokio::spawn(read_deliveries(shared.clone()));
+        Ok(Client {
+            shared,
+            welcome,
+            endpoint,
+        })
+    }
+
+    /// The broker's welcome: its name, id and frame limit.
+    pub fn broker(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
+    /// [`Stream`](futures_util::Stream) of the notifications that match.
+    pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let answer = self
+            .request(
+                |request| ClientFrame::Subscribe {
+                    request,
+                    filter: filter.to_owned(),
+                },
+                Some(tx),
+            )
+            .await?;
+        match answer {
+            ServerFrame::Subscribed { subscription, .. } => {
+                Ok(Subscription::new(subscription, filter.to_owned(), rx))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends a subscription. Nothing more is delivered to it; its stream ends once the
+    /// notifications already received have been read.
+    pub async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), Error> {
+        let id = subscription.id();
+        let answer = self
+            .request(
+                |request| ClientFrame::Unsubscribe {
+                    request,
+                    subscription: id,
+                },
+                None,
+            )
+            .await?;
+        if let Ok(mut r) = self.shared.routes.lock() {
+            r.subs.remove(&id);
+        }
+        match answer {
+            ServerFrame::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Declares what this client will publish; returns the advertisement's id.
+    pub async fn advertise(&self, filter: &str) -> Result<u64, Error> {
+        match self
+            .request(
+                |request| ClientFrame::Advertise {
+                    request,
+                    filter: filter.to_owned(),
+                },
+                None,
+            )
+            .await?
+        {
+            ServerFrame::Advertised { advertisement, .. } => Ok(advertisement),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Withdraws an advertisement.
+    pub async fn unadvertise(&self, advertisement: u64) -> Result<(), Error> {
+        match self
+            .request(
+                |request| ClientFrame::Unadvertise {
+                    request,
+                    advertisement,
+                },
+                None,
+            )
+            .await?
+        {
+            ServerFrame::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Publishes a notification (best effort: queued for sending, not acknowledged; see
+    /// [`flush`](Self::flush)).
+    pub async fn publish(&self, notification: Notification) -> Result<(), Error> {
+        let (attributes, payload) = notification.into_parts();
+        let frame = ClientFrame::Publish {
+            attributes: attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            payload,
+        };
+        self.shared
+            .frames
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Waits until the broker has handled everything sent before; returns how many
+    /// notifications this connection has published.
+    pub async fn flush(&self) -> Result<u64, Error> {
+        match self
+            .request(|request| ClientFrame::Flush { request }, None)
+            .await?
+        {
+            ServerFrame::Flushed { published, .. } => Ok(published),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes the connection and waits (briefly) for the broker to be told.
+    pub async fn close(self) {
+        self.shared
+            .conn
+            .close(ErrorCode::Closed.code().into(), b"client closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    fn closed_error(&self) -> Error {
+        match self.shared.conn.close_reason() {
+            Some(e) => Error::from_connection(&e),
+            None => Error::Closed {
+                code: None,
+                message: "connection tasks ended".into(),
+            },
+        }
+    }
+
+    async fn request(
+        &self,
+        make: impl FnOnce(u64) -> ClientFrame,
+        deliveries: Option<mpsc::Sender<Notification>>,
+    ) -> Result<ServerFrame, Error> {
+        let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        if let Ok(mut p) = self.shared.pending.lock() {
+            p.insert(request, PendingRequest { reply, deliveries });
+        }
+        self.shared
+            .frames
+            .send(make(request))
+            .await
+            .map_err(|_| self.closed_error())?;
+        let frame = tokio::time::timeout(self.shared.timeout, answer)
+            .await
+            .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
+            .map_err(|_| self.closed_error())?;
+        match frame {
+            ServerFrame::Error { code, message, .. } => Err(Error::Request { code, message }),
+            f => Ok(f),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.shared
+            .conn
+            .close(ErrorCode::Closed.code().into(), b"client dropped");
+    }
+}
+
+fn unexpected(frame: ServerFrame) -> Error {
+    Error::Protocol(format!("unexpected answer {frame:?}"))
+}
+
+fn closed(conn: &quinn::Connection, fallback: String) -> Error {
+    match conn.close_reason() {
+        Some(e) => Error::from_connection(&e),
+        None => Error::Closed {
+            code: None,
+            message: fallback,
+        },
+    }
+}
+
+async fn write_frames(
+    mut writer: FramedWrite<quinn::SendStream, FrameCodec<()>>,
+    mut rx: mpsc::Receiver<ClientFrame>,
+) {
+    while let Some(f) = rx.recv().await {
+        let mut next = Some(f);
+        while let Some(f) = next {
+            if writer.feed(&f).await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if SinkExt::<&ClientFrame>::flush(&mut writer).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.get_mut().finish();
+}
+
+async fn read_control(
+    shared: Arc<Shared>,
+    mut reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
+) {
+    while let Some(Ok(frame)) = reader.next().await {
+        let request = match &frame {
+            ServerFrame::Subscribed { request, .. }
+            | ServerFrame::Advertised { request, .. }
+            | ServerFrame::Done { request }
+            | ServerFrame::Flushed { request, .. } => *request,
+            ServerFrame::Error {
+                request: Some(r), ..
+            } => *r,
+            ServerFrame::Error { request: None, .. } => break,
+            _ => continue,
+        };
+        let Some(p) = shared
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&request))
+        else {
+            continue;
+        };
+        if let (ServerFrame::Subscribed { subscription, .. }, Some(tx)) = (&frame, p.deliveries)
+            && let Ok(mut r) = shared.routes.lock()
+        {
+            // Hand over deliveries that overtook the confirmation; the queue is new and
+            // no smaller than the whole early buffer, so `try_send` cannot fail for lack of room.
+            let early = std::mem::take(&mut r.early);
+            for (id, n) in early {
+                if id == *subscription {
+                    let _ = tx.try_send(n);
+                } else {
+                    r.early.push((id, n));
+                }
+            }
+            r.highest = r.highest.max(*subscription);
+            r.subs.insert(*subscription, tx);
+        }
+        let _ = p.reply.send(frame);
+    }
+    // The control stream ended: fail every waiting request.
+    if let Ok(mut p) = shared.pending.lock() {
+        p.clear();
+    }
+}
+
+async fn read_deliveries(shared: Arc<Shared>) {
+    let Ok(uni) = shared.conn.accept_uni().await else {
+        return;
+    };
+    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
+    while let Some(Ok(d)) = reader.next().await {
+        let n = Notification::new(d.attributes.into_iter().collect(), d.payload);
+        let target = match shared.routes.lock() {
+            Ok(mut r) => match r.subs.get(&d.subscription) {
+                Some(tx) => Some(tx.clone()),
+                None => {
+                    if d.subscription > r.highest && r.early.len() < EARLY_BUFFER {
+                        r.early.push((d.subscription, n.clone()));
+                    }
+                    None
+                }
+            },
+            Err(_) => return,
+        };
+        if let Some(tx) = target {
+            // Waiting here is the backpressure: see the module docs.
+            let _ = tx.send(n).await;
+        }
+    }
+    if let Ok(mut r) = shared.routes.lock() {
+        r.subs.clear();
+    }
+}

@@ -1,0 +1,78 @@
+//! The SDK's typed errors.
+
+use palio_protocol::ErrorCode;
+use palio_protocol::tls::TlsError;
+
+/// What can go wrong talking to a broker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The broker could not be reached, or the QUIC/TLS handshake failed.
+    #[error("cannot connect to {server}: {message}")]
+    Connect {
+        /// The address dialed.
+        server: String,
+        /// What failed.
+        message: String,
+    },
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The broker refused the connection at the hello (bad credentials, version, …).
+    #[error("refused by the broker ({code}): {message}")]
+    Refused {
+        /// Why.
+        code: ErrorCode,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The broker refused one request; the connection is still usable.
+    #[error("request failed ({code}): {message}")]
+    Request {
+        /// Why.
+        code: ErrorCode,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The connection is closed.
+    #[error("connection closed{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
+    Closed {
+        /// The broker's reason code, if it closed the connection with one.
+        code: Option<ErrorCode>,
+        /// Details.
+        message: String,
+    },
+    /// A wait exceeded its limit.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// An attribute name or value is not valid.
+    #[error("invalid attribute: {0}")]
+    InvalidAttribute(String),
+    /// The broker sent something this SDK does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The broker's error code, if the broker gave one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Refused { code, .. } | Error::Request { code, .. } => Some(*code),
+            Error::Closed { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_connection(e: &quinn::ConnectionError) -> Self {
+        match e {
+            quinn::ConnectionError::ApplicationClosed(c) => Error::Closed {
+                code: ErrorCode::from_code(c.error_code.into_inner()),
+                message: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            other => Error::Closed {
+                code: None,
+                message: other.to_string(),
+            },
+        }
+    }
+}

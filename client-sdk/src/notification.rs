@@ -1,0 +1,178 @@
+//! Notifications: typed attributes and an opaque payload, with a builder and CloudEvents
+//! conversions.
+
+use palio_filter::{AttrName, Event, Value};
+use serde_json::{Value as Json, json};
+
+use crate::error::Error;
+
+/// A notification: the attributes filters see, and a payload they never see.
+///
+/// ```
+/// use palio::Notification;
+///
+/// let n = Notification::builder()
+///     .attr("type", "alarm")
+///     .attr("level", 3)
+///     .attr("urgent", true)
+///     .payload("disk full")
+///     .build()?;
+/// assert_eq!(n.get("level"), Some(&palio::filter::Value::Int(3)));
+/// assert_eq!(n.payload(), b"disk full");
+/// # Ok::<(), palio::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notification {
+    attributes: Event,
+    payload: Vec<u8>,
+}
+
+impl Notification {
+    /// A notification from its parts.
+    pub fn new(attributes: Event, payload: impl Into<Vec<u8>>) -> Self {
+        Self {
+            attributes,
+            payload: payload.into(),
+        }
+    }
+
+    /// Starts building a notification.
+    pub fn builder() -> NotificationBuilder {
+        NotificationBuilder::default()
+    }
+
+    /// The attributes.
+    pub fn attributes(&self) -> &Event {
+        &self.attributes
+    }
+
+    /// One attribute.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.attributes.get(name)
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Splits into attributes and payload.
+    pub fn into_parts(self) -> (Event, Vec<u8>) {
+        (self.attributes, self.payload)
+    }
+
+    /// The `palio sub` output line: `{"attributes": {...}, "payload": "..."}` (the payload as
+    /// UTF-8, invalid sequences replaced).
+    pub fn to_json(&self) -> Json {
+        json!({
+            "attributes": self.attributes.to_json(),
+            "payload": String::from_utf8_lossy(&self.payload),
+        })
+    }
+
+    /// Reads a CloudEvent in the JSON event format: every context attribute and extension
+    /// becomes an attribute; `data` becomes the payload (a JSON string as its text, any other
+    /// JSON value as its serialisation; `data_base64` is not decoded but carried as text).
+    ///
+    /// ```
+    /// let ce = serde_json::json!({
+    ///     "specversion": "1.0", "id": "1", "source": "/sensors", "type": "temp",
+    ///     "celsius": 21, "data": "{\"raw\": 21.4}"
+    /// });
+    /// let n = palio::Notification::from_cloudevent(&ce)?;
+    /// assert_eq!(n.get("type"), Some(&palio::filter::Value::String("temp".into())));
+    /// assert_eq!(n.payload(), br#"{"raw": 21.4}"#);
+    /// assert_eq!(n.to_cloudevent()["celsius"], 21);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
+    pub fn from_cloudevent(json: &Json) -> Result<Self, Error> {
+        let attributes = Event::from_cloudevent_json(json)
+            .map_err(|e| Error::InvalidAttribute(e.to_string()))?;
+        let payload = match json.get("data").or_else(|| json.get("data_base64")) {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::String(s)) => s.clone().into_bytes(),
+            Some(other) => other.to_string().into_bytes(),
+        };
+        Ok(Self {
+            attributes,
+            payload,
+        })
+    }
+
+    /// The notification as a CloudEvent in JSON: attributes at the top level, the payload as
+    /// `data` (a string) when it is UTF-8, else omitted.
+    pub fn to_cloudevent(&self) -> Json {
+        let mut j = self.attributes.to_json();
+        if let (Json::Object(m), Ok(text)) = (&mut j, std::str::from_utf8(&self.payload))
+            && !self.payload.is_empty()
+        {
+            m.insert("data".into(), Json::String(text.to_owned()));
+        }
+        j
+    }
+}
+
+/// Builds a [`Notification`]; invalid names are reported by [`build`](Self::build).
+#[derive(Debug, Default)]
+pub struct NotificationBuilder {
+    attributes: Event,
+    payload: Vec<u8>,
+    error: Option<String>,
+}
+
+impl NotificationBuilder {
+    /// Sets an attribute (`&str`, `String`, `i32` or `bool`). Names are lowercase letters and
+    /// digits (CloudEvents naming).
+    pub fn attr(mut self, name: &str, value: impl Into<Value>) -> Self {
+        match AttrName::new(name) {
+            Ok(n) => {
+                self.attributes.set(n, value);
+            }
+            Err(e) => {
+                self.error.get_or_insert(e.to_string());
+            }
+        }
+        self
+    }
+
+    /// Sets the payload.
+    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// The notification, or the first invalid attribute name.
+    pub fn build(self) -> Result<Notification, Error> {
+        match self.error {
+            Some(e) => Err(Error::InvalidAttribute(e)),
+            None => Ok(Notification {
+                attributes: self.attributes,
+                payload: self.payload,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_names_are_reported() {
+        let e = Notification::builder().attr("Bad-Name", 1).build();
+        assert!(matches!(e, Err(Error::InvalidAttribute(_))));
+    }
+
+    #[test]
+    fn json_line_shape() {
+        let n = Notification::builder()
+            .attr("seq", 2)
+            .payload("hi")
+            .build()
+            .unwrap();
+        assert_eq!(
+            n.to_json(),
+            json!({"attributes": {"seq": 2}, "payload": "hi"})
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! Framing: a big-endian `u32` length, then that many bytes of MessagePack.
+//!
+//! The length is checked against the receiver's maximum before anything else is buffered, so a
+//! peer announcing a huge frame costs four bytes of memory, not the frame.
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{Buf, BufMut, BytesMut};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error_code::ErrorCode;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The stream failed.
+    #[error("stream error: {0}")]
+    Io(#[from] io::Error),
+    /// The announced length exceeds the maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// The announced length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// The bytes did not decode as the expected frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A frame could not be encoded (a bug, or a frame past the maximum).
+    #[error("cannot encode frame: {0}")]
+    Encode(String),
+}
+
+impl FrameError {
+    /// The error code to close the stream's connection with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::Io(_) => ErrorCode::Closed,
+            FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            FrameError::Malformed(_) => ErrorCode::MalformedFrame,
+            FrameError::Encode(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Encodes `frame` as MessagePack with named fields (no length prefix).
+pub fn encode<T: Serialize + ?Sized>(frame: &T) -> Result<Vec<u8>, FrameError> {
+    rmp_serde::to_vec_named(frame).map_err(|e| FrameError::Encode(e.to_string()))
+}
+
+/// Decodes one frame's MessagePack bytes (no length prefix).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// A tokio-util codec: decodes frames of type `D`, encodes any serializable frame.
+#[derive(Debug)]
+pub struct FrameCodec<D> {
+    /// The largest frame accepted or sent, in bytes (without the 4-byte length).
+    max: usize,
+    _frames: PhantomData<fn() -> D>,
+}
+
+impl<D> FrameCodec<D> {
+    /// A codec accepting frames of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max,
+            _frames: PhantomData,
+        }
+    }
+
+    /// The largest frame accepted.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+impl<D> Clone for FrameCodec<D> {
+    fn clone(&self) -> Self {
+        Self::new(self.max)
+    }
+}
+
+impl<D: DeserializeOwned> Decoder for FrameCodec<D> {
+    type Item = D;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<D>, FrameError> {
+        if src.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge { len, max: self.max });
+        }
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(4);
+        let body = src.split_to(len);
+        decode(&body).map(Some)
+    }
+}
+
+impl<D, T: Serialize> Encoder<&T> for FrameCodec<D> {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let body = encode(frame)?;
+        if body.len() > self.max {
+            return Err(FrameError::Encode(format!(
+                "frame of {} bytes exceeds the maximum of {} bytes",
+                body.len(),
+                self.max
+            )));
+        }
+        let len = u32::try_from(body.len()).map_err(|e| FrameError::Encode(e.to_string()))?;
+        dst.reserve(4 + body.len());
+        dst.put_u32(len);
+        dst.put_slice(&body);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::ClientFrame;
+
+    #[test]
+    fn frames_split_anywhere_decode_once_complete() {
+        let mut codec = FrameCodec::<ClientFrame>::new(1024);
+        let mut buf = BytesMut::new();
+        let f = ClientFrame::Flush { request: 42 };
+        codec.encode(&f, &mut buf).unwrap();
+        codec.encode(&f, &mut buf).unwrap();
+        let all = buf.clone();
+        for cut in 0..all.len() / 2 {
+            let mut partial = BytesMut::from(&all[..cut]);
+            let first = codec.decode(&mut partial).unwrap();
+            assert_eq!(first.is_some(), cut == all.len() / 2);
+        }
+        let mut whole = all;
+        assert_eq!(codec.decode(&mut whole).unwrap(), Some(f.clone()));
+        assert_eq!(codec.decode(&mut whole).unwrap(), Some(f));
+        assert_eq!(codec.decode(&mut whole).unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_buffering() {
+        let mut codec = FrameCodec::<ClientFrame>::new(1024);
+        let mut buf = BytesMut::from(&[0u8, 0, 4, 1][..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::TooLarge {
+                len: 1025,
+                max: 1024
+            }
+        ));
+        assert_eq!(err.code(), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let mut codec = FrameCodec::<ClientFrame>::new(1024);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0xc1, 0xff, 0x00][..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn encoding_past_the_maximum_fails() {
+        let mut codec = FrameCodec::<ClientFrame>::new(8);
+        let mut buf = BytesMut::new();
+        let f = ClientFrame::Subscribe {
+            request: 1,
+            filter: "a_long_attribute_name = 'and a long value'".into(),
+        };
+        assert!(codec.encode(&f, &mut buf).is_err());
+    }
+}

@@ -1,0 +1,240 @@
+//! The frames: client ↔ broker ([`ClientFrame`], [`ServerFrame`], [`DeliveryFrame`]) and
+//! broker ↔ broker ([`PeerMessage`]).
+//!
+//! Frames decode into types that can hold only legal values: attribute names are validated by
+//! [`AttrName`]'s deserializer, and peer routing frames carry filters that were parsed (within
+//! the default limits) while decoding. Filters from clients travel as text and are compiled by
+//! the broker, which answers a bad one with [`ErrorCode::InvalidFilter`].
+
+use palio_filter::{AttrName, Value};
+use palio_topology::{BrokerId, PeerFrame};
+use serde::{Deserialize, Serialize};
+
+use crate::error_code::ErrorCode;
+
+/// A notification's attributes as they travel: `(name, value)` pairs. The broker rejects a
+/// notification that names an attribute twice.
+pub type Attributes = Vec<(AttrName, Value)>;
+
+/// A frame from a client, on its control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientFrame {
+    /// The first frame of a connection.
+    Hello {
+        /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the client.
+        version: u16,
+        /// A bearer token, for clients without a certificate.
+        token: Option<String>,
+        /// A free-form name for logs.
+        name: String,
+    },
+    /// Subscribe with a CESQL filter. Answered by [`ServerFrame::Subscribed`] or an error.
+    Subscribe {
+        /// Echoed in the answer.
+        request: u64,
+        /// The filter's source text.
+        filter: String,
+    },
+    /// Drop a subscription. Answered by [`ServerFrame::Done`] or an error. No delivery for it
+    /// follows the answer.
+    Unsubscribe {
+        /// Echoed in the answer.
+        request: u64,
+        /// The subscription, as named by [`ServerFrame::Subscribed`].
+        subscription: u64,
+    },
+    /// Declare what this client will publish. Answered by [`ServerFrame::Advertised`].
+    Advertise {
+        /// Echoed in the answer.
+        request: u64,
+        /// The filter's source text.
+        filter: String,
+    },
+    /// Withdraw an advertisement. Answered by [`ServerFrame::Done`].
+    Unadvertise {
+        /// Echoed in the answer.
+        request: u64,
+        /// The advertisement, as named by [`ServerFrame::Advertised`].
+        advertisement: u64,
+    },
+    /// Publish a notification. Not answered (best effort); an invalid notification closes the
+    /// connection with [`ErrorCode::InvalidNotification`].
+    Publish {
+        /// The attributes filters see.
+        attributes: Attributes,
+        /// The opaque application data.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Answered by [`ServerFrame::Flushed`] once every frame sent before it has been handled:
+    /// every earlier publication has been handed to routing.
+    Flush {
+        /// Echoed in the answer.
+        request: u64,
+    },
+}
+
+/// What the broker tells a client in answer to its hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the broker.
+    pub version: u16,
+    /// The broker's name.
+    pub broker: String,
+    /// The broker's routing id.
+    pub broker_id: BrokerId,
+    /// The largest frame the broker accepts.
+    pub max_frame: u32,
+}
+
+/// A frame from the broker on a client's control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ServerFrame {
+    /// The hello was accepted: the connection is ready.
+    Welcome(Welcome),
+    /// A subscription is in place at the access broker; it is forwarded into the overlay
+    /// asynchronously.
+    Subscribed {
+        /// The request answered.
+        request: u64,
+        /// Names the subscription in [`DeliveryFrame`]s and [`ClientFrame::Unsubscribe`].
+        subscription: u64,
+    },
+    /// An advertisement is in place.
+    Advertised {
+        /// The request answered.
+        request: u64,
+        /// Names the advertisement in [`ClientFrame::Unadvertise`].
+        advertisement: u64,
+    },
+    /// An unsubscribe or unadvertise was carried out.
+    Done {
+        /// The request answered.
+        request: u64,
+    },
+    /// Every frame before the flush has been handled.
+    Flushed {
+        /// The request answered.
+        request: u64,
+        /// Publications received on this connection so far.
+        published: u64,
+    },
+    /// A request failed (`request` is set; the connection stays usable), or the connection is
+    /// being closed (`request` is `None`).
+    Error {
+        /// The request that failed, if any.
+        request: Option<u64>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+}
+
+/// A notification delivered to a subscription, on the client's delivery stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFrame {
+    /// The subscription it matched.
+    pub subscription: u64,
+    /// The attributes.
+    pub attributes: Attributes,
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// The hello brokers exchange on a new peer link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the sender.
+    pub version: u16,
+    /// The sender's configured name.
+    pub name: String,
+    /// The sender's routing id (derived from its name).
+    pub id: BrokerId,
+    /// The sender's life, larger after each restart.
+    pub incarnation: u64,
+}
+
+/// A frame on a peer link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PeerMessage {
+    /// The first frame in each direction.
+    Hello(PeerHello),
+    /// The link is refused (sent instead of the answering hello), or closed.
+    Reject {
+        /// Why.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// A routing frame for the topology state machine.
+    Frame(PeerFrame),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    #[test]
+    fn client_frames_round_trip() {
+        let frames = vec![
+            ClientFrame::Hello {
+                version: 1,
+                token: Some("t".into()),
+                name: "cli".into(),
+            },
+            ClientFrame::Subscribe {
+                request: 7,
+                filter: "type = 'a'".into(),
+            },
+            ClientFrame::Publish {
+                attributes: vec![
+                    (AttrName::new("type").unwrap(), Value::String("a".into())),
+                    (AttrName::new("level").unwrap(), Value::Int(3)),
+                    (AttrName::new("ok").unwrap(), Value::Bool(true)),
+                ],
+                payload: b"hello".to_vec(),
+            },
+            ClientFrame::Flush { request: 9 },
+        ];
+        for f in frames {
+            let bytes = encode(&f).unwrap();
+            let back: ClientFrame = decode(&bytes).unwrap();
+            assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn invalid_attribute_name_is_refused_when_decoding() {
+        #[derive(Serialize)]
+        enum Raw {
+            Publish {
+                attributes: Vec<(String, Value)>,
+                #[serde(with = "serde_bytes")]
+                payload: Vec<u8>,
+            },
+        }
+        let raw = Raw::Publish {
+            attributes: vec![("Not-Valid".into(), Value::Int(1))],
+            payload: vec![],
+        };
+        let bytes = rmp_serde::to_vec_named(&raw).unwrap();
+        assert!(decode::<ClientFrame>(&bytes).is_err());
+    }
+
+    #[test]
+    fn peer_frames_carry_parsed_filters() {
+        let filter = palio_topology::SharedFilter::parse("x > 1").unwrap();
+        let m = PeerMessage::Frame(PeerFrame::Subscribe {
+            key: palio_topology::RouteKey(3),
+            filter,
+        });
+        let bytes = encode(&m).unwrap();
+        assert_eq!(decode::<PeerMessage>(&bytes).unwrap(), m);
+    }
+}

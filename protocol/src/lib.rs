@@ -1,0 +1,54 @@
+//! Palio's wire protocol: the frames the broker and its clients (and brokers among themselves)
+//! exchange over QUIC, and how they are put on a stream.
+//!
+//! # Model
+//!
+//! - **Roles by ALPN.** A QUIC connection negotiates [`CLIENT_ALPN`] (an application using the
+//!   SDK or the `palio` command line) or [`PEER_ALPN`] (another broker of the overlay). The
+//!   broker serves both on one endpoint and picks the session type from the ALPN alone.
+//! - **Frames.** Every frame is a serde type encoded with MessagePack (`rmp-serde`, named
+//!   fields, so frames stay self-describing across versions), preceded by its length as a
+//!   big-endian `u32`. A frame longer than the receiver's maximum ([`DEFAULT_MAX_FRAME`]) is
+//!   refused before any of it is buffered ([`FrameError::TooLarge`]); bytes that do not decode
+//!   are [`FrameError::Malformed`]. Both close the connection with an [`ErrorCode`].
+//! - **Client streams.** The client opens one bidirectional *control* stream and sends
+//!   [`ClientFrame::Hello`]; the broker answers [`ServerFrame::Welcome`] (or
+//!   [`ServerFrame::Error`] and closes). Requests and their answers follow on the same stream,
+//!   in order. Publications travel on the control stream too, unacknowledged; a
+//!   [`ClientFrame::Flush`] is answered once every earlier frame has been routed. After the
+//!   Welcome the broker opens one unidirectional *delivery* stream carrying
+//!   [`DeliveryFrame`]s.
+//! - **Peer streams.** The dialing broker opens one bidirectional stream and sends
+//!   [`PeerMessage::Hello`]; the accepting broker answers with its own Hello (or
+//!   [`PeerMessage::Reject`]). Then both directions carry routing frames
+//!   ([`PeerMessage::Frame`], the topology crate's [`PeerFrame`](palio_topology::PeerFrame))
+//!   in order, which is what the routing state machine requires of a link.
+//!
+//! `docs/protocol.md` describes the same with every frame, error code and acknowledgement.
+
+#![warn(missing_docs)]
+
+mod codec;
+mod error_code;
+mod frames;
+pub mod tls;
+
+pub use codec::{FrameCodec, FrameError, decode, encode};
+pub use error_code::ErrorCode;
+pub use frames::{
+    Attributes, ClientFrame, DeliveryFrame, PeerHello, PeerMessage, ServerFrame, Welcome,
+};
+
+/// ALPN of a client connection.
+pub const CLIENT_ALPN: &[u8] = b"palio/1";
+
+/// ALPN of a broker-to-broker connection.
+pub const PEER_ALPN: &[u8] = b"palio-peer/1";
+
+/// The protocol version this crate speaks, sent in every hello. A broker refuses a hello with
+/// another version ([`ErrorCode::UnsupportedVersion`]).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The default largest frame, in bytes (1 MiB): far above a notification with a generous
+/// payload, small enough that a peer cannot make the receiver buffer much before it is refused.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;

@@ -1,0 +1,368 @@
+//! Transport security: the development PKI, certificate files, and the QUIC/TLS configurations
+//! shared by the broker and the SDK (so both sides agree on ALPN, windows and timeouts).
+//!
+//! # The development PKI
+//!
+//! A *TLS directory* holds `ca.pem` and `ca-key.pem`. The broker creates them on first start
+//! when the directory has none ([`DevPki::open_or_create`]); afterwards every broker and client
+//! given the same directory issues itself a leaf certificate from that CA, in memory
+//! ([`DevPki::issue`]), so they all trust each other with no further setup. A broker given
+//! another directory has another CA and is refused by mutual TLS. This is for development: a
+//! production deployment configures certificate files instead ([`load_certs`], [`load_key`]).
+//!
+//! # Provider
+//!
+//! Only the `ring` crypto provider is compiled in, and every configuration is built with it
+//! explicitly, so nothing depends on a process-wide default provider.
+
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+
+use crate::{CLIENT_ALPN, PEER_ALPN};
+
+/// The server name brokers' development certificates carry, and that clients verify when
+/// connecting to an IP address.
+pub const DEV_SERVER_NAME: &str = "localhost";
+
+/// Receive window per stream: 1 MiB. Bounds what one stream can have in flight toward us.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// Receive window per connection: 16 MiB. Quinn's default is unbounded.
+pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Keep-alive: a ping every 10 s keeps NAT bindings and detects dead peers.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Idle timeout: a connection silent for 30 s (three missed keep-alives) is dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A TLS or PKI failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A PEM file held nothing usable.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("TLS client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// The TLS configuration does not suit QUIC.
+    #[error("QUIC TLS configuration: {0}")]
+    Quic(String),
+    /// No CA in the TLS directory.
+    #[error("{0}: no development CA (ca.pem); start a broker with this --tls-dir first")]
+    NoCa(PathBuf),
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// The development CA of a TLS directory.
+#[derive(Debug)]
+pub struct DevPki {
+    /// The CA certificate, trusted by everyone using the directory.
+    ca: CertificateDer<'static>,
+    /// The CA key, to issue leaves.
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(DnType::CommonName, "Palio development CA");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl DevPki {
+    /// Opens the CA in `dir`, creating the directory and a new CA if there is none. Safe
+    /// against another process creating it at the same time (the key is written with
+    /// create-new semantics; the loser waits for the winner's files).
+    pub fn open_or_create(dir: &Path) -> Result<Self, TlsError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cert_path = dir.join("ca.pem");
+        if cert_path.exists() {
+            return Self::open(dir);
+        }
+        let lock = dir.join("ca.lock");
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {
+                let key = KeyPair::generate()?;
+                let cert = ca_params()?.self_signed(&key)?;
+                write_private(&dir.join("ca-key.pem"), key.serialize_pem().as_bytes())?;
+                let tmp = dir.join("ca.pem.tmp");
+                fs::write(&tmp, cert.pem()).map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &cert_path).map_err(io_err(&cert_path))?;
+                let _ = fs::remove_file(&lock);
+                Self::open(dir)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                for _ in 0..100 {
+                    if cert_path.exists() {
+                        return Self::open(dir);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TlsError::Pem {
+                    path: lock,
+                    message: "another process is creating the CA and did not finish; \
+                              remove the lock file if it crashed"
+                        .into(),
+                })
+            }
+            Err(e) => Err(io_err(&lock)(e)),
+        }
+    }
+
+    /// Opens the CA in `dir`, which must exist.
+    pub fn open(dir: &Path) -> Result<Self, TlsError> {
+        let cert_path = dir.join("ca.pem");
+        if !cert_path.exists() {
+            return Err(TlsError::NoCa(dir.to_owned()));
+        }
+        let ca = load_certs(&cert_path)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TlsError::Pem {
+                path: cert_path.clone(),
+                message: "no certificate".into(),
+            })?;
+        let key_path = dir.join("ca-key.pem");
+        let pem = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let key = KeyPair::from_pem(&pem)?;
+        Ok(Self {
+            ca,
+            issuer: Issuer::new(ca_params()?, key),
+        })
+    }
+
+    /// The CA certificate.
+    pub fn ca(&self) -> &CertificateDer<'static> {
+        &self.ca
+    }
+
+    /// A root store trusting this CA only.
+    pub fn roots(&self) -> Result<RootCertStore, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        Ok(roots)
+    }
+
+    /// Issues a leaf certificate named `name`, valid as a server (for [`DEV_SERVER_NAME`],
+    /// the loopback addresses and `extra_names`) and as a client.
+    pub fn issue(&self, name: &str, extra_names: &[String]) -> Result<Identity, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        let mut sans = vec![
+            SanType::DnsName(DEV_SERVER_NAME.try_into()?),
+            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        ];
+        for n in extra_names {
+            match n.parse::<IpAddr>() {
+                Ok(ip) => sans.push(SanType::IpAddress(ip)),
+                Err(_) => sans.push(SanType::DnsName(n.as_str().try_into()?)),
+            }
+        }
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.ca.clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            message: "no certificate".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The QUIC transport parameters both sides use: explicit windows and timeouts.
+pub fn transport_config(max_bidi: u32, max_uni: u32) -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+        .send_window(u64::from(CONNECTION_WINDOW))
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_concurrent_bidi_streams(VarInt::from_u32(max_bidi))
+        .max_concurrent_uni_streams(VarInt::from_u32(max_uni));
+    // 30 s fits in a VarInt of milliseconds.
+    if let Ok(idle) = IdleTimeout::try_from(IDLE_TIMEOUT) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t
+}
+
+/// The broker's server configuration: both ALPNs, this identity, and client certificates
+/// verified against `roots` when presented (required for peers by the broker, optional for
+/// clients, which may use a token instead).
+pub fn server_config(
+    identity: Identity,
+    roots: RootCertStore,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)?;
+    tls.alpn_protocols = vec![CLIENT_ALPN.to_vec(), PEER_ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    // Clients and peers open one control stream each; the broker opens the delivery stream.
+    config.transport_config(Arc::new(transport_config(4, 0)));
+    Ok(config)
+}
+
+/// A client configuration for `alpn`, trusting `roots`, presenting `identity` if given.
+pub fn client_config(
+    roots: RootCertStore,
+    identity: Option<Identity>,
+    alpn: &[u8],
+) -> Result<quinn::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config(4, 4)));
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_is_created_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("palio-pki-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let a = DevPki::open_or_create(&dir).unwrap();
+        let b = DevPki::open_or_create(&dir).unwrap();
+        assert_eq!(a.ca(), b.ca());
+        let leaf = b.issue("b1", &["example.test".into()]).unwrap();
+        assert_eq!(leaf.chain.len(), 2);
+        assert!(server_config(leaf.clone(), a.roots().unwrap()).is_ok());
+        assert!(client_config(a.roots().unwrap(), Some(leaf), CLIENT_ALPN).is_ok());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_ca_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("palio-pki-none-{}", std::process::id()));
+        assert!(matches!(DevPki::open(&dir), Err(TlsError::NoCa(_))));
+    }
+}
