@@ -138,7 +138,12 @@ impl Oracle {
 
     /// Forgets the subscriptions of a crashed broker.
     pub fn crash(&mut self, broker: BrokerId) {
-        let gone: Vec<SubKey> = self.live.keys().filter(|k| k.0 == broker).copied().collect();
+        let gone: Vec<SubKey> = self
+            .live
+            .keys()
+            .filter(|k| k.0 == broker)
+            .copied()
+            .collect();
         for k in gone {
             self.unsubscribe(k);
         }
