@@ -126,6 +126,9 @@ pub struct RoutingReport {
     pub wall_seconds: f64,
     /// The trace hash (same seed, same hash).
     pub trace_hash: String,
+    /// One broker alone (see [`single_broker_update_rate`]): subscription updates per second.
+    #[serde(default)]
+    pub single_broker_updates_per_second: f64,
 }
 
 const SETTLE_BOUND: u64 = u64::MAX / 4;
@@ -261,6 +264,90 @@ pub fn run_routing(p: &RoutingParams) -> Result<RoutingReport, String> {
         settle_ms,
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: format!("{:016x}", net.trace_hash()),
+        single_broker_updates_per_second: single_broker_update_rate(p)?,
+    })
+}
+
+/// The subscription update rate of one broker: a broker with four tree neighbours receives
+/// `p.subscriptions` subscribe frames (the workload's filters) from one neighbour, then the
+/// matching unsubscribes, and forwards what its strategy says to the other three (which, for
+/// the advertisements strategy, have advertised every pool). Returns updates per second of
+/// handling time (frames in, frames drained out), excluding filter parsing.
+pub fn single_broker_update_rate(p: &RoutingParams) -> Result<f64, String> {
+    let now = Instant::now();
+    let mut config = Config::new(BrokerId(0), 1).with_strategy(p.strategy);
+    config.tree_delay = Duration::ZERO;
+    let mut broker = crate::Broker::new(config, now);
+    let peers: Vec<BrokerId> = (1..=4).map(BrokerId).collect();
+    let drain = |b: &mut crate::Broker| while b.poll_transmit().is_some() {};
+    for &peer in &peers {
+        broker.handle_peer_up(peer, now);
+        let lsa = crate::LinkStateAd {
+            origin: peer,
+            incarnation: 1,
+            seq: 1,
+            neighbours: vec![BrokerId(0)],
+        };
+        broker
+            .handle_frame(peer, crate::PeerFrame::LinkState(vec![lsa]), now)
+            .map_err(|e| e.to_string())?;
+    }
+    broker.handle_timeout(now);
+    if broker.tree_neighbours().len() != peers.len() {
+        return Err("the test broker did not adopt its neighbours".to_owned());
+    }
+    let regions = p.brokers.div_ceil(p.brokers_per_region.max(1)).max(1) as u32;
+    let model = ContentModel::new(p.topics, p.locality, 0.0);
+    let mut cache = FilterCache::default();
+    let mut key = 0u64;
+    for &peer in &peers[1..] {
+        for r in 0..regions {
+            for text in model.advertisements(r) {
+                key += 1;
+                let frame = crate::PeerFrame::Advertise {
+                    key: crate::RouteKey(key),
+                    filter: cache.get(&text)?,
+                };
+                // Repeated texts (the global pool) are new keys of the same filter.
+                broker
+                    .handle_frame(peer, frame, now)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    drain(&mut broker);
+    let mut rng = SimRng::new(p.seed).fork(9);
+    let filters = (0..p.subscriptions)
+        .map(|_| {
+            let region = rng.below(u64::from(regions)) as u32;
+            cache.get(&model.subscription(region, &mut rng))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = Instant::now();
+    for (i, filter) in filters.into_iter().enumerate() {
+        let frame = crate::PeerFrame::Subscribe {
+            key: crate::RouteKey(i as u64),
+            filter,
+        };
+        broker
+            .handle_frame(peers[0], frame, now)
+            .map_err(|e| e.to_string())?;
+        drain(&mut broker);
+    }
+    for i in 0..p.subscriptions {
+        let frame = crate::PeerFrame::Unsubscribe {
+            key: crate::RouteKey(i as u64),
+        };
+        broker
+            .handle_frame(peers[0], frame, now)
+            .map_err(|e| e.to_string())?;
+        drain(&mut broker);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(if secs > 0.0 {
+        2.0 * p.subscriptions as f64 / secs
+    } else {
+        0.0
     })
 }
 
