@@ -47,7 +47,7 @@
 //! dropped, and disjuncts that differ on a single attribute are merged when the union is still
 //! one conjunction (`x < 5 OR x > 5` is `x != 5`). All of this preserves exactness.
 //!
-//! Size and work are bounded (see [`approx`]): at most [`MAX_DISJUNCTS`] conjunctions per
+//! Size and work are bounded (see [`approx`]): at most [`approx::MAX_DISJUNCTS`] conjunctions per
 //! approximation, and a work budget per expression, past which the rest of the tree gets its
 //! cheapest sound approximation. Both only cost precision: the filter is still routed soundly,
 //! and the access broker evaluates the full expression anyway.
