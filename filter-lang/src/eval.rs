@@ -4,7 +4,7 @@
 //!
 //! - *Complete evaluation* ([`evaluate`]) collects every error with its message and returns the
 //!   value CESQL prescribes alongside them.
-//! - *Fail fast* ([`matches`]), used on the broker's hot path, only remembers that an error
+//! - *Fail fast* ([`matches()`]), used on the broker's hot path, only remembers that an error
 //!   happened (no message is ever formatted) and stops at the first one, since a filter with an
 //!   error never matches.
 //!

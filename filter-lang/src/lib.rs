@@ -30,6 +30,8 @@
 //!
 //! [CESQL v1]: https://github.com/cloudevents/spec/blob/main/cesql/spec.md
 
+#![warn(missing_docs)]
+
 mod ast;
 mod error;
 mod eval;
