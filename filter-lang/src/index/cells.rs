@@ -8,21 +8,23 @@
 //!   attribute can match);
 //! - `ANY`: members that may match whatever the attribute's value: those that do not constrain
 //!   it, and those whose test on it is not about integers (string, boolean, `EXISTS`);
-//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell.
+//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell,
+//!   and the members of `ANY`.
 //!
-//! For an event, each attribute of the universe contributes `ABSENT` (attribute missing), `ANY`
-//! (present without an integer cast) or `ANY | cell` (present, integer in that cell), and the
-//! candidates are the AND of those contributions: one pass over `n / 64` words per attribute.
-//! The result is a superset of the members that match, and every candidate is then checked
-//! exactly. With `C` cells and intervals covering a fraction `w` of the line on each of `k`
-//! attributes, a candidate is a false positive with probability about
+//! For an event, each attribute of the universe picks `ABSENT` (attribute missing), `ANY`
+//! (present without an integer cast) or its cell's bitmap (present, integer in that cell), and
+//! the candidates are the AND of the picks with the `live` bitmap: one pass over `n / 64` words
+//! per attribute. The result is a superset of the members that match, and every candidate is
+//! then checked exactly. With `C` cells and intervals covering a fraction `w` of the line on each
+//! of `k` attributes, a candidate is a false positive with probability about
 //! `1 - (w / (w + 1/C))^k`, so a few tens of cells keep the exact checks close to the number of
 //! real matches.
 //!
-//! Keeping unconstrained members out of the cell bitmaps (they are in `ANY`) costs a second
-//! stream per attribute when matching, but makes an insertion set two bits for each attribute
-//! the member does not constrain instead of one per cell: insertions were dominated by those
-//! scattered bit writes, one cache line each.
+//! Putting `ANY` members in every cell makes an insertion set a bit in every cell of each
+//! attribute the member does not constrain. Bit by bit, those scattered writes (one cache line
+//! each) dominated insertion; the engine therefore takes new members in batches
+//! ([`CellEngine::extend`]) and builds each bitmap word in a local array first, so the cost per
+//! member is register work and matching keeps a single stream per attribute.
 //!
 //! Cells are cut at quantiles of the members' interval endpoints, so they follow the
 //! distribution of the constants rather than assuming a domain. The cluster rebuilds the engine
@@ -137,16 +139,14 @@ impl CellAttr {
                 *w &= !at.bit;
             }
         };
-        match t {
-            None => {
-                apply(ABSENT);
-                apply(ANY);
-            }
-            Some(_) => match cells {
-                Some((first, last)) => (first..=last).for_each(|c| apply(CELL0 + c)),
-                None => apply(ANY),
-            },
+        if t.is_none() {
+            apply(ABSENT);
         }
+        if cells.is_none() {
+            apply(ANY);
+        }
+        let (first, last) = cells.unwrap_or((0, self.bounds.len()));
+        (first..=last).for_each(|c| apply(CELL0 + c));
     }
 }
 
@@ -252,6 +252,7 @@ impl CellEngine {
             cursors.clear();
             cursors.resize(run.len(), 0);
             for a in &mut self.attrs {
+                let cells = a.bounds.len() + 1;
                 masks.clear();
                 masks.resize(a.row_count(), 0);
                 for (j, tests) in run.iter().enumerate() {
@@ -260,18 +261,20 @@ impl CellEngine {
                     while tests.get(*cur).is_some_and(|t| t.attr < a.attr) {
                         *cur += 1;
                     }
-                    match tests.get(*cur).filter(|t| t.attr == a.attr) {
+                    let (first, last) = match tests.get(*cur).filter(|t| t.attr == a.attr) {
                         None => {
                             masks[ABSENT] |= bit;
                             masks[ANY] |= bit;
+                            (0, cells - 1)
                         }
-                        Some(t) if t.needs_int() => {
-                            let (first, last) = (a.cell(t.lo), a.cell(t.hi));
-                            for m in &mut masks[CELL0 + first..=CELL0 + last] {
-                                *m |= bit;
-                            }
+                        Some(t) if t.needs_int() => (a.cell(t.lo), a.cell(t.hi)),
+                        Some(_) => {
+                            masks[ANY] |= bit;
+                            (0, cells - 1)
                         }
-                        Some(_) => masks[ANY] |= bit,
+                    };
+                    for m in &mut masks[CELL0 + first..=CELL0 + last] {
+                        *m |= bit;
                     }
                 }
                 let base = at.block * a.row_count() * bw + at.word;
@@ -310,14 +313,7 @@ impl CellEngine {
                 match views.get(a.attr).map(|v| v.int()) {
                     None => and_into(block, a.row(b, ABSENT, bw), &mut any),
                     Some(None) => and_into(block, a.row(b, ANY, bw), &mut any),
-                    Some(Some(i)) => {
-                        let cells = a.row(b, CELL0 + a.cell(i), bw);
-                        let all = a.row(b, ANY, bw);
-                        for ((c, &w), &x) in block.iter_mut().zip(cells).zip(all) {
-                            *c &= w | x;
-                            any |= *c;
-                        }
-                    }
+                    Some(Some(i)) => and_into(block, a.row(b, CELL0 + a.cell(i), bw), &mut any),
                 }
                 if any == 0 {
                     block.fill(0);

@@ -56,9 +56,9 @@ impl Key {
 /// while cells cut from a quarter of the members are still close to the quantiles.
 const GROWTH: usize = 4;
 
-/// Members fed to the engine at once: one bitmap word's worth, so that the batch's bit writes
+/// Members fed to the engine at once (a quarter of a bitmap word), so that the batch's bit writes
 /// hit the same words (and cache lines) instead of scattering one cache line per bit.
-const BATCH: usize = 64;
+const BATCH: usize = 16;
 
 /// The conjunctions sharing one access key.
 ///
