@@ -25,7 +25,7 @@
 //!    cost in proportion to the conjunctions that share a value with the event, where SIENA's
 //!    counting algorithm pays for every satisfied constraint.
 //! 2. **Cell bitmaps inside large clusters.** A cluster of at least `ENGINE_MIN` members whose
-//!    members constrain at most `MAX_UNIVERSE` attributes keeps a [`cells`] engine: per
+//!    members constrain at most `MAX_UNIVERSE` attributes keeps a `cells` engine: per
 //!    attribute, the integer line is cut into about 32 cells at quantiles of the members'
 //!    interval endpoints, and each cell has a bitmap of the members that some value of the cell
 //!    may satisfy (unconstrained members included). The candidates for an event are the AND of
@@ -97,7 +97,13 @@ pub struct EntryId {
 }
 
 /// Maps events to the destinations whose filters match them, exactly, with incremental
-/// insertion and removal. See the [module documentation](self) for the design.
+/// insertion and removal.
+///
+/// Conjunctions are clustered by an access key (an equality or an attribute's presence), found
+/// per event by hash lookups; large clusters pre-filter their members with per-attribute cell
+/// bitmaps ANDed a word at a time; every candidate is then checked exactly, and inexact filters
+/// evaluate their full expression. The `index` module's source documentation details the design
+/// and its trade-offs.
 ///
 /// ```
 /// use palio_filter::{AttrName, Conjunction, Constraint, Event, Index, IntOp, Predicate, Routable};
