@@ -48,7 +48,7 @@ use std::fmt;
 
 pub use error::{ErrorKind, EvalError, FilterError, ParseError};
 pub use event::{Event, EventError};
-pub use index::{EntryId, Index};
+pub use index::{EntryId, Index, IndexStats, Scratch};
 pub use routable::{Conjunction, Constraint, IntOp, Predicate, Routable, StrOp};
 pub use value::{AttrName, InvalidAttrName, MAX_ATTR_NAME_LEN, Type, Value, parse_bool, parse_int};
 

@@ -1,0 +1,352 @@
+//! The matching benchmark: build an index from a workload, time matching against naive
+//! evaluation, and verify the index's answers.
+//!
+//! Timing is single-threaded, with [`Instant`] around whole passes over many events; each
+//! figure is the median of a few repetitions, because the machines are shared and noisy.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use palio_filter::{Event, Filter, Index, Routable};
+use serde::Serialize;
+
+use crate::workload::{Subscription, Workload};
+
+/// How filters reach the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compile {
+    /// CESQL text through `Filter::new` (the real path), inserted with `Index::insert`.
+    Text,
+    /// Routable forms built directly, inserted with `Index::insert_routable`: isolates the
+    /// index from the parser and the normaliser.
+    Routable,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MatchingConfig {
+    /// The workload.
+    pub workload: Workload,
+    /// The number of subscriptions.
+    pub subscriptions: usize,
+    /// The number of events timed per repetition.
+    pub events: usize,
+    /// The number of events evaluated naively (baseline timing and verification).
+    pub naive_events: usize,
+    /// Repetitions of the timed pass; the median is reported.
+    pub repetitions: usize,
+    /// The seed of every random draw.
+    pub seed: u64,
+    /// How filters are compiled.
+    pub compile: Compile,
+}
+
+/// The result, printed as JSON by `palio-bench matching --json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchingReport {
+    /// `w1` or `w2`.
+    pub workload: &'static str,
+    /// W2's interval width (absent for W1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<f64>,
+    /// Subscriptions indexed.
+    pub subscriptions: usize,
+    /// Distinct destinations.
+    pub destinations: usize,
+    /// Events timed per repetition.
+    pub events: usize,
+    /// How filters were compiled.
+    pub compile: Compile,
+    /// The seed.
+    pub seed: u64,
+    /// Median milliseconds per event of `Index::matches` (each destination once).
+    pub ms_per_event: f64,
+    /// Median milliseconds per event of `Index::matching_entries` (every entry).
+    pub entries_ms_per_event: f64,
+    /// Events per second at `ms_per_event`.
+    pub events_per_s: f64,
+    /// Mean destinations matched per event.
+    pub matches_per_event: f64,
+    /// Mean entries matched per event.
+    pub entries_per_event: f64,
+    /// Index insertions per second (building from empty; compilation excluded).
+    pub inserts_per_s: f64,
+    /// Index removals per second (a tenth of the entries, at most 100k, spread evenly).
+    pub removes_per_s: f64,
+    /// Index insertions per second into the built index (re-inserting the removed tenth):
+    /// the steady-state cost, without the first-touch page faults of building from empty.
+    pub reinserts_per_s: f64,
+    /// Filter compilations per second (`Filter::new`, or building the routable form).
+    pub compiles_per_s: f64,
+    /// `Index::memory_bytes` divided by the subscriptions.
+    pub bytes_per_subscription: f64,
+    /// `Index::memory_bytes` divided by the constraints of all subscriptions.
+    pub bytes_per_constraint: f64,
+    /// Milliseconds per event of naive evaluation (every filter's `matches`), on
+    /// `verified_events` events.
+    pub naive_ms_per_event: f64,
+    /// `naive_ms_per_event / ms_per_event`.
+    pub speedup: f64,
+    /// Events on which the index's answer was checked against naive evaluation (all agreed).
+    pub verified_events: usize,
+    /// Structure of the index.
+    pub clusters: usize,
+    /// Clusters with a cell-bitmap engine.
+    pub engine_clusters: usize,
+    /// Conjunctions in clusters with an engine.
+    pub conjunctions_in_engines: usize,
+}
+
+/// A compiled subscription, as the naive baseline evaluates it.
+enum Compiled {
+    Filter(Filter),
+    Routable(Routable),
+}
+
+impl Compiled {
+    fn matches(&self, ev: &Event) -> bool {
+        match self {
+            Compiled::Filter(f) => f.matches(ev),
+            Compiled::Routable(r) => r.matches(ev),
+        }
+    }
+}
+
+/// Runs the benchmark, reporting progress through `progress` (one line per call).
+pub fn run(cfg: &MatchingConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<MatchingReport> {
+    let n = cfg.subscriptions;
+    progress(&format!(
+        "generating {n} {} subscriptions",
+        cfg.workload.name()
+    ));
+    let subs: Vec<Subscription> = cfg.workload.subscriptions(n, cfg.seed);
+    let constraints: usize = subs.iter().map(|s| s.constraints.len()).sum();
+
+    progress("compiling filters");
+    let t = Instant::now();
+    let mut compiled = Vec::with_capacity(n);
+    for (i, s) in subs.iter().enumerate() {
+        compiled.push(match cfg.compile {
+            Compile::Text => {
+                let text = s.to_cesql();
+                Compiled::Filter(Filter::new(&text).with_context(|| format!("compiling {text}"))?)
+            }
+            Compile::Routable => Compiled::Routable(s.to_routable()),
+        });
+        tick(progress, "compiled", i, n);
+    }
+    let compiles_per_s = per_s(n, t.elapsed().as_secs_f64());
+
+    progress("building the index");
+    let mut index: Index<u32> = Index::new();
+    let t = Instant::now();
+    let ids: Vec<_> = compiled
+        .iter()
+        .zip(&subs)
+        .map(|(c, s)| match c {
+            Compiled::Filter(f) => index.insert(f, s.dest),
+            Compiled::Routable(r) => index.insert_routable(r, s.dest),
+        })
+        .collect();
+    let inserts_per_s = per_s(n, t.elapsed().as_secs_f64());
+    let memory = index.memory_bytes() as f64;
+    let stats = index.stats();
+    progress(&format!("index built: {stats:?}, {memory:.0} bytes"));
+
+    let events = cfg
+        .workload
+        .events(cfg.events.max(cfg.naive_events), cfg.seed);
+    let timed = &events[..cfg.events.min(events.len())];
+    let mut scratch = index.scratch();
+    let mut out = Vec::new();
+    let mut entries = Vec::new();
+
+    progress(&format!(
+        "timing {} events x {} repetitions",
+        timed.len(),
+        cfg.repetitions
+    ));
+    let mut dest_ms = Vec::new();
+    let mut entry_ms = Vec::new();
+    let (mut dests_found, mut entries_found) = (0usize, 0usize);
+    for _ in 0..cfg.repetitions.max(1) {
+        let t = Instant::now();
+        dests_found = 0;
+        for ev in timed {
+            out.clear();
+            index.matches(ev, &mut scratch, &mut out);
+            dests_found += out.len();
+        }
+        dest_ms.push(ms_per(t.elapsed().as_secs_f64(), timed.len()));
+        let t = Instant::now();
+        entries_found = 0;
+        for ev in timed {
+            entries.clear();
+            index.matching_entries(ev, &mut scratch, &mut entries);
+            entries_found += entries.len();
+        }
+        entry_ms.push(ms_per(t.elapsed().as_secs_f64(), timed.len()));
+    }
+    let ms_per_event = median(&mut dest_ms);
+    let entries_ms_per_event = median(&mut entry_ms);
+
+    let sample = &events[..cfg.naive_events.min(events.len())];
+    progress(&format!("naive evaluation of {} events", sample.len()));
+    let mut naive_secs = 0.0;
+    for (k, ev) in sample.iter().enumerate() {
+        let t = Instant::now();
+        let want: BTreeSet<u32> = compiled
+            .iter()
+            .zip(&subs)
+            .filter(|(c, _)| c.matches(ev))
+            .map(|(_, s)| s.dest)
+            .collect();
+        naive_secs += t.elapsed().as_secs_f64();
+        out.clear();
+        index.matches(ev, &mut scratch, &mut out);
+        let got: BTreeSet<u32> = out.iter().copied().collect();
+        if got.len() != out.len() || got != want {
+            bail!(
+                "index and naive evaluation disagree on event {k} ({ev:?}): index {} destinations \
+                 ({} distinct), naive {}; only in index: {:?}; only naive: {:?}",
+                out.len(),
+                got.len(),
+                want.len(),
+                got.difference(&want).take(5).collect::<Vec<_>>(),
+                want.difference(&got).take(5).collect::<Vec<_>>(),
+            );
+        }
+    }
+    let naive_ms_per_event = ms_per(naive_secs, sample.len());
+
+    let removes = (n / 10).min(100_000);
+    progress(&format!("timing {removes} removals"));
+    let step = (n / removes.max(1)).max(1);
+    let t = Instant::now();
+    for id in ids.iter().step_by(step).take(removes) {
+        if !index.remove(*id) {
+            bail!("removing a live entry failed");
+        }
+    }
+    let removes_per_s = per_s(removes, t.elapsed().as_secs_f64());
+
+    progress(&format!("timing {removes} re-insertions"));
+    let t = Instant::now();
+    for (c, s) in compiled.iter().zip(&subs).step_by(step).take(removes) {
+        match c {
+            Compiled::Filter(f) => index.insert(f, s.dest),
+            Compiled::Routable(r) => index.insert_routable(r, s.dest),
+        };
+    }
+    let reinserts_per_s = per_s(removes, t.elapsed().as_secs_f64());
+
+    Ok(MatchingReport {
+        workload: cfg.workload.name(),
+        width: match &cfg.workload {
+            Workload::W2(w) => Some(w.width),
+            Workload::W1(_) => None,
+        },
+        subscriptions: n,
+        destinations: stats_dests(&subs),
+        events: timed.len(),
+        compile: cfg.compile,
+        seed: cfg.seed,
+        ms_per_event,
+        entries_ms_per_event,
+        events_per_s: if ms_per_event > 0.0 {
+            1000.0 / ms_per_event
+        } else {
+            0.0
+        },
+        matches_per_event: dests_found as f64 / timed.len().max(1) as f64,
+        entries_per_event: entries_found as f64 / timed.len().max(1) as f64,
+        inserts_per_s,
+        removes_per_s,
+        reinserts_per_s,
+        compiles_per_s,
+        bytes_per_subscription: memory / n.max(1) as f64,
+        bytes_per_constraint: memory / constraints.max(1) as f64,
+        naive_ms_per_event,
+        speedup: if ms_per_event > 0.0 {
+            naive_ms_per_event / ms_per_event
+        } else {
+            0.0
+        },
+        verified_events: sample.len(),
+        clusters: stats.clusters,
+        engine_clusters: stats.engine_clusters,
+        conjunctions_in_engines: stats.conjunctions_in_engines,
+    })
+}
+
+/// The number of distinct destinations.
+fn stats_dests(subs: &[Subscription]) -> usize {
+    subs.iter().map(|s| s.dest).collect::<BTreeSet<_>>().len()
+}
+
+/// Reports progress every tenth of `n`.
+fn tick(progress: &mut dyn FnMut(&str), what: &str, i: usize, n: usize) {
+    let tenth = (n / 10).max(1);
+    if n >= 100_000 && (i + 1).is_multiple_of(tenth) {
+        progress(&format!("{what} {}/{n}", i + 1));
+    }
+}
+
+fn per_s(count: usize, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+fn ms_per(secs: f64, count: usize) -> f64 {
+    secs * 1000.0 / count.max(1) as f64
+}
+
+/// The median (upper median for an even count); 0 for none.
+pub fn median(xs: &mut [f64]) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{W1, W2};
+
+    fn small(workload: Workload, compile: Compile) -> MatchingReport {
+        let cfg = MatchingConfig {
+            workload,
+            subscriptions: 2000,
+            events: 50,
+            naive_events: 50,
+            repetitions: 1,
+            seed: 1,
+            compile,
+        };
+        run(&cfg, &mut |_| {}).expect("the index agrees with naive evaluation")
+    }
+
+    #[test]
+    fn small_runs_verify_every_sampled_event() {
+        for compile in [Compile::Text, Compile::Routable] {
+            let r = small(Workload::W2(W2::new(0.8)), compile);
+            assert_eq!(r.verified_events, 50);
+            assert!(
+                r.matches_per_event > 0.0,
+                "width 0.8 matches ~10% of subscriptions"
+            );
+            let r = small(Workload::W1(W1::default()), compile);
+            assert_eq!(r.verified_events, 50);
+            assert!(r.destinations <= 64);
+        }
+    }
+
+    #[test]
+    fn median_of_few() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut []), 0.0);
+    }
+}
