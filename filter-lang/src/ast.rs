@@ -95,7 +95,9 @@ impl UnaryOp {
     fn symbol(self) -> &'static str {
         match self {
             UnaryOp::Not => "NOT ",
-            UnaryOp::Neg => "-",
+            // A space keeps `-` from folding into a following integer literal when re-parsed:
+            // `(- 0)` is negation applied to `0`, while `-0` is the literal itself.
+            UnaryOp::Neg => "- ",
         }
     }
 }

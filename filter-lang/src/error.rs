@@ -102,7 +102,7 @@ pub enum FilterError {
     /// The expression calls a function that does not exist with that number of arguments.
     #[error("unknown function {name}/{arity}")]
     UnknownFunction {
-        /// The function's name as written.
+        /// The function's name, uppercased (CESQL function names are case-insensitive).
         name: String,
         /// The number of arguments given.
         arity: usize,

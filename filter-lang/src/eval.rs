@@ -4,7 +4,7 @@
 //!
 //! - *Complete evaluation* ([`evaluate`]) collects every error with its message and returns the
 //!   value CESQL prescribes alongside them.
-//! - *Fail fast* ([`matches`]), used on the broker's hot path, only remembers that an error
+//! - *Fail fast* ([`matches()`]), used on the broker's hot path, only remembers that an error
 //!   happened (no message is ever formatted) and stops at the first one, since a filter with an
 //!   error never matches.
 //!
@@ -42,7 +42,7 @@ use crate::ast::{BinaryOp, Node, UnaryOp};
 use crate::error::{ErrorKind, EvalError};
 use crate::event::Event;
 use crate::functions::{self, Param};
-use crate::value::{Type, Value};
+use crate::value::{AttrName, Type, Value};
 
 /// Evaluates `node` against `event`, collecting every error.
 pub(crate) fn evaluate(node: &Node, event: &Event) -> Evaluation {
@@ -129,10 +129,36 @@ impl<'a, S: Sink> Evaluator<'a, S> {
     }
 
     /// Evaluates an operand, returning it and whether its evaluation raised an error.
+    ///
+    /// Literals and attributes, by far the most common operands, are handled here without
+    /// recursing into [`Evaluator::eval`]: on the hot path that halves the cost of a comparison.
+    #[inline(always)]
     fn operand(&mut self, node: &'a Node) -> (Val<'a>, bool) {
+        match node {
+            Node::Literal(v) => (Cow::Borrowed(v), false),
+            Node::Attr(name) => match self.event.get(name.as_str()) {
+                Some(v) => (Cow::Borrowed(v), false),
+                None => (self.missing(name), true),
+            },
+            _ => self.nested(node),
+        }
+    }
+
+    /// [`Evaluator::operand`] for anything but a leaf.
+    fn nested(&mut self, node: &'a Node) -> (Val<'a>, bool) {
         let before = self.sink.count();
         let value = self.eval(node);
         (value, self.sink.count() > before)
+    }
+
+    /// A missing attribute: its type is unknown, so its value is the Boolean zero (§3.2).
+    #[cold]
+    fn missing(&mut self, name: &AttrName) -> Val<'a> {
+        self.sink.raise(
+            ErrorKind::MissingAttribute,
+            format_args!("attribute {name} is missing"),
+        );
+        boolean(false)
     }
 
     fn eval(&mut self, node: &'a Node) -> Val<'a> {
@@ -140,13 +166,7 @@ impl<'a, S: Sink> Evaluator<'a, S> {
             Node::Literal(v) => Cow::Borrowed(v),
             Node::Attr(name) => match self.event.get(name.as_str()) {
                 Some(v) => Cow::Borrowed(v),
-                None => {
-                    self.sink.raise(
-                        ErrorKind::MissingAttribute,
-                        format_args!("attribute {name} is missing"),
-                    );
-                    boolean(false)
-                }
+                None => self.missing(name),
             },
             Node::Exists(name) => boolean(self.event.get(name.as_str()).is_some()),
             Node::Unary { op, arg } => self.unary(*op, arg),
@@ -168,13 +188,19 @@ impl<'a, S: Sink> Evaluator<'a, S> {
         }
     }
 
+    #[cold]
     fn cast_error(&mut self, value: &Value, ty: Type) {
         self.sink
             .raise(ErrorKind::Cast, format_args!("cannot cast {value} to {ty}"));
     }
 
     /// Implicit cast to Boolean; a failure is a cast error and `false`.
+    #[inline]
     fn cast_bool(&mut self, value: &Value) -> bool {
+        // Fast path for the common case; every cast goes through `Value::to_bool`.
+        if let Value::Bool(b) = value {
+            return *b;
+        }
         value.to_bool().unwrap_or_else(|| {
             self.cast_error(value, Type::Bool);
             false
@@ -182,7 +208,12 @@ impl<'a, S: Sink> Evaluator<'a, S> {
     }
 
     /// Implicit cast to Integer; a failure is a cast error and `0`.
+    #[inline]
     fn cast_int(&mut self, value: &Value) -> i32 {
+        // Fast path for the common case; every cast goes through `Value::to_int`.
+        if let Value::Int(i) = value {
+            return *i;
+        }
         value.to_int().unwrap_or_else(|| {
             self.cast_error(value, Type::Int);
             0

@@ -30,6 +30,8 @@
 //!
 //! [CESQL v1]: https://github.com/cloudevents/spec/blob/main/cesql/spec.md
 
+#![warn(missing_docs)]
+
 mod ast;
 mod error;
 mod eval;
@@ -60,6 +62,7 @@ pub struct Limits {
     pub max_len: usize,
     /// Deepest nesting of sub-expressions (parentheses, operators, calls). Default 64: the
     /// parser and evaluator recurse, and 64 levels keep the stack use bounded on any thread.
+    /// Raising it far (into the thousands) risks overflowing a 2 MiB thread stack.
     pub max_depth: usize,
     /// Most elements in one `IN (...)` list. Default 1024.
     pub max_in_list: usize,

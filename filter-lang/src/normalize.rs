@@ -34,20 +34,25 @@
 //! ordering cast to Integer. Those approximations are marked inexact, and so is everything
 //! built from them.
 //!
+//! A third approximation, `E(e)` ⊇ the events on which `e` raises no error, lets
+//! short-circuits stay exact where `F` or `T` cannot be (see [`logic`]). Only the
+//! approximations a parent needs are computed ([`Need`]): the routable form needs `T` of the
+//! root, an `AND` chain needs nothing but `T` of its operands.
+//!
 //! # Simplification and bounds
 //!
 //! Conjunctions are kept in normal form ([`ConjSet`]): per attribute the set of values allowed,
 //! so merging happens as they are built (`x > 0 AND x > 5` is `x >= 6`, `x >= 3 AND x <= 3` is
 //! `x = 3`), conjunctions proven unsatisfiable disappear, disjuncts covered by another are
-//! dropped, and neighbours that differ in a single integer attribute are merged when the union
-//! is still one conjunction (`x < 5 OR x > 5` is `x != 5`). All of this preserves exactness.
+//! dropped, and disjuncts that differ on a single attribute are merged when the union is still
+//! one conjunction (`x < 5 OR x > 5` is `x != 5`). All of this preserves exactness.
 //!
-//! A disjunction never holds more than [`MAX_DISJUNCTS`] conjunctions: a product that would
-//! exceed it first widens its larger side by merging neighbouring conjunctions into their hull
-//! (a conjunction that holds both), and so does a union. Widening is sound and clears the exact
-//! flag. The filter is then still routed, only less precisely, and the access broker evaluates
-//! the full expression anyway.
+//! Size and work are bounded (see [`approx`]): at most [`approx::MAX_DISJUNCTS`] conjunctions per
+//! approximation, and a work budget per expression, past which the rest of the tree gets its
+//! cheapest sound approximation. Both only cost precision: the filter is still routed soundly,
+//! and the access broker evaluates the full expression anyway.
 
+mod approx;
 mod atoms;
 #[cfg(test)]
 mod tests;
@@ -55,15 +60,17 @@ mod tests;
 use crate::ast::{BinaryOp, Node, UnaryOp};
 use crate::relations::ConjSet;
 use crate::routable::Routable;
-use crate::value::Value;
+use crate::value::{Type, Value};
 
-/// The most conjunctions one approximation holds. Products beyond it widen first, so the work
-/// per operator stays within `MAX_DISJUNCTS²` conjunction operations.
-pub(crate) const MAX_DISJUNCTS: usize = 256;
+use approx::{Approx, Budget, WORK_BUDGET};
+
+#[cfg(test)]
+use approx::MAX_DISJUNCTS;
 
 /// The routable form of an expression: sound, and exact when the analysis could show it.
 pub(crate) fn routable(root: &Node) -> Routable {
-    let approx = top_level(root);
+    let budget = Budget::new(WORK_BUDGET);
+    let approx = top_level(root, &budget);
     let mut exact = approx.exact;
     let conjunctions = approx
         .dnf
@@ -78,7 +85,7 @@ pub(crate) fn routable(root: &Node) -> Routable {
 }
 
 /// `T` of the whole expression, whose value must be a Boolean (no cast at the top).
-fn top_level(root: &Node) -> Approx {
+fn top_level(root: &Node, budget: &Budget) -> Approx {
     if let Some(value) = atoms::constant(root) {
         return match value {
             Some(Value::Bool(true)) => Approx::all(true),
@@ -87,15 +94,18 @@ fn top_level(root: &Node) -> Approx {
     }
     match root {
         // A string "true" casts to true inside `AND`, but is no Boolean at the top.
-        Node::Attr(_) => Approx::inexact(tf(root).t),
+        Node::Attr(_) => tf(root, Need::T, budget).t.inexact(),
         // Integers: never a Boolean.
         Node::Unary {
             op: UnaryOp::Neg, ..
         } => Approx::none(),
         Node::Binary { op, .. } if is_arithmetic(*op) => Approx::none(),
-        // The value of a function call may be of any type.
-        Node::Call { .. } => atoms::necessary(root),
-        _ => tf(root).t,
+        // Only a function returning Boolean can match; a missing one always fails.
+        Node::Call { name, args } => match crate::functions::lookup(name, args.len()) {
+            Some(f) if f.ret == Type::Bool => atoms::necessary(root),
+            _ => Approx::none(),
+        },
+        _ => tf(root, Need::T, budget).t,
     }
 }
 
@@ -107,31 +117,98 @@ fn is_arithmetic(op: BinaryOp) -> bool {
     )
 }
 
-/// A disjunction of conjunctions that holds at least a set of events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Approx {
-    /// The disjuncts, none proven unsatisfiable, none covered by another.
-    dnf: Vec<ConjSet>,
-    /// Whether the disjunction holds exactly the set.
-    exact: bool,
+/// Which approximations a parent needs (the others are left as "every event", inexact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Need {
+    /// `T` is needed.
+    t: bool,
+    /// `F` is needed.
+    f: bool,
+    /// `E` is needed.
+    e: bool,
 }
 
-/// The two approximations of a boolean sub-expression.
+impl Need {
+    /// Only `T`.
+    const T: Need = Need {
+        t: true,
+        f: false,
+        e: false,
+    };
+    /// `T` and `F`.
+    pub(crate) const TF: Need = Need {
+        t: true,
+        f: true,
+        e: false,
+    };
+
+    /// What `NOT` needs of its operand.
+    fn swap(self) -> Need {
+        Need {
+            t: self.f,
+            f: self.t,
+            e: self.e,
+        }
+    }
+
+    /// What a logical operator needs of its left operand `a` and its right operand `b`
+    /// (from the formulas in [`logic`]).
+    fn operands(self, op: BinaryOp) -> (Need, Need) {
+        let Need { t, f, e } = self;
+        let a = match op {
+            BinaryOp::And => Need {
+                t: t || f || e,
+                f: f || e,
+                e: f || e,
+            },
+            BinaryOp::Or => Need {
+                t: t || e,
+                f: t || f || e,
+                e: t || e,
+            },
+            _ => Need {
+                t: t || f,
+                f: t || f,
+                e,
+            },
+        };
+        let b = if op == BinaryOp::Xor { a } else { self };
+        (a, b)
+    }
+}
+
+/// The approximations of a boolean sub-expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tf {
     /// Holds the events on which the sub-expression is true with no error.
     t: Approx,
     /// Holds the events on which it is false with no error.
     f: Approx,
+    /// Holds the events on which it is either, with no error: `t ∪ f`, but often exact when
+    /// they are not (`x LIKE 'a%'` has no exact `f`, yet is error-free exactly when `x` is
+    /// present). Short-circuit operators use it in place of `f` or `t` (see [`logic`]).
+    e: Approx,
 }
 
 impl Tf {
+    /// The approximations `t` and `f`, with `e` their union.
+    fn new(t: Approx, f: Approx, budget: &Budget) -> Self {
+        let e = t.clone().or(f.clone(), budget);
+        Self { t, f, e }
+    }
+
+    /// All three the same (inexact) approximation.
+    fn same(n: Approx) -> Self {
+        Self {
+            t: n.clone(),
+            f: n.clone(),
+            e: n,
+        }
+    }
+
     /// Both outcomes impossible: the sub-expression always raises an error.
     fn never() -> Self {
-        Self {
-            t: Approx::none(),
-            f: Approx::none(),
-        }
+        Self::same(Approx::none())
     }
 
     /// `NOT`.
@@ -139,203 +216,143 @@ impl Tf {
         Self {
             t: self.f,
             f: self.t,
+            e: self.e,
+        }
+    }
+
+    /// The same, with `e` claimed exact or not.
+    fn with_e_exact(self, exact: bool) -> Self {
+        let e = if exact { self.e } else { self.e.inexact() };
+        Self { e, ..self }
+    }
+
+    /// A set between `t` and `e`, as exact as either is.
+    fn t_or_e(&self) -> &Approx {
+        if !self.t.exact && self.e.exact {
+            &self.e
+        } else {
+            &self.t
+        }
+    }
+
+    /// A set between `f` and `e`, as exact as either is.
+    fn f_or_e(&self) -> &Approx {
+        if !self.f.exact && self.e.exact {
+            &self.e
+        } else {
+            &self.f
         }
     }
 }
 
-impl Approx {
-    /// No event (exact: an over-approximation that is empty proves the set empty).
-    pub(crate) fn none() -> Self {
-        Self {
-            dnf: Vec::new(),
-            exact: true,
-        }
-    }
-
-    /// Every event.
-    pub(crate) fn all(exact: bool) -> Self {
-        Self {
-            dnf: vec![ConjSet::all()],
-            exact,
-        }
-    }
-
-    /// One conjunction (`None`: proven unsatisfiable).
-    pub(crate) fn conj(conj: Option<ConjSet>, exact: bool) -> Self {
-        match conj {
-            Some(c) => Self {
-                dnf: vec![c],
-                exact,
-            },
-            None => Self::none(),
-        }
-    }
-
-    /// The same disjunction, no longer claimed exact (unless it is empty).
-    pub(crate) fn inexact(self) -> Self {
-        let exact = self.dnf.is_empty();
-        Self { exact, ..self }
-    }
-
-    /// A disjunction, simplified and bounded.
-    pub(crate) fn from_disjuncts(dnf: Vec<ConjSet>, exact: bool) -> Self {
-        Self::bounded(dnf, exact)
-    }
-
-    /// The union.
-    pub(crate) fn or(self, other: Self) -> Self {
-        let exact = self.exact && other.exact;
-        let mut dnf = self.dnf;
-        dnf.extend(other.dnf);
-        Self::bounded(dnf, exact)
-    }
-
-    /// The intersection.
-    pub(crate) fn and(&self, other: &Self) -> Self {
-        let (mut a, mut b) = (self.dnf.clone(), other.dnf.clone());
-        let mut exact = self.exact && other.exact;
-        if a.len().saturating_mul(b.len()) > MAX_DISJUNCTS {
-            let (big, small) = if a.len() >= b.len() {
-                (&mut a, &b)
-            } else {
-                (&mut b, &a)
-            };
-            widen(big, MAX_DISJUNCTS / small.len().max(1));
-            exact = false;
-        }
-        let dnf: Vec<ConjSet> = a
-            .iter()
-            .flat_map(|x| b.iter().filter_map(move |y| x.intersect(y)))
-            .collect();
-        // An empty product of over-approximations proves the intersection empty.
-        let exact = exact || dnf.is_empty();
-        Self::bounded(dnf, exact)
-    }
-
-    /// Simplifies `dnf` and bounds its size.
-    fn bounded(dnf: Vec<ConjSet>, exact: bool) -> Self {
-        let mut dnf = simplify(dnf);
-        let mut exact = exact || dnf.is_empty();
-        if dnf.len() > MAX_DISJUNCTS {
-            widen(&mut dnf, MAX_DISJUNCTS);
-            exact = false;
-        }
-        Self { dnf, exact }
-    }
-}
-
-/// Drops disjuncts covered by another and merges pairs whose union is one conjunction.
-///
-/// A worklist keeps this within `O(n²)` conjunction comparisons: a merged conjunction goes
-/// back on the list, since it may now cover or merge with others.
-fn simplify(dnf: Vec<ConjSet>) -> Vec<ConjSet> {
-    let mut kept: Vec<ConjSet> = Vec::with_capacity(dnf.len());
-    let mut work = dnf;
-    work.reverse();
-    while let Some(conj) = work.pop() {
-        if kept.iter().any(|k| k.covers(&conj)) {
-            continue;
-        }
-        kept.retain(|k| !conj.covers(k));
-        let merge = kept
-            .iter()
-            .enumerate()
-            .find_map(|(i, k)| Some((i, k.union_if_conjunction(&conj)?)));
-        match merge {
-            Some((i, merged)) => {
-                kept.swap_remove(i);
-                work.push(merged);
-            }
-            None => kept.push(conj),
-        }
-    }
-    kept
-}
-
-/// Merges neighbouring conjunctions into their hull until at most `target` remain (at least 1).
-fn widen(dnf: &mut Vec<ConjSet>, target: usize) {
-    let target = target.max(1);
-    while dnf.len() > target {
-        *dnf = dnf
-            .chunks(2)
-            .filter_map(|pair| {
-                let (first, rest) = pair.split_first()?;
-                Some(rest.iter().fold(first.clone(), |acc, c| acc.hull(c)))
-            })
-            .collect();
-    }
-}
-
-/// `T` and `F` of `node` in a boolean context (its value cast to Boolean).
-pub(crate) fn tf(node: &Node) -> Tf {
+/// The approximations of `node` in a boolean context (its value cast to Boolean). Those not in
+/// `need` may be left as "every event", inexact.
+pub(crate) fn tf(node: &Node, need: Need, budget: &Budget) -> Tf {
     if let Some(value) = atoms::constant(node) {
         let as_bool = value.as_ref().and_then(Value::to_bool);
-        return Tf {
-            t: if as_bool == Some(true) {
+        let when = |b: bool| {
+            if as_bool == Some(b) {
                 Approx::all(true)
             } else {
                 Approx::none()
-            },
-            f: if as_bool == Some(false) {
+            }
+        };
+        return Tf {
+            t: when(true),
+            f: when(false),
+            e: if as_bool.is_some() {
                 Approx::all(true)
             } else {
                 Approx::none()
             },
         };
     }
+    if budget.spent() {
+        return Tf::same(atoms::necessary(node));
+    }
     match node {
-        Node::Attr(name) => atoms::bare_attr(name),
+        Node::Attr(name) => atoms::bare_attr(name, budget),
         Node::Exists(name) => Tf {
             t: Approx::conj(ConjSet::single(name.clone(), Default::default()), true),
             // No predicate says "absent".
             f: Approx::all(false),
+            e: Approx::all(true),
         },
         Node::Unary {
             op: UnaryOp::Not,
             arg,
-        } => tf(arg).swap(),
+        } => tf(arg, need.swap(), budget).swap(),
         // An Integer does not cast to Boolean.
         Node::Unary {
             op: UnaryOp::Neg, ..
         } => Tf::never(),
         Node::Binary { op, lhs, rhs } => match op {
-            BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => logic(*op, tf(lhs), tf(rhs)),
+            BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
+                let (need_a, need_b) = need.operands(*op);
+                let a = tf(lhs, need_a, budget);
+                let b = tf(rhs, need_b, budget);
+                if budget.spent() {
+                    // Combining what the operands got would cost as much again.
+                    return Tf::same(atoms::necessary(node));
+                }
+                logic(*op, &a, &b, need, budget)
+            }
             op if is_arithmetic(*op) => Tf::never(),
-            op => atoms::comparison(node, *op, lhs, rhs),
+            op => atoms::comparison(node, *op, lhs, rhs, budget),
         },
         Node::Like {
             arg,
             pattern,
             negated,
         } => {
-            let r = atoms::like(node, arg, pattern);
+            let r = atoms::like(node, arg, pattern, budget);
             if *negated { r.swap() } else { r }
         }
         Node::In { arg, set, negated } => {
-            let r = atoms::in_set(node, arg, set);
+            let r = atoms::in_set(node, arg, set, budget);
             if *negated { r.swap() } else { r }
         }
-        Node::Literal(_) | Node::Call { .. } => {
-            let n = atoms::necessary(node);
-            Tf { t: n.clone(), f: n }
-        }
+        // An Integer result (or a missing function) never casts to Boolean; a String may.
+        Node::Call { name, args } => match crate::functions::lookup(name, args.len()) {
+            Some(f) if f.ret != Type::Int => Tf::same(atoms::necessary(node)),
+            _ => Tf::never(),
+        },
+        // Literals are constants, handled above.
+        Node::Literal(_) => Tf::never(),
     }
 }
 
-/// `T` and `F` of a logical operator from those of its operands (table in the module docs).
-fn logic(op: BinaryOp, a: Tf, b: Tf) -> Tf {
+/// The approximations of a logical operator from those of its operands.
+///
+/// Besides the table in the module docs, `E` (no error) lets a short-circuit use whichever of
+/// two sets is exact: in `T(a OR b) = T(a) ∪ F(a)·T(b)` any set `X` with `F(a) ⊆ X ⊆ E(a)`
+/// gives the same union, since `E(a)·T(b)` only adds events already in `T(a)`. Likewise for
+/// `T(a)` in `F(a AND b)`. And `E(a AND b) = F(a) ∪ T(a)·E(b)`, `E(a OR b) = T(a) ∪ F(a)·E(b)`,
+/// `E(a XOR b) = E(a)·E(b)`.
+fn logic(op: BinaryOp, a: &Tf, b: &Tf, need: Need, budget: &Budget) -> Tf {
+    let when = |needed: bool, f: &dyn Fn() -> Approx| {
+        if needed { f() } else { Approx::all(false) }
+    };
+    let or = |x: &Approx, y: Approx| x.clone().or(y, budget);
     match op {
         BinaryOp::And => Tf {
-            t: a.t.and(&b.t),
-            f: a.f.or(a.t.and(&b.f)),
+            t: when(need.t, &|| a.t.and(&b.t, budget)),
+            f: when(need.f, &|| or(&a.f, a.t_or_e().and(&b.f, budget))),
+            e: when(need.e, &|| or(&a.f, a.t_or_e().and(&b.e, budget))),
         },
         BinaryOp::Or => Tf {
-            t: a.t.or(a.f.and(&b.t)),
-            f: a.f.and(&b.f),
+            t: when(need.t, &|| or(&a.t, a.f_or_e().and(&b.t, budget))),
+            f: when(need.f, &|| a.f.and(&b.f, budget)),
+            e: when(need.e, &|| or(&a.t, a.f_or_e().and(&b.e, budget))),
         },
         _ => Tf {
-            t: a.t.and(&b.f).or(a.f.and(&b.t)),
-            f: a.t.and(&b.t).or(a.f.and(&b.f)),
+            t: when(need.t, &|| {
+                or(&a.t.and(&b.f, budget), a.f.and(&b.t, budget))
+            }),
+            f: when(need.f, &|| {
+                or(&a.t.and(&b.t, budget), a.f.and(&b.f, budget))
+            }),
+            e: when(need.e, &|| a.e.and(&b.e, budget)),
         },
     }
 }

@@ -61,6 +61,11 @@ impl ConjSet {
         })
     }
 
+    /// The number of attributes constrained.
+    pub(crate) fn len(&self) -> usize {
+        self.attrs.len()
+    }
+
     /// The events in both; `None` if proven to be none.
     pub(crate) fn intersect(&self, other: &Self) -> Option<Self> {
         let mut attrs = self.attrs.clone();
@@ -108,10 +113,11 @@ impl ConjSet {
                 if differing.is_some() {
                     return None;
                 }
-                differing = Some((name, mine.union_if_expressible(theirs)?));
+                differing = Some((name, mine, theirs));
             }
         }
-        let (name, set) = differing?;
+        let (name, mine, theirs) = differing?;
+        let set = mine.union_if_expressible(theirs)?;
         let mut attrs = self.attrs.clone();
         attrs.insert(name.clone(), set);
         Some(Self { attrs })

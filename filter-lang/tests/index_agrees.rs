@@ -230,7 +230,7 @@ proptest! {
 
     #[test]
     fn large_interval_sets_agree(
-        entries in prop::collection::vec((interval_routable(), 0..50u8), 1800..3000),
+        entries in prop::collection::vec((interval_routable(), 0..50u8), 2600..3200),
         removals in prop::collection::vec(any::<usize>(), 0..2500),
         events in prop::collection::vec(interval_event(), 20..40),
     ) {

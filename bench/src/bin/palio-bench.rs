@@ -212,10 +212,14 @@ fn print_summary(r: &MatchingReport) {
         r.matches_per_event, r.entries_per_event
     );
     println!(
-        "  updates {:.0} inserts/s ({:.2} us each), {:.0} removes/s; compile {:.0}/s",
+        "  updates {:.0} inserts/s ({:.2} us each) building, {:.0} re-inserts/s ({:.2} us), \
+         {:.0} removes/s ({:.2} us); compile {:.0}/s",
         r.inserts_per_s,
         1e6 / r.inserts_per_s.max(1e-9),
+        r.reinserts_per_s,
+        1e6 / r.reinserts_per_s.max(1e-9),
         r.removes_per_s,
+        1e6 / r.removes_per_s.max(1e-9),
         r.compiles_per_s
     );
     println!(

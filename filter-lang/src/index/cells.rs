@@ -1,6 +1,6 @@
 //! The cell-bitmap engine: a word-parallel pre-filter for a large cluster of conjunctions.
 //!
-//! The members of a cluster are numbered densely `0..n`. For each attribute any member
+//! The members of a cluster are numbered `0..n`. For each attribute any member
 //! constrains (the cluster's *universe*), the integer line is cut into cells, and each attribute
 //! keeps bitmaps over the members:
 //!
@@ -8,31 +8,37 @@
 //!   attribute can match);
 //! - `ANY`: members that may match whatever the attribute's value: those that do not constrain
 //!   it, and those whose test on it is not about integers (string, boolean, `EXISTS`);
-//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell.
+//! - one bitmap per cell: members whose integer interval on the attribute overlaps the cell,
+//!   and the members of `ANY`.
 //!
-//! For an event, each attribute of the universe contributes `ABSENT` (attribute missing), `ANY`
-//! (present without an integer cast) or `ANY | cell` (present, integer in that cell), and the
-//! candidates are the AND of those contributions: one pass over `n / 64` words per attribute.
-//! The result is a superset of the members that match, and every candidate is then checked
-//! exactly. With `C` cells and intervals covering a fraction `w` of the line on each of `k`
-//! attributes, a candidate is a false positive with probability about
+//! For an event, each attribute of the universe picks `ABSENT` (attribute missing), `ANY`
+//! (present without an integer cast) or its cell's bitmap (present, integer in that cell), and
+//! the candidates are the AND of the picks with the `live` bitmap: one pass over `n / 64` words
+//! per attribute. The result is a superset of the members that match, and every candidate is
+//! then checked exactly. With `C` cells and intervals covering a fraction `w` of the line on each
+//! of `k` attributes, a candidate is a false positive with probability about
 //! `1 - (w / (w + 1/C))^k`, so a few tens of cells keep the exact checks close to the number of
 //! real matches.
 //!
-//! Keeping unconstrained members out of the cell bitmaps (they are in `ANY`) costs a second
-//! stream per attribute when matching, but makes an insertion set two bits for each attribute
-//! the member does not constrain instead of one per cell: insertions were dominated by those
-//! scattered bit writes, one cache line each.
+//! Putting `ANY` members in every cell makes an insertion set a bit in every cell of each
+//! attribute the member does not constrain. Bit by bit, those scattered writes (one cache line
+//! each) dominated insertion; the engine therefore takes new members in batches
+//! ([`CellEngine::extend`]) and builds each bitmap word in a local array first, so the cost per
+//! member is register work and matching keeps a single stream per attribute.
 //!
 //! Cells are cut at quantiles of the members' interval endpoints, so they follow the
 //! distribution of the constants rather than assuming a domain. The cluster rebuilds the engine
-//! (recomputing the cells) when its size has doubled or fallen to a quarter since the last build,
+//! (recomputing the cells) when its size has grown fourfold or fallen to a quarter since the last
+//! build,
 //! which keeps the cost amortised O(1) per insertion. Between builds, a member whose endpoints
 //! fall outside the old quantiles is still indexed correctly, only with more false candidates;
 //! an attribute new to the universe has a single cell until the next build.
 //!
-//! Members keep dense numbers: removing member `p` clears its bits and moves the last member's
-//! bits into `p` (the cluster does the same with its member list).
+//! Members are numbered in insertion order and never move between builds: removing one only
+//! clears its bit in a `live` bitmap (the candidates start from it), and the cluster rebuilds
+//! the engine, compacting the numbers, once a quarter of them are dead. Insertions append; the
+//! cluster feeds them in batches (see `cluster`) so that consecutive members share the bitmap
+//! words they write.
 
 use std::mem::size_of;
 
@@ -64,6 +70,8 @@ pub(crate) struct CellEngine {
     block_words: usize,
     /// The number of blocks allocated.
     blocks: usize,
+    /// Bit `i` is set while member `i` is live.
+    live: Vec<u64>,
     /// Per attribute of the universe, sorted by attribute id.
     attrs: Vec<CellAttr>,
 }
@@ -131,16 +139,14 @@ impl CellAttr {
                 *w &= !at.bit;
             }
         };
-        match t {
-            None => {
-                apply(ABSENT);
-                apply(ANY);
-            }
-            Some(_) => match cells {
-                Some((first, last)) => (first..=last).for_each(|c| apply(CELL0 + c)),
-                None => apply(ANY),
-            },
+        if t.is_none() {
+            apply(ABSENT);
         }
+        if cells.is_none() {
+            apply(ANY);
+        }
+        let (first, last) = cells.unwrap_or((0, self.bounds.len()));
+        (first..=last).for_each(|c| apply(CELL0 + c));
     }
 }
 
@@ -181,19 +187,17 @@ impl CellEngine {
             })
             .collect();
         let mut engine = Self {
-            n: members.len(),
+            n: 0,
             block_words,
             blocks,
+            live: Vec::new(),
             attrs,
         };
-        for (i, tests) in members.iter().enumerate() {
-            engine.mark_member(i, tests, true);
-        }
+        engine.extend(members);
         engine
     }
 
-    /// The number of members.
-    #[cfg(test)]
+    /// The number of members numbered so far, live or dead.
     pub(crate) fn len(&self) -> usize {
         self.n
     }
@@ -215,54 +219,91 @@ impl CellEngine {
         }
     }
 
-    /// Adds a member, numbered `len()`, with tests `tests`.
-    pub(crate) fn push(&mut self, tests: &[AttrTest]) {
-        let i = self.n;
-        if i >= self.blocks * 64 * self.block_words {
+    /// Adds members numbered from `len()` on, with tests `batch[k]` (a removed member may be
+    /// given as no tests and killed afterwards).
+    ///
+    /// Works a bitmap word at a time: for each attribute, the bits of the members sharing a
+    /// word are gathered in a small local array and OR-ed into the rows once, so the cost per
+    /// member is a few register operations per attribute rather than a cache line per bit.
+    pub(crate) fn extend(&mut self, batch: &[&[AttrTest]]) {
+        let end = self.n + batch.len();
+        let per_block = 64 * self.block_words;
+        while end > self.blocks * per_block {
             self.blocks += 1;
             for a in &mut self.attrs {
                 let len = a.row_count() * self.block_words * self.blocks;
                 a.rows.resize(len, 0);
             }
         }
-        for t in tests {
+        for t in batch.iter().flat_map(|m| m.iter()) {
             if let Err(at) = self.attrs.binary_search_by_key(&t.attr, |a| a.attr) {
                 self.attrs.insert(at, self.new_attr(t.attr));
             }
         }
-        self.mark_member(i, tests, true);
-        self.n += 1;
+        self.live.resize(end.div_ceil(64), 0);
+        let bw = self.block_words;
+        let mut masks: Vec<u64> = Vec::new();
+        let mut cursors: Vec<usize> = Vec::new();
+        let mut done = 0;
+        while done < batch.len() {
+            let i = self.n + done;
+            let run = &batch[done..(done + 64 - i % 64).min(batch.len())];
+            let at = self.pos(i);
+            cursors.clear();
+            cursors.resize(run.len(), 0);
+            for a in &mut self.attrs {
+                let cells = a.bounds.len() + 1;
+                masks.clear();
+                masks.resize(a.row_count(), 0);
+                for (j, tests) in run.iter().enumerate() {
+                    let bit = 1u64 << ((i + j) % 64);
+                    let cur = &mut cursors[j];
+                    while tests.get(*cur).is_some_and(|t| t.attr < a.attr) {
+                        *cur += 1;
+                    }
+                    let (first, last) = match tests.get(*cur).filter(|t| t.attr == a.attr) {
+                        None => {
+                            masks[ABSENT] |= bit;
+                            masks[ANY] |= bit;
+                            (0, cells - 1)
+                        }
+                        Some(t) if t.needs_int() => (a.cell(t.lo), a.cell(t.hi)),
+                        Some(_) => {
+                            masks[ANY] |= bit;
+                            (0, cells - 1)
+                        }
+                    };
+                    for m in &mut masks[CELL0 + first..=CELL0 + last] {
+                        *m |= bit;
+                    }
+                }
+                let base = at.block * a.row_count() * bw + at.word;
+                for (r, &m) in masks.iter().enumerate() {
+                    if m != 0 {
+                        a.rows[base + r * bw] |= m;
+                    }
+                }
+            }
+            for j in 0..run.len() {
+                self.live[(i + j) / 64] |= 1 << ((i + j) % 64);
+            }
+            done += run.len();
+        }
+        self.n = end;
     }
 
-    /// Removes member `p`, whose tests are `removed`, moving the last member (tests `last`)
-    /// into its place.
-    pub(crate) fn swap_remove(&mut self, p: usize, removed: &[AttrTest], last: &[AttrTest]) {
-        let Some(l) = self.n.checked_sub(1) else {
-            return;
-        };
-        if p > l {
-            return;
+    /// Marks member `p` dead: it is no longer a candidate.
+    pub(crate) fn kill(&mut self, p: usize) {
+        if let Some(w) = self.live.get_mut(p / 64) {
+            *w &= !(1u64 << (p % 64));
         }
-        self.mark_member(p, removed, false);
-        if p != l {
-            self.mark_member(l, last, false);
-            self.mark_member(p, last, true);
-        }
-        self.n = l;
     }
 
     /// Writes into `cand` the bitmap of members that may match the event of `views`; returns
     /// whether there is any.
     pub(crate) fn candidates(&self, views: &Views, cand: &mut Vec<u64>) -> bool {
-        let words = self.n.div_ceil(64);
         cand.clear();
-        cand.resize(words, !0);
-        if !self.n.is_multiple_of(64)
-            && let Some(w) = cand.last_mut()
-        {
-            *w = (1u64 << (self.n % 64)) - 1;
-        }
-        // Per attribute, the rows to AND: (cell row or none, second row).
+        cand.extend_from_slice(&self.live);
         let bw = self.block_words;
         let mut found = false;
         for (b, block) in cand.chunks_mut(bw).enumerate() {
@@ -272,14 +313,7 @@ impl CellEngine {
                 match views.get(a.attr).map(|v| v.int()) {
                     None => and_into(block, a.row(b, ABSENT, bw), &mut any),
                     Some(None) => and_into(block, a.row(b, ANY, bw), &mut any),
-                    Some(Some(i)) => {
-                        let cells = a.row(b, CELL0 + a.cell(i), bw);
-                        let all = a.row(b, ANY, bw);
-                        for ((c, &w), &x) in block.iter_mut().zip(cells).zip(all) {
-                            *c &= w | x;
-                            any |= *c;
-                        }
-                    }
+                    Some(Some(i)) => and_into(block, a.row(b, CELL0 + a.cell(i), bw), &mut any),
                 }
                 if any == 0 {
                     block.fill(0);
@@ -294,6 +328,7 @@ impl CellEngine {
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.attrs.capacity() * size_of::<CellAttr>()
+            + self.live.capacity() * size_of::<u64>()
             + self
                 .attrs
                 .iter()
@@ -309,19 +344,6 @@ impl CellEngine {
         }
         a
     }
-
-    /// Sets or clears member `i`'s bits in every attribute of the universe (`tests` sorted by
-    /// attribute).
-    fn mark_member(&mut self, i: usize, tests: &[AttrTest], on: bool) {
-        let at = self.pos(i);
-        let bw = self.block_words;
-        let mut tests = tests.iter().peekable();
-        for a in &mut self.attrs {
-            while tests.next_if(|t| t.attr < a.attr).is_some() {}
-            let t = tests.next_if(|t| t.attr == a.attr);
-            a.mark(bw, at, t, on);
-        }
-    }
 }
 
 /// `block &= row`, accumulating the result's bits into `any`.
@@ -334,9 +356,17 @@ fn and_into(block: &mut [u64], row: &[u64], any: &mut u64) {
 }
 
 /// About `cells - 1` cut points at quantiles of `points`, ascending and distinct.
+///
+/// Large inputs are thinned to an evenly strided sample of `64 * cells` points first: the
+/// quantiles barely move and the sort stays cheap during rebuilds.
 fn quantile_cuts(mut points: Vec<i32>, cells: usize) -> Box<[i32]> {
     if points.is_empty() || cells < 2 {
         return Box::new([]);
+    }
+    let sample = 64 * cells;
+    if points.len() > sample {
+        let len = points.len();
+        points = (0..sample).map(|k| points[k * len / sample]).collect();
     }
     points.sort_unstable();
     let mut cuts: Vec<i32> = (1..cells)
@@ -416,14 +446,14 @@ mod tests {
     }
 
     #[test]
-    fn push_and_swap_remove_keep_members_dense() {
+    fn push_and_kill() {
         let m0 = [range(0, 0, 9)];
         let members: Vec<&[AttrTest]> = vec![&m0];
         let mut engine = CellEngine::build(&members, 4);
         for k in 1..200 {
-            engine.push(&[range(0, k, k + 5)]);
+            engine.extend(&[&[range(0, k, k + 5)]]);
         }
-        engine.push(&[range(3, 0, 0)]);
+        engine.extend(&[&[range(3, 0, 0)]]);
         assert_eq!(engine.len(), 201);
         assert_eq!(engine.universe_len(), 2);
         // x0 = 150 and x3 = 0: members 145..=150 by their interval on x0 (none constrains x3),
@@ -438,11 +468,16 @@ mod tests {
         let c = cands(&engine, &[(0, Value::Int(150))]);
         assert!(!c.contains(&200));
         assert!(c.contains(&150));
-        engine.swap_remove(146, &[range(0, 146, 151)], &[range(3, 0, 0)]);
-        assert_eq!(engine.len(), 200);
-        // Member 200 (x3 = 0, unconstrained on x0) is now number 146.
-        let c = cands(&engine, &[(3, Value::Int(0))]);
-        assert_eq!(c, [146]);
+        engine.kill(146);
+        engine.kill(200);
+        assert_eq!(engine.len(), 201);
+        let c = cands(&engine, &[(0, Value::Int(150)), (3, Value::Int(0))]);
+        assert!(
+            !c.contains(&146) && !c.contains(&200),
+            "dead members are not candidates"
+        );
+        assert!(c.contains(&145));
+        assert!(cands(&engine, &[(3, Value::Int(0))]).is_empty());
     }
 
     #[test]

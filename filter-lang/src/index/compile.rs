@@ -111,7 +111,7 @@ pub(crate) struct Symbols<'a> {
 pub(crate) fn compile(conj: &Conjunction, syms: &mut Symbols<'_>) -> Option<Compiled> {
     let constraints = conj.constraints();
     // Constraints are sorted by attribute: walk them in runs of one attribute.
-    let mut runs: Vec<(&str, Draft<'_>)> = Vec::new();
+    let mut runs: Vec<(&str, Draft<'_>)> = Vec::with_capacity(constraints.len());
     for c in constraints {
         let name = c.attr.as_str();
         if runs.last().is_none_or(|(n, _)| *n != name) {

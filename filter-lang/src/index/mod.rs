@@ -25,7 +25,7 @@
 //!    cost in proportion to the conjunctions that share a value with the event, where SIENA's
 //!    counting algorithm pays for every satisfied constraint.
 //! 2. **Cell bitmaps inside large clusters.** A cluster of at least `ENGINE_MIN` members whose
-//!    members constrain at most `MAX_UNIVERSE` attributes keeps a [`cells`] engine: per
+//!    members constrain at most `MAX_UNIVERSE` attributes keeps a `cells` engine: per
 //!    attribute, the integer line is cut into about 32 cells at quantiles of the members'
 //!    interval endpoints, and each cell has a bitmap of the members that some value of the cell
 //!    may satisfy (unconstrained members included). The candidates for an event are the AND of
@@ -41,19 +41,22 @@
 //!
 //! # Updates
 //!
-//! Insertion compiles the conjunctions and appends each to its cluster: a scan cluster takes a
-//! push; an engine sets one bit per covered cell per attribute. Removal swaps the last member
-//! of the cluster into the freed position (bitmaps included), so members stay dense and no
-//! tombstones accumulate. An engine is rebuilt, with fresh quantile cells, whenever its cluster
-//! has doubled or shrunk to a quarter since the last build: amortised O(1) per update, and the
-//! cells follow a drifting distribution. Entry, conjunction, cluster, destination, attribute
-//! and string ids are all recycled through free lists; [`EntryId`]s carry a generation so a
-//! stale id never removes a newer entry.
+//! Insertion compiles the conjunctions and appends each to its cluster. A cluster with an
+//! engine feeds new members to it in batches of 64 (one bitmap word), which it checks one by one
+//! meanwhile: the engine then writes each word once per row instead of one scattered cache line
+//! per bit. Removal leaves a tombstone (cleared from the engine's `live` bitmap, one bit), so no
+//! other member moves. A cluster compacts and rebuilds its engine, with fresh quantile cells,
+//! when a quarter of its positions are tombstones, or its live count has grown fourfold or
+//! shrunk to a quarter since the last build: amortised O(1) per update, and the cells follow a
+//! drifting distribution. A rebuild is a pause proportional to the cluster (not the index).
+//! Entry, conjunction, cluster, destination, attribute and string ids are all recycled through
+//! free lists; [`EntryId`]s carry a generation so a stale id never removes a newer entry.
 //!
 //! # Trade-offs
 //!
 //! - The bitmaps cost about `(32 + 2)` bits per member per attribute of the cluster's
-//!   universe — for W2, ~85 bytes per subscription — in exchange for word-parallel matching.
+//!   universe — for W2, ~85 bytes per subscription plus block slack — in exchange for
+//!   word-parallel matching.
 //!   Clusters with a wide universe (W1's rare range-only conjunctions) are scanned instead.
 //! - The cell cut points are fixed between rebuilds; a shifted distribution costs more false
 //!   candidates (never a wrong answer) until the next rebuild.
@@ -76,7 +79,7 @@ use std::sync::Arc;
 use crate::Filter;
 use crate::routable::Routable;
 
-use self::cluster::{Cluster, Key};
+use self::cluster::{Cluster, Key, Renumbered};
 use self::compile::{Compiled, Symbols};
 use self::intern::{Interner, NONE, hash_map_bytes};
 use self::view::{Marks, Views};
@@ -94,7 +97,13 @@ pub struct EntryId {
 }
 
 /// Maps events to the destinations whose filters match them, exactly, with incremental
-/// insertion and removal. See the [module documentation](self) for the design.
+/// insertion and removal.
+///
+/// Conjunctions are clustered by an access key (an equality or an attribute's presence), found
+/// per event by hash lookups; large clusters pre-filter their members with per-attribute cell
+/// bitmaps ANDed a word at a time; every candidate is then checked exactly, and inexact filters
+/// evaluate their full expression. The `index` module's source documentation details the design
+/// and its trade-offs.
 ///
 /// ```
 /// use palio_filter::{AttrName, Conjunction, Constraint, Event, Index, IntOp, Predicate, Routable};
@@ -171,6 +180,14 @@ impl Default for Access {
             str_users: 0,
         }
     }
+}
+
+/// The tests of conjunction `slot` (none for a free slot).
+fn tests_of(conjs: &[Option<Conj>], slot: u32) -> &[compile::AttrTest] {
+    conjs
+        .get(slot as usize)
+        .and_then(Option::as_ref)
+        .map_or(&[], |c| &c.compiled.tests)
 }
 
 /// An entry's slot: its generation and, while live, the entry.
@@ -472,17 +489,15 @@ impl<D: Clone + Eq + Hash> Index<D> {
             compiled,
         });
         let conjs = &self.conjs;
-        let tests_of = |s: u32| -> &[compile::AttrTest] {
-            conjs[s as usize]
-                .as_ref()
-                .map_or(&[], |c| &c.compiled.tests)
-        };
         let cl = self.clusters[cluster as usize]
             .as_mut()
             .expect("cluster ids in access maps are live");
-        let pos = cl.push(slot, tests_of(slot), tests_of);
+        let (pos, renumbered) = cl.push(slot, |s| tests_of(conjs, s));
         if let Some(c) = self.conjs[slot as usize].as_mut() {
             c.pos = pos;
+        }
+        if renumbered == Renumbered::Yes {
+            self.sync_positions(cluster);
         }
         slot
     }
@@ -494,31 +509,20 @@ impl<D: Clone + Eq + Hash> Index<D> {
         };
         self.free_conjs.push(slot);
         let conjs = &self.conjs;
-        let tests_of = |s: u32| -> &[compile::AttrTest] {
-            conjs[s as usize]
-                .as_ref()
-                .map_or(&[], |c| &c.compiled.tests)
-        };
-        let mut emptied = None;
         if let Some(cl) = self
             .clusters
             .get_mut(conj.cluster as usize)
             .and_then(Option::as_mut)
         {
-            let moved = cl.swap_remove(conj.pos, &conj.compiled.tests, tests_of);
-            if let Some(m) = moved
-                && let Some(mc) = self.conjs.get_mut(m as usize).and_then(Option::as_mut)
-            {
-                mc.pos = conj.pos;
-            }
+            let renumbered = cl.remove(conj.pos, |s| tests_of(conjs, s));
             if cl.len() == 0 {
-                emptied = Some(cl.key);
+                let key = cl.key;
+                self.clusters[conj.cluster as usize] = None;
+                self.free_clusters.push(conj.cluster);
+                self.set_cluster_of(key, NONE);
+            } else if renumbered == Renumbered::Yes {
+                self.sync_positions(conj.cluster);
             }
-        }
-        if let Some(key) = emptied {
-            self.clusters[conj.cluster as usize] = None;
-            self.free_clusters.push(conj.cluster);
-            self.set_cluster_of(key, NONE);
         }
         for t in &conj.compiled.tests {
             if let Some(x) = t.extra()
@@ -542,6 +546,18 @@ impl<D: Clone + Eq + Hash> Index<D> {
                 && let Some(a) = self.access.get_mut(t.attr as usize)
             {
                 *a = Access::default();
+            }
+        }
+    }
+
+    /// Re-reads the positions of every member of `cluster` after a compaction.
+    fn sync_positions(&mut self, cluster: u32) {
+        let Some(cl) = self.clusters.get(cluster as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        for (p, &m) in cl.members().iter().enumerate() {
+            if let Some(c) = self.conjs.get_mut(m as usize).and_then(Option::as_mut) {
+                c.pos = u32::try_from(p).expect("positions fit in u32");
             }
         }
     }

@@ -18,9 +18,10 @@ use crate::event::Event;
 use crate::relations::ConjSet;
 use crate::relations::attrset::AttrSet;
 use crate::routable::{IntOp, Predicate, StrOp};
-use crate::value::{AttrName, Value};
+use crate::value::{AttrName, Type, Value};
 
-use super::{Approx, Tf, tf};
+use super::approx::{Approx, Budget};
+use super::{Need, Tf, tf};
 
 /// The value of a sub-tree that mentions no attribute: `None` if it mentions one, `Some(None)`
 /// if evaluating it raises an error (on every event, since it reads none of them).
@@ -58,11 +59,12 @@ fn pred(attr: &AttrName, p: &Predicate) -> Approx {
 }
 
 /// A bare attribute in a boolean context: its implicit cast to Boolean.
-pub(super) fn bare_attr(name: &AttrName) -> Tf {
-    Tf {
-        t: pred(name, &Predicate::Bool(true)),
-        f: pred(name, &Predicate::Bool(false)),
-    }
+pub(super) fn bare_attr(name: &AttrName, budget: &Budget) -> Tf {
+    Tf::new(
+        pred(name, &Predicate::Bool(true)),
+        pred(name, &Predicate::Bool(false)),
+        budget,
+    )
 }
 
 /// What every error-free evaluation of `node` needs, as an inexact approximation: every
@@ -125,10 +127,9 @@ fn collect_necessary(node: &Node, needs: &mut Vec<(AttrName, AttrSet)>) {
     }
 }
 
-/// The fallback for both outcomes.
+/// The fallback for every outcome.
 fn fallback(node: &Node) -> Tf {
-    let n = necessary(node);
-    Tf { t: n.clone(), f: n }
+    Tf::same(necessary(node))
 }
 
 /// How an operand is known.
@@ -143,14 +144,14 @@ enum Side<'a> {
 }
 
 /// Classifies an operand.
-fn side(node: &Node) -> Side<'_> {
+fn side<'a>(node: &'a Node, budget: &Budget) -> Side<'a> {
     if let Some(value) = constant(node) {
         return Side::Cases(value.map(|v| (v, Approx::all(true))).into_iter().collect());
     }
     match node {
         Node::Attr(name) => Side::Attr(name),
         node if is_boolean(node) => {
-            let Tf { t, f } = tf(node);
+            let Tf { t, f, .. } = tf(node, Need::TF, budget);
             Side::Cases(vec![(Value::Bool(true), t), (Value::Bool(false), f)])
         }
         _ => Side::Other,
@@ -163,50 +164,68 @@ fn is_boolean(node: &Node) -> bool {
         Node::Exists(_) | Node::Like { .. } | Node::In { .. } => true,
         Node::Unary { op, .. } => *op == UnaryOp::Not,
         Node::Binary { op, .. } => !super::is_arithmetic(*op),
-        Node::Literal(v) => v.ty() == crate::value::Type::Bool,
+        Node::Literal(v) => v.ty() == Type::Bool,
         Node::Attr(_) | Node::Call { .. } => false,
     }
 }
 
 /// Folds per-case outcomes: each case contributes `outcome ∩ (events of the case)`.
-fn fold_cases(cases: Vec<(Value, Approx)>, mut outcome: impl FnMut(&Value) -> Tf) -> Tf {
-    cases.into_iter().fold(Tf::never(), |acc, (v, events)| {
-        let Tf { t, f } = outcome(&v);
-        Tf {
-            t: acc.t.or(t.and(&events)),
-            f: acc.f.or(f.and(&events)),
-        }
-    })
+fn fold_cases(
+    cases: Vec<(Value, Approx)>,
+    budget: &Budget,
+    mut outcome: impl FnMut(&Value) -> Tf,
+) -> Tf {
+    let (t, f) = cases
+        .into_iter()
+        .fold((Approx::none(), Approx::none()), |(t, f), (v, events)| {
+            let r = outcome(&v);
+            (
+                t.or(r.t.and(&events, budget), budget),
+                f.or(r.f.and(&events, budget), budget),
+            )
+        });
+    Tf::new(t, f, budget)
 }
 
-/// A known outcome: `true` on `events` if `result` is `Some(true)`, `false` on them if
-/// `Some(false)`, neither on an error.
+/// A known outcome on every event: `true` if `result` is `Some(true)`, `false` if
+/// `Some(false)`, an error if `None`.
 fn decided(result: Option<bool>) -> Tf {
-    match result {
-        Some(true) => Tf {
-            t: Approx::all(true),
-            f: Approx::none(),
+    let when = |b: bool| {
+        if result == Some(b) {
+            Approx::all(true)
+        } else {
+            Approx::none()
+        }
+    };
+    Tf {
+        t: when(true),
+        f: when(false),
+        e: if result.is_some() {
+            Approx::all(true)
+        } else {
+            Approx::none()
         },
-        Some(false) => Tf {
-            t: Approx::none(),
-            f: Approx::all(true),
-        },
-        None => Tf::never(),
     }
 }
 
 /// `lhs op rhs` for a comparison operator.
-pub(super) fn comparison(node: &Node, op: BinaryOp, lhs: &Node, rhs: &Node) -> Tf {
+pub(super) fn comparison(node: &Node, op: BinaryOp, lhs: &Node, rhs: &Node, budget: &Budget) -> Tf {
     let Some(iop) = int_op(op) else {
         return fallback(node);
     };
-    match (side(lhs), side(rhs)) {
+    match (side(lhs, budget), side(rhs, budget)) {
         // Both operands are evaluated: one that always fails fails the comparison.
         (Side::Cases(c), _) | (_, Side::Cases(c)) if c.is_empty() => Tf::never(),
-        (Side::Attr(x), Side::Cases(cases)) => fold_cases(cases, |v| attr_op_value(x, iop, v)),
-        (Side::Cases(cases), Side::Attr(x)) => fold_cases(cases, |v| value_op_attr(v, iop, x)),
-        (Side::Cases(left), Side::Cases(right)) => fold_cases(left, |l| {
-            fold_cases(right.clone(), |r| decided(compare_values(iop, l, r)))
+        (Side::Attr(x), Side::Cases(cases)) => {
+            fold_cases(cases, budget, |v| attr_op_value(x, iop, v, budget))
+        }
+        (Side::Cases(cases), Side::Attr(x)) => {
+            fold_cases(cases, budget, |v| value_op_attr(v, iop, x, budget))
+        }
+        (Side::Cases(left), Side::Cases(right)) => fold_cases(left, budget, |l| {
+            fold_cases(right.clone(), budget, |r| {
+                decided(compare_values(iop, l, r))
+            })
         }),
         _ => fallback(node),
     }
@@ -261,7 +280,7 @@ pub(super) fn compare_values(op: IntOp, l: &Value, r: &Value) -> Option<bool> {
 }
 
 /// `x op v`: the attribute is cast to the constant's type (both to Integer for ordering).
-fn attr_op_value(x: &AttrName, op: IntOp, v: &Value) -> Tf {
+fn attr_op_value(x: &AttrName, op: IntOp, v: &Value, budget: &Budget) -> Tf {
     let (holds, fails) = match (op, v) {
         (IntOp::Eq | IntOp::Ne, Value::Int(n)) => {
             (Predicate::Int(IntOp::Eq, *n), Predicate::Int(IntOp::Ne, *n))
@@ -279,19 +298,16 @@ fn attr_op_value(x: &AttrName, op: IntOp, v: &Value) -> Tf {
             None => return Tf::never(),
         },
     };
-    let r = Tf {
-        t: pred(x, &holds),
-        f: pred(x, &fails),
-    };
+    let r = Tf::new(pred(x, &holds), pred(x, &fails), budget);
     if op == IntOp::Ne { r.swap() } else { r }
 }
 
 /// `v op x`: for `=` and `!=` the constant is cast to the attribute's runtime type.
-fn value_op_attr(v: &Value, op: IntOp, x: &AttrName) -> Tf {
+fn value_op_attr(v: &Value, op: IntOp, x: &AttrName, budget: &Budget) -> Tf {
     match op {
-        IntOp::Eq => in_literals(x, std::slice::from_ref(v)),
-        IntOp::Ne => in_literals(x, std::slice::from_ref(v)).swap(),
-        ordering => attr_op_value(x, flip(ordering), v),
+        IntOp::Eq => in_literals(x, std::slice::from_ref(v), budget),
+        IntOp::Ne => in_literals(x, std::slice::from_ref(v), budget).swap(),
+        ordering => attr_op_value(x, flip(ordering), v, budget),
     }
 }
 
@@ -306,7 +322,7 @@ fn value_op_attr(v: &Value, op: IntOp, x: &AttrName) -> Tf {
 /// on an integer attribute the evaluator then meets a cast error, possibly before or after a
 /// match. `F` is the conjunction of `Str(!=, s)`: sound, and inexact, since it admits integers
 /// and booleans on which some value fails to cast.
-fn in_literals(x: &AttrName, values: &[Value]) -> Tf {
+fn in_literals(x: &AttrName, values: &[Value], budget: &Budget) -> Tf {
     let strings: BTreeSet<String> = values
         .iter()
         .map(|v| v.to_string_value().into_owned())
@@ -336,41 +352,33 @@ fn in_literals(x: &AttrName, values: &[Value]) -> Tf {
         .iter()
         .filter_map(|p| ConjSet::single(x.clone(), AttrSet::from_predicate(p)))
         .collect();
-    let none_equal = strings.iter().try_fold(AttrSet::any(), |acc, s| {
-        let set = acc.intersect(&AttrSet::from_predicate(&Predicate::Str(
-            StrOp::Ne,
-            s.clone(),
-        )));
-        (!set.is_empty()).then_some(set)
-    });
+    let none_equal = ConjSet::single(x.clone(), AttrSet::string_not_in(strings));
+    // A string attribute never raises an error; an integer or boolean one does when a value
+    // fails to cast, unless every value casts to both (boolean literals).
+    let error_free = values.iter().all(|v| v.ty() == Type::Bool);
     Tf {
-        t: Approx::from_disjuncts(t, exact),
-        f: Approx::conj(
-            none_equal.and_then(|s| ConjSet::single(x.clone(), s)),
-            false,
-        )
-        .inexact(),
+        t: Approx::from_disjuncts(t, exact, budget),
+        f: Approx::conj(none_equal, false).inexact(),
+        e: pred(x, &Predicate::Exists),
     }
+    .with_e_exact(error_free)
 }
 
 /// `arg IN (set)` (the caller swaps for `NOT IN`).
-pub(super) fn in_set(node: &Node, arg: &Node, set: &[Node]) -> Tf {
+pub(super) fn in_set(node: &Node, arg: &Node, set: &[Node], budget: &Budget) -> Tf {
     let values: Option<Vec<Value>> = set.iter().map(|e| constant(e).flatten()).collect();
     let Some(values) = values else {
         return fallback(node);
     };
-    match side(arg) {
-        Side::Attr(x) => in_literals(x, &values),
-        Side::Cases(cases) => fold_cases(cases, |v| {
+    match side(arg, budget) {
+        Side::Attr(x) => in_literals(x, &values, budget),
+        Side::Cases(cases) => fold_cases(cases, budget, |v| {
             let cast: Option<Vec<Value>> = values.iter().map(|e| e.cast(v.ty())).collect();
             match cast {
                 Some(cast) => decided(Some(cast.contains(v))),
                 // Some element fails to cast: whether the search meets it first is the
                 // evaluator's business, so both outcomes stay possible.
-                None => Tf {
-                    t: Approx::all(false),
-                    f: Approx::all(false),
-                },
+                None => Tf::same(Approx::all(false)),
             }
         }),
         Side::Other => fallback(node),
@@ -378,10 +386,10 @@ pub(super) fn in_set(node: &Node, arg: &Node, set: &[Node]) -> Tf {
 }
 
 /// `arg LIKE pattern` (the caller swaps for `NOT LIKE`).
-pub(super) fn like(node: &Node, arg: &Node, pattern: &LikePattern) -> Tf {
-    match side(arg) {
+pub(super) fn like(node: &Node, arg: &Node, pattern: &LikePattern, budget: &Budget) -> Tf {
+    match side(arg, budget) {
         Side::Attr(x) => like_attr(x, &pattern.pieces),
-        Side::Cases(cases) => fold_cases(cases, |v| {
+        Side::Cases(cases) => fold_cases(cases, budget, |v| {
             decided(Some(like_matches(&pattern.pieces, &v.to_string_value())))
         }),
         Side::Other => fallback(node),
@@ -398,32 +406,13 @@ fn like_attr(x: &AttrName, pieces: &[LikePiece]) -> Tf {
     use LikePiece::{AnyString as Any, Literal as Lit};
     let one = |op: StrOp, s: &str| pred(x, &Predicate::Str(op, s.to_owned()));
     let present = || pred(x, &Predicate::Exists);
-    let inexact_false = || present().inexact();
-    match pieces {
-        [] => Tf {
-            t: one(StrOp::Eq, ""),
-            f: one(StrOp::Ne, ""),
-        },
-        [Lit(s)] => Tf {
-            t: one(StrOp::Eq, s),
-            f: one(StrOp::Ne, s),
-        },
-        [Any] => Tf {
-            t: present(),
-            f: Approx::none(),
-        },
-        [Lit(s), Any] => Tf {
-            t: one(StrOp::Prefix, s),
-            f: inexact_false(),
-        },
-        [Any, Lit(s)] => Tf {
-            t: one(StrOp::Suffix, s),
-            f: inexact_false(),
-        },
-        [Any, Lit(s), Any] => Tf {
-            t: one(StrOp::Contains, s),
-            f: inexact_false(),
-        },
+    let (t, f) = match pieces {
+        [] => (one(StrOp::Eq, ""), one(StrOp::Ne, "")),
+        [Lit(s)] => (one(StrOp::Eq, s), one(StrOp::Ne, s)),
+        [Any] => (present(), Approx::none()),
+        [Lit(s), Any] => (one(StrOp::Prefix, s), present().inexact()),
+        [Any, Lit(s)] => (one(StrOp::Suffix, s), present().inexact()),
+        [Any, Lit(s), Any] => (one(StrOp::Contains, s), present().inexact()),
         _ => {
             let mut preds = Vec::new();
             if let Some(Lit(s)) = pieces.first() {
@@ -441,12 +430,12 @@ fn like_attr(x: &AttrName, pieces: &[LikePiece]) -> Tf {
                 let set = acc.intersect(&AttrSet::from_predicate(p));
                 (!set.is_empty()).then_some(set)
             });
-            Tf {
-                t: Approx::conj(set.and_then(|s| ConjSet::single(x.clone(), s)), false).inexact(),
-                f: inexact_false(),
-            }
+            let t = Approx::conj(set.and_then(|s| ConjSet::single(x.clone(), s)), false);
+            (t.inexact(), present().inexact())
         }
-    }
+    };
+    // The cast to String never fails: no error exactly when the attribute is present.
+    Tf { t, f, e: present() }
 }
 
 /// Whether `s` matches the LIKE pattern (`%` any run of characters, `_` one character).

@@ -424,3 +424,26 @@ proptest! {
         let _ = parse(&src, &limits);
     }
 }
+
+/// The canonical text (`Node`'s `Display`) parses back to the same tree. Found by the `parse`
+/// fuzz target: `(-0)` re-parsed as the literal `-0`, dropping a negation.
+#[test]
+fn canonical_text_parses_back_to_the_same_tree() {
+    for src in [
+        "----+0",
+        "-0",
+        "- 5",
+        "-(-2147483648)",
+        "NOT -x",
+        "a - -1",
+        "'it\\'s' LIKE 'it\\'%'",
+        "x NOT IN (1, '2', TRUE)",
+        "CONCAT_WS(',', a, b) = \"x\"",
+        "a OR b AND NOT c XOR EXISTS d",
+    ] {
+        let tree = parse_default(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        let canonical = tree.to_string();
+        let again = parse_default(&canonical).unwrap_or_else(|e| panic!("{canonical:?}: {e}"));
+        assert_eq!(again, tree, "{src:?} printed as {canonical:?}");
+    }
+}

@@ -19,6 +19,8 @@
 //! Everything else across interpretations is answered conservatively: "maybe non-empty",
 //! "not proven contained".
 
+use std::collections::BTreeSet;
+
 use crate::routable::Predicate;
 use crate::value::Value;
 
@@ -94,6 +96,15 @@ impl AttrSet {
             },
         };
         set.simplified()
+    }
+
+    /// The values whose string form is none of `excluded`.
+    pub(crate) fn string_not_in(excluded: BTreeSet<String>) -> Self {
+        Self {
+            str: Some(StrSet::not_in(excluded)),
+            ..Self::default()
+        }
+        .simplified()
     }
 
     /// Whether the value `v` is in the set.
@@ -212,11 +223,21 @@ impl AttrSet {
 
     /// Whether every value of `self` is proven to be in `other`.
     pub(crate) fn is_subset(&self, other: &Self) -> bool {
-        if self.is_empty() {
+        // One interpretation on both sides (the common case): compare the sets directly.
+        if let (Some(b), Some(a)) = (self.only_int(), other.only_int()) {
+            return b.is_subset(a);
+        }
+        if let (Some(b), Some(a)) = (self.only_str(), other.only_str()) {
+            return b.is_subset(a);
+        }
+        if self.has_empty_component() {
             return true;
         }
         if let Some(values) = self.candidates() {
             return values.iter().all(|v| other.contains(v));
+        }
+        if self.is_empty() {
+            return true;
         }
         let int_ok = other
             .int
@@ -246,20 +267,14 @@ impl AttrSet {
             return values.iter().all(|v| parts.iter().any(|a| a.contains(v)));
         }
         // Parts that read the value through one interpretation only unite within it.
-        let only_int: Vec<&IntSet> = parts
+        let ints = parts
             .iter()
-            .filter(|a| a.str.is_none() && a.bools.is_none())
-            .filter_map(|a| a.int.as_ref())
-            .collect();
-        let ints = only_int.iter().fold(IntSet::empty(), |acc, s| acc.union(s));
+            .filter_map(|a| a.only_int())
+            .fold(IntSet::empty(), |acc, s| acc.union(s));
         if self.int.as_ref().is_some_and(|b| b.is_subset(&ints)) {
             return true;
         }
-        let only_str: Vec<&StrSet> = parts
-            .iter()
-            .filter(|a| a.int.is_none() && a.bools.is_none())
-            .filter_map(|a| a.str.as_ref())
-            .collect();
+        let only_str: Vec<&StrSet> = parts.iter().filter_map(|a| a.only_str()).collect();
         self.str
             .as_ref()
             .is_some_and(|b| b.is_covered_by_union(&only_str))
@@ -268,41 +283,41 @@ impl AttrSet {
     /// The union, if it is a set whose predicates say exactly what it holds (`x < 5` and
     /// `x > 5` unite into `x != 5`; `x != 'a'` and `x = 'a'` into every value).
     pub(crate) fn union_if_expressible(&self, other: &Self) -> Option<Self> {
-        match (self, other) {
-            (
-                Self {
-                    int: Some(a),
-                    str: None,
-                    bools: None,
-                },
-                Self {
-                    int: Some(b),
-                    str: None,
-                    bools: None,
-                },
-            ) => {
-                let union = a.union(b);
-                union.to_predicates()?;
-                Some(Self {
-                    int: Some(union),
-                    ..Self::default()
-                })
-            }
-            (
-                Self {
-                    int: None,
-                    str: Some(a),
-                    bools: None,
-                },
-                Self {
-                    int: None,
-                    str: Some(b),
-                    bools: None,
-                },
-            ) => Some(Self {
-                str: Some(a.union_if_pattern(b)?),
+        if let (Some(a), Some(b)) = (self.only_int(), other.only_int()) {
+            let union = a.union(b);
+            union.to_predicates()?;
+            return Some(Self {
+                int: Some(union),
                 ..Self::default()
-            }),
+            });
+        }
+        let (a, b) = (self.only_str()?, other.only_str()?);
+        Some(Self {
+            str: Some(a.union_if_pattern(b)?),
+            ..Self::default()
+        })
+    }
+
+    /// The integer set, if the set reads values through the cast to Integer alone.
+    fn only_int(&self) -> Option<&IntSet> {
+        match self {
+            Self {
+                int: Some(ints),
+                str: None,
+                bools: None,
+            } => Some(ints),
+            _ => None,
+        }
+    }
+
+    /// The string set, if the set reads values through the cast to String alone.
+    fn only_str(&self) -> Option<&StrSet> {
+        match self {
+            Self {
+                int: None,
+                str: Some(strings),
+                bools: None,
+            } => Some(strings),
             _ => None,
         }
     }

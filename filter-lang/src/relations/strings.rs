@@ -132,11 +132,21 @@ impl StrSet {
         let (none, no) = (String::new, BTreeSet::new);
         match op {
             StrOp::Eq => StrSet::Finite(BTreeSet::from([c])),
-            StrOp::Ne => StrSet::Pattern(Pattern::new(none(), none(), Vec::new(), [c].into())),
+            StrOp::Ne => StrSet::not_in([c].into()),
             StrOp::Prefix => StrSet::Pattern(Pattern::new(c, none(), Vec::new(), no())),
             StrOp::Suffix => StrSet::Pattern(Pattern::new(none(), c, Vec::new(), no())),
             StrOp::Contains => StrSet::Pattern(Pattern::new(none(), none(), vec![c], no())),
         }
+    }
+
+    /// Every string but those in `excluded`.
+    pub(crate) fn not_in(excluded: BTreeSet<String>) -> Self {
+        StrSet::Pattern(Pattern::new(
+            String::new(),
+            String::new(),
+            Vec::new(),
+            excluded,
+        ))
     }
 
     /// Whether the set holds no string (a pattern always holds infinitely many).
