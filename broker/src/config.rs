@@ -277,8 +277,10 @@ impl Settings {
             let offset = e.span().map_or(0, |s| s.start);
             at(offset, e.message().trim().to_owned())
         })?;
-        let mut s = Settings::default();
-        s.id = raw.id;
+        let mut s = Settings {
+            id: raw.id,
+            ..Settings::default()
+        };
         if let Some(l) = raw.listen {
             s.listen = l;
         }

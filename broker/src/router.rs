@@ -383,7 +383,7 @@ impl Router {
                 }
             }
             Command::PeerFrame { peer, link, frame } => {
-                if !self.peers.get(&peer).is_some_and(|p| p.link == link) {
+                if self.peers.get(&peer).is_none_or(|p| p.link != link) {
                     return;
                 }
                 let is_notification = matches!(frame, PeerFrame::Notification(_));

@@ -1,9 +1,9 @@
 //! One broker: publish/subscribe through the SDK and the `palio` CLI, unsubscribe, admin
 //! endpoints, configuration errors.
 
-mod common;
+#![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+mod common;
 
 use clap::Parser;
 use common::{BrokerProc, Dirs, next_within, wait_until};

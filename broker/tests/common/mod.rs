@@ -1,7 +1,7 @@
 //! Test harness: real `palio-broker` processes on ephemeral loopback ports, killed on drop,
 //! plus small HTTP and raw-QUIC helpers. Every wait is bounded.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
