@@ -46,7 +46,10 @@ impl BrokerProc {
     fn spawn(args: Vec<String>, tls_dir: &Path) -> BrokerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_palio-broker"))
             .args(&args)
-            .env("PALIO_LOG", "warn")
+            .env(
+                "PALIO_LOG",
+                std::env::var("PALIO_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
