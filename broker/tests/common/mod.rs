@@ -188,3 +188,55 @@ impl Dirs {
         self.root.path().join(name)
     }
 }
+
+/// A raw QUIC connection to `b` with ALPN `alpn`, presenting a certificate from `tls_dir`'s CA.
+pub async fn raw_connect(
+    b: &BrokerProc,
+    tls_dir: &Path,
+    alpn: &[u8],
+) -> (quinn::Endpoint, quinn::Connection) {
+    use palio_protocol::tls;
+    let pki = tls::DevPki::open(tls_dir).unwrap();
+    let identity = pki.issue("raw", &[]).unwrap();
+    // Trust the broker's CA (the one in its own TLS directory).
+    let roots = tls::DevPki::open(&b.tls_dir).unwrap().roots().unwrap();
+    let cfg = tls::client_config(roots, Some(identity), alpn).unwrap();
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = ep
+        .connect_with(cfg, b.quic.parse().unwrap(), tls::DEV_SERVER_NAME)
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    (ep, conn)
+}
+
+/// Writes one length-prefixed frame.
+pub async fn write_frame<T: serde::Serialize>(s: &mut quinn::SendStream, frame: &T) {
+    let body = palio_protocol::encode(frame).unwrap();
+    s.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .unwrap();
+    s.write_all(&body).await.unwrap();
+}
+
+/// Reads one length-prefixed frame.
+pub async fn read_frame<T: serde::de::DeserializeOwned>(r: &mut quinn::RecvStream) -> T {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    r.read_exact(&mut body).await.unwrap();
+    palio_protocol::decode(&body).unwrap()
+}
+
+/// The application close code the connection ends with (bounded wait).
+pub async fn close_code(conn: &quinn::Connection) -> Option<palio::ErrorCode> {
+    let e = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("connection closed within 10 s");
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            palio::ErrorCode::from_code(c.error_code.into_inner())
+        }
+        _ => None,
+    }
+}
