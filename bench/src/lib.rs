@@ -9,7 +9,9 @@
 //! - [`matching`]: the matching benchmark (index vs naive evaluation, with verification).
 //! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
 //!   simulator, per strategy) and its plot.
+//! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC.
 
 pub mod matching;
+pub mod pubsub;
 pub mod routing;
 pub mod workload;

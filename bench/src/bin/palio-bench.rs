@@ -22,6 +22,27 @@ enum Command {
     Routing(RoutingArgs),
     /// Draw an SVG chart from `routing --json` lines.
     RoutingPlot(RoutingPlotArgs),
+    /// End-to-end publish/subscribe through real brokers on loopback QUIC (in this process).
+    Pubsub(PubsubArgs),
+}
+
+#[derive(clap::Args)]
+struct PubsubArgs {
+    /// Brokers in a line; the publisher is at the first, the subscriber at the last.
+    #[arg(long, default_value_t = 1)]
+    brokers: usize,
+    /// Notifications to publish.
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Payload bytes per notification.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Publications per second (default: as fast as flow control allows).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -127,6 +148,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Matching(args) => matching_cmd(&args),
         Command::Routing(args) => routing_cmd(&args),
+        Command::Pubsub(args) => pubsub_cmd(&args),
         Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
             .map_err(anyhow::Error::from)
             .and_then(|t| routing::read_reports(&t))
@@ -230,4 +252,36 @@ fn print_summary(r: &MatchingReport) {
         r.engine_clusters,
         r.conjunctions_in_engines
     );
+}
+
+fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
+    let report = palio_bench::pubsub::run(&palio_bench::pubsub::PubsubConfig {
+        brokers: args.brokers,
+        count: args.count,
+        payload_bytes: args.payload,
+        rate: args.rate,
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        let l = &report.latency_us;
+        println!(
+            "pubsub: {} broker(s), {} B payload, rate {}: {} published, {} received ({:.3}% lost), {:.0} msgs/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            report.brokers,
+            report.payload_bytes,
+            report
+                .rate
+                .map_or("unlimited".to_owned(), |r| format!("{r}/s")),
+            report.published,
+            report.received,
+            report.loss * 100.0,
+            report.msgs_per_sec,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max
+        );
+    }
+    Ok(())
 }
