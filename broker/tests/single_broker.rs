@@ -272,3 +272,63 @@ async fn static_subscription_from_config_counts_matches() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn metrics_are_valid_prometheus_text() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let c = b.client().await;
+    let mut s = c.subscribe("type = 'alarm'").await.unwrap();
+    c.publish(note("alarm", 1)).await.unwrap();
+    assert!(next_within(&mut s, 5000).await.is_some());
+    let text = b.get("/metrics");
+    // Our own conventions: palio_ (or process_) names, counters end in _total, values parse.
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(
+                name.starts_with("palio_") || name.starts_with("process_"),
+                "{name}"
+            );
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "counter {name} lacks _total");
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+    // promtool's linter, where installed (.ci/run installs it; CI fails without it).
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match child {
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is required in CI: {e}"
+            );
+            eprintln!("promtool not installed: only Palio's own metric checks ran");
+        }
+    }
+}
