@@ -332,3 +332,18 @@ async fn metrics_are_valid_prometheus_text() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let c = b.client().await;
+    let mut s = c.subscribe("a = 1").await.unwrap();
+    let status = tokio::task::block_in_place(|| b.terminate(10));
+    let status = status.expect("broker exits within 10 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // The subscriber's stream ends, and further requests report the broker's reason.
+    assert!(next_within(&mut s, 5000).await.is_none());
+    let err = c.flush().await.unwrap_err();
+    assert_eq!(err.code(), Some(palio::ErrorCode::ShuttingDown), "{err}");
+}

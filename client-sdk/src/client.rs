@@ -349,6 +349,9 @@ impl Client {
     /// Publishes a notification (best effort: queued for sending, not acknowledged; see
     /// [`flush`](Self::flush)).
     pub async fn publish(&self, notification: Notification) -> Result<(), Error> {
+        if let Some(e) = self.shared.conn.close_reason() {
+            return Err(Error::from_connection(&e));
+        }
         let (attributes, payload) = notification.into_parts();
         let frame = ClientFrame::Publish {
             attributes: attributes
@@ -399,6 +402,9 @@ impl Client {
         make: impl FnOnce(u64) -> ClientFrame,
         deliveries: Option<mpsc::Sender<Notification>>,
     ) -> Result<ServerFrame, Error> {
+        if let Some(e) = self.shared.conn.close_reason() {
+            return Err(Error::from_connection(&e));
+        }
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
         if let Ok(mut p) = self.shared.pending.lock() {
@@ -409,10 +415,12 @@ impl Client {
             .send(make(request))
             .await
             .map_err(|_| self.closed_error())?;
-        let frame = tokio::time::timeout(self.shared.timeout, answer)
-            .await
-            .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
-            .map_err(|_| self.closed_error())?;
+        let frame = tokio::select! {
+            answer = tokio::time::timeout(self.shared.timeout, answer) => answer
+                .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
+                .map_err(|_| self.closed_error())?,
+            e = self.shared.conn.closed() => return Err(Error::from_connection(&e)),
+        };
         match frame {
             ServerFrame::Error { code, message, .. } => Err(Error::Request { code, message }),
             f => Ok(f),
@@ -510,9 +518,16 @@ async fn read_control(
 }
 
 async fn read_deliveries(shared: Arc<Shared>) {
-    let Ok(uni) = shared.conn.accept_uni().await else {
-        return;
-    };
+    if let Ok(uni) = shared.conn.accept_uni().await {
+        deliver(&shared, uni).await;
+    }
+    // The connection is gone: end every subscription's stream.
+    if let Ok(mut r) = shared.routes.lock() {
+        r.subs.clear();
+    }
+}
+
+async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
     let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
     while let Some(Ok(d)) = reader.next().await {
         let n = Notification::new(d.attributes.into_iter().collect(), d.payload);
@@ -532,8 +547,5 @@ async fn read_deliveries(shared: Arc<Shared>) {
             // Waiting here is the backpressure: see the module docs.
             let _ = tx.send(n).await;
         }
-    }
-    if let Ok(mut r) = shared.routes.lock() {
-        r.subs.clear();
     }
 }

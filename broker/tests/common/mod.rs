@@ -100,7 +100,21 @@ impl BrokerProc {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM-like shutdown is not portable from std; tests use kill.
+    /// Sends SIGTERM and waits (at most `secs`) for the process to exit; its exit status.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Connection options for this broker's development PKI.
     pub fn options(&self) -> ConnectOptions {
         ConnectOptions::new(&self.quic)
             .tls_dir(&self.tls_dir)
