@@ -113,8 +113,10 @@ struct PendingRequest {
 #[derive(Default)]
 pub(crate) struct Routes {
     subs: HashMap<u64, mpsc::Sender<Notification>>,
-    /// The largest subscription id confirmed: deliveries for larger ids are early.
-    highest: u64,
+    /// Subscribe requests sent and not yet answered. While there are any, a delivery for an
+    /// unknown subscription may belong to one of them (it overtook the confirmation) and is
+    /// kept in `early`; otherwise it is for a subscription already ended, and dropped.
+    pending_subscribes: usize,
     early: Vec<(u64, Notification)>,
 }
 
@@ -273,6 +275,9 @@ impl Client {
     /// [`Stream`](futures_util::Stream) of the notifications that match.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        if let Ok(mut r) = self.shared.routes.lock() {
+            r.pending_subscribes += 1;
+        }
         let answer = self
             .request(
                 |request| ClientFrame::Subscribe {
@@ -493,21 +498,27 @@ async fn read_control(
         else {
             continue;
         };
-        if let (ServerFrame::Subscribed { subscription, .. }, Some(tx)) = (&frame, p.deliveries)
+        if let Some(tx) = p.deliveries
             && let Ok(mut r) = shared.routes.lock()
         {
-            // Hand over deliveries that overtook the confirmation; the queue is new and
-            // no smaller than the whole early buffer, so `try_send` cannot fail for lack of room.
-            let early = std::mem::take(&mut r.early);
-            for (id, n) in early {
-                if id == *subscription {
-                    let _ = tx.try_send(n);
-                } else {
-                    r.early.push((id, n));
+            r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
+            if let ServerFrame::Subscribed { subscription, .. } = &frame {
+                // Hand over deliveries that overtook the confirmation; the queue is new and no
+                // smaller than the whole early buffer, so `try_send` cannot fail for lack of
+                // room.
+                let early = std::mem::take(&mut r.early);
+                for (id, n) in early {
+                    if id == *subscription {
+                        let _ = tx.try_send(n);
+                    } else {
+                        r.early.push((id, n));
+                    }
                 }
+                r.subs.insert(*subscription, tx);
             }
-            r.highest = r.highest.max(*subscription);
-            r.subs.insert(*subscription, tx);
+            if r.pending_subscribes == 0 {
+                r.early.clear();
+            }
         }
         let _ = p.reply.send(frame);
     }
@@ -535,7 +546,7 @@ async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
             Ok(mut r) => match r.subs.get(&d.subscription) {
                 Some(tx) => Some(tx.clone()),
                 None => {
-                    if d.subscription > r.highest && r.early.len() < EARLY_BUFFER {
+                    if r.pending_subscribes > 0 && r.early.len() < EARLY_BUFFER {
                         r.early.push((d.subscription, n.clone()));
                     }
                     None
