@@ -47,6 +47,8 @@ pub struct PubsubReport {
     pub loss: f64,
     /// Received per second.
     pub msgs_per_sec: f64,
+    /// Notifications dropped at each broker (first to last), by reason, from its `/metrics`.
+    pub dropped: Vec<std::collections::BTreeMap<String, u64>>,
     /// Latency percentiles in microseconds.
     pub latency_us: Latency,
 }
@@ -83,11 +85,12 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
     let tls = dir.path().join("tls");
     let mut stops = Vec::new();
     let mut addrs: Vec<String> = Vec::new();
+    let mut admins: Vec<String> = Vec::new();
     for i in 0..config.brokers {
         let mut s = Settings {
             id: Some(format!("bench{i}")),
             listen: "127.0.0.1:0".parse().context("address")?,
-            admin: None,
+            admin: Some("127.0.0.1:0".parse().context("address")?),
             data_dir: dir.path().join(format!("b{i}")),
             ..Settings::default()
         };
@@ -95,6 +98,7 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
         s.peers = addrs.last().cloned().into_iter().collect();
         let server = Server::bind(s).await?;
         addrs.push(server.local_addr().context("bound")?.to_string());
+        admins.push(server.admin_addr().context("admin bound")?.to_string());
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(server.run(async move {
             let _ = stopped.await;
@@ -183,6 +187,10 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
     publisher.flush().await?;
     let (received, last, hist, _sub) = receiver.await.context("receiver")?;
     let elapsed = last.duration_since(start).as_secs_f64().max(1e-9);
+    let dropped = admins
+        .iter()
+        .map(|a| dropped_by_reason(a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     publisher.close().await;
     subscriber.close().await;
     for s in stops {
@@ -200,6 +208,7 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
             (count - received) as f64 / count as f64
         },
         msgs_per_sec: received as f64 / elapsed,
+        dropped,
         latency_us: Latency {
             p50: hist.value_at_quantile(0.5),
             p90: hist.value_at_quantile(0.9),
@@ -208,4 +217,26 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
             max: hist.max(),
         },
     })
+}
+
+/// `palio_notifications_dropped_total` by reason, read from a broker's admin listener.
+fn dropped_by_reason(admin: &str) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).context("admin connect")?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let prefix = "palio_notifications_dropped_total{reason=\"";
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(prefix)?;
+            let (reason, value) = rest.split_once("\"} ")?;
+            Some((reason.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+        })
+        .collect())
 }

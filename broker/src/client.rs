@@ -275,6 +275,8 @@ async fn session(
                     .await);
                 }
                 published += 1;
+                // Hold back while peer links are congested (see the backlog module).
+                shared.backlog.wait_below_high_water().await;
                 shared
                     .router
                     .send(Command::Publish {

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod backlog;
 mod client;
 pub mod config;
 mod metrics;

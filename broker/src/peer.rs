@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION, PeerHello, PeerMessage};
-use palio_topology::{BrokerId, PeerFrame};
+use palio_topology::BrokerId;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::backlog::Queued;
 use crate::router::{Command, Refusal};
 use crate::server::{Shared, broker_id};
 
@@ -129,7 +130,7 @@ async fn register(
     shared: &Shared,
     conn: &quinn::Connection,
     hello: &PeerHello,
-) -> Result<(u64, mpsc::Receiver<PeerFrame>), Refusal> {
+) -> Result<(u64, mpsc::Receiver<Queued>), Refusal> {
     let link = shared.next_id();
     let (tx, rx) = mpsc::channel(shared.limits.peer_queue);
     let (reply, answer) = oneshot::channel();
@@ -196,7 +197,7 @@ pub(crate) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection)
     }
 }
 
-type Handshake = (PeerHello, u64, Reader, Writer, mpsc::Receiver<PeerFrame>);
+type Handshake = (PeerHello, u64, Reader, Writer, mpsc::Receiver<Queued>);
 
 async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
     match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
@@ -370,7 +371,7 @@ async fn run_link(
     link: u64,
     mut reader: Reader,
     mut writer: Writer,
-    mut rx: mpsc::Receiver<PeerFrame>,
+    mut rx: mpsc::Receiver<Queued>,
 ) {
     let peer = hello.id;
     if let Ok(mut l) = shared.live_links.lock() {
@@ -382,12 +383,15 @@ async fn run_link(
         .with_label_values(&["peer"])
         .inc();
     let writer_task = tokio::spawn(async move {
-        while let Some(f) = rx.recv().await {
-            let mut next = Some(f);
-            while let Some(f) = next {
-                if writer.feed(&PeerMessage::Frame(f)).await.is_err() {
+        while let Some(q) = rx.recv().await {
+            let mut next = Some(q);
+            while let Some(mut q) = next {
+                let Some(f) = q.take() else { break };
+                if writer.feed(&PeerMessage::from_frame(f)).await.is_err() {
                     return;
                 }
+                // Released from the backlog once handed to the stream.
+                drop(q);
                 next = rx.try_recv().ok();
             }
             if SinkExt::<&PeerMessage>::flush(&mut writer).await.is_err() {
@@ -398,7 +402,8 @@ async fn run_link(
     let end: Option<Refusal> = loop {
         tokio::select! {
             msg = reader.next() => match msg {
-                Some(Ok(PeerMessage::Frame(frame))) => {
+                Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
+                    let Some(frame) = m.into_frame() else { break None };
                     if shared.router.send(Command::PeerFrame { peer, link, frame }).await.is_err() {
                         break None;
                     }

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Backlog, Queued};
 use crate::config::{Limits, SlowConsumerPolicy, StaticSubscription};
 use crate::metrics::Metrics;
 
@@ -82,7 +83,7 @@ pub(crate) enum Command {
         peer: BrokerId,
         name: String,
         link: u64,
-        frames: mpsc::Sender<PeerFrame>,
+        frames: mpsc::Sender<Queued>,
         connection: quinn::Connection,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -129,7 +130,7 @@ struct PeerEntry {
     /// Which connection this is (a reconnect is a new link).
     link: u64,
     /// The link's send queue (bounded: `limits.peer_queue`).
-    frames: mpsc::Sender<PeerFrame>,
+    frames: mpsc::Sender<Queued>,
     connection: quinn::Connection,
 }
 
@@ -148,6 +149,8 @@ pub(crate) struct Router {
     next_notification: u64,
     /// Configured peer addresses and their state, shared with the dialers (for `/routes`).
     dial_states: crate::peer::DialStates,
+    /// Notifications queued toward peers (publishers wait on it).
+    backlog: Arc<Backlog>,
 }
 
 impl Router {
@@ -158,6 +161,7 @@ impl Router {
         limits: Limits,
         statics: Vec<StaticSubscription>,
         dial_states: crate::peer::DialStates,
+        backlog: Arc<Backlog>,
     ) -> Self {
         let mut r = Self {
             broker,
@@ -172,6 +176,7 @@ impl Router {
             next_advertisement: 1,
             next_notification: 0,
             dial_states,
+            backlog,
         };
         for s in statics {
             let id = r.next_subscription;
@@ -494,7 +499,7 @@ impl Router {
             return;
         };
         let is_notification = matches!(t.frame, PeerFrame::Notification(_));
-        match p.frames.try_send(t.frame) {
+        match p.frames.try_send(Queued::new(t.frame, &self.backlog)) {
             Ok(()) => {
                 if is_notification {
                     self.metrics.forwarded.inc();

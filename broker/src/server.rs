@@ -15,6 +15,7 @@ use palio_topology::{Broker, BrokerId, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::Backlog;
 use crate::config::{Auth, Limits, Settings};
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, LiveLinks};
@@ -62,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) peer_server_name: String,
     pub(crate) dial_states: DialStates,
+    /// Notifications queued toward peers; publishers wait while it is high.
+    pub(crate) backlog: Arc<Backlog>,
     pub(crate) live_links: LiveLinks,
     pub(crate) shutdown: CancellationToken,
     next_id: AtomicU64,
@@ -190,6 +193,7 @@ impl Server {
         let metrics = Metrics::new();
         let (tx, rx) = mpsc::channel(1024);
         let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
+        let backlog = Backlog::new(self.settings.limits.peer_queue / 2);
         let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
         let router = Router::new(
             Broker::new(config, std::time::Instant::now()),
@@ -198,6 +202,7 @@ impl Server {
             self.settings.limits.clone(),
             self.settings.static_subscriptions.clone(),
             dial_states.clone(),
+            backlog.clone(),
         );
         let router_task = tokio::spawn(router.run(rx, token.clone()));
         let shared = Arc::new(Shared {
@@ -216,6 +221,7 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
             dial_states,
+            backlog,
             live_links: Arc::new(Mutex::new(Default::default())),
             shutdown: token.clone(),
             next_id: AtomicU64::new(1),

@@ -6,8 +6,10 @@
 //! the default limits) while decoding. Filters from clients travel as text and are compiled by
 //! the broker, which answers a bad one with [`ErrorCode::InvalidFilter`].
 
+use std::sync::Arc;
+
 use palio_filter::{AttrName, Value};
-use palio_topology::{BrokerId, PeerFrame};
+use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::error_code::ErrorCode;
@@ -171,8 +173,57 @@ pub enum PeerMessage {
         /// A human-readable explanation.
         message: String,
     },
-    /// A routing frame for the topology state machine.
+    /// A routing frame for the topology state machine (notifications travel as
+    /// [`PeerMessage::Notify`] instead).
     Frame(PeerFrame),
+    /// A notification travelling along the tree: the topology's
+    /// [`PeerFrame::Notification`], with the payload as MessagePack binary (the topology
+    /// frame's own encoding would write it as an array of integers).
+    Notify {
+        /// End-to-end identity.
+        id: NotificationId,
+        /// The attributes.
+        attributes: Attributes,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+}
+
+impl PeerMessage {
+    /// The message carrying a routing frame: notifications as [`PeerMessage::Notify`].
+    pub fn from_frame(frame: PeerFrame) -> Self {
+        match frame {
+            PeerFrame::Notification(n) => PeerMessage::Notify {
+                id: n.id,
+                attributes: n
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                payload: n.payload.clone(),
+            },
+            other => PeerMessage::Frame(other),
+        }
+    }
+
+    /// The routing frame carried, if this is a [`PeerMessage::Frame`] or
+    /// [`PeerMessage::Notify`]. A notification naming an attribute twice keeps the last value.
+    pub fn into_frame(self) -> Option<PeerFrame> {
+        match self {
+            PeerMessage::Frame(f) => Some(f),
+            PeerMessage::Notify {
+                id,
+                attributes,
+                payload,
+            } => Some(PeerFrame::Notification(Arc::new(Notification {
+                id,
+                attributes: attributes.into_iter().collect(),
+                payload,
+            }))),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +276,22 @@ mod tests {
         };
         let bytes = rmp_serde::to_vec_named(&raw).unwrap();
         assert!(decode::<ClientFrame>(&bytes).is_err());
+    }
+
+    #[test]
+    fn notifications_travel_as_notify_and_come_back_equal() {
+        let n = Arc::new(Notification {
+            id: NotificationId(7),
+            attributes: [(AttrName::new("a").unwrap(), Value::Int(1))]
+                .into_iter()
+                .collect(),
+            payload: vec![1, 2, 3],
+        });
+        let m = PeerMessage::from_frame(PeerFrame::Notification(n.clone()));
+        assert!(matches!(m, PeerMessage::Notify { .. }));
+        let bytes = encode(&m).unwrap();
+        let back: PeerMessage = decode(&bytes).unwrap();
+        assert_eq!(back.into_frame(), Some(PeerFrame::Notification(n)));
     }
 
     #[test]

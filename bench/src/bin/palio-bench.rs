@@ -266,7 +266,7 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
     } else {
         let l = &report.latency_us;
         println!(
-            "pubsub: {} broker(s), {} B payload, rate {}: {} published, {} received ({:.3}% lost), {:.0} msgs/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "pubsub: {} broker(s), {} B payload, rate {}: {} published, {} received ({:.3}% lost), {:.0} msgs/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}; dropped per broker {:?}",
             report.brokers,
             report.payload_bytes,
             report
@@ -280,7 +280,8 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
             l.p90,
             l.p99,
             l.p999,
-            l.max
+            l.max,
+            report.dropped
         );
     }
     Ok(())
