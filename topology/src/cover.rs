@@ -429,7 +429,7 @@ mod tests {
     fn prefilters_never_contradict_the_relations() {
         let mut rng = SimRng::new(11);
         let model = ContentModel::new(4, 0.5, 0.3);
-        let filters: Vec<Filter> = (0..120)
+        let filters: Vec<Filter> = (0..80)
             .map(|_| {
                 let region = rng.below(3) as u32;
                 Filter::new(&model.subscription(region, &mut rng)).unwrap()
@@ -446,7 +446,7 @@ mod tests {
                 .map(|t| Filter::new(t).unwrap()),
             )
             .collect();
-        let events: Vec<Event> = (0..500)
+        let events: Vec<Event> = (0..300)
             .map(|_| model.event(rng.below(3) as u32, &mut rng))
             .collect();
         let shapes: Vec<Shape> = filters.iter().map(Shape::of).collect();
@@ -457,10 +457,13 @@ mod tests {
                     // may_cover is only a prefilter; it may miss, but count how often.
                     // Generated filters compare like with like: no miss allowed there (the
                     // hand-written cross-type pairs at the end are known misses).
-                    if !shapes[i].may_cover(&shapes[j]) && i < 120 && j < 120 {
+                    if !shapes[i].may_cover(&shapes[j]) && i < 80 && j < 80 {
                         eprintln!("may_cover misses {f} covers {g}");
                         disagreements += 1;
                     }
+                }
+                if shapes[i].surely_intersects(&shapes[j]) {
+                    assert!(f.intersects(g), "{f} surely intersects {g}, the relation says no");
                 }
                 if !shapes[i].may_intersect(&shapes[j]) {
                     // A claimed disjointness must hold on every sampled event.
