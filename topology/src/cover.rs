@@ -463,7 +463,10 @@ mod tests {
                     }
                 }
                 if shapes[i].surely_intersects(&shapes[j]) {
-                    assert!(f.intersects(g), "{f} surely intersects {g}, the relation says no");
+                    assert!(
+                        f.intersects(g),
+                        "{f} surely intersects {g}, the relation says no"
+                    );
                 }
                 if !shapes[i].may_intersect(&shapes[j]) {
                     // A claimed disjointness must hold on every sampled event.

@@ -175,7 +175,9 @@ impl Oracle {
         let subscribers = match &self.index {
             Some((index, _)) => {
                 let found: BTreeSet<SubKey> = index.matches_vec(&event).into_iter().collect();
-                if self.published % self.cross_check == 0 && found != self.brute_force(&event) {
+                if self.published.is_multiple_of(self.cross_check)
+                    && found != self.brute_force(&event)
+                {
                     self.mismatches += 1;
                 }
                 found
