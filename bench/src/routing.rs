@@ -79,11 +79,7 @@ pub fn render_svg(reports: &[RoutingReport]) -> anyhow::Result<String> {
             x0 + pw / 2.0,
             y0 - 14.0
         )?;
-        let values: Vec<f64> = reports
-            .iter()
-            .map(|r| value(r))
-            .filter(|v| *v > 0.0)
-            .collect();
+        let values: Vec<f64> = reports.iter().map(value).filter(|v| *v > 0.0).collect();
         let vmax = values.iter().copied().fold(1.0, f64::max);
         let (lo, hi) = if *log {
             let lo = values
