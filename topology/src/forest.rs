@@ -222,7 +222,7 @@ impl Forest {
                     if !self.sent.contains(parent) {
                         return Err(format!("{f:?}'s parent {parent:?} is not sent"));
                     }
-                    if !table.filter(*parent).covers(table.filter(f)) {
+                    if !crate::cover::covers(table.filter(*parent), table.filter(f)) {
                         return Err(format!("{f:?}'s parent {parent:?} does not cover it"));
                     }
                     if !self.covering {

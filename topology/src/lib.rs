@@ -60,4 +60,3 @@ pub use frame::{
     Delivery, FrameKind, LinkStateAd, Notification, PeerFrame, SharedFilter, Transmit,
 };
 pub use ids::{AdvertisementId, BrokerId, Interface, NotificationId, RouteKey, SubscriptionId};
-pub use tree::{Graph, SpanningTree};

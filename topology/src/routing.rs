@@ -61,6 +61,66 @@ struct KindState {
     forests: BTreeMap<BrokerId, Forest>,
 }
 
+/// The advertisements received from one peer, summarised so that most eligibility questions
+/// are answered by a few hash lookups instead of a scan.
+#[derive(Debug, Default)]
+struct AdvertSummary {
+    /// Advertisements that are one equality (`pool = 'r3'`), by (attribute, kind), then by value
+    /// digest, with how many advertisements have it.
+    single: HashMap<(u64, u8), HashMap<u64, u32>>,
+    /// How many advertisements have another shape.
+    others: u32,
+}
+
+impl AdvertSummary {
+    fn add(&mut self, adv: &SharedFilter) {
+        match adv.shape().single_equality() {
+            Some((a, k, v)) => *self.single.entry((a, k)).or_default().entry(v).or_default() += 1,
+            None => self.others += 1,
+        }
+    }
+
+    fn remove(&mut self, adv: &SharedFilter) {
+        match adv.shape().single_equality() {
+            Some((a, k, v)) => {
+                if let Some(values) = self.single.get_mut(&(a, k)) {
+                    if let Some(n) = values.get_mut(&v) {
+                        *n -= 1;
+                        if *n == 0 {
+                            values.remove(&v);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.single.remove(&(a, k));
+                    }
+                }
+            }
+            None => self.others = self.others.saturating_sub(1),
+        }
+    }
+
+    /// `Some(answer)` when the summary decides whether `sub` intersects some advertisement:
+    /// yes if one advertisement is an equality `sub` has too (then it contains `sub`); no if
+    /// every advertisement is an equality that `sub` contradicts (same attribute and kind,
+    /// different value). `None` otherwise.
+    fn decide(&self, sub: &SharedFilter) -> Option<bool> {
+        let eqs = sub.shape().equalities();
+        if eqs.iter().any(|&(a, k, v)| {
+            self.single
+                .get(&(a, k))
+                .is_some_and(|values| values.contains_key(&v))
+        }) {
+            return Some(true);
+        }
+        let all_contradicted = self.others == 0
+            && self
+                .single
+                .keys()
+                .all(|&(a, k)| eqs.iter().any(|&(b, l, _)| b == a && l == k));
+        all_contradicted.then_some(false)
+    }
+}
+
 /// A local subscription.
 #[derive(Debug, Clone, Copy)]
 struct LocalSub {
@@ -98,6 +158,8 @@ pub(crate) struct Routing {
     local_subs: HashMap<SubscriptionId, LocalSub>,
     /// Local advertisements (lookups only).
     local_advs: HashMap<AdvertisementId, FilterId>,
+    /// Summaries of the advertisements received from each peer.
+    adv_summaries: BTreeMap<BrokerId, AdvertSummary>,
     /// Subscription filters (local and received) with their destinations.
     index: RouteIndex,
     /// Scratch for matching.
@@ -120,6 +182,7 @@ impl Routing {
             advs: KindState::default(),
             local_subs: HashMap::new(),
             local_advs: HashMap::new(),
+            adv_summaries: BTreeMap::new(),
             index: RouteIndex::default(),
             dests: Vec::new(),
             actions: Vec::new(),
@@ -175,6 +238,16 @@ impl Routing {
         if k == Kind::Adv || !self.strategy.uses_advertisements() {
             return true;
         }
+        let sub = self.subs.table.filter(f);
+        if let Some(answer) = self.adv_summaries.get(&n).and_then(|s| s.decide(sub)) {
+            return answer;
+        }
+        self.eligible_by_scan(n, f)
+    }
+
+    /// [`Routing::eligible`] for subscriptions under the advertisements strategy, by checking
+    /// every advertisement received from `n`.
+    fn eligible_by_scan(&self, n: BrokerId, f: FilterId) -> bool {
         let sub = self.subs.table.filter(f);
         self.advs.received.get(&n).is_some_and(|held| {
             held.values().any(|h| {
@@ -288,6 +361,7 @@ impl Routing {
     pub(crate) fn peer_up(&mut self, p: BrokerId) {
         self.subs.received.entry(p).or_default();
         self.advs.received.entry(p).or_default();
+        self.adv_summaries.entry(p).or_default();
     }
 
     /// A peer link went down: forget everything learned from it and everything owed to it.
@@ -304,6 +378,7 @@ impl Routing {
                 self.remove_hold(k, h.filter, Interface::Peer(p));
             }
         }
+        self.adv_summaries.remove(&p);
         self.out.transmits.retain(|t| t.peer != p);
     }
 
@@ -471,6 +546,9 @@ impl Routing {
         }
         let f = self.kind_mut(k).table.intern(filter);
         let route = (k == Kind::Sub).then(|| self.index.insert(filter, Dest::Peer(p)));
+        if k == Kind::Adv {
+            self.adv_summaries.entry(p).or_default().add(filter);
+        }
         self.kind_mut(k)
             .received
             .entry(p)
@@ -500,6 +578,11 @@ impl Routing {
         };
         if let Some(r) = h.route {
             self.index.remove(r);
+        }
+        if k == Kind::Adv
+            && let Some(summary) = self.adv_summaries.get_mut(&p)
+        {
+            summary.remove(self.advs.table.filter(h.filter));
         }
         self.remove_hold(k, h.filter, Interface::Peer(p));
         if k == Kind::Adv && self.strategy.uses_advertisements() && self.nbrs.contains(&p) {
@@ -657,6 +740,16 @@ impl Routing {
                 forest
                     .audit(&state.table)
                     .map_err(|e| format!("{k:?} forest of {n}: {e}"))?;
+                if k == Kind::Sub && self.strategy.uses_advertisements() {
+                    for f in state.table.ids() {
+                        if self.eligible(k, n, f) != self.eligible_by_scan(n, f) {
+                            return Err(format!(
+                                "advertisement summary of {n} misjudges {}",
+                                state.table.filter(f)
+                            ));
+                        }
+                    }
+                }
                 let mut members = 0;
                 for f in state.table.ids() {
                     let want = self.has_other_contributor(k, f, n) && self.eligible(k, n, f);

@@ -29,9 +29,9 @@ fn small_seeds(strategy: Strategy, faults: bool, seeds: u64) {
             brokers: 2 + (seed % 7) as usize,
             topology: KINDS[(seed / 7 % 3) as usize],
             strategy,
-            ops: 25,
+            ops: 16,
             rounds: 2,
-            publications: 6,
+            publications: 5,
             faults,
         };
         let out = run(seed, &p);
@@ -47,26 +47,26 @@ fn small_seeds(strategy: Strategy, faults: bool, seeds: u64) {
 
 #[test]
 fn flooding_small_overlays() {
-    small_seeds(Strategy::Flooding, false, 150);
-    small_seeds(Strategy::Flooding, true, 150);
+    small_seeds(Strategy::Flooding, false, 200);
+    small_seeds(Strategy::Flooding, true, 200);
 }
 
 #[test]
 fn simple_small_overlays() {
-    small_seeds(Strategy::Simple, false, 150);
-    small_seeds(Strategy::Simple, true, 150);
+    small_seeds(Strategy::Simple, false, 200);
+    small_seeds(Strategy::Simple, true, 200);
 }
 
 #[test]
 fn covering_small_overlays() {
-    small_seeds(Strategy::Covering, false, 300);
-    small_seeds(Strategy::Covering, true, 300);
+    small_seeds(Strategy::Covering, false, 400);
+    small_seeds(Strategy::Covering, true, 400);
 }
 
 #[test]
 fn advertisements_small_overlays() {
-    small_seeds(Strategy::Advertisements, false, 300);
-    small_seeds(Strategy::Advertisements, true, 300);
+    small_seeds(Strategy::Advertisements, false, 400);
+    small_seeds(Strategy::Advertisements, true, 400);
 }
 
 /// Fewer, larger overlays with longer operation mixes and faults.
@@ -101,7 +101,7 @@ fn large_overlays() {
             brokers,
             topology: kind,
             strategy,
-            ops: 300,
+            ops: 200,
             rounds: 2,
             publications: 20,
             faults: true,

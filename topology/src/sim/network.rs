@@ -604,8 +604,8 @@ impl Network {
 
     /// The tree every broker should agree on: the spanning tree of the up links, from the
     /// point of view of `member`.
-    pub fn expected_tree(&self, member: BrokerId) -> crate::SpanningTree {
-        let mut g = crate::Graph::new();
+    pub fn expected_tree(&self, member: BrokerId) -> crate::tree::SpanningTree {
+        let mut g = crate::tree::Graph::new();
         for b in self.brokers() {
             g.add_broker(b.id());
         }

@@ -138,6 +138,8 @@ const SETTLE_BOUND: u64 = u64::MAX / 4;
 /// against the oracle.
 pub fn run_routing(p: &RoutingParams) -> Result<RoutingReport, String> {
     let wall = Instant::now();
+    // Measured first, on a fresh heap.
+    let single_broker_updates_per_second = single_broker_update_rate(p)?;
     let rng = SimRng::new(p.seed);
     let regions = p.brokers.div_ceil(p.brokers_per_region.max(1)).max(1) as u32;
     let overlay = Overlay::generate(p.topology, p.brokers, regions, &mut rng.fork(1));
@@ -264,7 +266,7 @@ pub fn run_routing(p: &RoutingParams) -> Result<RoutingReport, String> {
         settle_ms,
         wall_seconds: wall.elapsed().as_secs_f64(),
         trace_hash: format!("{:016x}", net.trace_hash()),
-        single_broker_updates_per_second: single_broker_update_rate(p)?,
+        single_broker_updates_per_second,
     })
 }
 
