@@ -7,6 +7,9 @@
 //!   W2: REIN-style intervals), producing subscriptions as CESQL text or routable forms, and
 //!   events.
 //! - [`matching`]: the matching benchmark (index vs naive evaluation, with verification).
+//! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
+//!   simulator, per strategy) and its plot.
 
 pub mod matching;
+pub mod routing;
 pub mod workload;

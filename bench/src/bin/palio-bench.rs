@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palio_bench::matching::{self, Compile, MatchingConfig, MatchingReport};
+use palio_bench::routing;
 use palio_bench::workload::{W1, W2, Workload};
 
 #[derive(Parser)]
@@ -17,6 +18,52 @@ struct Cli {
 enum Command {
     /// Time the matching index on a workload against naive evaluation, verifying its answers.
     Matching(MatchingArgs),
+    /// Run N broker routing state machines (no network) and check every delivery.
+    Routing(RoutingArgs),
+    /// Draw an SVG chart from `routing --json` lines.
+    RoutingPlot(RoutingPlotArgs),
+}
+
+#[derive(clap::Args)]
+struct RoutingArgs {
+    /// Brokers in the overlay.
+    #[arg(long, default_value_t = 100)]
+    brokers: usize,
+    /// Subscriptions, spread uniformly over brokers.
+    #[arg(long, default_value_t = 10_000)]
+    subscriptions: usize,
+    /// Publications per round (two rounds: before and after churn).
+    #[arg(long, default_value_t = 500)]
+    publications: usize,
+    /// flooding, simple, covering or advertisements.
+    #[arg(long, default_value = "covering")]
+    strategy: palio_topology::Strategy,
+    /// tree or mesh (or ring).
+    #[arg(long, default_value = "tree")]
+    topology: palio_topology::sim::overlay::OverlayKind,
+    /// Probability that content comes from the broker's region's pool.
+    #[arg(long, default_value_t = 0.9)]
+    locality: f64,
+    /// Brokers per region.
+    #[arg(long, default_value_t = 10)]
+    brokers_per_region: usize,
+    /// Fraction of subscriptions withdrawn between the rounds.
+    #[arg(long, default_value_t = 0.1)]
+    churn: f64,
+    /// The seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RoutingPlotArgs {
+    /// A file of `routing --json` lines.
+    input: std::path::PathBuf,
+    /// Where to write the SVG.
+    output: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,15 +124,44 @@ struct MatchingArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Matching(args) => match matching_cmd(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("palio-bench: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Matching(args) => matching_cmd(&args),
+        Command::Routing(args) => routing_cmd(&args),
+        Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| routing::read_reports(&t))
+            .and_then(|r| routing::render_svg(&r))
+            .and_then(|svg| Ok(std::fs::write(&args.output, svg)?)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("palio-bench: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn routing_cmd(a: &RoutingArgs) -> anyhow::Result<()> {
+    let params = routing::RoutingParams {
+        brokers: a.brokers,
+        subscriptions: a.subscriptions,
+        publications: a.publications,
+        strategy: a.strategy,
+        topology: a.topology,
+        locality: a.locality,
+        brokers_per_region: a.brokers_per_region,
+        churn: a.churn,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let r = routing::run(&params)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    }
+    Ok(())
 }
 
 fn matching_cmd(args: &MatchingArgs) -> anyhow::Result<()> {
