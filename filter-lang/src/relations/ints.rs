@@ -88,6 +88,19 @@ impl IntSet {
         Self { ranges }
     }
 
+    /// Narrows `self` to the integers also in `other` (in place when both are one interval).
+    pub(crate) fn intersect_with(&mut self, other: &Self) {
+        match (self.ranges.as_mut_slice(), other.ranges.as_slice()) {
+            ([(lo, hi)], [(olo, ohi)]) => {
+                (*lo, *hi) = ((*lo).max(*olo), (*hi).min(*ohi));
+                if lo > hi {
+                    self.ranges.clear();
+                }
+            }
+            _ => *self = self.intersect(other),
+        }
+    }
+
     /// The integers in either set.
     pub(crate) fn union(&self, other: &Self) -> Self {
         let mut all: Vec<(i64, i64)> = self.ranges.iter().chain(&other.ranges).copied().collect();
@@ -126,12 +139,22 @@ impl IntSet {
     /// points, which is every set a conjunction of predicates can produce. `None` otherwise
     /// (including for the empty set, which no conjunction of predicates states on its own).
     pub(crate) fn to_predicates(&self) -> Option<Vec<Predicate>> {
-        let (&(lo, _), &(_, hi)) = (self.ranges.first()?, self.ranges.last()?);
+        let mut preds = Vec::new();
+        self.push_predicates(&mut preds).then_some(preds)
+    }
+
+    /// [`IntSet::to_predicates`], appending to `preds`; `false` (and nothing appended) if the
+    /// set is not a conjunction of predicates.
+    pub(crate) fn push_predicates(&self, preds: &mut Vec<Predicate>) -> bool {
+        let (Some(&(lo, _)), Some(&(_, hi))) = (self.ranges.first(), self.ranges.last()) else {
+            return false;
+        };
         let narrow = |v: i64| i32::try_from(v).expect("interval bounds lie within the i32 range");
         if lo == hi {
-            return Some(vec![Predicate::Int(IntOp::Eq, narrow(lo))]);
+            preds.push(Predicate::Int(IntOp::Eq, narrow(lo)));
+            return true;
         }
-        let mut preds = Vec::new();
+        let start = preds.len();
         if lo > MIN {
             preds.push(Predicate::Int(IntOp::Ge, narrow(lo)));
         }
@@ -141,15 +164,16 @@ impl IntSet {
         for pair in self.ranges.windows(2) {
             let (gap_lo, gap_hi) = (pair[0].1 + 1, pair[1].0 - 1);
             if gap_lo != gap_hi {
-                return None;
+                preds.truncate(start);
+                return false;
             }
             preds.push(Predicate::Int(IntOp::Ne, narrow(gap_lo)));
         }
-        if preds.is_empty() {
+        if preds.len() == start {
             // The full range: `x >= MIN` states "casts to Integer".
             preds.push(Predicate::Int(IntOp::Ge, i32::MIN));
         }
-        Some(preds)
+        true
     }
 }
 
