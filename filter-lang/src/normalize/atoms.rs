@@ -60,7 +60,7 @@ pub(super) fn pred(attr: &AttrName, p: &Predicate) -> Approx {
 
 /// `make()` if `needed`, else the placeholder "every event, inexact" of an approximation
 /// nobody reads (see [`Need`]).
-fn needed(needed: bool, make: impl FnOnce() -> Approx) -> Approx {
+pub(super) fn needed(needed: bool, make: impl FnOnce() -> Approx) -> Approx {
     if needed { make() } else { Approx::all(false) }
 }
 

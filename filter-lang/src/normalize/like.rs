@@ -11,7 +11,7 @@ use crate::routable::{Predicate, StrOp};
 use crate::value::AttrName;
 
 use super::approx::{Approx, Budget};
-use super::atoms::{Side, decided, fallback, fold_cases, pred, side};
+use super::atoms::{Side, decided, fallback, fold_cases, needed, pred, side};
 use super::{Need, Tf};
 
 /// `arg LIKE pattern` (the caller swaps for `NOT LIKE`).
@@ -23,7 +23,7 @@ pub(super) fn like(
     budget: &Budget,
 ) -> Tf {
     match side(arg, budget) {
-        Side::Attr(x) => like_attr(x, &pattern.pieces),
+        Side::Attr(x) => like_attr(x, &pattern.pieces, need),
         Side::Other => fallback(node),
         known => match known.into_cases() {
             Some(cases) => fold_cases(cases, need, budget, |v, _| {
@@ -40,17 +40,21 @@ pub(super) fn like(
 /// suffix and substring; `'%'` is presence. Other patterns keep what every match must have:
 /// the literal prefix and suffix and each literal chunk as a substring (inexact). `F` is exact
 /// only for `'abc'` (as `Str(!=)`) and `'%'` (never false); otherwise it is presence.
-fn like_attr(x: &AttrName, pieces: &[LikePiece]) -> Tf {
+fn like_attr(x: &AttrName, pieces: &[LikePiece], need: Need) -> Tf {
     use LikePiece::{AnyString as Any, Literal as Lit};
-    let one = |op: StrOp, s: &str| pred(x, &Predicate::Str(op, s.to_owned()));
-    let present = || pred(x, &Predicate::Exists);
+    let (t, f) = (need.t, need.f);
+    let one = |wanted: bool, op: StrOp, s: &str| {
+        needed(wanted, || pred(x, &Predicate::Str(op, s.to_owned())))
+    };
+    let present = |wanted: bool| needed(wanted, || pred(x, &Predicate::Exists));
     let (t, f) = match pieces {
-        [] => (one(StrOp::Eq, ""), one(StrOp::Ne, "")),
-        [Lit(s)] => (one(StrOp::Eq, s), one(StrOp::Ne, s)),
-        [Any] => (present(), Approx::none()),
-        [Lit(s), Any] => (one(StrOp::Prefix, s), present().inexact()),
-        [Any, Lit(s)] => (one(StrOp::Suffix, s), present().inexact()),
-        [Any, Lit(s), Any] => (one(StrOp::Contains, s), present().inexact()),
+        [] => (one(t, StrOp::Eq, ""), one(f, StrOp::Ne, "")),
+        [Lit(s)] => (one(t, StrOp::Eq, s), one(f, StrOp::Ne, s)),
+        [Any] => (present(t), Approx::none()),
+        [Lit(s), Any] => (one(t, StrOp::Prefix, s), present(f).inexact()),
+        [Any, Lit(s)] => (one(t, StrOp::Suffix, s), present(f).inexact()),
+        [Any, Lit(s), Any] => (one(t, StrOp::Contains, s), present(f).inexact()),
+        _ if !t => (Approx::all(false), present(f).inexact()),
         _ => {
             let mut preds = Vec::new();
             if let Some(Lit(s)) = pieces.first() {
@@ -69,11 +73,15 @@ fn like_attr(x: &AttrName, pieces: &[LikePiece]) -> Tf {
                 (!set.is_empty()).then_some(set)
             });
             let t = Approx::conj(set.and_then(|s| ConjSet::single(x.clone(), s)), false);
-            (t.inexact(), present().inexact())
+            (t.inexact(), present(f).inexact())
         }
     };
     // The cast to String never fails: no error exactly when the attribute is present.
-    Tf { t, f, e: present() }
+    Tf {
+        t,
+        f,
+        e: present(need.e),
+    }
 }
 
 /// Whether `s` matches the LIKE pattern (`%` any run of characters, `_` one character).

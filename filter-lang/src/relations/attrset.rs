@@ -149,6 +149,10 @@ impl AttrSet {
         if self.has_empty_component() {
             return Self::empty();
         }
+        if self.int.is_none() && self.bools.is_none() {
+            // Strings alone (or nothing): no other interpretation to imply or prune.
+            return self;
+        }
         if self.str.as_ref().and_then(StrSet::finite).is_some() {
             let others = Self {
                 str: None,
@@ -184,6 +188,10 @@ impl AttrSet {
     pub(crate) fn is_empty(&self) -> bool {
         if self.has_empty_component() {
             return true;
+        }
+        if self.only_int().is_some() || self.only_str().is_some() {
+            // One interpretation: its set is exact, and not empty.
+            return false;
         }
         if let Some(values) = self.candidates() {
             return values.is_empty();
