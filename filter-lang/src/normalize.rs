@@ -64,6 +64,8 @@ mod atoms;
 mod chain;
 mod like;
 #[cfg(test)]
+mod shortcuts;
+#[cfg(test)]
 mod tests;
 
 use crate::ast::{BinaryOp, Node, UnaryOp};
@@ -139,6 +141,9 @@ pub(crate) struct Need {
     f: bool,
     /// `E` is needed.
     e: bool,
+    /// `E` is only read in place of an inexact `T` or `F` ([`Tf::t_or_e`], [`Tf::f_or_e`]),
+    /// so it need not be computed when both came out exact.
+    e_stands_in: bool,
 }
 
 impl Need {
@@ -147,17 +152,24 @@ impl Need {
         t: true,
         f: false,
         e: false,
+        e_stands_in: false,
     };
     /// `T` and `F`.
     pub(crate) const TF: Need = Need {
         t: true,
         f: true,
         e: false,
+        e_stands_in: false,
     };
 
     /// Whether `self` asks for nothing but `T`.
     fn only_t(self) -> bool {
-        self == Need::T
+        self.t && !self.f && !self.e
+    }
+
+    /// Whether `E` is to be computed, given the `T` and `F` computed already.
+    fn e_given(self, t: &Approx, f: &Approx, budget: &Budget) -> bool {
+        self.e && !(self.e_stands_in && t.exact && f.exact && budget.fast_paths())
     }
 
     /// What an atom built from per-case outcomes needs of each outcome: `T` and `F`, from
@@ -167,6 +179,7 @@ impl Need {
             t: self.t || self.e,
             f: self.f || self.e,
             e: false,
+            e_stands_in: false,
         }
     }
 
@@ -175,32 +188,44 @@ impl Need {
         Need {
             t: self.f,
             f: self.t,
-            e: self.e,
+            ..self
         }
     }
 
     /// What a logical operator needs of its left operand `a` and its right operand `b`
-    /// (from the formulas in [`logic`]).
+    /// (from the formulas in [`logic`]: `AND` and `OR` read `E(a)` only in place of an inexact
+    /// `T(a)` or `F(a)`; `E(b)`, and `XOR`'s `E(a)`, are read directly).
     fn operands(self, op: BinaryOp) -> (Need, Need) {
-        let Need { t, f, e } = self;
+        let Need { t, f, e, .. } = self;
         let a = match op {
             BinaryOp::And => Need {
                 t: t || f || e,
                 f: f || e,
                 e: f || e,
+                e_stands_in: true,
             },
             BinaryOp::Or => Need {
                 t: t || e,
                 f: t || f || e,
                 e: t || e,
+                e_stands_in: true,
             },
             _ => Need {
                 t: t || f,
                 f: t || f,
                 e,
+                e_stands_in: false,
             },
         };
-        let b = if op == BinaryOp::Xor { a } else { self };
+        // `E(b)` is read directly wherever it is read.
+        let b = if op == BinaryOp::Xor {
+            a
+        } else {
+            Need {
+                e_stands_in: false,
+                ..self
+            }
+        };
         (a, b)
     }
 }
@@ -222,7 +247,7 @@ impl Tf {
     /// The approximations `t` and `f`, with `e` their union if `need` asks for it (computing
     /// it costs a covering pass; left as "every event" otherwise).
     fn new(t: Approx, f: Approx, need: Need, budget: &Budget) -> Self {
-        let e = if need.e {
+        let e = if need.e_given(&t, &f, budget) {
             t.clone().or(f.clone(), budget)
         } else {
             Approx::all(false)
@@ -384,25 +409,28 @@ fn logic(op: BinaryOp, a: &Tf, b: &Tf, need: Need, budget: &Budget) -> Tf {
         if needed { f() } else { Approx::all(false) }
     };
     let or = |x: &Approx, y: Approx| x.clone().or(y, budget);
-    match op {
-        BinaryOp::And => Tf {
-            t: when(need.t, &|| a.t.and(&b.t, budget)),
-            f: when(need.f, &|| or(&a.f, a.t_or_e().and(&b.f, budget))),
-            e: when(need.e, &|| or(&a.f, a.t_or_e().and(&b.e, budget))),
-        },
-        BinaryOp::Or => Tf {
-            t: when(need.t, &|| or(&a.t, a.f_or_e().and(&b.t, budget))),
-            f: when(need.f, &|| a.f.and(&b.f, budget)),
-            e: when(need.e, &|| or(&a.t, a.f_or_e().and(&b.e, budget))),
-        },
-        _ => Tf {
-            t: when(need.t, &|| {
+    let (t, f) = match op {
+        BinaryOp::And => (
+            when(need.t, &|| a.t.and(&b.t, budget)),
+            when(need.f, &|| or(&a.f, a.t_or_e().and(&b.f, budget))),
+        ),
+        BinaryOp::Or => (
+            when(need.t, &|| or(&a.t, a.f_or_e().and(&b.t, budget))),
+            when(need.f, &|| a.f.and(&b.f, budget)),
+        ),
+        _ => (
+            when(need.t, &|| {
                 or(&a.t.and(&b.f, budget), a.f.and(&b.t, budget))
             }),
-            f: when(need.f, &|| {
+            when(need.f, &|| {
                 or(&a.t.and(&b.t, budget), a.f.and(&b.f, budget))
             }),
-            e: when(need.e, &|| a.e.and(&b.e, budget)),
-        },
-    }
+        ),
+    };
+    let e = when(need.e_given(&t, &f, budget), &|| match op {
+        BinaryOp::And => or(&a.f, a.t_or_e().and(&b.e, budget)),
+        BinaryOp::Or => or(&a.t, a.f_or_e().and(&b.e, budget)),
+        _ => a.e.and(&b.e, budget),
+    });
+    Tf { t, f, e }
 }

@@ -30,8 +30,9 @@ pub(crate) const WORK_BUDGET: u64 = 1_000_000;
 pub(crate) struct Budget {
     /// Units left; 0 means spent.
     left: Cell<u64>,
-    /// Whether `AND` chains take the linear path of [`super::chain`]. Always, except in the
-    /// tests that check it against the general node-by-node rule.
+    /// Whether the shortcuts are taken: the linear path for `AND` chains ([`super::chain`]),
+    /// and skipping an `E` that only stands in for an exact `T` or `F`. Always, except in the
+    /// tests that check them against the general rules.
     fast_paths: bool,
 }
 

@@ -11,8 +11,8 @@
 //! disjunction falls back to [`Approx::and`].
 //!
 //! The intersections are the same, on the same sets, in the same order as the node-by-node
-//! rule, so the result is the same (`tests::fast_path_matches_the_general_rules` checks it on
-//! random chains); only the copies are saved. The budget is checked after every operand, as
+//! rule, so the result is the same (the property tests in `shortcuts.rs` check it on random
+//! chains); only the copies are saved. The budget is checked after every operand, as
 //! the general rule does at every node, and a product proven empty ends the pass early.
 
 use crate::ast::{BinaryOp, Node};
@@ -165,101 +165,5 @@ impl Product {
         // What `Approx::and` spends on the pair and `insert` on its one result.
         budget.spend(cost(1, width + factor_width) + cost(1, conj.len()));
         Product::One(conj, exact && factor_exact)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRunner};
-
-    use super::super::approx::{Budget, WORK_BUDGET};
-    use super::super::routable_within;
-    use crate::Limits;
-    use crate::routable::Routable;
-
-    const ATTRS: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
-    const WORDS: [&str; 10] = ["5", "05", "+5", "ab", "abc", "a", "", "true", "TRUE", "xyz"];
-    const PATTERNS: [&str; 8] = ["a%", "%b", "%a%", "ab", "%", "a_", "a%b", "1%"];
-    const CMP: [&str; 6] = ["=", "!=", "<", "<=", ">", ">="];
-
-    fn attr() -> impl Strategy<Value = &'static str> {
-        prop::sample::select(&ATTRS[..])
-    }
-
-    /// A literal as CESQL source; small integers, so that bounds meet and cross.
-    fn literal() -> impl Strategy<Value = String> {
-        prop_oneof![
-            6 => (-2i32..8).prop_map(|i| i.to_string()),
-            1 => prop::sample::select(&WORDS[..]).prop_map(|w| format!("'{w}'")),
-            1 => prop::sample::select(&["TRUE", "FALSE"][..]).prop_map(str::to_owned),
-        ]
-    }
-
-    /// An operand of a chain: mostly `attribute op constant` (the fast path's own case), with
-    /// every other shape the general rules handle.
-    fn operand() -> impl Strategy<Value = String> {
-        let cmp = prop::sample::select(&CMP[..]);
-        let leaf = prop_oneof![
-            8 => (attr(), cmp.clone(), literal()).prop_map(|(a, op, l)| format!("{a} {op} {l}")),
-            2 => (literal(), cmp, attr()).prop_map(|(l, op, a)| format!("{l} {op} {a}")),
-            1 => (attr(), prop::sample::select(&PATTERNS[..]))
-                .prop_map(|(a, p)| format!("{a} LIKE '{p}'")),
-            1 => (attr(), literal(), literal()).prop_map(|(a, x, y)| format!("{a} IN ({x}, {y})")),
-            1 => attr().prop_map(|a| format!("EXISTS {a}")),
-            1 => attr().prop_map(str::to_owned),
-            1 => prop::sample::select(&["TRUE", "FALSE", "1 = 1", "'abc'", "a + 1 > 2"][..])
-                .prop_map(str::to_owned),
-        ];
-        leaf.prop_recursive(2, 6, 3, |inner| {
-            prop_oneof![
-                inner.clone().prop_map(|e| format!("NOT ({e})")),
-                (inner.clone(), inner.clone()).prop_map(|(l, r)| format!("({l} OR {r})")),
-                prop::collection::vec(inner, 2..4).prop_map(|v| format!("({})", v.join(" AND "))),
-            ]
-        })
-    }
-
-    fn routable(src: &str, budget: &Budget) -> Routable {
-        let root = crate::parser::parse(src, &Limits::default()).expect("generated chains parse");
-        routable_within(&root, budget)
-    }
-
-    /// The linear pass gives exactly the routable form of the node-by-node rules.
-    #[test]
-    fn fast_path_matches_the_general_rules() {
-        let config = Config {
-            cases: 3000,
-            failure_persistence: None,
-            rng_algorithm: RngAlgorithm::XorShift,
-            ..Config::default()
-        };
-        let (satisfiable, inexact) = (AtomicUsize::new(0), AtomicUsize::new(0));
-        let chains = prop::collection::vec(operand(), 1..14);
-        TestRunner::new(config)
-            .run(&chains, |operands| {
-                let src = operands.join(" AND ");
-                let fast = routable(&src, &Budget::new(WORK_BUDGET));
-                let general = routable(&src, &Budget::general(WORK_BUDGET));
-                prop_assert_eq!(&fast, &general, "{}", src);
-                if !fast.conjunctions().is_empty() {
-                    satisfiable.fetch_add(1, Relaxed);
-                }
-                if !fast.is_exact() {
-                    inexact.fetch_add(1, Relaxed);
-                }
-                Ok(())
-            })
-            .expect("the fast path agrees with the general rules");
-        // Both outcomes come up: chains that narrow to a conjunction and chains proven empty,
-        // exact forms and residuals.
-        let (satisfiable, inexact) = (satisfiable.into_inner(), inexact.into_inner());
-        assert!(
-            (300..2700).contains(&satisfiable),
-            "{satisfiable} satisfiable"
-        );
-        assert!((100..2900).contains(&inexact), "{inexact} inexact");
     }
 }
