@@ -119,11 +119,6 @@ impl ConjSet {
         }
     }
 
-    /// Makes room for `additional` more attributes.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.attrs.reserve(additional);
-    }
-
     /// Whether every event of `other` is proven to be in `self`.
     pub(crate) fn covers(&self, other: &Self) -> bool {
         self.covers_except(other, None)

@@ -38,7 +38,6 @@ pub(super) fn and_t(root: &Node, budget: &Budget) -> Tf {
         rights.push(rhs.as_ref());
         leftmost = lhs;
     }
-    let more = rights.len();
     let operands = std::iter::once(leftmost).chain(rights.into_iter().rev());
     let mut product: Option<Product> = None;
     for operand in operands {
@@ -47,14 +46,7 @@ pub(super) fn and_t(root: &Node, budget: &Budget) -> Tf {
             return Tf::same(atoms::necessary(root));
         }
         let next = match product {
-            None => match Product::from(factor.into_approx()) {
-                // Room for an attribute per operand to come: no regrowth as they arrive.
-                Product::One(mut conj, exact) => {
-                    conj.reserve(more);
-                    Product::One(conj, exact)
-                }
-                many => many,
-            },
+            None => Product::from(factor.into_approx()),
             Some(p) => p.and(factor, budget),
         };
         if next.is_empty() {
