@@ -398,12 +398,17 @@ impl<'s, 'l> Parser<'s, 'l> {
     /// An integer literal: `digits`, negated if `negative`, starting (sign included) at `start`.
     fn integer(&self, start: usize, digits: &Token, negative: bool) -> Result<Node, ParseError> {
         let text = self.text(digits);
-        let sign = if negative { "-" } else { "" };
-        // Parse with the sign so that i32::MIN fits; digit runs too long for i64 fail too.
-        format!("{sign}{text}")
-            .parse::<i32>()
+        // Accumulate the magnitude in i64 (stopping once past any i32) and apply the sign last,
+        // so that i32::MIN fits; no allocation on this per-literal path.
+        let magnitude = text.bytes().try_fold(0i64, |acc, b| {
+            let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+            let next = acc * 10 + i64::from(digit);
+            (next <= 1 << 31).then_some(next)
+        });
+        magnitude
+            .and_then(|m| i32::try_from(if negative { -m } else { m }).ok())
             .map(|i| Node::Literal(Value::Int(i)))
-            .map_err(|_| {
+            .ok_or_else(|| {
                 let source = &self.src[start..digits.end];
                 let shown = if source.len() > 40 {
                     format!("{}...", &source[..40])

@@ -25,7 +25,7 @@ pub(crate) mod attrset;
 mod ints;
 mod strings;
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
 
 use crate::routable::{Conjunction, Constraint, Routable};
 use crate::value::AttrName;
@@ -36,9 +36,14 @@ use attrset::AttrSet;
 /// listed must be present. Never holds a set proven empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) struct ConjSet {
-    /// The constrained attributes.
-    attrs: BTreeMap<AttrName, AttrSet>,
+    /// The constrained attributes, sorted by name, each once. A sorted vector rather than a
+    /// map: conjunctions constrain a handful of attributes and are cloned and merged far more
+    /// often than searched, and a map node is a large allocation.
+    attrs: Vec<(AttrName, AttrSet)>,
 }
+
+/// One attribute's entry in a [`ConjSet`].
+type Entry = (AttrName, AttrSet);
 
 impl ConjSet {
     /// The conjunction of no constraints: every event.
@@ -49,16 +54,19 @@ impl ConjSet {
     /// `attr` takes a value in `set`; `None` if the set is proven empty.
     pub(crate) fn single(attr: AttrName, set: AttrSet) -> Option<Self> {
         (!set.is_empty()).then(|| Self {
-            attrs: BTreeMap::from([(attr, set)]),
+            attrs: vec![(attr, set)],
         })
     }
 
     /// The normal form of a conjunction; `None` if it is proven unsatisfiable.
     pub(crate) fn from_conjunction(conj: &Conjunction) -> Option<Self> {
-        conj.constraints().iter().try_fold(Self::all(), |acc, c| {
-            let one = Self::single(c.attr.clone(), AttrSet::from_predicate(&c.pred))?;
-            acc.intersect(&one)
-        })
+        let mut acc = Self::all();
+        for c in conj.constraints() {
+            if !acc.restrict(&c.attr, AttrSet::from_predicate(&c.pred)) {
+                return None;
+            }
+        }
+        Some(acc)
     }
 
     /// The number of attributes constrained.
@@ -66,20 +74,49 @@ impl ConjSet {
         self.attrs.len()
     }
 
+    /// The set of `attr`, if it is constrained.
+    fn get(&self, attr: &AttrName) -> Option<&AttrSet> {
+        let i = self.attrs.binary_search_by(|(n, _)| n.cmp(attr)).ok()?;
+        Some(&self.attrs[i].1)
+    }
+
     /// The events in both; `None` if proven to be none.
     pub(crate) fn intersect(&self, other: &Self) -> Option<Self> {
-        let mut attrs = self.attrs.clone();
-        for (name, set) in &other.attrs {
-            let merged = match attrs.get(name) {
-                Some(mine) => mine.intersect(set),
-                None => set.clone(),
-            };
-            if merged.is_empty() {
-                return None;
-            }
-            attrs.insert(name.clone(), merged);
-        }
+        let attrs = merge(self.attrs.iter().cloned(), other)?;
         Some(Self { attrs })
+    }
+
+    /// Narrows `self` to the events also in `other` (the same as [`ConjSet::intersect`],
+    /// without copying `self`). `false` if that is proven to be none (`self` is then left
+    /// unspecified).
+    pub(crate) fn intersect_in_place(&mut self, other: &Self) -> bool {
+        match merge(std::mem::take(&mut self.attrs).into_iter(), other) {
+            Some(attrs) => {
+                self.attrs = attrs;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Narrows `self` to the events on which `attr` takes a value in `set` as well: the same
+    /// as intersecting with [`ConjSet::single`]`(attr, set)`, in place. `false` if that is
+    /// proven to be none (`self` is then left unspecified).
+    pub(crate) fn restrict(&mut self, attr: &AttrName, set: AttrSet) -> bool {
+        if set.is_empty() {
+            return false;
+        }
+        match self.attrs.binary_search_by(|(n, _)| n.cmp(attr)) {
+            Ok(i) => {
+                let mine = &mut self.attrs[i].1;
+                mine.intersect_with(&set);
+                !mine.is_empty()
+            }
+            Err(i) => {
+                self.attrs.insert(i, (attr.clone(), set));
+                true
+            }
+        }
     }
 
     /// Whether every event of `other` is proven to be in `self`.
@@ -90,11 +127,7 @@ impl ConjSet {
     /// Like [`ConjSet::covers`], ignoring attribute `skip` of `self`.
     fn covers_except(&self, other: &Self, skip: Option<&AttrName>) -> bool {
         self.attrs.iter().all(|(name, mine)| {
-            Some(name) == skip
-                || other
-                    .attrs
-                    .get(name)
-                    .is_some_and(|theirs| theirs.is_subset(mine))
+            Some(name) == skip || other.get(name).is_some_and(|theirs| theirs.is_subset(mine))
         })
     }
 
@@ -105,7 +138,9 @@ impl ConjSet {
             return None;
         }
         let mut differing = None;
-        for ((name, mine), (other_name, theirs)) in self.attrs.iter().zip(&other.attrs) {
+        for (i, ((name, mine), (other_name, theirs))) in
+            self.attrs.iter().zip(&other.attrs).enumerate()
+        {
             if name != other_name {
                 return None;
             }
@@ -113,13 +148,13 @@ impl ConjSet {
                 if differing.is_some() {
                     return None;
                 }
-                differing = Some((name, mine, theirs));
+                differing = Some((i, mine, theirs));
             }
         }
-        let (name, mine, theirs) = differing?;
+        let (i, mine, theirs) = differing?;
         let set = mine.union_if_expressible(theirs)?;
         let mut attrs = self.attrs.clone();
-        attrs.insert(name.clone(), set);
+        attrs[i].1 = set;
         Some(Self { attrs })
     }
 
@@ -129,7 +164,7 @@ impl ConjSet {
         let attrs = self
             .attrs
             .iter()
-            .filter_map(|(name, mine)| Some((name.clone(), mine.hull(other.attrs.get(name)?))))
+            .filter_map(|(name, mine)| Some((name.clone(), mine.hull(other.get(name)?))))
             .filter(|(_, set)| !set.is_empty())
             .collect();
         Self { attrs }
@@ -138,13 +173,42 @@ impl ConjSet {
     /// The conjunction of constraints, sorted canonically, and whether it says exactly the set.
     pub(crate) fn to_conjunction(&self) -> (Conjunction, bool) {
         let mut exact = true;
-        let mut constraints = Vec::new();
+        let mut constraints = Vec::with_capacity(2 * self.attrs.len());
+        let mut preds = Vec::new();
         for (name, set) in &self.attrs {
-            let (preds, e) = set.to_predicates();
-            exact &= e;
-            constraints.extend(preds.into_iter().map(|p| Constraint::new(name.clone(), p)));
+            exact &= set.push_predicates(&mut preds);
+            constraints.extend(preds.drain(..).map(|p| Constraint::new(name.clone(), p)));
         }
         (Conjunction::new(constraints), exact)
+    }
+}
+
+/// The entries of `mine` and `other` merged by name, the sets of a name in both intersected;
+/// `None` if one such intersection is proven empty. `mine` is sorted by name; an attribute only
+/// one side constrains needs no check, since neither holds an empty set.
+fn merge(mine: impl Iterator<Item = Entry>, other: &ConjSet) -> Option<Vec<Entry>> {
+    let mut mine = mine.peekable();
+    let mut theirs = other.attrs.iter().peekable();
+    let mut out = Vec::with_capacity(mine.size_hint().0 + other.attrs.len());
+    loop {
+        let order = match (mine.peek(), theirs.peek()) {
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => return Some(out),
+        };
+        match order {
+            Ordering::Less => out.extend(mine.next()),
+            Ordering::Greater => out.extend(theirs.next().cloned()),
+            Ordering::Equal => {
+                let ((name, mut both), (_, b)) = (mine.next()?, theirs.next()?);
+                both.intersect_with(b);
+                if both.is_empty() {
+                    return None;
+                }
+                out.push((name, both));
+            }
+        }
     }
 }
 
@@ -157,7 +221,7 @@ pub(crate) fn dnf_covers(dnf: &[ConjSet], conj: &ConjSet) -> bool {
         let parts: Vec<&AttrSet> = dnf
             .iter()
             .filter(|d| d.covers_except(conj, Some(name)))
-            .filter_map(|d| d.attrs.get(name))
+            .filter_map(|d| d.get(name))
             .collect();
         !parts.is_empty() && set.is_covered_by_union(&parts)
     })

@@ -13,6 +13,7 @@
 //! the normaliser approximates what is left of the tree by its cheapest sound form. Ordinary
 //! filters use a small fraction of it; a pathological one still normalises in milliseconds.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 
 use crate::relations::ConjSet;
@@ -29,6 +30,10 @@ pub(crate) const WORK_BUDGET: u64 = 1_000_000;
 pub(crate) struct Budget {
     /// Units left; 0 means spent.
     left: Cell<u64>,
+    /// Whether the shortcuts are taken: the linear path for `AND` chains ([`super::chain`]),
+    /// and skipping an `E` that only stands in for an exact `T` or `F`. Always, except in the
+    /// tests that check them against the general rules.
+    fast_paths: bool,
 }
 
 impl Budget {
@@ -36,11 +41,21 @@ impl Budget {
     pub(crate) fn new(units: u64) -> Self {
         Self {
             left: Cell::new(units),
+            fast_paths: true,
+        }
+    }
+
+    /// A budget of `units` for the general rules only (no fast paths), to test against.
+    #[cfg(test)]
+    pub(crate) fn general(units: u64) -> Self {
+        Self {
+            fast_paths: false,
+            ..Self::new(units)
         }
     }
 
     /// Spends `units` (as many as are left).
-    fn spend(&self, units: u64) {
+    pub(super) fn spend(&self, units: u64) {
         self.left.set(self.left.get().saturating_sub(units));
     }
 
@@ -48,10 +63,15 @@ impl Budget {
     pub(crate) fn spent(&self) -> bool {
         self.left.get() == 0
     }
+
+    /// Whether fast paths may be taken.
+    pub(super) fn fast_paths(&self) -> bool {
+        self.fast_paths
+    }
 }
 
 /// The work units of comparing or combining conjunctions of these widths, `pairs` times.
-fn cost(pairs: usize, width: usize) -> u64 {
+pub(super) fn cost(pairs: usize, width: usize) -> u64 {
     let units = pairs.saturating_mul(1 + width / 4);
     u64::try_from(units).unwrap_or(u64::MAX)
 }
@@ -136,9 +156,9 @@ impl Approx {
             return small.clone().inexact();
         }
         let mut exact = self.exact && other.exact;
-        let mut big_dnf = big.dnf.clone();
+        let mut big_dnf = Cow::Borrowed(&big.dnf);
         if small.dnf.len().saturating_mul(big_dnf.len()) > MAX_DISJUNCTS {
-            widen(&mut big_dnf, MAX_DISJUNCTS / small.dnf.len());
+            widen(big_dnf.to_mut(), MAX_DISJUNCTS / small.dnf.len());
             exact = false;
         }
         let pairs = small.dnf.len() * big_dnf.len();

@@ -1,5 +1,5 @@
-//! The approximations of atoms: comparisons, `LIKE`, `IN`, bare attributes, and the fallback
-//! for everything else.
+//! The approximations of atoms: comparisons, `IN`, bare attributes, and the fallback for
+//! everything else (`LIKE` is in [`super::like`]).
 //!
 //! An operand is classified as an attribute, as a set of *cases* (a constant is one case; a
 //! boolean sub-expression is two, `true` on `T` and `false` on `F`), or as something else. An
@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ast::{BinaryOp, LikePattern, LikePiece, Node, UnaryOp};
+use crate::ast::{BinaryOp, Node, UnaryOp};
 use crate::event::Event;
 use crate::relations::ConjSet;
 use crate::relations::attrset::AttrSet;
@@ -51,18 +51,26 @@ fn mentions_attributes(node: &Node) -> bool {
 }
 
 /// The one-conjunction approximation `attr pred`, exact.
-fn pred(attr: &AttrName, p: &Predicate) -> Approx {
+pub(super) fn pred(attr: &AttrName, p: &Predicate) -> Approx {
     Approx::conj(
         ConjSet::single(attr.clone(), AttrSet::from_predicate(p)),
         true,
     )
 }
 
+/// `make()` if `needed`, else the placeholder "every event, inexact" of an approximation
+/// nobody reads (see [`Need`]).
+pub(super) fn needed(needed: bool, make: impl FnOnce() -> Approx) -> Approx {
+    if needed { make() } else { Approx::all(false) }
+}
+
 /// A bare attribute in a boolean context: its implicit cast to Boolean.
-pub(super) fn bare_attr(name: &AttrName, budget: &Budget) -> Tf {
+pub(super) fn bare_attr(name: &AttrName, need: Need, budget: &Budget) -> Tf {
+    let n = need.cases();
     Tf::new(
-        pred(name, &Predicate::Bool(true)),
-        pred(name, &Predicate::Bool(false)),
+        needed(n.t, || pred(name, &Predicate::Bool(true))),
+        needed(n.f, || pred(name, &Predicate::Bool(false))),
+        need,
         budget,
     )
 }
@@ -128,14 +136,16 @@ fn collect_necessary(node: &Node, needs: &mut Vec<(AttrName, AttrSet)>) {
 }
 
 /// The fallback for every outcome.
-fn fallback(node: &Node) -> Tf {
+pub(super) fn fallback(node: &Node) -> Tf {
     Tf::same(necessary(node))
 }
 
 /// How an operand is known.
-enum Side<'a> {
+pub(super) enum Side<'a> {
     /// A bare attribute.
     Attr(&'a AttrName),
+    /// A constant that evaluates without error: one case, on every event.
+    Const(Value),
     /// The values the operand may take, each with the events on which it takes it. A constant
     /// is one case; a boolean sub-expression two; a constant that raises an error none.
     Cases(Vec<(Value, Approx)>),
@@ -144,9 +154,11 @@ enum Side<'a> {
 }
 
 /// Classifies an operand.
-fn side<'a>(node: &'a Node, budget: &Budget) -> Side<'a> {
-    if let Some(value) = constant(node) {
-        return Side::Cases(value.map(|v| (v, Approx::all(true))).into_iter().collect());
+pub(super) fn side<'a>(node: &'a Node, budget: &Budget) -> Side<'a> {
+    match constant(node) {
+        Some(Some(value)) => return Side::Const(value),
+        Some(None) => return Side::Cases(Vec::new()),
+        None => {}
     }
     match node {
         Node::Attr(name) => Side::Attr(name),
@@ -155,6 +167,17 @@ fn side<'a>(node: &'a Node, budget: &Budget) -> Side<'a> {
             Side::Cases(vec![(Value::Bool(true), t), (Value::Bool(false), f)])
         }
         _ => Side::Other,
+    }
+}
+
+impl Side<'_> {
+    /// The operand's cases, if it is known by its values.
+    pub(super) fn into_cases(self) -> Option<Vec<(Value, Approx)>> {
+        match self {
+            Side::Const(v) => Some(vec![(v, Approx::all(true))]),
+            Side::Cases(cases) => Some(cases),
+            Side::Attr(_) | Side::Other => None,
+        }
     }
 }
 
@@ -169,27 +192,40 @@ fn is_boolean(node: &Node) -> bool {
     }
 }
 
-/// Folds per-case outcomes: each case contributes `outcome ∩ (events of the case)`.
-fn fold_cases(
+/// Folds per-case outcomes: each case contributes `outcome ∩ (events of the case)`. The
+/// outcome is asked for what the fold needs of it (`need.cases()`).
+pub(super) fn fold_cases(
     cases: Vec<(Value, Approx)>,
+    need: Need,
     budget: &Budget,
-    mut outcome: impl FnMut(&Value) -> Tf,
+    mut outcome: impl FnMut(&Value, Need) -> Tf,
 ) -> Tf {
+    let n = need.cases();
     let (t, f) = cases
         .into_iter()
         .fold((Approx::none(), Approx::none()), |(t, f), (v, events)| {
-            let r = outcome(&v);
-            (
-                t.or(r.t.and(&events, budget), budget),
-                f.or(r.f.and(&events, budget), budget),
-            )
+            let r = outcome(&v, n);
+            let add = |acc: Approx, yes: bool, outcome: Approx| {
+                if yes {
+                    acc.or(outcome.and(&events, budget), budget)
+                } else {
+                    acc
+                }
+            };
+            (add(t, n.t, r.t), add(f, n.f, r.f))
         });
-    Tf::new(t, f, budget)
+    Tf::new(needed(n.t, || t), needed(n.f, || f), need, budget)
+}
+
+/// The outcome of a constant operand (one case, on every event): what [`fold_cases`] gives
+/// for it, without intersecting and uniting with "every event".
+fn one_case(r: Tf, need: Need, budget: &Budget) -> Tf {
+    Tf::new(r.t, r.f, need, budget)
 }
 
 /// A known outcome on every event: `true` if `result` is `Some(true)`, `false` if
 /// `Some(false)`, an error if `None`.
-fn decided(result: Option<bool>) -> Tf {
+pub(super) fn decided(result: Option<bool>) -> Tf {
     let when = |b: bool| {
         if result == Some(b) {
             Approx::all(true)
@@ -209,30 +245,49 @@ fn decided(result: Option<bool>) -> Tf {
 }
 
 /// `lhs op rhs` for a comparison operator.
-pub(super) fn comparison(node: &Node, op: BinaryOp, lhs: &Node, rhs: &Node, budget: &Budget) -> Tf {
+pub(super) fn comparison(
+    node: &Node,
+    op: BinaryOp,
+    lhs: &Node,
+    rhs: &Node,
+    need: Need,
+    budget: &Budget,
+) -> Tf {
     let Some(iop) = int_op(op) else {
         return fallback(node);
     };
     match (side(lhs, budget), side(rhs, budget)) {
         // Both operands are evaluated: one that always fails fails the comparison.
         (Side::Cases(c), _) | (_, Side::Cases(c)) if c.is_empty() => Tf::never(),
-        (Side::Attr(x), Side::Cases(cases)) => {
-            fold_cases(cases, budget, |v| attr_op_value(x, iop, v, budget))
-        }
-        (Side::Cases(cases), Side::Attr(x)) => {
-            fold_cases(cases, budget, |v| value_op_attr(v, iop, x, budget))
-        }
-        (Side::Cases(left), Side::Cases(right)) => fold_cases(left, budget, |l| {
-            fold_cases(right.clone(), budget, |r| {
-                decided(compare_values(iop, l, r))
-            })
+        (Side::Attr(x), Side::Const(v)) => one_case(
+            attr_op_value(x, iop, &v, need.cases(), budget),
+            need,
+            budget,
+        ),
+        (Side::Const(v), Side::Attr(x)) => one_case(
+            value_op_attr(&v, iop, x, need.cases(), budget),
+            need,
+            budget,
+        ),
+        (Side::Attr(x), Side::Cases(cases)) => fold_cases(cases, need, budget, |v, n| {
+            attr_op_value(x, iop, v, n, budget)
         }),
-        _ => fallback(node),
+        (Side::Cases(cases), Side::Attr(x)) => fold_cases(cases, need, budget, |v, n| {
+            value_op_attr(v, iop, x, n, budget)
+        }),
+        (left, right) => match (left.into_cases(), right.into_cases()) {
+            (Some(left), Some(right)) => fold_cases(left, need, budget, |l, n| {
+                fold_cases(right.clone(), n, budget, |r, _| {
+                    decided(compare_values(iop, l, r))
+                })
+            }),
+            _ => fallback(node),
+        },
     }
 }
 
 /// The comparison operator as an [`IntOp`] (`None` for non-comparisons).
-fn int_op(op: BinaryOp) -> Option<IntOp> {
+pub(super) fn int_op(op: BinaryOp) -> Option<IntOp> {
     Some(match op {
         BinaryOp::Eq => IntOp::Eq,
         BinaryOp::Ne => IntOp::Ne,
@@ -280,34 +335,59 @@ pub(super) fn compare_values(op: IntOp, l: &Value, r: &Value) -> Option<bool> {
 }
 
 /// `x op v`: the attribute is cast to the constant's type (both to Integer for ordering).
-fn attr_op_value(x: &AttrName, op: IntOp, v: &Value, budget: &Budget) -> Tf {
-    let (holds, fails) = match (op, v) {
-        (IntOp::Eq | IntOp::Ne, Value::Int(n)) => {
-            (Predicate::Int(IntOp::Eq, *n), Predicate::Int(IntOp::Ne, *n))
+fn attr_op_value(x: &AttrName, op: IntOp, v: &Value, need: Need, budget: &Budget) -> Tf {
+    // `!=` is the swap of `=`, whose `E` unites its own two outcomes.
+    let need = if op == IntOp::Ne { need.swap() } else { need };
+    let n = need.cases();
+    let outcome = |holds: bool, wanted: bool| {
+        if wanted {
+            Some(pred(x, &comparison_pred(op, v, holds)?))
+        } else {
+            Some(Approx::all(false))
         }
-        (IntOp::Eq | IntOp::Ne, Value::String(s)) => (
-            Predicate::Str(StrOp::Eq, s.clone()),
-            Predicate::Str(StrOp::Ne, s.clone()),
-        ),
-        (IntOp::Eq | IntOp::Ne, Value::Bool(b)) => (Predicate::Bool(*b), Predicate::Bool(!*b)),
-        (ordering, v) => match v.to_int() {
-            Some(n) => (
-                Predicate::Int(ordering, n),
-                Predicate::Int(negate(ordering), n),
-            ),
-            None => return Tf::never(),
-        },
     };
-    let r = Tf::new(pred(x, &holds), pred(x, &fails), budget);
+    let (Some(t), Some(f)) = (outcome(true, n.t), outcome(false, n.f)) else {
+        return Tf::never();
+    };
+    let r = Tf::new(t, f, need, budget);
     if op == IntOp::Ne { r.swap() } else { r }
 }
 
+/// `T` of `x op v` (the attribute on the left), which is exactly one predicate; `None` if it
+/// is empty (an ordering against a value that does not cast to Integer). The same as
+/// [`attr_op_value`]'s `T`, without building the approximation.
+pub(super) fn attr_op_value_t(op: IntOp, v: &Value) -> Option<Predicate> {
+    comparison_pred(op, v, op != IntOp::Ne)
+}
+
+/// What `x = v` (for both `=` and `!=`) or the ordering `x op v` requires of `x` to be true
+/// (`holds`) or false; `None` if the comparison always raises an error.
+fn comparison_pred(op: IntOp, v: &Value, holds: bool) -> Option<Predicate> {
+    let eq_op = if holds { IntOp::Eq } else { IntOp::Ne };
+    Some(match (op, v) {
+        (IntOp::Eq | IntOp::Ne, Value::Int(n)) => Predicate::Int(eq_op, *n),
+        (IntOp::Eq | IntOp::Ne, Value::String(s)) => {
+            Predicate::Str(if holds { StrOp::Eq } else { StrOp::Ne }, s.clone())
+        }
+        (IntOp::Eq | IntOp::Ne, Value::Bool(b)) => Predicate::Bool(*b == holds),
+        (ordering, v) => {
+            let op = if holds { ordering } else { negate(ordering) };
+            Predicate::Int(op, v.to_int()?)
+        }
+    })
+}
+
+/// `v op x` with an ordering `op` as `x op' v`.
+pub(super) fn flip_ordering(op: IntOp) -> Option<IntOp> {
+    (!matches!(op, IntOp::Eq | IntOp::Ne)).then(|| flip(op))
+}
+
 /// `v op x`: for `=` and `!=` the constant is cast to the attribute's runtime type.
-fn value_op_attr(v: &Value, op: IntOp, x: &AttrName, budget: &Budget) -> Tf {
+fn value_op_attr(v: &Value, op: IntOp, x: &AttrName, need: Need, budget: &Budget) -> Tf {
     match op {
-        IntOp::Eq => in_literals(x, std::slice::from_ref(v), budget),
-        IntOp::Ne => in_literals(x, std::slice::from_ref(v), budget).swap(),
-        ordering => attr_op_value(x, flip(ordering), v, budget),
+        IntOp::Eq => in_literals(x, std::slice::from_ref(v), need, budget),
+        IntOp::Ne => in_literals(x, std::slice::from_ref(v), need.swap(), budget).swap(),
+        ordering => attr_op_value(x, flip(ordering), v, need, budget),
     }
 }
 
@@ -322,7 +402,7 @@ fn value_op_attr(v: &Value, op: IntOp, x: &AttrName, budget: &Budget) -> Tf {
 /// on an integer attribute the evaluator then meets a cast error, possibly before or after a
 /// match. `F` is the conjunction of `Str(!=, s)`: sound, and inexact, since it admits integers
 /// and booleans on which some value fails to cast.
-fn in_literals(x: &AttrName, values: &[Value], budget: &Budget) -> Tf {
+fn in_literals(x: &AttrName, values: &[Value], need: Need, budget: &Budget) -> Tf {
     let strings: BTreeSet<String> = values
         .iter()
         .map(|v| v.to_string_value().into_owned())
@@ -348,134 +428,48 @@ fn in_literals(x: &AttrName, values: &[Value], budget: &Budget) -> Tf {
     }
     let partly = |n: usize| n != 0 && n != values.len();
     exact &= !partly(ints.len()) && !partly(bools.len());
-    let t = preds
-        .iter()
-        .filter_map(|p| ConjSet::single(x.clone(), AttrSet::from_predicate(p)))
-        .collect();
-    let none_equal = ConjSet::single(x.clone(), AttrSet::string_not_in(strings));
+    let t = || {
+        let disjuncts = preds
+            .iter()
+            .filter_map(|p| ConjSet::single(x.clone(), AttrSet::from_predicate(p)))
+            .collect();
+        Approx::from_disjuncts(disjuncts, exact, budget)
+    };
+    let f = || {
+        let none_equal = ConjSet::single(x.clone(), AttrSet::string_not_in(strings));
+        Approx::conj(none_equal, false).inexact()
+    };
     // A string attribute never raises an error; an integer or boolean one does when a value
     // fails to cast, unless every value casts to both (boolean literals).
     let error_free = values.iter().all(|v| v.ty() == Type::Bool);
     Tf {
-        t: Approx::from_disjuncts(t, exact, budget),
-        f: Approx::conj(none_equal, false).inexact(),
-        e: pred(x, &Predicate::Exists),
+        t: needed(need.t, t),
+        f: needed(need.f, f),
+        e: needed(need.e, || pred(x, &Predicate::Exists)),
     }
     .with_e_exact(error_free)
 }
 
 /// `arg IN (set)` (the caller swaps for `NOT IN`).
-pub(super) fn in_set(node: &Node, arg: &Node, set: &[Node], budget: &Budget) -> Tf {
+pub(super) fn in_set(node: &Node, arg: &Node, set: &[Node], need: Need, budget: &Budget) -> Tf {
     let values: Option<Vec<Value>> = set.iter().map(|e| constant(e).flatten()).collect();
     let Some(values) = values else {
         return fallback(node);
     };
     match side(arg, budget) {
-        Side::Attr(x) => in_literals(x, &values, budget),
-        Side::Cases(cases) => fold_cases(cases, budget, |v| {
-            let cast: Option<Vec<Value>> = values.iter().map(|e| e.cast(v.ty())).collect();
-            match cast {
-                Some(cast) => decided(Some(cast.contains(v))),
-                // Some element fails to cast: whether the search meets it first is the
-                // evaluator's business, so both outcomes stay possible.
-                None => Tf::same(Approx::all(false)),
-            }
-        }),
+        Side::Attr(x) => in_literals(x, &values, need, budget),
         Side::Other => fallback(node),
-    }
-}
-
-/// `arg LIKE pattern` (the caller swaps for `NOT LIKE`).
-pub(super) fn like(node: &Node, arg: &Node, pattern: &LikePattern, budget: &Budget) -> Tf {
-    match side(arg, budget) {
-        Side::Attr(x) => like_attr(x, &pattern.pieces),
-        Side::Cases(cases) => fold_cases(cases, budget, |v| {
-            decided(Some(like_matches(&pattern.pieces, &v.to_string_value())))
-        }),
-        Side::Other => fallback(node),
-    }
-}
-
-/// `x LIKE pattern` for an attribute (whose cast to String never fails).
-///
-/// The four shapes `'abc'`, `'abc%'`, `'%abc'` and `'%abc%'` are exactly `Str(=)`, prefix,
-/// suffix and substring; `'%'` is presence. Other patterns keep what every match must have:
-/// the literal prefix and suffix and each literal chunk as a substring (inexact). `F` is exact
-/// only for `'abc'` (as `Str(!=)`) and `'%'` (never false); otherwise it is presence.
-fn like_attr(x: &AttrName, pieces: &[LikePiece]) -> Tf {
-    use LikePiece::{AnyString as Any, Literal as Lit};
-    let one = |op: StrOp, s: &str| pred(x, &Predicate::Str(op, s.to_owned()));
-    let present = || pred(x, &Predicate::Exists);
-    let (t, f) = match pieces {
-        [] => (one(StrOp::Eq, ""), one(StrOp::Ne, "")),
-        [Lit(s)] => (one(StrOp::Eq, s), one(StrOp::Ne, s)),
-        [Any] => (present(), Approx::none()),
-        [Lit(s), Any] => (one(StrOp::Prefix, s), present().inexact()),
-        [Any, Lit(s)] => (one(StrOp::Suffix, s), present().inexact()),
-        [Any, Lit(s), Any] => (one(StrOp::Contains, s), present().inexact()),
-        _ => {
-            let mut preds = Vec::new();
-            if let Some(Lit(s)) = pieces.first() {
-                preds.push(Predicate::Str(StrOp::Prefix, s.clone()));
-            }
-            if let Some(Lit(s)) = pieces.last() {
-                preds.push(Predicate::Str(StrOp::Suffix, s.clone()));
-            }
-            for piece in pieces {
-                if let Lit(s) = piece {
-                    preds.push(Predicate::Str(StrOp::Contains, s.clone()));
+        known => match known.into_cases() {
+            Some(cases) => fold_cases(cases, need, budget, |v, _| {
+                let cast: Option<Vec<Value>> = values.iter().map(|e| e.cast(v.ty())).collect();
+                match cast {
+                    Some(cast) => decided(Some(cast.contains(v))),
+                    // Some element fails to cast: whether the search meets it first is the
+                    // evaluator's business, so both outcomes stay possible.
+                    None => Tf::same(Approx::all(false)),
                 }
-            }
-            let set = preds.iter().try_fold(AttrSet::any(), |acc, p| {
-                let set = acc.intersect(&AttrSet::from_predicate(p));
-                (!set.is_empty()).then_some(set)
-            });
-            let t = Approx::conj(set.and_then(|s| ConjSet::single(x.clone(), s)), false);
-            (t.inexact(), present().inexact())
-        }
-    };
-    // The cast to String never fails: no error exactly when the attribute is present.
-    Tf { t, f, e: present() }
-}
-
-/// Whether `s` matches the LIKE pattern (`%` any run of characters, `_` one character).
-pub(super) fn like_matches(pieces: &[LikePiece], s: &str) -> bool {
-    /// One pattern token.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Tok {
-        Char(char),
-        One,
-        Many,
+            }),
+            None => fallback(node),
+        },
     }
-    let pattern: Vec<Tok> = pieces
-        .iter()
-        .flat_map(|p| match p {
-            LikePiece::Literal(lit) => lit.chars().map(Tok::Char).collect(),
-            LikePiece::AnyChar => vec![Tok::One],
-            LikePiece::AnyString => vec![Tok::Many],
-        })
-        .collect();
-    let text: Vec<char> = s.chars().collect();
-    // Greedy matching that backtracks only to the last `%`: linear in practice, and correct
-    // because a later `%` can absorb whatever an earlier one would have.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(Tok::Char(c)) if *c == text[t] => (p, t) = (p + 1, t + 1),
-            Some(Tok::One) => (p, t) = (p + 1, t + 1),
-            Some(Tok::Many) => {
-                star = Some((p, t));
-                p += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    star = Some((sp, st + 1));
-                    (p, t) = (sp + 1, st + 1);
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|tok| *tok == Tok::Many)
 }

@@ -149,6 +149,10 @@ impl AttrSet {
         if self.has_empty_component() {
             return Self::empty();
         }
+        if self.int.is_none() && self.bools.is_none() {
+            // Strings alone (or nothing): no other interpretation to imply or prune.
+            return self;
+        }
         if self.str.as_ref().and_then(StrSet::finite).is_some() {
             let others = Self {
                 str: None,
@@ -185,6 +189,10 @@ impl AttrSet {
         if self.has_empty_component() {
             return true;
         }
+        if self.only_int().is_some() || self.only_str().is_some() {
+            // One interpretation: its set is exact, and not empty.
+            return false;
+        }
         if let Some(values) = self.candidates() {
             return values.is_empty();
         }
@@ -219,6 +227,17 @@ impl AttrSet {
             }),
         }
         .simplified()
+    }
+
+    /// Narrows the set to the values also in `other`: [`AttrSet::intersect`] in place, with no
+    /// allocation when both read the value through the cast to Integer alone (the common case).
+    pub(crate) fn intersect_with(&mut self, other: &Self) {
+        if let (Some(theirs), Some(mine)) = (other.only_int(), self.only_int_mut()) {
+            // Already canonical: an empty integer set is `AttrSet::empty()`.
+            mine.intersect_with(theirs);
+        } else {
+            *self = self.intersect(other);
+        }
     }
 
     /// Whether every value of `self` is proven to be in `other`.
@@ -310,6 +329,18 @@ impl AttrSet {
         }
     }
 
+    /// [`AttrSet::only_int`], mutable.
+    fn only_int_mut(&mut self) -> Option<&mut IntSet> {
+        match self {
+            Self {
+                int: Some(ints),
+                str: None,
+                bools: None,
+            } => Some(ints),
+            _ => None,
+        }
+    }
+
     /// The string set, if the set reads values through the cast to String alone.
     fn only_str(&self) -> Option<&StrSet> {
         match self {
@@ -345,16 +376,22 @@ impl AttrSet {
         Self { int, str, bools }.simplified()
     }
 
-    /// The set as predicates, and whether they say exactly the set (a component that no
-    /// conjunction of predicates expresses is left out, which only widens the set).
+    /// [`AttrSet::push_predicates`] into a new vector.
+    #[cfg(test)]
     pub(crate) fn to_predicates(&self) -> (Vec<Predicate>, bool) {
         let mut preds = Vec::new();
+        let exact = self.push_predicates(&mut preds);
+        (preds, exact)
+    }
+
+    /// Appends the set as predicates (at least one) to `preds`, and says whether they say
+    /// exactly the set (a component that no conjunction of predicates expresses is left out,
+    /// which only widens the set).
+    pub(crate) fn push_predicates(&self, preds: &mut Vec<Predicate>) -> bool {
+        let start = preds.len();
         let mut exact = true;
         if let Some(ints) = &self.int {
-            match ints.to_predicates() {
-                Some(p) => preds.extend(p),
-                None => exact = false,
-            }
+            exact &= ints.push_predicates(preds);
         }
         if let Some(strings) = &self.str {
             match strings.to_predicates() {
@@ -369,10 +406,10 @@ impl AttrSet {
                 _ => exact = false,
             }
         }
-        if preds.is_empty() {
+        if preds.len() == start {
             preds.push(Predicate::Exists);
         }
-        (preds, exact)
+        exact
     }
 }
 

@@ -3,7 +3,8 @@
 //! A set is a sorted list of disjoint, non-adjacent closed intervals within the `i32` range,
 //! held as `i64` so that `c - 1` and `c + 1` never overflow. The representation is canonical:
 //! two sets are equal exactly when they hold the same integers, so containment and
-//! disjointness are exact.
+//! disjointness are exact. Most sets are one interval, which is held inline: building and
+//! intersecting them allocates nothing.
 
 use crate::routable::{IntOp, Predicate};
 
@@ -12,37 +13,75 @@ const MIN: i64 = i32::MIN as i64;
 /// The largest CESQL integer.
 const MAX: i64 = i32::MAX as i64;
 
+/// A closed interval `(lo, hi)`.
+type Interval = (i64, i64);
+
+/// Sorted, disjoint, non-adjacent, non-empty closed intervals within `[MIN, MAX]`.
+/// Canonical: `Many` holds two or more, so the derived equality is equality of sets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ranges {
+    /// No interval or one, inline.
+    Few(Option<Interval>),
+    /// Two or more.
+    Many(Vec<Interval>),
+}
+
+impl Ranges {
+    /// The intervals.
+    fn as_slice(&self) -> &[Interval] {
+        match self {
+            Ranges::Few(one) => one.as_slice(),
+            Ranges::Many(all) => all,
+        }
+    }
+
+    /// Appends an interval after the others, merging it into the last one if they overlap
+    /// or touch.
+    fn push(&mut self, (lo, hi): Interval) {
+        match self {
+            Ranges::Few(None) => *self = Ranges::Few(Some((lo, hi))),
+            Ranges::Few(Some(last)) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+            Ranges::Few(Some(first)) => *self = Ranges::Many(vec![*first, (lo, hi)]),
+            Ranges::Many(all) => match all.last_mut() {
+                Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
+                _ => all.push((lo, hi)),
+            },
+        }
+    }
+}
+
 /// A set of 32-bit integers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct IntSet {
-    /// Sorted, disjoint, non-adjacent, non-empty closed intervals within `[MIN, MAX]`.
-    ranges: Vec<(i64, i64)>,
+    /// The intervals.
+    ranges: Ranges,
 }
 
 impl IntSet {
     /// Every integer: the attribute casts to Integer.
     #[cfg(test)]
     pub(crate) fn full() -> Self {
-        Self {
-            ranges: vec![(MIN, MAX)],
-        }
+        Self::interval(MIN, MAX)
     }
 
     /// No integer.
     pub(crate) fn empty() -> Self {
-        Self { ranges: Vec::new() }
+        Self {
+            ranges: Ranges::Few(None),
+        }
     }
 
     /// A single interval, empty if `lo > hi`; bounds are clamped to the `i32` range.
     fn interval(lo: i64, hi: i64) -> Self {
         let (lo, hi) = (lo.max(MIN), hi.min(MAX));
-        if lo > hi {
-            Self::empty()
-        } else {
-            Self {
-                ranges: vec![(lo, hi)],
-            }
+        Self {
+            ranges: Ranges::Few((lo <= hi).then_some((lo, hi))),
         }
+    }
+
+    /// The intervals.
+    fn ranges(&self) -> &[Interval] {
+        self.ranges.as_slice()
     }
 
     /// The integers `i` with `i op c`.
@@ -60,23 +99,24 @@ impl IntSet {
 
     /// Whether the set holds no integer.
     pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.ranges().is_empty()
     }
 
     /// Whether `i` is in the set.
     pub(crate) fn contains(&self, i: i32) -> bool {
         let i = i64::from(i);
-        self.ranges.iter().any(|&(lo, hi)| lo <= i && i <= hi)
+        self.ranges().iter().any(|&(lo, hi)| lo <= i && i <= hi)
     }
 
     /// The integers in both sets.
     pub(crate) fn intersect(&self, other: &Self) -> Self {
-        let mut ranges = Vec::new();
+        let mut ranges = Ranges::Few(None);
+        let (mine, theirs) = (self.ranges(), other.ranges());
         let (mut i, mut j) = (0, 0);
-        while let (Some(&(alo, ahi)), Some(&(blo, bhi))) = (self.ranges.get(i), other.ranges.get(j))
-        {
+        while let (Some(&(alo, ahi)), Some(&(blo, bhi))) = (mine.get(i), theirs.get(j)) {
             let (lo, hi) = (alo.max(blo), ahi.min(bhi));
             if lo <= hi {
+                // Pieces of disjoint, non-adjacent intervals: never merged by `push`.
                 ranges.push((lo, hi));
             }
             if ahi < bhi {
@@ -88,16 +128,31 @@ impl IntSet {
         Self { ranges }
     }
 
+    /// Narrows `self` to the integers also in `other` (in place when both are one interval).
+    pub(crate) fn intersect_with(&mut self, other: &Self) {
+        match (&self.ranges, other.ranges()) {
+            (Ranges::Few(Some((lo, hi))), [(olo, ohi)]) => {
+                *self = Self::interval((*lo).max(*olo), (*hi).min(*ohi));
+            }
+            _ => *self = self.intersect(other),
+        }
+    }
+
     /// The integers in either set.
     pub(crate) fn union(&self, other: &Self) -> Self {
-        let mut all: Vec<(i64, i64)> = self.ranges.iter().chain(&other.ranges).copied().collect();
-        all.sort_unstable();
-        let mut ranges: Vec<(i64, i64)> = Vec::with_capacity(all.len());
-        for (lo, hi) in all {
-            match ranges.last_mut() {
-                // Overlapping or adjacent: extend the previous interval.
-                Some(last) if lo <= last.1 + 1 => last.1 = last.1.max(hi),
-                _ => ranges.push((lo, hi)),
+        let mut mine = self.ranges().iter().peekable();
+        let mut theirs = other.ranges().iter().peekable();
+        let mut ranges = Ranges::Few(None);
+        // Both lists in order of their lower bounds; `push` merges what overlaps or touches.
+        loop {
+            let next = match (mine.peek(), theirs.peek()) {
+                (Some(a), Some(b)) if a <= b => mine.next(),
+                (_, Some(_)) => theirs.next(),
+                (Some(_), None) => mine.next(),
+                (None, None) => break,
+            };
+            if let Some(&r) = next {
+                ranges.push(r);
             }
         }
         Self { ranges }
@@ -106,9 +161,9 @@ impl IntSet {
     /// Whether every integer of `self` is in `other`.
     pub(crate) fn is_subset(&self, other: &Self) -> bool {
         // `other`'s intervals are maximal, so each interval of `self` must sit inside one.
-        self.ranges.iter().all(|&(lo, hi)| {
+        self.ranges().iter().all(|&(lo, hi)| {
             other
-                .ranges
+                .ranges()
                 .iter()
                 .any(|&(olo, ohi)| olo <= lo && hi <= ohi)
         })
@@ -116,7 +171,7 @@ impl IntSet {
 
     /// The smallest interval holding the set (the set itself if it is empty).
     pub(crate) fn hull(&self) -> Self {
-        match (self.ranges.first(), self.ranges.last()) {
+        match (self.ranges().first(), self.ranges().last()) {
             (Some(&(lo, _)), Some(&(_, hi))) => Self::interval(lo, hi),
             _ => Self::empty(),
         }
@@ -126,30 +181,41 @@ impl IntSet {
     /// points, which is every set a conjunction of predicates can produce. `None` otherwise
     /// (including for the empty set, which no conjunction of predicates states on its own).
     pub(crate) fn to_predicates(&self) -> Option<Vec<Predicate>> {
-        let (&(lo, _), &(_, hi)) = (self.ranges.first()?, self.ranges.last()?);
+        let mut preds = Vec::new();
+        self.push_predicates(&mut preds).then_some(preds)
+    }
+
+    /// [`IntSet::to_predicates`], appending to `preds`; `false` (and nothing appended) if the
+    /// set is not a conjunction of predicates.
+    pub(crate) fn push_predicates(&self, preds: &mut Vec<Predicate>) -> bool {
+        let (Some(&(lo, _)), Some(&(_, hi))) = (self.ranges().first(), self.ranges().last()) else {
+            return false;
+        };
         let narrow = |v: i64| i32::try_from(v).expect("interval bounds lie within the i32 range");
         if lo == hi {
-            return Some(vec![Predicate::Int(IntOp::Eq, narrow(lo))]);
+            preds.push(Predicate::Int(IntOp::Eq, narrow(lo)));
+            return true;
         }
-        let mut preds = Vec::new();
+        let start = preds.len();
         if lo > MIN {
             preds.push(Predicate::Int(IntOp::Ge, narrow(lo)));
         }
         if hi < MAX {
             preds.push(Predicate::Int(IntOp::Le, narrow(hi)));
         }
-        for pair in self.ranges.windows(2) {
+        for pair in self.ranges().windows(2) {
             let (gap_lo, gap_hi) = (pair[0].1 + 1, pair[1].0 - 1);
             if gap_lo != gap_hi {
-                return None;
+                preds.truncate(start);
+                return false;
             }
             preds.push(Predicate::Int(IntOp::Ne, narrow(gap_lo)));
         }
-        if preds.is_empty() {
+        if preds.len() == start {
             // The full range: `x >= MIN` states "casts to Integer".
             preds.push(Predicate::Int(IntOp::Ge, i32::MIN));
         }
-        Some(preds)
+        true
     }
 }
 
@@ -187,6 +253,31 @@ mod tests {
         let split = IntSet::from_op(IntOp::Lt, 5).union(&IntSet::from_op(IntOp::Ge, 5));
         assert_eq!(split, IntSet::full());
         assert!(!IntSet::from_op(IntOp::Ne, 7).is_subset(&IntSet::from_op(IntOp::Ne, 8)));
+    }
+
+    #[test]
+    fn representation_is_canonical() {
+        // Two intervals narrowed to one, and one widened to two and back, compare equal to
+        // the same set built directly.
+        let two = IntSet::from_op(IntOp::Ne, 5);
+        assert_eq!(
+            two.intersect(&IntSet::from_op(IntOp::Lt, 5)),
+            set(&[(IntOp::Le, 4)])
+        );
+        let mut narrowed = two.clone();
+        narrowed.intersect_with(&IntSet::from_op(IntOp::Gt, 5));
+        assert_eq!(narrowed, set(&[(IntOp::Ge, 6)]));
+        let joined = IntSet::from_op(IntOp::Le, 3).union(&IntSet::from_op(IntOp::Eq, 4));
+        assert_eq!(joined, set(&[(IntOp::Lt, 5)]));
+        let apart = IntSet::from_op(IntOp::Eq, 9).union(&IntSet::from_op(IntOp::Eq, 1));
+        assert_eq!(apart.ranges(), &[(1, 1), (9, 9)]);
+        assert_eq!(
+            apart.union(&IntSet::from_op(IntOp::Ge, 1)),
+            set(&[(IntOp::Ge, 1)])
+        );
+        let mut gone = IntSet::from_op(IntOp::Eq, 1);
+        gone.intersect_with(&IntSet::from_op(IntOp::Eq, 2));
+        assert_eq!(gone, IntSet::empty());
     }
 
     #[test]
