@@ -220,7 +220,8 @@ impl Default for Settings {
 
 /// 1-based line and column of byte `offset` in `text`.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    // Spans are at token boundaries; `get` keeps a bad offset from panicking all the same.
+    let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before
         .rfind('\n')

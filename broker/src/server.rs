@@ -28,6 +28,9 @@ pub enum StartError {
     /// TLS material could not be loaded or created.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// Neither a TLS directory nor certificate, key and CA files are configured.
+    #[error("no TLS configuration: set tls.dir, or tls.cert, tls.key and tls.ca")]
+    NoTls,
     /// A listener could not be bound, or a directory created.
     #[error("{what}: {source}")]
     Io {
@@ -106,7 +109,7 @@ impl Server {
                 let (Some(cert), Some(key), Some(ca)) =
                     (&settings.tls.cert, &settings.tls.key, &settings.tls.ca)
                 else {
-                    unreachable!("Settings::load ensures a TLS directory or all three files")
+                    return Err(StartError::NoTls);
                 };
                 let mut roots = rustls::RootCertStore::empty();
                 for c in tls::load_certs(ca)? {
