@@ -171,20 +171,25 @@ pub(crate) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection)
         .connections
         .with_label_values(&["peer"])
         .inc();
-    let has_cert = conn
+    let chain = conn
         .peer_identity()
         .and_then(|id| {
             id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
                 .ok()
         })
-        .is_some_and(|c| !c.is_empty());
-    if !has_cert {
+        .map(|c| *c)
+        .unwrap_or_default();
+    // A peer must hold a certificate we would accept from it as a server (not merely a client
+    // certificate from the same CA).
+    if let Err(e) =
+        palio_protocol::tls::verify_as_server(&shared.peer_roots, &chain, &shared.peer_server_name)
+    {
         fail(
             &shared,
             &conn,
             &(
                 ErrorCode::Unauthenticated,
-                "peer brokers must present a certificate".into(),
+                format!("peer brokers must present a broker certificate: {e}"),
             ),
         );
         return;

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     /// Dials peers (its default client config presents our certificate).
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) peer_server_name: String,
+    /// The CA(s) peer certificates must chain to.
+    pub(crate) peer_roots: Arc<rustls::RootCertStore>,
     pub(crate) dial_states: DialStates,
     /// Notifications queued toward peers; publishers wait while it is high.
     pub(crate) backlog: Arc<Backlog>,
@@ -88,6 +90,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     admin: Option<tokio::net::TcpListener>,
     tls_dir: Option<PathBuf>,
+    peer_roots: Arc<rustls::RootCertStore>,
 }
 
 impl Server {
@@ -124,6 +127,7 @@ impl Server {
                 )
             }
         };
+        let peer_roots = Arc::new(roots.clone());
         let server_config = tls::server_config(identity.clone(), roots.clone())?;
         let mut endpoint =
             quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
@@ -158,6 +162,7 @@ impl Server {
             endpoint,
             admin,
             tls_dir,
+            peer_roots,
         })
     }
 
@@ -223,6 +228,7 @@ impl Server {
                 .server_name
                 .clone()
                 .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
+            peer_roots: self.peer_roots.clone(),
             dial_states,
             backlog,
             live_links: Arc::new(Mutex::new(Default::default())),

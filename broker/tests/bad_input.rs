@@ -297,3 +297,31 @@ async fn disconnect_policy_closes_the_slow_subscriber() {
     assert_eq!(b.metric("palio_slow_consumer_disconnects_total"), 1.0);
     still_serving(&b).await;
 }
+
+#[tokio::test]
+async fn client_certificate_cannot_pose_as_a_peer() {
+    use palio_protocol::tls;
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let pki = tls::DevPki::open(&d.path("tls")).unwrap();
+    let identity = pki.issue_client("sneaky").unwrap();
+    let cfg = tls::client_config(
+        pki.roots().unwrap(),
+        Some(identity),
+        palio_protocol::PEER_ALPN,
+    )
+    .unwrap();
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = ep
+        .connect_with(cfg, b.quic.parse().unwrap(), tls::DEV_SERVER_NAME)
+        .unwrap()
+        .await
+        .expect("TLS accepts the client certificate itself");
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::Unauthenticated));
+    assert_eq!(
+        b.metric("palio_connection_errors_total{code=\"unauthenticated\"}"),
+        1.0
+    );
+    assert!(b.routes()["peers"].as_array().unwrap().is_empty());
+    still_serving(&b).await;
+}

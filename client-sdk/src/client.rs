@@ -182,7 +182,7 @@ fn credentials(opts: &ConnectOptions) -> Result<(rustls::RootCertStore, Option<I
     // A client certificate when the CA key is at hand (the development setup); otherwise the
     // client relies on its token.
     let identity = if dir.join("ca-key.pem").exists() {
-        Some(DevPki::open(dir)?.issue(&opts.name, &[])?)
+        Some(DevPki::open(dir)?.issue_client(&opts.name)?)
     } else {
         None
     };

@@ -242,6 +242,52 @@ impl DevPki {
     }
 }
 
+impl DevPki {
+    /// Issues a client-only leaf named `name`: no server names, client-auth usage only, so it
+    /// cannot act as a broker (peers must hold a certificate valid as a server; see
+    /// [`verify_as_server`]).
+    pub fn issue_client(&self, name: &str) -> Result<Identity, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.ca.clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+}
+
+/// Checks that `chain` (leaf first) is one we would accept from a broker we dial: chained to
+/// `roots`, valid now, usable for server authentication and valid for `server_name`. A broker
+/// applies it to a peer that dials in, so a client certificate cannot pose as a broker.
+pub fn verify_as_server(
+    roots: &RootCertStore,
+    chain: &[CertificateDer<'static>],
+    server_name: &str,
+) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return Err(TlsError::Quic("no certificate presented".into()));
+    };
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots.clone()),
+        provider(),
+    )
+    .build()
+    .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| TlsError::Quic(format!("server name {server_name:?}: {e}")))?;
+    verifier
+        .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+        .map(|_| ())
+        .map_err(TlsError::Config)
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -356,7 +402,10 @@ mod tests {
         let leaf = b.issue("b1", &["example.test".into()]).unwrap();
         assert_eq!(leaf.chain.len(), 2);
         assert!(server_config(leaf.clone(), a.roots().unwrap()).is_ok());
+        assert!(verify_as_server(&a.roots().unwrap(), &leaf.chain, DEV_SERVER_NAME).is_ok());
         assert!(client_config(a.roots().unwrap(), Some(leaf), CLIENT_ALPN).is_ok());
+        let client = a.issue_client("cli").unwrap();
+        assert!(verify_as_server(&a.roots().unwrap(), &client.chain, DEV_SERVER_NAME).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 
