@@ -223,3 +223,34 @@ async fn restarted_broker_rejoins_and_routes_again() {
     assert!(next_real(&mut at_b1, 300).await.is_none());
     assert!(next_real(&mut at_b3, 300).await.is_none());
 }
+
+#[tokio::test]
+async fn advertisements_strategy_routes_advertised_publications() {
+    let d = Dirs::new();
+    let tls = d.path("tls");
+    let cfg = d.path("adv.toml");
+    std::fs::write(&cfg, "strategy = \"advertisements\"\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let b1 = BrokerProc::start(&d.path("b1"), &tls, &["--id", "a1", "--config", cfg]);
+    let b2 = BrokerProc::start(
+        &d.path("b2"),
+        &tls,
+        &["--id", "a2", "--config", cfg, "--peer", &b1.quic],
+    );
+    converged(&[&b1, &b2], &[1, 1]).await;
+    assert_eq!(b1.routes()["strategy"], "advertisements");
+    let publisher = b1.client().await;
+    publisher.advertise("type = 'alarm'").await.unwrap();
+    let subscriber = b2.client().await;
+    let mut sub = subscriber.subscribe("type = 'alarm'").await.unwrap();
+    routes_ready(&publisher, &mut [&mut sub]).await;
+    for i in 0..5 {
+        publisher.publish(note("alarm", i)).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for i in 0..5 {
+        let n = next_real(&mut sub, 10_000).await.expect("delivered");
+        assert_eq!(n.get("seq"), Some(&Value::Int(i)));
+    }
+    assert!(next_real(&mut sub, 300).await.is_none());
+}
