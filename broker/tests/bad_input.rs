@@ -325,3 +325,41 @@ async fn client_certificate_cannot_pose_as_a_peer() {
     assert!(b.routes()["peers"].as_array().unwrap().is_empty());
     still_serving(&b).await;
 }
+
+#[tokio::test]
+async fn garbage_on_a_peer_link_closes_only_that_link() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &["--id", "p1"]);
+    // A broker-capable certificate from the right CA, then garbage instead of a hello.
+    let (_ep, conn) = raw_connect(&b, &d.path("tls"), palio_protocol::PEER_ALPN).await;
+    let (mut tx, _rx) = conn.open_bi().await.unwrap();
+    tx.write_all(&[0, 0, 0, 2, 0xc1, 0xc1]).await.unwrap();
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::MalformedFrame));
+    // And an oversized frame.
+    let (_ep2, conn) = raw_connect(&b, &d.path("tls"), palio_protocol::PEER_ALPN).await;
+    let (mut tx, _rx) = conn.open_bi().await.unwrap();
+    tx.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    assert_eq!(close_code(&conn).await, Some(ErrorCode::FrameTooLarge));
+    assert!(b.routes()["peers"].as_array().unwrap().is_empty());
+    still_serving(&b).await;
+}
+
+#[tokio::test]
+async fn per_connection_subscription_limit_is_enforced() {
+    let d = Dirs::new();
+    let cfg = d.path("limits.toml");
+    std::fs::write(&cfg, "[limits]\nmax_subscriptions_per_client = 2\n").unwrap();
+    let b = BrokerProc::start(
+        &d.path("data"),
+        &d.path("tls"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let c = b.client().await;
+    let _a = c.subscribe("a = 1").await.unwrap();
+    let second = c.subscribe("a = 2").await.unwrap();
+    let err = c.subscribe("a = 3").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::LimitExceeded), "{err}");
+    // Room again after an unsubscribe.
+    c.unsubscribe(&second).await.unwrap();
+    assert!(c.subscribe("a = 3").await.is_ok());
+}
