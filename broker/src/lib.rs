@@ -2,7 +2,7 @@
 //!
 //! # Tasks
 //!
-//! - **The router** ([`router`](crate) module, one task) owns the topology
+//! - **The router** (one task) owns the topology
 //!   [`Broker`](palio_topology::Broker). Everything else talks to it through one bounded
 //!   command channel; it answers through oneshot channels and pushes outputs into bounded
 //!   per-peer and per-subscriber queues without ever waiting on them.
@@ -11,6 +11,15 @@
 //! - **Peer links** (one task per link, plus a writer; one dialer per configured peer):
 //!   mutual TLS, hello with id-collision check, reconnect with backoff.
 //! - **The admin listener**: `/metrics`, `/healthz`, `/routes`.
+//!
+//! Flow control: QUIC windows bound what any stream can have in flight; every channel is
+//! bounded; the router never waits (it `try_send`s into per-subscriber and per-peer queues,
+//! whose overflow policies are declared in [`config::Limits`] and counted in metrics); and
+//! publishers are held back while the notifications queued toward peers are high (the
+//! `backlog` module), so saturation slows publishers before it drops anything.
+//!
+//! `docs/protocol.md` describes the wire protocol, `docs/operations.md` the flags, endpoints,
+//! metrics and limits.
 //!
 //! [`Server::bind`] takes a validated [`Settings`] and binds; [`Server::run`] takes a shutdown
 //! future, so tests run brokers in-process on ephemeral ports as easily as the binary does.
