@@ -343,6 +343,11 @@ impl Settings {
                 "tls.cert, tls.key and tls.ca must be given together".into(),
             ));
         }
+        if given == 3 && self.tls.dir.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.dir (--tls-dir) and tls.cert/key/ca files exclude each other".into(),
+            ));
+        }
         if given == 0 && self.tls.dir.is_none() {
             self.tls.dir = Some(self.data_dir.join("tls"));
         }

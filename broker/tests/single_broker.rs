@@ -406,3 +406,52 @@ async fn concurrent_subscribes_on_one_client_each_get_a_contiguous_tail() {
         }
     }
 }
+
+#[tokio::test]
+async fn certificate_files_instead_of_the_development_pki() {
+    let d = Dirs::new();
+    let pki_dir = d.path("pki");
+    let pki = palio_protocol::tls::DevPki::open_or_create(&pki_dir).unwrap();
+    let (cert, key) = pki.issue_files("fb", &[], &pki_dir).unwrap();
+    let (ccert, ckey) = pki.issue_files("app", &[], &pki_dir).unwrap();
+    let ca = pki_dir.join("ca.pem");
+    let cfg = d.path("files.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "id = \"fb\"\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n[auth]\ntokens = [\"t\"]\n",
+            cert.display().to_string(),
+            key.display().to_string(),
+            ca.display().to_string()
+        ),
+    )
+    .unwrap();
+    let b = BrokerProc::start_with_files(
+        &d.path("data"),
+        &pki_dir,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    // CA file plus token; CA file plus client certificate files.
+    let with_token =
+        palio::Client::connect(palio::ConnectOptions::new(&b.quic).ca_file(&ca).token("t"))
+            .await
+            .unwrap();
+    let with_cert = palio::Client::connect(
+        palio::ConnectOptions::new(&b.quic)
+            .ca_file(&ca)
+            .cert_files(&ccert, &ckey),
+    )
+    .await
+    .unwrap();
+    let mut s = with_cert.subscribe("a = 1").await.unwrap();
+    with_token
+        .publish(Notification::builder().attr("a", 1).build().unwrap())
+        .await
+        .unwrap();
+    assert!(next_within(&mut s, 5000).await.is_some());
+    // Neither: refused.
+    let err = palio::Client::connect(palio::ConnectOptions::new(&b.quic).ca_file(&ca))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(palio::ErrorCode::Unauthenticated));
+}

@@ -44,6 +44,8 @@ const EARLY_BUFFER: usize = SUBSCRIPTION_BUFFER;
 pub struct ConnectOptions {
     server: String,
     tls_dir: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_files: Option<(PathBuf, PathBuf)>,
     token: Option<String>,
     server_name: String,
     name: String,
@@ -56,6 +58,8 @@ impl ConnectOptions {
         Self {
             server: server.into(),
             tls_dir: None,
+            ca_file: None,
+            cert_files: None,
             token: None,
             server_name: tls::DEV_SERVER_NAME.to_owned(),
             name: "palio-sdk".to_owned(),
@@ -72,6 +76,19 @@ impl ConnectOptions {
     /// certificate is issued from it when its key is readable.
     pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tls_dir = Some(dir.into());
+        self
+    }
+
+    /// A PEM file of the CA(s) to trust (instead of a TLS directory's `ca.pem`).
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// A client certificate chain and key, as PEM files (instead of one issued from a TLS
+    /// directory's CA).
+    pub fn cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.cert_files = Some((cert.into(), key.into()));
         self
     }
 
@@ -165,26 +182,39 @@ impl std::fmt::Debug for Client {
 }
 
 fn credentials(opts: &ConnectOptions) -> Result<(rustls::RootCertStore, Option<Identity>), Error> {
-    let Some(dir) = &opts.tls_dir else {
-        return Err(Error::Connect {
-            server: opts.server.clone(),
-            message: "no TLS directory given: the broker's CA is needed to verify it".into(),
-        });
+    let ca_path = match (&opts.ca_file, &opts.tls_dir) {
+        (Some(f), _) => f.clone(),
+        (None, Some(dir)) => {
+            let p = dir.join("ca.pem");
+            if !p.exists() {
+                return Err(tls::TlsError::NoCa(dir.clone()).into());
+            }
+            p
+        }
+        (None, None) => {
+            return Err(Error::Connect {
+                server: opts.server.clone(),
+                message:
+                    "no CA given (a TLS directory or a CA file): the broker cannot be verified"
+                        .into(),
+            });
+        }
     };
     let mut roots = rustls::RootCertStore::empty();
-    let ca_path = dir.join("ca.pem");
-    if !ca_path.exists() {
-        return Err(tls::TlsError::NoCa(dir.clone()).into());
-    }
     for c in tls::load_certs(&ca_path)? {
         roots.add(c).map_err(tls::TlsError::from)?;
     }
-    // A client certificate when the CA key is at hand (the development setup); otherwise the
-    // client relies on its token.
-    let identity = if dir.join("ca-key.pem").exists() {
-        Some(DevPki::open(dir)?.issue_client(&opts.name)?)
-    } else {
-        None
+    // A client certificate from files; else one issued from the development CA when its key
+    // is at hand; otherwise the client relies on its token.
+    let identity = match (&opts.cert_files, &opts.tls_dir) {
+        (Some((cert, key)), _) => Some(Identity {
+            chain: tls::load_certs(cert)?,
+            key: tls::load_key(key)?,
+        }),
+        (None, Some(dir)) if opts.ca_file.is_none() && dir.join("ca-key.pem").exists() => {
+            Some(DevPki::open(dir)?.issue_client(&opts.name)?)
+        }
+        _ => None,
     };
     Ok((roots, identity))
 }

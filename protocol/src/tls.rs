@@ -111,6 +111,8 @@ pub struct DevPki {
     ca: CertificateDer<'static>,
     /// The CA key, to issue leaves.
     issuer: Issuer<'static, KeyPair>,
+    /// The directory.
+    dir: PathBuf,
 }
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
@@ -196,6 +198,7 @@ impl DevPki {
         Ok(Self {
             ca,
             issuer: Issuer::new(ca_params()?, key),
+            dir: dir.to_owned(),
         })
     }
 
@@ -214,6 +217,36 @@ impl DevPki {
     /// Issues a leaf certificate named `name`, valid as a server (for [`DEV_SERVER_NAME`],
     /// the loopback addresses and `extra_names`) and as a client.
     pub fn issue(&self, name: &str, extra_names: &[String]) -> Result<Identity, TlsError> {
+        let (cert, key) = self.issue_broker_leaf(name, extra_names)?;
+        Ok(Identity {
+            chain: vec![cert.der().clone(), self.ca.clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        })
+    }
+
+    /// Like [`issue`](Self::issue), but writes the chain and key as PEM files `<name>.pem`
+    /// and `<name>-key.pem` in `dir` (for configurations that name certificate files), and
+    /// returns their paths.
+    pub fn issue_files(
+        &self,
+        name: &str,
+        extra_names: &[String],
+        dir: &Path,
+    ) -> Result<(PathBuf, PathBuf), TlsError> {
+        let (cert, key) = self.issue_broker_leaf(name, extra_names)?;
+        let cert_path = dir.join(format!("{name}.pem"));
+        let key_path = dir.join(format!("{name}-key.pem"));
+        let ca_pem = fs::read_to_string(self.dir.join("ca.pem")).map_err(io_err(&self.dir))?;
+        fs::write(&cert_path, cert.pem() + &ca_pem).map_err(io_err(&cert_path))?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        Ok((cert_path, key_path))
+    }
+
+    fn issue_broker_leaf(
+        &self,
+        name: &str,
+        extra_names: &[String],
+    ) -> Result<(rcgen::Certificate, KeyPair), TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, name);
         let mut sans = vec![
@@ -235,10 +268,7 @@ impl DevPki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Identity {
-            chain: vec![cert.der().clone(), self.ca.clone()],
-            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        })
+        Ok((cert, key))
     }
 }
 

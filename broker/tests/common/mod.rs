@@ -43,6 +43,21 @@ impl BrokerProc {
         Self::spawn(full, tls_dir)
     }
 
+    /// Starts a broker whose TLS files are named in its configuration (no --tls-dir);
+    /// `ca_dir` is where clients find the CA.
+    pub fn start_with_files(data: &Path, ca_dir: &Path, args: &[&str]) -> BrokerProc {
+        let mut full: Vec<String> = vec![
+            "--data-dir".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        Self::spawn(full, ca_dir)
+    }
+
     fn spawn(args: Vec<String>, tls_dir: &Path) -> BrokerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_palio-broker"))
             .args(&args)

@@ -26,6 +26,15 @@ pub(super) struct Connection {
     /// Development PKI directory shared with the broker.
     #[arg(long, env = "PALIO_TLS_DIR", default_value = "./palio-data/tls")]
     tls_dir: PathBuf,
+    /// CA certificate file (PEM) to trust instead of the TLS directory's.
+    #[arg(long, env = "PALIO_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate chain file (PEM), with --key.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key file (PEM), with --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
     /// Bearer token (for brokers with `[auth] tokens`).
     #[arg(long, env = "PALIO_TOKEN")]
     token: Option<String>,
@@ -42,6 +51,12 @@ impl Connection {
             .name(name);
         if let Some(t) = &self.token {
             o = o.token(t);
+        }
+        if let Some(ca) = &self.ca {
+            o = o.ca_file(ca);
+        }
+        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
+            o = o.cert_files(c, k);
         }
         o
     }
