@@ -171,7 +171,7 @@ async fn cli_sub_and_pub_follow_the_output_contract() {
 }
 
 #[tokio::test]
-async fn cli_sub_times_out_with_status_3() {
+async fn cli_sub_times_out_with_a_failure_status() {
     let d = Dirs::new();
     let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
     let args = vec![
