@@ -6,7 +6,9 @@
 //! - [`workload`]: seeded generators for the workloads of `TARGETS.md` (W1: SIENA forwarding;
 //!   W2: REIN-style intervals), producing subscriptions as CESQL text or routable forms, and
 //!   events.
+//! - [`clock`]: wall-clock and thread-CPU time side by side (the machines are shared).
 //! - [`matching`]: the matching benchmark (index vs naive evaluation, with verification).
 
+pub mod clock;
 pub mod matching;
 pub mod workload;
