@@ -79,9 +79,10 @@ use std::sync::Arc;
 use crate::Filter;
 use crate::routable::Routable;
 
-use self::cluster::{Cluster, Key, Renumbered};
-use self::compile::{Compiled, Symbols};
-use self::intern::{Interner, NONE, hash_map_bytes};
+use self::cells::MarkScratch;
+use self::cluster::{Cluster, EXTRAS, Key, MULTI, Member, RESIDUAL, Renumbered};
+use self::compile::{AttrTest, Extra, Symbols};
+use self::intern::{FastMap, Interner, NONE, hash_map_bytes};
 use self::view::{Marks, Views};
 
 /// Identifies one entry of an [`Index`], as returned by [`Index::insert`].
@@ -134,6 +135,10 @@ pub struct Index<D> {
     strings: Interner<Box<str>>,
     /// Per attribute id: the clusters reached through it.
     access: Vec<Access>,
+    /// A buffer for compiling a conjunction's tests, reused (they are copied into a cluster).
+    compile_buf: Vec<AttrTest>,
+    /// Working memory of the cell engines' updates, shared by all clusters.
+    mark_scratch: MarkScratch,
     /// Destinations, interned so that the per-event "already matched" set is an array.
     dests: Interner<D>,
     /// Entries by slot.
@@ -160,9 +165,9 @@ struct Access {
     /// The cluster keyed by the attribute's presence, or `NONE`.
     present: u32,
     /// Clusters keyed by an integer value.
-    int_eq: std::collections::HashMap<i32, u32>,
+    int_eq: FastMap<i32, u32>,
     /// Clusters keyed by an interned string.
-    str_eq: std::collections::HashMap<u32, u32>,
+    str_eq: FastMap<u32, u32>,
     /// Clusters keyed by `false` and `true`, or `NONE`.
     bool_eq: [u32; 2],
     /// How many tests on this attribute compare interned strings: when none, events skip
@@ -180,14 +185,6 @@ impl Default for Access {
             str_users: 0,
         }
     }
-}
-
-/// The tests of conjunction `slot` (none for a free slot).
-fn tests_of(conjs: &[Option<Conj>], slot: u32) -> &[compile::AttrTest] {
-    conjs
-        .get(slot as usize)
-        .and_then(Option::as_ref)
-        .map_or(&[], |c| &c.compiled.tests)
 }
 
 /// An entry's slot: its generation and, while live, the entry.
@@ -208,22 +205,41 @@ struct Entry {
     /// matches. Exact filters are not kept (their conjunctions say everything).
     residual: Option<Arc<Filter>>,
     /// The slots of the entry's indexed conjunctions.
-    conjs: Box<[u32]>,
+    conjs: ConjSlots,
 }
 
-/// One indexed conjunction.
+/// The conjunction slots of an entry: most entries have one, kept inline (no allocation).
+#[derive(Debug, Clone)]
+enum ConjSlots {
+    /// No indexed conjunction (the routable form is unsatisfiable).
+    None,
+    /// One conjunction.
+    One(u32),
+    /// Several.
+    Many(Box<[u32]>),
+}
+
+impl ConjSlots {
+    /// The slots.
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            ConjSlots::None => &[],
+            ConjSlots::One(s) => std::slice::from_ref(s),
+            ConjSlots::Many(s) => s,
+        }
+    }
+}
+
+/// One indexed conjunction. Its tests live in its cluster (see `cluster`), with copies of
+/// its entry and destination; this record is what removal and the rare checks need.
 #[derive(Debug, Clone)]
 struct Conj {
-    /// The entry's slot.
-    entry: u32,
-    /// The entry's destination (copied here so matching skips found destinations cheaply).
-    dest: u32,
     /// The cluster holding it.
     cluster: u32,
     /// Its position in the cluster.
     pos: u32,
-    /// Its tests.
-    compiled: Compiled,
+    /// The out-of-line requirements its tests refer to (usually none).
+    extras: Box<[Extra]>,
 }
 
 /// Per-thread working memory for matching, reused across events to avoid allocation.
@@ -248,6 +264,8 @@ impl<D> Default for Index<D> {
             attrs: Interner::default(),
             strings: Interner::default(),
             access: Vec::new(),
+            compile_buf: Vec::new(),
+            mark_scratch: MarkScratch::default(),
             dests: Interner::default(),
             entries: Vec::new(),
             free_entries: Vec::new(),
@@ -302,7 +320,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
         };
         slot.generation = slot.generation.wrapping_add(1);
         self.free_entries.push(id.slot);
-        for &c in &entry.conjs {
+        for &c in entry.conjs.as_slice() {
             self.remove_conj(c);
         }
         self.dests.release(entry.dest);
@@ -362,15 +380,18 @@ impl<D: Clone + Eq + Hash> Index<D> {
             .iter()
             .filter_map(|s| s.entry.as_ref())
             .map(|e| {
-                e.conjs.len() * size_of::<u32>()
-                    + e.residual.as_deref().map_or(0, heap::filter_bytes)
+                let conjs = match &e.conjs {
+                    ConjSlots::Many(s) => s.len() * size_of::<u32>(),
+                    ConjSlots::None | ConjSlots::One(_) => 0,
+                };
+                conjs + e.residual.as_deref().map_or(0, heap::filter_bytes)
             })
             .sum();
         let conjs: usize = self
             .conjs
             .iter()
             .flatten()
-            .map(|c| c.compiled.heap_bytes())
+            .map(|c| compile::extras_heap_bytes(&c.extras))
             .sum();
         let clusters: usize = self
             .clusters
@@ -382,6 +403,8 @@ impl<D: Clone + Eq + Hash> Index<D> {
             + self.strings.heap_bytes(|k| k.len())
             + self.dests.heap_bytes(|_| 0)
             + self.access.capacity() * size_of::<Access>()
+            + self.compile_buf.capacity() * size_of::<AttrTest>()
+            + self.mark_scratch.heap_bytes()
             + access
             + self.entries.capacity() * size_of::<EntrySlot>()
             + self.free_entries.capacity() * size_of::<u32>()
@@ -429,21 +452,36 @@ impl<D: Clone + Eq + Hash> Index<D> {
                 s
             }
         };
-        let mut conjs = Vec::with_capacity(routable.conjunctions().len());
+        let mut flags = 0;
+        if routable.conjunctions().len() > 1 {
+            flags |= MULTI;
+        }
+        if residual.is_some() {
+            flags |= RESIDUAL;
+        }
+        let mut conjs = ConjSlots::None;
+        let mut buf = std::mem::take(&mut self.compile_buf);
         for conj in routable.conjunctions() {
             let mut syms = Symbols {
                 attrs: &mut self.attrs,
                 strings: &mut self.strings,
             };
-            if let Some(compiled) = compile::compile(conj, &mut syms) {
-                conjs.push(self.insert_conj(slot, dest, compiled));
+            if let Some(extras) = compile::compile(conj, &mut syms, &mut buf) {
+                let member = Member::new(NONE, slot, dest, flags);
+                let c = self.insert_conj(member, &buf, extras);
+                conjs = match conjs {
+                    ConjSlots::None => ConjSlots::One(c),
+                    ConjSlots::One(first) => ConjSlots::Many(Box::new([first, c])),
+                    ConjSlots::Many(s) => ConjSlots::Many(s.iter().copied().chain([c]).collect()),
+                };
             }
         }
+        self.compile_buf = buf;
         let entry_slot = &mut self.entries[slot as usize];
         entry_slot.entry = Some(Entry {
             dest,
             residual,
-            conjs: conjs.into_boxed_slice(),
+            conjs,
         });
         self.len += 1;
         EntryId {
@@ -452,23 +490,15 @@ impl<D: Clone + Eq + Hash> Index<D> {
         }
     }
 
-    /// Indexes one compiled conjunction of entry `entry`; returns its slot.
-    fn insert_conj(&mut self, entry: u32, dest: u32, compiled: Compiled) -> u32 {
+    /// Indexes one compiled conjunction, with tests `tests` and extras `extras`, as `member`
+    /// (whose slot is filled in here); returns its slot.
+    fn insert_conj(&mut self, mut member: Member, tests: &[AttrTest], extras: Box<[Extra]>) -> u32 {
         if self.access.len() < self.attrs.id_bound() {
             self.access
                 .resize_with(self.attrs.id_bound(), Access::default);
         }
-        for t in &compiled.tests {
-            if let Some(x) = t.extra()
-                && compiled
-                    .extras
-                    .get(x)
-                    .is_some_and(|e| e.str_eq != NONE || !e.str_ne.is_empty())
-            {
-                self.access[t.attr as usize].str_users += 1;
-            }
-        }
-        let key = self.choose_key(&compiled);
+        self.count_string_users(tests, &extras, true);
+        let key = self.choose_key(tests, &extras);
         let cluster = match self.cluster_of(key) {
             Some(c) => c,
             None => self.new_cluster(key),
@@ -481,25 +511,40 @@ impl<D: Clone + Eq + Hash> Index<D> {
                 s
             }
         };
-        self.conjs[slot as usize] = Some(Conj {
-            entry,
-            dest,
-            cluster,
-            pos: 0,
-            compiled,
-        });
-        let conjs = &self.conjs;
+        member.slot = slot;
+        if !extras.is_empty() {
+            member.flags |= EXTRAS;
+        }
         let cl = self.clusters[cluster as usize]
             .as_mut()
             .expect("cluster ids in access maps are live");
-        let (pos, renumbered) = cl.push(slot, |s| tests_of(conjs, s));
-        if let Some(c) = self.conjs[slot as usize].as_mut() {
-            c.pos = pos;
-        }
+        let (pos, renumbered) = cl.push(member, tests, &mut self.mark_scratch);
+        self.conjs[slot as usize] = Some(Conj {
+            cluster,
+            pos,
+            extras,
+        });
         if renumbered == Renumbered::Yes {
             self.sync_positions(cluster);
         }
         slot
+    }
+
+    /// Counts (`add`) or uncounts the tests that compare attribute `t.attr`'s string form with
+    /// interned strings, so events compute that view only when some test needs it.
+    fn count_string_users(&mut self, tests: &[AttrTest], extras: &[Extra], add: bool) {
+        for t in tests {
+            if let Some(x) = t.extra()
+                && extras.get(x).is_some_and(compile::uses_strings)
+                && let Some(a) = self.access.get_mut(t.attr as usize)
+            {
+                if add {
+                    a.str_users += 1;
+                } else {
+                    a.str_users -= 1;
+                }
+            }
+        }
     }
 
     /// Un-indexes conjunction `slot`, releasing its cluster and symbols when unused.
@@ -508,46 +553,40 @@ impl<D: Clone + Eq + Hash> Index<D> {
             return;
         };
         self.free_conjs.push(slot);
-        let conjs = &self.conjs;
-        if let Some(cl) = self
+        let Some(cl) = self
             .clusters
             .get_mut(conj.cluster as usize)
             .and_then(Option::as_mut)
-        {
-            let renumbered = cl.remove(conj.pos, |s| tests_of(conjs, s));
-            if cl.len() == 0 {
-                let key = cl.key;
-                self.clusters[conj.cluster as usize] = None;
-                self.free_clusters.push(conj.cluster);
-                self.set_cluster_of(key, NONE);
-            } else if renumbered == Renumbered::Yes {
-                self.sync_positions(conj.cluster);
-            }
+        else {
+            return;
+        };
+        // The tests live in the cluster until it compacts: release what they hold first.
+        let mut tests = std::mem::take(&mut self.compile_buf);
+        tests.clear();
+        tests.extend_from_slice(cl.tests_at(conj.pos));
+        let renumbered = cl.remove(conj.pos, &mut self.mark_scratch);
+        if cl.len() == 0 {
+            let key = cl.key;
+            self.clusters[conj.cluster as usize] = None;
+            self.free_clusters.push(conj.cluster);
+            self.set_cluster_of(key, NONE);
+        } else if renumbered == Renumbered::Yes {
+            self.sync_positions(conj.cluster);
         }
-        for t in &conj.compiled.tests {
-            if let Some(x) = t.extra()
-                && conj
-                    .compiled
-                    .extras
-                    .get(x)
-                    .is_some_and(|e| e.str_eq != NONE || !e.str_ne.is_empty())
-                && let Some(a) = self.access.get_mut(t.attr as usize)
-            {
-                a.str_users -= 1;
-            }
-        }
+        self.count_string_users(&tests, &conj.extras, false);
         let mut syms = Symbols {
             attrs: &mut self.attrs,
             strings: &mut self.strings,
         };
-        compile::release(&conj.compiled, &mut syms);
-        for t in &conj.compiled.tests {
+        compile::release(&tests, &conj.extras, &mut syms);
+        for t in &tests {
             if self.attrs.key(t.attr).is_none()
                 && let Some(a) = self.access.get_mut(t.attr as usize)
             {
                 *a = Access::default();
             }
         }
+        self.compile_buf = tests;
     }
 
     /// Re-reads the positions of every member of `cluster` after a compaction.
@@ -555,7 +594,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
         let Some(cl) = self.clusters.get(cluster as usize).and_then(Option::as_ref) else {
             return;
         };
-        for (p, &m) in cl.members().iter().enumerate() {
+        for (p, m) in cl.slots().enumerate() {
             if let Some(c) = self.conjs.get_mut(m as usize).and_then(Option::as_mut) {
                 c.pos = u32::try_from(p).expect("positions fit in u32");
             }
@@ -564,10 +603,10 @@ impl<D: Clone + Eq + Hash> Index<D> {
 
     /// The access key for a conjunction: its equality with the smallest cluster, else its
     /// attribute with the smallest presence cluster, else [`Key::Always`].
-    fn choose_key(&self, compiled: &Compiled) -> Key {
+    fn choose_key(&self, tests: &[AttrTest], extras: &[Extra]) -> Key {
         let mut best: Option<(bool, usize, Key)> = None;
-        for t in &compiled.tests {
-            let extra = t.extra().and_then(|x| compiled.extras.get(x));
+        for t in tests {
+            let extra = t.extra().and_then(|x| extras.get(x));
             let mut keys = [None; 4];
             keys[0] = Some(Key::Present(t.attr));
             keys[1] = t.int_eq().map(|v| Key::IntEq(t.attr, v));
