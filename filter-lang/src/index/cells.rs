@@ -79,7 +79,7 @@ pub(crate) struct CellEngine {
     /// The number of members.
     n: usize,
     /// Words reserved per row: row `r` of an attribute is `rows[r * cap..][..words]`.
-    /// Doubled (and the rows moved) when the members outgrow it.
+    /// Grown by half (and the rows moved) when the members outgrow it.
     cap: usize,
     /// Bit `i` is set while member `i` is live.
     live: Vec<u64>,
@@ -182,7 +182,7 @@ impl CellEngine {
             }
         }
         // Room for the growth expected before the cluster's next rebuild would be up to four
-        // times the memory; start with a quarter more and double when needed.
+        // times the memory; start with a quarter more and grow when needed.
         let cap = (count + count / 4).div_ceil(64).max(1);
         let attrs: Vec<CellAttr> = universe
             .iter()
@@ -228,7 +228,9 @@ impl CellEngine {
         let end = self.n + count;
         let words = end.div_ceil(64);
         if words > self.cap {
-            let new_cap = words.max(2 * self.cap);
+            // Half as much again: at most a third of the rows' memory is slack, and moving
+            // the rows costs about two copies of them per member over the cluster's growth.
+            let new_cap = words.max(self.cap + self.cap / 2 + 1);
             for a in &mut self.attrs {
                 a.relayout(self.cap, new_cap);
             }
@@ -443,14 +445,15 @@ fn and_into(chunk: &mut [u64], row: &[u64], any: &mut u64) {
 
 /// About `cells - 1` cut points at quantiles of `points`, ascending and distinct.
 ///
-/// Large inputs are thinned to an evenly strided sample of `64 * cells` points first: the
-/// quantiles barely move and the sort stays cheap during rebuilds.
+/// Large inputs are thinned to an evenly strided sample of `32 * cells` points first: the
+/// quantiles barely move (a cut's rank is off by about a third of a cell) and the sort stays
+/// cheap during rebuilds.
 fn quantile_cuts(mut points: Vec<i32>, cells: usize) -> Box<[i32]> {
     let cells = cells.min(MAX_CELLS);
     if points.is_empty() || cells < 2 {
         return Box::new([]);
     }
-    let sample = 64 * cells;
+    let sample = 32 * cells;
     if points.len() > sample {
         let len = points.len();
         points = (0..sample).map(|k| points[k * len / sample]).collect();

@@ -295,6 +295,9 @@ impl Cluster {
 
     /// Drops the tombstones and the tests of removed members, keeping the order.
     fn compact(&mut self) {
+        if self.dead == 0 {
+            return;
+        }
         let mut kept = 0;
         let mut tests_kept = 0;
         let mut stride = self
@@ -312,7 +315,9 @@ impl Cluster {
             }
             let r = m.range();
             // Runs are in position order, so the copy never overtakes a run still to be read.
-            self.tests.copy_within(r.clone(), tests_kept);
+            if r.start != tests_kept {
+                self.tests.copy_within(r.clone(), tests_kept);
+            }
             m.start = u32::try_from(tests_kept).expect("the tests fitted before compaction");
             tests_kept += r.len();
             self.members[kept] = m;
@@ -374,7 +379,14 @@ impl Cluster {
 /// The attributes `tests` mention, sorted, if there are at most `max` of them.
 fn universe(tests: &[AttrTest], max: usize) -> Option<Vec<u32>> {
     let mut universe: Vec<u32> = Vec::new();
+    // Attributes recently found, by id modulo the table's size: most tests hit.
+    let mut seen = [NONE; 64];
     for t in tests {
+        let slot = &mut seen[t.attr as usize % 64];
+        if *slot == t.attr {
+            continue;
+        }
+        *slot = t.attr;
         if let Err(at) = universe.binary_search(&t.attr) {
             if universe.len() == max {
                 return None;

@@ -20,16 +20,13 @@ use crate::routable::{Conjunction, IntOp, Predicate, StrOp};
 use super::intern::{Interner, NONE};
 use super::view::{View, Views};
 
-/// `flags` bit: the test has at least one `Int` predicate, so the value must cast to an integer
-/// in `lo..=hi`.
-const NEEDS_INT: u32 = 1;
-/// `flags` bit: the test has an [`Extra`], at index `flags >> EXTRA_SHIFT` of the conjunction's
-/// extras.
-const HAS_EXTRA: u32 = 2;
-/// Where the extra's index starts in `flags`.
-const EXTRA_SHIFT: u32 = 8;
-
-/// What one conjunction requires of one attribute.
+/// What one conjunction requires of one attribute: its presence, and when the conjunction has
+/// an `Int` predicate on it, an integer cast in `lo..=hi`.
+///
+/// Twelve bytes, as the tests are what a candidate's check reads: an empty interval (`lo >
+/// hi`, which compilation never keeps as a requirement, since it makes the conjunction
+/// unsatisfiable) stands for "no integer requirement". The rarer requirements on the
+/// attribute live in an [`Extra`] of the conjunction, found by attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AttrTest {
     /// The attribute's interned id.
@@ -38,24 +35,29 @@ pub(crate) struct AttrTest {
     pub(crate) lo: i32,
     /// Largest integer allowed (meaningful with [`AttrTest::needs_int`]).
     pub(crate) hi: i32,
-    /// `NEEDS_INT`, `HAS_EXTRA` and the extra's index.
-    flags: u32,
 }
 
 impl AttrTest {
+    /// A test requiring only presence (as far as integers go).
+    pub(crate) fn present(attr: u32) -> Self {
+        Self { attr, lo: 1, hi: 0 }
+    }
+
+    /// A test requiring an integer cast in `lo..=hi` (`lo <= hi`).
+    pub(crate) fn range(attr: u32, lo: i32, hi: i32) -> Self {
+        debug_assert!(lo <= hi, "an empty interval means no integer requirement");
+        Self { attr, lo, hi }
+    }
+
     /// Whether the value must cast to an integer in `lo..=hi`.
+    #[inline]
     pub(crate) fn needs_int(&self) -> bool {
-        self.flags & NEEDS_INT != 0
+        self.lo <= self.hi
     }
 
     /// The integer value this test pins the attribute to, if it is an `=` on integers.
     pub(crate) fn int_eq(&self) -> Option<i32> {
-        (self.needs_int() && self.lo == self.hi).then_some(self.lo)
-    }
-
-    /// The index of the test's extra requirements in its conjunction, if any.
-    pub(crate) fn extra(&self) -> Option<usize> {
-        (self.flags & HAS_EXTRA != 0).then_some((self.flags >> EXTRA_SHIFT) as usize)
+        (self.lo == self.hi).then_some(self.lo)
     }
 }
 
@@ -63,18 +65,15 @@ impl AttrTest {
 impl AttrTest {
     /// A plain interval test, for unit tests of the engines.
     pub(crate) fn range_for_tests(attr: u32, lo: i32, hi: i32) -> Self {
-        Self {
-            attr,
-            lo,
-            hi,
-            flags: NEEDS_INT,
-        }
+        Self::range(attr, lo, hi)
     }
 }
 
 /// The less common requirements on one attribute.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Extra {
+    /// The attribute (which the conjunction's tests also require to be present).
+    pub(crate) attr: u32,
     /// Integers the value must not cast to (`x != 3`).
     pub(crate) int_ne: Vec<i32>,
     /// The interned string the string form must equal, or `NONE`.
@@ -96,8 +95,8 @@ pub(crate) struct Symbols<'a> {
 }
 
 /// Compiles `conj` into `tests` (cleared first; sorted by attribute id on return), interning
-/// its attribute names and string constants; returns the out-of-line requirements the tests
-/// refer to (empty, and unallocated, for a conjunction of plain intervals).
+/// its attribute names and string constants; returns the rarer requirements, one [`Extra`] per
+/// attribute that has any (none, and unallocated, for a conjunction of plain intervals).
 ///
 /// Returns `None`, holding no interned id, when the conjunction can match no event (an empty
 /// interval, two different booleans): such a conjunction needs no place in the index.
@@ -111,6 +110,7 @@ pub(crate) fn compile(
 ) -> Option<Box<[Extra]>> {
     tests.clear();
     let mut extras = Vec::new();
+    touch_names(conj);
     // Constraints are sorted by attribute: compile them in runs of one attribute.
     let mut rest = conj.constraints();
     while let Some(first) = rest.first() {
@@ -132,15 +132,12 @@ pub(crate) fn compile(
             return None;
         }
         let attr = syms.attrs.acquire(name);
-        let mut flags = if run.needs_int { NEEDS_INT } else { 0 };
         if let Some(mut draft) = run.rare {
             // `!=` constants outside the interval are implied by it.
             draft.int_ne.retain(|n| (run.lo..=run.hi).contains(n));
             if draft.has_extra() {
-                let index =
-                    u32::try_from(extras.len()).expect("one extra per attribute of a filter");
-                flags |= HAS_EXTRA | (index << EXTRA_SHIFT);
                 extras.push(Extra {
+                    attr,
                     int_ne: draft.int_ne,
                     str_eq: draft.str_eq.map_or(NONE, |s| syms.strings.acquire(s)),
                     str_ne: draft
@@ -153,11 +150,10 @@ pub(crate) fn compile(
                 });
             }
         }
-        tests.push(AttrTest {
-            attr,
-            lo: run.lo,
-            hi: run.hi,
-            flags,
+        tests.push(if run.needs_int {
+            AttrTest::range(attr, run.lo, run.hi)
+        } else {
+            AttrTest::present(attr)
         });
     }
     // Ids are not in name order; matching walks tests by id.
@@ -165,6 +161,18 @@ pub(crate) fn compile(
         tests.sort_unstable_by_key(|t| t.attr);
     }
     Some(extras.into_boxed_slice())
+}
+
+/// Reads the first byte of every constraint's attribute name, so that the cache misses on
+/// names scattered over the heap (as the normaliser leaves them) overlap instead of coming one
+/// after the other in the compiling loop, whose branches depend on the names' contents.
+#[inline]
+fn touch_names(conj: &Conjunction) {
+    let mut x = 0u8;
+    for c in conj.constraints() {
+        x ^= c.attr.as_str().as_bytes().first().copied().unwrap_or(0);
+    }
+    std::hint::black_box(x);
 }
 
 /// Whether two attribute names are equal: compared inline, byte by byte, because names are
@@ -195,8 +203,8 @@ pub(crate) fn uses_strings(extra: &Extra) -> bool {
     extra.str_eq != NONE || !extra.str_ne.is_empty()
 }
 
-/// Whether the event whose views are `views` satisfies every test; `extras` are the
-/// conjunction's out-of-line requirements (empty when no test has one).
+/// Whether the event whose views are `views` satisfies every test and every extra
+/// requirement (`extras`, usually empty).
 #[inline]
 pub(crate) fn holds(
     tests: &[AttrTest],
@@ -204,27 +212,16 @@ pub(crate) fn holds(
     views: &Views,
     ev: &EventCtx<'_>,
 ) -> bool {
-    tests.iter().all(|t| match views.get(t.attr) {
-        Some(v) => test_holds(t, extras, v, ev),
+    let tests_hold = tests.iter().all(|t| match views.get(t.attr) {
+        Some(v) => !t.needs_int() || v.int().is_some_and(|i| t.lo <= i && i <= t.hi),
         None => false,
-    })
-}
-
-/// Whether the present attribute with view `v` satisfies `t`.
-#[inline]
-fn test_holds(t: &AttrTest, extras: &[Extra], v: &View, ev: &EventCtx<'_>) -> bool {
-    if t.needs_int() {
-        match v.int() {
-            Some(i) if t.lo <= i && i <= t.hi => {}
-            _ => return false,
-        }
-    }
-    match t.extra() {
-        None => true,
-        Some(x) => extras
-            .get(x)
-            .is_some_and(|extra| extra_holds(extra, t.attr, v, ev)),
-    }
+    });
+    tests_hold
+        && extras.iter().all(|e| {
+            views
+                .get(e.attr)
+                .is_some_and(|v| extra_holds(e, e.attr, v, ev))
+        })
 }
 
 /// Whether the present attribute `attr`, with view `v`, satisfies `extra` (the rare path).
@@ -412,7 +409,7 @@ mod tests {
         let t = comp.tests[0];
         assert!(t.needs_int());
         assert_eq!((t.lo, t.hi), (5, 9));
-        assert_eq!(t.extra(), None, "x != 100 is implied by 5 <= x <= 9");
+        assert!(comp.extras.is_empty(), "x != 100 is implied by 5 <= x <= 9");
     }
 
     #[test]
@@ -456,7 +453,8 @@ mod tests {
         let comp = compile_one(vec![c("x", Predicate::Exists)]).unwrap();
         let t = comp.tests[0];
         assert!(!t.needs_int());
-        assert_eq!(t.extra(), None);
+        assert_eq!(t.int_eq(), None);
+        assert!(comp.extras.is_empty());
     }
 
     #[test]
@@ -467,8 +465,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(comp.tests.len(), 2);
-        let with_extra: Vec<_> = comp.tests.iter().filter_map(|t| t.extra()).collect();
-        assert_eq!(with_extra, [0]);
+        assert_eq!(comp.extras.len(), 1);
+        let a = comp.tests.iter().find(|t| !t.needs_int()).unwrap().attr;
+        assert_eq!(comp.extras[0].attr, a, "the extra is on `a`");
         assert_eq!(comp.extras[0].str_ops, [(StrOp::Prefix, "ab".into())]);
         let eq: Vec<_> = comp.tests.iter().filter_map(|t| t.int_eq()).collect();
         assert_eq!(eq, [3]);

@@ -497,7 +497,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
             self.access
                 .resize_with(self.attrs.id_bound(), Access::default);
         }
-        self.count_string_users(tests, &extras, true);
+        self.count_string_users(&extras, true);
         let key = self.choose_key(tests, &extras);
         let cluster = match self.cluster_of(key) {
             Some(c) => c,
@@ -530,13 +530,12 @@ impl<D: Clone + Eq + Hash> Index<D> {
         slot
     }
 
-    /// Counts (`add`) or uncounts the tests that compare attribute `t.attr`'s string form with
-    /// interned strings, so events compute that view only when some test needs it.
-    fn count_string_users(&mut self, tests: &[AttrTest], extras: &[Extra], add: bool) {
-        for t in tests {
-            if let Some(x) = t.extra()
-                && extras.get(x).is_some_and(compile::uses_strings)
-                && let Some(a) = self.access.get_mut(t.attr as usize)
+    /// Counts (`add`) or uncounts the requirements that compare an attribute's string form
+    /// with interned strings, so events compute that view only when some requirement needs it.
+    fn count_string_users(&mut self, extras: &[Extra], add: bool) {
+        for e in extras {
+            if compile::uses_strings(e)
+                && let Some(a) = self.access.get_mut(e.attr as usize)
             {
                 if add {
                     a.str_users += 1;
@@ -573,7 +572,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
         } else if renumbered == Renumbered::Yes {
             self.sync_positions(conj.cluster);
         }
-        self.count_string_users(&tests, &conj.extras, false);
+        self.count_string_users(&conj.extras, false);
         let mut syms = Symbols {
             attrs: &mut self.attrs,
             strings: &mut self.strings,
@@ -604,28 +603,31 @@ impl<D: Clone + Eq + Hash> Index<D> {
     /// The access key for a conjunction: its equality with the smallest cluster, else its
     /// attribute with the smallest presence cluster, else [`Key::Always`].
     fn choose_key(&self, tests: &[AttrTest], extras: &[Extra]) -> Key {
+        // (is not an equality, cluster size, key): the smallest wins.
         let mut best: Option<(bool, usize, Key)> = None;
+        let mut consider = |key: Key| {
+            let size = self
+                .cluster_of(key)
+                .and_then(|c| self.clusters.get(c as usize))
+                .and_then(Option::as_ref)
+                .map_or(0, Cluster::len);
+            let rank = (!key.is_equality(), size, key);
+            if best.is_none_or(|(p, s, _)| (rank.0, rank.1) < (p, s)) {
+                best = Some(rank);
+            }
+        };
         for t in tests {
-            let extra = t.extra().and_then(|x| extras.get(x));
-            let mut keys = [None; 4];
-            keys[0] = Some(Key::Present(t.attr));
-            keys[1] = t.int_eq().map(|v| Key::IntEq(t.attr, v));
-            keys[2] = extra
-                .filter(|e| e.str_eq != NONE)
-                .map(|e| Key::StrEq(t.attr, e.str_eq));
-            keys[3] = extra
-                .and_then(|e| e.boolean)
-                .map(|b| Key::BoolEq(t.attr, b));
-            for key in keys.into_iter().flatten() {
-                let size = self
-                    .cluster_of(key)
-                    .and_then(|c| self.clusters[c as usize].as_ref())
-                    .map_or(0, Cluster::len);
-                // Equalities first, then the smallest cluster.
-                let rank = (!key.is_equality(), size, key);
-                if best.is_none_or(|(p, s, _)| (rank.0, rank.1) < (p, s)) {
-                    best = Some(rank);
-                }
+            consider(Key::Present(t.attr));
+            if let Some(v) = t.int_eq() {
+                consider(Key::IntEq(t.attr, v));
+            }
+        }
+        for e in extras {
+            if e.str_eq != NONE {
+                consider(Key::StrEq(e.attr, e.str_eq));
+            }
+            if let Some(b) = e.boolean {
+                consider(Key::BoolEq(e.attr, b));
             }
         }
         best.map_or(Key::Always, |(_, _, k)| k)
@@ -713,3 +715,6 @@ pub struct IndexStats {
     /// Members of the largest cluster.
     pub largest_cluster: usize,
 }
+
+#[cfg(test)]
+mod tests;
