@@ -12,7 +12,12 @@
 use std::time::Instant;
 
 /// The calling thread's CPU time in seconds, if the platform reports it.
+///
+/// The kernel brings a running thread's total up to date only at scheduler ticks and context
+/// switches, so a plain read may be a tick (a few milliseconds) stale; yielding first makes
+/// the scheduler account the time run so far.
 pub fn thread_cpu_secs() -> Option<f64> {
+    std::thread::yield_now();
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
     Some(ns as f64 * 1e-9)
@@ -32,6 +37,22 @@ pub struct Elapsed {
     pub wall: f64,
     /// The thread's CPU seconds, if available.
     pub cpu: Option<f64>,
+}
+
+impl Elapsed {
+    /// No time, on both clocks.
+    pub const ZERO: Elapsed = Elapsed {
+        wall: 0.0,
+        cpu: Some(0.0),
+    };
+}
+
+impl std::ops::AddAssign for Elapsed {
+    /// Adds up two measurements (the CPU time is known only if it is for both).
+    fn add_assign(&mut self, other: Elapsed) {
+        self.wall += other.wall;
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| a + b);
+    }
 }
 
 impl Stopwatch {
