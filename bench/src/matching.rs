@@ -8,6 +8,7 @@
 //! comparisons on a loaded machine.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use palio_filter::{Event, Filter, Index, Routable};
@@ -48,6 +49,8 @@ pub struct MatchingConfig {
 
 /// Rounds of removing and re-inserting a tenth of the entries.
 const UPDATE_ROUNDS: usize = 5;
+/// Fresh insertions timed at most.
+const FRESH_MAX: usize = 20_000;
 
 /// The result, printed as JSON by `palio-bench matching --json`.
 #[derive(Debug, Clone, Serialize)]
@@ -96,6 +99,9 @@ pub struct MatchingReport {
     pub remove_cpu_us: Option<f64>,
     /// Thread-CPU microseconds per re-insertion into the built index.
     pub reinsert_cpu_us: Option<f64>,
+    /// Wall-clock microseconds per insertion of a filter compiled just before (in cache), as a
+    /// broker inserts a new subscription; mean over up to 20k insertions into the built index.
+    pub fresh_insert_us: f64,
     /// Filter compilations per second (`Filter::new`, or building the routable form).
     pub compiles_per_s: f64,
     /// `Index::memory_bytes` divided by the subscriptions.
@@ -283,6 +289,39 @@ pub fn run(cfg: &MatchingConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Resu
     let removes_per_s = per_s(updates, removed.wall);
     let reinserts_per_s = per_s(updates, reinserted.wall);
 
+    // Fresh insertions: as a broker inserts a subscription right after compiling it, with the
+    // filter still in cache (the bulk figures above read filters compiled long before and
+    // scattered over the heap). Each entry is removed, compiled again from scratch, and
+    // inserted; only the insertion is timed, one wall-clock reading either side.
+    let fresh = removes.min(FRESH_MAX);
+    progress(&format!("timing {fresh} fresh insertions"));
+    let mut fresh_secs = 0.0;
+    let offset = UPDATE_ROUNDS % step;
+    let again = subs.iter().zip(ids.iter_mut());
+    for (s, id) in again.skip(offset).step_by(step).take(fresh) {
+        if !index.remove(*id) {
+            bail!("removing a live entry failed");
+        }
+        *id = match cfg.compile {
+            Compile::Text => {
+                let text = s.to_cesql();
+                let f = Filter::new(&text).with_context(|| format!("compiling {text}"))?;
+                let t = Instant::now();
+                let id = index.insert(&f, s.dest);
+                fresh_secs += t.elapsed().as_secs_f64();
+                id
+            }
+            Compile::Routable => {
+                let r = s.to_routable();
+                let t = Instant::now();
+                let id = index.insert_routable(&r, s.dest);
+                fresh_secs += t.elapsed().as_secs_f64();
+                id
+            }
+        };
+    }
+    let fresh_insert_us = fresh_secs * 1e6 / fresh.max(1) as f64;
+
     Ok(MatchingReport {
         workload: cfg.workload.name(),
         width: match &cfg.workload {
@@ -311,6 +350,7 @@ pub fn run(cfg: &MatchingConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Resu
         insert_cpu_us: us_each(built, n),
         remove_cpu_us: us_each(removed, updates),
         reinsert_cpu_us: us_each(reinserted, updates),
+        fresh_insert_us,
         compiles_per_s,
         bytes_per_subscription: memory / n.max(1) as f64,
         bytes_per_constraint: memory / constraints.max(1) as f64,
