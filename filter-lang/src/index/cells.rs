@@ -21,10 +21,12 @@
 //! real matches.
 //!
 //! Putting `ANY` members in every cell makes an insertion set a bit in every cell of each
-//! attribute the member does not constrain. Bit by bit, those scattered writes (one cache line
-//! each) dominated insertion; the engine therefore takes new members in batches
-//! ([`CellEngine::extend`]) and builds each bitmap word in a local array first, so the cost per
-//! member is register work and matching keeps a single stream per attribute.
+//! attribute the member does not constrain, and an interval sets one in every cell it overlaps.
+//! Bit by bit, those scattered writes (one cache line each) dominated insertion; the engine
+//! therefore takes new members a bitmap word at a time ([`CellEngine::extend`]): each test only
+//! marks where its range of cells starts and ends, and one sweep per attribute over the cells
+//! turns those marks into the word of every row, written once. The cost per member is a few
+//! operations per test, and matching keeps a single row per attribute.
 //!
 //! Cells are cut at quantiles of the members' interval endpoints, so they follow the
 //! distribution of the constants rather than assuming a domain. The cluster rebuilds the engine

@@ -74,8 +74,10 @@ const BATCH: usize = 64;
 pub(crate) const MULTI: u8 = 1;
 /// [`Member::flags`] bit: the entry has a residual filter to evaluate after a match.
 pub(crate) const RESIDUAL: u8 = 2;
-/// [`Member::flags`] bit: some test has out-of-line requirements, kept in the conjunction's
-/// record.
+/// [`Member::flags`] bit: the conjunction has rarer requirements ([`Extra`]s: strings,
+/// booleans, `!=`), kept in its record in the index.
+///
+/// [`Extra`]: super::compile::Extra
 pub(crate) const EXTRAS: u8 = 4;
 
 /// What a cluster keeps about one member: enough to check it and report it.
@@ -329,9 +331,8 @@ impl Cluster {
         self.dead = 0;
     }
 
-    /// Calls `f` with the position, record and tests of each live member that may match the
-    /// event of `views` (a superset of those that do); stops and returns `false` as soon as `f`
-    /// does.
+    /// Calls `f` with the record and tests of each live member that may match the event of
+    /// `views` (a superset of those that do); stops and returns `false` as soon as `f` does.
     #[inline]
     pub(crate) fn for_each_candidate(
         &self,
@@ -340,7 +341,17 @@ impl Cluster {
         mut f: impl FnMut(&Member, &[AttrTest]) -> bool,
     ) -> bool {
         let tests = &self.tests;
-        let mut visit = |m: &Member| m.slot == NONE || f(m, tests.get(m.range()).unwrap_or(&[]));
+        // A live member's tests are always in range (checked in debug builds); were they not,
+        // the member is skipped rather than checked against no test at all.
+        let mut call = |m: &Member, t: Option<&[AttrTest]>| match t {
+            _ if m.slot == NONE => true,
+            Some(t) => f(m, t),
+            None => {
+                debug_assert!(false, "a live member's tests are in range");
+                true
+            }
+        };
+        let mut visit = |m: &Member| call(m, tests.get(m.range()));
         match &self.engine {
             None => self.members.iter().all(visit),
             Some(engine) => {
@@ -353,14 +364,12 @@ impl Cluster {
                     return true;
                 }
                 if self.stride != NONE {
-                    // Every run has `stride` tests: index them by position.
+                    // Every run has `stride` tests: find them by position.
                     let k = self.stride as usize;
                     return for_each_bit(cand, |i| {
-                        let Some(m) = indexed.get(i) else {
-                            return true;
-                        };
-                        let t = tests.get(i * k..i * k + k).unwrap_or(&[]);
-                        m.slot == NONE || f(m, t)
+                        indexed
+                            .get(i)
+                            .is_none_or(|m| call(m, tests.get(i * k..i * k + k)))
                     });
                 }
                 for_each_bit(cand, |i| indexed.get(i).is_none_or(&mut visit))
