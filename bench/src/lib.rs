@@ -6,11 +6,13 @@
 //! - [`workload`]: seeded generators for the workloads of `TARGETS.md` (W1: SIENA forwarding;
 //!   W2: REIN-style intervals), producing subscriptions as CESQL text or routable forms, and
 //!   events.
+//! - [`clock`]: wall-clock and thread-CPU time side by side (the machines are shared).
 //! - [`matching`]: the matching benchmark (index vs naive evaluation, with verification).
 //! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
 //!   simulator, per strategy) and its plot.
 //! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC.
 
+pub mod clock;
 pub mod matching;
 pub mod pubsub;
 pub mod routing;

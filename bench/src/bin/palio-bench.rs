@@ -225,6 +225,16 @@ fn print_summary(r: &MatchingReport) {
         "  index   {:9.4} ms/event ({:.0} events/s), entries {:.4} ms/event",
         r.ms_per_event, r.events_per_s, r.entries_ms_per_event
     );
+    if let (Some(m), Some(e)) = (r.cpu_ms_per_event, r.entries_cpu_ms_per_event) {
+        println!("  cpu     {m:9.4} ms/event, entries {e:.4} ms/event (thread CPU time)");
+    }
+    if let (Some(i), Some(re), Some(rm)) = (r.insert_cpu_us, r.reinsert_cpu_us, r.remove_cpu_us) {
+        println!("  cpu     insert {i:.2} us, re-insert {re:.2} us, remove {rm:.2} us");
+    }
+    println!(
+        "  fresh   {:.2} us per insertion of a just-compiled filter (median; mean {:.2} us)",
+        r.fresh_insert_us, r.fresh_insert_mean_us
+    );
     println!(
         "  naive   {:9.4} ms/event  -> speed-up {:.0}x ({} events verified)",
         r.naive_ms_per_event, r.speedup, r.verified_events

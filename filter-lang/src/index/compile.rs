@@ -20,16 +20,13 @@ use crate::routable::{Conjunction, IntOp, Predicate, StrOp};
 use super::intern::{Interner, NONE};
 use super::view::{View, Views};
 
-/// `flags` bit: the test has at least one `Int` predicate, so the value must cast to an integer
-/// in `lo..=hi`.
-const NEEDS_INT: u32 = 1;
-/// `flags` bit: the test has an [`Extra`], at index `flags >> EXTRA_SHIFT` of the conjunction's
-/// extras.
-const HAS_EXTRA: u32 = 2;
-/// Where the extra's index starts in `flags`.
-const EXTRA_SHIFT: u32 = 8;
-
-/// What one conjunction requires of one attribute.
+/// What one conjunction requires of one attribute: its presence, and when the conjunction has
+/// an `Int` predicate on it, an integer cast in `lo..=hi`.
+///
+/// Twelve bytes, as the tests are what a candidate's check reads: an empty interval (`lo >
+/// hi`, which compilation never keeps as a requirement, since it makes the conjunction
+/// unsatisfiable) stands for "no integer requirement". The rarer requirements on the
+/// attribute live in an [`Extra`] of the conjunction, found by attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AttrTest {
     /// The attribute's interned id.
@@ -38,24 +35,29 @@ pub(crate) struct AttrTest {
     pub(crate) lo: i32,
     /// Largest integer allowed (meaningful with [`AttrTest::needs_int`]).
     pub(crate) hi: i32,
-    /// `NEEDS_INT`, `HAS_EXTRA` and the extra's index.
-    flags: u32,
 }
 
 impl AttrTest {
+    /// A test requiring only presence (as far as integers go).
+    pub(crate) fn present(attr: u32) -> Self {
+        Self { attr, lo: 1, hi: 0 }
+    }
+
+    /// A test requiring an integer cast in `lo..=hi` (`lo <= hi`).
+    pub(crate) fn range(attr: u32, lo: i32, hi: i32) -> Self {
+        debug_assert!(lo <= hi, "an empty interval means no integer requirement");
+        Self { attr, lo, hi }
+    }
+
     /// Whether the value must cast to an integer in `lo..=hi`.
+    #[inline]
     pub(crate) fn needs_int(&self) -> bool {
-        self.flags & NEEDS_INT != 0
+        self.lo <= self.hi
     }
 
     /// The integer value this test pins the attribute to, if it is an `=` on integers.
     pub(crate) fn int_eq(&self) -> Option<i32> {
-        (self.needs_int() && self.lo == self.hi).then_some(self.lo)
-    }
-
-    /// The index of the test's extra requirements in its conjunction, if any.
-    pub(crate) fn extra(&self) -> Option<usize> {
-        (self.flags & HAS_EXTRA != 0).then_some((self.flags >> EXTRA_SHIFT) as usize)
+        (self.lo == self.hi).then_some(self.lo)
     }
 }
 
@@ -63,18 +65,15 @@ impl AttrTest {
 impl AttrTest {
     /// A plain interval test, for unit tests of the engines.
     pub(crate) fn range_for_tests(attr: u32, lo: i32, hi: i32) -> Self {
-        Self {
-            attr,
-            lo,
-            hi,
-            flags: NEEDS_INT,
-        }
+        Self::range(attr, lo, hi)
     }
 }
 
 /// The less common requirements on one attribute.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Extra {
+    /// The attribute (which the conjunction's tests also require to be present).
+    pub(crate) attr: u32,
     /// Integers the value must not cast to (`x != 3`).
     pub(crate) int_ne: Vec<i32>,
     /// The interned string the string form must equal, or `NONE`.
@@ -87,15 +86,6 @@ pub(crate) struct Extra {
     pub(crate) boolean: Option<bool>,
 }
 
-/// A conjunction ready for matching: tests sorted by attribute id, at most one per attribute.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Compiled {
-    /// The tests, sorted by attribute id.
-    pub(crate) tests: Box<[AttrTest]>,
-    /// Out-of-line requirements, indexed from [`AttrTest::extra`].
-    pub(crate) extras: Box<[Extra]>,
-}
-
 /// The interners a compiled conjunction refers to.
 pub(crate) struct Symbols<'a> {
     /// Attribute names.
@@ -104,63 +94,100 @@ pub(crate) struct Symbols<'a> {
     pub(crate) strings: &'a mut Interner<Box<str>>,
 }
 
-/// Compiles `conj`, interning its attribute names and string constants.
+/// Compiles `conj` into `tests` (cleared first; sorted by attribute id on return), interning
+/// its attribute names and string constants; returns the rarer requirements, one [`Extra`] per
+/// attribute that has any (none, and unallocated, for a conjunction of plain intervals).
 ///
-/// Returns `None`, interning nothing, when the conjunction can match no event (an empty
+/// Returns `None`, holding no interned id, when the conjunction can match no event (an empty
 /// interval, two different booleans): such a conjunction needs no place in the index.
-pub(crate) fn compile(conj: &Conjunction, syms: &mut Symbols<'_>) -> Option<Compiled> {
-    let constraints = conj.constraints();
-    // Constraints are sorted by attribute: walk them in runs of one attribute.
-    let mut runs: Vec<(&str, Draft<'_>)> = Vec::with_capacity(constraints.len());
-    for c in constraints {
-        let name = c.attr.as_str();
-        if runs.last().is_none_or(|(n, _)| *n != name) {
-            runs.push((name, Draft::default()));
-        }
-        let (_, draft) = runs.last_mut().expect("a run was just pushed");
-        draft.add(&c.pred)?;
-    }
-    let mut tests = Vec::with_capacity(runs.len());
+///
+/// The caller provides `tests` so that compiling allocates nothing in the common case: the
+/// index copies the tests into the conjunction's cluster and reuses the buffer.
+pub(crate) fn compile(
+    conj: &Conjunction,
+    syms: &mut Symbols<'_>,
+    tests: &mut Vec<AttrTest>,
+) -> Option<Box<[Extra]>> {
+    tests.clear();
     let mut extras = Vec::new();
-    for (name, draft) in runs {
-        let attr = syms.attrs.acquire(name);
-        let mut flags = if draft.needs_int { NEEDS_INT } else { 0 };
-        if draft.has_extra() {
-            let index = u32::try_from(extras.len()).expect("one extra per attribute of a filter");
-            flags |= HAS_EXTRA | (index << EXTRA_SHIFT);
-            extras.push(Extra {
-                int_ne: draft.int_ne,
-                str_eq: draft.str_eq.map_or(NONE, |s| syms.strings.acquire(s)),
-                str_ne: draft
-                    .str_ne
-                    .iter()
-                    .map(|s| syms.strings.acquire(*s))
-                    .collect(),
-                str_ops: draft.str_ops,
-                boolean: draft.boolean,
-            });
+    touch_names(conj);
+    // Constraints are sorted by attribute: compile them in runs of one attribute.
+    let mut rest = conj.constraints();
+    while let Some(first) = rest.first() {
+        let name = first.attr.as_str();
+        let mut run = Run::default();
+        let mut len = 0;
+        let mut ok = true;
+        for c in rest {
+            if !same_name(c.attr.as_str(), name) {
+                break;
+            }
+            len += 1;
+            ok = ok && run.add(&c.pred).is_some();
         }
-        tests.push(AttrTest {
-            attr,
-            lo: draft.lo,
-            hi: draft.hi,
-            flags,
+        rest = &rest[len..];
+        if !ok {
+            release(tests, &extras, syms);
+            tests.clear();
+            return None;
+        }
+        let attr = syms.attrs.acquire(name);
+        if let Some(mut draft) = run.rare {
+            // `!=` constants outside the interval are implied by it.
+            draft.int_ne.retain(|n| (run.lo..=run.hi).contains(n));
+            if draft.has_extra() {
+                extras.push(Extra {
+                    attr,
+                    int_ne: draft.int_ne,
+                    str_eq: draft.str_eq.map_or(NONE, |s| syms.strings.acquire(s)),
+                    str_ne: draft
+                        .str_ne
+                        .iter()
+                        .map(|s| syms.strings.acquire(*s))
+                        .collect(),
+                    str_ops: draft.str_ops,
+                    boolean: draft.boolean,
+                });
+            }
+        }
+        tests.push(if run.needs_int {
+            AttrTest::range(attr, run.lo, run.hi)
+        } else {
+            AttrTest::present(attr)
         });
     }
     // Ids are not in name order; matching walks tests by id.
-    tests.sort_by_key(|t| t.attr);
-    Some(Compiled {
-        tests: tests.into_boxed_slice(),
-        extras: extras.into_boxed_slice(),
-    })
+    if !tests.is_sorted_by_key(|t| t.attr) {
+        tests.sort_unstable_by_key(|t| t.attr);
+    }
+    Some(extras.into_boxed_slice())
 }
 
-/// Releases the interned ids `compiled` holds.
-pub(crate) fn release(compiled: &Compiled, syms: &mut Symbols<'_>) {
-    for t in &compiled.tests {
+/// Reads the first byte of every constraint's attribute name, so that the cache misses on
+/// names scattered over the heap (as the normaliser leaves them) overlap instead of coming one
+/// after the other in the compiling loop, whose branches depend on the names' contents.
+#[inline]
+fn touch_names(conj: &Conjunction) {
+    let mut x = 0u8;
+    for c in conj.constraints() {
+        x ^= c.attr.as_str().as_bytes().first().copied().unwrap_or(0);
+    }
+    std::hint::black_box(x);
+}
+
+/// Whether two attribute names are equal: compared inline, byte by byte, because names are
+/// short and a call to the C library's `memcmp` per constraint cost more than the comparison.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// Releases the interned ids that `tests` and `extras` hold.
+pub(crate) fn release(tests: &[AttrTest], extras: &[Extra], syms: &mut Symbols<'_>) {
+    for t in tests {
         syms.attrs.release(t.attr);
     }
-    for e in &compiled.extras {
+    for e in extras {
         if e.str_eq != NONE {
             syms.strings.release(e.str_eq);
         }
@@ -170,62 +197,67 @@ pub(crate) fn release(compiled: &Compiled, syms: &mut Symbols<'_>) {
     }
 }
 
-impl Compiled {
-    /// Whether the event whose views are `views` satisfies every test.
-    pub(crate) fn holds(&self, views: &Views, ev: &EventCtx<'_>) -> bool {
-        self.tests.iter().all(|t| match views.get(t.attr) {
-            Some(v) => self.test_holds(t, v, ev),
-            None => false,
+/// Whether `extras` compare the string form with interned strings (so that the attribute's
+/// string view must be computed).
+pub(crate) fn uses_strings(extra: &Extra) -> bool {
+    extra.str_eq != NONE || !extra.str_ne.is_empty()
+}
+
+/// Whether the event whose views are `views` satisfies every test and every extra
+/// requirement (`extras`, usually empty).
+#[inline]
+pub(crate) fn holds(
+    tests: &[AttrTest],
+    extras: &[Extra],
+    views: &Views,
+    ev: &EventCtx<'_>,
+) -> bool {
+    let tests_hold = tests.iter().all(|t| match views.get(t.attr) {
+        Some(v) => !t.needs_int() || v.int().is_some_and(|i| t.lo <= i && i <= t.hi),
+        None => false,
+    });
+    tests_hold
+        && extras.iter().all(|e| {
+            views
+                .get(e.attr)
+                .is_some_and(|v| extra_holds(e, e.attr, v, ev))
         })
-    }
+}
 
-    /// Whether the present attribute with view `v` satisfies `t`.
-    fn test_holds(&self, t: &AttrTest, v: &View, ev: &EventCtx<'_>) -> bool {
-        if t.needs_int() {
-            match v.int() {
-                Some(i) if t.lo <= i && i <= t.hi => {}
-                _ => return false,
-            }
-        }
-        let Some(x) = t.extra() else {
-            return true;
-        };
-        let Some(extra) = self.extras.get(x) else {
-            return false;
-        };
-        let int_ok = extra.int_ne.iter().all(|&n| v.int() != Some(n));
-        let bool_ok = extra.boolean.is_none_or(|b| v.boolean() == Some(b));
-        let eq_ok = extra.str_eq == NONE || v.sid == extra.str_eq;
-        let ne_ok = extra.str_ne.iter().all(|&s| v.sid != s);
-        int_ok && bool_ok && eq_ok && ne_ok && self.str_ops_hold(extra, t.attr, ev)
-    }
+/// Whether the present attribute `attr`, with view `v`, satisfies `extra` (the rare path).
+#[cold]
+fn extra_holds(extra: &Extra, attr: u32, v: &View, ev: &EventCtx<'_>) -> bool {
+    let int_ok = extra.int_ne.iter().all(|&n| v.int() != Some(n));
+    let bool_ok = extra.boolean.is_none_or(|b| v.boolean() == Some(b));
+    let eq_ok = extra.str_eq == NONE || v.sid == extra.str_eq;
+    let ne_ok = extra.str_ne.iter().all(|&s| v.sid != s);
+    int_ok && bool_ok && eq_ok && ne_ok && str_ops_hold(extra, attr, ev)
+}
 
-    /// Prefix, suffix and substring checks, on the event's own value (the rare slow path).
-    fn str_ops_hold(&self, extra: &Extra, attr: u32, ev: &EventCtx<'_>) -> bool {
-        if extra.str_ops.is_empty() {
-            return true;
-        }
-        let Some(value) = ev.attrs.key(attr).and_then(|n| ev.event.get(n)) else {
-            return false;
-        };
-        let s = value.to_string_value();
-        extra.str_ops.iter().all(|(op, c)| op.apply(&s, c))
+/// Prefix, suffix and substring checks, on the event's own value (the rare slow path).
+fn str_ops_hold(extra: &Extra, attr: u32, ev: &EventCtx<'_>) -> bool {
+    if extra.str_ops.is_empty() {
+        return true;
     }
+    let Some(value) = ev.attrs.key(attr).and_then(|n| ev.event.get(n)) else {
+        return false;
+    };
+    let s = value.to_string_value();
+    extra.str_ops.iter().all(|(op, c)| op.apply(&s, c))
+}
 
-    /// Heap bytes held.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        let extras: usize = self
-            .extras
-            .iter()
-            .map(|e| {
-                e.int_ne.capacity() * size_of::<i32>()
-                    + e.str_ne.capacity() * size_of::<u32>()
-                    + e.str_ops.capacity() * size_of::<(StrOp, Box<str>)>()
-                    + e.str_ops.iter().map(|(_, s)| s.len()).sum::<usize>()
-            })
-            .sum();
-        self.tests.len() * size_of::<AttrTest>() + self.extras.len() * size_of::<Extra>() + extras
-    }
+/// Heap bytes held by a conjunction's extras.
+pub(crate) fn extras_heap_bytes(extras: &[Extra]) -> usize {
+    let owned: usize = extras
+        .iter()
+        .map(|e| {
+            e.int_ne.capacity() * size_of::<i32>()
+                + e.str_ne.capacity() * size_of::<u32>()
+                + e.str_ops.capacity() * size_of::<(StrOp, Box<str>)>()
+                + e.str_ops.iter().map(|(_, s)| s.len()).sum::<usize>()
+        })
+        .sum();
+    std::mem::size_of_val(extras) + owned
 }
 
 /// The event being matched, for the rare checks that need its values rather than its views.
@@ -236,35 +268,30 @@ pub(crate) struct EventCtx<'a> {
     pub(crate) attrs: &'a Interner<Box<str>>,
 }
 
-/// The requirements on one attribute while a conjunction is being compiled.
-struct Draft<'a> {
+/// The requirements on one attribute while a conjunction is being compiled: the integer
+/// interval inline (the common case, kept cheap), the rarer requirements in a [`Draft`] created
+/// only when needed.
+struct Run<'a> {
     needs_int: bool,
     lo: i32,
     hi: i32,
-    int_ne: Vec<i32>,
-    str_eq: Option<&'a str>,
-    str_ne: Vec<&'a str>,
-    str_ops: Vec<(StrOp, Box<str>)>,
-    boolean: Option<bool>,
+    rare: Option<Draft<'a>>,
 }
 
-impl Default for Draft<'_> {
+impl Default for Run<'_> {
     fn default() -> Self {
         Self {
             needs_int: false,
             lo: i32::MIN,
             hi: i32::MAX,
-            int_ne: Vec::new(),
-            str_eq: None,
-            str_ne: Vec::new(),
-            str_ops: Vec::new(),
-            boolean: None,
+            rare: None,
         }
     }
 }
 
-impl<'a> Draft<'a> {
+impl<'a> Run<'a> {
     /// Adds one predicate; `None` when the requirements so far can no longer be met together.
+    #[inline]
     fn add(&mut self, pred: &'a Predicate) -> Option<()> {
         match pred {
             Predicate::Exists => {}
@@ -276,7 +303,7 @@ impl<'a> Draft<'a> {
                         self.lo = self.lo.max(c);
                         self.hi = self.hi.min(c);
                     }
-                    IntOp::Ne => self.int_ne.push(c),
+                    IntOp::Ne => self.rare.get_or_insert_with(Draft::default).int_ne.push(c),
                     IntOp::Lt => self.hi = self.hi.min(c.checked_sub(1)?),
                     IntOp::Le => self.hi = self.hi.min(c),
                     IntOp::Gt => self.lo = self.lo.max(c.checked_add(1)?),
@@ -285,9 +312,30 @@ impl<'a> Draft<'a> {
                 if self.lo > self.hi {
                     return None;
                 }
-                // `!=` constants outside the interval are implied by it.
-                self.int_ne.retain(|n| (self.lo..=self.hi).contains(n));
             }
+            _ => self.rare.get_or_insert_with(Draft::default).add(pred)?,
+        }
+        Some(())
+    }
+}
+
+/// The rarer requirements on one attribute while a conjunction is being compiled.
+#[derive(Default)]
+struct Draft<'a> {
+    int_ne: Vec<i32>,
+    str_eq: Option<&'a str>,
+    str_ne: Vec<&'a str>,
+    str_ops: Vec<(StrOp, Box<str>)>,
+    boolean: Option<bool>,
+}
+
+impl<'a> Draft<'a> {
+    /// Adds one string or boolean predicate; `None` when the requirements so far can no longer
+    /// be met together.
+    fn add(&mut self, pred: &'a Predicate) -> Option<()> {
+        match pred {
+            // Handled by `Run`.
+            Predicate::Exists | Predicate::Int(..) => {}
             Predicate::Str(StrOp::Eq, c) => match self.str_eq {
                 Some(prev) if prev != c.as_str() => return None,
                 _ => self.str_eq = Some(c),
@@ -322,6 +370,12 @@ mod tests {
         Constraint::new(AttrName::new(attr).unwrap(), pred)
     }
 
+    /// A compiled conjunction, for inspection.
+    struct Compiled {
+        tests: Vec<AttrTest>,
+        extras: Box<[Extra]>,
+    }
+
     fn compile_one(cs: Vec<Constraint>) -> Option<Compiled> {
         let mut attrs = Interner::default();
         let mut strings = Interner::default();
@@ -329,7 +383,18 @@ mod tests {
             attrs: &mut attrs,
             strings: &mut strings,
         };
-        compile(&Conjunction::new(cs), &mut syms)
+        let mut tests = Vec::new();
+        let extras = compile(&Conjunction::new(cs), &mut syms, &mut tests);
+        let unsatisfiable = extras.is_none();
+        let out = extras.map(|extras| Compiled {
+            tests: tests.clone(),
+            extras,
+        });
+        if unsatisfiable {
+            assert_eq!(attrs.live(), 0, "nothing stays interned");
+            assert_eq!(strings.live(), 0, "nothing stays interned");
+        }
+        out
     }
 
     #[test]
@@ -344,12 +409,21 @@ mod tests {
         let t = comp.tests[0];
         assert!(t.needs_int());
         assert_eq!((t.lo, t.hi), (5, 9));
-        assert_eq!(t.extra(), None, "x != 100 is implied by 5 <= x <= 9");
+        assert!(comp.extras.is_empty(), "x != 100 is implied by 5 <= x <= 9");
     }
 
     #[test]
     fn detects_unsatisfiable_conjunctions() {
         assert!(compile_one(vec![c("x", Predicate::Int(IntOp::Lt, i32::MIN))]).is_none());
+        // A later attribute fails after earlier ones were interned: they are released.
+        assert!(
+            compile_one(vec![
+                c("a", Predicate::Str(StrOp::Eq, "s".into())),
+                c("b", Predicate::Int(IntOp::Gt, 1)),
+                c("z", Predicate::Int(IntOp::Gt, i32::MAX)),
+            ])
+            .is_none()
+        );
         assert!(compile_one(vec![c("x", Predicate::Int(IntOp::Gt, i32::MAX))]).is_none());
         assert!(
             compile_one(vec![
@@ -379,7 +453,8 @@ mod tests {
         let comp = compile_one(vec![c("x", Predicate::Exists)]).unwrap();
         let t = comp.tests[0];
         assert!(!t.needs_int());
-        assert_eq!(t.extra(), None);
+        assert_eq!(t.int_eq(), None);
+        assert!(comp.extras.is_empty());
     }
 
     #[test]
@@ -390,8 +465,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(comp.tests.len(), 2);
-        let with_extra: Vec<_> = comp.tests.iter().filter_map(|t| t.extra()).collect();
-        assert_eq!(with_extra, [0]);
+        assert_eq!(comp.extras.len(), 1);
+        let a = comp.tests.iter().find(|t| !t.needs_int()).unwrap().attr;
+        assert_eq!(comp.extras[0].attr, a, "the extra is on `a`");
         assert_eq!(comp.extras[0].str_ops, [(StrOp::Prefix, "ab".into())]);
         let eq: Vec<_> = comp.tests.iter().filter_map(|t| t.int_eq()).collect();
         assert_eq!(eq, [3]);

@@ -4,11 +4,20 @@
 //! An id is released when its last user goes away and is then reused, so an index that sees a
 //! stream of distinct names (say, subscribers inventing attribute names) holds memory in
 //! proportion to what is live, not to what it has ever seen.
+//!
+//! The index's maps hash with foldhash ([`FastMap`]) rather than the standard SipHash: keys
+//! are short (attribute names, small integers), hashing them is on the insertion path of every
+//! subscription and the matching path of every event attribute, and SipHash cost about as much
+//! as the rest of the lookup. foldhash is seeded at random per map, which keeps the minimal
+//! resistance to collision flooding that names chosen by remote subscribers call for.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::mem::size_of;
+
+/// A hash map with foldhash's fast, randomly seeded hasher.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The id meaning "none" in places where an `Option<u32>` would double the size.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -17,7 +26,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub(crate) struct Interner<K> {
     /// Key to id, for lookups.
-    ids: HashMap<K, u32>,
+    ids: FastMap<K, u32>,
     /// Id to key and use count; `None` for a free id.
     slots: Vec<Option<(K, u32)>>,
     /// Free ids, reused before the table grows.
@@ -27,7 +36,7 @@ pub(crate) struct Interner<K> {
 impl<K> Default for Interner<K> {
     fn default() -> Self {
         Self {
-            ids: HashMap::new(),
+            ids: FastMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
         }
@@ -145,7 +154,7 @@ impl<K: Clone> ToOwnedKey<K> for K {
 }
 
 /// An estimate of the heap bytes of a `HashMap`: its buckets plus one control byte each.
-pub(crate) fn hash_map_bytes<K, V>(map: &HashMap<K, V>) -> usize {
+pub(crate) fn hash_map_bytes<K, V, S: BuildHasher>(map: &HashMap<K, V, S>) -> usize {
     if map.capacity() == 0 {
         return 0;
     }

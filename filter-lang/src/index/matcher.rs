@@ -6,11 +6,11 @@ use std::ops::ControlFlow;
 
 use crate::event::Event;
 
-use super::cluster::Cluster;
-use super::compile::EventCtx;
+use super::cluster::{Cluster, EXTRAS, MULTI, Member, RESIDUAL};
+use super::compile::{self, AttrTest, EventCtx};
 use super::intern::NONE;
 use super::view::{Marks, View, Views};
-use super::{Conj, EntryId, Index, Scratch};
+use super::{EntryId, Index, Scratch};
 
 /// Where matches go.
 enum Out<'o, D> {
@@ -141,12 +141,8 @@ impl<D: Clone + Eq + Hash> Visit<'_, '_, D> {
 
     /// Checks the candidates of one cluster.
     fn cluster(&mut self, cluster: &Cluster, cand: &mut Vec<u64>) -> ControlFlow<()> {
-        let index = self.index;
-        let complete = cluster.for_each_candidate(self.views, cand, |slot| {
-            let Some(conj) = index.conjs.get(slot as usize).and_then(Option::as_ref) else {
-                return true;
-            };
-            self.candidate(conj).is_continue()
+        let complete = cluster.for_each_candidate(self.views, cand, |member, tests| {
+            self.candidate(member, tests).is_continue()
         });
         if complete {
             ControlFlow::Continue(())
@@ -155,39 +151,60 @@ impl<D: Clone + Eq + Hash> Visit<'_, '_, D> {
         }
     }
 
-    /// Checks one candidate conjunction and reports its entry if it matches.
+    /// Checks one candidate conjunction, with tests `tests`, and reports its entry if it
+    /// matches.
+    ///
+    /// The common case reads only the cluster's record and tests of the member: the entry's
+    /// marks are consulted only when the entry has several conjunctions, the entry itself only
+    /// for a residual or an entry id, the conjunction's record only for out-of-line tests.
     #[inline]
-    fn candidate(&mut self, conj: &Conj) -> ControlFlow<()> {
-        if self.entries.contains(conj.entry) {
+    fn candidate(&mut self, m: &Member, tests: &[AttrTest]) -> ControlFlow<()> {
+        let multi = m.flags & MULTI != 0;
+        if multi && self.entries.contains(m.entry) {
             return ControlFlow::Continue(());
         }
-        let want_dests = matches!(self.out, Out::Dests(_));
-        if want_dests && self.dests.contains(conj.dest) {
-            return ControlFlow::Continue(());
-        }
-        if !conj.compiled.holds(self.views, &self.ctx) {
-            return ControlFlow::Continue(());
-        }
-        self.entries.insert(conj.entry);
-        let Some(slot) = self.index.entries.get(conj.entry as usize) else {
-            return ControlFlow::Continue(());
+        let extras = if m.flags & EXTRAS != 0 {
+            self.index
+                .conjs
+                .get(m.slot as usize)
+                .and_then(Option::as_ref)
+                .map_or(&[][..], |c| &c.extras)
+        } else {
+            &[]
         };
-        let Some(entry) = &slot.entry else {
+        if !compile::holds(tests, extras, self.views, &self.ctx) {
             return ControlFlow::Continue(());
-        };
-        if let Some(filter) = &entry.residual
-            && !filter.matches(self.ctx.event)
-        {
+        }
+        // Checked after the tests, which are in cache already, so that only matches pay.
+        if matches!(self.out, Out::Dests(_)) && self.dests.contains(m.dest) {
             return ControlFlow::Continue(());
+        }
+        if multi {
+            self.entries.insert(m.entry);
+        }
+        if m.flags & RESIDUAL != 0 {
+            let residual = self
+                .index
+                .entries
+                .get(m.entry as usize)
+                .and_then(|s| s.entry.as_ref())
+                .and_then(|e| e.residual.as_deref());
+            if residual.is_some_and(|f| !f.matches(self.ctx.event)) {
+                return ControlFlow::Continue(());
+            }
         }
         match self.out {
-            Out::Entries(out) => out.push(EntryId {
-                slot: conj.entry,
-                generation: slot.generation,
-            }),
+            Out::Entries(out) => {
+                if let Some(slot) = self.index.entries.get(m.entry as usize) {
+                    out.push(EntryId {
+                        slot: m.entry,
+                        generation: slot.generation,
+                    });
+                }
+            }
             Out::Dests(out) => {
-                if self.dests.insert(entry.dest) {
-                    if let Some(d) = self.index.dests.key(entry.dest) {
+                if self.dests.insert(m.dest) {
+                    if let Some(d) = self.index.dests.key(m.dest) {
                         out.push(d.clone());
                     }
                     self.found += 1;

@@ -39,29 +39,50 @@
 //! the walk stops once every live destination has matched (SIENA's early exit: with 64
 //! interfaces and a broad workload, most events stop early).
 //!
+//! # Memory layout
+//!
+//! At a million subscriptions the index no longer fits in cache, and matching cost is counted
+//! in cache misses more than in instructions. The layout follows from that:
+//!
+//! - A cluster keeps, in position order, a small record per member (its conjunction, entry,
+//!   destination and flags) and all its members' tests in one array of 12-byte tests; when
+//!   every member has as many tests (W2), a member's tests are found from its position alone.
+//!   A candidate's check reads those two places, fetched in parallel, and nothing else unless
+//!   the entry has several conjunctions, a residual, or rare requirements (flags say which).
+//! - Each cell bitmap is contiguous over all the cluster's members, so the AND reads one
+//!   sequential stream per attribute, which the hardware prefetchers follow.
+//! - The per-event sets (entries and destinations already decided) are bitsets cleared by the
+//!   words they touched: 128 KB at a million destinations, in L2, rather than 4 MB of stamps.
+//!
 //! # Updates
 //!
-//! Insertion compiles the conjunctions and appends each to its cluster. A cluster with an
-//! engine feeds new members to it in batches of 64 (one bitmap word), which it checks one by one
-//! meanwhile: the engine then writes each word once per row instead of one scattered cache line
-//! per bit. Removal leaves a tombstone (cleared from the engine's `live` bitmap, one bit), so no
-//! other member moves. A cluster compacts and rebuilds its engine, with fresh quantile cells,
-//! when a quarter of its positions are tombstones, or its live count has grown fourfold or
-//! shrunk to a quarter since the last build: amortised O(1) per update, and the cells follow a
-//! drifting distribution. A rebuild is a pause proportional to the cluster (not the index).
-//! Entry, conjunction, cluster, destination, attribute and string ids are all recycled through
-//! free lists; [`EntryId`]s carry a generation so a stale id never removes a newer entry.
+//! Insertion compiles the conjunctions (into a reused buffer: no allocation for a conjunction
+//! of intervals) and appends each to its cluster. A cluster with an engine feeds new members
+//! to it in batches of 64 (one bitmap word), which it checks one by one meanwhile; the engine
+//! marks a batch with one sweep over each attribute's cells (see `cells`). Removal leaves a
+//! tombstone (cleared from the engine's `live` bitmap, one bit), so no other member moves. A
+//! cluster compacts and rebuilds its engine, with fresh quantile cells, when a quarter of its
+//! positions are tombstones, or its live count has grown fourfold or shrunk to a quarter since
+//! the last build: amortised O(1) per update, and the cells follow a drifting distribution. A
+//! rebuild is a pause proportional to the cluster (not the index). Entry, conjunction,
+//! cluster, destination, attribute and string ids are all recycled through free lists;
+//! [`EntryId`]s carry a generation so a stale id never removes a newer entry.
 //!
 //! # Trade-offs
 //!
 //! - The bitmaps cost about `(32 + 2)` bits per member per attribute of the cluster's
-//!   universe — for W2, ~85 bytes per subscription plus block slack — in exchange for
-//!   word-parallel matching.
+//!   universe — for W2, ~85 bytes per subscription, plus up to a third of slack as rows grow —
+//!   in exchange for word-parallel matching. 64 cells would cut W2's false candidates from
+//!   ~0.4 to ~0.17 per match (about 10% of the matching time at a million subscriptions) for
+//!   ~110 more bytes per subscription and slower insertion, so the index keeps 32.
 //!   Clusters with a wide universe (W1's rare range-only conjunctions) are scanned instead.
 //! - The cell cut points are fixed between rebuilds; a shifted distribution costs more false
 //!   candidates (never a wrong answer) until the next rebuild.
 //! - Matching takes `&self` and a caller-owned [`Scratch`], so many threads can match against
 //!   one shared snapshot; updates need `&mut self` (clone the index to publish a new snapshot).
+//! - Hash maps use foldhash (fast, seeded at random per map) rather than SipHash: attribute
+//!   names and string constants come from remote subscribers, so the hash keeps some
+//!   resistance to chosen collisions.
 
 mod cells;
 mod cluster;
@@ -69,6 +90,7 @@ mod compile;
 mod heap;
 mod intern;
 mod matcher;
+mod update;
 mod view;
 
 use std::fmt;
@@ -79,9 +101,10 @@ use std::sync::Arc;
 use crate::Filter;
 use crate::routable::Routable;
 
-use self::cluster::{Cluster, Key, Renumbered};
-use self::compile::{Compiled, Symbols};
-use self::intern::{Interner, NONE, hash_map_bytes};
+use self::cells::MarkScratch;
+use self::cluster::Cluster;
+use self::compile::{AttrTest, Extra};
+use self::intern::{FastMap, Interner, NONE, hash_map_bytes};
 use self::view::{Marks, Views};
 
 /// Identifies one entry of an [`Index`], as returned by [`Index::insert`].
@@ -134,6 +157,10 @@ pub struct Index<D> {
     strings: Interner<Box<str>>,
     /// Per attribute id: the clusters reached through it.
     access: Vec<Access>,
+    /// A buffer for compiling a conjunction's tests, reused (they are copied into a cluster).
+    compile_buf: Vec<AttrTest>,
+    /// Working memory of the cell engines' updates, shared by all clusters.
+    mark_scratch: MarkScratch,
     /// Destinations, interned so that the per-event "already matched" set is an array.
     dests: Interner<D>,
     /// Entries by slot.
@@ -160,9 +187,9 @@ struct Access {
     /// The cluster keyed by the attribute's presence, or `NONE`.
     present: u32,
     /// Clusters keyed by an integer value.
-    int_eq: std::collections::HashMap<i32, u32>,
+    int_eq: FastMap<i32, u32>,
     /// Clusters keyed by an interned string.
-    str_eq: std::collections::HashMap<u32, u32>,
+    str_eq: FastMap<u32, u32>,
     /// Clusters keyed by `false` and `true`, or `NONE`.
     bool_eq: [u32; 2],
     /// How many tests on this attribute compare interned strings: when none, events skip
@@ -180,14 +207,6 @@ impl Default for Access {
             str_users: 0,
         }
     }
-}
-
-/// The tests of conjunction `slot` (none for a free slot).
-fn tests_of(conjs: &[Option<Conj>], slot: u32) -> &[compile::AttrTest] {
-    conjs
-        .get(slot as usize)
-        .and_then(Option::as_ref)
-        .map_or(&[], |c| &c.compiled.tests)
 }
 
 /// An entry's slot: its generation and, while live, the entry.
@@ -208,22 +227,41 @@ struct Entry {
     /// matches. Exact filters are not kept (their conjunctions say everything).
     residual: Option<Arc<Filter>>,
     /// The slots of the entry's indexed conjunctions.
-    conjs: Box<[u32]>,
+    conjs: ConjSlots,
 }
 
-/// One indexed conjunction.
+/// The conjunction slots of an entry: most entries have one, kept inline (no allocation).
+#[derive(Debug, Clone)]
+enum ConjSlots {
+    /// No indexed conjunction (the routable form is unsatisfiable).
+    None,
+    /// One conjunction.
+    One(u32),
+    /// Several.
+    Many(Box<[u32]>),
+}
+
+impl ConjSlots {
+    /// The slots.
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            ConjSlots::None => &[],
+            ConjSlots::One(s) => std::slice::from_ref(s),
+            ConjSlots::Many(s) => s,
+        }
+    }
+}
+
+/// One indexed conjunction. Its tests live in its cluster (see `cluster`), with copies of
+/// its entry and destination; this record is what removal and the rare checks need.
 #[derive(Debug, Clone)]
 struct Conj {
-    /// The entry's slot.
-    entry: u32,
-    /// The entry's destination (copied here so matching skips found destinations cheaply).
-    dest: u32,
     /// The cluster holding it.
     cluster: u32,
     /// Its position in the cluster.
     pos: u32,
-    /// Its tests.
-    compiled: Compiled,
+    /// The out-of-line requirements its tests refer to (usually none).
+    extras: Box<[Extra]>,
 }
 
 /// Per-thread working memory for matching, reused across events to avoid allocation.
@@ -248,6 +286,8 @@ impl<D> Default for Index<D> {
             attrs: Interner::default(),
             strings: Interner::default(),
             access: Vec::new(),
+            compile_buf: Vec::new(),
+            mark_scratch: MarkScratch::default(),
             dests: Interner::default(),
             entries: Vec::new(),
             free_entries: Vec::new(),
@@ -302,7 +342,7 @@ impl<D: Clone + Eq + Hash> Index<D> {
         };
         slot.generation = slot.generation.wrapping_add(1);
         self.free_entries.push(id.slot);
-        for &c in &entry.conjs {
+        for &c in entry.conjs.as_slice() {
             self.remove_conj(c);
         }
         self.dests.release(entry.dest);
@@ -362,15 +402,18 @@ impl<D: Clone + Eq + Hash> Index<D> {
             .iter()
             .filter_map(|s| s.entry.as_ref())
             .map(|e| {
-                e.conjs.len() * size_of::<u32>()
-                    + e.residual.as_deref().map_or(0, heap::filter_bytes)
+                let conjs = match &e.conjs {
+                    ConjSlots::Many(s) => s.len() * size_of::<u32>(),
+                    ConjSlots::None | ConjSlots::One(_) => 0,
+                };
+                conjs + e.residual.as_deref().map_or(0, heap::filter_bytes)
             })
             .sum();
         let conjs: usize = self
             .conjs
             .iter()
             .flatten()
-            .map(|c| c.compiled.heap_bytes())
+            .map(|c| compile::extras_heap_bytes(&c.extras))
             .sum();
         let clusters: usize = self
             .clusters
@@ -382,6 +425,8 @@ impl<D: Clone + Eq + Hash> Index<D> {
             + self.strings.heap_bytes(|k| k.len())
             + self.dests.heap_bytes(|_| 0)
             + self.access.capacity() * size_of::<Access>()
+            + self.compile_buf.capacity() * size_of::<AttrTest>()
+            + self.mark_scratch.heap_bytes()
             + access
             + self.entries.capacity() * size_of::<EntrySlot>()
             + self.free_entries.capacity() * size_of::<u32>()
@@ -409,240 +454,6 @@ impl<D: Clone + Eq + Hash> Index<D> {
                 .sum(),
             largest_cluster: clusters.iter().map(|c| c.len()).max().unwrap_or(0),
         }
-    }
-
-    fn insert_inner(
-        &mut self,
-        routable: &Routable,
-        residual: Option<Arc<Filter>>,
-        dest: D,
-    ) -> EntryId {
-        let dest = self.dests.acquire(&dest);
-        let slot = match self.free_entries.pop() {
-            Some(s) => s,
-            None => {
-                let s = u32::try_from(self.entries.len()).expect("fewer than 2^32 entries");
-                self.entries.push(EntrySlot {
-                    generation: 0,
-                    entry: None,
-                });
-                s
-            }
-        };
-        let mut conjs = Vec::with_capacity(routable.conjunctions().len());
-        for conj in routable.conjunctions() {
-            let mut syms = Symbols {
-                attrs: &mut self.attrs,
-                strings: &mut self.strings,
-            };
-            if let Some(compiled) = compile::compile(conj, &mut syms) {
-                conjs.push(self.insert_conj(slot, dest, compiled));
-            }
-        }
-        let entry_slot = &mut self.entries[slot as usize];
-        entry_slot.entry = Some(Entry {
-            dest,
-            residual,
-            conjs: conjs.into_boxed_slice(),
-        });
-        self.len += 1;
-        EntryId {
-            slot,
-            generation: entry_slot.generation,
-        }
-    }
-
-    /// Indexes one compiled conjunction of entry `entry`; returns its slot.
-    fn insert_conj(&mut self, entry: u32, dest: u32, compiled: Compiled) -> u32 {
-        if self.access.len() < self.attrs.id_bound() {
-            self.access
-                .resize_with(self.attrs.id_bound(), Access::default);
-        }
-        for t in &compiled.tests {
-            if let Some(x) = t.extra()
-                && compiled
-                    .extras
-                    .get(x)
-                    .is_some_and(|e| e.str_eq != NONE || !e.str_ne.is_empty())
-            {
-                self.access[t.attr as usize].str_users += 1;
-            }
-        }
-        let key = self.choose_key(&compiled);
-        let cluster = match self.cluster_of(key) {
-            Some(c) => c,
-            None => self.new_cluster(key),
-        };
-        let slot = match self.free_conjs.pop() {
-            Some(s) => s,
-            None => {
-                let s = u32::try_from(self.conjs.len()).expect("fewer than 2^32 conjunctions");
-                self.conjs.push(None);
-                s
-            }
-        };
-        self.conjs[slot as usize] = Some(Conj {
-            entry,
-            dest,
-            cluster,
-            pos: 0,
-            compiled,
-        });
-        let conjs = &self.conjs;
-        let cl = self.clusters[cluster as usize]
-            .as_mut()
-            .expect("cluster ids in access maps are live");
-        let (pos, renumbered) = cl.push(slot, |s| tests_of(conjs, s));
-        if let Some(c) = self.conjs[slot as usize].as_mut() {
-            c.pos = pos;
-        }
-        if renumbered == Renumbered::Yes {
-            self.sync_positions(cluster);
-        }
-        slot
-    }
-
-    /// Un-indexes conjunction `slot`, releasing its cluster and symbols when unused.
-    fn remove_conj(&mut self, slot: u32) {
-        let Some(conj) = self.conjs.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
-        self.free_conjs.push(slot);
-        let conjs = &self.conjs;
-        if let Some(cl) = self
-            .clusters
-            .get_mut(conj.cluster as usize)
-            .and_then(Option::as_mut)
-        {
-            let renumbered = cl.remove(conj.pos, |s| tests_of(conjs, s));
-            if cl.len() == 0 {
-                let key = cl.key;
-                self.clusters[conj.cluster as usize] = None;
-                self.free_clusters.push(conj.cluster);
-                self.set_cluster_of(key, NONE);
-            } else if renumbered == Renumbered::Yes {
-                self.sync_positions(conj.cluster);
-            }
-        }
-        for t in &conj.compiled.tests {
-            if let Some(x) = t.extra()
-                && conj
-                    .compiled
-                    .extras
-                    .get(x)
-                    .is_some_and(|e| e.str_eq != NONE || !e.str_ne.is_empty())
-                && let Some(a) = self.access.get_mut(t.attr as usize)
-            {
-                a.str_users -= 1;
-            }
-        }
-        let mut syms = Symbols {
-            attrs: &mut self.attrs,
-            strings: &mut self.strings,
-        };
-        compile::release(&conj.compiled, &mut syms);
-        for t in &conj.compiled.tests {
-            if self.attrs.key(t.attr).is_none()
-                && let Some(a) = self.access.get_mut(t.attr as usize)
-            {
-                *a = Access::default();
-            }
-        }
-    }
-
-    /// Re-reads the positions of every member of `cluster` after a compaction.
-    fn sync_positions(&mut self, cluster: u32) {
-        let Some(cl) = self.clusters.get(cluster as usize).and_then(Option::as_ref) else {
-            return;
-        };
-        for (p, &m) in cl.members().iter().enumerate() {
-            if let Some(c) = self.conjs.get_mut(m as usize).and_then(Option::as_mut) {
-                c.pos = u32::try_from(p).expect("positions fit in u32");
-            }
-        }
-    }
-
-    /// The access key for a conjunction: its equality with the smallest cluster, else its
-    /// attribute with the smallest presence cluster, else [`Key::Always`].
-    fn choose_key(&self, compiled: &Compiled) -> Key {
-        let mut best: Option<(bool, usize, Key)> = None;
-        for t in &compiled.tests {
-            let extra = t.extra().and_then(|x| compiled.extras.get(x));
-            let mut keys = [None; 4];
-            keys[0] = Some(Key::Present(t.attr));
-            keys[1] = t.int_eq().map(|v| Key::IntEq(t.attr, v));
-            keys[2] = extra
-                .filter(|e| e.str_eq != NONE)
-                .map(|e| Key::StrEq(t.attr, e.str_eq));
-            keys[3] = extra
-                .and_then(|e| e.boolean)
-                .map(|b| Key::BoolEq(t.attr, b));
-            for key in keys.into_iter().flatten() {
-                let size = self
-                    .cluster_of(key)
-                    .and_then(|c| self.clusters[c as usize].as_ref())
-                    .map_or(0, Cluster::len);
-                // Equalities first, then the smallest cluster.
-                let rank = (!key.is_equality(), size, key);
-                if best.is_none_or(|(p, s, _)| (rank.0, rank.1) < (p, s)) {
-                    best = Some(rank);
-                }
-            }
-        }
-        best.map_or(Key::Always, |(_, _, k)| k)
-    }
-
-    /// The cluster registered under `key`.
-    fn cluster_of(&self, key: Key) -> Option<u32> {
-        let id = match key {
-            Key::Always => self.always,
-            Key::Present(a) => self.access.get(a as usize)?.present,
-            Key::IntEq(a, v) => *self.access.get(a as usize)?.int_eq.get(&v)?,
-            Key::StrEq(a, s) => *self.access.get(a as usize)?.str_eq.get(&s)?,
-            Key::BoolEq(a, b) => self.access.get(a as usize)?.bool_eq[usize::from(b)],
-        };
-        (id != NONE).then_some(id)
-    }
-
-    /// Registers cluster `id` under `key` (`NONE` unregisters).
-    fn set_cluster_of(&mut self, key: Key, id: u32) {
-        if key == Key::Always {
-            self.always = id;
-            return;
-        }
-        let (Key::Present(a) | Key::IntEq(a, _) | Key::StrEq(a, _) | Key::BoolEq(a, _)) = key
-        else {
-            return;
-        };
-        let Some(acc) = self.access.get_mut(a as usize) else {
-            return;
-        };
-        match key {
-            Key::Always => {}
-            Key::Present(_) => acc.present = id,
-            Key::IntEq(_, v) if id == NONE => drop(acc.int_eq.remove(&v)),
-            Key::IntEq(_, v) => drop(acc.int_eq.insert(v, id)),
-            Key::StrEq(_, s) if id == NONE => drop(acc.str_eq.remove(&s)),
-            Key::StrEq(_, s) => drop(acc.str_eq.insert(s, id)),
-            Key::BoolEq(_, b) => acc.bool_eq[usize::from(b)] = id,
-        }
-    }
-
-    /// Creates and registers an empty cluster for `key`.
-    fn new_cluster(&mut self, key: Key) -> u32 {
-        let id = match self.free_clusters.pop() {
-            Some(id) => {
-                self.clusters[id as usize] = Some(Cluster::new(key));
-                id
-            }
-            None => {
-                let id = u32::try_from(self.clusters.len()).expect("fewer than 2^32 clusters");
-                self.clusters.push(Some(Cluster::new(key)));
-                id
-            }
-        };
-        self.set_cluster_of(key, id);
-        id
     }
 }
 
@@ -674,3 +485,6 @@ pub struct IndexStats {
     /// Members of the largest cluster.
     pub largest_cluster: usize,
 }
+
+#[cfg(test)]
+mod tests;

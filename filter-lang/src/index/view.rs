@@ -118,34 +118,46 @@ impl Views {
     }
 }
 
-/// A set of small integers (entry slots, destination ids) cleared in O(1) per use by epochs.
+/// A set of small integers (entry slots, destination ids), emptied per event in time
+/// proportional to what the event marked.
+///
+/// A bitset rather than an array of epoch stamps: with a million destinations, stamps take
+/// 4 MB and every check is a cache miss, where the bitset takes 128 KB and stays in the L2
+/// cache. Emptying clears only the words marked since the last emptying, listed in `touched`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Marks {
-    /// The current epoch; never 0.
-    epoch: u32,
-    /// The epoch at which each member was last marked.
-    stamps: Vec<u32>,
+    /// Bit `i` is set while `i` is in the set.
+    bits: Vec<u64>,
+    /// The words of `bits` that may be non-zero.
+    touched: Vec<u32>,
 }
 
 impl Marks {
     /// Empties the set, for members below `bound`.
     pub(crate) fn begin(&mut self, bound: usize) {
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.stamps.iter_mut().for_each(|s| *s = 0);
-            self.epoch = 1;
+        for &w in &self.touched {
+            if let Some(word) = self.bits.get_mut(w as usize) {
+                *word = 0;
+            }
         }
-        if self.stamps.len() < bound {
-            self.stamps.resize(bound, 0);
+        self.touched.clear();
+        let words = bound.div_ceil(64);
+        if self.bits.len() < words {
+            self.bits.resize(words, 0);
         }
     }
 
     /// Adds `i`; returns whether it was absent before.
     #[inline]
     pub(crate) fn insert(&mut self, i: u32) -> bool {
-        match self.stamps.get_mut(i as usize) {
-            Some(s) if *s != self.epoch => {
-                *s = self.epoch;
+        let w = (i / 64) as usize;
+        let bit = 1u64 << (i % 64);
+        match self.bits.get_mut(w) {
+            Some(word) if *word & bit == 0 => {
+                if *word == 0 {
+                    self.touched.push(i / 64);
+                }
+                *word |= bit;
                 true
             }
             _ => false,
@@ -155,7 +167,9 @@ impl Marks {
     /// Whether `i` is in the set.
     #[inline]
     pub(crate) fn contains(&self, i: u32) -> bool {
-        self.stamps.get(i as usize) == Some(&self.epoch)
+        self.bits
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1u64 << (i % 64)) != 0)
     }
 }
 
@@ -196,20 +210,21 @@ mod tests {
     }
 
     #[test]
-    fn marks_survive_epoch_wrap() {
+    fn marks_are_emptied_by_begin() {
         let mut marks = Marks::default();
-        marks.begin(4);
+        marks.begin(200);
         assert!(marks.insert(2));
         assert!(!marks.insert(2));
-        assert!(marks.contains(2));
-        marks.epoch = u32::MAX;
-        marks.stamps[3] = 1;
-        marks.begin(4);
-        assert!(
-            !marks.contains(3),
-            "stale stamp 1 must not read as the wrapped epoch"
-        );
+        assert!(marks.insert(130));
         assert!(marks.insert(3));
-        assert!(!marks.insert(9), "out of bounds is never inserted");
+        assert!(marks.contains(2) && marks.contains(3) && marks.contains(130));
+        assert!(!marks.contains(4));
+        marks.begin(200);
+        for i in 0..200 {
+            assert!(!marks.contains(i), "{i} was forgotten");
+        }
+        assert!(marks.insert(3));
+        assert!(!marks.insert(256), "out of bounds is never inserted");
+        assert!(!marks.contains(256));
     }
 }
