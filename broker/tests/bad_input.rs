@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{
     BrokerProc, Dirs, close_code, next_within, raw_connect, read_frame, wait_until, write_frame,
 };
@@ -293,7 +295,21 @@ async fn disconnect_policy_closes_the_slow_subscriber() {
             .unwrap();
     }
     publisher.flush().await.unwrap();
-    assert_eq!(close_code(&stalled).await, Some(ErrorCode::SlowConsumer));
+    // The broker closes with SLOW_CONSUMER. The CONNECTION_CLOSE packet is sent once and, like
+    // any packet, can be lost (here: the stalled client's UDP receive buffer overflows under
+    // the burst); the client then learns of the close by a stateless reset when it next sends
+    // (its keep-alive). Either way the connection ends, and the metric counts the decision.
+    let closed = tokio::time::timeout(Duration::from_secs(20), stalled.closed())
+        .await
+        .expect("the stalled subscriber is disconnected within 20 s");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => assert_eq!(
+            ErrorCode::from_code(c.error_code.into_inner()),
+            Some(ErrorCode::SlowConsumer)
+        ),
+        quinn::ConnectionError::Reset => {}
+        other => panic!("closed otherwise: {other:?}"),
+    }
     assert_eq!(b.metric("palio_slow_consumer_disconnects_total"), 1.0);
     still_serving(&b).await;
 }
