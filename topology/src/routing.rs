@@ -195,6 +195,16 @@ impl Routing {
         &self.nbrs
     }
 
+    /// The filters of kind `k` that neighbour `p` has sent us and we still hold.
+    fn held_from(&self, k: Kind, p: BrokerId) -> Vec<FilterId> {
+        self.kind(k)
+            .received
+            .get(&p)
+            .into_iter()
+            .flat_map(|m| m.values().map(|h| h.filter))
+            .collect()
+    }
+
     fn kind(&self, k: Kind) -> &KindState {
         match k {
             Kind::Sub => &self.subs,
@@ -409,13 +419,7 @@ impl Routing {
                     self.emit(k, p);
                 }
             }
-            let held: Vec<FilterId> = self
-                .kind(k)
-                .received
-                .get(&p)
-                .into_iter()
-                .flat_map(|m| m.values().map(|h| h.filter))
-                .collect();
+            let held = self.held_from(k, p);
             for f in held {
                 let targets: Vec<BrokerId> = self
                     .kind(k)
@@ -440,13 +444,7 @@ impl Routing {
                 continue;
             }
             // What p holds now contributes toward the other neighbours.
-            let held: Vec<FilterId> = self
-                .kind(k)
-                .received
-                .get(&p)
-                .into_iter()
-                .flat_map(|m| m.values().map(|h| h.filter))
-                .collect();
+            let held = self.held_from(k, p);
             for f in held {
                 let targets: Vec<BrokerId> = self
                     .kind(k)
