@@ -446,14 +446,20 @@ impl Chaos {
 
     fn advertise_all(&mut self, b: BrokerId) -> Result<(), String> {
         for text in self.model.advertisements(self.region(b)) {
-            let f = self.cache.get(&text)?;
-            let id = AdvertisementId(self.next_adv);
-            self.next_adv += 1;
-            self.net
-                .advertise(b, id, f.clone())
-                .map_err(|e| e.to_string())?;
-            self.adverts.entry(b).or_default().insert(id, f);
+            self.advertise(b, &text)?;
         }
+        Ok(())
+    }
+
+    /// Broker `b` advertises the filter `text` under a fresh id, remembered for withdrawal.
+    fn advertise(&mut self, b: BrokerId, text: &str) -> Result<(), String> {
+        let f = self.cache.get(text)?;
+        let id = AdvertisementId(self.next_adv);
+        self.next_adv += 1;
+        self.net
+            .advertise(b, id, f.clone())
+            .map_err(|e| e.to_string())?;
+        self.adverts.entry(b).or_default().insert(id, f);
         Ok(())
     }
 
@@ -505,13 +511,7 @@ impl Chaos {
                 } else {
                     let texts = self.model.advertisements(self.region(b));
                     if let Some(text) = self.rng.pick(&texts).cloned() {
-                        let f = self.cache.get(&text)?;
-                        let id = AdvertisementId(self.next_adv);
-                        self.next_adv += 1;
-                        self.net
-                            .advertise(b, id, f.clone())
-                            .map_err(|e| e.to_string())?;
-                        self.adverts.entry(b).or_default().insert(id, f);
+                        self.advertise(b, &text)?;
                     }
                 }
             }
