@@ -44,11 +44,19 @@ pub enum ErrorCode {
     RoutingError,
     /// Anything else (a bug or resource exhaustion in the broker).
     Internal,
+    /// The request named a durable queue (or consumer) the broker does not have.
+    QueueNotFound,
+    /// A queue of that name exists already with another filter or options.
+    QueueExists,
+    /// The broker's store cannot take persistent writes: the disk is full, or an fsync failed
+    /// and the store refuses every later write (it is *poisoned*) until the broker restarts.
+    /// Nothing was acknowledged for the request that got this code.
+    StoreUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in order of [`ErrorCode::code`].
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Closed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -64,6 +72,9 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::RoutingError,
         ErrorCode::Internal,
+        ErrorCode::QueueNotFound,
+        ErrorCode::QueueExists,
+        ErrorCode::StoreUnavailable,
     ];
 
     /// The QUIC application close code.
@@ -84,6 +95,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 12,
             ErrorCode::RoutingError => 13,
             ErrorCode::Internal => 14,
+            ErrorCode::QueueNotFound => 15,
+            ErrorCode::QueueExists => 16,
+            ErrorCode::StoreUnavailable => 17,
         }
     }
 
@@ -110,6 +124,9 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::RoutingError => "routing_error",
             ErrorCode::Internal => "internal",
+            ErrorCode::QueueNotFound => "queue_not_found",
+            ErrorCode::QueueExists => "queue_exists",
+            ErrorCode::StoreUnavailable => "store_unavailable",
         }
     }
 }

@@ -12,6 +12,7 @@ use palio_filter::{AttrName, Value};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
+use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
 use crate::error_code::ErrorCode;
 
 /// A notification's attributes as they travel: `(name, value)` pairs. The broker rejects a
@@ -75,6 +76,116 @@ pub enum ClientFrame {
         /// Echoed in the answer.
         request: u64,
     },
+    /// Names the producer of this connection's persistent publications. Answered by
+    /// [`ServerFrame::ProducerReady`]. Sent once, before the first
+    /// [`ClientFrame::PublishPersistent`]; a producer id is meant to be used by one connection
+    /// at a time.
+    Producer {
+        /// Echoed in the answer.
+        request: u64,
+        /// The producer's id: 1–128 bytes, stable across the producer's reconnects so that
+        /// the broker can de-duplicate its retries.
+        producer: String,
+    },
+    /// Publish a notification persistently. Answered (cumulatively, in order) by
+    /// [`ServerFrame::PublishAcked`] once it is on the broker's disk, or by
+    /// [`ServerFrame::PublishFailed`].
+    PublishPersistent {
+        /// The producer's sequence number: increasing on a connection. A sequence number the
+        /// broker already stored for this producer is acked without being stored again.
+        seq: u64,
+        /// The attributes filters see.
+        attributes: Attributes,
+        /// The opaque application data.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Add a durable queue at this broker. Answered by [`ServerFrame::Done`]; adding a queue
+    /// that exists with the same filter and options is not an error.
+    QueueAdd {
+        /// Echoed in the answer.
+        request: u64,
+        /// The name (see [`valid_queue_name`](crate::valid_queue_name)).
+        name: String,
+        /// The CESQL filter's source text.
+        filter: String,
+        /// Ack wait and maximum deliveries.
+        options: QueueOptions,
+    },
+    /// Remove a durable queue, its dead-letter queue and their messages. Answered by
+    /// [`ServerFrame::Done`].
+    QueueRemove {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name.
+        name: String,
+    },
+    /// List this broker's durable queues (dead-letter queues included). Answered by
+    /// [`ServerFrame::Queues`].
+    QueueList {
+        /// Echoed in the answer.
+        request: u64,
+    },
+    /// Describe one queue. Answered by [`ServerFrame::Queues`] with one entry.
+    QueueInfo {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name (`NAME.dlq` for a dead-letter queue).
+        name: String,
+    },
+    /// Attach a consumer to a queue. Answered by [`ServerFrame::Consuming`].
+    Consume {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name (`NAME.dlq` for a dead-letter queue).
+        queue: String,
+        /// Push or pull.
+        mode: ConsumeMode,
+    },
+    /// Ask a pull consumer's queue for up to `batch` messages, waiting at most `max_wait_ms`
+    /// for the first one. The messages arrive as [`ServerFrame::Message`], followed by
+    /// [`ServerFrame::Fetched`].
+    Fetch {
+        /// Echoed in the answer.
+        request: u64,
+        /// The pull consumer.
+        consumer: u64,
+        /// The most messages to deliver (at least 1).
+        batch: u32,
+        /// How long to wait for messages, in milliseconds.
+        max_wait_ms: u64,
+    },
+    /// Acknowledge messages: they leave the queue. Answered by [`ServerFrame::Done`] once the
+    /// acks are on disk. Tags that are no longer unacked (acked already, or removed) are
+    /// ignored.
+    Ack {
+        /// Echoed in the answer.
+        request: u64,
+        /// The consumer that received them.
+        consumer: u64,
+        /// The messages' tags.
+        tags: Vec<u64>,
+    },
+    /// Refuse messages for now: each is delivered again (to any consumer) after `delay_ms`.
+    /// Answered by [`ServerFrame::Done`].
+    Nak {
+        /// Echoed in the answer.
+        request: u64,
+        /// The consumer that received them.
+        consumer: u64,
+        /// The messages' tags.
+        tags: Vec<u64>,
+        /// How long to wait before delivering them again, in milliseconds.
+        delay_ms: u64,
+    },
+    /// Detach a consumer; its unacked messages are delivered again at once. Answered by
+    /// [`ServerFrame::Done`]. A connection's consumers are detached when it closes.
+    StopConsume {
+        /// Echoed in the answer.
+        request: u64,
+        /// The consumer.
+        consumer: u64,
+    },
 }
 
 /// What the broker tells a client in answer to its hello.
@@ -122,6 +233,52 @@ pub enum ServerFrame {
         request: u64,
         /// Publications received on this connection so far.
         published: u64,
+    },
+    /// The producer is named ([`ClientFrame::Producer`]).
+    ProducerReady {
+        /// The request answered.
+        request: u64,
+        /// One more than the highest sequence number stored for this producer (0 for a new
+        /// producer): where a producer resuming after a crash may continue.
+        next_seq: u64,
+    },
+    /// Every persistent publication of this connection with a sequence number up to `through`
+    /// (and not answered by [`ServerFrame::PublishFailed`]) is on the broker's disk.
+    PublishAcked {
+        /// The highest sequence number acknowledged.
+        through: u64,
+    },
+    /// A persistent publication was not stored; nothing about it is acknowledged.
+    PublishFailed {
+        /// Its sequence number.
+        seq: u64,
+        /// Why ([`ErrorCode::StoreUnavailable`] when the disk is full or failed).
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
+    /// The answer to [`ClientFrame::QueueList`] and [`ClientFrame::QueueInfo`].
+    Queues {
+        /// The request answered.
+        request: u64,
+        /// The queues, by name.
+        queues: Vec<QueueInfo>,
+    },
+    /// A consumer is attached.
+    Consuming {
+        /// The request answered.
+        request: u64,
+        /// Names the consumer in [`DurableMessage::consumer`], acks, naks and fetches.
+        consumer: u64,
+    },
+    /// A message of a durable queue for one of this connection's consumers.
+    Message(DurableMessage),
+    /// A fetch is over: `count` messages were sent for it, all before this frame.
+    Fetched {
+        /// The request answered.
+        request: u64,
+        /// How many messages the fetch delivered.
+        count: u32,
     },
     /// A request failed (`request` is set; the connection stays usable), or the connection is
     /// being closed (`request` is `None`).

@@ -24,16 +24,25 @@
 //!   ([`PeerMessage::Frame`], the topology crate's [`PeerFrame`](palio_topology::PeerFrame))
 //!   in order, which is what the routing state machine requires of a link.
 //!
+//! - **Persistent delivery.** Persistent publications, durable queues and their consumers use
+//!   the control stream as well; the `durable` types ([`QueueInfo`], [`ConsumeMode`],
+//!   [`DurableMessage`]) describe the model.
+//!
 //! `docs/protocol.md` describes the same with every frame, error code and acknowledgement.
 
 #![warn(missing_docs)]
 
 mod codec;
+mod durable;
 mod error_code;
 mod frames;
 pub mod tls;
 
 pub use codec::{FrameCodec, FrameError, decode, encode};
+pub use durable::{
+    ConsumeMode, DEAD_LETTER_SUFFIX, DurableMessage, MAX_QUEUE_NAME, QueueInfo, QueueOptions,
+    valid_queue_name,
+};
 pub use error_code::ErrorCode;
 pub use frames::{
     Attributes, ClientFrame, DeliveryFrame, PeerHello, PeerMessage, ServerFrame, Welcome,
