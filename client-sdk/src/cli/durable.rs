@@ -105,6 +105,13 @@ async fn publish_persistent(
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let client = Client::connect(conn.options("palio-pub")).await?;
+    let result = publish_with(&client, p, tally).await;
+    // Closed whatever the outcome, so that the broker hears of it at once.
+    client.close().await;
+    result
+}
+
+async fn publish_with(client: &Client, p: &Publication, tally: &mut Tally) -> anyhow::Result<()> {
     let producer = client
         .producer(&p.producer)
         .await
@@ -127,7 +134,6 @@ async fn publish_persistent(
         count_settled(&mut acks, tally, false).await?;
     }
     count_settled(&mut acks, tally, true).await?;
-    client.close().await;
     Ok(())
 }
 
@@ -178,9 +184,10 @@ pub(super) fn run_durable_sub(
             consume_pull(&client, &queue, &cmd, deadline, out, err).await
         } else {
             consume_push(&client, &queue, &cmd, deadline, out, err).await
-        }
-        .map_err(|e| queue_error(e, &queue))?;
+        };
+        // Closed whatever the outcome, so that the broker detaches the consumer at once.
         client.close().await;
+        let received = received.map_err(|e| queue_error(e, &queue))?;
         Ok(match cmd.count {
             Some(c) if received < c => {
                 writeln!(err, "palio: timed out after {received} messages")?;

@@ -96,63 +96,61 @@ pub(super) fn run(
             return Ok(ExitCode::from(2));
         }
     }
+    let conn = match &cmd {
+        QueueCommand::Add { conn, .. }
+        | QueueCommand::Ls { conn }
+        | QueueCommand::Info { conn, .. }
+        | QueueCommand::Rm { conn, .. } => conn,
+    };
     let rt = runtime()?;
     rt.block_on(async {
-        let line = match cmd {
-            QueueCommand::Add {
-                conn,
-                name,
-                filter,
-                ack_wait,
-                max_deliveries,
-            } => {
-                let client = connect(&conn).await?;
-                let options = QueueOptions {
-                    ack_wait_ms: ack_wait.and_then(ack_wait_ms),
-                    max_deliveries,
-                };
-                client
-                    .queue_add(&name, &filter, options)
-                    .await
-                    .map_err(|e| explain(e, &name))?;
-                client.close().await;
-                json!({ "added": name })
-            }
-            QueueCommand::Ls { conn } => {
-                let client = connect(&conn).await?;
-                let queues = client.queue_list().await?;
-                client.close().await;
-                serde_json::to_value(queues)?
-            }
-            QueueCommand::Info { conn, name } => {
-                let client = connect(&conn).await?;
-                let info = client
-                    .queue_info(&name)
-                    .await
-                    .map_err(|e| explain(e, &name))?;
-                client.close().await;
-                serde_json::to_value(info)?
-            }
-            QueueCommand::Rm { conn, name } => {
-                let client = connect(&conn).await?;
-                client
-                    .queue_remove(&name)
-                    .await
-                    .map_err(|e| explain(e, &name))?;
-                client.close().await;
-                json!({ "removed": name })
-            }
-        };
-        writeln!(out, "{line}")?;
+        let client = Client::connect(conn.options("palio-queue"))
+            .await
+            .context("connecting to the broker")?;
+        let line = request(&client, &cmd).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
+        client.close().await;
+        writeln!(out, "{}", line?)?;
         out.flush()?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn connect(conn: &Connection) -> anyhow::Result<Client> {
-    Client::connect(conn.options("palio-queue"))
-        .await
-        .context("connecting to the broker")
+/// Carries out the command; returns the line to print.
+async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_json::Value> {
+    Ok(match cmd {
+        QueueCommand::Add {
+            name,
+            filter,
+            ack_wait,
+            max_deliveries,
+            ..
+        } => {
+            let options = QueueOptions {
+                ack_wait_ms: ack_wait.and_then(ack_wait_ms),
+                max_deliveries: *max_deliveries,
+            };
+            client
+                .queue_add(name, filter, options)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "added": name })
+        }
+        QueueCommand::Ls { .. } => serde_json::to_value(client.queue_list().await?)?,
+        QueueCommand::Info { name, .. } => serde_json::to_value(
+            client
+                .queue_info(name)
+                .await
+                .map_err(|e| explain(e, name))?,
+        )?,
+        QueueCommand::Rm { name, .. } => {
+            client
+                .queue_remove(name)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "removed": name })
+        }
+    })
 }
 
 /// The broker's refusal, with a plain sentence for the common cases.
