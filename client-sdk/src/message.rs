@@ -104,7 +104,9 @@ impl DurableMessage {
     }
 
     /// Acknowledges the message: it leaves the queue. Returns once the broker has the ack on
-    /// disk, so an acked message is never delivered again.
+    /// disk, so an acked message is never delivered again. Fails if its consumer has been
+    /// detached (dropped or stopped, or its connection lost): the message is then delivered
+    /// again anyway.
     pub async fn ack(&self) -> Result<(), Error> {
         self.consumer.ack(vec![self.tag]).await
     }

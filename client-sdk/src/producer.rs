@@ -78,6 +78,9 @@ pub(crate) enum ProducerSlot {
     Naming,
     /// Named: the control reader settles this producer's publications.
     Ready(Arc<ProducerState>),
+    /// The control reader has ended: no producer can be named any more (one named now would
+    /// wait for acks forever).
+    Gone,
 }
 
 impl Shared {
@@ -86,6 +89,17 @@ impl Shared {
         match &*lock(&self.producer) {
             ProducerSlot::Ready(p) => Some(p.clone()),
             _ => None,
+        }
+    }
+
+    /// The control reader has ended: fails the producer's unsettled publications and refuses
+    /// any producer named later. Under the slot's lock, so that a producer being named right
+    /// now either is closed here or sees [`ProducerSlot::Gone`].
+    pub(crate) fn end_producer(&self, reason: &Error) {
+        let mut slot = lock(&self.producer);
+        match &*slot {
+            ProducerSlot::Ready(p) => p.close(reason),
+            _ => *slot = ProducerSlot::Gone,
         }
     }
 }
@@ -235,12 +249,16 @@ impl Client {
     ) -> Result<Producer, Error> {
         {
             let mut slot = lock(&self.shared.producer);
-            if !matches!(*slot, ProducerSlot::Free) {
-                return Err(Error::InvalidRequest(
-                    "this connection has a producer already (one producer per connection)".into(),
-                ));
+            match *slot {
+                ProducerSlot::Free => *slot = ProducerSlot::Naming,
+                ProducerSlot::Gone => return Err(self.shared.closed_error()),
+                ProducerSlot::Naming | ProducerSlot::Ready(_) => {
+                    return Err(Error::InvalidRequest(
+                        "this connection has a producer already (one producer per connection)"
+                            .into(),
+                    ));
+                }
             }
-            *slot = ProducerSlot::Naming;
         }
         // Frees the slot again unless the producer gets named (also if this future is
         // dropped half-way).
@@ -266,7 +284,14 @@ impl Client {
             }),
             permits: Arc::new(Semaphore::new(options.max_in_flight)),
         });
-        *lock(&self.shared.producer) = ProducerSlot::Ready(state.clone());
+        {
+            let mut slot = lock(&self.shared.producer);
+            if matches!(*slot, ProducerSlot::Gone) {
+                guard.0 = None;
+                return Err(self.shared.closed_error());
+            }
+            *slot = ProducerSlot::Ready(state.clone());
+        }
         guard.0 = None;
         Ok(Producer {
             shared: self.shared.clone(),
@@ -281,7 +306,10 @@ struct SlotGuard<'a>(Option<&'a Shared>);
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         if let Some(shared) = self.0 {
-            *lock(&shared.producer) = ProducerSlot::Free;
+            let mut slot = lock(&shared.producer);
+            if matches!(*slot, ProducerSlot::Naming) {
+                *slot = ProducerSlot::Free;
+            }
         }
     }
 }

@@ -105,11 +105,8 @@ pub(crate) async fn read_control(
     if let Ok(mut c) = shared.consumers.lock() {
         c.clear();
     }
-    if let Some(p) = shared.producer() {
-        let reason =
-            reason.unwrap_or_else(|| closed(&shared.conn, "the control stream ended".into()));
-        p.close(&reason);
-    }
+    let reason = reason.unwrap_or_else(|| closed(&shared.conn, "the control stream ended".into()));
+    shared.end_producer(&reason);
 }
 
 /// Installs a confirmed subscription's queue, with the deliveries that overtook the
