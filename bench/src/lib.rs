@@ -11,9 +11,12 @@
 //! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
 //!   simulator, per strategy) and its plot.
 //! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC.
+//! - [`persistence`]: persistent publish and durable pull consumption, Palio beside NATS
+//!   JetStream with file storage.
 
 pub mod clock;
 pub mod matching;
+pub mod persistence;
 pub mod pubsub;
 pub mod routing;
 pub mod workload;

@@ -24,6 +24,55 @@ enum Command {
     RoutingPlot(RoutingPlotArgs),
     /// End-to-end publish/subscribe through real brokers on loopback QUIC (in this process).
     Pubsub(PubsubArgs),
+    /// Persistent publish and durable pull consumption: Palio or NATS JetStream (file storage).
+    Persistence(PersistenceArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SystemName {
+    /// Palio (a broker in this process).
+    Palio,
+    /// NATS JetStream (a nats-server child process).
+    Jetstream,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SyncName {
+    /// The server's default: ack before fsync.
+    Default,
+    /// `sync_interval: always` (nats-server 2.10+): fsync before ack.
+    Always,
+}
+
+#[derive(clap::Args)]
+struct PersistenceArgs {
+    /// The system under test.
+    #[arg(long, value_enum)]
+    system: SystemName,
+    /// Messages to publish (spread over the producers).
+    #[arg(long, default_value_t = 100_000)]
+    count: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Publishing connections.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Messages per fetch and per ack request.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// JetStream: when the file store syncs.
+    #[arg(long, value_enum, default_value = "default")]
+    jetstream_sync: SyncName,
+    /// JetStream: the nats-server executable.
+    #[arg(long, env = "NATS_SERVER", default_value = "nats-server")]
+    nats_server: std::path::PathBuf,
+    /// The directory the temporary data directory goes in (its disk is the one measured).
+    #[arg(long)]
+    data_parent: Option<std::path::PathBuf>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +198,7 @@ fn main() -> ExitCode {
         Command::Matching(args) => matching_cmd(&args),
         Command::Routing(args) => routing_cmd(&args),
         Command::Pubsub(args) => pubsub_cmd(&args),
+        Command::Persistence(args) => persistence_cmd(&args),
         Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
             .map_err(anyhow::Error::from)
             .and_then(|t| routing::read_reports(&t))
@@ -292,6 +342,52 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
             l.p999,
             l.max,
             report.dropped
+        );
+    }
+    Ok(())
+}
+
+fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
+    use palio_bench::persistence::{self, JetStreamSync, PersistenceConfig, System};
+    let config = PersistenceConfig {
+        system: match args.system {
+            SystemName::Palio => System::Palio,
+            SystemName::Jetstream => System::Jetstream,
+        },
+        count: args.count,
+        payload_bytes: args.payload,
+        producers: args.producers,
+        batch: args.batch,
+        jetstream_sync: match args.jetstream_sync {
+            SyncName::Default => JetStreamSync::Default,
+            SyncName::Always => JetStreamSync::Always,
+        },
+        nats_server: args.nats_server.clone(),
+        data_parent: args.data_parent.clone(),
+    };
+    let start = std::time::Instant::now();
+    let r = persistence::run(&config, &mut |line| {
+        eprintln!("[{:7.1}s] {line}", start.elapsed().as_secs_f64());
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} ({}; ack after {}): {} x {} B + {} attributes from {} producer(s): publish {:.0} msgs/s ({:.2} s), consume {:.0} msgs/s ({:.2} s, batch {}); {} consumed exactly once; {} bytes on disk",
+            r.label,
+            r.server_version,
+            r.ack_after,
+            r.count,
+            r.payload_bytes,
+            r.attributes,
+            r.producers,
+            r.publish_msgs_per_s,
+            r.publish_secs,
+            r.consume_msgs_per_s,
+            r.consume_secs,
+            r.batch,
+            r.consumed,
+            r.data_dir_bytes
         );
     }
     Ok(())
