@@ -26,6 +26,17 @@ enum Command {
     Pubsub(PubsubArgs),
     /// Persistent publish and durable pull consumption: Palio or NATS JetStream (file storage).
     Persistence(PersistenceArgs),
+    /// Summarise `persistence --json` lines: min/median/max, ratios, and an SVG chart.
+    PersistenceSummary(PersistenceSummaryArgs),
+}
+
+#[derive(clap::Args)]
+struct PersistenceSummaryArgs {
+    /// A file of `persistence --json` lines, in the order they ran.
+    input: std::path::PathBuf,
+    /// Also write a bar chart here.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -199,6 +210,7 @@ fn main() -> ExitCode {
         Command::Routing(args) => routing_cmd(&args),
         Command::Pubsub(args) => pubsub_cmd(&args),
         Command::Persistence(args) => persistence_cmd(&args),
+        Command::PersistenceSummary(args) => persistence_summary_cmd(&args),
         Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
             .map_err(anyhow::Error::from)
             .and_then(|t| routing::read_reports(&t))
@@ -389,6 +401,16 @@ fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
             r.consumed,
             r.data_dir_bytes
         );
+    }
+    Ok(())
+}
+
+fn persistence_summary_cmd(args: &PersistenceSummaryArgs) -> anyhow::Result<()> {
+    use palio_bench::persistence::summary;
+    let series = summary::read_series(&std::fs::read_to_string(&args.input)?)?;
+    print!("{}", summary::markdown(&series));
+    if let Some(out) = &args.svg {
+        std::fs::write(out, summary::render_svg(&series)?)?;
     }
     Ok(())
 }

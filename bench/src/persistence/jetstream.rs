@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 
 use super::{
     ATTRIBUTES, JetStreamSync, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System,
-    Tally, payload, pipeline, share,
+    Tally, payload, pipeline, remaining, share,
 };
 
 /// The stream, its subject and the consumer.
@@ -130,7 +130,7 @@ pub(super) async fn run(
     while tally.consumed() < config.count {
         let mut batch = consumer
             .batch()
-            .max_messages(config.batch)
+            .max_messages(config.batch.min(remaining(&tally, config.count)))
             .expires(Duration::from_secs(1))
             .messages()
             .await

@@ -9,7 +9,8 @@
 //!    syncs every two minutes, or on every write with `sync_interval: always` (servers
 //!    2.10 and later), which is the fair counterpart of Palio's ack.
 //! 2. **Consume.** One durable pull consumer, created before phase 1 so that it has every
-//!    message, drains the queue or stream: fetch up to `batch`, then ack the batch with one
+//!    message, drains the queue or stream: fetch up to `batch` (never more than remain, so
+//!    the last fetch does not wait out its maximum wait), then ack the batch with one
 //!    confirmed request (Palio `ack_many`; JetStream plain acks for all but the last and a
 //!    double ack — answered by the server — for the last), then fetch again. The phase ends
 //!    when the last batch's ack is confirmed.
@@ -19,6 +20,8 @@
 //! `(producer, seq)` back and [`Tally`] fails the run unless every published message was
 //! consumed exactly once.
 //!
+//! [`summary`] turns interleaved runs into min/median/max tables, ratios and a chart.
+//!
 //! Brokers are started by the benchmark in a temporary directory, on ephemeral loopback ports:
 //! Palio in this process (on a runtime of its own, so that it does not share the client's
 //! worker threads), JetStream as a `nats-server` child process.
@@ -26,13 +29,14 @@
 mod jetstream;
 mod palio;
 mod pipeline;
+pub mod summary;
 mod tally;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use tally::Tally;
 
@@ -44,7 +48,7 @@ pub const PUBLISH_WINDOW: usize = 4096;
 pub const ATTRIBUTES: [&str; 4] = ["type", "producer", "seq", "source"];
 
 /// The system under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
     /// Palio: persistent publish acked after fdatasync, a durable queue, a pull consumer.
@@ -86,7 +90,7 @@ pub struct PersistenceConfig {
 }
 
 /// The outcome of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PersistenceReport {
     /// The system under test.
     pub system: System,
@@ -166,6 +170,12 @@ pub(crate) fn payload(len: usize, producer: usize, seq: u64) -> Vec<u8> {
     let id = ((producer as u64) << 40) | seq;
     p[..8].copy_from_slice(&id.to_le_bytes());
     p
+}
+
+/// Messages still to consume: a fetch asks for no more, or it would wait out its maximum
+/// wait for messages that do not exist.
+pub(crate) fn remaining(tally: &Tally, count: u64) -> usize {
+    usize::try_from(count.saturating_sub(tally.consumed())).unwrap_or(usize::MAX)
 }
 
 /// Rates and times of one phase.

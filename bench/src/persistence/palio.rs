@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{
     ATTRIBUTES, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System, Tally,
-    payload, pipeline, share,
+    payload, pipeline, remaining, share,
 };
 
 /// The queue.
@@ -140,7 +140,10 @@ async fn bench(
     let start = Instant::now();
     while tally.consumed() < config.count {
         let batch = consumer
-            .fetch(batch_size, Duration::from_secs(1))
+            .fetch(
+                batch_size.min(u32::try_from(remaining(&tally, config.count)).unwrap_or(u32::MAX)),
+                Duration::from_secs(1),
+            )
             .await
             .context("fetching")?;
         fetches += 1;
