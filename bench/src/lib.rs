@@ -10,11 +10,13 @@
 //! - [`matching`]: the matching benchmark (index vs naive evaluation, with verification).
 //! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
 //!   simulator, per strategy) and its plot.
+//! - [`disk`]: the cost of an append followed by fdatasync on the machine's disk.
 //! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC.
 //! - [`persistence`]: persistent publish and durable pull consumption, Palio beside NATS
 //!   JetStream with file storage.
 
 pub mod clock;
+pub mod disk;
 pub mod matching;
 pub mod persistence;
 pub mod pubsub;

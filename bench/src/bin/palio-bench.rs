@@ -28,6 +28,21 @@ enum Command {
     Persistence(PersistenceArgs),
     /// Summarise `persistence --json` lines: min/median/max, ratios, and an SVG chart.
     PersistenceSummary(PersistenceSummaryArgs),
+    /// Time appends followed by fdatasync in a directory (the price group commit amortises).
+    FsyncProbe(FsyncProbeArgs),
+}
+
+#[derive(clap::Args)]
+struct FsyncProbeArgs {
+    /// The directory to write in (its disk is the one measured).
+    #[arg(long, default_value = ".")]
+    dir: std::path::PathBuf,
+    /// Bytes per append.
+    #[arg(long, default_value_t = 65_536)]
+    block: usize,
+    /// Appends timed.
+    #[arg(long, default_value_t = 500)]
+    count: usize,
 }
 
 #[derive(clap::Args)]
@@ -211,6 +226,9 @@ fn main() -> ExitCode {
         Command::Pubsub(args) => pubsub_cmd(&args),
         Command::Persistence(args) => persistence_cmd(&args),
         Command::PersistenceSummary(args) => persistence_summary_cmd(&args),
+        Command::FsyncProbe(args) => palio_bench::disk::probe(&args.dir, args.block, args.count)
+            .and_then(|r| Ok(serde_json::to_string(&r)?))
+            .map(|line| println!("{line}")),
         Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
             .map_err(anyhow::Error::from)
             .and_then(|t| routing::read_reports(&t))
