@@ -1,0 +1,20 @@
+#![cfg_attr(not(test), allow(dead_code))]
+//! Persistent delivery: durable queues, persistent publications, push and pull consumers, and
+//! store-and-forward between brokers.
+//!
+//! The [`Engine`] is a deterministic state machine over an append-only journal (the
+//! `store` module's log in the broker, a vector in tests); the `persist` task is its async
+//! shell. `docs/durability.md` states the contract: what an ack means, what survives which
+//! crash, and how messages are de-duplicated.
+
+mod consume;
+mod engine;
+mod forward;
+mod queue;
+mod record;
+
+pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Output, Stats};
+pub(crate) use record::Snapshot;
+
+#[cfg(test)]
+mod tests;
