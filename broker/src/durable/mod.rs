@@ -16,5 +16,15 @@ mod record;
 pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Output, Stats};
 pub(crate) use record::Snapshot;
 
+/// Encodes a checkpoint's state.
+pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    record::encode(s)
+}
+
+/// Decodes a checkpoint's state.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, rmp_serde::decode::Error> {
+    record::decode(bytes)
+}
+
 #[cfg(test)]
 mod tests;
