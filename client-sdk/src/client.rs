@@ -1,10 +1,12 @@
 //! The QUIC client: connection, hello, requests, publications and the delivery stream.
 //!
 //! Three tasks serve a [`Client`]: a writer (frames queued by the methods, flushed in
-//! batches), a control reader (answers, matched to requests by id) and a delivery reader
-//! (notifications, handed to each [`Subscription`]'s bounded queue). When the application does
-//! not read a subscription, its queue fills, the delivery reader waits, QUIC flow control stops
-//! the broker, and the broker's slow-consumer policy applies: backpressure end to end.
+//! batches), a control reader (answers, matched to requests by id; persistent-publish acks;
+//! durable queue messages) and a delivery reader (notifications, handed to each
+//! [`Subscription`]'s bounded queue). When the application does not read a subscription, its
+//! queue fills, the delivery reader waits, QUIC flow control stops the broker, and the
+//! broker's slow-consumer policy applies: backpressure end to end. The readers live in
+//! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,21 +18,21 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::tls::{self, DevPki, Identity};
 use palio_protocol::{
-    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, DeliveryFrame, ErrorCode, FrameCodec,
-    PROTOCOL_VERSION, ServerFrame, Welcome,
+    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FrameCodec, PROTOCOL_VERSION,
+    ServerFrame, Welcome,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::consumer::ConsumerTx;
 use crate::error::Error;
 use crate::notification::Notification;
+use crate::producer::ProducerSlot;
+use crate::reader::{read_control, read_deliveries};
 use crate::subscription::Subscription;
 
 /// Notifications buffered per subscription in the client before backpressure applies.
-const SUBSCRIPTION_BUFFER: usize = 1024;
-/// Deliveries kept for subscriptions whose confirmation has not arrived yet (the delivery and
-/// control streams are not ordered with respect to each other).
-const EARLY_BUFFER: usize = SUBSCRIPTION_BUFFER;
+pub(crate) const SUBSCRIPTION_BUFFER: usize = 1024;
 
 /// How to reach and authenticate to a broker.
 ///
@@ -120,31 +122,91 @@ impl ConnectOptions {
 /// Requests awaiting their answer.
 type Pending = Mutex<HashMap<u64, PendingRequest>>;
 
-struct PendingRequest {
-    reply: oneshot::Sender<ServerFrame>,
-    /// For a subscribe: the queue to register when the subscription is confirmed.
-    deliveries: Option<mpsc::Sender<Notification>>,
+pub(crate) struct PendingRequest {
+    pub(crate) reply: oneshot::Sender<ServerFrame>,
+    /// A route for the control reader to install when the answer confirms it, before it reads
+    /// the next frame (which may already be a delivery for it).
+    pub(crate) register: Option<Register>,
+}
+
+/// A route installed when a request is confirmed.
+pub(crate) enum Register {
+    /// For a subscribe: the queue of the subscription's notifications.
+    Subscription(mpsc::Sender<Notification>),
+    /// For a consume: the queue of the consumer's messages.
+    Consumer(ConsumerTx),
 }
 
 /// Subscriptions known to the delivery reader.
 #[derive(Default)]
 pub(crate) struct Routes {
-    subs: HashMap<u64, mpsc::Sender<Notification>>,
+    pub(crate) subs: HashMap<u64, mpsc::Sender<Notification>>,
     /// Subscribe requests sent and not yet answered. While there are any, a delivery for an
     /// unknown subscription may belong to one of them (it overtook the confirmation) and is
     /// kept in `early`; otherwise it is for a subscription already ended, and dropped.
-    pending_subscribes: usize,
-    early: Vec<(u64, Notification)>,
+    pub(crate) pending_subscribes: usize,
+    pub(crate) early: Vec<(u64, Notification)>,
 }
 
-/// State shared by the client handle and its tasks.
+/// State shared by the client handle, its tasks, and the producer, consumers and messages
+/// that outlive a borrow of the client.
 pub(crate) struct Shared {
-    conn: quinn::Connection,
-    frames: mpsc::Sender<ClientFrame>,
-    pending: Pending,
+    pub(crate) conn: quinn::Connection,
+    pub(crate) frames: mpsc::Sender<ClientFrame>,
+    pub(crate) pending: Pending,
     pub(crate) routes: Mutex<Routes>,
+    /// Durable consumers by broker id: where the control reader puts their messages. Messages
+    /// travel on the control stream, so unlike subscriptions a consumer's route is always
+    /// installed before its first message is read.
+    pub(crate) consumers: Mutex<HashMap<u64, ConsumerTx>>,
+    /// The connection's producer, once named: the control reader settles its publications.
+    pub(crate) producer: Mutex<ProducerSlot>,
     next_request: AtomicU64,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl Shared {
+    /// A fresh request id.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Why the connection is unusable: the broker's close reason if known.
+    pub(crate) fn closed_error(&self) -> Error {
+        closed(&self.conn, "connection tasks ended".into())
+    }
+
+    /// Sends a request and waits (at most `timeout`) for its answer; a [`ServerFrame::Error`]
+    /// answer becomes [`Error::Request`].
+    pub(crate) async fn request(
+        &self,
+        make: impl FnOnce(u64) -> ClientFrame,
+        register: Option<Register>,
+        timeout: Duration,
+    ) -> Result<ServerFrame, Error> {
+        if let Some(e) = self.conn.close_reason() {
+            return Err(Error::from_connection(&e));
+        }
+        let request = self.next_request();
+        let (reply, answer) = oneshot::channel();
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(request, PendingRequest { reply, register });
+        }
+        self.frames
+            .send(make(request))
+            .await
+            .map_err(|_| self.closed_error())?;
+        let frame = tokio::select! {
+            answer = tokio::time::timeout(timeout, answer) => answer
+                .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
+                .map_err(|_| self.closed_error())?,
+            e = self.conn.closed() => return Err(Error::from_connection(&e)),
+        };
+        match frame {
+            ServerFrame::Error { code, message, .. } => Err(Error::Request { code, message }),
+            f => Ok(f),
+        }
+    }
 }
 
 /// A connection to a broker.
@@ -167,7 +229,7 @@ pub(crate) struct Shared {
 /// # Ok(()) }
 /// ```
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     welcome: Welcome,
     endpoint: quinn::Endpoint,
 }
@@ -283,6 +345,8 @@ impl Client {
             frames,
             pending: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
+            consumers: Mutex::new(HashMap::new()),
+            producer: Mutex::new(ProducerSlot::default()),
             next_request: AtomicU64::new(1),
             timeout: opts.timeout,
         });
@@ -314,7 +378,7 @@ impl Client {
                     request,
                     filter: filter.to_owned(),
                 },
-                Some(tx),
+                Some(Register::Subscription(tx)),
             )
             .await?;
         match answer {
@@ -423,43 +487,18 @@ impl Client {
     }
 
     fn closed_error(&self) -> Error {
-        match self.shared.conn.close_reason() {
-            Some(e) => Error::from_connection(&e),
-            None => Error::Closed {
-                code: None,
-                message: "connection tasks ended".into(),
-            },
-        }
+        self.shared.closed_error()
     }
 
-    async fn request(
+    /// A request with the client's timeout.
+    pub(crate) async fn request(
         &self,
         make: impl FnOnce(u64) -> ClientFrame,
-        deliveries: Option<mpsc::Sender<Notification>>,
+        register: Option<Register>,
     ) -> Result<ServerFrame, Error> {
-        if let Some(e) = self.shared.conn.close_reason() {
-            return Err(Error::from_connection(&e));
-        }
-        let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
-        let (reply, answer) = oneshot::channel();
-        if let Ok(mut p) = self.shared.pending.lock() {
-            p.insert(request, PendingRequest { reply, deliveries });
-        }
         self.shared
-            .frames
-            .send(make(request))
+            .request(make, register, self.shared.timeout)
             .await
-            .map_err(|_| self.closed_error())?;
-        let frame = tokio::select! {
-            answer = tokio::time::timeout(self.shared.timeout, answer) => answer
-                .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
-                .map_err(|_| self.closed_error())?,
-            e = self.shared.conn.closed() => return Err(Error::from_connection(&e)),
-        };
-        match frame {
-            ServerFrame::Error { code, message, .. } => Err(Error::Request { code, message }),
-            f => Ok(f),
-        }
     }
 }
 
@@ -471,11 +510,11 @@ impl Drop for Client {
     }
 }
 
-fn unexpected(frame: ServerFrame) -> Error {
+pub(crate) fn unexpected(frame: ServerFrame) -> Error {
     Error::Protocol(format!("unexpected answer {frame:?}"))
 }
 
-fn closed(conn: &quinn::Connection, fallback: String) -> Error {
+pub(crate) fn closed(conn: &quinn::Connection, fallback: String) -> Error {
     match conn.close_reason() {
         Some(e) => Error::from_connection(&e),
         None => Error::Closed {
@@ -502,91 +541,4 @@ async fn write_frames(
         }
     }
     let _ = writer.get_mut().finish();
-}
-
-async fn read_control(
-    shared: Arc<Shared>,
-    mut reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
-) {
-    while let Some(Ok(frame)) = reader.next().await {
-        let request = match &frame {
-            ServerFrame::Subscribed { request, .. }
-            | ServerFrame::Advertised { request, .. }
-            | ServerFrame::Done { request }
-            | ServerFrame::Flushed { request, .. } => *request,
-            ServerFrame::Error {
-                request: Some(r), ..
-            } => *r,
-            ServerFrame::Error { request: None, .. } => break,
-            _ => continue,
-        };
-        let Some(p) = shared
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&request))
-        else {
-            continue;
-        };
-        if let Some(tx) = p.deliveries
-            && let Ok(mut r) = shared.routes.lock()
-        {
-            r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
-            if let ServerFrame::Subscribed { subscription, .. } = &frame {
-                // Hand over deliveries that overtook the confirmation; the queue is new and no
-                // smaller than the whole early buffer, so `try_send` cannot fail for lack of
-                // room.
-                let early = std::mem::take(&mut r.early);
-                for (id, n) in early {
-                    if id == *subscription {
-                        let _ = tx.try_send(n);
-                    } else {
-                        r.early.push((id, n));
-                    }
-                }
-                r.subs.insert(*subscription, tx);
-            }
-            if r.pending_subscribes == 0 {
-                r.early.clear();
-            }
-        }
-        let _ = p.reply.send(frame);
-    }
-    // The control stream ended: fail every waiting request.
-    if let Ok(mut p) = shared.pending.lock() {
-        p.clear();
-    }
-}
-
-async fn read_deliveries(shared: Arc<Shared>) {
-    if let Ok(uni) = shared.conn.accept_uni().await {
-        deliver(&shared, uni).await;
-    }
-    // The connection is gone: end every subscription's stream.
-    if let Ok(mut r) = shared.routes.lock() {
-        r.subs.clear();
-    }
-}
-
-async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
-    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
-    while let Some(Ok(d)) = reader.next().await {
-        let n = Notification::new(d.attributes.into_iter().collect(), d.payload);
-        let target = match shared.routes.lock() {
-            Ok(mut r) => match r.subs.get(&d.subscription) {
-                Some(tx) => Some(tx.clone()),
-                None => {
-                    if r.pending_subscribes > 0 && r.early.len() < EARLY_BUFFER {
-                        r.early.push((d.subscription, n.clone()));
-                    }
-                    None
-                }
-            },
-            Err(_) => return,
-        };
-        if let Some(tx) = target {
-            // Waiting here is the backpressure: see the module docs.
-            let _ = tx.send(n).await;
-        }
-    }
 }

@@ -34,6 +34,16 @@ pub enum Error {
         /// The broker's explanation.
         message: String,
     },
+    /// The broker did not store a persistent publication; nothing about it is acknowledged.
+    #[error("publication {seq} failed ({code}): {message}")]
+    Publish {
+        /// The publication's producer sequence number.
+        seq: u64,
+        /// Why ([`ErrorCode::StoreUnavailable`] when the broker's disk is full or failed).
+        code: ErrorCode,
+        /// The broker's explanation.
+        message: String,
+    },
     /// The connection is closed.
     #[error("connection closed{}: {message}", code.map(|c| format!(" ({c})")).unwrap_or_default())]
     Closed {
@@ -48,6 +58,10 @@ pub enum Error {
     /// An attribute name or value is not valid.
     #[error("invalid attribute: {0}")]
     InvalidAttribute(String),
+    /// The SDK refused a call before sending anything (e.g. a second producer on one
+    /// connection, or sequence numbers that do not increase).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The broker sent something this SDK does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -57,7 +71,9 @@ impl Error {
     /// The broker's error code, if the broker gave one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Error::Refused { code, .. } | Error::Request { code, .. } => Some(*code),
+            Error::Refused { code, .. }
+            | Error::Request { code, .. }
+            | Error::Publish { code, .. } => Some(*code),
             Error::Closed { code, .. } => *code,
             _ => None,
         }

@@ -12,6 +12,40 @@
 //!   [`Notification::to_cloudevent`] convert from and to CloudEvents in JSON.
 //! - The filter language is re-exported as [`filter`]; the `palio` command line is [`cli`].
 //!
+//! # Persistent delivery
+//!
+//! Best-effort notifications are lost when nobody is subscribed; persistent ones are kept.
+//!
+//! - [`Client::producer`] names the connection's [`Producer`]. [`Producer::publish`] returns
+//!   once the broker has the notification on disk; [`Producer::send`] is the pipelined form,
+//!   returning a [`PublishAck`] future. Acks come in publish order; each carries the
+//!   producer's sequence number, which the broker uses to de-duplicate retries.
+//! - [`Client::queue_add`] adds a named durable queue with a filter ([`QueueOptions`]: ack
+//!   wait, maximum deliveries before the dead-letter queue `NAME.dlq`);
+//!   [`Client::queue_info`] reports its [`QueueInfo`] (pending, unacked, dead-lettered).
+//! - [`Client::consume`] attaches a push consumer ([`DurableSubscription`], a stream);
+//!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches). Each
+//!   [`DurableMessage`] is acked ([`DurableMessage::ack`], or `ack_many` on the consumer) once
+//!   handled; unacked messages are delivered again, with a larger
+//!   [`DurableMessage::delivery_count`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), palio::Error> {
+//! use palio::{Client, ConnectOptions, ConsumeMode, Notification, QueueOptions};
+//!
+//! let client = Client::connect(ConnectOptions::new("127.0.0.1:7400").tls_dir("palio-data/tls")).await?;
+//! client.queue_add("alarms", "type = 'alarm'", QueueOptions::default()).await?;
+//!
+//! let producer = client.producer("sensor-7").await?;
+//! producer.publish(Notification::builder().attr("type", "alarm").build()?).await?;
+//!
+//! let mut alarms = client.consume("alarms", ConsumeMode::Push { window: 256 }).await?;
+//! let m = alarms.next().await.expect("delivered");
+//! assert_eq!(m.delivery_count(), 1);
+//! m.ack().await?;
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! use palio::filter::{Event, Filter};
 //!
@@ -25,14 +59,23 @@
 
 pub mod cli;
 mod client;
+mod consumer;
 mod error;
+mod in_flight;
+mod message;
 mod notification;
+mod producer;
+mod queue;
+mod reader;
 mod subscription;
 
 pub use client::{Client, ConnectOptions};
+pub use consumer::{DurableSubscription, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, PullConsumer};
 pub use error::Error;
+pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
-pub use palio_protocol::{ErrorCode, Welcome};
+pub use palio_protocol::{ConsumeMode, ErrorCode, QueueInfo, QueueOptions, Welcome};
+pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
 pub use subscription::Subscription;
 
 /// The filter language: values, events, CESQL expressions, filters, relations, the index.

@@ -1,24 +1,38 @@
 //! The `palio` command line.
 //!
-//! Output contract (scripts depend on it): every command prints JSON on stdout, one object per
-//! line; diagnostics go to stderr. Exit status 0 means the input could be read and the command
-//! did its job; 1 means some input could not be read or the broker could not be reached or refused
-//! a request; 2 means a usage error (from clap) or an invalid filter where a valid one is
-//! required; 3 means `palio sub --count N` timed out before N notifications.
+//! Output contract (scripts depend on it): every command prints JSON on stdout, one value per
+//! line, each line flushed as it is written; diagnostics go to stderr. Exit status 0 means the
+//! input could be read and the command did its job; 1 means some input could not be read, or
+//! the broker could not be reached, refused a request (e.g. no such queue) or the connection
+//! was lost; 2 means a usage error (from clap) or an invalid filter or queue name where a valid
+//! one is required; 3 means `palio sub --count N` timed out before N notifications.
 //!
 //! The binary in `src/bin/palio.rs` only parses flags and calls [`run`].
 
+mod durable;
 mod filter;
 mod pubsub;
+mod queue;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// What `palio --help` says after the commands: the contract scripts rely on.
+const AFTER_HELP: &str = "\
+Output: JSON on stdout, one value per line, each line flushed as written; diagnostics on stderr.
+Exit status: 0 done; 1 unreadable input, broker unreachable, request refused (e.g. no such
+queue) or connection lost; 2 usage error, invalid filter or queue name; 3 `sub --count N`
+timed out before N.
+
+Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent notifications;
+`palio pub --persistent` waits for the broker's acks and prints {\"published\": N, \"acked\": M};
+`palio sub --durable NAME [--pull]` prints and acks each message with its delivery_count.";
+
 /// Palio: content-based publish/subscribe.
 #[derive(Debug, Parser)]
-#[command(name = "palio", version, about, long_about = None)]
+#[command(name = "palio", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,10 +43,15 @@ enum Command {
     /// Work with CESQL filter expressions: evaluate, compare, explain.
     #[command(subcommand)]
     Filter(filter::FilterCommand),
-    /// Subscribe with a CESQL filter and print each notification as a JSON line.
+    /// Subscribe with a CESQL filter, or consume a durable queue (--durable NAME), and print
+    /// each notification as a JSON line.
     Sub(pubsub::Sub),
-    /// Publish notifications and print {"published": N}.
+    /// Publish notifications and print {"published": N} (with --persistent:
+    /// {"published": N, "acked": M}).
     Pub(pubsub::Pub),
+    /// Manage durable queues: add, ls, info, rm.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
 }
 
 /// Runs a parsed command line, writing results to `out` and diagnostics to `err`.
@@ -40,7 +59,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let result = match cli.command {
         Command::Filter(cmd) => filter::run(cmd, out, err),
         Command::Sub(cmd) => pubsub::run_sub(cmd, out, err),
-        Command::Pub(cmd) => pubsub::run_pub(cmd, out),
+        Command::Pub(cmd) => pubsub::run_pub(cmd, out, err),
+        Command::Queue(cmd) => queue::run(cmd, out, err),
     };
     match result {
         Ok(code) => code,
@@ -53,6 +73,147 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
             }
             let _ = writeln!(err, "palio: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("palio").chain(args.iter().copied()))
+    }
+
+    /// Runs a command line with no broker to talk to (nothing listens on port 9, and the TLS
+    /// directory does not exist).
+    fn run_offline(args: &[&str]) -> (ExitCode, String, String) {
+        let mut full = args.to_vec();
+        full.extend([
+            "--server",
+            "127.0.0.1:9",
+            "--tls-dir",
+            "/nonexistent/palio-tls",
+        ]);
+        let cli = parse(&full).expect("valid command line");
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run(cli, &mut out, &mut err);
+        (
+            code,
+            String::from_utf8(out).expect("utf-8"),
+            String::from_utf8(err).expect("utf-8"),
+        )
+    }
+
+    #[test]
+    fn sub_takes_a_filter_or_a_durable_queue_not_both() {
+        let cli = parse(&["sub", "--durable", "orders", "--count", "3"]).unwrap();
+        let Command::Sub(sub) = cli.command else {
+            panic!("not sub: {cli:?}");
+        };
+        assert_eq!(sub.durable.as_deref(), Some("orders"));
+        assert_eq!(sub.filter, None);
+        assert!(!sub.pull);
+        assert_eq!(sub.window, 256);
+        assert!(parse(&["sub", "x > 1"]).is_ok());
+        assert!(parse(&["sub"]).is_err());
+        assert!(parse(&["sub", "--durable", "orders", "x > 1"]).is_err());
+    }
+
+    #[test]
+    fn pull_options_need_durable_pull() {
+        let cli = parse(&["sub", "--durable", "q", "--pull", "--batch", "10"]).unwrap();
+        let Command::Sub(sub) = cli.command else {
+            panic!("not sub: {cli:?}");
+        };
+        assert!(sub.pull);
+        assert_eq!(sub.batch, 10);
+        assert!(parse(&["sub", "--pull", "x > 1"]).is_err());
+        assert!(parse(&["sub", "--durable", "q", "--batch", "10"]).is_err());
+        assert!(parse(&["sub", "--durable", "q", "--pull", "--window", "4"]).is_err());
+        assert!(parse(&["sub", "--window", "4", "x > 1"]).is_err());
+        assert!(parse(&["sub", "--pull", "--batch", "4", "x > 1"]).is_err());
+    }
+
+    #[test]
+    fn producer_needs_persistent() {
+        assert!(parse(&["pub", "--persistent", "--producer", "p1", "--count", "5"]).is_ok());
+        assert!(parse(&["pub", "--producer", "p1"]).is_err());
+    }
+
+    #[test]
+    fn queue_commands_parse() {
+        let cli = parse(&[
+            "queue",
+            "add",
+            "orders",
+            "type = 'order'",
+            "--ack-wait",
+            "1.5",
+            "--max-deliveries",
+            "3",
+        ])
+        .unwrap();
+        let Command::Queue(queue::QueueCommand::Add {
+            name,
+            filter,
+            ack_wait,
+            max_deliveries,
+            ..
+        }) = cli.command
+        else {
+            panic!("not queue add: {cli:?}");
+        };
+        assert_eq!(
+            (name.as_str(), filter.as_str(), ack_wait, max_deliveries),
+            ("orders", "type = 'order'", Some(1.5), Some(3))
+        );
+        assert!(parse(&["queue", "add", "q", "x > 1", "--max-deliveries", "0"]).is_err());
+        assert!(parse(&["queue", "add", "q"]).is_err());
+        assert!(parse(&["queue", "ls"]).is_ok());
+        assert!(parse(&["queue", "info", "q.dlq"]).is_ok());
+        assert!(parse(&["queue", "rm", "q"]).is_ok());
+        assert!(parse(&["queue", "info"]).is_err());
+    }
+
+    #[test]
+    fn queue_add_refuses_bad_names_filters_and_ack_waits_before_connecting() {
+        for args in [
+            ["queue", "add", "no spaces", "x > 1"].as_slice(),
+            &["queue", "add", "orders.dlq", "x > 1"],
+            &["queue", "add", "orders", "x >"],
+            &["queue", "add", "orders", "x > 1", "--ack-wait=-2"],
+        ] {
+            let (code, out, err) = run_offline(args);
+            assert_eq!(code, ExitCode::from(2), "{args:?}: {err}");
+            assert_eq!(out, "", "{args:?}");
+            assert!(
+                err.starts_with("palio: invalid") || err.contains("--ack-wait"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn persistent_pub_prints_its_tally_even_when_it_cannot_connect() {
+        let (code, out, err) = run_offline(&["pub", "--persistent", "--count", "3"]);
+        assert_eq!(code, ExitCode::from(1), "{err}");
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
+        assert_eq!(line, serde_json::json!({"published": 0, "acked": 0}));
+        assert!(err.starts_with("palio: "), "{err}");
+    }
+
+    #[test]
+    fn durable_sub_and_queue_commands_fail_with_status_1_without_a_broker() {
+        for args in [
+            ["sub", "--durable", "orders", "--count", "1"].as_slice(),
+            &["queue", "ls"],
+            &["queue", "info", "orders"],
+        ] {
+            let (code, out, err) = run_offline(args);
+            assert_eq!(code, ExitCode::from(1), "{args:?}");
+            assert_eq!(out, "", "{args:?}");
+            assert!(err.starts_with("palio: "), "{args:?}: {err}");
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Output contract: `sub` prints one JSON line `{"attributes": {...}, "payload": "..."}` per
 //! notification and exits after `--count` notifications or `--timeout` seconds (exit status 3
 //! if the timeout came first while `--count` was given); `pub` prints `{"published": N}` once
-//! the broker has handled every publication.
+//! the broker has handled every publication. Their persistent forms (`sub --durable`,
+//! `pub --persistent`) are in `durable.rs`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use clap::Args;
 use palio_filter::{Value, parse_int};
 use serde_json::json;
 
+use super::durable;
 use crate::{Client, ConnectOptions, Notification};
 
 /// How to reach the broker (shared by `sub` and `pub`).
@@ -44,7 +46,7 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    fn options(&self, name: &str) -> ConnectOptions {
+    pub(super) fn options(&self, name: &str) -> ConnectOptions {
         let mut o = ConnectOptions::new(&self.server)
             .tls_dir(&self.tls_dir)
             .server_name(&self.server_name)
@@ -66,15 +68,42 @@ impl Connection {
 #[derive(Debug, Args)]
 pub(super) struct Sub {
     #[command(flatten)]
-    conn: Connection,
+    pub(super) conn: Connection,
     /// Exit after this many notifications.
     #[arg(long)]
-    count: Option<u64>,
+    pub(super) count: Option<u64>,
     /// Exit after this many seconds.
     #[arg(long)]
-    timeout: Option<f64>,
-    /// The CESQL filter.
-    filter: String,
+    pub(super) timeout: Option<f64>,
+    /// Consume the durable queue NAME (`NAME.dlq` for its dead-letter queue) instead of
+    /// subscribing with a filter: each message is printed with its "delivery_count", "queue"
+    /// and "tag", then acked; with --count, exits once the acks are confirmed.
+    #[arg(long, value_name = "NAME", conflicts_with = "filter")]
+    pub(super) durable: Option<String>,
+    /// With --durable: fetch batches (pull mode) instead of having the broker push messages.
+    // `conflicts_with = "filter"` as well as `requires`: clap drops the requirement of an
+    // argument that conflicts with one present, so `requires` alone would let
+    // `sub --pull FILTER` through.
+    #[arg(long, requires = "durable", conflicts_with = "filter")]
+    pub(super) pull: bool,
+    /// With --durable --pull: the most messages per fetch.
+    #[arg(long, requires = "pull", default_value_t = 64)]
+    pub(super) batch: u32,
+    /// With --durable --pull: how long each fetch waits for messages, in seconds.
+    #[arg(long, value_name = "SECS", requires = "pull", default_value_t = 5.0)]
+    pub(super) max_wait: f64,
+    /// With --durable (push mode): the most unacked messages the broker sends ahead (no more
+    /// than --count).
+    #[arg(
+        long,
+        requires = "durable",
+        conflicts_with_all = ["pull", "filter"],
+        default_value_t = 256
+    )]
+    pub(super) window: u32,
+    /// The CESQL filter (not with --durable).
+    #[arg(required_unless_present = "durable")]
+    pub(super) filter: Option<String>,
 }
 
 /// `palio pub`.
@@ -89,12 +118,44 @@ pub(super) struct Pub {
     /// The payload.
     #[arg(long, default_value = "")]
     payload: String,
-    /// Publish N notifications, each with an integer attribute `seq` = 0…N−1.
+    /// Publish N notifications, each with an integer attribute `seq` = 0…N−1 (with
+    /// --persistent, also their producer sequence numbers).
     #[arg(long)]
     count: Option<u32>,
+    /// Publish persistently: pipelined, waiting for the broker's acks (the notifications are
+    /// on its disk), then print {"published": N, "acked": M}, also when the connection is
+    /// lost midway (exit status 1 then). Acks come in publish order: the acked notifications
+    /// are seq 0…M−1.
+    #[arg(long)]
+    persistent: bool,
+    /// With --persistent: the producer id, for the broker to de-duplicate retries (default:
+    /// unique to this invocation). Publishing again under the same id with the same seq
+    /// numbers stores nothing twice.
+    #[arg(long, value_name = "ID", requires = "persistent")]
+    producer: Option<String>,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// The notifications `palio pub` sends: its attributes and payload, plus `seq`.
+pub(super) struct Template {
+    attrs: Vec<(String, Value)>,
+    payload: String,
+}
+
+impl Template {
+    /// The notification numbered `seq` (none without --count).
+    pub(super) fn build(&self, seq: Option<u32>) -> anyhow::Result<Notification> {
+        let mut b = Notification::builder();
+        for (n, v) in &self.attrs {
+            b = b.attr(n, v.clone());
+        }
+        if let Some(s) = seq {
+            b = b.attr("seq", i32::try_from(s).context("--count too large")?);
+        }
+        Ok(b.payload(self.payload.as_bytes()).build()?)
+    }
+}
+
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -123,14 +184,20 @@ pub(super) fn run_sub(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    if let Err(e) = palio_filter::Filter::new(&cmd.filter) {
+    if cmd.durable.is_some() {
+        return durable::run_durable_sub(cmd, out, err);
+    }
+    let Some(filter) = cmd.filter else {
+        bail!("a FILTER or --durable NAME is required");
+    };
+    if let Err(e) = palio_filter::Filter::new(&filter) {
         writeln!(err, "palio: invalid filter: {e}")?;
         return Ok(ExitCode::from(2));
     }
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::connect(cmd.conn.options("palio-sub")).await?;
-        let mut sub = client.subscribe(&cmd.filter).await?;
+        let mut sub = client.subscribe(&filter).await?;
         writeln!(
             err,
             "palio: subscribed ({}) at {}",
@@ -171,30 +238,37 @@ pub(super) fn run_sub(
     })
 }
 
-pub(super) fn run_pub(cmd: Pub, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let attrs = cmd
-        .attrs
-        .iter()
-        .map(|a| parse_attr(a))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let build = |seq: Option<u32>| -> anyhow::Result<Notification> {
-        let mut b = Notification::builder();
-        for (n, v) in &attrs {
-            b = b.attr(n, v.clone());
-        }
-        if let Some(s) = seq {
-            b = b.attr("seq", i32::try_from(s).context("--count too large")?);
-        }
-        Ok(b.payload(cmd.payload.as_bytes()).build()?)
+pub(super) fn run_pub(
+    cmd: Pub,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let template = Template {
+        attrs: cmd
+            .attrs
+            .iter()
+            .map(|a| parse_attr(a))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        payload: cmd.payload,
     };
+    // Every notification must be buildable before the first is sent (`seq` is an `i32`).
+    template.build(cmd.count.map(|n| n.saturating_sub(1)))?;
+    if cmd.persistent {
+        let publication = durable::Publication {
+            template,
+            count: cmd.count,
+            producer: cmd.producer.unwrap_or_else(durable::default_producer_id),
+        };
+        return durable::run_persistent_pub(&cmd.conn, publication, out, err);
+    }
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::connect(cmd.conn.options("palio-pub")).await?;
         match cmd.count {
-            None => client.publish(build(None)?).await?,
+            None => client.publish(template.build(None)?).await?,
             Some(n) => {
                 for seq in 0..n {
-                    client.publish(build(Some(seq))?).await?;
+                    client.publish(template.build(Some(seq))?).await?;
                 }
             }
         }

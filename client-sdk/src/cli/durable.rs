@@ -1,0 +1,330 @@
+//! `palio pub --persistent` and `palio sub --durable`: persistent delivery from scripts.
+//!
+//! Output contract:
+//! - `pub --persistent` publishes pipelined (at most [`DEFAULT_MAX_IN_FLIGHT`](crate::DEFAULT_MAX_IN_FLIGHT) unacked) and
+//!   prints `{"published": N, "acked": M}` on exit, also when the connection is lost midway or
+//!   the broker refuses a publication (exit status 1 then, the error on stderr). `published`
+//!   counts the publications handed to the connection, `acked` those the broker has on disk;
+//!   acks come in publish order, and counting stops at the first failure, so the acked
+//!   notifications are `seq` 0…M−1. With `--count N` the producer sequence numbers are the
+//!   `seq` values, so a run repeated under the same `--producer` stores nothing twice.
+//! - `sub --durable NAME` prints each message as `palio sub` does, plus `"delivery_count"`,
+//!   `"queue"` and `"tag"`, then acks it. It exits after `--count` messages once their acks
+//!   are confirmed (on the broker's disk), or after `--timeout` seconds (exit status 3 if the
+//!   timeout came first while `--count` was given).
+
+use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::pubsub::{Connection, Sub, Template, runtime};
+use crate::{Client, ConsumeMode, DurableMessage, Error, ErrorCode, PublishAck};
+
+/// Acks of printed messages awaited at a time by `sub --durable` in push mode: enough to keep
+/// the broker's group commit busy, few enough to stay small.
+const MAX_PENDING_ACKS: usize = 256;
+
+/// What `pub --persistent` publishes.
+pub(super) struct Publication {
+    pub(super) template: Template,
+    pub(super) count: Option<u32>,
+    pub(super) producer: String,
+}
+
+/// A producer id unique to this invocation: `palio-pub-<host>-<pid>-<random>`.
+pub(super) fn default_producer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+        .take(64)
+        .collect();
+    let host = if host.is_empty() { "host".into() } else { host };
+    // A randomly keyed hash of the time: random enough to tell two runs apart without a
+    // random-number dependency.
+    let mut h = RandomState::new().build_hasher();
+    if let Ok(t) = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    format!(
+        "palio-pub-{host}-{}-{:08x}",
+        std::process::id(),
+        h.finish() as u32
+    )
+}
+
+/// Counts what a persistent publish run did; printed whatever the outcome.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    published: u64,
+    acked: u64,
+}
+
+pub(super) fn run_persistent_pub(
+    conn: &Connection,
+    publication: Publication,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let mut tally = Tally::default();
+        let result = publish_persistent(conn, &publication, &mut tally).await;
+        writeln!(
+            out,
+            "{}",
+            json!({ "published": tally.published, "acked": tally.acked })
+        )?;
+        out.flush()?;
+        match result {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                writeln!(err, "palio: {e:#}")?;
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}
+
+async fn publish_persistent(
+    conn: &Connection,
+    p: &Publication,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let client = Client::connect(conn.options("palio-pub")).await?;
+    let result = publish_with(&client, p, tally).await;
+    // Closed whatever the outcome, so that the broker hears of it at once.
+    client.close().await;
+    result
+}
+
+async fn publish_with(client: &Client, p: &Publication, tally: &mut Tally) -> anyhow::Result<()> {
+    let producer = client
+        .producer(&p.producer)
+        .await
+        .with_context(|| format!("naming producer {:?}", p.producer))?;
+    // Acks not yet counted, oldest first; they settle in this order.
+    let mut acks: VecDeque<PublishAck> = VecDeque::new();
+    let seqs: Box<dyn Iterator<Item = Option<u32>>> = match p.count {
+        Some(n) => Box::new((0..n).map(Some)),
+        None => Box::new(std::iter::once(None)),
+    };
+    for seq in seqs {
+        let n = p.template.build(seq)?;
+        // `send` waits only while the producer's in-flight bound is reached.
+        let ack = match seq {
+            Some(s) => producer.send_with_seq(u64::from(s), n).await?,
+            None => producer.send(n).await?,
+        };
+        acks.push_back(ack);
+        tally.published += 1;
+        count_settled(&mut acks, tally, false).await?;
+    }
+    count_settled(&mut acks, tally, true).await?;
+    Ok(())
+}
+
+/// Counts the acks at the front of `acks` that have settled (`wait`: waits for all of them);
+/// the first failure ends the count.
+async fn count_settled(
+    acks: &mut VecDeque<PublishAck>,
+    tally: &mut Tally,
+    wait: bool,
+) -> Result<(), Error> {
+    while let Some(front) = acks.front_mut() {
+        let settled = if wait {
+            Some(front.await)
+        } else {
+            front.now_or_never()
+        };
+        match settled {
+            None => break,
+            Some(r) => {
+                acks.pop_front();
+                r?;
+                tally.acked += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn run_durable_sub(
+    cmd: Sub,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    let Some(queue) = cmd.durable.clone() else {
+        bail!("--durable NAME is required");
+    };
+    if !cmd.max_wait.is_finite() || cmd.max_wait < 0.0 {
+        writeln!(err, "palio: --max-wait must be a number of seconds ≥ 0")?;
+        return Ok(ExitCode::from(2));
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = Client::connect(cmd.conn.options("palio-sub")).await?;
+        let deadline = cmd
+            .timeout
+            .map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let received = if cmd.pull {
+            consume_pull(&client, &queue, &cmd, deadline, out, err).await
+        } else {
+            consume_push(&client, &queue, &cmd, deadline, out, err).await
+        };
+        // Closed whatever the outcome, so that the broker detaches the consumer at once.
+        client.close().await;
+        let received = received.map_err(|e| queue_error(e, &queue))?;
+        Ok(match cmd.count {
+            Some(c) if received < c => {
+                writeln!(err, "palio: timed out after {received} messages")?;
+                ExitCode::from(3)
+            }
+            _ => ExitCode::SUCCESS,
+        })
+    })
+}
+
+/// A clearer message for a queue that does not exist.
+fn queue_error(e: anyhow::Error, queue: &str) -> anyhow::Error {
+    match e.downcast_ref::<Error>().and_then(Error::code) {
+        Some(ErrorCode::QueueNotFound) => e.context(format!("no queue named {queue:?}")),
+        _ => e,
+    }
+}
+
+fn print(out: &mut dyn Write, m: &DurableMessage) -> std::io::Result<()> {
+    writeln!(out, "{}", m.to_json())?;
+    out.flush()
+}
+
+/// Push mode: prints and acks until the count or the deadline; returns how many messages
+/// were printed (all acked).
+async fn consume_push(
+    client: &Client,
+    queue: &str,
+    cmd: &Sub,
+    deadline: Option<Instant>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    // No more in flight than will be printed: the rest would be delivered again, counted.
+    let window = match cmd.count {
+        Some(c) => cmd.window.min(u32::try_from(c).unwrap_or(u32::MAX)).max(1),
+        None => cmd.window,
+    };
+    let mut sub = client.consume(queue, ConsumeMode::Push { window }).await?;
+    writeln!(
+        err,
+        "palio: consuming {queue} (consumer {}) at {}",
+        sub.id(),
+        client.broker().broker
+    )?;
+    err.flush()?;
+    let mut acks = FuturesUnordered::new();
+    let mut received = 0u64;
+    while cmd.count.is_none_or(|c| received < c) {
+        tokio::select! {
+            biased;
+            Some(r) = acks.next(), if !acks.is_empty() => r?,
+            m = sub.next() => {
+                let Some(m) = m else {
+                    bail!("the connection to the broker closed");
+                };
+                print(out, &m)?;
+                received += 1;
+                if acks.len() >= MAX_PENDING_ACKS
+                    && let Some(r) = acks.next().await
+                {
+                    r?;
+                }
+                acks.push(async move { m.ack().await });
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                if deadline.is_some() => break,
+        }
+    }
+    while let Some(r) = acks.next().await {
+        r?;
+    }
+    Ok(received)
+}
+
+/// Pull mode: fetches, prints and acks batch by batch until the count or the deadline;
+/// returns how many messages were printed (all acked).
+async fn consume_pull(
+    client: &Client,
+    queue: &str,
+    cmd: &Sub,
+    deadline: Option<Instant>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let mut consumer = client.pull(queue).await?;
+    writeln!(
+        err,
+        "palio: pulling from {queue} (consumer {}) at {}",
+        consumer.id(),
+        client.broker().broker
+    )?;
+    err.flush()?;
+    let max_wait = Duration::from_secs_f64(cmd.max_wait);
+    let mut received = 0u64;
+    while cmd.count.is_none_or(|c| received < c) {
+        let wait = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                left.min(max_wait)
+            }
+            None => max_wait,
+        };
+        // Fetch no more than will be printed: the rest would be delivered again, counted.
+        let want = match cmd.count {
+            Some(c) => u64::from(cmd.batch).min(c - received),
+            None => u64::from(cmd.batch),
+        };
+        let batch = consumer
+            .fetch(u32::try_from(want).unwrap_or(u32::MAX), wait)
+            .await?;
+        for m in &batch {
+            print(out, m)?;
+        }
+        if !batch.is_empty() {
+            received += batch.len() as u64;
+            let tags: Vec<u64> = batch.iter().map(DurableMessage::tag).collect();
+            consumer.ack_many(&tags).await?;
+        }
+    }
+    Ok(received)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_producer_ids_are_unique_and_short() {
+        let a = default_producer_id();
+        let b = default_producer_id();
+        assert_ne!(a, b);
+        assert!(a.starts_with("palio-pub-"), "{a}");
+        assert!(a.contains(&format!("-{}-", std::process::id())), "{a}");
+        assert!((1..=128).contains(&a.len()), "{a}");
+    }
+}

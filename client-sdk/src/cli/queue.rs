@@ -1,0 +1,182 @@
+//! `palio queue …`: manage the durable queues of the broker the command connects to.
+//!
+//! Output contract: `add` prints `{"added": NAME}`, `rm` prints `{"removed": NAME}`, `ls`
+//! prints one JSON array of queue objects, `info` one queue object. A queue object has the
+//! fields `name`, `filter`, `pending`, `unacked`, `dead_lettered`, `consumers`, `ack_wait_ms`
+//! and `max_deliveries`. A request the broker refuses (no such queue, a queue of that name
+//! with another filter, …) exits with status 1 and the reason on stderr; an invalid filter,
+//! queue name or option exits with status 2.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::pubsub::{Connection, runtime};
+use crate::{Client, Error, ErrorCode, QueueOptions};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum QueueCommand {
+    /// Add a durable queue NAME keeping every persistent notification that matches FILTER
+    /// (published from now on) until a consumer acks it; prints {"added": NAME}. Adding it
+    /// again with the same filter and options is not an error.
+    Add {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name: 1–64 ASCII letters, digits, '_' and '-'.
+        name: String,
+        /// The CESQL filter.
+        filter: String,
+        /// Seconds a delivered message may stay unacked before it is delivered again
+        /// (default: the broker's).
+        #[arg(long, value_name = "SECS")]
+        ack_wait: Option<f64>,
+        /// Deliveries without an ack before a message moves to the dead-letter queue
+        /// NAME.dlq (default: the broker's).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        max_deliveries: Option<u32>,
+    },
+    /// Print the broker's queues (dead-letter queues included) as one JSON array of objects
+    /// with name, filter, pending, unacked, dead_lettered, consumers, ack_wait_ms and
+    /// max_deliveries.
+    Ls {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print one queue (NAME.dlq for a dead-letter queue) as a JSON object, as in `ls`.
+    Info {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+    },
+    /// Remove a queue, its dead-letter queue and their messages; prints {"removed": NAME}.
+    Rm {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+    },
+}
+
+/// `--ack-wait` seconds as milliseconds, if it is a duration.
+fn ack_wait_ms(secs: f64) -> Option<u64> {
+    let ms = (secs * 1000.0).round();
+    // Below 2^53 every integer is exact in an f64, and far above any sensible ack wait.
+    (ms.is_finite() && (0.0..9.0e15).contains(&ms)).then_some(ms as u64)
+}
+
+pub(super) fn run(
+    cmd: QueueCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    if let QueueCommand::Add {
+        name,
+        filter,
+        ack_wait,
+        ..
+    } = &cmd
+    {
+        if !palio_protocol::valid_queue_name(name) {
+            writeln!(
+                err,
+                "palio: invalid queue name {name:?}: 1–64 ASCII letters, digits, '_' and '-'"
+            )?;
+            return Ok(ExitCode::from(2));
+        }
+        if let Err(e) = palio_filter::Filter::new(filter) {
+            writeln!(err, "palio: invalid filter: {e}")?;
+            return Ok(ExitCode::from(2));
+        }
+        if ack_wait.is_some_and(|s| ack_wait_ms(s).is_none()) {
+            writeln!(err, "palio: --ack-wait must be a number of seconds ≥ 0")?;
+            return Ok(ExitCode::from(2));
+        }
+    }
+    let conn = match &cmd {
+        QueueCommand::Add { conn, .. }
+        | QueueCommand::Ls { conn }
+        | QueueCommand::Info { conn, .. }
+        | QueueCommand::Rm { conn, .. } => conn,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = Client::connect(conn.options("palio-queue"))
+            .await
+            .context("connecting to the broker")?;
+        let line = request(&client, &cmd).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
+        client.close().await;
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Carries out the command; returns the line to print.
+async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_json::Value> {
+    Ok(match cmd {
+        QueueCommand::Add {
+            name,
+            filter,
+            ack_wait,
+            max_deliveries,
+            ..
+        } => {
+            let options = QueueOptions {
+                ack_wait_ms: ack_wait.and_then(ack_wait_ms),
+                max_deliveries: *max_deliveries,
+            };
+            client
+                .queue_add(name, filter, options)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "added": name })
+        }
+        QueueCommand::Ls { .. } => serde_json::to_value(client.queue_list().await?)?,
+        QueueCommand::Info { name, .. } => serde_json::to_value(
+            client
+                .queue_info(name)
+                .await
+                .map_err(|e| explain(e, name))?,
+        )?,
+        QueueCommand::Rm { name, .. } => {
+            client
+                .queue_remove(name)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "removed": name })
+        }
+    })
+}
+
+/// The broker's refusal, with a plain sentence for the common cases.
+fn explain(e: Error, name: &str) -> anyhow::Error {
+    let sentence = match e.code() {
+        Some(ErrorCode::QueueNotFound) => format!("no queue named {name:?}"),
+        Some(ErrorCode::QueueExists) => {
+            format!("queue {name:?} exists already with another filter or options")
+        }
+        _ => return e.into(),
+    };
+    anyhow::Error::new(e).context(sentence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_wait_is_rounded_to_milliseconds_and_must_be_a_duration() {
+        assert_eq!(ack_wait_ms(1.5), Some(1500));
+        assert_eq!(ack_wait_ms(0.0004), Some(0));
+        assert_eq!(ack_wait_ms(0.0), Some(0));
+        assert_eq!(ack_wait_ms(-1.0), None);
+        assert_eq!(ack_wait_ms(f64::NAN), None);
+        assert_eq!(ack_wait_ms(f64::INFINITY), None);
+        assert_eq!(ack_wait_ms(1e300), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! Persistent publish: a connection's [`Producer`] and the [`PublishAck`] of each publication.
+//!
+//! A connection names its producer once ([`Client::producer`]); the broker answers with the
+//! next sequence number it expects, so a producer resuming after a crash under the same id
+//! continues where its stored publications end, and a retried `(producer, seq)` already
+//! stored is acknowledged again without being stored twice.
+//!
+//! Publishing is pipelined: [`Producer::send`] returns once the frame is queued for the
+//! connection, with a [`PublishAck`] that resolves when the broker has the publication on disk
+//! (or refused it, or the connection was lost). Publications settle in publish order (see
+//! `in_flight.rs`). At most [`ProducerOptions::max_in_flight`] publications are unsettled at a
+//! time; `send` waits for room, which bounds the memory a fast producer can take.
+//! [`Producer::publish`] is `send` followed by waiting for the ack.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+
+use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::client::{Client, Shared, unexpected};
+use crate::error::Error;
+use crate::in_flight::InFlight;
+use crate::notification::Notification;
+
+/// How many publications may be unsettled by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+/// Options of a [`Producer`].
+///
+/// ```
+/// let opts = palio::ProducerOptions::new().max_in_flight(256);
+/// assert_eq!(opts.get_max_in_flight(), 256);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProducerOptions {
+    /// The bound on unsettled publications: what a producer may have in memory waiting for
+    /// acks. Larger keeps more publications in one group commit; smaller bounds memory.
+    max_in_flight: usize,
+}
+
+impl Default for ProducerOptions {
+    fn default() -> Self {
+        Self {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl ProducerOptions {
+    /// The defaults: at most [`DEFAULT_MAX_IN_FLIGHT`] unsettled publications.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` publications unsettled at a time (at least 1); [`Producer::send`] waits
+    /// for room beyond that.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// The bound on unsettled publications.
+    pub fn get_max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+}
+
+/// Whether a connection has named its producer.
+#[derive(Default)]
+pub(crate) enum ProducerSlot {
+    /// Not yet: [`Client::producer`] may be called.
+    #[default]
+    Free,
+    /// A [`ClientFrame::Producer`] request is under way.
+    Naming,
+    /// Named: the control reader settles this producer's publications.
+    Ready(Arc<ProducerState>),
+    /// The control reader has ended: no producer can be named any more (one named now would
+    /// wait for acks forever).
+    Gone,
+}
+
+impl Shared {
+    /// The connection's producer, if it is named.
+    pub(crate) fn producer(&self) -> Option<Arc<ProducerState>> {
+        match &*lock(&self.producer) {
+            ProducerSlot::Ready(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// The control reader has ended: fails the producer's unsettled publications and refuses
+    /// any producer named later. Under the slot's lock, so that a producer being named right
+    /// now either is closed here or sees [`ProducerSlot::Gone`].
+    pub(crate) fn end_producer(&self, reason: &Error) {
+        let mut slot = lock(&self.producer);
+        match &*slot {
+            ProducerSlot::Ready(p) => p.close(reason),
+            _ => *slot = ProducerSlot::Gone,
+        }
+    }
+}
+
+/// A producer's state, shared by its handle and the control reader.
+pub(crate) struct ProducerState {
+    inner: Mutex<Inner>,
+    /// One permit per unsettled publication; closed when the connection is lost, which wakes
+    /// every `send` waiting for room.
+    permits: Arc<Semaphore>,
+}
+
+struct Inner {
+    in_flight: InFlight<Settle, Error>,
+    /// The last sequence number sent on this connection: the next one must be larger.
+    last_sent: Option<u64>,
+    /// The broker's `next_seq` when the producer was named: automatic sequence numbers never
+    /// go below it, so a new publication is never mistaken for a retry of a stored one.
+    first_new: u64,
+    /// Set when the connection is lost: nothing more may be sent or recorded, since nothing
+    /// would settle it.
+    closed: Option<(Option<ErrorCode>, String)>,
+}
+
+/// What settling a publication does: tell its [`PublishAck`] and give back its permit.
+struct Settle {
+    reply: oneshot::Sender<Result<u64, Error>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Settle {
+    fn settle(self, seq: u64, result: Result<(), Error>) {
+        let _ = self.reply.send(result.map(|()| seq));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code holding these locks can panic, and their state stays consistent at every
+    // step, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn next_auto(&self) -> Option<u64> {
+        match self.last_sent {
+            Some(l) => l.checked_add(1).map(|n| n.max(self.first_new)),
+            None => Some(self.first_new),
+        }
+    }
+
+    fn closed_error(&self) -> Option<Error> {
+        self.closed.as_ref().map(|(code, message)| Error::Closed {
+            code: *code,
+            message: message.clone(),
+        })
+    }
+}
+
+impl ProducerState {
+    /// The broker has every publication up to `through` on disk.
+    pub(crate) fn acked(&self, through: u64) {
+        lock(&self.inner)
+            .in_flight
+            .ack_through(through, |seq, s, r| s.settle(seq, r));
+    }
+
+    /// The broker refused publication `seq`.
+    pub(crate) fn failed(&self, seq: u64, code: ErrorCode, message: String) {
+        let error = Error::Publish { seq, code, message };
+        lock(&self.inner)
+            .in_flight
+            .fail(seq, error, |seq, s, r| s.settle(seq, r));
+    }
+
+    /// The connection is lost: every unsettled publication fails with `reason` (or the
+    /// refusal it already had) and nothing more can be sent.
+    pub(crate) fn close(&self, reason: &Error) {
+        let (code, message) = match reason {
+            Error::Closed { code, message } => (*code, message.clone()),
+            other => (other.code(), other.to_string()),
+        };
+        let mut inner = lock(&self.inner);
+        inner.closed = Some((code, message));
+        self.permits.close();
+        let drained: Vec<_> = inner.in_flight.drain().collect();
+        for (seq, s, failed) in drained {
+            let e = failed
+                .or_else(|| inner.closed_error())
+                .unwrap_or_else(|| Error::Protocol("closed".into()));
+            s.settle(seq, Err(e));
+        }
+    }
+}
+
+/// The publisher of persistent notifications on one connection.
+///
+/// Made by [`Client::producer`]. Each publication carries a sequence number, increasing on
+/// the connection; the broker acknowledges it once it is on disk. Dropping the producer does
+/// not cancel publications already sent: their [`PublishAck`]s still resolve.
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+/// use palio::Notification;
+///
+/// let producer = client.producer("orders-service-1").await?;
+/// // One at a time: returns once the broker has it on disk.
+/// let seq = producer.publish(Notification::builder().attr("type", "order").build()?).await?;
+/// // Pipelined: queue many, then wait for the acks (they settle in publish order).
+/// let mut acks = Vec::new();
+/// for i in 0..1000 {
+///     acks.push(producer.send(Notification::builder().attr("n", i).build()?).await?);
+/// }
+/// for ack in acks {
+///     ack.await?;
+/// }
+/// # let _ = seq; Ok(()) }
+/// ```
+pub struct Producer {
+    shared: Arc<Shared>,
+    state: Arc<ProducerState>,
+    id: String,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("id", &self.id)
+            .field("next_seq", &self.next_seq())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Names this connection's producer (with the default [`ProducerOptions`]) and returns
+    /// it. A connection has at most one producer; `id` (1–128 bytes) should be stable across
+    /// the producer's restarts, so that the broker can de-duplicate its retries.
+    pub async fn producer(&self, id: &str) -> Result<Producer, Error> {
+        self.producer_with(id, ProducerOptions::default()).await
+    }
+
+    /// [`producer`](Self::producer) with options.
+    pub async fn producer_with(
+        &self,
+        id: &str,
+        options: ProducerOptions,
+    ) -> Result<Producer, Error> {
+        {
+            let mut slot = lock(&self.shared.producer);
+            match *slot {
+                ProducerSlot::Free => *slot = ProducerSlot::Naming,
+                ProducerSlot::Gone => return Err(self.shared.closed_error()),
+                ProducerSlot::Naming | ProducerSlot::Ready(_) => {
+                    return Err(Error::InvalidRequest(
+                        "this connection has a producer already (one producer per connection)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        // Frees the slot again unless the producer gets named (also if this future is
+        // dropped half-way).
+        let mut guard = SlotGuard(Some(&self.shared));
+        let answer = self
+            .request(
+                |request| ClientFrame::Producer {
+                    request,
+                    producer: id.to_owned(),
+                },
+                None,
+            )
+            .await?;
+        let ServerFrame::ProducerReady { next_seq, .. } = answer else {
+            return Err(unexpected(answer));
+        };
+        let state = Arc::new(ProducerState {
+            inner: Mutex::new(Inner {
+                in_flight: InFlight::default(),
+                last_sent: None,
+                first_new: next_seq,
+                closed: None,
+            }),
+            permits: Arc::new(Semaphore::new(options.max_in_flight)),
+        });
+        {
+            let mut slot = lock(&self.shared.producer);
+            if matches!(*slot, ProducerSlot::Gone) {
+                guard.0 = None;
+                return Err(self.shared.closed_error());
+            }
+            *slot = ProducerSlot::Ready(state.clone());
+        }
+        guard.0 = None;
+        Ok(Producer {
+            shared: self.shared.clone(),
+            state,
+            id: id.to_owned(),
+        })
+    }
+}
+
+struct SlotGuard<'a>(Option<&'a Shared>);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            let mut slot = lock(&shared.producer);
+            if matches!(*slot, ProducerSlot::Naming) {
+                *slot = ProducerSlot::Free;
+            }
+        }
+    }
+}
+
+impl Producer {
+    /// The producer's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The sequence number [`send`](Self::send) uses next: one more than the last one sent,
+    /// and never below the broker's `next_seq` when the producer was named.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.state.inner).next_auto().unwrap_or(u64::MAX)
+    }
+
+    /// Publications sent and not settled yet.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state.inner).in_flight.len()
+    }
+
+    /// Publishes persistently and waits for the broker's ack; returns the sequence number.
+    pub async fn publish(&self, notification: Notification) -> Result<u64, Error> {
+        self.send(notification).await?.await
+    }
+
+    /// Queues a persistent publication with the next sequence number and returns its
+    /// [`PublishAck`] without waiting for it. Waits while
+    /// [`max_in_flight`](ProducerOptions::max_in_flight) publications are unsettled.
+    ///
+    /// Cancel-safe: if the returned future is dropped before it completes, nothing was sent.
+    pub async fn send(&self, notification: Notification) -> Result<PublishAck, Error> {
+        self.send_inner(None, notification).await
+    }
+
+    /// [`send`](Self::send) with a sequence number chosen by the caller: larger than every
+    /// one sent before on this connection. A producer retrying after a failure sends its
+    /// unacknowledged publications again with their original numbers; those the broker
+    /// already stored are acknowledged without being stored twice.
+    pub async fn send_with_seq(
+        &self,
+        seq: u64,
+        notification: Notification,
+    ) -> Result<PublishAck, Error> {
+        self.send_inner(Some(seq), notification).await
+    }
+
+    async fn send_inner(
+        &self,
+        seq: Option<u64>,
+        notification: Notification,
+    ) -> Result<PublishAck, Error> {
+        let closed = |state: &ProducerState| {
+            lock(&state.inner)
+                .closed_error()
+                .unwrap_or_else(|| self.shared.closed_error())
+        };
+        let permit = self
+            .state
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| closed(&self.state))?;
+        let slot = self
+            .shared
+            .frames
+            .reserve()
+            .await
+            .map_err(|_| self.shared.closed_error())?;
+        // From here on nothing waits: the publication is recorded and queued together, in
+        // sequence-number order, or not at all.
+        let mut inner = lock(&self.state.inner);
+        if let Some(e) = inner.closed_error() {
+            return Err(e);
+        }
+        let seq = match seq {
+            Some(s) if inner.last_sent.is_some_and(|l| s <= l) => {
+                return Err(Error::InvalidRequest(format!(
+                    "sequence number {s} is not larger than the last one sent ({})",
+                    inner.last_sent.unwrap_or_default()
+                )));
+            }
+            Some(s) => s,
+            None => inner.next_auto().ok_or_else(|| {
+                Error::InvalidRequest("the producer's sequence numbers are exhausted".into())
+            })?,
+        };
+        let (reply, rx) = oneshot::channel();
+        let settle = Settle {
+            reply,
+            _permit: permit,
+        };
+        if inner.in_flight.push(seq, settle).is_err() {
+            // Unreachable while `last_sent` is kept, since every unsettled number is at most
+            // `last_sent`; refused rather than sent out of order.
+            return Err(Error::InvalidRequest(format!(
+                "sequence number {seq} is out of order"
+            )));
+        }
+        inner.last_sent = Some(seq);
+        let (attributes, payload) = notification.into_parts();
+        slot.send(ClientFrame::PublishPersistent {
+            seq,
+            attributes: attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            payload,
+        });
+        Ok(PublishAck { seq, rx })
+    }
+}
+
+/// The outcome of one persistent publication: a future resolving to its sequence number once
+/// the broker has it on disk, or to the error that settled it —
+/// [`Error::Publish`] if the broker refused it, [`Error::Closed`] if the connection was lost
+/// first (its outcome is then unknown: a retry with the same sequence number is safe).
+///
+/// Dropping it does not cancel the publication.
+#[derive(Debug)]
+pub struct PublishAck {
+    seq: u64,
+    rx: oneshot::Receiver<Result<u64, Error>>,
+}
+
+impl PublishAck {
+    /// The publication's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl Future for PublishAck {
+    type Output = Result<u64, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match ready!(Pin::new(&mut self.rx).poll(cx)) {
+            Ok(result) => result,
+            // Every recorded publication is settled before its sender is dropped; this is
+            // the runtime going away under us.
+            Err(_) => Err(Error::Closed {
+                code: None,
+                message: "connection tasks ended".into(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! The connection's two readers: where every frame from the broker goes.
+//!
+//! - The **control reader** reads the control stream in order. Answers go to the request that
+//!   waits for them (matched by request id); a confirmation that opens a route (a subscription,
+//!   a durable consumer) installs the route *before* the next frame is read. Persistent-publish
+//!   acks settle the producer's publications; durable queue messages go to their consumer's
+//!   bounded queue. This reader never waits on an application: a consumer whose queue is full
+//!   loses the message here (the broker delivers it again after the queue's ack wait), because
+//!   blocking would also hold up the answers that application may be waiting for.
+//! - The **delivery reader** reads the broker's delivery stream of best-effort notifications
+//!   and waits when a subscription's queue is full: that is the backpressure of best-effort
+//!   delivery (see the client module).
+//!
+//! When the control stream ends, every waiting request fails, every consumer's stream ends and
+//! every unsettled persistent publication fails with the connection's close reason.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use palio_protocol::{DEFAULT_MAX_FRAME, DeliveryFrame, DurableMessage, FrameCodec, ServerFrame};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::client::{Register, SUBSCRIPTION_BUFFER, Shared, closed};
+use crate::consumer::{ConsumerTx, stop_detached};
+use crate::error::Error;
+use crate::notification::Notification;
+
+/// Deliveries kept for subscriptions whose confirmation has not arrived yet (the delivery and
+/// control streams are not ordered with respect to each other).
+const EARLY_BUFFER: usize = SUBSCRIPTION_BUFFER;
+
+pub(crate) async fn read_control(
+    shared: Arc<Shared>,
+    mut reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
+) {
+    let mut reason = None;
+    while let Some(Ok(frame)) = reader.next().await {
+        let frame = match frame {
+            ServerFrame::Message(m) => {
+                route_message(&shared, m);
+                continue;
+            }
+            ServerFrame::PublishAcked { through } => {
+                if let Some(p) = shared.producer() {
+                    p.acked(through);
+                }
+                continue;
+            }
+            ServerFrame::PublishFailed { seq, code, message } => {
+                if let Some(p) = shared.producer() {
+                    p.failed(seq, code, message);
+                }
+                continue;
+            }
+            ServerFrame::Error {
+                request: None,
+                code,
+                message,
+            } => {
+                reason = Some(Error::Closed {
+                    code: Some(code),
+                    message,
+                });
+                break;
+            }
+            other => other,
+        };
+        let request = match &frame {
+            ServerFrame::Subscribed { request, .. }
+            | ServerFrame::Advertised { request, .. }
+            | ServerFrame::Done { request }
+            | ServerFrame::Flushed { request, .. }
+            | ServerFrame::ProducerReady { request, .. }
+            | ServerFrame::Queues { request, .. }
+            | ServerFrame::Consuming { request, .. }
+            | ServerFrame::Fetched { request, .. }
+            | ServerFrame::Error {
+                request: Some(request),
+                ..
+            } => *request,
+            _ => continue,
+        };
+        let Some(p) = shared
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&request))
+        else {
+            continue;
+        };
+        match p.register {
+            Some(Register::Subscription(tx)) => register_subscription(&shared, &frame, tx),
+            Some(Register::Consumer(tx)) => register_consumer(&shared, &frame, tx, &p.reply),
+            None => {}
+        }
+        let _ = p.reply.send(frame);
+    }
+    // The control stream ended: fail every waiting request, end every consumer's stream and
+    // fail every unsettled publication.
+    if let Ok(mut p) = shared.pending.lock() {
+        p.clear();
+    }
+    if let Ok(mut c) = shared.consumers.lock() {
+        c.clear();
+    }
+    let reason = reason.unwrap_or_else(|| closed(&shared.conn, "the control stream ended".into()));
+    shared.end_producer(&reason);
+}
+
+/// Installs a confirmed subscription's queue, with the deliveries that overtook the
+/// confirmation.
+fn register_subscription(shared: &Shared, frame: &ServerFrame, tx: mpsc::Sender<Notification>) {
+    let Ok(mut r) = shared.routes.lock() else {
+        return;
+    };
+    r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
+    if let ServerFrame::Subscribed { subscription, .. } = frame {
+        // Hand over deliveries that overtook the confirmation; the queue is new and no
+        // smaller than the whole early buffer, so `try_send` cannot fail for lack of room.
+        let early = std::mem::take(&mut r.early);
+        for (id, n) in early {
+            if id == *subscription {
+                let _ = tx.try_send(n);
+            } else {
+                r.early.push((id, n));
+            }
+        }
+        r.subs.insert(*subscription, tx);
+    }
+    if r.pending_subscribes == 0 {
+        r.early.clear();
+    }
+}
+
+/// Installs a confirmed consumer's queue, or detaches the consumer at once if nobody waits
+/// for it any more (the consume call was cancelled or timed out): otherwise the broker would
+/// keep delivering to a consumer whose messages nobody reads.
+fn register_consumer(
+    shared: &Shared,
+    frame: &ServerFrame,
+    tx: ConsumerTx,
+    reply: &oneshot::Sender<ServerFrame>,
+) {
+    let ServerFrame::Consuming { consumer, .. } = frame else {
+        return;
+    };
+    if reply.is_closed() {
+        stop_detached(shared, *consumer);
+    } else if let Ok(mut c) = shared.consumers.lock() {
+        c.insert(*consumer, tx);
+    }
+}
+
+/// Hands a durable message to its consumer's queue without waiting (see the module docs).
+fn route_message(shared: &Shared, m: DurableMessage) {
+    let Ok(consumers) = shared.consumers.lock() else {
+        return;
+    };
+    let Some(tx) = consumers.get(&m.consumer) else {
+        tracing::trace!(
+            consumer = m.consumer,
+            tag = m.tag,
+            "message for an unknown consumer dropped"
+        );
+        return;
+    };
+    match tx.try_send(m) {
+        Ok(()) => {}
+        Err(TrySendError::Full(m)) => tracing::debug!(
+            consumer = m.consumer,
+            tag = m.tag,
+            "consumer queue full: message dropped, the broker delivers it again after its ack wait"
+        ),
+        Err(TrySendError::Closed(m)) => tracing::trace!(
+            consumer = m.consumer,
+            tag = m.tag,
+            "message for a closed consumer dropped"
+        ),
+    }
+}
+
+pub(crate) async fn read_deliveries(shared: Arc<Shared>) {
+    if let Ok(uni) = shared.conn.accept_uni().await {
+        deliver(&shared, uni).await;
+    }
+    // The connection is gone: end every subscription's stream.
+    if let Ok(mut r) = shared.routes.lock() {
+        r.subs.clear();
+    }
+}
+
+async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
+    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
+    while let Some(Ok(d)) = reader.next().await {
+        let n = Notification::new(d.attributes.into_iter().collect(), d.payload);
+        let target = match shared.routes.lock() {
+            Ok(mut r) => match r.subs.get(&d.subscription) {
+                Some(tx) => Some(tx.clone()),
+                None => {
+                    if r.pending_subscribes > 0 && r.early.len() < EARLY_BUFFER {
+                        r.early.push((d.subscription, n.clone()));
+                    }
+                    None
+                }
+            },
+            Err(_) => return,
+        };
+        if let Some(tx) = target {
+            // Waiting here is the backpressure: see the module docs.
+            let _ = tx.send(n).await;
+        }
+    }
+}
