@@ -34,6 +34,7 @@ mod metrics;
 mod peer;
 mod router;
 mod server;
+mod store;
 
 pub use config::{ConfigError, Overrides, Settings};
 pub use server::{Server, StartError, broker_id};
