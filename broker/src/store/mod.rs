@@ -56,8 +56,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod error;
+mod fs;
 mod position;
 mod record;
+#[cfg(test)]
+mod sim_fs;
 
 pub(crate) use error::StoreError;
+pub(crate) use fs::{Fs, StdFs};
 pub(crate) use position::Position;
+#[cfg(test)]
+pub(crate) use sim_fs::{SimFs, Tear};
