@@ -55,10 +55,12 @@
 // The log that uses these parts is not written yet.
 #![allow(dead_code, unused_imports)]
 
+mod checkpoint;
 mod error;
 mod fs;
 mod position;
 mod record;
+mod scan;
 #[cfg(test)]
 mod sim_fs;
 
