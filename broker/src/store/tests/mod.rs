@@ -1,5 +1,6 @@
 //! Tests of the whole log: scenarios on real files (`scenarios`), failures injected through the
-//! simulated file system (`faults`), and a model-based property test with crashes (`model`).
+//! simulated file system (`faults`), a model-based property test with crashes (`model`), and
+//! the simulated file system's own behaviour (`sim_fs`).
 
 use std::sync::mpsc;
 
@@ -8,6 +9,7 @@ use super::{Log, Notify, Position, StoreError, SyncEvent};
 mod faults;
 mod model;
 mod scenarios;
+mod sim_fs;
 
 /// The log moves between threads with its owning task; its errors go to many waiters.
 #[test]
