@@ -315,6 +315,8 @@ impl Task {
             PersistCommand::Status { reply } => {
                 let _ = reply.send(json!({
                     "failed": engine.failure(),
+                    "remote_queues": engine.remote_queues(),
+                    "forwards_pending": engine.forwards_pending(),
                     "segments": log.segments().len(),
                     "bytes": log.bytes_on_disk(),
                     "end": log.end().to_string(),

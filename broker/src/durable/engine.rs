@@ -313,6 +313,19 @@ impl Engine {
         self.seg_refs.keys().next().copied()
     }
 
+    /// Durable queues at other brokers that this one forwards to.
+    pub(crate) fn remote_queues(&self) -> usize {
+        self.directory
+            .values()
+            .filter(|k| k.decl.home != self.cfg.me && !k.decl.removed)
+            .count()
+    }
+
+    /// Messages waiting to be handed to a peer.
+    pub(crate) fn forwards_pending(&self) -> usize {
+        self.forwards.len()
+    }
+
     /// The counters.
     pub(crate) fn stats(&self) -> Stats {
         self.stats

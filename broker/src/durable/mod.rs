@@ -1,4 +1,3 @@
-#![cfg_attr(not(test), allow(dead_code))]
 //! Persistent delivery: durable queues, persistent publications, push and pull consumers, and
 //! store-and-forward between brokers.
 //!

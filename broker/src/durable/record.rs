@@ -10,7 +10,7 @@
 //! Records are MessagePack (`rmp-serde`, compact form): the log is read only by this code, its
 //! segment header carries the format version.
 
-use palio_protocol::{Attributes, ErrorCode, MessageId, QueueDecl};
+use palio_protocol::{Attributes, MessageId, QueueDecl};
 use palio_topology::BrokerId;
 use serde::{Deserialize, Serialize};
 
@@ -142,9 +142,4 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(
     bytes: &'a [u8],
 ) -> Result<T, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
-}
-
-/// A refusal for a persistent request.
-pub(crate) fn store_refusal(why: impl std::fmt::Display) -> (ErrorCode, String) {
-    (ErrorCode::StoreUnavailable, why.to_string())
 }
