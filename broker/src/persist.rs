@@ -164,6 +164,7 @@ impl Store {
     /// What recovery found, as JSON (for the ready line and logs).
     pub(crate) fn summary(&self) -> Json {
         json!({
+            "clean": self.report.is_clean() && self.undecodable == 0,
             "records": self.recovered_records,
             "undecodable": self.undecodable,
             "problems": self.report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -244,6 +245,12 @@ impl Store {
             task.flush(&mut engine);
             task.update_metrics(&engine, &log);
         }
+        // A graceful stop leaves nothing buffered: everything appended reaches the disk.
+        if engine.failure().is_none()
+            && let Err(e) = log.sync()
+        {
+            tracing::error!(error = %e, "the last sync before stopping failed");
+        }
     }
 }
 
@@ -297,7 +304,7 @@ impl Task {
                 link,
                 message,
             } => {
-                if !self.peers.get(&peer).is_some_and(|(l, _)| *l == link) {
+                if self.peers.get(&peer).is_none_or(|(l, _)| *l != link) {
                     return;
                 }
                 match message {
@@ -315,6 +322,7 @@ impl Task {
             PersistCommand::Status { reply } => {
                 let _ = reply.send(json!({
                     "failed": engine.failure(),
+                    "disk_full": log.poisoned().is_some_and(|e| e.is_no_space()),
                     "remote_queues": engine.remote_queues(),
                     "forwards_pending": engine.forwards_pending(),
                     "segments": log.segments().len(),

@@ -159,6 +159,7 @@ pub(crate) struct Router {
 }
 
 impl Router {
+    #[allow(clippy::too_many_arguments)] // one constructor wiring the task's channels
     pub(crate) fn new(
         broker: Broker,
         name: String,

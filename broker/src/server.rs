@@ -242,11 +242,33 @@ impl Server {
             hops_tx,
         );
         let router_task = tokio::spawn(router.run(rx, token.clone()));
-        let persist_task =
-            tokio::spawn(
-                self.store
-                    .run(persist_rx, hops_rx, metrics.clone(), token.clone()),
-            );
+        // The persist task does blocking file I/O (a pwrite per batch, a wait for an fsync
+        // when a segment fills, checkpoints): it gets a thread and a runtime of its own so
+        // that none of it stalls the network tasks.
+        let (persist_done, persist_task) = tokio::sync::oneshot::channel::<()>();
+        let persist = self
+            .store
+            .run(persist_rx, hops_rx, metrics.clone(), token.clone());
+        let persist_token = token.clone();
+        let spawned = std::thread::Builder::new()
+            .name("palio-persist".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(persist),
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting the persist runtime failed");
+                        persist_token.cancel();
+                    }
+                }
+                let _ = persist_done.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting the persist thread failed; shutting down");
+            token.cancel();
+        }
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             id,
@@ -285,6 +307,8 @@ impl Server {
                     tokio::spawn(accept(shared.clone(), incoming));
                 }
                 () = &mut shutdown => break,
+                // A component that cannot run (the persist thread) stops the broker.
+                () = token.cancelled() => break,
             }
         }
         tracing::info!(broker = %self.name, "shutting down");

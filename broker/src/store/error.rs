@@ -74,14 +74,6 @@ pub(crate) enum StoreError {
     /// The [`LogOptions`](super::LogOptions) are unusable.
     #[error("invalid log options: {0}")]
     InvalidOptions(&'static str),
-    /// The caller's replay callback refused a record (the caller's own reason).
-    #[error("replay stopped at {pos}: {reason}")]
-    Rejected {
-        /// The record the callback refused.
-        pos: Position,
-        /// The callback's explanation.
-        reason: String,
-    },
 }
 
 impl StoreError {

@@ -52,9 +52,6 @@
 //! `checkpoint.rs`, `segment.rs`, `log.rs` (the owner's API), `fs.rs` (the file layer: real
 //! files, or the fault-injecting `SimFs` in tests).
 
-// Nothing in the broker uses the store yet: the queue engine wires it in (issue 5).
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
-
 mod checkpoint;
 mod error;
 mod fs;
@@ -71,10 +68,18 @@ mod sync;
 mod tests;
 
 pub(crate) use error::StoreError;
-pub(crate) use fs::{Fs, StdFs};
-pub(crate) use log::{Log, LogOptions, SegmentInfo};
+#[cfg(test)]
+pub(crate) use fs::Fs;
+pub(crate) use fs::StdFs;
+#[cfg(test)]
+pub(crate) use log::SegmentInfo;
+pub(crate) use log::{Log, LogOptions};
 pub(crate) use position::Position;
-pub(crate) use recovery::{ProblemKind, RecoveryProblem, RecoveryReport};
+pub(crate) use recovery::RecoveryReport;
+#[cfg(test)]
+pub(crate) use recovery::{ProblemKind, RecoveryProblem};
 #[cfg(test)]
 pub(crate) use sim_fs::{SimFs, Tear};
-pub(crate) use sync::{Notify, SyncEvent};
+#[cfg(test)]
+pub(crate) use sync::Notify;
+pub(crate) use sync::SyncEvent;

@@ -378,13 +378,8 @@ fn reads_of_buffered_and_written_records_and_bad_positions() {
     })
     .expect("replay includes the buffer");
     assert_eq!(seen, vec![b"written".to_vec(), b"buffered".to_vec()]);
-    let stop = log.replay(Position::START, |pos, _| {
-        Err(StoreError::Rejected {
-            pos,
-            reason: "test".into(),
-        })
-    });
-    assert!(matches!(stop, Err(StoreError::Rejected { pos, .. }) if pos == a));
+    let stop = log.replay(Position::START, |pos, _| Err(StoreError::NotFound(pos)));
+    assert!(matches!(stop, Err(StoreError::NotFound(pos)) if pos == a));
 }
 
 #[test]
