@@ -356,8 +356,10 @@ async fn a_corrupted_segment_is_reported_and_intact_acked_messages_are_delivered
     }
     std::fs::write(&seg, &bytes).unwrap();
     b.restart();
-    let problems = b.metric("palio_store_recovery_problems_total");
-    assert!(problems >= 1.0, "the damage is reported");
+    wait_until("the damage to be reported", 10, || {
+        b.metric("palio_store_recovery_problems_total") >= 1.0
+    })
+    .await;
     let pending = queue_info(&b, "q")["pending"].as_u64().unwrap();
     // At most the two records the 8 bytes can touch are lost.
     assert!(pending >= n - 2 && pending < n, "{pending}");
@@ -375,7 +377,10 @@ async fn a_truncated_segment_keeps_every_record_before_the_cut() {
     f.set_len(len * 7 / 10).unwrap();
     drop(f);
     b.restart();
-    assert!(b.metric("palio_store_recovery_problems_total") >= 1.0);
+    wait_until("the cut to be reported", 10, || {
+        b.metric("palio_store_recovery_problems_total") >= 1.0
+    })
+    .await;
     let pending = queue_info(&b, "q")["pending"].as_u64().unwrap();
     assert!(pending > 0 && pending < n, "{pending}");
     let seen = drain(&b, "q", pending, true);
