@@ -1,5 +1,6 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` and `/routes`
-//! (JSON: peers, links, the tree and the routing tables, as the router task sees them).
+//! (JSON: peers, links, the tree and the routing tables, as the router task sees them) and
+//! `/store` (JSON: the persistent log's segments, end and durable positions, failure).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 
+use crate::persist::PersistCommand;
 use crate::router::Command;
 use crate::server::Shared;
 
@@ -21,6 +23,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/routes", get(routes))
+        .route("/store", get(store))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -43,9 +46,42 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.shutdown.is_cancelled() {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else {
-        "ok\n".into_response()
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match store_status(&shared).await {
+        Some(s) => match s["failed"].as_str() {
+            Some(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store failed: {why}\n"),
+            )
+                .into_response(),
+            None => "ok\n".into_response(),
+        },
+        None => (StatusCode::SERVICE_UNAVAILABLE, "store busy\n").into_response(),
+    }
+}
+
+async fn store_status(shared: &Shared) -> Option<serde_json::Value> {
+    let (reply, answer) = oneshot::channel();
+    shared
+        .persist
+        .send(PersistCommand::Status { reply })
+        .await
+        .ok()?;
+    tokio::time::timeout(Duration::from_secs(5), answer)
+        .await
+        .ok()?
+        .ok()
+}
+
+async fn store(State(shared): State<Arc<Shared>>) -> Response {
+    match store_status(&shared).await {
+        Some(json) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "store busy\n").into_response(),
     }
 }
 

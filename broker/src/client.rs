@@ -13,12 +13,14 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use palio_filter::Event;
 use palio_protocol::{
-    ClientFrame, DeliveryFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame, Welcome,
+    ClientFrame, ConsumeMode, DeliveryFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame,
+    Welcome,
 };
 use palio_topology::SharedFilter;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::persist::PersistCommand;
 use crate::router::{ClientId, Command, Delivery, Refusal};
 use crate::server::Shared;
 
@@ -44,6 +46,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
         conn.close(code.code().into(), message.as_bytes());
     }
     let _ = shared.router.send(Command::ClientGone { client }).await;
+    let _ = shared
+        .persist
+        .send(PersistCommand::ClientGone { client })
+        .await;
     m.open_connections.with_label_values(&["client"]).dec();
 }
 
@@ -52,6 +58,51 @@ async fn send(w: &mut Writer, frame: &ServerFrame) -> Result<(), Refusal> {
         .await
         .map_err(|e| (ErrorCode::Closed, e.to_string()))
 }
+
+/// Queues a frame for the control stream's writer task.
+async fn reply(tx: &mpsc::Sender<ServerFrame>, frame: ServerFrame) -> Result<(), Refusal> {
+    tx.send(frame)
+        .await
+        .map_err(|_| (ErrorCode::Closed, "control stream closed".to_owned()))
+}
+
+/// Tells the client why it is being closed (best effort, through the writer task), and returns
+/// the refusal.
+async fn refuse_via(tx: &mpsc::Sender<ServerFrame>, code: ErrorCode, message: String) -> Refusal {
+    let frame = ServerFrame::Error {
+        request: None,
+        code,
+        message: message.clone(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(frame)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (code, message)
+}
+
+/// Writes the control stream: answers from the session and frames from the persist task
+/// (durable messages, publish acks), batching whatever is queued into one flush.
+async fn write_control(mut w: Writer, mut rx: mpsc::Receiver<ServerFrame>) {
+    while let Some(f) = rx.recv().await {
+        let mut next = Some(f);
+        while let Some(f) = next {
+            if w.feed(&f).await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if SinkExt::<&ServerFrame>::flush(&mut w).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.get_mut().finish();
+}
+
+/// Frames queued for a client's control stream (answers, durable messages, publish acks).
+/// Push windows and fetch batches are capped well below it.
+const CONTROL_QUEUE: usize = 16 * 1024;
+
+/// The largest push window or fetch batch a client may ask for.
+const MAX_WINDOW: u32 = 4096;
 
 /// Tells the client why it is being closed (best effort), and returns the refusal.
 async fn refuse(w: &mut Writer, code: ErrorCode, message: String) -> Refusal {
@@ -171,6 +222,17 @@ async fn session(
         .await
         .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
     tokio::spawn(write_deliveries(uni, drx, max));
+    let (ftx, frx) = mpsc::channel(CONTROL_QUEUE);
+    tokio::spawn(write_control(writer, frx));
+    shared
+        .persist
+        .send(PersistCommand::ClientUp {
+            client,
+            frames: ftx.clone(),
+            connection: conn.clone(),
+        })
+        .await
+        .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
 
     let mut published = 0u64;
     loop {
@@ -181,14 +243,14 @@ async fn session(
                 if code == ErrorCode::Closed {
                     return Err((code, e.to_string()));
                 }
-                return Err(refuse(&mut writer, code, e.to_string()).await);
+                return Err(refuse_via(&ftx, code, e.to_string()).await);
             }
             Some(Ok(f)) => f,
         };
         match frame {
             ClientFrame::Hello { .. } => {
-                return Err(refuse(
-                    &mut writer,
+                return Err(refuse_via(
+                    &ftx,
                     ErrorCode::ProtocolViolation,
                     "a second hello".into(),
                 )
@@ -213,7 +275,7 @@ async fn session(
                     },
                     Err((code, message)) => error(request, code, message),
                 };
-                send(&mut writer, &frame).await?;
+                reply(&ftx, frame).await?;
             }
             ClientFrame::Unsubscribe {
                 request,
@@ -225,7 +287,7 @@ async fn session(
                     reply,
                 })
                 .await?;
-                send(&mut writer, &done(request, answer)).await?;
+                reply(&ftx, done(request, answer)).await?;
             }
             ClientFrame::Advertise { request, filter } => {
                 let answer = match SharedFilter::parse(&filter) {
@@ -246,7 +308,7 @@ async fn session(
                     },
                     Err((code, message)) => error(request, code, message),
                 };
-                send(&mut writer, &frame).await?;
+                reply(&ftx, frame).await?;
             }
             ClientFrame::Unadvertise {
                 request,
@@ -258,7 +320,7 @@ async fn session(
                     reply,
                 })
                 .await?;
-                send(&mut writer, &done(request, answer)).await?;
+                reply(&ftx, done(request, answer)).await?;
             }
             ClientFrame::Publish {
                 attributes,
@@ -267,8 +329,8 @@ async fn session(
                 let count = attributes.len();
                 let attributes: Event = attributes.into_iter().collect();
                 if attributes.len() != count {
-                    return Err(refuse(
-                        &mut writer,
+                    return Err(refuse_via(
+                        &ftx,
                         ErrorCode::InvalidNotification,
                         "an attribute is named twice".into(),
                     )
@@ -286,17 +348,93 @@ async fn session(
                     .await
                     .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
             }
+            ClientFrame::PublishPersistent {
+                seq,
+                attributes,
+                payload,
+            } => {
+                let count = attributes.len();
+                let event: Event = attributes.iter().cloned().collect();
+                if event.len() != count {
+                    return Err(refuse_via(
+                        &ftx,
+                        ErrorCode::InvalidNotification,
+                        "an attribute is named twice".into(),
+                    )
+                    .await);
+                }
+                published += 1;
+                // Live subscribers get it too, best effort, like any publication.
+                shared.backlog.wait_below_high_water().await;
+                shared
+                    .router
+                    .send(Command::Publish {
+                        attributes: event.clone(),
+                        payload: payload.clone(),
+                    })
+                    .await
+                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+                shared
+                    .persist
+                    .send(PersistCommand::Publish {
+                        client,
+                        seq,
+                        event,
+                        attributes,
+                        payload,
+                    })
+                    .await
+                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+            }
+            frame @ (ClientFrame::Producer { .. }
+            | ClientFrame::QueueAdd { .. }
+            | ClientFrame::QueueRemove { .. }
+            | ClientFrame::QueueList { .. }
+            | ClientFrame::QueueInfo { .. }
+            | ClientFrame::Ack { .. }
+            | ClientFrame::Nak { .. }
+            | ClientFrame::StopConsume { .. }
+            | ClientFrame::Consume { .. }
+            | ClientFrame::Fetch { .. }) => {
+                let frame = match frame {
+                    ClientFrame::Consume {
+                        request,
+                        queue,
+                        mode: ConsumeMode::Push { window },
+                    } => ClientFrame::Consume {
+                        request,
+                        queue,
+                        mode: ConsumeMode::Push {
+                            window: window.min(MAX_WINDOW),
+                        },
+                    },
+                    ClientFrame::Fetch {
+                        request,
+                        consumer,
+                        batch,
+                        max_wait_ms,
+                    } => ClientFrame::Fetch {
+                        request,
+                        consumer,
+                        batch: batch.min(MAX_WINDOW),
+                        max_wait_ms,
+                    },
+                    other => other,
+                };
+                shared
+                    .persist
+                    .send(PersistCommand::Request { client, frame })
+                    .await
+                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+            }
             ClientFrame::Flush { request } => {
                 ask(shared, |reply| Command::Flush { reply }).await?;
-                send(&mut writer, &ServerFrame::Flushed { request, published }).await?;
+                reply(&ftx, ServerFrame::Flushed { request, published }).await?;
             }
             _ => {
-                return Err(refuse(
-                    &mut writer,
-                    ErrorCode::ProtocolViolation,
-                    "unknown frame".into(),
-                )
-                .await);
+                return Err(
+                    refuse_via(&ftx, ErrorCode::ProtocolViolation, "unknown frame".into()).await,
+                );
             }
         }
     }

@@ -97,6 +97,35 @@ impl Default for Limits {
     }
 }
 
+/// The `[store]` section: the persistent log and durable queues (`docs/durability.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Size at which a log segment is closed and a new one started, in bytes. Segments are the
+    /// unit of deletion: a segment goes once every message in it is acked and forwarded.
+    pub segment_bytes: u64,
+    /// Ack wait of queues added without one, in milliseconds.
+    pub ack_wait_ms: u64,
+    /// Maximum deliveries of queues added without one (then the message is dead-lettered).
+    pub max_deliveries: u32,
+    /// Persistent messages sent to one peer and not yet acked by it (store-and-forward).
+    pub peer_window: usize,
+    /// Message ids remembered per broker to ignore copies that arrive again from peers.
+    pub dedup_window: usize,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            ack_wait_ms: 30_000,
+            max_deliveries: 5,
+            peer_window: 1024,
+            dedup_window: 1_000_000,
+        }
+    }
+}
+
 /// The `[tls]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +183,7 @@ struct RawFile {
     tls: TlsFiles,
     auth: Auth,
     limits: Limits,
+    store: StoreSettings,
     subscription: Vec<RawStatic>,
 }
 
@@ -197,6 +227,8 @@ pub struct Settings {
     pub auth: Auth,
     /// Limits.
     pub limits: Limits,
+    /// The persistent store.
+    pub store: StoreSettings,
     /// Static subscriptions.
     pub static_subscriptions: Vec<StaticSubscription>,
 }
@@ -213,6 +245,7 @@ impl Default for Settings {
             tls: TlsFiles::default(),
             auth: Auth::default(),
             limits: Limits::default(),
+            store: StoreSettings::default(),
             static_subscriptions: Vec::new(),
         }
     }
@@ -301,6 +334,7 @@ impl Settings {
         s.tls = raw.tls;
         s.auth = raw.auth;
         s.limits = raw.limits;
+        s.store = raw.store;
         for st in raw.subscription {
             let filter = SharedFilter::parse(st.filter.get_ref()).map_err(|e| {
                 at(
@@ -334,6 +368,18 @@ impl Settings {
         if l.subscriber_buffer == 0 || l.peer_queue == 0 {
             return Err(ConfigError::Invalid(
                 "limits.subscriber_buffer and limits.peer_queue must be positive".into(),
+            ));
+        }
+        let st = &self.store;
+        if st.segment_bytes < 64 << 10 {
+            return Err(ConfigError::Invalid(
+                "store.segment_bytes must be at least 65536".into(),
+            ));
+        }
+        if st.max_deliveries == 0 || st.ack_wait_ms == 0 || st.peer_window == 0 {
+            return Err(ConfigError::Invalid(
+                "store.max_deliveries, store.ack_wait_ms and store.peer_window must be positive"
+                    .into(),
             ));
         }
         let files = [&self.tls.cert, &self.tls.key, &self.tls.ca];

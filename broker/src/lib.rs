@@ -30,10 +30,13 @@ mod admin;
 mod backlog;
 mod client;
 pub mod config;
+mod durable;
 mod metrics;
 mod peer;
+mod persist;
 mod router;
 mod server;
+mod store;
 
 pub use config::{ConfigError, Overrides, Settings};
 pub use server::{Server, StartError, broker_id};

@@ -51,6 +51,32 @@ pub(crate) struct Metrics {
     pub(crate) matching_seconds: Histogram,
     /// Matches of static subscriptions, by name.
     pub(crate) static_matches: IntCounterVec,
+    /// Persistent messages stored (published here or received from peers).
+    pub(crate) persistent_published: IntCounter,
+    /// Persistent publications and store frames that were already stored (retries).
+    pub(crate) persistent_duplicates: IntCounter,
+    /// Persistent publications refused (store failed or full, no producer).
+    pub(crate) persistent_publish_failures: IntCounter,
+    /// Deliveries of durable queue messages (first deliveries and redeliveries).
+    pub(crate) durable_delivered: IntCounter,
+    /// Redeliveries (ack wait expired, nak, consumer gone).
+    pub(crate) durable_redelivered: IntCounter,
+    /// Durable queue messages acked.
+    pub(crate) durable_acked: IntCounter,
+    /// Messages moved to a dead-letter queue.
+    pub(crate) dead_lettered: IntCounter,
+    /// Persistent messages handed to a peer that stored them.
+    pub(crate) store_forwarded: IntCounter,
+    /// Bytes of log segments on disk.
+    pub(crate) store_bytes: IntGauge,
+    /// Checkpoints written.
+    pub(crate) store_checkpoints: IntCounter,
+    /// Log segments deleted after their messages were all acked and forwarded.
+    pub(crate) store_segments_deleted: IntCounter,
+    /// Problems recovery found in the log at startup (torn tails, corrupt records).
+    pub(crate) store_recovery_problems: IntCounter,
+    /// 1 once the store refuses writes after a failed write or fsync.
+    pub(crate) store_poisoned: IntGauge,
 }
 
 impl Metrics {
@@ -169,6 +195,49 @@ impl Metrics {
                 "static_subscription_matches_total",
                 "Notifications matching a static subscription, by name.",
                 &["name"],
+            ),
+            persistent_published: counter(
+                "persistent_messages_stored_total",
+                "Persistent messages stored: published here or received from peers.",
+            ),
+            persistent_duplicates: counter(
+                "persistent_duplicates_total",
+                "Persistent publications and store frames already stored (retries), not stored again.",
+            ),
+            persistent_publish_failures: counter(
+                "persistent_publish_failures_total",
+                "Persistent publications refused: store failed or full, or no producer named.",
+            ),
+            durable_delivered: counter(
+                "durable_deliveries_total",
+                "Deliveries of durable queue messages, first deliveries and redeliveries.",
+            ),
+            durable_redelivered: counter(
+                "durable_redeliveries_total",
+                "Redeliveries: ack wait expired, nak, or consumer gone.",
+            ),
+            durable_acked: counter("durable_acks_total", "Durable queue messages acked."),
+            dead_lettered: counter(
+                "dead_lettered_total",
+                "Messages moved to a dead-letter queue after the maximum deliveries.",
+            ),
+            store_forwarded: counter(
+                "store_forwarded_total",
+                "Persistent messages handed to a peer that stored them.",
+            ),
+            store_bytes: gauge("store_bytes", "Bytes of log segments on disk."),
+            store_checkpoints: counter("store_checkpoints_total", "Checkpoints written."),
+            store_segments_deleted: counter(
+                "store_segments_deleted_total",
+                "Log segments deleted once all their messages were acked and forwarded.",
+            ),
+            store_recovery_problems: counter(
+                "store_recovery_problems_total",
+                "Problems recovery found in the log at startup: torn tails, corrupt records.",
+            ),
+            store_poisoned: gauge(
+                "store_poisoned",
+                "1 once the store refuses writes after a failed write or fsync.",
             ),
             registry,
         }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::backlog::Queued;
+use crate::persist::PersistCommand;
 use crate::router::{Command, Refusal};
 use crate::server::{Shared, broker_id};
 
@@ -387,17 +388,44 @@ async fn run_link(
         .open_connections
         .with_label_values(&["peer"])
         .inc();
+    // Persistent frames (store-and-forward) have their own queue, owned by the persist task;
+    // it is sized above the store-and-forward window so that it never fills.
+    let (ptx, mut prx) = mpsc::channel::<PeerMessage>(2 * shared.store_peer_window + 4096);
+    let persist_up = shared
+        .persist
+        .send(PersistCommand::PeerUp {
+            peer,
+            link,
+            frames: ptx,
+        })
+        .await
+        .is_ok();
     let writer_task = tokio::spawn(async move {
-        while let Some(q) = rx.recv().await {
-            let mut next = Some(q);
-            while let Some(mut q) = next {
-                let Some(f) = q.take() else { break };
-                if writer.feed(&PeerMessage::from_frame(f)).await.is_err() {
-                    return;
+        loop {
+            tokio::select! {
+                q = rx.recv() => {
+                    let Some(q) = q else { return };
+                    let mut next = Some(q);
+                    while let Some(mut q) = next {
+                        let Some(f) = q.take() else { break };
+                        if writer.feed(&PeerMessage::from_frame(f)).await.is_err() {
+                            return;
+                        }
+                        // Released from the backlog once handed to the stream.
+                        drop(q);
+                        next = rx.try_recv().ok();
+                    }
                 }
-                // Released from the backlog once handed to the stream.
-                drop(q);
-                next = rx.try_recv().ok();
+                m = prx.recv() => {
+                    let Some(m) = m else { return };
+                    let mut next = Some(m);
+                    while let Some(m) = next {
+                        if writer.feed(&m).await.is_err() {
+                            return;
+                        }
+                        next = prx.try_recv().ok();
+                    }
+                }
             }
             if SinkExt::<&PeerMessage>::flush(&mut writer).await.is_err() {
                 return;
@@ -410,6 +438,11 @@ async fn run_link(
                 Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
                     let Some(frame) = m.into_frame() else { break None };
                     if shared.router.send(Command::PeerFrame { peer, link, frame }).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(m @ (PeerMessage::Store { .. } | PeerMessage::StoreAck { .. } | PeerMessage::QueueDecl(_)))) => {
+                    if !persist_up || shared.persist.send(PersistCommand::Peer { peer, link, message: m }).await.is_err() {
                         break None;
                     }
                 }
@@ -429,6 +462,10 @@ async fn run_link(
     };
     writer_task.abort();
     let _ = shared.router.send(Command::PeerDown { peer, link }).await;
+    let _ = shared
+        .persist
+        .send(PersistCommand::PeerDown { peer, link })
+        .await;
     if let Ok(mut l) = shared.live_links.lock()
         && l.get(&peer) == Some(&link)
     {

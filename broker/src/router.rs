@@ -14,12 +14,13 @@ use std::time::Instant;
 
 use palio_filter::Event;
 use palio_protocol::ErrorCode;
+use palio_topology::tree::SpanningTree;
 use palio_topology::{
     AdvertisementId, Broker, BrokerId, Notification, NotificationId, PeerFrame, SharedFilter,
     SubscriptionId, Transmit,
 };
 use serde_json::{Value as Json, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
@@ -151,9 +152,14 @@ pub(crate) struct Router {
     dial_states: crate::peer::DialStates,
     /// Notifications queued toward peers (publishers wait on it).
     backlog: Arc<Backlog>,
+    /// The next hop toward each broker on the tree, for the persist task's store-and-forward.
+    hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
+    /// The tree `hops` was computed from.
+    hops_tree: Option<SpanningTree>,
 }
 
 impl Router {
+    #[allow(clippy::too_many_arguments)] // one constructor wiring the task's channels
     pub(crate) fn new(
         broker: Broker,
         name: String,
@@ -162,6 +168,7 @@ impl Router {
         statics: Vec<StaticSubscription>,
         dial_states: crate::peer::DialStates,
         backlog: Arc<Backlog>,
+        hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     ) -> Self {
         let mut r = Self {
             broker,
@@ -177,6 +184,8 @@ impl Router {
             next_notification: 0,
             dial_states,
             backlog,
+            hops,
+            hops_tree: None,
         };
         for s in statics {
             let id = r.next_subscription;
@@ -227,6 +236,7 @@ impl Router {
                 () = shutdown.cancelled() => break,
             }
             self.drain();
+            self.update_hops();
         }
         for p in self.peers.values() {
             p.connection.close(
@@ -234,6 +244,33 @@ impl Router {
                 b"broker shutting down",
             );
         }
+    }
+
+    /// Publishes the next hop toward every broker of the tree, if the tree changed.
+    fn update_hops(&mut self) {
+        let tree = self.broker.tree();
+        if self.hops_tree.as_ref() == Some(tree) {
+            return;
+        }
+        let me = self.broker.id();
+        let adj = tree.adjacency();
+        let mut hops = HashMap::new();
+        let mut queue: std::collections::VecDeque<BrokerId> = Default::default();
+        for &n in adj.get(&me).into_iter().flatten() {
+            hops.insert(n, n);
+            queue.push_back(n);
+        }
+        while let Some(b) = queue.pop_front() {
+            let hop = hops[&b];
+            for &n in adj.get(&b).into_iter().flatten() {
+                if n != me && !hops.contains_key(&n) {
+                    hops.insert(n, hop);
+                    queue.push_back(n);
+                }
+            }
+        }
+        self.hops_tree = Some(tree.clone());
+        self.hops.send_replace(hops);
     }
 
     fn handle(&mut self, cmd: Command) {

@@ -19,6 +19,7 @@ use crate::backlog::Backlog;
 use crate::config::{Auth, Limits, Settings};
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, LiveLinks};
+use crate::persist::{PersistCommand, Store};
 use crate::router::{Command, Router};
 
 /// A broker that could not start.
@@ -31,6 +32,14 @@ pub enum StartError {
     /// Neither a TLS directory nor certificate, key and CA files are configured.
     #[error("no TLS configuration: set tls.dir, or tls.cert, tls.key and tls.ca")]
     NoTls,
+    /// The persistent store could not be opened or recovered.
+    #[error("opening the store in {dir}: {message}")]
+    Store {
+        /// The store directory.
+        dir: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A listener could not be bound, or a directory created.
     #[error("{what}: {source}")]
     Io {
@@ -59,6 +68,10 @@ pub(crate) struct Shared {
     pub(crate) incarnation: u64,
     /// The router's command channel (bounded: the backpressure toward publishers and peers).
     pub(crate) router: mpsc::Sender<Command>,
+    /// The persist task's command channel.
+    pub(crate) persist: mpsc::Sender<PersistCommand>,
+    /// `store.peer_window`, to size each peer link's persistent queue.
+    pub(crate) store_peer_window: usize,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) auth: Auth,
@@ -91,6 +104,9 @@ pub struct Server {
     admin: Option<tokio::net::TcpListener>,
     tls_dir: Option<PathBuf>,
     peer_roots: Arc<rustls::RootCertStore>,
+    /// The recovered store, until `run` hands it to the persist task.
+    store: Store,
+    store_summary: serde_json::Value,
 }
 
 impl Server {
@@ -156,6 +172,14 @@ impl Server {
             .clone()
             .unwrap_or_else(|| format!("broker@{local}"));
         let tls_dir = settings.tls.dir.clone();
+        let store_dir = settings.data_dir.join("store");
+        let store = Store::open(&store_dir, broker_id(&name), &settings.store).map_err(|e| {
+            StartError::Store {
+                dir: store_dir.display().to_string(),
+                message: e,
+            }
+        })?;
+        let store_summary = store.summary();
         Ok(Self {
             settings,
             name,
@@ -163,6 +187,8 @@ impl Server {
             admin,
             tls_dir,
             peer_roots,
+            store,
+            store_summary,
         })
     }
 
@@ -201,6 +227,8 @@ impl Server {
         let metrics = Metrics::new();
         let (tx, rx) = mpsc::channel(1024);
         let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
+        let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());
+        let (persist_tx, persist_rx) = mpsc::channel(4096);
         let backlog = Backlog::new(self.settings.limits.peer_queue / 2);
         let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
         let router = Router::new(
@@ -211,13 +239,43 @@ impl Server {
             self.settings.static_subscriptions.clone(),
             dial_states.clone(),
             backlog.clone(),
+            hops_tx,
         );
         let router_task = tokio::spawn(router.run(rx, token.clone()));
+        // The persist task does blocking file I/O (a pwrite per batch, a wait for an fsync
+        // when a segment fills, checkpoints): it gets a thread and a runtime of its own so
+        // that none of it stalls the network tasks.
+        let (persist_done, persist_task) = tokio::sync::oneshot::channel::<()>();
+        let persist = self
+            .store
+            .run(persist_rx, hops_rx, metrics.clone(), token.clone());
+        let persist_token = token.clone();
+        let spawned = std::thread::Builder::new()
+            .name("palio-persist".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(persist),
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting the persist runtime failed");
+                        persist_token.cancel();
+                    }
+                }
+                let _ = persist_done.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting the persist thread failed; shutting down");
+            token.cancel();
+        }
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             id,
             incarnation,
             router: tx,
+            persist: persist_tx,
+            store_peer_window: self.settings.store.peer_window,
             metrics,
             limits: self.settings.limits.clone(),
             auth: self.settings.auth.clone(),
@@ -249,6 +307,8 @@ impl Server {
                     tokio::spawn(accept(shared.clone(), incoming));
                 }
                 () = &mut shutdown => break,
+                // A component that cannot run (the persist thread) stops the broker.
+                () = token.cancelled() => break,
             }
         }
         tracing::info!(broker = %self.name, "shutting down");
@@ -259,6 +319,12 @@ impl Server {
         );
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), router_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), persist_task).await;
+    }
+
+    /// What store recovery found at startup (records replayed, problems reported), as JSON.
+    pub fn store_summary(&self) -> &serde_json::Value {
+        &self.store_summary
     }
 }
 

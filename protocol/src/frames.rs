@@ -304,6 +304,35 @@ pub struct DeliveryFrame {
     pub payload: Vec<u8>,
 }
 
+/// A persistent message's end-to-end identity: the broker that first stored it and that
+/// broker's counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId {
+    /// The access broker of its publisher.
+    pub origin: BrokerId,
+    /// Increasing at the origin.
+    pub n: u64,
+}
+
+/// A durable queue as every broker of the overlay knows it: brokers forward the persistent
+/// messages matching `filter` toward `home`, storing them at every hop.
+///
+/// Only `home` changes its entries, each time with a larger `generation`, so wherever two
+/// entries for the same queue meet, the larger generation wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDecl {
+    /// Where the queue lives.
+    pub home: BrokerId,
+    /// Its name at `home`.
+    pub name: String,
+    /// The filter's source text.
+    pub filter: String,
+    /// Larger for each change at `home`.
+    pub generation: u64,
+    /// The queue was removed (a tombstone, so that an older entry cannot come back).
+    pub removed: bool,
+}
+
 /// The hello brokers exchange on a new peer link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHello {
@@ -333,6 +362,28 @@ pub enum PeerMessage {
     /// A routing frame for the topology state machine (notifications travel as
     /// [`PeerMessage::Notify`] instead).
     Frame(PeerFrame),
+    /// A persistent message, stored by the receiver before it acks it with
+    /// [`PeerMessage::StoreAck`] (store-and-forward). The receiver delivers it to its own
+    /// durable queues if it is one of `dests`, and forwards it toward the other `dests`.
+    Store {
+        /// End-to-end identity; the receiver ignores a copy it stored already.
+        id: MessageId,
+        /// The brokers with durable queues it must reach through the receiver.
+        dests: Vec<BrokerId>,
+        /// The attributes.
+        attributes: Attributes,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// The receiver has these [`PeerMessage::Store`]s on disk: the sender may forget them.
+    StoreAck {
+        /// The messages.
+        ids: Vec<MessageId>,
+    },
+    /// A durable queue (or its removal) as the overlay knows it. Sent to every peer when it
+    /// changes and, on link-up, every entry known.
+    QueueDecl(QueueDecl),
     /// A notification travelling along the tree: the topology's
     /// [`PeerFrame::Notification`], with the payload as MessagePack binary (the topology
     /// frame's own encoding would write it as an array of integers).

@@ -45,7 +45,8 @@ pub use durable::{
 };
 pub use error_code::ErrorCode;
 pub use frames::{
-    Attributes, ClientFrame, DeliveryFrame, PeerHello, PeerMessage, ServerFrame, Welcome,
+    Attributes, ClientFrame, DeliveryFrame, MessageId, PeerHello, PeerMessage, QueueDecl,
+    ServerFrame, Welcome,
 };
 
 /// ALPN of a client connection.

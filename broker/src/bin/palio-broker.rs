@@ -112,8 +112,17 @@ fn announce(server: &Server) {
             "quic": quic,
             "admin": admin,
             "tls_dir": tls,
+            "store": server.store_summary(),
         })
     );
+    let problems = server.store_summary()["problems"]
+        .as_array()
+        .map_or(0, Vec::len);
+    if problems > 0 {
+        eprintln!(
+            "warning: store recovery found {problems} problem(s) in the log (see the log lines above and docs/durability.md)"
+        );
+    }
     let tls_flag = tls.map(|t| format!(" --tls-dir {t}")).unwrap_or_default();
     println!("connect: palio sub --server {quic}{tls_flag} \"type = 'greeting'\"");
     println!("         palio pub --server {quic}{tls_flag} --attr type=greeting --payload hello");

@@ -21,12 +21,25 @@ pub struct BrokerProc {
     pub admin: String,
     pub tls_dir: PathBuf,
     args: Vec<String>,
+    /// A command the broker runs under (`unshare …`), empty for none.
+    prefix: Vec<String>,
 }
 
 impl BrokerProc {
     /// Starts `palio-broker` with `args` plus ephemeral ports (unless `args` set them) and
     /// waits for its `PALIO_READY` line.
     pub fn start(data: &Path, tls_dir: &Path, args: &[&str]) -> BrokerProc {
+        Self::start_wrapped(&[], data, tls_dir, args)
+    }
+
+    /// As [`BrokerProc::start`], with the broker run by `prefix` (a command taking the broker's
+    /// command line as its trailing arguments).
+    pub fn start_wrapped(
+        prefix: &[&str],
+        data: &Path,
+        tls_dir: &Path,
+        args: &[&str],
+    ) -> BrokerProc {
         let mut full: Vec<String> = vec![
             "--data-dir".into(),
             data.display().to_string(),
@@ -40,7 +53,11 @@ impl BrokerProc {
             full.extend(["--admin".into(), "127.0.0.1:0".into()]);
         }
         full.extend(args.iter().map(|s| s.to_string()));
-        Self::spawn(full, tls_dir)
+        Self::spawn(
+            prefix.iter().map(|s| s.to_string()).collect(),
+            full,
+            tls_dir,
+        )
     }
 
     /// Starts a broker whose TLS files are named in its configuration (no --tls-dir);
@@ -55,11 +72,20 @@ impl BrokerProc {
             "127.0.0.1:0".into(),
         ];
         full.extend(args.iter().map(|s| s.to_string()));
-        Self::spawn(full, ca_dir)
+        Self::spawn(Vec::new(), full, ca_dir)
     }
 
-    fn spawn(args: Vec<String>, tls_dir: &Path) -> BrokerProc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_palio-broker"))
+    fn spawn(prefix: Vec<String>, args: Vec<String>, tls_dir: &Path) -> BrokerProc {
+        let broker = env!("CARGO_BIN_EXE_palio-broker");
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(broker);
+                c
+            }
+            None => Command::new(broker),
+        };
+        let mut child = cmd
             .args(&args)
             .env(
                 "PALIO_LOG",
@@ -94,6 +120,7 @@ impl BrokerProc {
             admin: j["admin"].as_str().unwrap_or_default().to_owned(),
             tls_dir: tls_dir.to_owned(),
             args,
+            prefix,
         }
     }
 
@@ -106,7 +133,7 @@ impl BrokerProc {
             args[i + 1] = self.quic.clone();
         }
         let tls = self.tls_dir.clone();
-        let fresh = Self::spawn(args, &tls);
+        let fresh = Self::spawn(self.prefix.clone(), args, &tls);
         let _ = std::mem::replace(self, fresh);
     }
 
@@ -146,6 +173,11 @@ impl BrokerProc {
         http_get(&self.admin, path)
     }
 
+    /// The status code and body of an admin GET.
+    pub fn get_status(&self, path: &str) -> (u16, String) {
+        http_get_status(&self.admin, path)
+    }
+
     pub fn routes(&self) -> Json {
         serde_json::from_str(&self.get("/routes")).expect("/routes is JSON")
     }
@@ -166,8 +198,15 @@ impl Drop for BrokerProc {
     }
 }
 
-/// A minimal HTTP/1.1 GET returning the body.
+/// A minimal HTTP/1.1 GET returning the body (asserting status 200).
 pub fn http_get(addr: &str, path: &str) -> String {
+    let (status, body) = http_get_status(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// A minimal HTTP/1.1 GET returning the status code and body.
+pub fn http_get_status(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("admin connects");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -178,8 +217,12 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let mut buf = String::new();
     s.read_to_string(&mut buf).expect("admin answers");
     let (head, body) = buf.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("an HTTP status line");
+    (status, body.to_owned())
 }
 
 /// Polls `cond` every 50 ms until it holds; panics after `secs` seconds.

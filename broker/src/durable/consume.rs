@@ -1,0 +1,455 @@
+//! Consumers of durable queues: push windows, pull fetches, acks, naks, ack-wait redelivery and
+//! dead-lettering.
+
+use std::cmp::Reverse;
+use std::time::{Duration, Instant};
+
+use palio_protocol::{ConsumeMode, DurableMessage, ErrorCode, ServerFrame};
+
+use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Output, Refusal, Timer};
+use super::queue::State;
+use super::record::{LaneId, Record};
+
+impl Engine {
+    /// Attaches a consumer of `client` to queue `queue` (`NAME` or `NAME.dlq`).
+    pub(crate) fn consume(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        client: ClientId,
+        request: u64,
+        queue: &str,
+        mode: ConsumeMode,
+    ) {
+        if matches!(mode, ConsumeMode::Push { window: 0 }) {
+            self.refuse(
+                client,
+                request,
+                (ErrorCode::ProtocolViolation, "a push window of 0".into()),
+            );
+            return;
+        }
+        let lane = match self.resolve(queue) {
+            Ok(l) => l,
+            Err(r) => {
+                self.refuse(client, request, r);
+                return;
+            }
+        };
+        let consumer = self.next_consumer;
+        self.next_consumer += 1;
+        self.consumers.insert(
+            consumer,
+            Consumer {
+                client,
+                lane,
+                mode,
+                in_flight: Default::default(),
+                fetch: None,
+            },
+        );
+        if let Some(l) = self.lane_mut(lane) {
+            l.consumers.push(consumer);
+        }
+        self.reply(client, ServerFrame::Consuming { request, consumer });
+        self.pump(j, now, lane);
+    }
+
+    /// A pull consumer asks for up to `batch` messages, waiting up to `max_wait`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fetch(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        client: ClientId,
+        request: u64,
+        consumer: u64,
+        batch: u32,
+        max_wait: Duration,
+    ) {
+        let lane = match self.owned(client, consumer) {
+            Ok(c) if c.mode == ConsumeMode::Pull => c.lane,
+            Ok(_) => {
+                self.refuse(
+                    client,
+                    request,
+                    (
+                        ErrorCode::ProtocolViolation,
+                        "fetch on a push consumer".into(),
+                    ),
+                );
+                return;
+            }
+            Err(r) => {
+                self.refuse(client, request, r);
+                return;
+            }
+        };
+        // A new fetch ends the previous one.
+        self.finish_fetch(consumer);
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            c.fetch = Some(Fetch {
+                request,
+                remaining: batch.max(1),
+                delivered: 0,
+            });
+        }
+        self.timers.push(Reverse((
+            now + max_wait,
+            Timer::Fetch { consumer, request },
+        )));
+        self.pump(j, now, lane);
+        if max_wait.is_zero() {
+            self.finish_fetch(consumer);
+        }
+    }
+
+    /// Acks messages; `Done` once the ack is durable.
+    pub(crate) fn ack(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        client: ClientId,
+        request: u64,
+        consumer: u64,
+        tags: &[u64],
+    ) {
+        let lane = match self.owned(client, consumer) {
+            Ok(c) => c.lane,
+            Err(r) => {
+                self.refuse(client, request, r);
+                return;
+            }
+        };
+        let tags: Vec<u64> = match self.lane(lane) {
+            Some(l) => tags
+                .iter()
+                .copied()
+                .filter(|t| l.entries.contains_key(t))
+                .collect(),
+            None => Vec::new(),
+        };
+        if !tags.is_empty()
+            && let Err(r) = self.write(j, Record::Acked { lane, tags })
+        {
+            self.refuse(client, request, r);
+            return;
+        }
+        self.when_durable(
+            j,
+            Output::Client {
+                client,
+                frame: ServerFrame::Done { request },
+            },
+        );
+        self.pump(j, now, lane);
+    }
+
+    /// Naks messages: each is delivered again after `delay`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nak(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        client: ClientId,
+        request: u64,
+        consumer: u64,
+        tags: &[u64],
+        delay: Duration,
+    ) {
+        let lane = match self.owned(client, consumer) {
+            Ok(c) => c.lane,
+            Err(r) => {
+                self.refuse(client, request, r);
+                return;
+            }
+        };
+        for &tag in tags {
+            let mine = self
+                .lane(lane)
+                .and_then(|l| l.entries.get(&tag))
+                .is_some_and(
+                    |e| matches!(e.state, State::InFlight { consumer: c, .. } if c == consumer),
+                );
+            if mine {
+                self.detach_in_flight(lane, tag);
+                self.release(j, now, lane, tag, Some(now + delay));
+            }
+        }
+        self.reply(client, ServerFrame::Done { request });
+        self.pump(j, now, lane);
+    }
+
+    /// Detaches a consumer; its messages in flight are delivered again at once.
+    pub(crate) fn stop_consume(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        client: ClientId,
+        request: u64,
+        consumer: u64,
+    ) {
+        if let Err(r) = self.owned(client, consumer) {
+            self.refuse(client, request, r);
+            return;
+        }
+        self.detach(j, now, consumer);
+        self.reply(client, ServerFrame::Done { request });
+    }
+
+    /// A client connection closed: its consumers detach and its producer is forgotten.
+    pub(crate) fn client_gone(&mut self, j: &mut impl Journal, now: Instant, client: ClientId) {
+        self.client_producers.remove(&client);
+        let mine: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.client == client)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in mine {
+            self.detach(j, now, c);
+        }
+        self.waiting.retain(|(_, o)| match o {
+            Output::Client { client: c, .. } => *c != client,
+            Output::Peer { .. } => true,
+        });
+    }
+
+    /// Fires due timers.
+    pub(crate) fn handle_timeout(&mut self, j: &mut impl Journal, now: Instant) {
+        while let Some(Reverse((t, timer))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::AckWait { lane, tag, count } => {
+                    let expired = self
+                        .lane(lane)
+                        .and_then(|l| l.entries.get(&tag))
+                        .is_some_and(|e| {
+                            e.count == count && matches!(e.state, State::InFlight { .. })
+                        });
+                    if expired {
+                        self.detach_in_flight(lane, tag);
+                        self.release(j, now, lane, tag, None);
+                        self.pump(j, now, lane);
+                    }
+                }
+                Timer::Delay { lane, tag } => {
+                    let due = self
+                        .lane(lane)
+                        .and_then(|l| l.entries.get(&tag))
+                        .is_some_and(|e| matches!(e.state, State::Delayed(at) if at <= now));
+                    if due {
+                        if let Some(l) = self.lane_mut(lane) {
+                            l.set_state(tag, State::Ready);
+                        }
+                        self.pump(j, now, lane);
+                    }
+                }
+                Timer::Fetch { consumer, request } => {
+                    let current = self
+                        .consumers
+                        .get(&consumer)
+                        .and_then(|c| c.fetch)
+                        .is_some_and(|f| f.request == request);
+                    if current {
+                        self.finish_fetch(consumer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The consumer, if `client` owns it.
+    fn owned(&self, client: ClientId, consumer: u64) -> Result<&Consumer, Refusal> {
+        self.consumers
+            .get(&consumer)
+            .filter(|c| c.client == client)
+            .ok_or_else(|| {
+                (
+                    ErrorCode::QueueNotFound,
+                    format!("no consumer {consumer} on this connection"),
+                )
+            })
+    }
+
+    fn detach(&mut self, j: &mut impl Journal, now: Instant, consumer: u64) {
+        self.finish_fetch(consumer);
+        let Some(c) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        if let Some(l) = self.lane_mut(c.lane) {
+            l.consumers.retain(|x| *x != consumer);
+        }
+        for tag in c.in_flight {
+            self.release(j, now, c.lane, tag, None);
+        }
+        self.pump(j, now, c.lane);
+    }
+
+    /// A delivery of `tag` ended without an ack: ready again (after `delay`), or dead-lettered
+    /// if it was delivered the maximum number of times.
+    fn release(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        lane: LaneId,
+        tag: u64,
+        delay: Option<Instant>,
+    ) {
+        let Some(q) = self.queues.get(&lane.queue) else {
+            return;
+        };
+        let Some(count) = q.lane(lane.dead).entries.get(&tag).map(|e| e.count) else {
+            return;
+        };
+        if !lane.dead && q.max_deliveries > 0 && count >= q.max_deliveries {
+            let rec = Record::DeadLettered {
+                queue: lane.queue,
+                tags: vec![tag],
+            };
+            if self.write(j, rec).is_ok() {
+                self.stats.dead_lettered += 1;
+                self.pump(j, now, LaneId { dead: true, ..lane });
+                return;
+            }
+        }
+        let Some(l) = self.lane_mut(lane) else {
+            return;
+        };
+        match delay {
+            Some(at) if at > now => {
+                l.set_state(tag, State::Delayed(at));
+                self.timers.push(Reverse((at, Timer::Delay { lane, tag })));
+            }
+            _ => l.set_state(tag, State::Ready),
+        }
+    }
+
+    /// Delivers ready messages of `lane` to its consumers while they have room.
+    pub(super) fn pump(&mut self, j: &mut impl Journal, now: Instant, lane: LaneId) {
+        loop {
+            let Some(q) = self.queues.get_mut(&lane.queue) else {
+                return;
+            };
+            let ack_wait = q.ack_wait;
+            let l = q.lane_mut(lane.dead);
+            let Some(&tag) = l.ready.first() else {
+                break;
+            };
+            let consumers = &self.consumers;
+            let Some(consumer) = l.next_consumer(|c| {
+                consumers.get(&c).is_some_and(|c| match c.mode {
+                    ConsumeMode::Push { window } => c.in_flight.len() < window as usize,
+                    _ => c.fetch.is_some_and(|f| f.remaining > 0),
+                })
+            }) else {
+                break;
+            };
+            self.deliver(j, now, lane, tag, consumer, ack_wait);
+        }
+        // A fetch that got something returns once nothing more is ready.
+        let fetching: Vec<u64> = self
+            .lane(lane)
+            .map(|l| l.consumers.clone())
+            .unwrap_or_default();
+        for c in fetching {
+            if self
+                .consumers
+                .get(&c)
+                .and_then(|c| c.fetch)
+                .is_some_and(|f| f.delivered > 0)
+            {
+                self.finish_fetch(c);
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        j: &mut impl Journal,
+        now: Instant,
+        lane: LaneId,
+        tag: u64,
+        consumer: u64,
+        ack_wait: Duration,
+    ) {
+        let Some(l) = self.lane_mut(lane) else {
+            return;
+        };
+        let Some(e) = l.entries.get_mut(&tag) else {
+            l.ready.remove(&tag);
+            return;
+        };
+        e.count += 1;
+        let (count, pos) = (e.count, e.pos);
+        let deadline = now + ack_wait;
+        l.set_state(tag, State::InFlight { consumer, deadline });
+        let (attributes, payload) = match Self::read_message(j, pos) {
+            Ok((_, a, p)) => (a, p),
+            Err(why) => {
+                // The message's bytes are gone or damaged: it cannot be delivered, ever.
+                tracing::error!(?lane, tag, error = %why, "a stored message cannot be read; dropped from its queue");
+                let _ = self.write(
+                    j,
+                    Record::Acked {
+                        lane,
+                        tags: vec![tag],
+                    },
+                );
+                return;
+            }
+        };
+        // Best effort: after a crash the count may be one lower (documented).
+        let _ = self.write(j, Record::Delivered { lane, tag, count });
+        self.timers
+            .push(Reverse((deadline, Timer::AckWait { lane, tag, count })));
+        self.stats.delivered += 1;
+        if count > 1 {
+            self.stats.redelivered += 1;
+        }
+        let Some(c) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        c.in_flight.insert(tag);
+        if let Some(f) = &mut c.fetch {
+            f.remaining -= 1;
+            f.delivered += 1;
+        }
+        let client = c.client;
+        let done = c.fetch.is_some_and(|f| f.remaining == 0);
+        self.reply(
+            client,
+            ServerFrame::Message(DurableMessage {
+                consumer,
+                tag,
+                delivery_count: count,
+                attributes,
+                payload,
+            }),
+        );
+        if done {
+            self.finish_fetch(consumer);
+        }
+    }
+
+    /// Ends a consumer's pending fetch, if any, with `Fetched`.
+    fn finish_fetch(&mut self, consumer: u64) {
+        let Some(c) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        let Some(f) = c.fetch.take() else {
+            return;
+        };
+        let client = c.client;
+        self.reply(
+            client,
+            ServerFrame::Fetched {
+                request: f.request,
+                count: f.delivered,
+            },
+        );
+    }
+}

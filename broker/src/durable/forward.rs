@@ -1,0 +1,268 @@
+//! Store-and-forward between brokers, and the directory of durable queues.
+//!
+//! Every broker knows every durable queue of the overlay (its [`QueueDecl`]), so the access
+//! broker of a persistent publication can tell which brokers must get it even while links or
+//! brokers between them are down. It stores the message with those destinations and, once
+//! durable, sends it toward each through the next hop on the current tree. A hop stores the
+//! message before it acks it ([`PeerMessage::StoreAck`]); only then does the sender write
+//! that it handed those destinations off. A message whose ack never came (link lost) is sent
+//! again — to the same or another next hop — and receivers ignore destinations they already
+//! accepted for that [`MessageId`]. A destination with no route waits until one appears.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use palio_filter::{Event, Filter};
+use palio_protocol::{Attributes, MessageId, PeerMessage, QueueDecl};
+use palio_topology::BrokerId;
+
+use super::engine::{Engine, Journal, Known, Output};
+use super::record::Record;
+
+impl Engine {
+    /// A peer link is up: send it the whole directory, and messages routed through it.
+    pub(crate) fn peer_up(&mut self, j: &mut impl Journal, peer: BrokerId) {
+        self.peers.insert(peer, 0);
+        let decls: Vec<QueueDecl> = self.directory.values().map(|k| k.decl.clone()).collect();
+        for decl in decls {
+            self.out.push_back(Output::Peer {
+                peer,
+                message: PeerMessage::QueueDecl(decl),
+            });
+        }
+        self.retry_all();
+        self.pump_forwards(j);
+    }
+
+    /// A peer link is down: what was sent through it and not acked is sent again (through
+    /// whatever hop the tree gives next).
+    pub(crate) fn peer_down(&mut self, j: &mut impl Journal, peer: BrokerId) {
+        self.peers.remove(&peer);
+        let ids: Vec<MessageId> = self.forwards.keys().copied().collect();
+        for id in ids {
+            if let Some(f) = self.forwards.get_mut(&id)
+                && let Some(dests) = f.sent.remove(&peer)
+            {
+                f.unsent.extend(dests);
+                self.to_send.insert(id);
+            }
+        }
+        self.pump_forwards(j);
+    }
+
+    /// The tree changed: `hops` maps each reachable broker to the peer leading to it.
+    pub(crate) fn set_next_hops(
+        &mut self,
+        j: &mut impl Journal,
+        hops: HashMap<BrokerId, BrokerId>,
+    ) {
+        if hops == self.next_hops {
+            return;
+        }
+        self.next_hops = hops;
+        self.retry_all();
+        self.pump_forwards(j);
+    }
+
+    /// Makes every forward with unsent destinations a candidate again (a route may exist now).
+    fn retry_all(&mut self) {
+        self.to_send.extend(
+            self.forwards
+                .iter()
+                .filter(|(_, f)| !f.unsent.is_empty())
+                .map(|(id, _)| *id),
+        );
+    }
+
+    /// A peer sent a persistent message: store it (unless every destination was accepted
+    /// before) and ack it once durable.
+    pub(crate) fn handle_store(
+        &mut self,
+        j: &mut impl Journal,
+        peer: BrokerId,
+        id: MessageId,
+        dests: Vec<BrokerId>,
+        attributes: Attributes,
+        payload: Vec<u8>,
+    ) {
+        let me = self.cfg.me;
+        let known = self.seen.get(&id);
+        let new: BTreeSet<BrokerId> = dests
+            .into_iter()
+            .filter(|d| known.is_none_or(|k| !k.contains(d)))
+            .collect();
+        if !new.is_empty() {
+            let local = new.contains(&me);
+            let queues = if local {
+                let event: Event = attributes.iter().cloned().collect();
+                self.local_matches(&event)
+            } else {
+                Vec::new()
+            };
+            let rec = Record::Message {
+                id,
+                producer: None,
+                attributes,
+                payload,
+                local,
+                queues,
+                dests: new.into_iter().filter(|d| *d != me).collect(),
+            };
+            if self.write(j, rec).is_err() {
+                // Not stored: no ack; the peer sends it again after the store recovers.
+                return;
+            }
+        } else {
+            self.stats.duplicates += 1;
+        }
+        self.when_durable(
+            j,
+            Output::Peer {
+                peer,
+                message: PeerMessage::StoreAck { ids: vec![id] },
+            },
+        );
+    }
+
+    /// A peer stored messages we sent it.
+    pub(crate) fn handle_store_ack(
+        &mut self,
+        j: &mut impl Journal,
+        peer: BrokerId,
+        ids: &[MessageId],
+    ) {
+        for id in ids {
+            let Some(dests) = self.forwards.get_mut(id).and_then(|f| f.sent.remove(&peer)) else {
+                continue;
+            };
+            if let Some(n) = self.peers.get_mut(&peer) {
+                *n = n.saturating_sub(1);
+            }
+            self.stats.forwarded += 1;
+            // Not waited on: if it is lost in a crash, the message is sent again and the peer
+            // ignores it.
+            let _ = self.write(
+                j,
+                Record::HandedOff {
+                    id: *id,
+                    dests: dests.into_iter().collect(),
+                },
+            );
+        }
+        self.pump_forwards(j);
+    }
+
+    /// A peer told us of a durable queue: keep it if it is newer, and pass it on.
+    pub(crate) fn handle_decl(&mut self, j: &mut impl Journal, from: BrokerId, decl: QueueDecl) {
+        if decl.home == self.cfg.me || !self.is_newer(&decl) {
+            return;
+        }
+        if self.write(j, Record::Directory(decl.clone())).is_ok() {
+            self.announce(&decl, Some(from));
+        }
+    }
+
+    fn is_newer(&self, decl: &QueueDecl) -> bool {
+        self.directory
+            .get(&(decl.home, decl.name.clone()))
+            .is_none_or(|k| k.decl.generation < decl.generation)
+    }
+
+    /// Records a directory entry if it is newer than the one known.
+    pub(super) fn learn(&mut self, decl: QueueDecl) {
+        if decl.home == self.cfg.me {
+            self.next_generation = self.next_generation.max(decl.generation + 1);
+        }
+        if !self.is_newer(&decl) {
+            return;
+        }
+        let filter = if decl.removed {
+            None
+        } else {
+            Filter::new(&decl.filter).ok()
+        };
+        self.directory
+            .insert((decl.home, decl.name.clone()), Known { decl, filter });
+    }
+
+    /// Sends a directory entry to every peer but `except`.
+    pub(super) fn announce(&mut self, decl: &QueueDecl, except: Option<BrokerId>) {
+        let peers: Vec<BrokerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            if Some(peer) != except {
+                self.out.push_back(Output::Peer {
+                    peer,
+                    message: PeerMessage::QueueDecl(decl.clone()),
+                });
+            }
+        }
+    }
+
+    /// Sends durable messages with unsent destinations toward them, within each peer's
+    /// window.
+    pub(super) fn pump_forwards(&mut self, j: &mut impl Journal) {
+        let window = self.cfg.peer_window;
+        let candidates: Vec<MessageId> = self.to_send.iter().copied().collect();
+        for id in candidates {
+            if !self.peers.values().any(|n| *n < window) {
+                break;
+            }
+            let Some(f) = self.forwards.get(&id) else {
+                self.to_send.remove(&id);
+                continue;
+            };
+            if f.pos >= self.durable {
+                // Log order: nothing after this one is durable either.
+                break;
+            }
+            let mut by_hop: BTreeMap<BrokerId, BTreeSet<BrokerId>> = BTreeMap::new();
+            for d in &f.unsent {
+                if let Some(hop) = self.next_hops.get(d)
+                    && self.peers.get(hop).is_some_and(|n| *n < window)
+                {
+                    by_hop.entry(*hop).or_default().insert(*d);
+                }
+            }
+            if by_hop.is_empty() {
+                // No route (or no room) now; set_next_hops or peer_up brings it back.
+                if self.peers.values().all(|n| *n < window) {
+                    self.to_send.remove(&id);
+                }
+                continue;
+            }
+            let pos = f.pos;
+            let (attributes, payload) = match Self::read_message(j, pos) {
+                Ok((_, a, p)) => (a, p),
+                Err(why) => {
+                    tracing::error!(?id, error = %why, "a stored message cannot be read; not forwarded");
+                    let dests: Vec<BrokerId> = f.unsent.iter().copied().collect();
+                    let _ = self.write(j, Record::HandedOff { id, dests });
+                    continue;
+                }
+            };
+            let Some(f) = self.forwards.get_mut(&id) else {
+                continue;
+            };
+            for (hop, dests) in by_hop {
+                for d in &dests {
+                    f.unsent.remove(d);
+                }
+                f.sent.entry(hop).or_default().extend(dests.iter().copied());
+                if let Some(n) = self.peers.get_mut(&hop) {
+                    *n += 1;
+                }
+                self.out.push_back(Output::Peer {
+                    peer: hop,
+                    message: PeerMessage::Store {
+                        id,
+                        dests: dests.into_iter().collect(),
+                        attributes: attributes.clone(),
+                        payload: payload.clone(),
+                    },
+                });
+            }
+            if f.unsent.is_empty() {
+                self.to_send.remove(&id);
+            }
+        }
+    }
+}

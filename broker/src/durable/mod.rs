@@ -1,0 +1,29 @@
+//! Persistent delivery: durable queues, persistent publications, push and pull consumers, and
+//! store-and-forward between brokers.
+//!
+//! The [`Engine`] is a deterministic state machine over an append-only journal (the
+//! `store` module's log in the broker, a vector in tests); the `persist` task is its async
+//! shell. `docs/durability.md` states the contract: what an ack means, what survives which
+//! crash, and how messages are de-duplicated.
+
+mod consume;
+mod engine;
+mod forward;
+mod queue;
+mod record;
+
+pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Output, Stats};
+pub(crate) use record::Snapshot;
+
+/// Encodes a checkpoint's state.
+pub(crate) fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
+    record::encode(s)
+}
+
+/// Decodes a checkpoint's state.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, rmp_serde::decode::Error> {
+    record::decode(bytes)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,702 @@
+//! The engine driven through its call protocol over an in-memory journal, in virtual time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use palio_filter::{AttrName, Event, Value};
+use palio_protocol::{
+    Attributes, ConsumeMode, DurableMessage, ErrorCode, PeerMessage, QueueInfo, QueueOptions,
+    ServerFrame,
+};
+use palio_topology::BrokerId;
+
+use super::{Engine, EngineConfig, Journal, Output};
+use crate::store::{Position, StoreError};
+
+/// Records in a vector; `fail` makes appends fail from then on.
+#[derive(Default)]
+struct VecJournal {
+    records: Vec<Vec<u8>>,
+    fail: bool,
+}
+
+impl Journal for VecJournal {
+    fn append(&mut self, record: &[u8]) -> Result<Position, StoreError> {
+        if self.fail {
+            return Err(StoreError::InvalidOptions("injected failure"));
+        }
+        self.records.push(record.to_vec());
+        Ok(Position::new(0, self.records.len() as u64 - 1))
+    }
+
+    fn read(&self, pos: Position) -> Result<Vec<u8>, StoreError> {
+        self.records
+            .get(pos.offset as usize)
+            .cloned()
+            .ok_or(StoreError::NotFound(pos))
+    }
+
+    fn end(&self) -> Position {
+        Position::new(0, self.records.len() as u64)
+    }
+}
+
+const CLIENT: u64 = 7;
+
+struct Node {
+    engine: Engine,
+    journal: VecJournal,
+    now: Instant,
+    /// Outputs taken from the engine and not yet looked at.
+    inbox: Vec<Output>,
+}
+
+fn config(me: u32) -> EngineConfig {
+    EngineConfig {
+        me: BrokerId(me),
+        ack_wait: Duration::from_secs(30),
+        max_deliveries: 3,
+        peer_window: 64,
+        dedup_window: 1000,
+    }
+}
+
+fn attrs(kind: &str, seq: i32) -> Attributes {
+    vec![
+        (AttrName::new("type").unwrap(), Value::String(kind.into())),
+        (AttrName::new("seq").unwrap(), Value::Int(seq)),
+    ]
+}
+
+impl Node {
+    fn new(me: u32) -> Self {
+        Self {
+            engine: Engine::new(config(me)),
+            journal: VecJournal::default(),
+            now: Instant::now(),
+            inbox: Vec::new(),
+        }
+    }
+
+    fn sync(&mut self) {
+        let end = self.journal.end();
+        self.engine.handle_durable(&mut self.journal, self.now, end);
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        self.inbox
+            .extend(std::iter::from_fn(|| self.engine.poll_output()));
+        std::mem::take(&mut self.inbox)
+    }
+
+    /// The client frames; peer frames stay in the inbox.
+    fn frames(&mut self) -> Vec<ServerFrame> {
+        let mut frames = Vec::new();
+        for o in self.outputs() {
+            match o {
+                Output::Client { frame, .. } => frames.push(frame),
+                peer => self.inbox.push(peer),
+            }
+        }
+        frames
+    }
+
+    fn messages(&mut self) -> Vec<DurableMessage> {
+        self.frames()
+            .into_iter()
+            .filter_map(|f| match f {
+                ServerFrame::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn add_queue(&mut self, name: &str, filter: &str) {
+        self.engine.queue_add(
+            &mut self.journal,
+            CLIENT,
+            1,
+            name,
+            filter,
+            QueueOptions::default(),
+        );
+        self.sync();
+        assert_eq!(self.frames(), vec![ServerFrame::Done { request: 1 }]);
+    }
+
+    fn publish(&mut self, kind: &str, seq: u64) {
+        let a = attrs(kind, seq as i32);
+        let event: Event = a.iter().cloned().collect();
+        self.engine
+            .publish(&mut self.journal, CLIENT, seq, &event, a, vec![1, 2]);
+    }
+
+    fn producer(&mut self) -> u64 {
+        self.engine.producer(CLIENT, 2, "p1".into());
+        match self.frames().as_slice() {
+            [ServerFrame::ProducerReady { next_seq, .. }] => *next_seq,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn consume(&mut self, queue: &str, mode: ConsumeMode) -> u64 {
+        self.engine
+            .consume(&mut self.journal, self.now, CLIENT, 3, queue, mode);
+        let mut frames = self.frames().into_iter();
+        let consumer = match frames.next() {
+            Some(ServerFrame::Consuming { consumer, .. }) => consumer,
+            other => panic!("{other:?}"),
+        };
+        self.inbox.extend(frames.map(|frame| Output::Client {
+            client: CLIENT,
+            frame,
+        }));
+        consumer
+    }
+
+    fn info(&mut self, name: &str) -> QueueInfo {
+        self.engine.queue_info(CLIENT, 4, Some(name));
+        match self.frames().pop() {
+            Some(ServerFrame::Queues { mut queues, .. }) => queues.remove(0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.engine.handle_timeout(&mut self.journal, self.now);
+    }
+
+    /// A new engine recovered from this one's journal (as after a crash with everything
+    /// synced).
+    fn recovered(&self) -> Node {
+        let mut engine = Engine::new(self.engine.cfg.clone());
+        for (i, r) in self.journal.records.iter().enumerate() {
+            assert!(engine.apply_bytes(Position::new(0, i as u64), r));
+        }
+        let journal = VecJournal {
+            records: self.journal.records.clone(),
+            fail: false,
+        };
+        let mut n = Node {
+            engine,
+            journal,
+            now: self.now,
+            inbox: Vec::new(),
+        };
+        n.sync();
+        n
+    }
+}
+
+fn seqs(ms: &[DurableMessage]) -> Vec<i32> {
+    ms.iter()
+        .map(
+            |m| match m.attributes.iter().find(|(k, _)| k.as_str() == "seq") {
+                Some((_, Value::Int(i))) => *i,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn publish_is_acked_only_once_durable_and_retries_are_not_stored_twice() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "type = 'a'");
+    assert_eq!(n.producer(), 0);
+    n.publish("a", 0);
+    n.publish("a", 1);
+    assert!(n.frames().is_empty(), "nothing acked before the sync");
+    n.sync();
+    assert_eq!(n.frames(), vec![ServerFrame::PublishAcked { through: 1 }]);
+    let records = n.journal.records.len();
+    n.publish("a", 1);
+    n.sync();
+    assert_eq!(n.journal.records.len(), records, "a retry is not stored");
+    n.sync();
+    n.publish("a", 2);
+    n.sync();
+    assert_eq!(
+        n.frames(),
+        vec![
+            ServerFrame::PublishAcked { through: 1 },
+            ServerFrame::PublishAcked { through: 2 }
+        ]
+    );
+    assert_eq!(n.info("q").pending, 3);
+    assert_eq!(
+        n.producer(),
+        3,
+        "the producer resumes after its last stored seq"
+    );
+}
+
+#[test]
+fn publishing_needs_a_producer() {
+    let mut n = Node::new(1);
+    n.publish("a", 0);
+    assert!(matches!(
+        n.frames().as_slice(),
+        [ServerFrame::PublishFailed {
+            seq: 0,
+            code: ErrorCode::ProtocolViolation,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn push_consumer_gets_matching_messages_within_its_window_and_acks_free_room() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "type = 'a'");
+    n.producer();
+    for s in 0..5 {
+        n.publish(if s == 2 { "b" } else { "a" }, s);
+    }
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Push { window: 2 });
+    let first = n.messages();
+    assert_eq!(seqs(&first), vec![0, 1]);
+    assert!(
+        first
+            .iter()
+            .all(|m| m.delivery_count == 1 && m.consumer == c)
+    );
+    let info = n.info("q");
+    assert_eq!((info.pending, info.unacked), (2, 2));
+    n.engine
+        .ack(&mut n.journal, n.now, CLIENT, 9, c, &[first[0].tag]);
+    let frames = n.frames();
+    assert!(
+        !frames.contains(&ServerFrame::Done { request: 9 }),
+        "ack confirmed before durable"
+    );
+    assert_eq!(seqs(&frames_messages(frames)), vec![3]);
+    n.sync();
+    assert_eq!(n.frames(), vec![ServerFrame::Done { request: 9 }]);
+    assert_eq!(n.info("q").unacked, 2);
+}
+
+fn frames_messages(frames: Vec<ServerFrame>) -> Vec<DurableMessage> {
+    frames
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn unacked_messages_come_back_after_the_ack_wait_then_go_to_the_dead_letter_queue() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.frames();
+    n.consume("q", ConsumeMode::Push { window: 10 });
+    assert_eq!(n.messages()[0].delivery_count, 1);
+    n.advance(Duration::from_secs(29));
+    assert!(n.messages().is_empty(), "redelivered before the ack wait");
+    n.advance(Duration::from_secs(2));
+    assert_eq!(n.messages()[0].delivery_count, 2);
+    n.advance(Duration::from_secs(31));
+    assert_eq!(n.messages()[0].delivery_count, 3);
+    n.advance(Duration::from_secs(31));
+    assert!(n.messages().is_empty(), "max deliveries is 3");
+    let info = n.info("q");
+    assert_eq!((info.pending, info.unacked, info.dead_lettered), (0, 0, 1));
+    let dlq = n.consume("q.dlq", ConsumeMode::Pull);
+    n.engine.fetch(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        11,
+        dlq,
+        10,
+        Duration::from_secs(1),
+    );
+    let frames = n.frames();
+    assert_eq!(seqs(&frames_messages(frames.clone())), vec![0]);
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::Fetched {
+            request: 11,
+            count: 1
+        })
+    );
+}
+
+#[test]
+fn nak_delays_redelivery_and_a_vanished_consumer_releases_its_messages() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.publish("a", 1);
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Push { window: 1 });
+    let m = n.messages();
+    assert_eq!(seqs(&m), vec![0]);
+    n.engine.nak(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        5,
+        c,
+        &[m[0].tag],
+        Duration::from_secs(5),
+    );
+    // The window is free again: the next message comes; the nakked one only after 5 s.
+    assert_eq!(seqs(&n.messages()), vec![1]);
+    n.engine.client_gone(&mut n.journal, n.now, CLIENT);
+    let c2 = n.consume("q", ConsumeMode::Push { window: 10 });
+    let again = n.messages();
+    assert_eq!(seqs(&again), vec![1]);
+    assert_eq!(again[0].delivery_count, 2);
+    n.advance(Duration::from_secs(5));
+    let late = n.messages();
+    assert_eq!(seqs(&late), vec![0]);
+    assert_eq!((late[0].delivery_count, late[0].consumer), (2, c2));
+}
+
+#[test]
+fn pull_fetch_waits_for_messages_up_to_its_max_wait() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    let c = n.consume("q", ConsumeMode::Pull);
+    n.engine.fetch(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        20,
+        c,
+        5,
+        Duration::from_secs(2),
+    );
+    assert!(n.frames().is_empty());
+    n.publish("a", 0);
+    n.sync();
+    let frames = n.frames();
+    assert_eq!(seqs(&frames_messages(frames.clone())), vec![0]);
+    assert!(frames.contains(&ServerFrame::Fetched {
+        request: 20,
+        count: 1
+    }));
+    n.engine.fetch(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        21,
+        c,
+        5,
+        Duration::from_secs(2),
+    );
+    n.advance(Duration::from_secs(1));
+    assert!(n.frames().is_empty());
+    n.advance(Duration::from_secs(1));
+    assert_eq!(
+        n.frames(),
+        vec![ServerFrame::Fetched {
+            request: 21,
+            count: 0
+        }]
+    );
+}
+
+#[test]
+fn recovery_from_the_journal_and_from_a_snapshot_agree() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.add_queue("r", "type = 'b'");
+    n.producer();
+    for s in 0..6 {
+        n.publish(if s % 2 == 0 { "a" } else { "b" }, s);
+    }
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Push { window: 3 });
+    let got = n.messages();
+    n.engine.ack(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        9,
+        c,
+        &[got[0].tag, got[2].tag],
+    );
+    n.sync();
+    let mut full = n.recovered();
+    let q = full.info("q");
+    // Six published, two acked; the delivered-not-acked one is pending again after recovery.
+    assert_eq!((q.pending, q.unacked), (4, 0));
+    assert_eq!(full.info("r").pending, 3);
+    let c = full.consume("q", ConsumeMode::Push { window: 10 });
+    let again = full.messages();
+    assert_eq!(seqs(&again), vec![1, 3, 4, 5]);
+    assert_eq!(again[0].delivery_count, 2, "delivery counts survive");
+
+    // Snapshot after the first half of the journal, replay the rest.
+    let half = n.journal.records.len() / 2;
+    let mut partial = Engine::new(n.engine.cfg.clone());
+    for (i, r) in n.journal.records[..half].iter().enumerate() {
+        partial.apply_bytes(Position::new(0, i as u64), r);
+    }
+    let snap = partial.snapshot();
+    let mut resumed = Engine::from_snapshot(n.engine.cfg.clone(), snap);
+    for (i, r) in n.journal.records.iter().enumerate().skip(half) {
+        resumed.apply_bytes(Position::new(0, i as u64), r);
+    }
+    let fresh = n.recovered();
+    assert_eq!(resumed.snapshot(), fresh.engine.snapshot());
+    let _ = c;
+}
+
+#[test]
+fn a_failed_store_turns_waiting_acks_into_failures_and_refuses_later_writes() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.engine.handle_failure("fdatasync failed");
+    assert!(matches!(
+        n.frames().as_slice(),
+        [ServerFrame::PublishFailed {
+            seq: 0,
+            code: ErrorCode::StoreUnavailable,
+            ..
+        }]
+    ));
+    n.sync();
+    n.publish("a", 1);
+    assert!(matches!(
+        n.frames().as_slice(),
+        [ServerFrame::PublishFailed { seq: 1, .. }]
+    ));
+    let mut m = Node::new(1);
+    m.producer();
+    m.journal.fail = true;
+    m.publish("a", 0);
+    assert!(matches!(
+        m.frames().as_slice(),
+        [ServerFrame::PublishFailed {
+            seq: 0,
+            code: ErrorCode::StoreUnavailable,
+            ..
+        }]
+    ));
+}
+
+/// Three engines in a line 1 – 2 – 3 with a queue at 3; frames are carried by hand.
+struct Line {
+    nodes: Vec<Node>,
+    /// Links that are up.
+    up: Vec<(u32, u32)>,
+}
+
+impl Line {
+    fn new() -> Self {
+        let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
+        let hops = |pairs: &[(u32, u32)]| -> HashMap<BrokerId, BrokerId> {
+            pairs
+                .iter()
+                .map(|(d, h)| (BrokerId(*d), BrokerId(*h)))
+                .collect()
+        };
+        let all = [
+            hops(&[(2, 2), (3, 2)]),
+            hops(&[(1, 1), (3, 3)]),
+            hops(&[(1, 2), (2, 2)]),
+        ];
+        for (n, h) in nodes.iter_mut().zip(all) {
+            n.engine.set_next_hops(&mut n.journal, h);
+        }
+        let mut l = Line { nodes, up: vec![] };
+        l.link(1, 2);
+        l.link(2, 3);
+        l
+    }
+
+    fn node(&mut self, id: u32) -> &mut Node {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn link(&mut self, a: u32, b: u32) {
+        self.up.push((a, b));
+        for (x, y) in [(a, b), (b, a)] {
+            let n = self.node(x);
+            n.engine.peer_up(&mut n.journal, BrokerId(y));
+        }
+    }
+
+    fn unlink(&mut self, a: u32, b: u32) {
+        self.up.retain(|l| *l != (a, b));
+        for (x, y) in [(a, b), (b, a)] {
+            let n = self.node(x);
+            n.engine.peer_down(&mut n.journal, BrokerId(y));
+        }
+    }
+
+    /// Syncs and carries peer frames over up links until quiet; returns client frames.
+    fn run(&mut self) -> Vec<(u32, ServerFrame)> {
+        let mut client = Vec::new();
+        for _ in 0..100 {
+            let mut moved = false;
+            for i in 1..=3u32 {
+                self.node(i).sync();
+                for o in self.node(i).outputs() {
+                    match o {
+                        Output::Client { frame, .. } => client.push((i, frame)),
+                        Output::Peer { peer, message } => {
+                            let to = peer.0;
+                            if !self
+                                .up
+                                .iter()
+                                .any(|&(a, b)| (a, b) == (i, to) || (a, b) == (to, i))
+                            {
+                                continue;
+                            }
+                            moved = true;
+                            let n = self.node(to);
+                            let from = BrokerId(i);
+                            match message {
+                                PeerMessage::Store {
+                                    id,
+                                    dests,
+                                    attributes,
+                                    payload,
+                                } => n.engine.handle_store(
+                                    &mut n.journal,
+                                    from,
+                                    id,
+                                    dests,
+                                    attributes,
+                                    payload,
+                                ),
+                                PeerMessage::StoreAck { ids } => {
+                                    n.engine.handle_store_ack(&mut n.journal, from, &ids)
+                                }
+                                PeerMessage::QueueDecl(d) => {
+                                    n.engine.handle_decl(&mut n.journal, from, d)
+                                }
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return client;
+            }
+        }
+        panic!("did not settle");
+    }
+}
+
+#[test]
+fn messages_reach_a_remote_queue_across_a_broken_link_exactly_once() {
+    let mut l = Line::new();
+    l.node(3).add_queue("far", "type = 'a'");
+    l.run();
+    l.node(1).producer();
+    l.node(1).publish("a", 0);
+    l.node(1).publish("b", 1);
+    l.run();
+    assert_eq!(l.node(3).info("far").pending, 1);
+    // The middle link breaks; publications keep coming and wait at broker 1 or 2.
+    l.unlink(2, 3);
+    for s in 2..6 {
+        l.node(1).publish("a", s);
+    }
+    l.run();
+    assert_eq!(l.node(3).info("far").pending, 1);
+    assert!(
+        !l.node(2).engine.forwards.is_empty(),
+        "held at the middle broker"
+    );
+    // Broker 2 "crashes": it recovers from its journal, then the link heals.
+    let recovered = l.node(2).recovered();
+    l.nodes[1] = recovered;
+    let n = l.node(2);
+    n.engine.set_next_hops(
+        &mut n.journal,
+        [(1, 1), (3, 3)]
+            .into_iter()
+            .map(|(d, h)| (BrokerId(d), BrokerId(h)))
+            .collect(),
+    );
+    l.link(1, 2);
+    l.link(2, 3);
+    l.run();
+    let c = l.node(3).consume("far", ConsumeMode::Push { window: 100 });
+    let _ = c;
+    let got = l.node(3).messages();
+    assert_eq!(seqs(&got), vec![0, 2, 3, 4, 5]);
+    assert!(l.nodes.iter().all(|n| n.engine.forwards.is_empty()));
+    assert_eq!(
+        l.node(2).engine.live_floor(),
+        None,
+        "nothing left to keep at the relay"
+    );
+}
+
+#[test]
+fn a_resent_message_is_stored_once() {
+    let mut l = Line::new();
+    l.node(3).add_queue("far", "TRUE");
+    l.run();
+    l.node(1).producer();
+    l.node(1).publish("a", 0);
+    // Carry the Store frame to 2 and drop 2's ack by breaking the link before it returns.
+    l.node(1).sync();
+    let outs = l.node(1).outputs();
+    let store = outs
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Peer {
+                message:
+                    PeerMessage::Store {
+                        id,
+                        dests,
+                        attributes,
+                        payload,
+                    },
+                ..
+            } => Some((id, dests, attributes, payload)),
+            _ => None,
+        })
+        .expect("a store frame toward 2");
+    let n2 = l.node(2);
+    n2.engine.handle_store(
+        &mut n2.journal,
+        BrokerId(1),
+        store.0,
+        store.1,
+        store.2,
+        store.3,
+    );
+    l.unlink(1, 2);
+    l.run();
+    l.link(1, 2);
+    l.run();
+    let stored_at_2 = l
+        .node(2)
+        .journal
+        .records
+        .iter()
+        .filter(|r| {
+            matches!(
+                super::record::decode::<super::record::Record>(r),
+                Ok(super::record::Record::Message { .. })
+            )
+        })
+        .count();
+    assert_eq!(stored_at_2, 1);
+    l.node(3).consume("far", ConsumeMode::Push { window: 10 });
+    assert_eq!(seqs(&l.node(3).messages()), vec![0]);
+}

@@ -1,0 +1,497 @@
+//! The persist task: the one owner of the log and of the persistence
+//! [`Engine`](crate::durable::Engine).
+//!
+//! Client sessions and peer links send [`PersistCommand`]s through one bounded channel (a full
+//! channel holds publishers back). The task applies each to the engine, which appends records
+//! to the log's buffer; after each batch of commands it calls [`Log::commit`], which writes the
+//! batch with one `write` and wakes the log's sync thread. That thread runs one `fdatasync`
+//! for everything written so far and reports [`SyncEvent::Synced`]; commands keep arriving and
+//! appending meanwhile, so the next batch grows while an fsync runs (group commit). Only then
+//! does the engine release publish acks, ack confirmations and store acks.
+//!
+//! Outputs go to per-client and per-peer bounded queues with `try_send`: the task never waits
+//! on a slow client or peer. A client whose queue is full is disconnected (its unacked
+//! messages are delivered again); a peer link's queue is sized above the store-and-forward
+//! window, so it cannot fill.
+//!
+//! Checkpoints: once the log has moved to a new segment since the last checkpoint, the task
+//! snapshots the engine and writes the snapshot as soon as the log is durable up to the
+//! snapshot's position; then it deletes the segments that hold no live message.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use palio_filter::Event;
+use palio_protocol::{Attributes, ClientFrame, ErrorCode, PeerMessage, ServerFrame};
+use palio_topology::BrokerId;
+use serde_json::{Value as Json, json};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::sleep_until;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StoreSettings;
+use crate::durable::{ClientId, Engine, EngineConfig, Journal, Output, Snapshot};
+use crate::metrics::Metrics;
+use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
+
+/// What client sessions and peer links ask of the persist task.
+#[derive(Debug)]
+pub(crate) enum PersistCommand {
+    /// A client connected: its control-stream queue.
+    ClientUp {
+        client: ClientId,
+        frames: mpsc::Sender<ServerFrame>,
+        connection: quinn::Connection,
+    },
+    ClientGone {
+        client: ClientId,
+    },
+    /// A durable request (producer, queue administration, consumers, acks).
+    Request {
+        client: ClientId,
+        frame: ClientFrame,
+    },
+    /// A persistent publication, validated.
+    Publish {
+        client: ClientId,
+        seq: u64,
+        event: Event,
+        attributes: Attributes,
+        payload: Vec<u8>,
+    },
+    PeerUp {
+        peer: BrokerId,
+        link: u64,
+        frames: mpsc::Sender<PeerMessage>,
+    },
+    PeerDown {
+        peer: BrokerId,
+        link: u64,
+    },
+    Peer {
+        peer: BrokerId,
+        link: u64,
+        message: PeerMessage,
+    },
+    /// The store's state, for `/healthz` and `/routes`.
+    Status {
+        reply: oneshot::Sender<Json>,
+    },
+}
+
+/// The log as the engine's journal.
+struct LogJournal<'a>(&'a mut Log);
+
+impl Journal for LogJournal<'_> {
+    fn append(&mut self, record: &[u8]) -> Result<Position, StoreError> {
+        self.0.append(record)
+    }
+
+    fn read(&self, pos: Position) -> Result<Vec<u8>, StoreError> {
+        self.0.read(pos)
+    }
+
+    fn end(&self) -> Position {
+        self.0.end()
+    }
+}
+
+/// The store opened and recovered, ready to run.
+pub(crate) struct Store {
+    log: Log,
+    engine: Engine,
+    events: mpsc::UnboundedReceiver<SyncEvent>,
+    report: RecoveryReport,
+    recovered_records: u64,
+    undecodable: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the log in `dir`, recovers the engine from its checkpoint and records, and
+    /// makes everything recovered durable before returning. The error says what failed.
+    pub(crate) fn open(dir: &Path, me: BrokerId, s: &StoreSettings) -> Result<Self, String> {
+        let (tx, events) = mpsc::unbounded_channel();
+        let notify = move |e: SyncEvent| {
+            let _ = tx.send(e);
+        };
+        let options = LogOptions {
+            segment_bytes: s.segment_bytes,
+            ..LogOptions::default()
+        };
+        let (log, report) = Log::open(Arc::new(StdFs), dir, options, Box::new(notify))
+            .map_err(|e| e.to_string())?;
+        let cfg = EngineConfig {
+            me,
+            ack_wait: Duration::from_millis(s.ack_wait_ms),
+            max_deliveries: s.max_deliveries,
+            peer_window: s.peer_window,
+            dedup_window: s.dedup_window,
+        };
+        let (mut engine, from) = match log.checkpoint().map_err(|e| e.to_string())? {
+            Some((upto, bytes)) => match crate::durable::decode_snapshot(&bytes) {
+                Ok(snap) => (Engine::from_snapshot(cfg, snap), upto),
+                Err(e) => return Err(format!("the checkpoint does not decode: {e}")),
+            },
+            None => (Engine::new(cfg), Position::START),
+        };
+        let (mut records, mut undecodable) = (0u64, 0u64);
+        log.replay(from, |pos, bytes| {
+            records += 1;
+            if !engine.apply_bytes(pos, bytes) {
+                undecodable += 1;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            log,
+            engine,
+            events,
+            report,
+            recovered_records: records,
+            undecodable,
+        })
+    }
+
+    /// What recovery found, as JSON (for the ready line and logs).
+    pub(crate) fn summary(&self) -> Json {
+        json!({
+            "clean": self.report.is_clean() && self.undecodable == 0,
+            "records": self.recovered_records,
+            "undecodable": self.undecodable,
+            "problems": self.report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Runs the task until `shutdown` or until every sender is gone.
+    pub(crate) async fn run(
+        self,
+        mut rx: mpsc::Receiver<PersistCommand>,
+        mut hops: watch::Receiver<HashMap<BrokerId, BrokerId>>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) {
+        let Store {
+            mut log,
+            mut engine,
+            mut events,
+            report,
+            ..
+        } = self;
+        metrics
+            .store_recovery_problems
+            .inc_by(report.problems.len() as u64);
+        let mut task = Task {
+            clients: HashMap::new(),
+            peers: HashMap::new(),
+            metrics,
+            last_stats: Default::default(),
+            checkpoint_segment: log.end().segment,
+            pending_checkpoint: None,
+        };
+        // Everything recovered becomes durable with the first sync.
+        let mut committed = log.commit().unwrap_or(Position::START);
+        loop {
+            let deadline = engine.poll_timeout();
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    let now = Instant::now();
+                    task.handle(&mut engine, &mut log, now, cmd);
+                    // Take whatever else is queued into the same batch.
+                    for _ in 0..1024 {
+                        let Ok(cmd) = rx.try_recv() else { break };
+                        task.handle(&mut engine, &mut log, now, cmd);
+                    }
+                }
+                ev = events.recv() => match ev {
+                    Some(SyncEvent::Synced(p)) => {
+                        engine.handle_durable(&mut LogJournal(&mut log), Instant::now(), p);
+                        task.maybe_checkpoint(&engine, &mut log, p);
+                    }
+                    Some(SyncEvent::Failed(e)) => {
+                        task.metrics.store_poisoned.set(1);
+                        engine.handle_failure(&e.to_string());
+                    }
+                    None => break,
+                },
+                () = async { if let Some(d) = deadline { sleep_until(d.into()).await } else { std::future::pending().await } } => {
+                    engine.handle_timeout(&mut LogJournal(&mut log), Instant::now());
+                }
+                r = hops.changed() => {
+                    if r.is_err() { break }
+                    let h = hops.borrow_and_update().clone();
+                    engine.set_next_hops(&mut LogJournal(&mut log), h);
+                }
+                () = shutdown.cancelled() => break,
+            }
+            if log.end() > committed && engine.failure().is_none() {
+                match log.commit() {
+                    Ok(end) => committed = end,
+                    Err(e) => {
+                        task.metrics.store_poisoned.set(1);
+                        engine.handle_failure(&e.to_string());
+                    }
+                }
+            }
+            task.flush(&mut engine);
+            task.update_metrics(&engine, &log);
+        }
+        // A graceful stop leaves nothing buffered: everything appended reaches the disk.
+        if engine.failure().is_none()
+            && let Err(e) = log.sync()
+        {
+            tracing::error!(error = %e, "the last sync before stopping failed");
+        }
+    }
+}
+
+/// The task's state beside the engine and the log.
+struct Task {
+    clients: HashMap<ClientId, (mpsc::Sender<ServerFrame>, quinn::Connection)>,
+    peers: HashMap<BrokerId, (u64, mpsc::Sender<PeerMessage>)>,
+    metrics: Metrics,
+    last_stats: crate::durable::Stats,
+    /// The segment of the last checkpoint's position.
+    checkpoint_segment: u64,
+    /// A snapshot taken at a position, waiting for the log to be durable up to it.
+    pending_checkpoint: Option<(Position, Snapshot)>,
+}
+
+impl Task {
+    fn handle(&mut self, engine: &mut Engine, log: &mut Log, now: Instant, cmd: PersistCommand) {
+        let j = &mut LogJournal(log);
+        match cmd {
+            PersistCommand::ClientUp {
+                client,
+                frames,
+                connection,
+            } => {
+                self.clients.insert(client, (frames, connection));
+            }
+            PersistCommand::ClientGone { client } => {
+                self.clients.remove(&client);
+                engine.client_gone(j, now, client);
+            }
+            PersistCommand::Publish {
+                client,
+                seq,
+                event,
+                attributes,
+                payload,
+            } => engine.publish(j, client, seq, &event, attributes, payload),
+            PersistCommand::Request { client, frame } => request(engine, j, now, client, frame),
+            PersistCommand::PeerUp { peer, link, frames } => {
+                self.peers.insert(peer, (link, frames));
+                engine.peer_up(j, peer);
+            }
+            PersistCommand::PeerDown { peer, link } => {
+                if self.peers.get(&peer).is_some_and(|(l, _)| *l == link) {
+                    self.peers.remove(&peer);
+                    engine.peer_down(j, peer);
+                }
+            }
+            PersistCommand::Peer {
+                peer,
+                link,
+                message,
+            } => {
+                if self.peers.get(&peer).is_none_or(|(l, _)| *l != link) {
+                    return;
+                }
+                match message {
+                    PeerMessage::Store {
+                        id,
+                        dests,
+                        attributes,
+                        payload,
+                    } => engine.handle_store(j, peer, id, dests, attributes, payload),
+                    PeerMessage::StoreAck { ids } => engine.handle_store_ack(j, peer, &ids),
+                    PeerMessage::QueueDecl(decl) => engine.handle_decl(j, peer, decl),
+                    _ => {}
+                }
+            }
+            PersistCommand::Status { reply } => {
+                let _ = reply.send(json!({
+                    "failed": engine.failure(),
+                    "disk_full": log.poisoned().is_some_and(|e| e.is_no_space()),
+                    "remote_queues": engine.remote_queues(),
+                    "forwards_pending": engine.forwards_pending(),
+                    "segments": log.segments().len(),
+                    "bytes": log.bytes_on_disk(),
+                    "end": log.end().to_string(),
+                    "durable": log.durable().to_string(),
+                }));
+            }
+        }
+    }
+
+    /// Hands the engine's outputs to the clients' and peers' queues.
+    fn flush(&mut self, engine: &mut Engine) {
+        while let Some(o) = engine.poll_output() {
+            match o {
+                Output::Client { client, frame } => {
+                    let Some((tx, conn)) = self.clients.get(&client) else {
+                        continue;
+                    };
+                    if tx.try_send(frame).is_err() {
+                        tracing::warn!(
+                            client,
+                            "client does not read its control stream; disconnecting"
+                        );
+                        self.metrics.slow_consumer_disconnects.inc();
+                        conn.close(
+                            ErrorCode::SlowConsumer.code().into(),
+                            b"control stream backlog full",
+                        );
+                        self.clients.remove(&client);
+                    }
+                }
+                Output::Peer { peer, message } => {
+                    let Some((_, tx)) = self.peers.get(&peer) else {
+                        continue;
+                    };
+                    if tx.try_send(message).is_err() {
+                        // Sized above the window, so only a dead link gets here; its
+                        // messages are sent again when it comes back.
+                        tracing::warn!(%peer, "persistent frame for a closing peer link dropped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a snapshot once a segment was finished since the last checkpoint, and writes it
+    /// (then deletes dead segments) once the log is durable up to it.
+    fn maybe_checkpoint(&mut self, engine: &Engine, log: &mut Log, durable: Position) {
+        if engine.failure().is_some() {
+            return;
+        }
+        if self.pending_checkpoint.is_none() && log.end().segment > self.checkpoint_segment {
+            self.pending_checkpoint = Some((log.end(), engine.snapshot()));
+        }
+        let Some((upto, _)) = &self.pending_checkpoint else {
+            return;
+        };
+        if *upto > durable {
+            return;
+        }
+        let Some((upto, snap)) = self.pending_checkpoint.take() else {
+            return;
+        };
+        let started = Instant::now();
+        if let Err(e) = log.write_checkpoint(upto, &crate::durable::encode_snapshot(&snap)) {
+            tracing::error!(error = %e, "writing a checkpoint failed");
+            return;
+        }
+        self.checkpoint_segment = upto.segment;
+        let floor = engine
+            .live_floor()
+            .map_or(upto.segment, |f| f.min(upto.segment));
+        match log.remove_segments_before(floor) {
+            Ok(n) => {
+                self.metrics.store_segments_deleted.inc_by(n as u64);
+                tracing::debug!(
+                    deleted = n,
+                    at = %upto,
+                    took = ?started.elapsed(),
+                    "checkpoint written"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "deleting segments failed"),
+        }
+        self.metrics.store_checkpoints.inc();
+    }
+
+    fn update_metrics(&mut self, engine: &Engine, log: &Log) {
+        let s = engine.stats();
+        let l = self.last_stats;
+        let m = &self.metrics;
+        m.persistent_published.inc_by(s.stored - l.stored);
+        m.persistent_duplicates.inc_by(s.duplicates - l.duplicates);
+        m.durable_delivered.inc_by(s.delivered - l.delivered);
+        m.durable_redelivered.inc_by(s.redelivered - l.redelivered);
+        m.durable_acked.inc_by(s.acked - l.acked);
+        m.dead_lettered.inc_by(s.dead_lettered - l.dead_lettered);
+        m.store_forwarded.inc_by(s.forwarded - l.forwarded);
+        m.persistent_publish_failures
+            .inc_by(s.publish_failures - l.publish_failures);
+        self.last_stats = s;
+        m.store_bytes
+            .set(i64::try_from(log.bytes_on_disk()).unwrap_or(i64::MAX));
+    }
+}
+
+/// Carries out a durable request of a client.
+fn request(
+    engine: &mut Engine,
+    j: &mut LogJournal<'_>,
+    now: Instant,
+    client: ClientId,
+    frame: ClientFrame,
+) {
+    match frame {
+        ClientFrame::Producer { request, producer } => engine.producer(client, request, producer),
+        ClientFrame::QueueAdd {
+            request,
+            name,
+            filter,
+            options,
+        } => engine.queue_add(j, client, request, &name, &filter, options),
+        ClientFrame::QueueRemove { request, name } => {
+            engine.queue_remove(j, client, request, &name)
+        }
+        ClientFrame::QueueList { request } => engine.queue_info(client, request, None),
+        ClientFrame::QueueInfo { request, name } => engine.queue_info(client, request, Some(&name)),
+        ClientFrame::Consume {
+            request,
+            queue,
+            mode,
+        } => engine.consume(j, now, client, request, &queue, mode),
+        ClientFrame::Fetch {
+            request,
+            consumer,
+            batch,
+            max_wait_ms,
+        } => engine.fetch(
+            j,
+            now,
+            client,
+            request,
+            consumer,
+            batch,
+            Duration::from_millis(max_wait_ms),
+        ),
+        ClientFrame::Ack {
+            request,
+            consumer,
+            tags,
+        } => engine.ack(j, now, client, request, consumer, &tags),
+        ClientFrame::Nak {
+            request,
+            consumer,
+            tags,
+            delay_ms,
+        } => engine.nak(
+            j,
+            now,
+            client,
+            request,
+            consumer,
+            &tags,
+            Duration::from_millis(delay_ms),
+        ),
+        ClientFrame::StopConsume { request, consumer } => {
+            engine.stop_consume(j, now, client, request, consumer);
+        }
+        _ => {}
+    }
+}

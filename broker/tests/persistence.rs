@@ -1,0 +1,466 @@
+//! Persistent delivery through real processes: `kill -9` during a persistent publish stream, a
+//! durable subscriber behind a broker that crashes, redelivery, dead letters, damaged segments
+//! and a full disk. Scripts' view: the `palio` command line; the rest through the SDK.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{BrokerProc, Dirs, wait_until};
+use palio::{ConsumeMode, QueueOptions};
+use serde_json::Value as Json;
+
+/// The `palio` binary (built beside the broker; built on demand when only this package's
+/// tests were compiled).
+fn palio_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let broker = PathBuf::from(env!("CARGO_BIN_EXE_palio-broker"));
+        let bin = broker.with_file_name("palio");
+        if !bin.exists() {
+            let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+            cmd.args(["build", "-q", "-p", "palio", "--bin", "palio"]);
+            if broker.parent().is_some_and(|d| d.ends_with("release")) {
+                cmd.arg("--release");
+            }
+            assert!(
+                cmd.status().expect("cargo runs").success(),
+                "building palio"
+            );
+        }
+        bin
+    })
+    .clone()
+}
+
+fn palio(b: &BrokerProc, args: &[&str]) -> Command {
+    let mut c = Command::new(palio_bin());
+    c.args(args)
+        .env("PALIO_SERVER", &b.quic)
+        .env("PALIO_TLS_DIR", &b.tls_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Runs `palio` to completion (bounded by `secs`).
+fn run(b: &BrokerProc, args: &[&str], secs: u64) -> Output {
+    let child = palio(b, args).spawn().expect("palio runs");
+    wait_output(child, secs)
+}
+
+/// Waits for `child` (reading its output meanwhile, so a full pipe cannot stall it); kills it
+/// and panics after `secs`.
+fn wait_output(child: Child, secs: u64) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(out) => out.expect("palio output"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let out = rx.recv().expect("palio output after kill").expect("output");
+            panic!(
+                "palio did not finish within {secs} s; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "palio failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn queue_info(b: &BrokerProc, name: &str) -> Json {
+    serde_json::from_str(&ok(&run(b, &["queue", "info", name], 30))).expect("info is JSON")
+}
+
+/// Consumes exactly `n` messages of `queue` with `palio sub --durable` (acking each) and
+/// returns seq → delivery counts.
+fn drain(b: &BrokerProc, queue: &str, n: u64, pull: bool) -> BTreeMap<i64, Vec<u64>> {
+    let n_s = n.to_string();
+    let mut args = vec![
+        "sub",
+        "--durable",
+        queue,
+        "--count",
+        &n_s,
+        "--timeout",
+        "120",
+    ];
+    if pull {
+        args.extend(["--pull", "--batch", "256"]);
+    }
+    let out = ok(&run(b, &args, 150));
+    let mut seen: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    for line in out.lines() {
+        let j: Json = serde_json::from_str(line).expect("a JSON line per message");
+        let seq = j["attributes"]["seq"].as_i64().expect("seq attribute");
+        let count = j["delivery_count"].as_u64().expect("delivery_count");
+        seen.entry(seq).or_default().push(count);
+    }
+    assert_eq!(out.lines().count() as u64, n);
+    seen
+}
+
+/// `{"published": N, "acked": M}` from `palio pub --persistent`.
+fn tally(out: &Output) -> (u64, u64) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().expect("a tally line");
+    let j: Json = serde_json::from_str(line).expect("tally is JSON");
+    (
+        j["published"].as_u64().expect("published"),
+        j["acked"].as_u64().expect("acked"),
+    )
+}
+
+fn store_status(b: &BrokerProc) -> Json {
+    serde_json::from_str(&b.get("/store")).expect("/store is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_persistent_stream_loses_no_acked_message() {
+    let d = Dirs::new();
+    let tls = d.path("tls");
+    let mut b = BrokerProc::start(&d.path("b"), &tls, &["--id", "k1"]);
+    ok(&run(&b, &["queue", "add", "orders", "type = 'order'"], 30));
+    let publisher = palio(
+        &b,
+        &[
+            "pub",
+            "--persistent",
+            "--count",
+            "2000000",
+            "--attr",
+            "type=order",
+            "--payload",
+            "0123456789abcdef",
+        ],
+    )
+    .spawn()
+    .expect("palio pub runs");
+    wait_until("a few thousand persistent publications", 60, || {
+        b.metric("palio_persistent_messages_stored_total") >= 5000.0
+    })
+    .await;
+    b.kill();
+    let out = wait_output(publisher, 60);
+    assert!(
+        !out.status.success(),
+        "the publisher saw the connection drop"
+    );
+    let (published, acked) = tally(&out);
+    assert!(acked > 0 && acked <= published, "{published} {acked}");
+
+    b.restart();
+    let pending = queue_info(&b, "orders")["pending"].as_u64().unwrap();
+    assert!(
+        pending >= acked,
+        "{pending} pending after the crash, {acked} acked before it"
+    );
+    let seen = drain(&b, "orders", pending, true);
+    for seq in 0..acked as i64 {
+        assert!(seen.contains_key(&seq), "acked seq {seq} lost");
+    }
+    assert!(
+        seen.keys().all(|s| (*s as u64) < published),
+        "never-published seq delivered"
+    );
+    assert!(
+        seen.values().all(|c| c.len() == 1),
+        "nothing was delivered before: no duplicates"
+    );
+    let info = queue_info(&b, "orders");
+    assert_eq!(
+        (info["pending"].as_u64(), info["unacked"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_subscriber_behind_a_crashed_middle_broker_gets_everything() {
+    let d = Dirs::new();
+    let tls = d.path("tls");
+    let a = BrokerProc::start(&d.path("a"), &tls, &["--id", "sa"]);
+    let mut b = BrokerProc::start(&d.path("b"), &tls, &["--id", "sb", "--peer", &a.quic]);
+    let c = BrokerProc::start(&d.path("c"), &tls, &["--id", "sc", "--peer", &b.quic]);
+    ok(&run(&c, &["queue", "add", "far", "kind = 'x'"], 30));
+    wait_until("the queue at c to be known at a", 30, || {
+        store_status(&a)["remote_queues"] == 1
+    })
+    .await;
+    let n = 20_000u64;
+    let n_s = n.to_string();
+    let publisher = palio(
+        &a,
+        &["pub", "--persistent", "--count", &n_s, "--attr", "kind=x"],
+    )
+    .spawn()
+    .expect("palio pub runs");
+    wait_until("messages to flow through b", 60, || {
+        c.metric("palio_persistent_messages_stored_total") >= 1000.0
+    })
+    .await;
+    b.kill();
+    let out = wait_output(publisher, 120);
+    assert_eq!(
+        tally(&out),
+        (n, n),
+        "a acks on its own disk while b is down"
+    );
+    assert!(
+        store_status(&a)["forwards_pending"].as_u64().unwrap() > 0,
+        "a holds what it could not forward"
+    );
+    b.restart();
+    wait_until("everything to reach c", 120, || {
+        queue_info(&c, "far")["pending"].as_u64() == Some(n)
+    })
+    .await;
+    let seen = drain(&c, "far", n, false);
+    assert_eq!(seen.len() as u64, n);
+    assert!(seen.values().all(|counts| counts == &[1]), "exactly once");
+    wait_until("a and b to forget what c stored", 60, || {
+        store_status(&a)["forwards_pending"] == 0 && store_status(&b)["forwards_pending"] == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unacked_messages_are_redelivered_then_dead_lettered_and_the_dlq_is_consumable() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "r1"]);
+    let client = b.client().await;
+    client
+        .queue_add(
+            "jobs",
+            "TRUE",
+            QueueOptions {
+                ack_wait_ms: Some(300),
+                max_deliveries: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    let producer = client.producer("test-producer").await.unwrap();
+    for i in 0..3 {
+        let n = palio::Notification::builder()
+            .attr("seq", i)
+            .build()
+            .unwrap();
+        producer.publish(n).await.unwrap();
+    }
+
+    // A consumer that disappears without acking: its messages come back at once.
+    let quitter = b.client().await;
+    let mut sub = quitter
+        .consume("jobs", ConsumeMode::Push { window: 10 })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.delivery_count(), 1);
+    }
+    quitter.close().await;
+
+    let worker = b.client().await;
+    let mut sub = worker
+        .consume("jobs", ConsumeMode::Push { window: 10 })
+        .await
+        .unwrap();
+    let mut acked = 0;
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.delivery_count(), 2);
+        if m.get("seq") == Some(&palio_filter::Value::Int(0)) {
+            m.ack().await.unwrap();
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, 1);
+    // The other two reach max deliveries when their ack wait ends: dead-lettered.
+    wait_until("two dead letters", 30, || {
+        queue_info(&b, "jobs")["dead_lettered"] == 2
+    })
+    .await;
+    let seen = drain(&b, "jobs.dlq", 2, true);
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    let info = queue_info(&b, "jobs");
+    assert_eq!(
+        (info["pending"].as_u64(), info["dead_lettered"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
+
+/// Publishes `n` persistent messages (seq 0…n−1) to queue `q` of a fresh broker, stops it,
+/// and returns it with the path of its largest segment.
+async fn stored_broker(d: &Dirs, n: u64) -> (BrokerProc, PathBuf) {
+    let mut b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "c1"]);
+    ok(&run(&b, &["queue", "add", "q", "TRUE"], 30));
+    let n_s = n.to_string();
+    let out = run(
+        &b,
+        &[
+            "pub",
+            "--persistent",
+            "--count",
+            &n_s,
+            "--payload",
+            &"p".repeat(200),
+        ],
+        60,
+    );
+    assert_eq!(tally(&out), (n, n));
+    assert!(b.terminate(10).is_some_and(|s| s.success()));
+    let seg = largest_file(&d.path("b").join("store"));
+    (b, seg)
+}
+
+fn largest_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .expect("store dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .max_by_key(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .expect("a segment")
+        .path()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupted_segment_is_reported_and_intact_acked_messages_are_delivered() {
+    let d = Dirs::new();
+    let n = 400u64;
+    let (mut b, seg) = stored_broker(&d, n).await;
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    for byte in &mut bytes[mid..mid + 8] {
+        *byte ^= 0xa5;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    b.restart();
+    wait_until("the damage to be reported", 10, || {
+        b.metric("palio_store_recovery_problems_total") >= 1.0
+    })
+    .await;
+    let pending = queue_info(&b, "q")["pending"].as_u64().unwrap();
+    // At most the two records the 8 bytes can touch are lost.
+    assert!(pending >= n - 2 && pending < n, "{pending}");
+    let seen = drain(&b, "q", pending, true);
+    assert_eq!(seen.len() as u64, pending);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncated_segment_keeps_every_record_before_the_cut() {
+    let d = Dirs::new();
+    let n = 400u64;
+    let (mut b, seg) = stored_broker(&d, n).await;
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len * 7 / 10).unwrap();
+    drop(f);
+    b.restart();
+    wait_until("the cut to be reported", 10, || {
+        b.metric("palio_store_recovery_problems_total") >= 1.0
+    })
+    .await;
+    let pending = queue_info(&b, "q")["pending"].as_u64().unwrap();
+    assert!(pending > 0 && pending < n, "{pending}");
+    let seen = drain(&b, "q", pending, true);
+    // The records before the cut are a prefix of the publications.
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        (0..pending as i64).collect::<Vec<_>>()
+    );
+    // The store keeps working after recovery.
+    let out = run(
+        &b,
+        &["pub", "--persistent", "--count", "5", "--producer", "after"],
+        30,
+    );
+    assert_eq!(tally(&out), (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
+    let d = Dirs::new();
+    let data = d.path("small");
+    std::fs::create_dir_all(&data).unwrap();
+    // The broker runs in its own mount namespace on a 2 MiB tmpfs: a real ENOSPC.
+    let b = BrokerProc::start_wrapped(
+        &[
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount -t tmpfs -o size=2m palio-test \"$0\" && exec \"$@\"",
+            &data.display().to_string(),
+        ],
+        &data,
+        &d.path("tls"),
+        &["--id", "full"],
+    );
+    ok(&run(&b, &["queue", "add", "q", "TRUE"], 30));
+    let out = run(
+        &b,
+        &[
+            "pub",
+            "--persistent",
+            "--count",
+            "100000",
+            "--payload",
+            &"z".repeat(1000),
+        ],
+        120,
+    );
+    assert!(!out.status.success(), "the publisher is told");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("disk full") || stderr.contains("store_unavailable"),
+        "{stderr}"
+    );
+    let (published, acked) = tally(&out);
+    assert!(acked > 100 && acked < published, "{published} {acked}");
+    assert!(
+        b.get_status("/healthz").0 == 503,
+        "health reports the failed store"
+    );
+    // Every acked message is there and readable.
+    let client = b.client().await;
+    let window = u32::try_from(acked).unwrap().min(4096);
+    let mut sub = client
+        .consume("q", ConsumeMode::Push { window })
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    while (seqs.len() as u64) < acked.min(u64::from(window)) {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.next())
+            .await
+            .expect("a message within 10 s")
+            .expect("stream open");
+        match m.get("seq") {
+            Some(palio_filter::Value::Int(i)) => seqs.push(i64::from(*i)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<_>>());
+}
