@@ -403,7 +403,7 @@ fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         println!(
-            "{} ({}; ack after {}): {} x {} B + {} attributes from {} producer(s): publish {:.0} msgs/s ({:.2} s), consume {:.0} msgs/s ({:.2} s, batch {}); {} consumed exactly once; {} bytes on disk",
+            "{} ({}; ack after {}): {} x {} B + {} attributes from {} producer(s): publish {:.0} msgs/s ({:.2} s), consume {:.0} msgs/s ({:.2} s, batch {}: {:.2} s in fetches, {:.2} s in acks); {} consumed exactly once; {} bytes on disk",
             r.label,
             r.server_version,
             r.ack_after,
@@ -416,6 +416,8 @@ fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
             r.consume_msgs_per_s,
             r.consume_secs,
             r.batch,
+            r.fetch_secs,
+            r.ack_secs,
             r.consumed,
             r.data_dir_bytes
         );

@@ -125,9 +125,11 @@ pub(super) async fn run(
         .collect();
     let mut tally = Tally::new(&expected);
     let mut fetches = 0u64;
+    let (mut fetch_secs, mut ack_secs) = (0.0, 0.0);
     let mut idle_since = Instant::now();
     let start = Instant::now();
     while tally.consumed() < config.count {
+        let t = Instant::now();
         let mut batch = consumer
             .batch()
             .max_messages(config.batch.min(remaining(&tally, config.count)))
@@ -137,7 +139,12 @@ pub(super) async fn run(
             .context("fetching")?;
         fetches += 1;
         let mut last: Option<jetstream::Message> = None;
-        while let Some(m) = batch.next().await {
+        let mut waiting = t;
+        while let Some(m) = {
+            let next = batch.next().await;
+            fetch_secs += waiting.elapsed().as_secs_f64();
+            next
+        } {
             let m = m.map_err(|e| anyhow::anyhow!("fetching: {e}"))?;
             let (producer, seq) = identify(&m)?;
             tally.record(producer, seq)?;
@@ -146,12 +153,15 @@ pub(super) async fn run(
                     .await
                     .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
             }
+            waiting = Instant::now();
         }
         match last {
             Some(m) => {
+                let t = Instant::now();
                 m.double_ack()
                     .await
                     .map_err(|e| anyhow::anyhow!("acking: {e}"))?;
+                ack_secs += t.elapsed().as_secs_f64();
                 idle_since = Instant::now();
             }
             None if idle_since.elapsed() > STALL => bail!(
@@ -194,6 +204,8 @@ pub(super) async fn run(
         consume_msgs_per_s: consume.msgs_per_s,
         consumed,
         fetches,
+        fetch_secs,
+        ack_secs,
         data_dir_bytes: 0,
     })
 }

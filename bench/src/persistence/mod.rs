@@ -124,6 +124,13 @@ pub struct PersistenceReport {
     pub consumed: u64,
     /// Fetch requests the consumer made.
     pub fetches: u64,
+    /// Of `consume_secs`, the seconds spent waiting for fetches (the rest is acks and the
+    /// bookkeeping of the check).
+    #[serde(default)]
+    pub fetch_secs: f64,
+    /// Of `consume_secs`, the seconds spent waiting for confirmed acks.
+    #[serde(default)]
+    pub ack_secs: f64,
     /// Bytes in the data directory after both phases.
     pub data_dir_bytes: u64,
 }

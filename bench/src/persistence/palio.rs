@@ -136,9 +136,11 @@ async fn bench(
     let mut tally = Tally::new(&expected);
     let mut consumer = admin.pull(QUEUE).await.context("attaching the consumer")?;
     let mut fetches = 0u64;
+    let (mut fetch_secs, mut ack_secs) = (0.0, 0.0);
     let mut idle_since = Instant::now();
     let start = Instant::now();
     while tally.consumed() < config.count {
+        let t = Instant::now();
         let batch = consumer
             .fetch(
                 batch_size.min(u32::try_from(remaining(&tally, config.count)).unwrap_or(u32::MAX)),
@@ -146,6 +148,7 @@ async fn bench(
             )
             .await
             .context("fetching")?;
+        fetch_secs += t.elapsed().as_secs_f64();
         fetches += 1;
         if batch.is_empty() {
             if idle_since.elapsed() > STALL {
@@ -170,7 +173,9 @@ async fn bench(
             tally.record(number(m.get(ATTRIBUTES[1]))?, number(m.get(ATTRIBUTES[2]))?)?;
             tags.push(m.tag());
         }
+        let t = Instant::now();
         consumer.ack_many(&tags).await.context("acking")?;
+        ack_secs += t.elapsed().as_secs_f64();
     }
     let consume = Phase::since(start, config.count);
     let consumed = tally.finish()?;
@@ -206,6 +211,8 @@ async fn bench(
         consume_msgs_per_s: consume.msgs_per_s,
         consumed,
         fetches,
+        fetch_secs,
+        ack_secs,
         data_dir_bytes: 0,
     })
 }
