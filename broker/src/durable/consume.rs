@@ -114,12 +114,8 @@ impl Engine {
         consumer: u64,
         tags: &[u64],
     ) {
-        let lane = match self.owned(client, consumer) {
-            Ok(c) => c.lane,
-            Err(r) => {
-                self.refuse(client, request, r);
-                return;
-            }
+        let Some(lane) = self.owned_lane(client, request, consumer) else {
+            return;
         };
         let tags: Vec<u64> = match self.lane(lane) {
             Some(l) => tags
@@ -157,12 +153,8 @@ impl Engine {
         tags: &[u64],
         delay: Duration,
     ) {
-        let lane = match self.owned(client, consumer) {
-            Ok(c) => c.lane,
-            Err(r) => {
-                self.refuse(client, request, r);
-                return;
-            }
+        let Some(lane) = self.owned_lane(client, request, consumer) else {
+            return;
         };
         for &tag in tags {
             let mine = self
@@ -258,6 +250,17 @@ impl Engine {
                         self.finish_fetch(consumer);
                     }
                 }
+            }
+        }
+    }
+
+    /// The lane of `consumer` if `client` owns it; otherwise refuses `request`.
+    fn owned_lane(&mut self, client: ClientId, request: u64, consumer: u64) -> Option<LaneId> {
+        match self.owned(client, consumer) {
+            Ok(c) => Some(c.lane),
+            Err(r) => {
+                self.refuse(client, request, r);
+                None
             }
         }
     }
