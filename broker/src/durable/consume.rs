@@ -10,6 +10,15 @@ use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Output, Refusal,
 use super::queue::State;
 use super::record::{LaneId, Record};
 
+/// The longest wait the engine schedules (ack wait, nak delay, fetch wait): longer requests are
+/// cut to it, so no client value can overflow the clock.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `now` plus `d`, with `d` cut to [`MAX_WAIT`].
+fn after(now: Instant, d: Duration) -> Instant {
+    now + d.min(MAX_WAIT)
+}
+
 impl Engine {
     /// Attaches a consumer of `client` to queue `queue` (`NAME` or `NAME.dlq`).
     pub(crate) fn consume(
@@ -95,7 +104,7 @@ impl Engine {
             });
         }
         self.timers.push(Reverse((
-            now + max_wait,
+            after(now, max_wait),
             Timer::Fetch { consumer, request },
         )));
         self.pump(j, now, lane);
@@ -165,7 +174,7 @@ impl Engine {
                 );
             if mine {
                 self.detach_in_flight(lane, tag);
-                self.release(j, now, lane, tag, Some(now + delay));
+                self.release(j, now, lane, tag, Some(after(now, delay)));
             }
         }
         self.reply(client, ServerFrame::Done { request });
@@ -388,7 +397,7 @@ impl Engine {
         };
         e.count += 1;
         let (count, pos) = (e.count, e.pos);
-        let deadline = now + ack_wait;
+        let deadline = after(now, ack_wait);
         l.set_state(tag, State::InFlight { consumer, deadline });
         let (attributes, payload) = match Self::read_message(j, pos) {
             Ok((_, a, p)) => (a, p),

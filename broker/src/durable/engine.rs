@@ -874,6 +874,12 @@ impl Engine {
             .ack_wait_ms
             .unwrap_or_else(|| duration_ms(self.cfg.ack_wait))
             .max(1);
+        if ack_wait_ms > duration_ms(super::consume::MAX_WAIT) {
+            return Err((
+                ErrorCode::ProtocolViolation,
+                "the ack wait is at most 7 days".into(),
+            ));
+        }
         let max_deliveries = options
             .max_deliveries
             .unwrap_or(self.cfg.max_deliveries)

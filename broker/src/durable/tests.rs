@@ -716,3 +716,53 @@ fn messages_stored(j: &VecJournal) -> usize {
         })
         .count()
 }
+
+#[test]
+fn absurd_waits_from_clients_are_cut_or_refused_not_overflowed() {
+    let mut n = Node::new(1);
+    n.engine.queue_add(
+        &mut n.journal,
+        CLIENT,
+        1,
+        "q",
+        "TRUE",
+        QueueOptions {
+            ack_wait_ms: Some(u64::MAX),
+            max_deliveries: None,
+        },
+    );
+    assert!(matches!(
+        n.frames().as_slice(),
+        [ServerFrame::Error {
+            code: ErrorCode::ProtocolViolation,
+            ..
+        }]
+    ));
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Pull);
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 5, c, 1, Duration::MAX);
+    let m = n.messages();
+    assert_eq!(m.len(), 1);
+    n.engine.nak(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        6,
+        c,
+        &[m[0].tag],
+        Duration::from_millis(u64::MAX),
+    );
+    n.advance(Duration::from_secs(8 * 24 * 3600));
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 7, c, 1, Duration::ZERO);
+    assert_eq!(
+        n.messages()[0].delivery_count,
+        2,
+        "back after the cut delay"
+    );
+}
