@@ -326,54 +326,19 @@ async fn session(
                 attributes,
                 payload,
             } => {
-                let count = attributes.len();
-                let attributes: Event = attributes.into_iter().collect();
-                if attributes.len() != count {
-                    return Err(refuse_via(
-                        &ftx,
-                        ErrorCode::InvalidNotification,
-                        "an attribute is named twice".into(),
-                    )
-                    .await);
-                }
+                let attributes = event_of(&ftx, attributes).await?;
                 published += 1;
-                // Hold back while peer links are congested (see the backlog module).
-                shared.backlog.wait_below_high_water().await;
-                shared
-                    .router
-                    .send(Command::Publish {
-                        attributes,
-                        payload,
-                    })
-                    .await
-                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+                route(shared, attributes, payload).await?;
             }
             ClientFrame::PublishPersistent {
                 seq,
                 attributes,
                 payload,
             } => {
-                let count = attributes.len();
-                let event: Event = attributes.iter().cloned().collect();
-                if event.len() != count {
-                    return Err(refuse_via(
-                        &ftx,
-                        ErrorCode::InvalidNotification,
-                        "an attribute is named twice".into(),
-                    )
-                    .await);
-                }
+                let event = event_of(&ftx, attributes.clone()).await?;
                 published += 1;
                 // Live subscribers get it too, best effort, like any publication.
-                shared.backlog.wait_below_high_water().await;
-                shared
-                    .router
-                    .send(Command::Publish {
-                        attributes: event.clone(),
-                        payload: payload.clone(),
-                    })
-                    .await
-                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+                route(shared, event.clone(), payload.clone()).await?;
                 shared
                     .persist
                     .send(PersistCommand::Publish {
@@ -438,6 +403,38 @@ async fn session(
             }
         }
     }
+}
+
+/// The attributes as an event; a name given twice closes the connection.
+async fn event_of(
+    ftx: &mpsc::Sender<ServerFrame>,
+    attributes: palio_protocol::Attributes,
+) -> Result<Event, Refusal> {
+    let count = attributes.len();
+    let event: Event = attributes.into_iter().collect();
+    if event.len() != count {
+        return Err(refuse_via(
+            ftx,
+            ErrorCode::InvalidNotification,
+            "an attribute is named twice".into(),
+        )
+        .await);
+    }
+    Ok(event)
+}
+
+/// Hands a publication to routing, held back while peer links are congested (see the backlog
+/// module).
+async fn route(shared: &Shared, attributes: Event, payload: Vec<u8>) -> Result<(), Refusal> {
+    shared.backlog.wait_below_high_water().await;
+    shared
+        .router
+        .send(Command::Publish {
+            attributes,
+            payload,
+        })
+        .await
+        .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))
 }
 
 fn error(request: u64, code: ErrorCode, message: String) -> ServerFrame {

@@ -10,6 +10,15 @@ use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Output, Refusal,
 use super::queue::State;
 use super::record::{LaneId, Record};
 
+/// The longest wait the engine schedules (ack wait, nak delay, fetch wait): longer requests are
+/// cut to it, so no client value can overflow the clock.
+pub(super) const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// `now` plus `d`, with `d` cut to [`MAX_WAIT`].
+fn after(now: Instant, d: Duration) -> Instant {
+    now + d.min(MAX_WAIT)
+}
+
 impl Engine {
     /// Attaches a consumer of `client` to queue `queue` (`NAME` or `NAME.dlq`).
     pub(crate) fn consume(
@@ -95,7 +104,7 @@ impl Engine {
             });
         }
         self.timers.push(Reverse((
-            now + max_wait,
+            after(now, max_wait),
             Timer::Fetch { consumer, request },
         )));
         self.pump(j, now, lane);
@@ -114,12 +123,8 @@ impl Engine {
         consumer: u64,
         tags: &[u64],
     ) {
-        let lane = match self.owned(client, consumer) {
-            Ok(c) => c.lane,
-            Err(r) => {
-                self.refuse(client, request, r);
-                return;
-            }
+        let Some(lane) = self.owned_lane(client, request, consumer) else {
+            return;
         };
         let tags: Vec<u64> = match self.lane(lane) {
             Some(l) => tags
@@ -157,12 +162,8 @@ impl Engine {
         tags: &[u64],
         delay: Duration,
     ) {
-        let lane = match self.owned(client, consumer) {
-            Ok(c) => c.lane,
-            Err(r) => {
-                self.refuse(client, request, r);
-                return;
-            }
+        let Some(lane) = self.owned_lane(client, request, consumer) else {
+            return;
         };
         for &tag in tags {
             let mine = self
@@ -173,7 +174,7 @@ impl Engine {
                 );
             if mine {
                 self.detach_in_flight(lane, tag);
-                self.release(j, now, lane, tag, Some(now + delay));
+                self.release(j, now, lane, tag, Some(after(now, delay)));
             }
         }
         self.reply(client, ServerFrame::Done { request });
@@ -258,6 +259,17 @@ impl Engine {
                         self.finish_fetch(consumer);
                     }
                 }
+            }
+        }
+    }
+
+    /// The lane of `consumer` if `client` owns it; otherwise refuses `request`.
+    fn owned_lane(&mut self, client: ClientId, request: u64, consumer: u64) -> Option<LaneId> {
+        match self.owned(client, consumer) {
+            Ok(c) => Some(c.lane),
+            Err(r) => {
+                self.refuse(client, request, r);
+                None
             }
         }
     }
@@ -385,7 +397,7 @@ impl Engine {
         };
         e.count += 1;
         let (count, pos) = (e.count, e.pos);
-        let deadline = now + ack_wait;
+        let deadline = after(now, ack_wait);
         l.set_state(tag, State::InFlight { consumer, deadline });
         let (attributes, payload) = match Self::read_message(j, pos) {
             Ok((_, a, p)) => (a, p),

@@ -23,7 +23,7 @@
 //! position, and a stored message is delivered or forwarded only once durable.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use palio_filter::{Event, Filter};
@@ -65,7 +65,8 @@ pub(crate) struct EngineConfig {
     pub(crate) max_deliveries: u32,
     /// Store frames in flight to one peer before it acks.
     pub(crate) peer_window: usize,
-    /// How many stored message ids are remembered for de-duplication.
+    /// How many ids of messages received from peers and delivered to local queues are
+    /// remembered, to ignore copies sent again.
     pub(crate) dedup_window: usize,
 }
 
@@ -158,8 +159,9 @@ pub(crate) struct Engine {
     pub(super) names: BTreeMap<String, u64>,
     /// The highest stored sequence number of each producer.
     pub(super) producers: HashMap<String, u64>,
-    /// Ids stored recently, with the destinations accepted for each.
-    pub(super) seen: HashMap<MessageId, BTreeSet<BrokerId>>,
+    /// Ids of messages from peers recently put into local queues (oldest first in
+    /// `seen_order`): a copy sent again is not enqueued twice.
+    pub(super) seen: HashSet<MessageId>,
     pub(super) seen_order: VecDeque<MessageId>,
     pub(super) forwards: BTreeMap<MessageId, Forward>,
     /// Forwards that have unsent destinations (candidates for the next pump).
@@ -196,7 +198,7 @@ impl Engine {
             queues: BTreeMap::new(),
             names: BTreeMap::new(),
             producers: HashMap::new(),
-            seen: HashMap::new(),
+            seen: HashSet::new(),
             seen_order: VecDeque::new(),
             forwards: BTreeMap::new(),
             to_send: BTreeSet::new(),
@@ -247,8 +249,8 @@ impl Engine {
             e.add_forward(id, pos, dests.into_iter().collect());
         }
         e.producers = snap.producers.into_iter().collect();
-        for (id, dests) in snap.seen {
-            e.remember(id, dests);
+        for id in snap.seen {
+            e.remember(id);
         }
         for decl in snap.directory {
             e.learn(decl);
@@ -298,11 +300,7 @@ impl Engine {
                 .iter()
                 .map(|(p, s)| (p.clone(), *s))
                 .collect(),
-            seen: self
-                .seen_order
-                .iter()
-                .filter_map(|id| Some((*id, self.seen.get(id)?.iter().copied().collect())))
-                .collect(),
+            seen: self.seen_order.iter().copied().collect(),
             directory: self.directory.values().map(|k| k.decl.clone()).collect(),
         }
     }
@@ -397,13 +395,9 @@ impl Engine {
                     let e = self.producers.entry(p.clone()).or_insert(*seq);
                     *e = (*e).max(*seq);
                 }
-                let mut accepted: BTreeSet<BrokerId> = dests.iter().copied().collect();
-                if *local {
-                    accepted.insert(self.cfg.me);
+                if *local && producer.is_none() {
+                    self.remember(*id);
                 }
-                let mut all = self.seen.get(id).cloned().unwrap_or_default();
-                all.extend(accepted);
-                self.remember(*id, all.into_iter().collect());
                 for &(key, tag) in queues {
                     if let Some(q) = self.queues.get_mut(&key) {
                         q.next_tag = q.next_tag.max(tag + 1);
@@ -557,8 +551,11 @@ impl Engine {
         if dests.is_empty() {
             return;
         }
-        if let Some(old) = self.forwards.remove(&id) {
-            self.unref(old.pos);
+        self.to_send.insert(id);
+        if let Some(f) = self.forwards.get_mut(&id) {
+            // Stored again for more destinations: the first copy carries them all.
+            f.unsent.extend(dests);
+            return;
         }
         *self.seg_refs.entry(pos.segment).or_default() += 1;
         self.forwards.insert(
@@ -581,10 +578,10 @@ impl Engine {
         }
     }
 
-    /// Remembers that `id` was stored with `dests` accepted, forgetting the oldest id past the
+    /// Remembers that `id` went into the local queues, forgetting the oldest id past the
     /// de-duplication window.
-    fn remember(&mut self, id: MessageId, dests: Vec<BrokerId>) {
-        if self.seen.insert(id, dests.into_iter().collect()).is_none() {
+    fn remember(&mut self, id: MessageId) {
+        if self.seen.insert(id) {
             self.seen_order.push_back(id);
             while self.seen_order.len() > self.cfg.dedup_window {
                 if let Some(old) = self.seen_order.pop_front() {
@@ -877,6 +874,12 @@ impl Engine {
             .ack_wait_ms
             .unwrap_or_else(|| duration_ms(self.cfg.ack_wait))
             .max(1);
+        if ack_wait_ms > duration_ms(super::consume::MAX_WAIT) {
+            return Err((
+                ErrorCode::ProtocolViolation,
+                "the ack wait is at most 7 days".into(),
+            ));
+        }
         let max_deliveries = options
             .max_deliveries
             .unwrap_or(self.cfg.max_deliveries)

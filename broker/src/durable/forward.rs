@@ -6,10 +6,14 @@
 //! durable, sends it toward each through the next hop on the current tree. A hop stores the
 //! message before it acks it ([`PeerMessage::StoreAck`]); only then does the sender write
 //! that it handed those destinations off. A message whose ack never came (link lost) is sent
-//! again — to the same or another next hop — and receivers ignore destinations they already
-//! accepted for that [`MessageId`]. A destination with no route waits until one appears.
+//! again — to the same or another next hop. A receiver ignores a destination it still takes care
+//! of for that [`MessageId`] (its own queues, when it enqueued the message already; another
+//! broker, while the message waits to be handed on); a destination it handed off before is taken
+//! again, so a changed route can cause a duplicate further on but never a loss. A destination
+//! with no route waits until one appears.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
 use palio_filter::{Event, Filter};
 use palio_protocol::{Attributes, MessageId, PeerMessage, QueueDecl};
@@ -73,7 +77,7 @@ impl Engine {
         );
     }
 
-    /// A peer sent a persistent message: store it (unless every destination was accepted
+    /// A peer sent a persistent message: store it (unless every destination is taken care of
     /// before) and ack it once durable.
     pub(crate) fn handle_store(
         &mut self,
@@ -85,10 +89,22 @@ impl Engine {
         payload: Vec<u8>,
     ) {
         let me = self.cfg.me;
-        let known = self.seen.get(&id);
+        // A destination is ignored only while it is taken care of here: delivered to the local
+        // queues, or still waiting to be handed on. One handed off already is taken again (a
+        // route may have changed under the message): at worst a duplicate that the next
+        // holder ignores, never a loss.
+        let pending = self.forwards.get(&id);
         let new: BTreeSet<BrokerId> = dests
             .into_iter()
-            .filter(|d| known.is_none_or(|k| !k.contains(d)))
+            .filter(|d| {
+                if *d == me {
+                    !self.seen.contains(&id)
+                } else {
+                    pending.is_none_or(|f| {
+                        !f.unsent.contains(d) && !f.sent.values().any(|s| s.contains(d))
+                    })
+                }
+            })
             .collect();
         if !new.is_empty() {
             let local = new.contains(&me);
@@ -201,8 +217,20 @@ impl Engine {
     /// window.
     pub(super) fn pump_forwards(&mut self, j: &mut impl Journal) {
         let window = self.cfg.peer_window;
-        let candidates: Vec<MessageId> = self.to_send.iter().copied().collect();
-        for id in candidates {
+        let mut cursor: Option<MessageId> = None;
+        loop {
+            let next = match cursor {
+                None => self.to_send.first().copied(),
+                Some(c) => self
+                    .to_send
+                    .range((Bound::Excluded(c), Bound::Unbounded))
+                    .next()
+                    .copied(),
+            };
+            let Some(id) = next else {
+                break;
+            };
+            cursor = Some(id);
             if !self.peers.values().any(|n| *n < window) {
                 break;
             }

@@ -125,8 +125,8 @@ pub(crate) struct Snapshot {
     pub(crate) forwards: Vec<(MessageId, Position, Vec<BrokerId>)>,
     /// The highest stored sequence number of each producer.
     pub(crate) producers: Vec<(String, u64)>,
-    /// Recently stored message ids with the destinations accepted for each (oldest first).
-    pub(crate) seen: Vec<(MessageId, Vec<BrokerId>)>,
+    /// Ids of messages from peers recently put into local queues (oldest first).
+    pub(crate) seen: Vec<MessageId>,
     pub(crate) directory: Vec<QueueDecl>,
 }
 

@@ -646,48 +646,67 @@ fn messages_reach_a_remote_queue_across_a_broken_link_exactly_once() {
 }
 
 #[test]
-fn a_resent_message_is_stored_once() {
+fn a_resent_message_is_stored_once_while_held_and_delivered_once_in_any_case() {
     let mut l = Line::new();
     l.node(3).add_queue("far", "TRUE");
     l.run();
-    l.node(1).producer();
-    l.node(1).publish("a", 0);
-    // Carry the Store frame to 2 and drop 2's ack by breaking the link before it returns.
-    l.node(1).sync();
-    let outs = l.node(1).outputs();
-    let store = outs
-        .into_iter()
-        .find_map(|o| match o {
-            Output::Peer {
-                message:
-                    PeerMessage::Store {
-                        id,
-                        dests,
-                        attributes,
-                        payload,
-                    },
-                ..
-            } => Some((id, dests, attributes, payload)),
-            _ => None,
-        })
-        .expect("a store frame toward 2");
-    let n2 = l.node(2);
-    n2.engine.handle_store(
-        &mut n2.journal,
-        BrokerId(1),
-        store.0,
-        store.1,
-        store.2,
-        store.3,
-    );
-    l.unlink(1, 2);
-    l.run();
-    l.link(1, 2);
-    l.run();
-    let stored_at_2 = l
-        .node(2)
-        .journal
-        .records
+    for (round, hold_at_2) in [(0u64, true), (1, false)] {
+        if hold_at_2 {
+            l.unlink(2, 3);
+        }
+        l.node(1).producer();
+        l.node(1).publish("a", round);
+        // Carry the Store frame to 2, then lose 2's ack by breaking the link.
+        l.node(1).sync();
+        let store = l
+            .node(1)
+            .outputs()
+            .into_iter()
+            .find_map(|o| match o {
+                Output::Peer {
+                    message:
+                        PeerMessage::Store {
+                            id,
+                            dests,
+                            attributes,
+                            payload,
+                        },
+                    ..
+                } => Some((id, dests, attributes, payload)),
+                _ => None,
+            })
+            .expect("a store frame toward 2");
+        let n2 = l.node(2);
+        n2.engine.handle_store(
+            &mut n2.journal,
+            BrokerId(1),
+            store.0,
+            store.1,
+            store.2,
+            store.3,
+        );
+        l.unlink(1, 2);
+        l.run();
+        l.link(1, 2);
+        l.run();
+        if hold_at_2 {
+            // 2 still holds it for 3: the copy sent again is not stored again.
+            assert_eq!(messages_stored(&l.node(2).journal), 1);
+            l.link(2, 3);
+            l.run();
+        } else {
+            // 2 had handed it off: it takes the copy again (a route could have changed).
+            assert_eq!(messages_stored(&l.node(2).journal), 3);
+        }
+    }
+    // Either way 3 puts each message into its queue once.
+    l.node(3).consume("far", ConsumeMode::Push { window: 10 });
+    assert_eq!(seqs(&l.node(3).messages()), vec![0, 1]);
+    assert!(l.nodes.iter().all(|n| n.engine.forwards.is_empty()));
+}
+
+fn messages_stored(j: &VecJournal) -> usize {
+    j.records
         .iter()
         .filter(|r| {
             matches!(
@@ -695,8 +714,55 @@ fn a_resent_message_is_stored_once() {
                 Ok(super::record::Record::Message { .. })
             )
         })
-        .count();
-    assert_eq!(stored_at_2, 1);
-    l.node(3).consume("far", ConsumeMode::Push { window: 10 });
-    assert_eq!(seqs(&l.node(3).messages()), vec![0]);
+        .count()
+}
+
+#[test]
+fn absurd_waits_from_clients_are_cut_or_refused_not_overflowed() {
+    let mut n = Node::new(1);
+    n.engine.queue_add(
+        &mut n.journal,
+        CLIENT,
+        1,
+        "q",
+        "TRUE",
+        QueueOptions {
+            ack_wait_ms: Some(u64::MAX),
+            max_deliveries: None,
+        },
+    );
+    assert!(matches!(
+        n.frames().as_slice(),
+        [ServerFrame::Error {
+            code: ErrorCode::ProtocolViolation,
+            ..
+        }]
+    ));
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Pull);
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 5, c, 1, Duration::MAX);
+    let m = n.messages();
+    assert_eq!(m.len(), 1);
+    n.engine.nak(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        6,
+        c,
+        &[m[0].tag],
+        Duration::from_millis(u64::MAX),
+    );
+    n.advance(Duration::from_secs(8 * 24 * 3600));
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 7, c, 1, Duration::ZERO);
+    assert_eq!(
+        n.messages()[0].delivery_count,
+        2,
+        "back after the cut delay"
+    );
 }
