@@ -200,12 +200,13 @@ pub fn render_svg(series: &[Series]) -> anyhow::Result<String> {
                 short(*med)
             )?;
         }
+        // The label above, the server version (if any) on a second line: names are long.
+        let cx = gx + bar_w + 4.0;
+        let (label, version) = x.name.split_once(' ').unwrap_or((&x.name, ""));
         writeln!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            gx + bar_w + 4.0,
+            r#"<text x="{cx}" y="{}" text-anchor="middle">{label}<tspan x="{cx}" dy="13">{version}</tspan></text>"#,
             top + ph + 18.0,
-            x.name
         )?;
     }
     let lx = left + series.len() as f64 * group_w + 20.0;
@@ -285,7 +286,8 @@ mod tests {
         ]
         .join("\n");
         let svg = render_svg(&read_series(&text).unwrap()).unwrap();
-        assert!(svg.contains(">palio<") && svg.contains(">jetstream-sync-always v2.15.1<"));
+        assert!(svg.contains(">palio<") && svg.contains(">jetstream-sync-always<"));
+        assert!(svg.contains(">v2.15.1</tspan>"));
         assert!(svg.ends_with("</svg>\n"));
     }
 
