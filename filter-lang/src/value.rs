@@ -42,7 +42,11 @@ impl fmt::Display for Type {
 }
 
 /// A CESQL value: the value of an event attribute, a literal, or a result.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Serialized as the bare boolean, integer or string. Deserializing takes what the format
+/// says it has (a hand-written visitor rather than `#[serde(untagged)]`, which buffers each
+/// value and tries the variants in turn: attributes of every frame go through here).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     /// A boolean.
@@ -51,6 +55,46 @@ pub enum Value {
     Int(i32),
     /// A string (URIs, timestamps and every non-primitive attribute are strings too).
     String(String),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl serde::de::Visitor<'_> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a boolean, a 32-bit integer or a string")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        i32::try_from(v)
+            .map(Value::Int)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        i32::try_from(v)
+            .map(Value::Int)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
 }
 
 impl Value {
@@ -249,6 +293,25 @@ pub struct InvalidAttrName(pub String);
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn values_deserialize_as_what_the_format_says() {
+        let v: Vec<Value> = serde_json::from_str(r#"[true, -5, 7, "x"]"#).unwrap();
+        assert_eq!(
+            v,
+            vec![
+                Value::Bool(true),
+                Value::Int(-5),
+                Value::Int(7),
+                Value::String("x".into())
+            ]
+        );
+        for bad in ["2147483648", "-2147483649", "1.5", "null", "[1]"] {
+            assert!(serde_json::from_str::<Value>(bad).is_err(), "{bad}");
+        }
+        let round: Vec<Value> = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+        assert_eq!(round, v);
+    }
+
     use super::*;
 
     #[test]
