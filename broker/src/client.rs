@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use palio_filter::Event;
 use palio_protocol::{
     ClientFrame, ConsumeMode, DeliveryFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame,
@@ -20,7 +20,7 @@ use palio_topology::SharedFilter;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::persist::PersistCommand;
+use crate::persist::{PersistCommand, Publication};
 use crate::router::{ClientId, Command, Delivery, Refusal};
 use crate::server::Shared;
 
@@ -100,6 +100,9 @@ async fn write_control(mut w: Writer, mut rx: mpsc::Receiver<ServerFrame>) {
 /// Frames queued for a client's control stream (answers, durable messages, publish acks).
 /// Push windows and fetch batches are capped well below it.
 const CONTROL_QUEUE: usize = 16 * 1024;
+
+/// The most persistent publications handed to the persist task at once.
+const PUBLISH_BATCH: usize = 256;
 
 /// The largest push window or fetch batch a client may ask for.
 const MAX_WINDOW: u32 = 4096;
@@ -235,8 +238,14 @@ async fn session(
         .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
 
     let mut published = 0u64;
+    // A frame read ahead while batching persistent publications, handled next.
+    let mut lookahead = None;
     loop {
-        let frame = match reader.next().await {
+        let next = match lookahead.take() {
+            Some(n) => n,
+            None => reader.next().await,
+        };
+        let frame = match next {
             None => return Ok(()),
             Some(Err(e)) => {
                 let code = e.code();
@@ -335,19 +344,46 @@ async fn session(
                 attributes,
                 payload,
             } => {
-                let event = event_of(&ftx, attributes.clone()).await?;
-                published += 1;
-                // Live subscribers get it too, best effort, like any publication.
-                route(shared, event.clone(), payload.clone()).await?;
-                shared
-                    .persist
-                    .send(PersistCommand::Publish {
-                        client,
+                // Take the persistent publications already received with it, so that the
+                // persist task and the router get one hand-off per batch, not per message.
+                let mut batch = vec![(seq, attributes, payload)];
+                while batch.len() < PUBLISH_BATCH {
+                    match reader.next().now_or_never() {
+                        Some(Some(Ok(ClientFrame::PublishPersistent {
+                            seq,
+                            attributes,
+                            payload,
+                        }))) => batch.push((seq, attributes, payload)),
+                        Some(other) => {
+                            lookahead = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                published += batch.len() as u64;
+                let mut items = Vec::with_capacity(batch.len());
+                let mut live = Vec::with_capacity(batch.len());
+                for (seq, attributes, payload) in batch {
+                    let event = event_of(&ftx, attributes.clone()).await?;
+                    live.push((event.clone(), payload.clone()));
+                    items.push(Publication {
                         seq,
                         event,
                         attributes,
                         payload,
-                    })
+                    });
+                }
+                // Live subscribers get them too, best effort, like any publication.
+                shared.backlog.wait_below_high_water().await;
+                shared
+                    .router
+                    .send(Command::PublishBatch { items: live })
+                    .await
+                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+                shared
+                    .persist
+                    .send(PersistCommand::Publish { client, items })
                     .await
                     .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
             }

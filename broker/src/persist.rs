@@ -53,13 +53,10 @@ pub(crate) enum PersistCommand {
         client: ClientId,
         frame: ClientFrame,
     },
-    /// A persistent publication, validated.
+    /// Persistent publications of one client, validated, in order.
     Publish {
         client: ClientId,
-        seq: u64,
-        event: Event,
-        attributes: Attributes,
-        payload: Vec<u8>,
+        items: Vec<Publication>,
     },
     PeerUp {
         peer: BrokerId,
@@ -79,6 +76,17 @@ pub(crate) enum PersistCommand {
     Status {
         reply: oneshot::Sender<Json>,
     },
+}
+
+/// A persistent publication, validated.
+#[derive(Debug)]
+pub(crate) struct Publication {
+    pub(crate) seq: u64,
+    /// The attributes for matching.
+    pub(crate) event: Event,
+    /// The same attributes as they are stored.
+    pub(crate) attributes: Attributes,
+    pub(crate) payload: Vec<u8>,
 }
 
 /// The log as the engine's journal.
@@ -281,13 +289,11 @@ impl Task {
                 self.clients.remove(&client);
                 engine.client_gone(j, now, client);
             }
-            PersistCommand::Publish {
-                client,
-                seq,
-                event,
-                attributes,
-                payload,
-            } => engine.publish(j, client, seq, &event, attributes, payload),
+            PersistCommand::Publish { client, items } => {
+                for p in items {
+                    engine.publish(j, client, p.seq, &p.event, p.attributes, p.payload);
+                }
+            }
             PersistCommand::Request { client, frame } => request(engine, j, now, client, frame),
             PersistCommand::PeerUp { peer, link, frames } => {
                 self.peers.insert(peer, (link, frames));

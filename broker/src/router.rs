@@ -76,6 +76,11 @@ pub(crate) enum Command {
         attributes: Event,
         payload: Vec<u8>,
     },
+    /// Several publications at once (a session's batch of persistent publications, whose
+    /// best-effort copies go to live subscribers).
+    PublishBatch {
+        items: Vec<(Event, Vec<u8>)>,
+    },
     /// Answered once every earlier command has been handled.
     Flush {
         reply: oneshot::Sender<()>,
@@ -246,6 +251,21 @@ impl Router {
         }
     }
 
+    /// Routes a local publication.
+    fn publish(&mut self, attributes: Event, payload: Vec<u8>) {
+        let id = (u64::from(self.broker.id().0) << 32) | (self.next_notification & 0xffff_ffff);
+        self.next_notification += 1;
+        self.metrics.published.inc();
+        let n = Arc::new(Notification {
+            id: NotificationId(id),
+            attributes,
+            payload,
+        });
+        let timer = self.metrics.matching_seconds.start_timer();
+        self.broker.publish(n);
+        timer.observe_duration();
+    }
+
     /// Publishes the next hop toward every broker of the tree, if the tree changed.
     fn update_hops(&mut self) {
         let tree = self.broker.tree();
@@ -363,19 +383,11 @@ impl Router {
             Command::Publish {
                 attributes,
                 payload,
-            } => {
-                let id =
-                    (u64::from(self.broker.id().0) << 32) | (self.next_notification & 0xffff_ffff);
-                self.next_notification += 1;
-                self.metrics.published.inc();
-                let n = Arc::new(Notification {
-                    id: NotificationId(id),
-                    attributes,
-                    payload,
-                });
-                let timer = self.metrics.matching_seconds.start_timer();
-                self.broker.publish(n);
-                timer.observe_duration();
+            } => self.publish(attributes, payload),
+            Command::PublishBatch { items } => {
+                for (attributes, payload) in items {
+                    self.publish(attributes, payload);
+                }
             }
             Command::Flush { reply } => {
                 let _ = reply.send(());
