@@ -218,6 +218,10 @@ struct MatchingArgs {
     json: bool,
 }
 
+/// The same allocator as the broker binary, so in-process brokers measure as they run.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

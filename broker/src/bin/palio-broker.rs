@@ -38,6 +38,12 @@ struct Args {
     peers: Vec<String>,
 }
 
+/// mimalloc rather than the system allocator: messages are allocated on the network threads
+/// and freed on the persist thread, which glibc's per-thread arenas handle poorly (the
+/// persistent publish rate went from ~170k to ~230k msgs/s with it; docs/benchmarks/persistence.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
