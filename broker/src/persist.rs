@@ -125,14 +125,24 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the log in `dir`, recovers the engine from its checkpoint and records, and
     /// makes everything recovered durable before returning. The error says what failed.
-    pub(crate) fn open(dir: &Path, me: BrokerId, s: &StoreSettings) -> Result<Self, String> {
+    /// `max_frame` is the largest frame clients and peers may send: a record holds one
+    /// message, so the log takes records of twice that (and at least its 4 MiB default).
+    pub(crate) fn open(
+        dir: &Path,
+        me: BrokerId,
+        s: &StoreSettings,
+        max_frame: usize,
+    ) -> Result<Self, String> {
         let (tx, events) = mpsc::unbounded_channel();
         let notify = move |e: SyncEvent| {
             let _ = tx.send(e);
         };
+        let default = LogOptions::default();
         let options = LogOptions {
             segment_bytes: s.segment_bytes,
-            ..LogOptions::default()
+            max_record_bytes: u32::try_from(max_frame.saturating_mul(2))
+                .unwrap_or(u32::MAX)
+                .max(default.max_record_bytes),
         };
         let (log, report) = Log::open(Arc::new(StdFs), dir, options, Box::new(notify))
             .map_err(|e| e.to_string())?;
@@ -205,8 +215,10 @@ impl Store {
             checkpoint_segment: log.end().segment,
             pending_checkpoint: None,
         };
-        // Everything recovered becomes durable with the first sync.
-        let mut committed = log.commit().unwrap_or(Position::START);
+        // Everything recovered is on disk: deliverable and forwardable from the start.
+        let recovered = log.durable();
+        engine.handle_durable(&mut LogJournal(&mut log), Instant::now(), recovered);
+        let mut committed = log.end();
         loop {
             let deadline = engine.poll_timeout();
             tokio::select! {
@@ -270,8 +282,9 @@ struct Task {
     last_stats: crate::durable::Stats,
     /// The segment of the last checkpoint's position.
     checkpoint_segment: u64,
-    /// A snapshot taken at a position, waiting for the log to be durable up to it.
-    pending_checkpoint: Option<(Position, Snapshot)>,
+    /// A snapshot taken at a position, waiting for the log to be durable up to it, with the
+    /// lowest segment it refers to.
+    pending_checkpoint: Option<(Position, Snapshot, Option<u64>)>,
 }
 
 impl Task {
@@ -382,15 +395,15 @@ impl Task {
             return;
         }
         if self.pending_checkpoint.is_none() && log.end().segment > self.checkpoint_segment {
-            self.pending_checkpoint = Some((log.end(), engine.snapshot()));
+            self.pending_checkpoint = Some((log.end(), engine.snapshot(), engine.live_floor()));
         }
-        let Some((upto, _)) = &self.pending_checkpoint else {
+        let Some((upto, _, _)) = &self.pending_checkpoint else {
             return;
         };
         if *upto > durable {
             return;
         }
-        let Some((upto, snap)) = self.pending_checkpoint.take() else {
+        let Some((upto, snap, snap_floor)) = self.pending_checkpoint.take() else {
             return;
         };
         let started = Instant::now();
@@ -399,9 +412,13 @@ impl Task {
             return;
         }
         self.checkpoint_segment = upto.segment;
-        let floor = engine
-            .live_floor()
-            .map_or(upto.segment, |f| f.min(upto.segment));
+        // Segments the checkpoint's state refers to must stay even if their messages were
+        // acked since: those acks may not survive a crash, and recovery starts from the
+        // snapshot.
+        let floor = snap_floor
+            .into_iter()
+            .chain(engine.live_floor())
+            .fold(upto.segment, u64::min);
         match log.remove_segments_before(floor) {
             Ok(n) => {
                 self.metrics.store_segments_deleted.inc_by(n as u64);
@@ -445,7 +462,9 @@ fn request(
     frame: ClientFrame,
 ) {
     match frame {
-        ClientFrame::Producer { request, producer } => engine.producer(client, request, producer),
+        ClientFrame::Producer { request, producer } => {
+            engine.producer(j, client, request, producer);
+        }
         ClientFrame::QueueAdd {
             request,
             name,

@@ -173,11 +173,15 @@ impl Server {
             .unwrap_or_else(|| format!("broker@{local}"));
         let tls_dir = settings.tls.dir.clone();
         let store_dir = settings.data_dir.join("store");
-        let store = Store::open(&store_dir, broker_id(&name), &settings.store).map_err(|e| {
-            StartError::Store {
-                dir: store_dir.display().to_string(),
-                message: e,
-            }
+        let store = Store::open(
+            &store_dir,
+            broker_id(&name),
+            &settings.store,
+            settings.limits.max_frame_bytes,
+        )
+        .map_err(|e| StartError::Store {
+            dir: store_dir.display().to_string(),
+            message: e,
         })?;
         let store_summary = store.summary();
         Ok(Self {

@@ -448,7 +448,7 @@ impl Engine {
     }
 
     /// Ends a consumer's pending fetch, if any, with `Fetched`.
-    fn finish_fetch(&mut self, consumer: u64) {
+    pub(super) fn finish_fetch(&mut self, consumer: u64) {
         let Some(c) = self.consumers.get_mut(&consumer) else {
             return;
         };

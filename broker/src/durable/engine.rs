@@ -356,6 +356,10 @@ impl Engine {
                 self.apply(pos, &rec, true);
                 Ok(pos)
             }
+            Err(e @ StoreError::TooLarge { .. }) => {
+                // This record only: the store is fine.
+                Err((ErrorCode::LimitExceeded, e.to_string()))
+            }
             Err(e) => {
                 let why = e.to_string();
                 self.handle_failure(&why);
@@ -389,7 +393,7 @@ impl Engine {
                 ..
             } => {
                 if id.origin == self.cfg.me {
-                    self.next_msg = self.next_msg.max(id.n + 1);
+                    self.next_msg = self.next_msg.max(id.n.saturating_add(1));
                 }
                 if let Some((p, seq)) = producer {
                     let e = self.producers.entry(p.clone()).or_insert(*seq);
@@ -508,7 +512,17 @@ impl Engine {
         for e in q.main.entries.values().chain(q.dead.entries.values()) {
             self.unref(e.pos);
         }
-        self.consumers.retain(|_, c| c.lane.queue != key);
+        let gone: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.lane.queue == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for consumer in gone {
+            // A pending fetch still gets its answer (with what it got so far).
+            self.finish_fetch(consumer);
+            self.consumers.remove(&consumer);
+        }
     }
 
     /// Removes a lane entry (acked), releasing its consumer slot and segment reference.
@@ -724,7 +738,13 @@ impl Engine {
     // ---- publishing ----------------------------------------------------------------------
 
     /// Names the producer of `client`'s persistent publications.
-    pub(crate) fn producer(&mut self, client: ClientId, request: u64, producer: String) {
+    pub(crate) fn producer(
+        &mut self,
+        j: &impl Journal,
+        client: ClientId,
+        request: u64,
+        producer: String,
+    ) {
         if producer.is_empty() || producer.len() > 128 {
             self.refuse(
                 client,
@@ -738,7 +758,15 @@ impl Engine {
         }
         let next_seq = self.producers.get(&producer).map_or(0, |s| s + 1);
         self.client_producers.insert(client, producer);
-        self.reply(client, ServerFrame::ProducerReady { request, next_seq });
+        // `next_seq` may count publications not on disk yet: answer once they are, so that a
+        // producer resuming from it never skips one a crash could still lose.
+        self.when_durable(
+            j,
+            Output::Client {
+                client,
+                frame: ServerFrame::ProducerReady { request, next_seq },
+            },
+        );
     }
 
     /// Stores a persistent publication of `client` and acks it once durable. `event` holds the

@@ -25,6 +25,11 @@ use super::record::Record;
 impl Engine {
     /// A peer link is up: send it the whole directory, and messages routed through it.
     pub(crate) fn peer_up(&mut self, j: &mut impl Journal, peer: BrokerId) {
+        if self.peers.contains_key(&peer) {
+            // A new link replaced one whose end we have not seen yet: what went out on the old
+            // one may never be acked.
+            self.peer_down(j, peer);
+        }
         self.peers.insert(peer, 0);
         let decls: Vec<QueueDecl> = self.directory.values().map(|k| k.decl.clone()).collect();
         for decl in decls {
@@ -147,9 +152,16 @@ impl Engine {
         ids: &[MessageId],
     ) {
         for id in ids {
-            let Some(dests) = self.forwards.get_mut(id).and_then(|f| f.sent.remove(&peer)) else {
+            let Some(f) = self.forwards.get_mut(id) else {
                 continue;
             };
+            let Some(dests) = f.sent.remove(&peer) else {
+                continue;
+            };
+            if !f.unsent.is_empty() {
+                // Destinations that waited for this hop's ack (see pump_forwards).
+                self.to_send.insert(*id);
+            }
             if let Some(n) = self.peers.get_mut(&peer) {
                 *n = n.saturating_sub(1);
             }
@@ -239,12 +251,15 @@ impl Engine {
                 continue;
             };
             if f.pos >= self.durable {
-                // Log order: nothing after this one is durable either.
-                break;
+                // Not durable yet (ids are not in log order: look further).
+                continue;
             }
             let mut by_hop: BTreeMap<BrokerId, BTreeSet<BrokerId>> = BTreeMap::new();
             for d in &f.unsent {
+                // One Store per message and hop in flight: its ack names the message only, so
+                // it must cover everything sent to that hop.
                 if let Some(hop) = self.next_hops.get(d)
+                    && !f.sent.contains_key(hop)
                     && self.peers.get(hop).is_some_and(|n| *n < window)
                 {
                     by_hop.entry(*hop).or_default().insert(*d);

@@ -132,7 +132,8 @@ impl Node {
     }
 
     fn producer(&mut self) -> u64 {
-        self.engine.producer(CLIENT, 2, "p1".into());
+        self.engine.producer(&self.journal, CLIENT, 2, "p1".into());
+        self.sync();
         match self.frames().as_slice() {
             [ServerFrame::ProducerReady { next_seq, .. }] => *next_seq,
             other => panic!("{other:?}"),
@@ -765,4 +766,192 @@ fn absurd_waits_from_clients_are_cut_or_refused_not_overflowed() {
         2,
         "back after the cut delay"
     );
+}
+
+// ---- store-and-forward edge cases (found in review) -----------------------------------------
+
+fn hops_of(pairs: &[(u32, u32)]) -> HashMap<BrokerId, BrokerId> {
+    pairs
+        .iter()
+        .map(|(d, h)| (BrokerId(*d), BrokerId(*h)))
+        .collect()
+}
+
+fn decl(home: u32, name: &str) -> palio_protocol::QueueDecl {
+    palio_protocol::QueueDecl {
+        home: BrokerId(home),
+        name: name.into(),
+        filter: "TRUE".into(),
+        generation: 1,
+        removed: false,
+    }
+}
+
+fn stores(outs: &[Output]) -> Vec<(u32, palio_protocol::MessageId, Vec<BrokerId>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Peer {
+                peer,
+                message: PeerMessage::Store { id, dests, .. },
+            } => Some((peer.0, *id, dests.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_route_through_a_hop_waits_for_that_hops_ack_before_a_second_store() {
+    let mut n = Node::new(1);
+    n.engine.peer_up(&mut n.journal, BrokerId(2));
+    n.engine
+        .handle_decl(&mut n.journal, BrokerId(2), decl(3, "q3"));
+    n.engine
+        .handle_decl(&mut n.journal, BrokerId(2), decl(4, "q4"));
+    n.engine
+        .set_next_hops(&mut n.journal, hops_of(&[(2, 2), (3, 2)]));
+    n.sync();
+    n.outputs();
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    let first = stores(&n.outputs());
+    assert_eq!(first.len(), 1);
+    let id = first[0].1;
+    assert_eq!(first[0].2, vec![BrokerId(3)]);
+    // A route to 4 appears through the same hop: nothing more goes out before 2's ack.
+    n.engine
+        .set_next_hops(&mut n.journal, hops_of(&[(2, 2), (3, 2), (4, 2)]));
+    assert!(stores(&n.outputs()).is_empty());
+    assert_eq!(n.engine.peers[&BrokerId(2)], 1);
+    // The ack covers 3 only; 4 goes out next, and its own ack ends the forward.
+    n.engine
+        .handle_store_ack(&mut n.journal, BrokerId(2), &[id]);
+    let second = stores(&n.outputs());
+    assert_eq!(second, vec![(2, id, vec![BrokerId(4)])]);
+    assert_eq!(n.engine.forwards.len(), 1, "4 is not handed off yet");
+    n.engine
+        .handle_store_ack(&mut n.journal, BrokerId(2), &[id]);
+    assert!(n.engine.forwards.is_empty());
+    assert_eq!(n.engine.peers[&BrokerId(2)], 0, "no window slot leaked");
+}
+
+#[test]
+fn a_message_not_yet_durable_does_not_hold_back_durable_ones() {
+    let mut n = Node::new(5);
+    n.engine
+        .handle_decl(&mut n.journal, BrokerId(2), decl(3, "q3"));
+    n.engine
+        .set_next_hops(&mut n.journal, hops_of(&[(2, 2), (3, 2), (1, 1)]));
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.outputs();
+    // A message from origin 1 (a lower id) arrives and is not durable yet.
+    n.engine.handle_store(
+        &mut n.journal,
+        BrokerId(1),
+        palio_protocol::MessageId {
+            origin: BrokerId(1),
+            n: 0,
+        },
+        vec![BrokerId(3)],
+        attrs("a", 1),
+        vec![],
+    );
+    n.engine.peer_up(&mut n.journal, BrokerId(2));
+    let s = stores(&n.outputs());
+    assert_eq!(
+        s.len(),
+        1,
+        "the durable message of origin 5 goes out: {s:?}"
+    );
+    assert_eq!(s[0].1.origin, BrokerId(5));
+}
+
+#[test]
+fn a_link_replaced_before_its_end_was_seen_sends_again() {
+    let mut n = Node::new(1);
+    n.engine.peer_up(&mut n.journal, BrokerId(2));
+    n.engine
+        .handle_decl(&mut n.journal, BrokerId(2), decl(3, "q3"));
+    n.engine
+        .set_next_hops(&mut n.journal, hops_of(&[(2, 2), (3, 2)]));
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    assert_eq!(stores(&n.outputs()).len(), 1);
+    // A new link to 2 comes up before the old one's end is reported.
+    n.engine.peer_up(&mut n.journal, BrokerId(2));
+    assert_eq!(stores(&n.outputs()).len(), 1, "sent again on the new link");
+}
+
+#[test]
+fn a_recovered_engine_forwards_what_it_held_once_told_the_log_is_durable() {
+    let mut n = Node::new(1);
+    n.engine
+        .handle_decl(&mut n.journal, BrokerId(2), decl(3, "q3"));
+    n.engine
+        .set_next_hops(&mut n.journal, hops_of(&[(2, 2), (3, 2)]));
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    let mut r = n.recovered();
+    r.engine
+        .set_next_hops(&mut r.journal, hops_of(&[(2, 2), (3, 2)]));
+    r.engine.peer_up(&mut r.journal, BrokerId(2));
+    assert_eq!(stores(&r.outputs()).len(), 1);
+    // A publisher retrying a stored seq is acked although nothing new is written.
+    r.producer();
+    r.publish("a", 0);
+    assert!(
+        r.frames()
+            .contains(&ServerFrame::PublishAcked { through: 0 })
+    );
+}
+
+#[test]
+fn a_record_over_the_size_limit_is_refused_alone() {
+    struct Small(VecJournal);
+    impl Journal for Small {
+        fn append(&mut self, record: &[u8]) -> Result<Position, StoreError> {
+            if record.len() > 200 {
+                return Err(StoreError::TooLarge {
+                    len: record.len(),
+                    max: 200,
+                });
+            }
+            self.0.append(record)
+        }
+        fn read(&self, pos: Position) -> Result<Vec<u8>, StoreError> {
+            self.0.read(pos)
+        }
+        fn end(&self) -> Position {
+            self.0.end()
+        }
+    }
+    let mut j = Small(VecJournal::default());
+    let mut e = Engine::new(config(1));
+    e.producer(&j, CLIENT, 1, "p".into());
+    let a = attrs("a", 0);
+    let event: Event = a.iter().cloned().collect();
+    e.publish(&mut j, CLIENT, 0, &event, a.clone(), vec![0; 500]);
+    e.publish(&mut j, CLIENT, 1, &event, a, vec![0; 10]);
+    let end = j.end();
+    e.handle_durable(&mut j, Instant::now(), end);
+    let frames: Vec<ServerFrame> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::Client { frame, .. } => Some(frame),
+            Output::Peer { .. } => None,
+        })
+        .collect();
+    assert!(frames.iter().any(|f| matches!(
+        f,
+        ServerFrame::PublishFailed {
+            seq: 0,
+            code: ErrorCode::LimitExceeded,
+            ..
+        }
+    )));
+    assert!(frames.contains(&ServerFrame::PublishAcked { through: 1 }));
+    assert!(e.failure().is_none());
 }
