@@ -337,7 +337,14 @@ async fn session(
             } => {
                 let attributes = event_of(&ftx, attributes).await?;
                 published += 1;
-                route(shared, attributes, payload).await?;
+                route(
+                    shared,
+                    Command::Publish {
+                        attributes,
+                        payload,
+                    },
+                )
+                .await?;
             }
             ClientFrame::PublishPersistent {
                 seq,
@@ -375,12 +382,7 @@ async fn session(
                     });
                 }
                 // Live subscribers get them too, best effort, like any publication.
-                shared.backlog.wait_below_high_water().await;
-                shared
-                    .router
-                    .send(Command::PublishBatch { items: live })
-                    .await
-                    .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))?;
+                route(shared, Command::PublishBatch { items: live }).await?;
                 shared
                     .persist
                     .send(PersistCommand::Publish { client, items })
@@ -459,16 +461,13 @@ async fn event_of(
     Ok(event)
 }
 
-/// Hands a publication to routing, held back while peer links are congested (see the backlog
-/// module).
-async fn route(shared: &Shared, attributes: Event, payload: Vec<u8>) -> Result<(), Refusal> {
+/// Hands publications (`Publish` or `PublishBatch`) to routing, held back while peer links
+/// are congested (see the backlog module).
+async fn route(shared: &Shared, publication: Command) -> Result<(), Refusal> {
     shared.backlog.wait_below_high_water().await;
     shared
         .router
-        .send(Command::Publish {
-            attributes,
-            payload,
-        })
+        .send(publication)
         .await
         .map_err(|_| (ErrorCode::ShuttingDown, "broker shutting down".to_owned()))
 }

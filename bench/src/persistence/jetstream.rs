@@ -18,8 +18,8 @@ use async_nats::jetstream::{self, consumer, context::ContextBuilder, stream};
 use futures_util::StreamExt;
 
 use super::{
-    ATTRIBUTES, JetStreamSync, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System,
-    Tally, payload, pipeline, remaining, share,
+    ATTRIBUTES, Drain, JetStreamSync, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase,
+    System, Tally, payload, pipeline, remaining, share,
 };
 
 /// The stream, its subject and the consumer.
@@ -181,33 +181,27 @@ pub(super) async fn run(
     settled(&mut consumer).await?;
     admin.flush().await?;
     drop(server);
-    Ok(PersistenceReport {
-        system: System::Jetstream,
-        label: match config.jetstream_sync {
+    Ok(PersistenceReport::new(
+        System::Jetstream,
+        match config.jetstream_sync {
             JetStreamSync::Default => "jetstream".into(),
             JetStreamSync::Always => "jetstream-sync-always".into(),
         },
-        server_version: version,
-        ack_after: match config.jetstream_sync {
+        version,
+        match config.jetstream_sync {
             JetStreamSync::Default => "write to the file store's buffer (sync every 2 min)".into(),
             JetStreamSync::Always => "write and fsync (sync_interval: always)".into(),
         },
-        count: config.count,
-        producers: config.producers,
-        payload_bytes: config.payload_bytes,
-        attributes: ATTRIBUTES.len(),
-        batch: config.batch,
-        publish_window: PUBLISH_WINDOW,
-        publish_secs: publish.secs,
-        publish_msgs_per_s: publish.msgs_per_s,
-        consume_secs: consume.secs,
-        consume_msgs_per_s: consume.msgs_per_s,
-        consumed,
-        fetches,
-        fetch_secs,
-        ack_secs,
-        data_dir_bytes: 0,
-    })
+        config,
+        &publish,
+        Drain {
+            phase: consume,
+            consumed,
+            fetches,
+            fetch_secs,
+            ack_secs,
+        },
+    ))
 }
 
 /// The four headers of message `seq` of producer `p`.

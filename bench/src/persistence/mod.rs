@@ -201,6 +201,50 @@ impl Phase {
     }
 }
 
+/// What the consume phase measured.
+pub(crate) struct Drain {
+    pub(crate) phase: Phase,
+    pub(crate) consumed: u64,
+    pub(crate) fetches: u64,
+    pub(crate) fetch_secs: f64,
+    pub(crate) ack_secs: f64,
+}
+
+impl PersistenceReport {
+    /// The report of one run of `system`: who ran, with which settings, and both phases.
+    pub(crate) fn new(
+        system: System,
+        label: String,
+        server_version: String,
+        ack_after: String,
+        config: &PersistenceConfig,
+        publish: &Phase,
+        drain: Drain,
+    ) -> Self {
+        PersistenceReport {
+            system,
+            label,
+            server_version,
+            ack_after,
+            count: config.count,
+            producers: config.producers,
+            payload_bytes: config.payload_bytes,
+            attributes: ATTRIBUTES.len(),
+            batch: config.batch,
+            publish_window: PUBLISH_WINDOW,
+            publish_secs: publish.secs,
+            publish_msgs_per_s: publish.msgs_per_s,
+            consume_secs: drain.phase.secs,
+            consume_msgs_per_s: drain.phase.msgs_per_s,
+            consumed: drain.consumed,
+            fetches: drain.fetches,
+            fetch_secs: drain.fetch_secs,
+            ack_secs: drain.ack_secs,
+            data_dir_bytes: 0,
+        }
+    }
+}
+
 /// The bytes of every file under `dir`.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {

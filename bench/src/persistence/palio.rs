@@ -12,7 +12,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 use super::{
-    ATTRIBUTES, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System, Tally,
+    ATTRIBUTES, Drain, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System, Tally,
     payload, pipeline, remaining, share,
 };
 
@@ -194,27 +194,21 @@ async fn bench(
     }
     consumer.stop().await?;
     admin.close().await;
-    Ok(PersistenceReport {
-        system: System::Palio,
-        label: "palio".into(),
-        server_version: env!("CARGO_PKG_VERSION").into(),
-        ack_after: "group commit on disk (fdatasync)".into(),
-        count: config.count,
-        producers: config.producers,
-        payload_bytes: config.payload_bytes,
-        attributes: ATTRIBUTES.len(),
-        batch: config.batch,
-        publish_window: PUBLISH_WINDOW,
-        publish_secs: publish.secs,
-        publish_msgs_per_s: publish.msgs_per_s,
-        consume_secs: consume.secs,
-        consume_msgs_per_s: consume.msgs_per_s,
-        consumed,
-        fetches,
-        fetch_secs,
-        ack_secs,
-        data_dir_bytes: 0,
-    })
+    Ok(PersistenceReport::new(
+        System::Palio,
+        "palio".into(),
+        env!("CARGO_PKG_VERSION").into(),
+        "group commit on disk (fdatasync)".into(),
+        config,
+        &publish,
+        Drain {
+            phase: consume,
+            consumed,
+            fetches,
+            fetch_secs,
+            ack_secs,
+        },
+    ))
 }
 
 /// Message `seq` of producer `p`: four attributes and the payload.

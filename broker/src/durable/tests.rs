@@ -437,7 +437,7 @@ fn recovery_from_the_journal_and_from_a_snapshot_agree() {
     // Six published, two acked; the delivered-not-acked one is pending again after recovery.
     assert_eq!((q.pending, q.unacked), (4, 0));
     assert_eq!(full.info("r").pending, 3);
-    let c = full.consume("q", ConsumeMode::Push { window: 10 });
+    full.consume("q", ConsumeMode::Push { window: 10 });
     let again = full.messages();
     assert_eq!(seqs(&again), vec![1, 3, 4, 5]);
     assert_eq!(again[0].delivery_count, 2, "delivery counts survive");
@@ -455,7 +455,6 @@ fn recovery_from_the_journal_and_from_a_snapshot_agree() {
     }
     let fresh = n.recovered();
     assert_eq!(resumed.snapshot(), fresh.engine.snapshot());
-    let _ = c;
 }
 
 #[test]
@@ -634,8 +633,7 @@ fn messages_reach_a_remote_queue_across_a_broken_link_exactly_once() {
     l.link(1, 2);
     l.link(2, 3);
     l.run();
-    let c = l.node(3).consume("far", ConsumeMode::Push { window: 100 });
-    let _ = c;
+    l.node(3).consume("far", ConsumeMode::Push { window: 100 });
     let got = l.node(3).messages();
     assert_eq!(seqs(&got), vec![0, 2, 3, 4, 5]);
     assert!(l.nodes.iter().all(|n| n.engine.forwards.is_empty()));
