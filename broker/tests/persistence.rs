@@ -444,6 +444,8 @@ async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
         b.get_status("/healthz").0 == 503,
         "health reports the failed store"
     );
+    assert_eq!(b.metric("palio_store_poisoned"), 1.0);
+    assert_eq!(store_status(&b)["disk_full"], true);
     // Every acked message is there and readable.
     let client = b.client().await;
     let window = u32::try_from(acked).unwrap().min(4096);
