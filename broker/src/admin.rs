@@ -48,6 +48,13 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    // A task whose command channel is closed has stopped.
+    if shared.router.is_closed() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "router task stopped\n").into_response();
+    }
+    if shared.persist.is_closed() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "persist task stopped\n").into_response();
+    }
     match store_status(&shared).await {
         Some(s) => match s["failed"].as_str() {
             Some(why) => (

@@ -50,34 +50,47 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// What happens when a subscriber's delivery buffer is full.
+/// What happens to a notification for a subscriber whose delivery queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SlowConsumerPolicy {
+    /// Lossless: the notification is queued anyway and the traffic that brought it waits until
+    /// the queue drains (the publisher is slowed, hop by hop). A subscriber that reads nothing
+    /// for `stall_timeout_ms` is disconnected with `slow_consumer`.
+    #[default]
+    Block,
     /// Drop the new notification for that subscriber only (counted in
     /// `palio_notifications_dropped_total{reason="slow_consumer"}`); everyone else is unaffected.
-    #[default]
     Drop,
     /// Close the subscriber's connection with the `slow_consumer` error code (counted in
     /// `palio_slow_consumer_disconnects_total`).
     Disconnect,
 }
 
-/// Limits; each has a declared overflow behaviour.
+/// Limits; each has a declared overflow behaviour (`docs/operations.md`, "Flow control").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest frame accepted on any stream, in bytes; a longer one closes the connection
-    /// (`frame_too_large`).
+    /// Largest frame a client may send, in bytes; a longer one closes the connection
+    /// (`frame_too_large`). Frames the broker re-encodes a publication into (deliveries, peer
+    /// notifications, stored messages) may be larger by
+    /// [`FRAME_HEADROOM`](palio_protocol::FRAME_HEADROOM), and peers accept that much.
     pub max_frame_bytes: usize,
-    /// Notifications buffered per subscribing connection between routing and its QUIC stream.
+    /// Notifications queued per subscribing connection between routing and its QUIC stream.
     pub subscriber_buffer: usize,
-    /// What to do when that buffer is full.
+    /// The same queue's limit in bytes (estimated encoded size).
+    pub subscriber_buffer_bytes: usize,
+    /// What happens when that queue is full.
     pub slow_consumer: SlowConsumerPolicy,
-    /// Frames buffered per peer link. When full, notifications for that peer are dropped
-    /// (`reason="peer_queue_full"`); a routing frame that does not fit resets the link, which
-    /// resynchronises it from scratch.
+    /// Frames queued per peer link. When full, the traffic that must cross the link waits
+    /// (nothing is dropped); a link that takes nothing for `stall_timeout_ms` is closed and
+    /// routing reconverges around it.
     pub peer_queue: usize,
+    /// The same queue's limit in bytes.
+    pub peer_queue_bytes: usize,
+    /// How long a subscriber or peer may read nothing while the broker has something to send
+    /// it before it is cut (subscriber: `slow_consumer`; peer: link closed), in milliseconds.
+    pub stall_timeout_ms: u64,
     /// Live subscriptions per connection (`limit_exceeded` beyond).
     pub max_subscriptions_per_client: usize,
     /// Live advertisements per connection.
@@ -88,12 +101,44 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_frame_bytes: palio_protocol::DEFAULT_MAX_FRAME,
-            subscriber_buffer: 1024,
-            slow_consumer: SlowConsumerPolicy::Drop,
+            subscriber_buffer: 8192,
+            subscriber_buffer_bytes: 8 << 20,
+            slow_consumer: SlowConsumerPolicy::Block,
             peer_queue: 16 * 1024,
+            peer_queue_bytes: 16 << 20,
+            stall_timeout_ms: 10_000,
             max_subscriptions_per_client: 1024,
             max_advertisements_per_client: 1024,
         }
+    }
+}
+
+impl Limits {
+    /// A subscribing connection's delivery queue.
+    pub(crate) fn subscriber_capacity(&self) -> crate::outbox::Capacity {
+        crate::outbox::Capacity {
+            frames: self.subscriber_buffer,
+            bytes: self.subscriber_buffer_bytes,
+        }
+    }
+
+    /// A peer link's queue.
+    pub(crate) fn peer_capacity(&self) -> crate::outbox::Capacity {
+        crate::outbox::Capacity {
+            frames: self.peer_queue,
+            bytes: self.peer_queue_bytes,
+        }
+    }
+
+    /// The stall timeout.
+    pub(crate) fn stall_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// The largest frame the broker writes or accepts from a peer: a client's frame plus the
+    /// headroom of re-encoding it.
+    pub(crate) fn internal_frame_bytes(&self) -> usize {
+        self.max_frame_bytes + palio_protocol::FRAME_HEADROOM
     }
 }
 
@@ -365,9 +410,20 @@ impl Settings {
                 "limits.max_frame_bytes must be between 1024 and 67108864".into(),
             ));
         }
-        if l.subscriber_buffer == 0 || l.peer_queue == 0 {
+        if l.subscriber_buffer == 0
+            || l.peer_queue == 0
+            || l.subscriber_buffer_bytes == 0
+            || l.peer_queue_bytes == 0
+        {
             return Err(ConfigError::Invalid(
-                "limits.subscriber_buffer and limits.peer_queue must be positive".into(),
+                "limits.subscriber_buffer, subscriber_buffer_bytes, peer_queue and \
+                 peer_queue_bytes must be positive"
+                    .into(),
+            ));
+        }
+        if l.stall_timeout_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "limits.stall_timeout_ms must be at least 100".into(),
             ));
         }
         let st = &self.store;
@@ -413,6 +469,7 @@ fn parse_admin(a: &str) -> Result<Option<SocketAddr>, ConfigError> {
 impl fmt::Display for SlowConsumerPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            SlowConsumerPolicy::Block => "block",
             SlowConsumerPolicy::Drop => "drop",
             SlowConsumerPolicy::Disconnect => "disconnect",
         })

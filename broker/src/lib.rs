@@ -27,16 +27,20 @@
 #![warn(missing_docs)]
 
 mod admin;
-mod backlog;
-mod client;
 pub mod config;
+mod delivery;
 mod durable;
 mod metrics;
+mod outbox;
+mod pacer;
 mod peer;
+mod peer_wire;
 mod persist;
 mod router;
 mod server;
+mod session;
 mod store;
+mod writer;
 
 pub use config::{ConfigError, Overrides, Settings};
 pub use server::{Server, StartError, broker_id};

@@ -33,8 +33,14 @@ pub(crate) struct Metrics {
     pub(crate) dropped: IntCounterVec,
     /// Subscribers disconnected by the slow-consumer policy.
     pub(crate) slow_consumer_disconnects: IntCounter,
-    /// Peer links reset because a routing frame did not fit the peer queue.
-    pub(crate) peer_queue_resets: IntCounter,
+    /// Writers that stopped on an error, by stream role (`delivery`, `control`, `peer`) and
+    /// reason (`stalled`, `stream_failed`, `unencodable`); each closed its connection.
+    pub(crate) writer_failures: IntCounterVec,
+    /// Times an ingress (`client` publications, `peer` link) stopped reading until a full
+    /// queue its traffic goes to drained: flow control at work.
+    pub(crate) ingress_waits: IntCounterVec,
+    /// Peer links closed because the peer read nothing for the stall timeout.
+    pub(crate) peer_stalls: IntCounter,
     /// Routing table entries (subscriptions and advertisements, local and from peers).
     pub(crate) table_entries: IntGauge,
     /// Filters forwarded to tree neighbours.
@@ -166,9 +172,19 @@ impl Metrics {
                 "slow_consumer_disconnects_total",
                 "Subscribers disconnected by the slow-consumer policy.",
             ),
-            peer_queue_resets: counter(
-                "peer_queue_resets_total",
-                "Peer links reset because their send queue was full.",
+            writer_failures: counter_vec(
+                "writer_failures_total",
+                "Stream writers stopped on an error (the connection was closed), by role and reason.",
+                &["role", "reason"],
+            ),
+            ingress_waits: counter_vec(
+                "ingress_waits_total",
+                "Times an ingress stopped reading until a full queue its traffic goes to drained.",
+                &["ingress"],
+            ),
+            peer_stalls: counter(
+                "peer_link_stalls_total",
+                "Peer links closed because the peer read nothing for the stall timeout.",
             ),
             table_entries: gauge(
                 "routing_table_entries",

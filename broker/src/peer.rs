@@ -13,17 +13,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION, PeerHello, PeerMessage};
-use palio_topology::BrokerId;
+use palio_topology::{BrokerId, PeerFrame};
 use serde_json::{Value as Json, json};
-use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::backlog::Queued;
+use crate::outbox::{Inbox, Outbox};
+use crate::pacer::{BATCH, Pacer};
+use crate::peer_wire::PeerOut;
 use crate::persist::PersistCommand;
 use crate::router::{Command, Refusal};
 use crate::server::{Shared, broker_id};
+use crate::writer::{self, Role};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -131,26 +133,21 @@ async fn register(
     shared: &Shared,
     conn: &quinn::Connection,
     hello: &PeerHello,
-) -> Result<(u64, mpsc::Receiver<Queued>), Refusal> {
+) -> Result<(u64, Outbox<PeerOut>, Inbox<PeerOut>), Refusal> {
     let link = shared.next_id();
-    let (tx, rx) = mpsc::channel(shared.limits.peer_queue);
-    let (reply, answer) = oneshot::channel();
+    let (frames, inbox) = Outbox::new(shared.limits.peer_capacity());
     shared
         .router
-        .send(Command::PeerUp {
+        .call(|reply| Command::PeerUp {
             peer: hello.id,
             name: hello.name.clone(),
             link,
-            frames: tx,
+            frames: frames.clone(),
             connection: conn.clone(),
             reply,
         })
-        .await
-        .map_err(|_| (ErrorCode::ShuttingDown, "shutting down".to_owned()))?;
-    answer
-        .await
-        .map_err(|_| (ErrorCode::ShuttingDown, "shutting down".to_owned()))??;
-    Ok((link, rx))
+        .await??;
+    Ok((link, frames, inbox))
 }
 
 fn fail(shared: &Shared, conn: &quinn::Connection, (code, message): &Refusal) {
@@ -196,14 +193,21 @@ pub(crate) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection)
         return;
     }
     match accept_handshake(&shared, &conn).await {
-        Ok((hello, link, reader, writer, rx)) => {
-            run_link(&shared, &conn, &hello, link, reader, writer, rx).await;
-        }
+        Ok(h) => run_link(&shared, &conn, h).await,
         Err(r) => fail(&shared, &conn, &r),
     }
 }
 
-type Handshake = (PeerHello, u64, Reader, Writer, mpsc::Receiver<Queued>);
+/// A link after the hellos: the peer's hello, the link number, the stream's two sides, and
+/// the link's outbox with the inbox its writer drains.
+type Handshake = (
+    PeerHello,
+    u64,
+    Reader,
+    Writer,
+    Outbox<PeerOut>,
+    Inbox<PeerOut>,
+);
 
 async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
     match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
@@ -219,7 +223,7 @@ async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
 }
 
 async fn accept_handshake(shared: &Shared, conn: &quinn::Connection) -> Result<Handshake, Refusal> {
-    let max = shared.limits.max_frame_bytes;
+    let max = shared.limits.internal_frame_bytes();
     let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| (ErrorCode::ProtocolViolation, "no stream opened".to_owned()))?
@@ -237,7 +241,7 @@ async fn accept_handshake(shared: &Shared, conn: &quinn::Connection) -> Result<H
         Ok(()) => register(shared, conn, &hello).await,
         Err(r) => Err(r),
     };
-    let (link, rx) = match registered {
+    let (link, frames, inbox) = match registered {
         Ok(x) => x,
         Err((code, msg)) => {
             refuse(&mut writer, code, &msg).await;
@@ -248,7 +252,7 @@ async fn accept_handshake(shared: &Shared, conn: &quinn::Connection) -> Result<H
         .send(&our_hello(shared))
         .await
         .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
-    Ok((hello, link, reader, writer, rx))
+    Ok((hello, link, reader, writer, frames, inbox))
 }
 
 async fn dial_handshake(
@@ -268,7 +272,7 @@ async fn dial_handshake(
         .await
         .map_err(|_| "connection timed out".to_owned())?
         .map_err(|e| e.to_string())?;
-    let max = shared.limits.max_frame_bytes;
+    let max = shared.limits.internal_frame_bytes();
     let r: Result<Handshake, Refusal> = async {
         let (send, recv) = conn
             .open_bi()
@@ -286,7 +290,7 @@ async fn dial_handshake(
             Err(r) => Err(r),
         };
         match registered {
-            Ok((link, rx)) => Ok((hello, link, reader, writer, rx)),
+            Ok((link, frames, inbox)) => Ok((hello, link, reader, writer, frames, inbox)),
             Err((code, msg)) => {
                 refuse(&mut writer, code, &msg).await;
                 Err((code, msg))
@@ -331,7 +335,8 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
                 s.attempts += 1;
             });
             match dial_handshake(&shared, &addr).await {
-                Ok((conn, (hello, link, reader, writer, rx))) => {
+                Ok((conn, h)) => {
+                    let hello = h.0.clone();
                     known = Some(hello.id);
                     set_state(&shared, &addr, |s| {
                         s.state = "up";
@@ -340,7 +345,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
                     });
                     gauge.set(1);
                     let started = Instant::now();
-                    run_link(&shared, &conn, &hello, link, reader, writer, rx).await;
+                    run_link(&shared, &conn, h).await;
                     gauge.set(0);
                     set_state(&shared, &addr, |s| s.state = "down");
                     if started.elapsed() > Duration::from_secs(5) {
@@ -369,16 +374,14 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
     }
 }
 
-/// Carries routing frames both ways until the link fails; then tells the router.
-async fn run_link(
-    shared: &Shared,
-    conn: &quinn::Connection,
-    hello: &PeerHello,
-    link: u64,
-    mut reader: Reader,
-    mut writer: Writer,
-    mut rx: mpsc::Receiver<Queued>,
-) {
+/// Carries frames both ways until the link fails; then tells the router and the persist task.
+///
+/// The writer drains the link's outbox (routing frames from the router, store-and-forward
+/// frames from the persist task). The reader hands routing frames to the router in paced
+/// batches (the `pacer` module): while a queue the peer's traffic fills is full, the reader
+/// stops reading and QUIC flow control slows the peer.
+async fn run_link(shared: &Shared, conn: &quinn::Connection, handshake: Handshake) {
+    let (hello, link, mut reader, writer, frames, inbox) = handshake;
     let peer = hello.id;
     if let Ok(mut l) = shared.live_links.lock() {
         l.insert(peer, link);
@@ -388,84 +391,102 @@ async fn run_link(
         .open_connections
         .with_label_values(&["peer"])
         .inc();
-    // Persistent frames (store-and-forward) have their own queue, owned by the persist task;
-    // it is sized above the store-and-forward window so that it never fills.
-    let (ptx, mut prx) = mpsc::channel::<PeerMessage>(2 * shared.store_peer_window + 4096);
     let persist_up = shared
         .persist
-        .send(PersistCommand::PeerUp {
-            peer,
-            link,
-            frames: ptx,
-        })
+        .send(PersistCommand::PeerUp { peer, link, frames })
         .await
         .is_ok();
-    let writer_task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                q = rx.recv() => {
-                    let Some(q) = q else { return };
-                    let mut next = Some(q);
-                    while let Some(mut q) = next {
-                        let Some(f) = q.take() else { break };
-                        if writer.feed(&PeerMessage::from_frame(f)).await.is_err() {
-                            return;
-                        }
-                        // Released from the backlog once handed to the stream.
-                        drop(q);
-                        next = rx.try_recv().ok();
-                    }
-                }
-                m = prx.recv() => {
-                    let Some(m) = m else { return };
-                    let mut next = Some(m);
-                    while let Some(m) = next {
-                        if writer.feed(&m).await.is_err() {
-                            return;
-                        }
-                        next = prx.try_recv().ok();
-                    }
-                }
-            }
-            if SinkExt::<&PeerMessage>::flush(&mut writer).await.is_err() {
-                return;
-            }
-        }
-    });
+    let writer_task = writer::spawn(
+        inbox,
+        writer.into_inner(),
+        shared.limits.internal_frame_bytes(),
+        shared.limits.stall_timeout(),
+        conn.clone(),
+        shared.metrics.clone(),
+        Role::Peer,
+    );
+    let pacer = Pacer::new(shared.metrics.ingress_waits.with_label_values(&["peer"]));
+    let mut ahead = None;
     let end: Option<Refusal> = loop {
-        tokio::select! {
-            msg = reader.next() => match msg {
-                Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
-                    let Some(frame) = m.into_frame() else { break None };
-                    if shared.router.send(Command::PeerFrame { peer, link, frame }).await.is_err() {
-                        break None;
+        let msg = match ahead.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                m = reader.next() => m,
+                () = shared.shutdown.cancelled() => break None,
+            },
+        };
+        match msg {
+            Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
+                // Wait for room before reading on: this is where the peer is slowed.
+                let credit = pacer.ready().await;
+                let mut batch: Vec<PeerFrame> = m.into_frame().into_iter().collect();
+                while batch.len() < BATCH {
+                    match reader.next().now_or_never() {
+                        Some(Some(Ok(
+                            m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }),
+                        ))) => {
+                            batch.extend(m.into_frame());
+                        }
+                        Some(other) => {
+                            ahead = Some(other);
+                            break;
+                        }
+                        None => break,
                     }
                 }
-                Some(Ok(m @ (PeerMessage::Store { .. } | PeerMessage::StoreAck { .. } | PeerMessage::QueueDecl(_)))) => {
-                    if !persist_up || shared.persist.send(PersistCommand::Peer { peer, link, message: m }).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(Ok(PeerMessage::Reject { code, message })) => {
-                    tracing::info!(%peer, %code, %message, "peer closed the link");
+                let cmd = Command::PeerFrames {
+                    peer,
+                    link,
+                    frames: batch,
+                    credit,
+                };
+                if shared.router.send(cmd).await.is_err() {
                     break None;
                 }
-                Some(Ok(_)) => break Some((ErrorCode::ProtocolViolation, "unexpected frame on a peer link".into())),
-                Some(Err(e)) => {
-                    let code = e.code();
-                    break (code != ErrorCode::Closed).then(|| (code, e.to_string()));
+            }
+            Some(Ok(
+                m @ (PeerMessage::Store { .. }
+                | PeerMessage::StoreAck { .. }
+                | PeerMessage::QueueDecl(_)),
+            )) => {
+                if !persist_up
+                    || shared
+                        .persist
+                        .send(PersistCommand::Peer {
+                            peer,
+                            link,
+                            message: m,
+                        })
+                        .await
+                        .is_err()
+                {
+                    break None;
                 }
-                None => break None,
-            },
-            () = shared.shutdown.cancelled() => break None,
+            }
+            Some(Ok(PeerMessage::Reject { code, message })) => {
+                tracing::info!(%peer, %code, %message, "peer closed the link");
+                break None;
+            }
+            Some(Ok(_)) => {
+                break Some((
+                    ErrorCode::ProtocolViolation,
+                    "unexpected frame on a peer link".into(),
+                ));
+            }
+            Some(Err(e)) => {
+                let code = e.code();
+                break (code != ErrorCode::Closed).then(|| (code, e.to_string()));
+            }
+            None => break None,
         }
     };
-    writer_task.abort();
     let _ = shared.router.send(Command::PeerDown { peer, link }).await;
     let _ = shared
         .persist
         .send(PersistCommand::PeerDown { peer, link })
         .await;
+    // The router and the persist task dropped their handles of the outbox: the writer ends.
+    writer_task.abort();
     if let Ok(mut l) = shared.live_links.lock()
         && l.get(&peer) == Some(&link)
     {

@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::StoreSettings;
 use crate::durable::{ClientId, Engine, EngineConfig, Journal, Output, Snapshot};
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Pushed};
+use crate::peer_wire::PeerOut;
 use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
 
 /// What client sessions and peer links ask of the persist task.
@@ -42,7 +44,7 @@ pub(crate) enum PersistCommand {
     /// A client connected: its control-stream queue.
     ClientUp {
         client: ClientId,
-        frames: mpsc::Sender<ServerFrame>,
+        frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
     },
     ClientGone {
@@ -61,7 +63,7 @@ pub(crate) enum PersistCommand {
     PeerUp {
         peer: BrokerId,
         link: u64,
-        frames: mpsc::Sender<PeerMessage>,
+        frames: Outbox<PeerOut>,
     },
     PeerDown {
         peer: BrokerId,
@@ -76,6 +78,29 @@ pub(crate) enum PersistCommand {
     Status {
         reply: oneshot::Sender<Json>,
     },
+}
+
+/// How sessions, peer links and the admin listener talk to the persist task.
+#[derive(Debug, Clone)]
+pub(crate) struct PersistHandle(mpsc::Sender<PersistCommand>);
+
+impl PersistHandle {
+    pub(crate) fn new(tx: mpsc::Sender<PersistCommand>) -> Self {
+        Self(tx)
+    }
+
+    /// Hands the persist task a command (waits while its channel is full).
+    pub(crate) async fn send(&self, cmd: PersistCommand) -> Result<(), crate::router::Refusal> {
+        self.0
+            .send(cmd)
+            .await
+            .map_err(|_| crate::router::shutting_down())
+    }
+
+    /// Whether the persist task has stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// A persistent publication, validated.
@@ -276,8 +301,8 @@ impl Store {
 
 /// The task's state beside the engine and the log.
 struct Task {
-    clients: HashMap<ClientId, (mpsc::Sender<ServerFrame>, quinn::Connection)>,
-    peers: HashMap<BrokerId, (u64, mpsc::Sender<PeerMessage>)>,
+    clients: HashMap<ClientId, (Outbox<ServerFrame>, quinn::Connection)>,
+    peers: HashMap<BrokerId, (u64, Outbox<PeerOut>)>,
     metrics: Metrics,
     last_stats: crate::durable::Stats,
     /// The segment of the last checkpoint's position.
@@ -361,7 +386,8 @@ impl Task {
                     let Some((tx, conn)) = self.clients.get(&client) else {
                         continue;
                     };
-                    if tx.try_send(frame).is_err() {
+                    let size = crate::session::control_frame_size(&frame);
+                    if tx.push(frame, size) == Pushed::Full {
                         tracing::warn!(
                             client,
                             "client does not read its control stream; disconnecting"
@@ -378,10 +404,13 @@ impl Task {
                     let Some((_, tx)) = self.peers.get(&peer) else {
                         continue;
                     };
-                    if tx.try_send(message).is_err() {
-                        // Sized above the window, so only a dead link gets here; its
-                        // messages are sent again when it comes back.
-                        tracing::warn!(%peer, "persistent frame for a closing peer link dropped");
+                    // Never refused for room: store-and-forward is windowed (`store.peer_window`).
+                    // A closed outbox is a dead link; its messages are sent again when it comes
+                    // back.
+                    let out = PeerOut::Message(message);
+                    let size = out.size();
+                    if tx.push(out, size) == Pushed::Closed {
+                        tracing::debug!(%peer, "persistent frame for a closing peer link dropped");
                     }
                 }
             }

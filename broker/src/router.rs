@@ -1,11 +1,12 @@
 //! The router task: the one owner of the topology state machine.
 //!
-//! Client sessions and peer links send [`Command`]s through one bounded channel (a full channel
-//! slows publishers down: that is the backpressure toward them). After each command the router
-//! drains the state machine's outputs: frames go to the peer links' queues, deliveries to the
-//! subscribers' queues, both with `try_send`, so the router never waits on a slow peer or
-//! subscriber (waiting could deadlock two brokers whose links are both full). What happens
-//! when a queue is full is declared in [`Limits`](crate::config::Limits) and counted.
+//! Client sessions and peer links send [`Command`]s through one bounded channel. After each
+//! command the router drains the state machine's outputs into outboxes: frames into the peer
+//! links' outboxes, deliveries into the subscribers' outboxes. Pushing into an outbox never
+//! waits (waiting could deadlock two brokers whose links are both full); an outbox left over its
+//! limit is noted on the [`Credit`] of the batch being routed, and the ingress that sent the
+//! batch waits for it before sending more (the `pacer` module). Under the `drop` and
+//! `disconnect` slow-consumer policies a full subscriber outbox drops or disconnects instead.
 //! `poll_timeout` drives a sleep.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -24,9 +25,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::backlog::{Backlog, Queued};
 use crate::config::{Limits, SlowConsumerPolicy, StaticSubscription};
+pub(crate) use crate::delivery::Delivery;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Pushed};
+use crate::pacer::Credit;
+use crate::peer_wire::{EncodedOnce, PeerOut};
 
 /// Identifies a client connection within the broker.
 pub(crate) type ClientId = u64;
@@ -34,11 +38,40 @@ pub(crate) type ClientId = u64;
 /// A request refused: the code and message sent back to the client.
 pub(crate) type Refusal = (ErrorCode, String);
 
-/// A notification for one subscription of a client.
-#[derive(Debug)]
-pub(crate) struct Delivery {
-    pub(crate) subscription: u64,
-    pub(crate) notification: Arc<Notification>,
+/// The refusal every request gets once the broker is shutting down (the task that would answer
+/// it is gone).
+pub(crate) fn shutting_down() -> Refusal {
+    (ErrorCode::ShuttingDown, "broker shutting down".to_owned())
+}
+
+/// How sessions, peer links and the admin listener talk to the router task.
+#[derive(Debug, Clone)]
+pub(crate) struct RouterHandle(mpsc::Sender<Command>);
+
+impl RouterHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
+        Self(tx)
+    }
+
+    /// Hands the router a command (waits while its channel is full).
+    pub(crate) async fn send(&self, cmd: Command) -> Result<(), Refusal> {
+        self.0.send(cmd).await.map_err(|_| shutting_down())
+    }
+
+    /// Sends the command `make` builds around a reply channel and waits for the answer.
+    pub(crate) async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| shutting_down())
+    }
+
+    /// Whether the router task has stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// What client sessions and peer links ask of the router.
@@ -46,7 +79,7 @@ pub(crate) struct Delivery {
 pub(crate) enum Command {
     RegisterClient {
         client: ClientId,
-        deliveries: mpsc::Sender<Delivery>,
+        deliveries: Outbox<Delivery>,
         connection: quinn::Connection,
     },
     ClientGone {
@@ -72,14 +105,11 @@ pub(crate) enum Command {
         advertisement: u64,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
+    /// A batch of a client's publications (persistent ones too: live subscribers get their
+    /// best-effort copies), routed under the batch's credit.
     Publish {
-        attributes: Event,
-        payload: Vec<u8>,
-    },
-    /// Several publications at once (a session's batch of persistent publications, whose
-    /// best-effort copies go to live subscribers).
-    PublishBatch {
         items: Vec<(Event, Vec<u8>)>,
+        credit: Credit,
     },
     /// Answered once every earlier command has been handled.
     Flush {
@@ -89,7 +119,7 @@ pub(crate) enum Command {
         peer: BrokerId,
         name: String,
         link: u64,
-        frames: mpsc::Sender<Queued>,
+        frames: Outbox<PeerOut>,
         connection: quinn::Connection,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -97,10 +127,12 @@ pub(crate) enum Command {
         peer: BrokerId,
         link: u64,
     },
-    PeerFrame {
+    /// Routing frames received on a link, in order, routed under the batch's credit.
+    PeerFrames {
         peer: BrokerId,
         link: u64,
-        frame: PeerFrame,
+        frames: Vec<PeerFrame>,
+        credit: Credit,
     },
     Routes {
         reply: oneshot::Sender<Json>,
@@ -109,8 +141,8 @@ pub(crate) enum Command {
 
 /// A connected client.
 struct ClientEntry {
-    /// Its delivery queue (bounded: `limits.subscriber_buffer`).
-    deliveries: mpsc::Sender<Delivery>,
+    /// Its delivery outbox (limits: `limits.subscriber_buffer[_bytes]`).
+    deliveries: Outbox<Delivery>,
     /// To close it under the disconnect policy.
     connection: quinn::Connection,
     /// Already being closed: no more deliveries or counting.
@@ -135,8 +167,8 @@ struct PeerEntry {
     name: String,
     /// Which connection this is (a reconnect is a new link).
     link: u64,
-    /// The link's send queue (bounded: `limits.peer_queue`).
-    frames: mpsc::Sender<Queued>,
+    /// The link's outbox (limits: `limits.peer_queue[_bytes]`).
+    frames: Outbox<PeerOut>,
     connection: quinn::Connection,
 }
 
@@ -155,8 +187,10 @@ pub(crate) struct Router {
     next_notification: u64,
     /// Configured peer addresses and their state, shared with the dialers (for `/routes`).
     dial_states: crate::peer::DialStates,
-    /// Notifications queued toward peers (publishers wait on it).
-    backlog: Arc<Backlog>,
+    /// The credit of the batch being routed: outboxes it fills are noted on it.
+    credit: Option<Credit>,
+    /// The last notification sent to a peer, encoded at most once for all its peers.
+    last_encoded: Option<Arc<EncodedOnce>>,
     /// The next hop toward each broker on the tree, for the persist task's store-and-forward.
     hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     /// The tree `hops` was computed from.
@@ -172,7 +206,6 @@ impl Router {
         limits: Limits,
         statics: Vec<StaticSubscription>,
         dial_states: crate::peer::DialStates,
-        backlog: Arc<Backlog>,
         hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     ) -> Self {
         let mut r = Self {
@@ -188,7 +221,8 @@ impl Router {
             next_advertisement: 1,
             next_notification: 0,
             dial_states,
-            backlog,
+            credit: None,
+            last_encoded: None,
             hops,
             hops_tree: None,
         };
@@ -211,6 +245,14 @@ impl Router {
         r
     }
 
+    /// Handles one command and sends or delivers everything it produced.
+    fn handle_and_drain(&mut self, cmd: Command) {
+        self.handle(cmd);
+        self.drain();
+        // The batch is routed: its credit goes back to its ingress.
+        self.credit = None;
+    }
+
     /// Runs until `shutdown` is cancelled or every sender is gone.
     pub(crate) async fn run(
         mut self,
@@ -218,16 +260,18 @@ impl Router {
         shutdown: CancellationToken,
     ) {
         self.drain();
+        self.update_gauges();
         loop {
             let deadline = self.broker.poll_timeout();
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    self.handle(cmd);
-                    // Take whatever else is queued before draining: one drain per batch.
+                    self.handle_and_drain(cmd);
+                    // Take whatever else is queued; each command's outputs are drained under
+                    // its own credit.
                     for _ in 0..256 {
                         match rx.try_recv() {
-                            Ok(cmd) => self.handle(cmd),
+                            Ok(cmd) => self.handle_and_drain(cmd),
                             Err(_) => break,
                         }
                     }
@@ -237,10 +281,13 @@ impl Router {
                         Some(t) => sleep_until(t.into()).await,
                         None => std::future::pending().await,
                     }
-                } => self.broker.handle_timeout(Instant::now()),
+                } => {
+                    self.broker.handle_timeout(Instant::now());
+                    self.drain();
+                }
                 () = shutdown.cancelled() => break,
             }
-            self.drain();
+            self.update_gauges();
             self.update_hops();
         }
         for p in self.peers.values() {
@@ -380,11 +427,8 @@ impl Router {
                 };
                 let _ = reply.send(r);
             }
-            Command::Publish {
-                attributes,
-                payload,
-            } => self.publish(attributes, payload),
-            Command::PublishBatch { items } => {
+            Command::Publish { items, credit } => {
+                self.credit = Some(credit);
                 for (attributes, payload) in items {
                     self.publish(attributes, payload);
                 }
@@ -436,38 +480,54 @@ impl Router {
                     self.broker.handle_peer_down(peer, now);
                 }
             }
-            Command::PeerFrame { peer, link, frame } => {
+            Command::PeerFrames {
+                peer,
+                link,
+                frames,
+                credit,
+            } => {
                 if self.peers.get(&peer).is_none_or(|p| p.link != link) {
                     return;
                 }
-                let is_notification = matches!(frame, PeerFrame::Notification(_));
-                if is_notification {
-                    self.metrics.received.inc();
-                }
-                let timer = is_notification.then(|| self.metrics.matching_seconds.start_timer());
-                let r = self.broker.handle_frame(peer, frame, now);
-                if let Some(t) = timer {
-                    t.observe_duration();
-                }
-                if let Err(e) = r {
-                    tracing::warn!(%peer, error = %e, "peer broke the routing protocol; closing link");
-                    self.metrics
-                        .connection_errors
-                        .with_label_values(&[ErrorCode::RoutingError.as_str()])
-                        .inc();
-                    if let Some(p) = self.peers.remove(&peer) {
-                        p.connection.close(
-                            ErrorCode::RoutingError.code().into(),
-                            e.to_string().as_bytes(),
-                        );
+                self.credit = Some(credit);
+                for frame in frames {
+                    if !self.peer_frame(peer, frame, now) {
+                        break;
                     }
-                    self.broker.handle_peer_down(peer, now);
                 }
             }
             Command::Routes { reply } => {
                 let _ = reply.send(self.routes());
             }
         }
+    }
+
+    /// Hands one frame from `peer` to the state machine; false if it broke the protocol and
+    /// the link was closed.
+    fn peer_frame(&mut self, peer: BrokerId, frame: PeerFrame, now: Instant) -> bool {
+        let is_notification = matches!(frame, PeerFrame::Notification(_));
+        if is_notification {
+            self.metrics.received.inc();
+        }
+        let timer = is_notification.then(|| self.metrics.matching_seconds.start_timer());
+        let r = self.broker.handle_frame(peer, frame, now);
+        if let Some(t) = timer {
+            t.observe_duration();
+        }
+        let Err(e) = r else { return true };
+        tracing::warn!(%peer, error = %e, "peer broke the routing protocol; closing link");
+        self.metrics
+            .connection_errors
+            .with_label_values(&[ErrorCode::RoutingError.as_str()])
+            .inc();
+        if let Some(p) = self.peers.remove(&peer) {
+            p.connection.close(
+                ErrorCode::RoutingError.code().into(),
+                e.to_string().as_bytes(),
+            );
+        }
+        self.broker.handle_peer_down(peer, now);
+        false
     }
 
     fn subscribe(&mut self, client: ClientId, filter: SharedFilter) -> Result<u64, Refusal> {
@@ -520,7 +580,7 @@ impl Router {
         Ok(id)
     }
 
-    /// Sends and delivers everything the state machine has queued, then updates the gauges.
+    /// Sends and delivers everything the state machine has queued.
     fn drain(&mut self) {
         loop {
             if let Some(t) = self.broker.poll_transmit() {
@@ -533,6 +593,9 @@ impl Router {
             }
             break;
         }
+    }
+
+    fn update_gauges(&self) {
         let m = &self.metrics;
         m.table_entries.set(gauge(self.broker.table_entries()));
         m.forwarded_entries
@@ -543,35 +606,40 @@ impl Router {
         m.advertisements.set(gauge(self.advertisements.len()));
     }
 
+    /// Notes on the current batch's credit that `pushed` left an outbox over its limit.
+    fn note(&self, pushed: Pushed, gate: impl FnOnce() -> crate::outbox::Gate) {
+        if pushed == Pushed::Full
+            && let Some(c) = &self.credit
+        {
+            c.block_on(gate());
+        }
+    }
+
+    /// Queues a frame for a peer. Never drops: a full link slows the traffic that goes there.
     fn transmit(&mut self, t: Transmit) {
         let Some(p) = self.peers.get(&t.peer) else {
             return;
         };
-        let is_notification = matches!(t.frame, PeerFrame::Notification(_));
-        match p.frames.try_send(Queued::new(t.frame, &self.backlog)) {
-            Ok(()) => {
-                if is_notification {
-                    self.metrics.forwarded.inc();
+        let out = match t.frame {
+            PeerFrame::Notification(n) => {
+                self.metrics.forwarded.inc();
+                match &self.last_encoded {
+                    Some(e) if e.wraps(&n) => e.share(),
+                    _ => {
+                        let out = PeerOut::of_frame(PeerFrame::Notification(n));
+                        if let PeerOut::Notify(e) = &out {
+                            self.last_encoded = Some(e.clone());
+                        }
+                        out
+                    }
                 }
             }
-            Err(mpsc::error::TrySendError::Full(_)) if is_notification => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["peer_queue_full"])
-                    .inc();
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(peer = %t.peer, "peer queue full with a routing frame; resetting the link");
-                self.metrics.peer_queue_resets.inc();
-                if let Some(p) = self.peers.remove(&t.peer) {
-                    p.connection
-                        .close(ErrorCode::Closed.code().into(), b"send queue overflow");
-                }
-                self.broker.handle_peer_down(t.peer, Instant::now());
-            }
-            // The link is going down; its PeerDown is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+            other => PeerOut::of_frame(other),
+        };
+        let size = out.size();
+        // A closed outbox means the link is going down; its PeerDown is on the way.
+        let pushed = p.frames.push(out, size);
+        self.note(pushed, || p.frames.gate());
     }
 
     fn deliver(&mut self, d: palio_topology::Delivery) {
@@ -592,28 +660,50 @@ impl Router {
         if c.closing {
             return;
         }
-        let delivery = Delivery {
-            subscription: sub,
-            notification: d.notification,
-        };
-        match c.deliveries.try_send(delivery) {
-            Ok(()) => self.metrics.delivered.inc(),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        let full = c.deliveries.is_full();
+        match self.limits.slow_consumer {
+            SlowConsumerPolicy::Drop if full => {
                 self.metrics
                     .dropped
                     .with_label_values(&["slow_consumer"])
                     .inc();
-                if self.limits.slow_consumer == SlowConsumerPolicy::Disconnect {
-                    c.closing = true;
-                    self.metrics.slow_consumer_disconnects.inc();
-                    c.connection.close(
-                        ErrorCode::SlowConsumer.code().into(),
-                        b"subscriber too slow: delivery buffer full",
-                    );
-                }
+                return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            SlowConsumerPolicy::Disconnect if full => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["slow_consumer"])
+                    .inc();
+                c.closing = true;
+                self.metrics.slow_consumer_disconnects.inc();
+                tracing::info!(
+                    client,
+                    "subscriber too slow: disconnecting (policy disconnect)"
+                );
+                c.connection.close(
+                    ErrorCode::SlowConsumer.code().into(),
+                    b"subscriber too slow: delivery queue full",
+                );
+                return;
+            }
+            _ => {}
+        }
+        let delivery = Delivery {
+            subscription: sub,
+            notification: d.notification,
+        };
+        let size = delivery.size();
+        match c.deliveries.push(delivery, size) {
+            Pushed::Closed => {
                 self.metrics.dropped.with_label_values(&["closed"]).inc();
+            }
+            pushed => {
+                self.metrics.delivered.inc();
+                if pushed == Pushed::Full
+                    && let Some(credit) = &self.credit
+                {
+                    credit.block_on(c.deliveries.gate());
+                }
             }
         }
     }
@@ -629,6 +719,8 @@ impl Router {
                 "id": id.0, "name": p.name, "link": p.link,
                 "remote": p.connection.remote_address().to_string(),
                 "tree_neighbour": b.tree_neighbours().contains(id),
+                "queued_frames": p.frames.held().0,
+                "queued_bytes": p.frames.held().1,
             })).collect::<Vec<_>>(),
             "dialed": crate::peer::dial_snapshot(&self.dial_states),
             "known_brokers": b.known_brokers(),

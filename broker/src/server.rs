@@ -15,12 +15,11 @@ use palio_topology::{Broker, BrokerId, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backlog::Backlog;
 use crate::config::{Auth, Limits, Settings};
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, LiveLinks};
-use crate::persist::{PersistCommand, Store};
-use crate::router::{Command, Router};
+use crate::persist::{PersistHandle, Store};
+use crate::router::{Router, RouterHandle};
 
 /// A broker that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +65,10 @@ pub(crate) struct Shared {
     pub(crate) name: String,
     pub(crate) id: BrokerId,
     pub(crate) incarnation: u64,
-    /// The router's command channel (bounded: the backpressure toward publishers and peers).
-    pub(crate) router: mpsc::Sender<Command>,
-    /// The persist task's command channel.
-    pub(crate) persist: mpsc::Sender<PersistCommand>,
-    /// `store.peer_window`, to size each peer link's persistent queue.
-    pub(crate) store_peer_window: usize,
+    /// The router task.
+    pub(crate) router: RouterHandle,
+    /// The persist task.
+    pub(crate) persist: PersistHandle,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
     pub(crate) auth: Auth,
@@ -81,8 +78,6 @@ pub(crate) struct Shared {
     /// The CA(s) peer certificates must chain to.
     pub(crate) peer_roots: Arc<rustls::RootCertStore>,
     pub(crate) dial_states: DialStates,
-    /// Notifications queued toward peers; publishers wait while it is high.
-    pub(crate) backlog: Arc<Backlog>,
     pub(crate) live_links: LiveLinks,
     pub(crate) shutdown: CancellationToken,
     next_id: AtomicU64,
@@ -110,9 +105,32 @@ pub struct Server {
 }
 
 impl Server {
-    /// Creates the data directory and TLS material as needed and binds the listeners. Must
-    /// run inside a tokio runtime.
+    /// Creates the data directory and TLS material as needed and binds the listeners
+    /// (`settings.listen`, `settings.admin`). Must run inside a tokio runtime.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        let udp = std::net::UdpSocket::bind(settings.listen).map_err(|source| StartError::Io {
+            what: format!("binding QUIC to {}", settings.listen),
+            source,
+        })?;
+        let admin = match settings.admin {
+            Some(a) => Some(
+                std::net::TcpListener::bind(a).map_err(|source| StartError::Io {
+                    what: format!("binding admin HTTP to {a}"),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        Self::with_sockets(settings, udp, admin).await
+    }
+
+    /// As [`Server::bind`], on sockets the caller bound (tests bind `127.0.0.1:0` and know the
+    /// ports before the broker starts); `settings.listen` and `settings.admin` are ignored.
+    pub async fn with_sockets(
+        settings: Settings,
+        udp: std::net::UdpSocket,
+        admin: Option<std::net::TcpListener>,
+    ) -> Result<Self, StartError> {
         std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
             what: format!("creating data directory {}", settings.data_dir.display()),
             source,
@@ -145,28 +163,32 @@ impl Server {
         };
         let peer_roots = Arc::new(roots.clone());
         let server_config = tls::server_config(identity.clone(), roots.clone())?;
-        let mut endpoint =
-            quinn::Endpoint::server(server_config, settings.listen).map_err(|source| {
-                StartError::Io {
-                    what: format!("binding QUIC to {}", settings.listen),
-                    source,
-                }
-            })?;
+        let mut endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            udp,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| StartError::Io {
+            what: "starting the QUIC endpoint".into(),
+            source,
+        })?;
         endpoint.set_default_client_config(tls::client_config(roots, Some(identity), PEER_ALPN)?);
         let local = endpoint.local_addr().map_err(|source| StartError::Io {
             what: "reading the QUIC address".into(),
             source,
         })?;
-        let admin =
-            match settings.admin {
-                Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| {
-                    StartError::Io {
-                        what: format!("binding admin HTTP to {a}"),
-                        source,
-                    }
-                })?),
-                None => None,
-            };
+        let admin = match admin {
+            Some(l) => {
+                let io = |source| StartError::Io {
+                    what: "starting the admin listener".into(),
+                    source,
+                };
+                l.set_nonblocking(true).map_err(io)?;
+                Some(tokio::net::TcpListener::from_std(l).map_err(io)?)
+            }
+            None => None,
+        };
         let name = settings
             .id
             .clone()
@@ -233,7 +255,6 @@ impl Server {
         let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
         let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());
         let (persist_tx, persist_rx) = mpsc::channel(4096);
-        let backlog = Backlog::new(self.settings.limits.peer_queue / 2);
         let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
         let router = Router::new(
             Broker::new(config, std::time::Instant::now()),
@@ -242,7 +263,6 @@ impl Server {
             self.settings.limits.clone(),
             self.settings.static_subscriptions.clone(),
             dial_states.clone(),
-            backlog.clone(),
             hops_tx,
         );
         let router_task = tokio::spawn(router.run(rx, token.clone()));
@@ -277,9 +297,8 @@ impl Server {
             name: self.name.clone(),
             id,
             incarnation,
-            router: tx,
-            persist: persist_tx,
-            store_peer_window: self.settings.store.peer_window,
+            router: RouterHandle::new(tx),
+            persist: PersistHandle::new(persist_tx),
             metrics,
             limits: self.settings.limits.clone(),
             auth: self.settings.auth.clone(),
@@ -292,7 +311,6 @@ impl Server {
                 .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
             peer_roots: self.peer_roots.clone(),
             dial_states,
-            backlog,
             live_links: Arc::new(Mutex::new(Default::default())),
             shutdown: token.clone(),
             next_id: AtomicU64::new(1),
@@ -351,7 +369,7 @@ async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.protocol);
     match alpn.as_deref() {
-        Some(p) if p == CLIENT_ALPN => crate::client::serve(shared, conn).await,
+        Some(p) if p == CLIENT_ALPN => crate::session::serve(shared, conn).await,
         Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(shared, conn).await,
         _ => conn.close(ErrorCode::ProtocolViolation.code().into(), b"unknown ALPN"),
     }

@@ -215,10 +215,14 @@ async fn stalled_subscriber(
 }
 
 #[tokio::test]
-async fn subscriber_that_never_reads_does_not_hold_up_others() {
+async fn drop_policy_drops_only_for_the_subscriber_that_never_reads() {
     let d = Dirs::new();
     let cfg = d.path("slow.toml");
-    std::fs::write(&cfg, "[limits]\nsubscriber_buffer = 8\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[limits]\nsubscriber_buffer = 8\nslow_consumer = \"drop\"\n",
+    )
+    .unwrap();
     let b = BrokerProc::start(
         &d.path("data"),
         &d.path("tls"),

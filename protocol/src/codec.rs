@@ -53,6 +53,32 @@ pub fn encode<T: Serialize + ?Sized>(frame: &T) -> Result<Vec<u8>, FrameError> {
     rmp_serde::to_vec_named(frame).map_err(|e| FrameError::Encode(e.to_string()))
 }
 
+/// Appends `frame` to `dst` as it goes on a stream: its length as a big-endian `u32`, then
+/// MessagePack with named fields. Encodes straight into `dst` (no intermediate buffer); a frame
+/// over `max` bytes is refused and leaves `dst` as it was.
+pub fn encode_into<T: Serialize + ?Sized>(
+    frame: &T,
+    dst: &mut BytesMut,
+    max: usize,
+) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut w = (&mut *dst).writer();
+    if let Err(e) = rmp_serde::encode::write_named(&mut w, frame) {
+        dst.truncate(start);
+        return Err(FrameError::Encode(e.to_string()));
+    }
+    let len = dst.len() - start - 4;
+    let Some(prefix) = u32::try_from(len).ok().filter(|_| len <= max) else {
+        dst.truncate(start);
+        return Err(FrameError::Encode(format!(
+            "frame of {len} bytes exceeds the maximum of {max} bytes"
+        )));
+    };
+    dst[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
+    Ok(())
+}
+
 /// Decodes one frame's MessagePack bytes (no length prefix).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
@@ -113,19 +139,7 @@ impl<D, T: Serialize> Encoder<&T> for FrameCodec<D> {
     type Error = FrameError;
 
     fn encode(&mut self, frame: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let body = encode(frame)?;
-        if body.len() > self.max {
-            return Err(FrameError::Encode(format!(
-                "frame of {} bytes exceeds the maximum of {} bytes",
-                body.len(),
-                self.max
-            )));
-        }
-        let len = u32::try_from(body.len()).map_err(|e| FrameError::Encode(e.to_string()))?;
-        dst.reserve(4 + body.len());
-        dst.put_u32(len);
-        dst.put_slice(&body);
-        Ok(())
+        encode_into(frame, dst, self.max)
     }
 }
 
@@ -185,5 +199,23 @@ mod tests {
             filter: "a_long_attribute_name = 'and a long value'".into(),
         };
         assert!(codec.encode(&f, &mut buf).is_err());
+        assert!(buf.is_empty(), "a refused frame leaves nothing behind");
+    }
+
+    #[test]
+    fn encode_into_matches_encode_with_a_length_prefix() {
+        let f = ClientFrame::Subscribe {
+            request: 3,
+            filter: "x > 1".into(),
+        };
+        let mut buf = BytesMut::from(&b"ab"[..]);
+        encode_into(&f, &mut buf, 1024).unwrap();
+        let body = encode(&f).unwrap();
+        assert_eq!(&buf[..2], b"ab");
+        assert_eq!(
+            &buf[2..6],
+            &u32::try_from(body.len()).unwrap().to_be_bytes()
+        );
+        assert_eq!(&buf[6..], &body[..]);
     }
 }

@@ -38,7 +38,7 @@ mod error_code;
 mod frames;
 pub mod tls;
 
-pub use codec::{FrameCodec, FrameError, decode, encode};
+pub use codec::{FrameCodec, FrameError, decode, encode, encode_into};
 pub use durable::{
     ConsumeMode, DEAD_LETTER_SUFFIX, DurableMessage, MAX_QUEUE_NAME, QueueInfo, QueueOptions,
     valid_queue_name,
@@ -62,3 +62,9 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The default largest frame, in bytes (1 MiB): far above a notification with a generous
 /// payload, small enough that a peer cannot make the receiver buffer much before it is refused.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// How much larger than a client's frame limit the frames a broker re-encodes a publication
+/// into may be (deliveries, peer notifications, stored and forwarded messages add ids and
+/// destinations). Whoever reads such frames accepts the limit plus this headroom, so a
+/// publication the broker accepted always fits every frame it travels in.
+pub const FRAME_HEADROOM: usize = 64 * 1024;

@@ -1,0 +1,127 @@
+//! Client sessions: one task per client connection.
+//!
+//! - [`hello`]: the control stream is opened, the hello read, the version and credentials
+//!   checked, and `Welcome` sent.
+//! - This module then sets the connection up: a delivery outbox (registered with the router)
+//!   drained by a writer onto the delivery stream, and a control outbox (shared with the
+//!   persist task) drained by a writer onto the control stream's send side.
+//! - [`requests`]: the session reads the control stream in order and hands each request to the
+//!   router or the persist task; publications go to the router in paced batches (the `pacer`
+//!   module), so a publisher whose notifications fill a queue is slowed, not dropped.
+//!
+//! Any malformed or oversized frame closes this connection with its error code; nothing else is
+//! affected. Writers that fail close the connection too (the `writer` module).
+
+mod hello;
+mod requests;
+
+use std::sync::Arc;
+
+use palio_protocol::{ErrorCode, ServerFrame};
+
+use crate::outbox::{Capacity, Outbox};
+use crate::persist::PersistCommand;
+use crate::router::{ClientId, Command, Refusal};
+use crate::server::Shared;
+use crate::writer::{self, Role};
+
+/// Frames queued for a client's control stream (answers, durable messages, publish acks).
+/// Push windows and fetch batches are capped well below it; the persist task disconnects a
+/// client that lets it fill.
+const CONTROL_QUEUE: Capacity = Capacity {
+    frames: 16 * 1024,
+    bytes: 64 << 20,
+};
+
+/// About how many bytes a control-stream frame takes on the wire.
+pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
+    match frame {
+        ServerFrame::Message(m) => {
+            64 + m.payload.len()
+                + m.attributes
+                    .iter()
+                    .map(|(n, _)| 16 + n.as_str().len())
+                    .sum::<usize>()
+        }
+        ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
+        _ => 64,
+    }
+}
+
+/// Serves one client connection until it closes.
+pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
+    let client = shared.next_id();
+    let m = &shared.metrics;
+    m.connections.with_label_values(&["client"]).inc();
+    m.open_connections.with_label_values(&["client"]).inc();
+    if let Err((code, message)) = session(&shared, &conn, client).await {
+        if code != ErrorCode::Closed {
+            tracing::info!(client, remote = %conn.remote_address(), %code, %message, "closing client connection");
+            m.connection_errors
+                .with_label_values(&[code.as_str()])
+                .inc();
+        }
+        conn.close(code.code().into(), message.as_bytes());
+    }
+    let _ = shared.router.send(Command::ClientGone { client }).await;
+    let _ = shared
+        .persist
+        .send(PersistCommand::ClientGone { client })
+        .await;
+    m.open_connections.with_label_values(&["client"]).dec();
+}
+
+async fn session(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    client: ClientId,
+) -> Result<(), Refusal> {
+    let (reader, send, name) = hello::handshake(shared, conn).await?;
+    tracing::debug!(client, %name, remote = %conn.remote_address(), "client connected");
+    let limits = &shared.limits;
+    let max = limits.internal_frame_bytes();
+    let stall = limits.stall_timeout();
+
+    let (deliveries, delivery_inbox) = Outbox::new(limits.subscriber_capacity());
+    shared
+        .router
+        .send(Command::RegisterClient {
+            client,
+            deliveries,
+            connection: conn.clone(),
+        })
+        .await?;
+    let (control, control_inbox) = Outbox::new(CONTROL_QUEUE);
+    writer::spawn(
+        control_inbox,
+        send,
+        max,
+        stall,
+        conn.clone(),
+        shared.metrics.clone(),
+        Role::Control,
+    );
+    hello::welcome(shared, &control);
+    let uni = conn
+        .open_uni()
+        .await
+        .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
+    writer::spawn(
+        delivery_inbox,
+        uni,
+        max,
+        stall,
+        conn.clone(),
+        shared.metrics.clone(),
+        Role::Delivery,
+    );
+    shared
+        .persist
+        .send(PersistCommand::ClientUp {
+            client,
+            frames: control.clone(),
+            connection: conn.clone(),
+        })
+        .await?;
+    requests::run(shared, client, reader, control).await
+}

@@ -1,0 +1,310 @@
+//! The request loop of a client session: reads the control stream in order and hands each
+//! frame to the router or the persist task.
+//!
+//! Publications are handed to the router in batches: whatever has already arrived, up to
+//! [`BATCH`](crate::pacer::BATCH) frames, under one credit of the connection's
+//! [`Pacer`](crate::pacer::Pacer). Before taking a credit the session waits for every queue its
+//! earlier publications filled to drain; meanwhile it reads nothing, so QUIC flow control slows
+//! the publisher. Answers and other control frames go through the connection's control outbox;
+//! a client that does not read them holds up its own session, nobody else's.
+
+use futures_util::{FutureExt, StreamExt};
+use palio_filter::Event;
+use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
+use palio_topology::SharedFilter;
+
+use super::control_frame_size;
+use super::hello::Reader;
+use crate::outbox::{Outbox, Pushed};
+use crate::pacer::{BATCH, Pacer};
+use crate::persist::{PersistCommand, Publication};
+use crate::router::{ClientId, Command, Refusal};
+use crate::server::Shared;
+
+/// A frame read from the control stream (or the stream's end or error).
+type Next = Option<Result<ClientFrame, FrameError>>;
+
+/// Reads and handles requests until the stream ends or the connection must be closed.
+pub(super) async fn run(
+    shared: &Shared,
+    client: ClientId,
+    mut reader: Reader,
+    control: Outbox<ServerFrame>,
+) -> Result<(), Refusal> {
+    let session = Session {
+        shared,
+        client,
+        control,
+        pacer: Pacer::new(shared.metrics.ingress_waits.with_label_values(&["client"])),
+    };
+    let mut published = 0u64;
+    // A frame read ahead while batching publications, handled next.
+    let mut lookahead: Option<Next> = None;
+    loop {
+        let next = match lookahead.take() {
+            Some(n) => n,
+            None => reader.next().await,
+        };
+        let frame = match next {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                let code = e.code();
+                if code == ErrorCode::Closed {
+                    return Err((code, e.to_string()));
+                }
+                return Err(session.close_with(code, e.to_string()).await);
+            }
+            Some(Ok(f)) => f,
+        };
+        match frame {
+            ClientFrame::Hello { .. } => {
+                return Err(session
+                    .close_with(ErrorCode::ProtocolViolation, "a second hello".into())
+                    .await);
+            }
+            f @ (ClientFrame::Publish { .. } | ClientFrame::PublishPersistent { .. }) => {
+                let (count, ahead) = session.publish_batch(f, &mut reader).await?;
+                published += count;
+                lookahead = ahead;
+            }
+            ClientFrame::Subscribe { request, filter } => {
+                let answer = match SharedFilter::parse(&filter) {
+                    Err(e) => Err((ErrorCode::InvalidFilter, e.to_string())),
+                    Ok(filter) => {
+                        shared
+                            .router
+                            .call(|reply| Command::Subscribe {
+                                client,
+                                filter,
+                                reply,
+                            })
+                            .await?
+                    }
+                };
+                session
+                    .reply(match answer {
+                        Ok(subscription) => ServerFrame::Subscribed {
+                            request,
+                            subscription,
+                        },
+                        Err((code, message)) => error(request, code, message),
+                    })
+                    .await?;
+            }
+            ClientFrame::Unsubscribe {
+                request,
+                subscription,
+            } => {
+                let answer = shared
+                    .router
+                    .call(|reply| Command::Unsubscribe {
+                        client,
+                        subscription,
+                        reply,
+                    })
+                    .await?;
+                session.reply(done(request, answer)).await?;
+            }
+            ClientFrame::Advertise { request, filter } => {
+                let answer = match SharedFilter::parse(&filter) {
+                    Err(e) => Err((ErrorCode::InvalidFilter, e.to_string())),
+                    Ok(filter) => {
+                        shared
+                            .router
+                            .call(|reply| Command::Advertise {
+                                client,
+                                filter,
+                                reply,
+                            })
+                            .await?
+                    }
+                };
+                session
+                    .reply(match answer {
+                        Ok(advertisement) => ServerFrame::Advertised {
+                            request,
+                            advertisement,
+                        },
+                        Err((code, message)) => error(request, code, message),
+                    })
+                    .await?;
+            }
+            ClientFrame::Unadvertise {
+                request,
+                advertisement,
+            } => {
+                let answer = shared
+                    .router
+                    .call(|reply| Command::Unadvertise {
+                        client,
+                        advertisement,
+                        reply,
+                    })
+                    .await?;
+                session.reply(done(request, answer)).await?;
+            }
+            ClientFrame::Flush { request } => {
+                shared.router.call(|reply| Command::Flush { reply }).await?;
+                session
+                    .reply(ServerFrame::Flushed { request, published })
+                    .await?;
+            }
+            frame @ (ClientFrame::Producer { .. }
+            | ClientFrame::QueueAdd { .. }
+            | ClientFrame::QueueRemove { .. }
+            | ClientFrame::QueueList { .. }
+            | ClientFrame::QueueInfo { .. }
+            | ClientFrame::Ack { .. }
+            | ClientFrame::Nak { .. }
+            | ClientFrame::StopConsume { .. }
+            | ClientFrame::Consume { .. }
+            | ClientFrame::Fetch { .. }) => {
+                shared
+                    .persist
+                    .send(PersistCommand::Request { client, frame })
+                    .await?;
+            }
+            _ => {
+                return Err(session
+                    .close_with(ErrorCode::ProtocolViolation, "unknown frame".into())
+                    .await);
+            }
+        }
+    }
+}
+
+/// What the request loop needs besides the reader.
+struct Session<'a> {
+    shared: &'a Shared,
+    client: ClientId,
+    control: Outbox<ServerFrame>,
+    pacer: std::sync::Arc<Pacer>,
+}
+
+impl Session<'_> {
+    /// Queues an answer; if the client lets its control stream back up, waits until it reads.
+    async fn reply(&self, frame: ServerFrame) -> Result<(), Refusal> {
+        let size = control_frame_size(&frame);
+        match self.control.push(frame, size) {
+            Pushed::Room => Ok(()),
+            Pushed::Full => {
+                self.control.gate().opened().await;
+                Ok(())
+            }
+            Pushed::Closed => Err((ErrorCode::Closed, "control stream closed".to_owned())),
+        }
+    }
+
+    /// Tells the client why its connection is being closed (best effort), and returns the
+    /// refusal to close it with.
+    async fn close_with(&self, code: ErrorCode, message: String) -> Refusal {
+        let frame = ServerFrame::Error {
+            request: None,
+            code,
+            message: message.clone(),
+        };
+        self.control.push(frame, 64 + message.len());
+        // Give the writer a moment to put it on the stream before the connection closes.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        (code, message)
+    }
+
+    /// Routes `first` and the publications that arrived with it as one paced batch; persistent
+    /// ones also go to the persist task. Returns how many were taken and the frame read ahead.
+    async fn publish_batch(
+        &self,
+        first: ClientFrame,
+        reader: &mut Reader,
+    ) -> Result<(u64, Option<Next>), Refusal> {
+        // Wait for room before reading on: this is where a publisher is slowed.
+        let credit = self.pacer.ready().await;
+        let mut live: Vec<(Event, Vec<u8>)> = Vec::with_capacity(8);
+        let mut stored: Vec<Publication> = Vec::new();
+        let mut ahead = None;
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            match frame {
+                ClientFrame::Publish {
+                    attributes,
+                    payload,
+                } => {
+                    live.push((self.event_of(attributes).await?, payload));
+                }
+                ClientFrame::PublishPersistent {
+                    seq,
+                    attributes,
+                    payload,
+                } => {
+                    let event = self.event_of(attributes.clone()).await?;
+                    live.push((event.clone(), payload.clone()));
+                    stored.push(Publication {
+                        seq,
+                        event,
+                        attributes,
+                        payload,
+                    });
+                }
+                // Only publications are put in a batch (see the loop below).
+                _ => {}
+            }
+            if live.len() >= BATCH {
+                break;
+            }
+            match reader.next().now_or_never() {
+                Some(Some(Ok(
+                    f @ (ClientFrame::Publish { .. } | ClientFrame::PublishPersistent { .. }),
+                ))) => next = Some(f),
+                Some(other) => ahead = Some(other),
+                None => {}
+            }
+        }
+        let count = live.len() as u64;
+        self.shared
+            .router
+            .send(Command::Publish {
+                items: live,
+                credit,
+            })
+            .await?;
+        if !stored.is_empty() {
+            self.shared
+                .persist
+                .send(PersistCommand::Publish {
+                    client: self.client,
+                    items: stored,
+                })
+                .await?;
+        }
+        Ok((count, ahead))
+    }
+
+    /// The attributes as an event; a name given twice closes the connection.
+    async fn event_of(&self, attributes: palio_protocol::Attributes) -> Result<Event, Refusal> {
+        let count = attributes.len();
+        let event: Event = attributes.into_iter().collect();
+        if event.len() != count {
+            return Err(self
+                .close_with(
+                    ErrorCode::InvalidNotification,
+                    "an attribute is named twice".into(),
+                )
+                .await);
+        }
+        Ok(event)
+    }
+}
+
+fn error(request: u64, code: ErrorCode, message: String) -> ServerFrame {
+    ServerFrame::Error {
+        request: Some(request),
+        code,
+        message,
+    }
+}
+
+fn done(request: u64, answer: Result<(), Refusal>) -> ServerFrame {
+    match answer {
+        Ok(()) => ServerFrame::Done { request },
+        Err((code, message)) => error(request, code, message),
+    }
+}
