@@ -699,7 +699,10 @@ impl Router {
             }
             pushed => {
                 self.metrics.delivered.inc();
+                // Only the lossless policy holds the publisher back; the others act on the
+                // next delivery that finds the outbox full.
                 if pushed == Pushed::Full
+                    && self.limits.slow_consumer == SlowConsumerPolicy::Block
                     && let Some(credit) = &self.credit
                 {
                     credit.block_on(c.deliveries.gate());
