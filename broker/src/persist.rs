@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palio_filter::Event;
-use palio_protocol::{Attributes, ClientFrame, ErrorCode, PeerMessage, ServerFrame};
+use palio_protocol::{ClientFrame, ErrorCode, PeerMessage, ServerFrame};
 use palio_topology::BrokerId;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -107,10 +107,8 @@ impl PersistHandle {
 #[derive(Debug)]
 pub(crate) struct Publication {
     pub(crate) seq: u64,
-    /// The attributes for matching.
+    /// The attributes.
     pub(crate) event: Event,
-    /// The same attributes as they are stored.
-    pub(crate) attributes: Attributes,
     pub(crate) payload: Vec<u8>,
 }
 
@@ -329,7 +327,7 @@ impl Task {
             }
             PersistCommand::Publish { client, items } => {
                 for p in items {
-                    engine.publish(j, client, p.seq, &p.event, p.attributes, p.payload);
+                    engine.publish(j, client, p.seq, p.event, p.payload);
                 }
             }
             PersistCommand::Request { client, frame } => request(engine, j, now, client, frame),

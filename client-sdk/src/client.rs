@@ -453,10 +453,7 @@ impl Client {
         }
         let (attributes, payload) = notification.into_parts();
         let frame = ClientFrame::Publish {
-            attributes: attributes
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            attributes,
             payload,
         };
         self.shared

@@ -51,7 +51,7 @@ impl std::fmt::Debug for DurableMessage {
 impl DurableMessage {
     pub(crate) fn new(m: palio_protocol::DurableMessage, consumer: Arc<ConsumerHandle>) -> Self {
         Self {
-            notification: Notification::new(m.attributes.into_iter().collect(), m.payload),
+            notification: Notification::new(m.attributes, m.payload),
             tag: m.tag,
             delivery_count: m.delivery_count,
             consumer,

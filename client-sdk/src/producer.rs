@@ -414,10 +414,7 @@ impl Producer {
         let (attributes, payload) = notification.into_parts();
         slot.send(ClientFrame::PublishPersistent {
             seq,
-            attributes: attributes
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect(),
+            attributes,
             payload,
         });
         Ok(PublishAck { seq, rx })

@@ -194,7 +194,7 @@ pub(crate) async fn read_deliveries(shared: Arc<Shared>) {
 async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
     let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
     while let Some(Ok(d)) = reader.next().await {
-        let n = Notification::new(d.attributes.into_iter().collect(), d.payload);
+        let n = Notification::new(d.attributes, d.payload);
         let target = match shared.routes.lock() {
             Ok(mut r) => match r.subs.get(&d.subscription) {
                 Some(tx) => Some(tx.clone()),

@@ -174,7 +174,7 @@ async fn cli_persistent_pub_uses_seq_as_the_sequence_number() {
             };
             assert_eq!(got, seq);
             assert!(
-                attributes.contains(&attr("seq", seq as i32)),
+                attributes.get("seq") == Some(&attr("seq", seq as i32).1),
                 "{attributes:?}"
             );
         }

@@ -119,6 +119,53 @@ impl Event {
     }
 }
 
+/// On the wire an event is its list of `(name, value)` pairs, in name order.
+impl serde::Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.attrs.iter())
+    }
+}
+
+/// Decoding validates every name (see [`AttrName`]) and refuses an event that names an
+/// attribute twice: the one place where duplicates are handled, so every reader of an event
+/// sees the same attributes.
+impl<'de> serde::Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = Event;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of (attribute name, value) pairs")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Event, A::Error> {
+                // At most what the format announces and a sane cap, so an announced length
+                // cannot make us reserve much before the pairs are read.
+                let mut attrs: Vec<(AttrName, Value)> =
+                    Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(pair) = seq.next_element::<(AttrName, Value)>()? {
+                    attrs.push(pair);
+                }
+                attrs.sort_by(|a, b| a.0.cmp(&b.0));
+                if let Some(w) = attrs.windows(2).find(|w| w[0].0 == w[1].0) {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "attribute `{}` is named twice",
+                        w[0].0.as_str()
+                    )));
+                }
+                Ok(Event { attrs })
+            }
+        }
+
+        deserializer.deserialize_seq(Pairs)
+    }
+}
+
 impl FromIterator<(AttrName, Value)> for Event {
     fn from_iter<T: IntoIterator<Item = (AttrName, Value)>>(iter: T) -> Self {
         let mut event = Event::new();
@@ -144,6 +191,21 @@ pub enum EventError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn travels_as_sorted_pairs_and_refuses_a_name_given_twice() {
+        let ev = Event::new().with("b", 1).unwrap().with("a", "x").unwrap();
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json, serde_json::json!([["a", "x"], ["b", 1]]));
+        let back: Event =
+            serde_json::from_value(serde_json::json!([["b", 1], ["a", "x"]])).unwrap();
+        assert_eq!(back, ev);
+        let err = serde_json::from_value::<Event>(serde_json::json!([["a", 1], ["a", 2]]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("attribute `a` is named twice"), "{err}");
+        assert!(serde_json::from_value::<Event>(serde_json::json!([["Bad-Name", 1]])).is_err());
+    }
 
     #[test]
     fn reads_cloudevent_json() {

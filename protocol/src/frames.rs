@@ -2,22 +2,22 @@
 //! broker ↔ broker ([`PeerMessage`]).
 //!
 //! Frames decode into types that can hold only legal values: attribute names are validated by
-//! [`AttrName`]'s deserializer, and peer routing frames carry filters that were parsed (within
+//! [`AttrName`](palio_filter::AttrName)'s deserializer, and peer routing frames carry filters that were parsed (within
 //! the default limits) while decoding. Filters from clients travel as text and are compiled by
 //! the broker, which answers a bad one with [`ErrorCode::InvalidFilter`].
 
 use std::sync::Arc;
 
-use palio_filter::{AttrName, Value};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
 use crate::error_code::ErrorCode;
 
-/// A notification's attributes as they travel: `(name, value)` pairs. The broker rejects a
-/// notification that names an attribute twice.
-pub type Attributes = Vec<(AttrName, Value)>;
+/// A notification's attributes: on the wire a list of `(name, value)` pairs, decoded once into
+/// the filter language's [`Event`](palio_filter::Event) (sorted by name), which refuses a name
+/// given twice. Broker, SDK and routing core share this one representation.
+pub type Attributes = palio_filter::Event;
 
 /// A frame from a client, on its control stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,11 +404,7 @@ impl PeerMessage {
         match frame {
             PeerFrame::Notification(n) => PeerMessage::Notify {
                 id: n.id,
-                attributes: n
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                attributes: n.attributes.clone(),
                 payload: n.payload.clone(),
             },
             other => PeerMessage::Frame(other),
@@ -416,7 +412,7 @@ impl PeerMessage {
     }
 
     /// The routing frame carried, if this is a [`PeerMessage::Frame`] or
-    /// [`PeerMessage::Notify`]. A notification naming an attribute twice keeps the last value.
+    /// [`PeerMessage::Notify`].
     pub fn into_frame(self) -> Option<PeerFrame> {
         match self {
             PeerMessage::Frame(f) => Some(f),
@@ -426,7 +422,7 @@ impl PeerMessage {
                 payload,
             } => Some(PeerFrame::Notification(Arc::new(Notification {
                 id,
-                attributes: attributes.into_iter().collect(),
+                attributes,
                 payload,
             }))),
             _ => None,
@@ -436,6 +432,8 @@ impl PeerMessage {
 
 #[cfg(test)]
 mod tests {
+    use palio_filter::{AttrName, Value};
+
     use super::*;
     use crate::codec::{decode, encode};
 
@@ -452,11 +450,13 @@ mod tests {
                 filter: "type = 'a'".into(),
             },
             ClientFrame::Publish {
-                attributes: vec![
+                attributes: [
                     (AttrName::new("type").unwrap(), Value::String("a".into())),
                     (AttrName::new("level").unwrap(), Value::Int(3)),
                     (AttrName::new("ok").unwrap(), Value::Bool(true)),
-                ],
+                ]
+                .into_iter()
+                .collect(),
                 payload: b"hello".to_vec(),
             },
             ClientFrame::Flush { request: 9 },
@@ -484,6 +484,26 @@ mod tests {
         };
         let bytes = rmp_serde::to_vec_named(&raw).unwrap();
         assert!(decode::<ClientFrame>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_publication_naming_an_attribute_twice_does_not_decode() {
+        #[derive(Serialize)]
+        enum Raw {
+            Publish {
+                attributes: Vec<(String, Value)>,
+                #[serde(with = "serde_bytes")]
+                payload: Vec<u8>,
+            },
+        }
+        let raw = Raw::Publish {
+            attributes: vec![("a".into(), Value::Int(1)), ("a".into(), Value::Int(2))],
+            payload: vec![],
+        };
+        let bytes = rmp_serde::to_vec_named(&raw).unwrap();
+        let err = decode::<ClientFrame>(&bytes).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedFrame);
+        assert!(err.to_string().contains("named twice"), "{err}");
     }
 
     #[test]

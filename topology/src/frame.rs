@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use palio_filter::{AttrName, Event, Filter, FilterError, Value};
+use palio_filter::{Event, Filter, FilterError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::cover::Shape;
@@ -131,29 +131,9 @@ pub struct Notification {
     /// End-to-end identity, for tests and traces.
     pub id: NotificationId,
     /// The attributes routing and filtering look at.
-    #[serde(with = "event_serde")]
     pub attributes: Event,
     /// The application data.
     pub payload: Vec<u8>,
-}
-
-/// Events travel as a list of `(name, value)` pairs; decoding validates each name.
-mod event_serde {
-    use super::*;
-
-    pub(super) fn serialize<S: Serializer>(
-        event: &Event,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(event.iter())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Event, D::Error> {
-        let pairs = Vec::<(AttrName, Value)>::deserialize(deserializer)?;
-        Ok(pairs.into_iter().collect())
-    }
 }
 
 /// One broker's link-state advertisement: who it is and which peers it has a live link to.

@@ -769,17 +769,16 @@ impl Engine {
         );
     }
 
-    /// Stores a persistent publication of `client` and acks it once durable. `event` holds the
-    /// same attributes as `attributes`, for matching.
+    /// Stores a persistent publication of `client` and acks it once durable.
     pub(crate) fn publish(
         &mut self,
         j: &mut impl Journal,
         client: ClientId,
         seq: u64,
-        event: &Event,
         attributes: Attributes,
         payload: Vec<u8>,
     ) {
+        let event = &attributes;
         let fail = |e: &mut Self, (code, message): Refusal| {
             e.stats.publish_failures += 1;
             e.reply(client, ServerFrame::PublishFailed { seq, code, message });

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use palio_filter::{Event, Filter};
+use palio_filter::Filter;
 use palio_protocol::{Attributes, MessageId, PeerMessage, QueueDecl};
 use palio_topology::BrokerId;
 
@@ -114,8 +114,7 @@ impl Engine {
         if !new.is_empty() {
             let local = new.contains(&me);
             let queues = if local {
-                let event: Event = attributes.iter().cloned().collect();
-                self.local_matches(&event)
+                self.local_matches(&attributes)
             } else {
                 Vec::new()
             };

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use palio_filter::{AttrName, Event, Value};
+use palio_filter::{AttrName, Value};
 use palio_protocol::{
     Attributes, ConsumeMode, DurableMessage, ErrorCode, PeerMessage, QueueInfo, QueueOptions,
     ServerFrame,
@@ -62,10 +62,12 @@ fn config(me: u32) -> EngineConfig {
 }
 
 fn attrs(kind: &str, seq: i32) -> Attributes {
-    vec![
+    [
         (AttrName::new("type").unwrap(), Value::String(kind.into())),
         (AttrName::new("seq").unwrap(), Value::Int(seq)),
     ]
+    .into_iter()
+    .collect()
 }
 
 impl Node {
@@ -126,9 +128,8 @@ impl Node {
 
     fn publish(&mut self, kind: &str, seq: u64) {
         let a = attrs(kind, seq as i32);
-        let event: Event = a.iter().cloned().collect();
         self.engine
-            .publish(&mut self.journal, CLIENT, seq, &event, a, vec![1, 2]);
+            .publish(&mut self.journal, CLIENT, seq, a, vec![1, 2]);
     }
 
     fn producer(&mut self) -> u64 {
@@ -931,9 +932,8 @@ fn a_record_over_the_size_limit_is_refused_alone() {
     let mut e = Engine::new(config(1));
     e.producer(&j, CLIENT, 1, "p".into());
     let a = attrs("a", 0);
-    let event: Event = a.iter().cloned().collect();
-    e.publish(&mut j, CLIENT, 0, &event, a.clone(), vec![0; 500]);
-    e.publish(&mut j, CLIENT, 1, &event, a, vec![0; 10]);
+    e.publish(&mut j, CLIENT, 0, a.clone(), vec![0; 500]);
+    e.publish(&mut j, CLIENT, 1, a, vec![0; 10]);
     let end = j.end();
     e.handle_durable(&mut j, Instant::now(), end);
     let frames: Vec<ServerFrame> = std::iter::from_fn(|| e.poll_output())

@@ -227,20 +227,16 @@ impl Session<'_> {
                 ClientFrame::Publish {
                     attributes,
                     payload,
-                } => {
-                    live.push((self.event_of(attributes).await?, payload));
-                }
+                } => live.push((attributes, payload)),
                 ClientFrame::PublishPersistent {
                     seq,
                     attributes,
                     payload,
                 } => {
-                    let event = self.event_of(attributes.clone()).await?;
-                    live.push((event.clone(), payload.clone()));
+                    live.push((attributes.clone(), payload.clone()));
                     stored.push(Publication {
                         seq,
-                        event,
-                        attributes,
+                        event: attributes,
                         payload,
                     });
                 }
@@ -276,21 +272,6 @@ impl Session<'_> {
                 .await?;
         }
         Ok((count, ahead))
-    }
-
-    /// The attributes as an event; a name given twice closes the connection.
-    async fn event_of(&self, attributes: palio_protocol::Attributes) -> Result<Event, Refusal> {
-        let count = attributes.len();
-        let event: Event = attributes.into_iter().collect();
-        if event.len() != count {
-            return Err(self
-                .close_with(
-                    ErrorCode::InvalidNotification,
-                    "an attribute is named twice".into(),
-                )
-                .await);
-        }
-        Ok(event)
     }
 }
 

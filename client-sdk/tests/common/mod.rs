@@ -138,7 +138,7 @@ pub fn message(consumer: u64, tag: u64, delivery_count: u32, seq: i32) -> Server
         consumer,
         tag,
         delivery_count,
-        attributes: vec![attr("seq", seq)],
+        attributes: [attr("seq", seq)].into_iter().collect(),
         payload: b"p".to_vec(),
     })
 }
