@@ -93,16 +93,17 @@ async fn store(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn routes(State(shared): State<Arc<Shared>>) -> Response {
-    let (reply, answer) = oneshot::channel();
-    if shared.router.send(Command::Routes { reply }).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    match tokio::time::timeout(Duration::from_secs(5), answer).await {
-        Ok(Ok(json)) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
-        )
-            .into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "router busy\n").into_response(),
-    }
+    let asked = shared.router.call(|reply| Command::Routes { reply });
+    let view = match tokio::time::timeout(Duration::from_secs(5), asked).await {
+        Ok(Ok(view)) => view,
+        Ok(Err(_)) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "router busy\n").into_response(),
+    };
+    let mut json = serde_json::to_value(&view).unwrap_or_default();
+    json["dialed"] = crate::peer::dial_snapshot(&shared.dial_states);
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    )
+        .into_response()
 }

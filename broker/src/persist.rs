@@ -384,7 +384,7 @@ impl Task {
                     let Some((tx, conn)) = self.clients.get(&client) else {
                         continue;
                     };
-                    let size = crate::session::control_frame_size(&frame);
+                    let size = crate::writer::control_frame_size(&frame);
                     if tx.push(frame, size) == Pushed::Full {
                         tracing::warn!(
                             client,

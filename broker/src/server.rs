@@ -262,7 +262,6 @@ impl Server {
             metrics.clone(),
             self.settings.limits.clone(),
             self.settings.static_subscriptions.clone(),
-            dial_states.clone(),
             hops_tx,
         );
         let router_task = tokio::spawn(router.run(rx, token.clone()));

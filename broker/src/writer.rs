@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use palio_protocol::{ErrorCode, FrameError};
+use palio_protocol::{ErrorCode, FrameError, ServerFrame};
 
 use crate::metrics::Metrics;
 use crate::outbox::Inbox;
@@ -27,9 +27,24 @@ pub(crate) trait WireFrame: Send + 'static {
     fn encode(&self, dst: &mut BytesMut, max: usize) -> Result<(), FrameError>;
 }
 
-impl WireFrame for palio_protocol::ServerFrame {
+impl WireFrame for ServerFrame {
     fn encode(&self, dst: &mut BytesMut, max: usize) -> Result<(), FrameError> {
         palio_protocol::encode_into(self, dst, max)
+    }
+}
+
+/// About how many bytes a control-stream frame takes on the wire.
+pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
+    match frame {
+        ServerFrame::Message(m) => {
+            64 + m.payload.len()
+                + m.attributes
+                    .iter()
+                    .map(|(n, _)| 16 + n.as_str().len())
+                    .sum::<usize>()
+        }
+        ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
+        _ => 64,
     }
 }
 

@@ -216,6 +216,28 @@ impl SpanningTree {
         adj
     }
 
+    /// The next hop from `from` toward every other member: the tree neighbour of `from` on the
+    /// path to it. Empty if `from` is not a member.
+    pub fn next_hops(&self, from: BrokerId) -> BTreeMap<BrokerId, BrokerId> {
+        let adj = self.adjacency();
+        let mut hops = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::new();
+        for &n in adj.get(&from).into_iter().flatten() {
+            hops.insert(n, n);
+            queue.push_back(n);
+        }
+        while let Some(b) = queue.pop_front() {
+            let hop = hops[&b];
+            for &n in adj.get(&b).into_iter().flatten() {
+                if n != from && !hops.contains_key(&n) {
+                    hops.insert(n, hop);
+                    queue.push_back(n);
+                }
+            }
+        }
+        hops
+    }
+
     /// The fewest tree links a notification published at `source` must cross to reach every
     /// broker in `targets`: the size of the smallest subtree joining them. Targets outside the
     /// tree are ignored.
@@ -271,6 +293,22 @@ mod tests {
         assert_eq!(t.neighbours(b(3)), BTreeSet::from([b(1), b(5)]));
         // Every broker computes the same tree.
         assert_eq!(g.spanning_tree(b(4)), t);
+    }
+
+    #[test]
+    fn next_hops_lead_along_the_tree() {
+        // Path 0 – 1 – 2 – 3 with a branch 1 – 4.
+        let mut g = Graph::new();
+        for (x, y) in [(0, 1), (1, 2), (2, 3), (1, 4)] {
+            g.add_link(b(x), b(y));
+        }
+        let t = g.spanning_tree(b(0));
+        let hops = t.next_hops(b(2));
+        assert_eq!(
+            hops,
+            BTreeMap::from([(b(0), b(1)), (b(1), b(1)), (b(3), b(3)), (b(4), b(1))])
+        );
+        assert!(t.next_hops(b(9)).is_empty());
     }
 
     #[test]

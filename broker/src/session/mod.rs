@@ -17,7 +17,7 @@ mod requests;
 
 use std::sync::Arc;
 
-use palio_protocol::{ErrorCode, ServerFrame};
+use palio_protocol::ErrorCode;
 
 use crate::outbox::{Capacity, Outbox};
 use crate::persist::PersistCommand;
@@ -32,21 +32,6 @@ const CONTROL_QUEUE: Capacity = Capacity {
     frames: 16 * 1024,
     bytes: 64 << 20,
 };
-
-/// About how many bytes a control-stream frame takes on the wire.
-pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
-    match frame {
-        ServerFrame::Message(m) => {
-            64 + m.payload.len()
-                + m.attributes
-                    .iter()
-                    .map(|(n, _)| 16 + n.as_str().len())
-                    .sum::<usize>()
-        }
-        ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
-        _ => 64,
-    }
-}
 
 /// Serves one client connection until it closes.
 pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {

@@ -13,7 +13,6 @@ use palio_filter::Event;
 use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 use palio_topology::SharedFilter;
 
-use super::control_frame_size;
 use super::hello::Reader;
 use crate::outbox::{Outbox, Pushed};
 use crate::pacer::{BATCH, Pacer};
@@ -184,7 +183,7 @@ struct Session<'a> {
 impl Session<'_> {
     /// Queues an answer; if the client lets its control stream back up, waits until it reads.
     async fn reply(&self, frame: ServerFrame) -> Result<(), Refusal> {
-        let size = control_frame_size(&frame);
+        let size = crate::writer::control_frame_size(&frame);
         match self.control.push(frame, size) {
             Pushed::Room => Ok(()),
             Pushed::Full => {

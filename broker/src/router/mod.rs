@@ -9,7 +9,7 @@
 //! `disconnect` slow-consumer policies a full subscriber outbox drops or disconnects instead.
 //! `poll_timeout` drives a sleep.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,18 +17,23 @@ use palio_filter::Event;
 use palio_protocol::ErrorCode;
 use palio_topology::tree::SpanningTree;
 use palio_topology::{
-    AdvertisementId, Broker, BrokerId, Notification, NotificationId, PeerFrame, SharedFilter,
-    SubscriptionId, Transmit,
+    Broker, BrokerId, Notification, NotificationId, PeerFrame, SharedFilter, SubscriptionId,
 };
-use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Limits, SlowConsumerPolicy, StaticSubscription};
-pub(crate) use crate::delivery::Delivery;
+use crate::config::{Limits, StaticSubscription};
+mod outputs;
+mod owners;
+mod view;
+
+pub(crate) use view::RoutesView;
+
+use self::owners::{ClientEntry, Owner, SubEntry};
+use crate::delivery::Delivery;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::Outbox;
 use crate::pacer::Credit;
 use crate::peer_wire::{EncodedOnce, PeerOut};
 
@@ -134,32 +139,10 @@ pub(crate) enum Command {
         frames: Vec<PeerFrame>,
         credit: Credit,
     },
+    /// What `/routes` shows.
     Routes {
-        reply: oneshot::Sender<Json>,
+        reply: oneshot::Sender<RoutesView>,
     },
-}
-
-/// A connected client.
-struct ClientEntry {
-    /// Its delivery outbox (limits: `limits.subscriber_buffer[_bytes]`).
-    deliveries: Outbox<Delivery>,
-    /// To close it under the disconnect policy.
-    connection: quinn::Connection,
-    /// Already being closed: no more deliveries or counting.
-    closing: bool,
-    subscriptions: HashSet<u64>,
-    advertisements: HashSet<u64>,
-}
-
-/// Who owns a subscription.
-enum Owner {
-    Client(ClientId),
-    Static(String),
-}
-
-struct SubEntry {
-    owner: Owner,
-    filter: SharedFilter,
 }
 
 /// A live peer link.
@@ -185,8 +168,6 @@ pub(crate) struct Router {
     next_subscription: u64,
     next_advertisement: u64,
     next_notification: u64,
-    /// Configured peer addresses and their state, shared with the dialers (for `/routes`).
-    dial_states: crate::peer::DialStates,
     /// The credit of the batch being routed: outboxes it fills are noted on it.
     credit: Option<Credit>,
     /// The last notification sent to a peer, encoded at most once for all its peers.
@@ -205,7 +186,6 @@ impl Router {
         metrics: Metrics,
         limits: Limits,
         statics: Vec<StaticSubscription>,
-        dial_states: crate::peer::DialStates,
         hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     ) -> Self {
         let mut r = Self {
@@ -220,7 +200,6 @@ impl Router {
             next_subscription: 1,
             next_advertisement: 1,
             next_notification: 0,
-            dial_states,
             credit: None,
             last_encoded: None,
             hops,
@@ -319,23 +298,7 @@ impl Router {
         if self.hops_tree.as_ref() == Some(tree) {
             return;
         }
-        let me = self.broker.id();
-        let adj = tree.adjacency();
-        let mut hops = HashMap::new();
-        let mut queue: std::collections::VecDeque<BrokerId> = Default::default();
-        for &n in adj.get(&me).into_iter().flatten() {
-            hops.insert(n, n);
-            queue.push_back(n);
-        }
-        while let Some(b) = queue.pop_front() {
-            let hop = hops[&b];
-            for &n in adj.get(&b).into_iter().flatten() {
-                if n != me && !hops.contains_key(&n) {
-                    hops.insert(n, hop);
-                    queue.push_back(n);
-                }
-            }
-        }
+        let hops = tree.next_hops(self.broker.id()).into_iter().collect();
         self.hops_tree = Some(tree.clone());
         self.hops.send_replace(hops);
     }
@@ -347,30 +310,8 @@ impl Router {
                 client,
                 deliveries,
                 connection,
-            } => {
-                self.clients.insert(
-                    client,
-                    ClientEntry {
-                        deliveries,
-                        connection,
-                        closing: false,
-                        subscriptions: HashSet::new(),
-                        advertisements: HashSet::new(),
-                    },
-                );
-            }
-            Command::ClientGone { client } => {
-                if let Some(c) = self.clients.remove(&client) {
-                    for s in c.subscriptions {
-                        self.subscriptions.remove(&s);
-                        let _ = self.broker.unsubscribe(SubscriptionId(s));
-                    }
-                    for a in c.advertisements {
-                        self.advertisements.remove(&a);
-                        let _ = self.broker.unadvertise(AdvertisementId(a));
-                    }
-                }
-            }
+            } => self.register_client(client, deliveries, connection),
+            Command::ClientGone { client } => self.client_gone(client),
             Command::Subscribe {
                 client,
                 filter,
@@ -383,21 +324,7 @@ impl Router {
                 subscription,
                 reply,
             } => {
-                let owned = self
-                    .clients
-                    .get_mut(&client)
-                    .is_some_and(|c| c.subscriptions.remove(&subscription));
-                let r = if owned {
-                    self.subscriptions.remove(&subscription);
-                    let _ = self.broker.unsubscribe(SubscriptionId(subscription));
-                    Ok(())
-                } else {
-                    Err((
-                        ErrorCode::UnknownId,
-                        format!("no subscription {subscription} on this connection"),
-                    ))
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.unsubscribe(client, subscription));
             }
             Command::Advertise {
                 client,
@@ -411,21 +338,7 @@ impl Router {
                 advertisement,
                 reply,
             } => {
-                let owned = self
-                    .clients
-                    .get_mut(&client)
-                    .is_some_and(|c| c.advertisements.remove(&advertisement));
-                let r = if owned {
-                    self.advertisements.remove(&advertisement);
-                    let _ = self.broker.unadvertise(AdvertisementId(advertisement));
-                    Ok(())
-                } else {
-                    Err((
-                        ErrorCode::UnknownId,
-                        format!("no advertisement {advertisement} on this connection"),
-                    ))
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.unadvertise(client, advertisement));
             }
             Command::Publish { items, credit } => {
                 self.credit = Some(credit);
@@ -497,7 +410,7 @@ impl Router {
                 }
             }
             Command::Routes { reply } => {
-                let _ = reply.send(self.routes());
+                let _ = reply.send(self.view());
             }
         }
     }
@@ -528,222 +441,6 @@ impl Router {
         }
         self.broker.handle_peer_down(peer, now);
         false
-    }
-
-    fn subscribe(&mut self, client: ClientId, filter: SharedFilter) -> Result<u64, Refusal> {
-        let max = self.limits.max_subscriptions_per_client;
-        let c = self
-            .clients
-            .get_mut(&client)
-            .ok_or((ErrorCode::Internal, "connection not registered".to_owned()))?;
-        if c.subscriptions.len() >= max {
-            return Err((
-                ErrorCode::LimitExceeded,
-                format!("at most {max} subscriptions per connection"),
-            ));
-        }
-        let id = self.next_subscription;
-        self.next_subscription += 1;
-        self.broker
-            .subscribe(SubscriptionId(id), filter.clone())
-            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-        c.subscriptions.insert(id);
-        self.subscriptions.insert(
-            id,
-            SubEntry {
-                owner: Owner::Client(client),
-                filter,
-            },
-        );
-        Ok(id)
-    }
-
-    fn advertise(&mut self, client: ClientId, filter: SharedFilter) -> Result<u64, Refusal> {
-        let max = self.limits.max_advertisements_per_client;
-        let c = self
-            .clients
-            .get_mut(&client)
-            .ok_or((ErrorCode::Internal, "connection not registered".to_owned()))?;
-        if c.advertisements.len() >= max {
-            return Err((
-                ErrorCode::LimitExceeded,
-                format!("at most {max} advertisements per connection"),
-            ));
-        }
-        let id = self.next_advertisement;
-        self.next_advertisement += 1;
-        self.broker
-            .advertise(AdvertisementId(id), filter.clone())
-            .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-        c.advertisements.insert(id);
-        self.advertisements.insert(id, (client, filter));
-        Ok(id)
-    }
-
-    /// Sends and delivers everything the state machine has queued.
-    fn drain(&mut self) {
-        loop {
-            if let Some(t) = self.broker.poll_transmit() {
-                self.transmit(t);
-                continue;
-            }
-            if let Some(d) = self.broker.poll_delivery() {
-                self.deliver(d);
-                continue;
-            }
-            break;
-        }
-    }
-
-    fn update_gauges(&self) {
-        let m = &self.metrics;
-        m.table_entries.set(gauge(self.broker.table_entries()));
-        m.forwarded_entries
-            .set(gauge(self.broker.forwarded_entries()));
-        m.known_brokers.set(gauge(self.broker.known_brokers()));
-        m.peer_links_up.set(gauge(self.peers.len()));
-        m.subscriptions.set(gauge(self.subscriptions.len()));
-        m.advertisements.set(gauge(self.advertisements.len()));
-    }
-
-    /// Notes on the current batch's credit that `pushed` left an outbox over its limit.
-    fn note(&self, pushed: Pushed, gate: impl FnOnce() -> crate::outbox::Gate) {
-        if pushed == Pushed::Full
-            && let Some(c) = &self.credit
-        {
-            c.block_on(gate());
-        }
-    }
-
-    /// Queues a frame for a peer. Never drops: a full link slows the traffic that goes there.
-    fn transmit(&mut self, t: Transmit) {
-        let Some(p) = self.peers.get(&t.peer) else {
-            return;
-        };
-        let out = match t.frame {
-            PeerFrame::Notification(n) => {
-                self.metrics.forwarded.inc();
-                match &self.last_encoded {
-                    Some(e) if e.wraps(&n) => e.share(),
-                    _ => {
-                        let out = PeerOut::of_frame(PeerFrame::Notification(n));
-                        if let PeerOut::Notify(e) = &out {
-                            self.last_encoded = Some(e.clone());
-                        }
-                        out
-                    }
-                }
-            }
-            other => PeerOut::of_frame(other),
-        };
-        let size = out.size();
-        // A closed outbox means the link is going down; its PeerDown is on the way.
-        let pushed = p.frames.push(out, size);
-        self.note(pushed, || p.frames.gate());
-    }
-
-    fn deliver(&mut self, d: palio_topology::Delivery) {
-        let sub = d.subscription.0;
-        let Some(entry) = self.subscriptions.get(&sub) else {
-            return;
-        };
-        let client = match &entry.owner {
-            Owner::Static(name) => {
-                self.metrics.static_matches.with_label_values(&[name]).inc();
-                return;
-            }
-            Owner::Client(c) => *c,
-        };
-        let Some(c) = self.clients.get_mut(&client) else {
-            return;
-        };
-        if c.closing {
-            return;
-        }
-        let full = c.deliveries.is_full();
-        match self.limits.slow_consumer {
-            SlowConsumerPolicy::Drop if full => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["slow_consumer"])
-                    .inc();
-                return;
-            }
-            SlowConsumerPolicy::Disconnect if full => {
-                self.metrics
-                    .dropped
-                    .with_label_values(&["slow_consumer"])
-                    .inc();
-                c.closing = true;
-                self.metrics.slow_consumer_disconnects.inc();
-                tracing::info!(
-                    client,
-                    "subscriber too slow: disconnecting (policy disconnect)"
-                );
-                c.connection.close(
-                    ErrorCode::SlowConsumer.code().into(),
-                    b"subscriber too slow: delivery queue full",
-                );
-                return;
-            }
-            _ => {}
-        }
-        let delivery = Delivery {
-            subscription: sub,
-            notification: d.notification,
-        };
-        let size = delivery.size();
-        match c.deliveries.push(delivery, size) {
-            Pushed::Closed => {
-                self.metrics.dropped.with_label_values(&["closed"]).inc();
-            }
-            pushed => {
-                self.metrics.delivered.inc();
-                // Only the lossless policy holds the publisher back; the others act on the
-                // next delivery that finds the outbox full.
-                if pushed == Pushed::Full
-                    && self.limits.slow_consumer == SlowConsumerPolicy::Block
-                    && let Some(credit) = &self.credit
-                {
-                    credit.block_on(c.deliveries.gate());
-                }
-            }
-        }
-    }
-
-    fn routes(&self) -> Json {
-        let b = &self.broker;
-        let ids =
-            |it: &mut dyn Iterator<Item = BrokerId>| -> Vec<u32> { it.map(|i| i.0).collect() };
-        json!({
-            "broker": { "name": self.name, "id": b.id().0 },
-            "strategy": b.strategy().as_str(),
-            "peers": self.peers.iter().map(|(id, p)| json!({
-                "id": id.0, "name": p.name, "link": p.link,
-                "remote": p.connection.remote_address().to_string(),
-                "tree_neighbour": b.tree_neighbours().contains(id),
-                "queued_frames": p.frames.held().0,
-                "queued_bytes": p.frames.held().1,
-            })).collect::<Vec<_>>(),
-            "dialed": crate::peer::dial_snapshot(&self.dial_states),
-            "known_brokers": b.known_brokers(),
-            "link_state": { "neighbours": ids(&mut b.own_link_state().neighbours.iter().copied()) },
-            "tree": {
-                "root": b.tree().root().0,
-                "edges": b.tree().edges().map(|(x, y)| [x.0, y.0]).collect::<Vec<_>>(),
-            },
-            "tree_neighbours": ids(&mut b.tree_neighbours().iter().copied()),
-            "table_entries": b.table_entries(),
-            "forwarded_entries": b.forwarded_entries(),
-            "subscriptions": self.subscriptions.iter().map(|(id, s)| json!({
-                "id": id,
-                "filter": s.filter.source(),
-                "owner": match &s.owner { Owner::Client(c) => format!("client {c}"), Owner::Static(n) => format!("static {n}") },
-            })).collect::<Vec<_>>(),
-            "advertisements": self.advertisements.iter().map(|(id, (c, f))| json!({
-                "id": id, "filter": f.source(), "owner": format!("client {c}"),
-            })).collect::<Vec<_>>(),
-        })
     }
 }
 
