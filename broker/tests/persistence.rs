@@ -430,18 +430,17 @@ fn no_tmpfs_mount(dir: &Path) -> Option<String> {
 /// The real ENOSPC: the broker binary on a 2 MiB tmpfs. Where no tmpfs can be mounted (not
 /// root), the same scenario runs on the store's fault-injecting file layer instead, in the
 /// library's unit test `persist::tests::a_full_disk_fails_publications_clearly_and_acks_nothing_false`
-/// (which always runs, so CI covers both). `PALIO_REQUIRE_TMPFS=1` (set by `.ci/run`) makes a
-/// missing tmpfs a failure, so CI cannot lose the real one unnoticed.
+/// (which always runs, so CI covers both). With `CI` set (as `.ci/run` does) a missing tmpfs is
+/// a failure, so CI cannot lose the real one unnoticed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
     let d = Dirs::new();
     let data = d.path("small");
     std::fs::create_dir_all(&data).unwrap();
     if let Some(why) = no_tmpfs_mount(&data) {
-        let required = std::env::var("PALIO_REQUIRE_TMPFS").is_ok_and(|v| v == "1");
         assert!(
-            !required,
-            "PALIO_REQUIRE_TMPFS=1, but no tmpfs mount is possible ({why})"
+            std::env::var_os("CI").is_none(),
+            "the real full disk is required in CI, but no tmpfs mount is possible ({why})"
         );
         eprintln!(
             "no tmpfs mount possible ({why}): the disk-full scenario runs on the \
