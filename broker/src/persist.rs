@@ -167,8 +167,13 @@ impl Store {
                 .unwrap_or(u32::MAX)
                 .max(default.max_record_bytes),
         };
-        let (log, report) = Log::open(Arc::new(StdFs), dir, options, Box::new(notify))
-            .map_err(|e| e.to_string())?;
+        #[cfg(not(test))]
+        let fs = Arc::new(StdFs);
+        // Tests may put the store on the fault-injecting file layer (see `persist/tests.rs`).
+        #[cfg(test)]
+        let fs = tests::take_file_layer().unwrap_or_else(|| Arc::new(StdFs));
+        let (log, report) =
+            Log::open(fs, dir, options, Box::new(notify)).map_err(|e| e.to_string())?;
         let cfg = EngineConfig {
             me,
             ack_wait: Duration::from_millis(s.ack_wait_ms),
@@ -547,3 +552,6 @@ fn request(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,22 @@ async fn matching_notifications_are_delivered_once_and_others_not() {
     assert_eq!(b.metric("palio_notifications_published_total"), 4.0);
 }
 
+/// The ids of the subscriptions the broker's `/routes` lists, sorted.
+fn listed_subscriptions(b: &BrokerProc) -> Vec<u64> {
+    let mut ids: Vec<u64> = b.routes()["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Checked on the broker's side: the SDK drops deliveries for a subscription it has ended, so
+/// the client alone could not tell a broker that ignored the unsubscribe. A second subscription
+/// with the same filter on the same connection keeps receiving, so the checks cannot pass
+/// because nothing was routed at all.
 #[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let d = Dirs::new();
@@ -56,11 +72,28 @@ async fn unsubscribe_stops_delivery() {
     client.publish(note("x", 1)).await.unwrap();
     assert!(next_within(&mut gone, 5000).await.is_some());
     assert!(next_within(&mut keep, 5000).await.is_some());
+    assert_eq!(b.metric("palio_notifications_delivered_total"), 2.0);
+    let mut both = vec![keep.id(), gone.id()];
+    both.sort_unstable();
+    assert_eq!(listed_subscriptions(&b), both);
+
     client.unsubscribe(&gone).await.unwrap();
-    client.publish(note("x", 2)).await.unwrap();
+    assert_eq!(listed_subscriptions(&b), vec![keep.id()]);
+    for level in 2..=4 {
+        client.publish(note("x", level)).await.unwrap();
+    }
     client.flush().await.unwrap();
-    assert!(next_within(&mut keep, 5000).await.is_some());
+    for level in 2..=4 {
+        let n = next_within(&mut keep, 5000)
+            .await
+            .expect("still subscribed");
+        assert_eq!(n.get("level"), Some(&Value::Int(level)));
+    }
     assert!(next_within(&mut gone, 300).await.is_none());
+    // The router hands a notification to every matching subscription before it takes the
+    // next one, so once `keep` has the last of them (and 300 ms later) the counter is final:
+    // one delivery per publication, none for `gone`.
+    assert_eq!(b.metric("palio_notifications_delivered_total"), 2.0 + 3.0);
     // Unsubscribing twice names an unknown subscription.
     let err = client.unsubscribe(&gone).await.unwrap_err();
     assert_eq!(err.code(), Some(palio::ErrorCode::UnknownId));

@@ -1,7 +1,8 @@
 //! The CESQL v1 conformance suite (the CloudEvents TCK), every case of every file.
 //!
-//! Reads every `*.yaml` file in `shared/conformance/cesql-tck/` next to the workspace (or in the
-//! directory named by `PALIO_CESQL_TCK`), so files added later are picked up without touching
+//! Reads every `*.yaml` file in `tests/cesql-tck/` of this crate (a copy of the TCK from
+//! github.com/cloudevents/spec, Apache-2.0, see the `NOTICE` there), or in the directory named by
+//! `PALIO_CESQL_TCK` (e.g. a newer TCK), so files added later are picked up without touching
 //! this test. Each case's expression is parsed and evaluated in complete-evaluation mode; the
 //! value must equal `result` when one is given, and the errors must include the expected
 //! `error` kind (or be empty when none is expected). `Expr::matches`, the fail-fast mode, is
@@ -39,7 +40,7 @@ struct Case {
 fn tck_dir() -> PathBuf {
     match std::env::var_os("PALIO_CESQL_TCK") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cesql-tck"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cesql-tck"),
     }
 }
 
@@ -159,10 +160,11 @@ fn run_case(case: &Case) -> Result<(), String> {
 #[test]
 fn cesql_conformance_suite() {
     let dir = tck_dir();
+    let files = yaml_files(&dir);
     let mut ran = 0;
     let mut failures = String::new();
-    for file in yaml_files(&dir) {
-        let text = std::fs::read_to_string(&file)
+    for file in &files {
+        let text = std::fs::read_to_string(file)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
         let suite: Suite = serde_norway::from_str(&text)
             .unwrap_or_else(|e| panic!("{} is not a TCK file: {e}", file.display()));
@@ -170,6 +172,9 @@ fn cesql_conformance_suite() {
             || file.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
+        if suite.tests.is_empty() {
+            let _ = writeln!(failures, "{file_name} ({}) has no cases", suite.name);
+        }
         for case in &suite.tests {
             ran += 1;
             if let Err(problem) = run_case(case) {
@@ -188,8 +193,13 @@ fn cesql_conformance_suite() {
     assert!(ran > 0, "the CESQL TCK in {} has no cases", dir.display());
     assert!(
         failures.is_empty(),
-        "{} of {ran} CESQL conformance cases failed:\n{failures}",
-        failures.lines().count()
+        "CESQL conformance: {} failures among {ran} cases from {} files:\n{failures}",
+        failures.lines().count(),
+        files.len()
     );
-    eprintln!("{ran} CESQL conformance cases passed");
+    eprintln!(
+        "{ran} CESQL conformance cases from {} files in {} passed",
+        files.len(),
+        dir.display()
+    );
 }
