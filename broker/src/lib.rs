@@ -40,6 +40,8 @@ mod router;
 mod server;
 mod session;
 mod store;
+#[doc(hidden)]
+pub mod wire;
 mod writer;
 
 pub use config::{ConfigError, Overrides, Settings};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION, PeerHello, PeerMessage};
+use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION};
 use palio_topology::{BrokerId, PeerFrame};
 use serde_json::{Value as Json, json};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -25,6 +25,7 @@ use crate::peer_wire::PeerOut;
 use crate::persist::PersistCommand;
 use crate::router::{Command, Refusal};
 use crate::server::{Shared, broker_id};
+use crate::wire::{PeerHello, PeerMessage};
 use crate::writer::{self, Role};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);

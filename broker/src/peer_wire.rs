@@ -10,11 +10,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 use palio_filter::{AttrName, Event, Value};
-use palio_protocol::{FrameError, PeerMessage};
+use palio_protocol::FrameError;
 use palio_topology::{LinkStateAd, Notification, NotificationId, PeerFrame};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeTuple};
 
+use crate::wire::PeerMessage;
 use crate::writer::WireFrame;
 
 /// An item of a peer link's outbox.

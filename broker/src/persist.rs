@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palio_filter::Event;
-use palio_protocol::{ClientFrame, ErrorCode, PeerMessage, ServerFrame};
+use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use palio_topology::BrokerId;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
 use crate::peer_wire::PeerOut;
 use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
+use crate::wire::PeerMessage;
 
 /// What client sessions and peer links ask of the persist task.
 #[derive(Debug)]

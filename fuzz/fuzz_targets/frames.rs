@@ -4,9 +4,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use palio_protocol::{
-    ClientFrame, DeliveryFrame, FrameCodec, PeerMessage, ServerFrame, decode, encode,
-};
+use palio_broker::wire::PeerMessage;
+use palio_protocol::{ClientFrame, DeliveryFrame, FrameCodec, ServerFrame, decode, encode};
 use tokio_util::codec::Decoder;
 
 fn round_trip<T>(data: &[u8])

@@ -1,5 +1,5 @@
 //! Error codes: in [`ServerFrame::Error`](crate::ServerFrame::Error),
-//! [`PeerMessage::Reject`](crate::PeerMessage::Reject) and as QUIC application close codes.
+//! the peer protocol's `Reject`, and as QUIC application close codes.
 
 use std::fmt;
 

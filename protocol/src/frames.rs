@@ -1,14 +1,11 @@
-//! The frames: client ↔ broker ([`ClientFrame`], [`ServerFrame`], [`DeliveryFrame`]) and
-//! broker ↔ broker ([`PeerMessage`]).
+//! The frames between a client and its broker: [`ClientFrame`], [`ServerFrame`],
+//! [`DeliveryFrame`].
 //!
 //! Frames decode into types that can hold only legal values: attribute names are validated by
-//! [`AttrName`](palio_filter::AttrName)'s deserializer, and peer routing frames carry filters that were parsed (within
-//! the default limits) while decoding. Filters from clients travel as text and are compiled by
-//! the broker, which answers a bad one with [`ErrorCode::InvalidFilter`].
+//! [`AttrName`](palio_filter::AttrName)'s deserializer and an event naming an attribute twice
+//! does not decode. Filters travel as text and are compiled by the broker, which answers a bad
+//! one with [`ErrorCode::InvalidFilter`].
 
-use std::sync::Arc;
-
-use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
 use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
@@ -195,8 +192,8 @@ pub struct Welcome {
     pub version: u16,
     /// The broker's name.
     pub broker: String,
-    /// The broker's routing id.
-    pub broker_id: BrokerId,
+    /// The broker's routing id (a hash of its name).
+    pub broker_id: u32,
     /// The largest frame the broker accepts.
     pub max_frame: u32,
 }
@@ -304,132 +301,6 @@ pub struct DeliveryFrame {
     pub payload: Vec<u8>,
 }
 
-/// A persistent message's end-to-end identity: the broker that first stored it and that
-/// broker's counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct MessageId {
-    /// The access broker of its publisher.
-    pub origin: BrokerId,
-    /// Increasing at the origin.
-    pub n: u64,
-}
-
-/// A durable queue as every broker of the overlay knows it: brokers forward the persistent
-/// messages matching `filter` toward `home`, storing them at every hop.
-///
-/// Only `home` changes its entries, each time with a larger `generation`, so wherever two
-/// entries for the same queue meet, the larger generation wins.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueDecl {
-    /// Where the queue lives.
-    pub home: BrokerId,
-    /// Its name at `home`.
-    pub name: String,
-    /// The filter's source text.
-    pub filter: String,
-    /// Larger for each change at `home`.
-    pub generation: u64,
-    /// The queue was removed (a tombstone, so that an older entry cannot come back).
-    pub removed: bool,
-}
-
-/// The hello brokers exchange on a new peer link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerHello {
-    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the sender.
-    pub version: u16,
-    /// The sender's configured name.
-    pub name: String,
-    /// The sender's routing id (derived from its name).
-    pub id: BrokerId,
-    /// The sender's life, larger after each restart.
-    pub incarnation: u64,
-}
-
-/// A frame on a peer link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum PeerMessage {
-    /// The first frame in each direction.
-    Hello(PeerHello),
-    /// The link is refused (sent instead of the answering hello), or closed.
-    Reject {
-        /// Why.
-        code: ErrorCode,
-        /// A human-readable explanation.
-        message: String,
-    },
-    /// A routing frame for the topology state machine (notifications travel as
-    /// [`PeerMessage::Notify`] instead).
-    Frame(PeerFrame),
-    /// A persistent message, stored by the receiver before it acks it with
-    /// [`PeerMessage::StoreAck`] (store-and-forward). The receiver delivers it to its own
-    /// durable queues if it is one of `dests`, and forwards it toward the other `dests`.
-    Store {
-        /// End-to-end identity; the receiver ignores a copy it stored already.
-        id: MessageId,
-        /// The brokers with durable queues it must reach through the receiver.
-        dests: Vec<BrokerId>,
-        /// The attributes.
-        attributes: Attributes,
-        /// The payload.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
-    },
-    /// The receiver has these [`PeerMessage::Store`]s on disk: the sender may forget them.
-    StoreAck {
-        /// The messages.
-        ids: Vec<MessageId>,
-    },
-    /// A durable queue (or its removal) as the overlay knows it. Sent to every peer when it
-    /// changes and, on link-up, every entry known.
-    QueueDecl(QueueDecl),
-    /// A notification travelling along the tree: the topology's
-    /// [`PeerFrame::Notification`], with the payload as MessagePack binary (the topology
-    /// frame's own encoding would write it as an array of integers).
-    Notify {
-        /// End-to-end identity.
-        id: NotificationId,
-        /// The attributes.
-        attributes: Attributes,
-        /// The payload.
-        #[serde(with = "serde_bytes")]
-        payload: Vec<u8>,
-    },
-}
-
-impl PeerMessage {
-    /// The message carrying a routing frame: notifications as [`PeerMessage::Notify`].
-    pub fn from_frame(frame: PeerFrame) -> Self {
-        match frame {
-            PeerFrame::Notification(n) => PeerMessage::Notify {
-                id: n.id,
-                attributes: n.attributes.clone(),
-                payload: n.payload.clone(),
-            },
-            other => PeerMessage::Frame(other),
-        }
-    }
-
-    /// The routing frame carried, if this is a [`PeerMessage::Frame`] or
-    /// [`PeerMessage::Notify`].
-    pub fn into_frame(self) -> Option<PeerFrame> {
-        match self {
-            PeerMessage::Frame(f) => Some(f),
-            PeerMessage::Notify {
-                id,
-                attributes,
-                payload,
-            } => Some(PeerFrame::Notification(Arc::new(Notification {
-                id,
-                attributes,
-                payload,
-            }))),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use palio_filter::{AttrName, Value};
@@ -504,32 +375,5 @@ mod tests {
         let err = decode::<ClientFrame>(&bytes).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
         assert!(err.to_string().contains("named twice"), "{err}");
-    }
-
-    #[test]
-    fn notifications_travel_as_notify_and_come_back_equal() {
-        let n = Arc::new(Notification {
-            id: NotificationId(7),
-            attributes: [(AttrName::new("a").unwrap(), Value::Int(1))]
-                .into_iter()
-                .collect(),
-            payload: vec![1, 2, 3],
-        });
-        let m = PeerMessage::from_frame(PeerFrame::Notification(n.clone()));
-        assert!(matches!(m, PeerMessage::Notify { .. }));
-        let bytes = encode(&m).unwrap();
-        let back: PeerMessage = decode(&bytes).unwrap();
-        assert_eq!(back.into_frame(), Some(PeerFrame::Notification(n)));
-    }
-
-    #[test]
-    fn peer_frames_carry_parsed_filters() {
-        let filter = palio_topology::SharedFilter::parse("x > 1").unwrap();
-        let m = PeerMessage::Frame(PeerFrame::Subscribe {
-            key: palio_topology::RouteKey(3),
-            filter,
-        });
-        let bytes = encode(&m).unwrap();
-        assert_eq!(decode::<PeerMessage>(&bytes).unwrap(), m);
     }
 }

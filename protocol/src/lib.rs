@@ -18,11 +18,10 @@
 //!   [`ClientFrame::Flush`] is answered once every earlier frame has been routed. After the
 //!   Welcome the broker opens one unidirectional *delivery* stream carrying
 //!   [`DeliveryFrame`]s.
-//! - **Peer streams.** The dialing broker opens one bidirectional stream and sends
-//!   [`PeerMessage::Hello`]; the accepting broker answers with its own Hello (or
-//!   [`PeerMessage::Reject`]). Then both directions carry routing frames
-//!   ([`PeerMessage::Frame`], the topology crate's [`PeerFrame`](palio_topology::PeerFrame))
-//!   in order, which is what the routing state machine requires of a link.
+//! - **Peer streams.** Brokers speak to each other with the same framing ([`PEER_ALPN`]); the
+//!   frames of that protocol carry the routing core's types and belong to the broker crate
+//!   (`palio_broker::wire`), so this crate, and the SDK with it, does not depend on the
+//!   routing core.
 //!
 //! - **Persistent delivery.** Persistent publications, durable queues and their consumers use
 //!   the control stream as well; the `durable` types ([`QueueInfo`], [`ConsumeMode`],
@@ -44,10 +43,7 @@ pub use durable::{
     valid_queue_name,
 };
 pub use error_code::ErrorCode;
-pub use frames::{
-    Attributes, ClientFrame, DeliveryFrame, MessageId, PeerHello, PeerMessage, QueueDecl,
-    ServerFrame, Welcome,
-};
+pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
 
 /// ALPN of a client connection.
 pub const CLIENT_ALPN: &[u8] = b"palio/1";

@@ -28,14 +28,15 @@ use std::time::{Duration, Instant};
 
 use palio_filter::{Event, Filter};
 use palio_protocol::{
-    Attributes, ConsumeMode, DEAD_LETTER_SUFFIX, ErrorCode, MessageId, PeerMessage, QueueDecl,
-    QueueInfo, QueueOptions, ServerFrame, valid_queue_name,
+    Attributes, ConsumeMode, DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions, ServerFrame,
+    valid_queue_name,
 };
 use palio_topology::BrokerId;
 
 use super::queue::{Lane, Queue};
 use super::record::{LaneId, QueueSnapshot, Record, Snapshot, decode, encode};
 use crate::store::{Position, StoreError};
+use crate::wire::{MessageId, PeerMessage, QueueDecl};
 
 /// Identifies a client connection.
 pub(crate) type ClientId = u64;

@@ -16,11 +16,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use palio_filter::Filter;
-use palio_protocol::{Attributes, MessageId, PeerMessage, QueueDecl};
+use palio_protocol::Attributes;
 use palio_topology::BrokerId;
 
 use super::engine::{Engine, Journal, Known, Output};
 use super::record::Record;
+use crate::wire::{MessageId, PeerMessage, QueueDecl};
 
 impl Engine {
     /// A peer link is up: send it the whole directory, and messages routed through it.

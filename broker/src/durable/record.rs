@@ -10,11 +10,12 @@
 //! Records are MessagePack (`rmp-serde`, compact form): the log is read only by this code, its
 //! segment header carries the format version.
 
-use palio_protocol::{Attributes, MessageId, QueueDecl};
+use palio_protocol::Attributes;
 use palio_topology::BrokerId;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Position;
+use crate::wire::{MessageId, QueueDecl};
 
 /// Which part of a queue: its main lane or its dead-letter lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use palio_filter::{AttrName, Value};
 use palio_protocol::{
-    Attributes, ConsumeMode, DurableMessage, ErrorCode, PeerMessage, QueueInfo, QueueOptions,
-    ServerFrame,
+    Attributes, ConsumeMode, DurableMessage, ErrorCode, QueueInfo, QueueOptions, ServerFrame,
 };
 use palio_topology::BrokerId;
 
 use super::{Engine, EngineConfig, Journal, Output};
 use crate::store::{Position, StoreError};
+use crate::wire::PeerMessage;
 
 /// Records in a vector; `fail` makes appends fail from then on.
 #[derive(Default)]
@@ -776,8 +776,8 @@ fn hops_of(pairs: &[(u32, u32)]) -> HashMap<BrokerId, BrokerId> {
         .collect()
 }
 
-fn decl(home: u32, name: &str) -> palio_protocol::QueueDecl {
-    palio_protocol::QueueDecl {
+fn decl(home: u32, name: &str) -> crate::wire::QueueDecl {
+    crate::wire::QueueDecl {
         home: BrokerId(home),
         name: name.into(),
         filter: "TRUE".into(),
@@ -786,7 +786,7 @@ fn decl(home: u32, name: &str) -> palio_protocol::QueueDecl {
     }
 }
 
-fn stores(outs: &[Output]) -> Vec<(u32, palio_protocol::MessageId, Vec<BrokerId>)> {
+fn stores(outs: &[Output]) -> Vec<(u32, crate::wire::MessageId, Vec<BrokerId>)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Peer {
@@ -849,7 +849,7 @@ fn a_message_not_yet_durable_does_not_hold_back_durable_ones() {
     n.engine.handle_store(
         &mut n.journal,
         BrokerId(1),
-        palio_protocol::MessageId {
+        crate::wire::MessageId {
             origin: BrokerId(1),
             n: 0,
         },

@@ -108,7 +108,7 @@ pub(super) fn welcome(shared: &Shared, control: &Outbox<ServerFrame>) {
     let frame = ServerFrame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         broker: shared.name.clone(),
-        broker_id: shared.id,
+        broker_id: shared.id.0,
         max_frame: u32::try_from(shared.limits.max_frame_bytes).unwrap_or(u32::MAX),
     });
     control.push(frame, 128);

@@ -17,7 +17,6 @@ use palio_protocol::{
     ClientFrame, DEFAULT_MAX_FRAME, DurableMessage, FrameCodec, PROTOCOL_VERSION, ServerFrame,
     Welcome,
 };
-use palio_topology::BrokerId;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// The bound on every wait in these tests.
@@ -80,7 +79,7 @@ impl Mock {
             s.send(ServerFrame::Welcome(Welcome {
                 version: PROTOCOL_VERSION,
                 broker: "mock".into(),
-                broker_id: BrokerId(1),
+                broker_id: 1,
                 max_frame: 1 << 20,
             }))
             .await;
