@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Limits, Settings};
+use crate::lock::DataDirLock;
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, LiveLinks};
 use crate::persist::{PersistHandle, Store};
@@ -38,6 +39,17 @@ pub enum StartError {
         dir: String,
         /// What went wrong.
         message: String,
+    },
+    /// Another broker holds the data directory's lock (`docs/operations.md`).
+    #[error(
+        "data directory {dir} is in use by another broker{}: stop it or give this one another --data-dir",
+        holder.as_ref().map(|p| format!(" (process {p})")).unwrap_or_default()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: String,
+        /// The process id the holder wrote into the lock file, if readable.
+        holder: Option<String>,
     },
     /// A listener could not be bound, or a directory created.
     #[error("{what}: {source}")]
@@ -102,6 +114,8 @@ pub struct Server {
     /// The recovered store, until `run` hands it to the persist task.
     store: Store,
     store_summary: serde_json::Value,
+    /// The data directory lock, held until `run` has returned and the store is closed.
+    lock: Arc<DataDirLock>,
 }
 
 impl Server {
@@ -135,6 +149,8 @@ impl Server {
             what: format!("creating data directory {}", settings.data_dir.display()),
             source,
         })?;
+        // Before anything else touches the directory or binds a port.
+        let lock = Arc::new(DataDirLock::acquire(&settings.data_dir)?);
         let cn = settings.id.clone().unwrap_or_else(|| "palio-broker".into());
         let extra: Vec<String> = settings.tls.server_name.iter().cloned().collect();
         let (identity, roots) = match &settings.tls.dir {
@@ -215,6 +231,7 @@ impl Server {
             peer_roots,
             store,
             store_summary,
+            lock,
         })
     }
 
@@ -273,6 +290,9 @@ impl Server {
             .store
             .run(persist_rx, hops_rx, metrics.clone(), token.clone());
         let persist_token = token.clone();
+        // The persist thread may outlive `run` (its wait below is bounded): it holds the data
+        // directory lock too, so the lock goes only once both are done with the store.
+        let persist_lock = self.lock.clone();
         let spawned = std::thread::Builder::new()
             .name("palio-persist".into())
             .spawn(move || {
@@ -286,6 +306,7 @@ impl Server {
                         persist_token.cancel();
                     }
                 }
+                drop(persist_lock);
                 let _ = persist_done.send(());
             });
         if let Err(e) = spawned {
