@@ -178,7 +178,8 @@ impl Server {
             }
         };
         let peer_roots = Arc::new(roots.clone());
-        let server_config = tls::server_config(identity.clone(), roots.clone())?;
+        let timeouts = settings.timeouts.quic();
+        let server_config = tls::server_config_with(identity.clone(), roots.clone(), &timeouts)?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -189,7 +190,12 @@ impl Server {
             what: "starting the QUIC endpoint".into(),
             source,
         })?;
-        endpoint.set_default_client_config(tls::client_config(roots, Some(identity), PEER_ALPN)?);
+        endpoint.set_default_client_config(tls::client_config_with(
+            roots,
+            Some(identity),
+            PEER_ALPN,
+            &timeouts,
+        )?);
         let local = endpoint.local_addr().map_err(|source| StartError::Io {
             what: "reading the QUIC address".into(),
             source,
