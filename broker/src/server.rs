@@ -122,6 +122,9 @@ impl Server {
     /// Creates the data directory and TLS material as needed and binds the listeners
     /// (`settings.listen`, `settings.admin`). Must run inside a tokio runtime.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        // The lock first: a second broker started with the same configuration is told that
+        // the directory is in use, not that the port is.
+        let lock = lock_data_dir(&settings)?;
         let udp = std::net::UdpSocket::bind(settings.listen).map_err(|source| StartError::Io {
             what: format!("binding QUIC to {}", settings.listen),
             source,
@@ -135,7 +138,7 @@ impl Server {
             ),
             None => None,
         };
-        Self::with_sockets(settings, udp, admin).await
+        Self::locked(settings, udp, admin, lock).await
     }
 
     /// As [`Server::bind`], on sockets the caller bound (tests bind `127.0.0.1:0` and know the
@@ -145,12 +148,18 @@ impl Server {
         udp: std::net::UdpSocket,
         admin: Option<std::net::TcpListener>,
     ) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
-            what: format!("creating data directory {}", settings.data_dir.display()),
-            source,
-        })?;
-        // Before anything else touches the directory or binds a port.
-        let lock = Arc::new(DataDirLock::acquire(&settings.data_dir)?);
+        let lock = lock_data_dir(&settings)?;
+        Self::locked(settings, udp, admin, lock).await
+    }
+
+    /// The rest of [`Server::with_sockets`], once the data directory is ours.
+    async fn locked(
+        settings: Settings,
+        udp: std::net::UdpSocket,
+        admin: Option<std::net::TcpListener>,
+        lock: DataDirLock,
+    ) -> Result<Self, StartError> {
+        let lock = Arc::new(lock);
         let cn = settings.id.clone().unwrap_or_else(|| "palio-broker".into());
         let extra: Vec<String> = settings.tls.server_name.iter().cloned().collect();
         let (identity, roots) = match &settings.tls.dir {
@@ -374,6 +383,16 @@ impl Server {
     pub fn store_summary(&self) -> &serde_json::Value {
         &self.store_summary
     }
+}
+
+/// Creates the data directory if needed and locks it (the `lock` module), before anything
+/// else touches it.
+fn lock_data_dir(settings: &Settings) -> Result<DataDirLock, StartError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
+        what: format!("creating data directory {}", settings.data_dir.display()),
+        source,
+    })?;
+    DataDirLock::acquire(&settings.data_dir)
 }
 
 async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {

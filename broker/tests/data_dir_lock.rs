@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 
 use common::{BrokerProc, Dirs};
 
-/// Runs `palio-broker` on `data` (ephemeral ports) and waits at most 20 s for it to exit: its
-/// status and stderr. A broker still running then is killed and the test fails.
-fn run_to_exit(data: &Path, tls: &Path, id: &str) -> (ExitStatus, String) {
+/// Runs `palio-broker` on `data`, listening on `quic` (admin on an ephemeral port), and waits
+/// at most 20 s for it to exit: its status and stderr. A broker still running then is killed
+/// and the test fails.
+fn run_to_exit(data: &Path, tls: &Path, quic: &str) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_palio-broker"))
         .args([
             "--id",
-            id,
+            "intruder",
             "--listen",
-            "127.0.0.1:0",
+            quic,
             "--admin",
             "127.0.0.1:0",
         ])
@@ -55,8 +56,8 @@ fn run_to_exit(data: &Path, tls: &Path, id: &str) -> (ExitStatus, String) {
     (status, stderr)
 }
 
-fn assert_refused(data: &Path, tls: &Path) {
-    let (status, stderr) = run_to_exit(data, tls, "intruder");
+fn assert_refused(data: &Path, tls: &Path, quic: &str) {
+    let (status, stderr) = run_to_exit(data, tls, quic);
     assert!(!status.success(), "exit status {status}; stderr: {stderr}");
     assert!(
         stderr.contains(&data.display().to_string()) && stderr.contains("in use by another broker"),
@@ -69,7 +70,10 @@ fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
     let d = Dirs::new();
     let (data, tls) = (d.path("data"), d.path("tls"));
     let mut first = BrokerProc::start(&data, &tls, &["--id", "owner"]);
-    assert_refused(&data, &tls);
+    assert_refused(&data, &tls, "127.0.0.1:0");
+    // Started twice with the same configuration, port included: the directory is what the
+    // second is told about, since it is checked before any port is bound.
+    assert_refused(&data, &tls, &first.quic);
     // The refused broker touched nothing the first one uses: it still serves.
     assert_eq!(first.get_status("/healthz").0, 200);
     let pid = std::fs::read_to_string(data.join("LOCK")).unwrap();
@@ -86,7 +90,7 @@ fn a_second_broker_on_the_same_data_dir_refuses_to_start() {
     assert!(status.success(), "{status}");
     let second = BrokerProc::start(&data, &tls, &["--id", "owner"]);
     assert_eq!(second.get_status("/healthz").0, 200);
-    assert_refused(&data, &tls);
+    assert_refused(&data, &tls, "127.0.0.1:0");
 }
 
 #[test]
@@ -94,10 +98,10 @@ fn the_lock_of_a_killed_broker_is_released() {
     let d = Dirs::new();
     let (data, tls) = (d.path("data"), d.path("tls"));
     let mut first = BrokerProc::start(&data, &tls, &["--id", "victim"]);
-    assert_refused(&data, &tls);
+    assert_refused(&data, &tls, "127.0.0.1:0");
     // SIGKILL: no shutdown code runs, the kernel drops the lock with the process.
     first.kill();
     let second = BrokerProc::start(&data, &tls, &["--id", "victim"]);
     assert_eq!(second.get_status("/healthz").0, 200);
-    assert_refused(&data, &tls);
+    assert_refused(&data, &tls, "127.0.0.1:0");
 }
