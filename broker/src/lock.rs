@@ -65,7 +65,11 @@ impl DataDirLock {
             }
             Err(TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
                 // A filesystem without locks: run, but say that nothing guards the directory.
-                tracing::warn!(dir = %dir.display(), "the filesystem does not support file locks; nothing stops a second broker from using this data directory");
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the filesystem does not support file locks; \
+                     nothing stops a second broker from using this data directory"
+                );
             }
             Err(TryLockError::Error(e)) => return Err(io("locking", e)),
         }

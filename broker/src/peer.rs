@@ -8,8 +8,9 @@
 //! connection fails, the router is told the link is down; a dialer reconnects with exponential
 //! backoff (attempts start 100 ms apart, doubling to 5 s; an attempt that timed out has already
 //! waited its share, so a dead peer is retried back to back, once per handshake timeout, and a
-//! restarted one is found within seconds). If two brokers dial each other, the newer link replaces
-//! the older one and the dialer whose link was replaced waits while a link to that peer is up.
+//! restarted one is found within seconds). If two brokers dial each other, the newer link
+//! replaces the older one and the dialer whose link was replaced waits while a link to that
+//! peer is up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
