@@ -2,6 +2,7 @@
 //! (JSON: peers, links, the tree and the routing tables, as the router task sees them) and
 //! `/store` (JSON: the persistent log's segments, end and durable positions, failure).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,26 +46,43 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    health(
+        shared.shutdown.is_cancelled(),
+        // A task whose command channel is closed has stopped (its receiver went with it,
+        // however it ended: returned, panicked, or never started).
+        shared.router.is_closed(),
+        shared.persist.is_closed(),
+        store_status(&shared),
+    )
+    .await
+    .into_response()
+}
+
+/// The verdict of `/healthz`: 200 `ok`, or 503 with the first reason found: shutting down, the
+/// router or the persist task stopped, the store busy (no answer within 5 s) or failed.
+/// `store` is awaited only when everything before it is fine.
+async fn health(
+    shutting_down: bool,
+    router_stopped: bool,
+    persist_stopped: bool,
+    store: impl Future<Output = Option<serde_json::Value>>,
+) -> (StatusCode, String) {
+    let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    if shutting_down {
+        return unavailable("shutting down");
     }
-    // A task whose command channel is closed has stopped.
-    if shared.router.is_closed() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "router task stopped\n").into_response();
+    if router_stopped {
+        return unavailable("router task stopped");
     }
-    if shared.persist.is_closed() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "persist task stopped\n").into_response();
+    if persist_stopped {
+        return unavailable("persist task stopped");
     }
-    match store_status(&shared).await {
+    match store.await {
         Some(s) => match s["failed"].as_str() {
-            Some(why) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store failed: {why}\n"),
-            )
-                .into_response(),
-            None => "ok\n".into_response(),
+            Some(why) => unavailable(&format!("store failed: {why}")),
+            None => (StatusCode::OK, "ok\n".into()),
         },
-        None => (StatusCode::SERVICE_UNAVAILABLE, "store busy\n").into_response(),
+        None => unavailable("store busy"),
     }
 }
 
@@ -106,4 +124,73 @@ async fn routes(State(shared): State<Arc<Shared>>) -> Response {
         serde_json::to_string_pretty(&json).unwrap_or_default(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::persist::PersistHandle;
+    use crate::router::RouterHandle;
+
+    fn store(failed: Option<&str>) -> impl Future<Output = Option<serde_json::Value>> {
+        let status = serde_json::json!({ "failed": failed });
+        async move { Some(status) }
+    }
+
+    /// A 503 whose body is `why`.
+    fn down(why: &str) -> (StatusCode, String) {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"))
+    }
+
+    #[tokio::test]
+    async fn healthz_fails_once_the_router_or_persist_task_has_stopped() {
+        let (router_tx, router_rx) = mpsc::channel(1);
+        let (persist_tx, persist_rx) = mpsc::channel(1);
+        let router = RouterHandle::new(router_tx);
+        let persist = PersistHandle::new(persist_tx);
+        let (r, p) = (router.is_closed(), persist.is_closed());
+        assert_eq!(
+            health(false, r, p, store(None)).await,
+            (StatusCode::OK, "ok\n".into())
+        );
+
+        // The persist thread ends: /healthz says so without asking the store, which is gone.
+        std::thread::spawn(move || drop(persist_rx)).join().unwrap();
+        let unanswerable = async { panic!("a stopped task is reported before the store is asked") };
+        let (r, p) = (router.is_closed(), persist.is_closed());
+        assert_eq!(
+            health(false, r, p, unanswerable).await,
+            down("persist task stopped")
+        );
+
+        // The router task panics: that comes first.
+        let crashed = tokio::spawn(async move {
+            let _rx = router_rx;
+            panic!("a router bug");
+        });
+        assert!(crashed.await.is_err_and(|e| e.is_panic()));
+        let (r, p) = (router.is_closed(), persist.is_closed());
+        assert_eq!(
+            health(false, r, p, store(None)).await,
+            down("router task stopped")
+        );
+        assert_eq!(
+            health(true, true, true, store(None)).await,
+            down("shutting down")
+        );
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_a_failed_or_silent_store() {
+        assert_eq!(
+            health(false, false, false, store(Some("disk full"))).await,
+            down("store failed: disk full")
+        );
+        assert_eq!(
+            health(false, false, false, async { None }).await,
+            down("store busy")
+        );
+    }
 }

@@ -171,6 +171,67 @@ impl Default for StoreSettings {
     }
 }
 
+/// The `[timeouts]` section: how fast a silent connection (a peer broker or client that
+/// crashed or became unreachable without closing) is noticed. Applied to every QUIC connection
+/// of the broker, accepted and dialed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Milliseconds without receiving anything on a connection after which the broker sends a
+    /// QUIC PING (the other side's acknowledgement keeps the connection alive).
+    pub keep_alive_ms: u64,
+    /// Milliseconds without receiving anything after which a connection is closed as dead: a
+    /// peer link goes down and is routed around, a client's subscriptions are dropped. The
+    /// connection uses the smaller of the two sides' idle timeouts; SDK clients offer a longer
+    /// one, so this one decides.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            keep_alive_ms: ms(palio_protocol::tls::KEEP_ALIVE),
+            idle_timeout_ms: ms(palio_protocol::tls::IDLE_TIMEOUT),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Shortest keep-alive accepted, in milliseconds.
+    pub const MIN_KEEP_ALIVE_MS: u64 = 100;
+    /// Longest idle timeout accepted, in milliseconds (an hour).
+    pub const MAX_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+
+    /// The QUIC timeouts these settings describe.
+    pub fn quic(&self) -> palio_protocol::tls::Timeouts {
+        palio_protocol::tls::Timeouts {
+            keep_alive: std::time::Duration::from_millis(self.keep_alive_ms),
+            idle: std::time::Duration::from_millis(self.idle_timeout_ms),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.keep_alive_ms < Self::MIN_KEEP_ALIVE_MS
+            || self.idle_timeout_ms > Self::MAX_IDLE_TIMEOUT_MS
+        {
+            return Err(ConfigError::Invalid(format!(
+                "timeouts.keep_alive_ms must be at least {} and timeouts.idle_timeout_ms at most {}",
+                Self::MIN_KEEP_ALIVE_MS,
+                Self::MAX_IDLE_TIMEOUT_MS
+            )));
+        }
+        if self.keep_alive_ms >= self.idle_timeout_ms {
+            return Err(ConfigError::Invalid(format!(
+                "timeouts.keep_alive_ms ({}) must be less than timeouts.idle_timeout_ms ({}), \
+                 or idle connections time out",
+                self.keep_alive_ms, self.idle_timeout_ms
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The `[tls]` section.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -229,6 +290,7 @@ struct RawFile {
     auth: Auth,
     limits: Limits,
     store: StoreSettings,
+    timeouts: Timeouts,
     subscription: Vec<RawStatic>,
 }
 
@@ -249,6 +311,10 @@ pub struct Overrides {
     pub tls_dir: Option<PathBuf>,
     /// `--peer ADDR`, repeatable; added to the file's peers.
     pub peers: Vec<String>,
+    /// `--keep-alive-ms MS`.
+    pub keep_alive_ms: Option<u64>,
+    /// `--idle-timeout-ms MS`.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A complete, validated configuration.
@@ -274,6 +340,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The persistent store.
     pub store: StoreSettings,
+    /// QUIC keep-alive and idle timeout.
+    pub timeouts: Timeouts,
     /// Static subscriptions.
     pub static_subscriptions: Vec<StaticSubscription>,
 }
@@ -291,6 +359,7 @@ impl Default for Settings {
             auth: Auth::default(),
             limits: Limits::default(),
             store: StoreSettings::default(),
+            timeouts: Timeouts::default(),
             static_subscriptions: Vec::new(),
         }
     }
@@ -338,6 +407,12 @@ impl Settings {
             s.tls.dir = Some(t.clone());
         }
         s.peers.extend(overrides.peers.iter().cloned());
+        if let Some(ms) = overrides.keep_alive_ms {
+            s.timeouts.keep_alive_ms = ms;
+        }
+        if let Some(ms) = overrides.idle_timeout_ms {
+            s.timeouts.idle_timeout_ms = ms;
+        }
         s.finish()
     }
 
@@ -380,6 +455,7 @@ impl Settings {
         s.auth = raw.auth;
         s.limits = raw.limits;
         s.store = raw.store;
+        s.timeouts = raw.timeouts;
         for st in raw.subscription {
             let filter = SharedFilter::parse(st.filter.get_ref()).map_err(|e| {
                 at(
@@ -438,6 +514,7 @@ impl Settings {
                     .into(),
             ));
         }
+        self.timeouts.check()?;
         let files = [&self.tls.cert, &self.tls.key, &self.tls.ca];
         let given = files.iter().filter(|f| f.is_some()).count();
         if given != 0 && given != 3 {
@@ -535,6 +612,49 @@ filter = "type = 'alarm'"
             .to_string();
         assert!(err.starts_with("palio.toml:2:"), "{err}");
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn timeouts_default_load_and_are_checked() {
+        let d = load("").unwrap().timeouts;
+        assert_eq!((d.keep_alive_ms, d.idle_timeout_ms), (1000, 5000));
+        let t = load("[timeouts]\nkeep_alive_ms = 250\nidle_timeout_ms = 2000\n")
+            .unwrap()
+            .timeouts;
+        assert_eq!(t.quic().keep_alive, std::time::Duration::from_millis(250));
+        assert_eq!(t.quic().idle, std::time::Duration::from_secs(2));
+        for bad in [
+            "keep_alive_ms = 5000\nidle_timeout_ms = 5000",
+            "keep_alive_ms = 9000",
+            "keep_alive_ms = 10",
+            "idle_timeout_ms = 99999999999",
+        ] {
+            let err = load(&format!("[timeouts]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("timeouts."), "{bad}: {err}");
+        }
+        let err = load("[timeouts]\nidle_ms = 1\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("palio.toml:2:") && err.contains("unknown field"),
+            "{err}"
+        );
+        // Flags override the file, and are checked the same way.
+        let flags = Overrides {
+            keep_alive_ms: Some(200),
+            idle_timeout_ms: Some(1500),
+            ..Overrides::default()
+        };
+        let s = Settings::load(&flags).unwrap();
+        assert_eq!(
+            (s.timeouts.keep_alive_ms, s.timeouts.idle_timeout_ms),
+            (200, 1500)
+        );
+        let flags = Overrides {
+            idle_timeout_ms: Some(500),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(&flags).is_err());
     }
 
     #[test]

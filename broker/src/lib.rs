@@ -30,6 +30,7 @@ mod admin;
 pub mod config;
 mod delivery;
 mod durable;
+mod lock;
 mod metrics;
 mod outbox;
 mod pacer;

@@ -49,8 +49,12 @@ pub(crate) struct Metrics {
     pub(crate) known_brokers: IntGauge,
     /// Peer links up now.
     pub(crate) peer_links_up: IntGauge,
-    /// State of each configured peer address: 1 when its link is up, 0 otherwise.
+    /// State of each configured peer address: 1 while a link to the broker at that address is
+    /// up, whichever side dialed it; 0 otherwise.
     pub(crate) peer_link_up: IntGaugeVec,
+    /// State of each peer broker ever linked, by name: 1 while a link to it is up, whichever
+    /// side dialed it; 0 once it went down (the series stays, so an alert can see the 0).
+    pub(crate) peer_up: IntGaugeVec,
     /// Peer connection attempts that failed, by peer address.
     pub(crate) peer_dial_failures: IntCounterVec,
     /// Time spent routing one notification (matching and copying).
@@ -198,8 +202,13 @@ impl Metrics {
             peer_links_up: gauge("peer_links_up", "Peer links up now."),
             peer_link_up: gauge_vec(
                 "peer_link_up",
-                "Whether the link to a configured peer address is up (1) or not (0).",
+                "Whether a link to the broker at a configured peer address is up (1) or not (0).",
                 &["peer"],
+            ),
+            peer_up: gauge_vec(
+                "peer_up",
+                "Whether a link to a peer broker is up (1) or not (0), by broker name.",
+                &["broker"],
             ),
             peer_dial_failures: counter_vec(
                 "peer_dial_failures_total",

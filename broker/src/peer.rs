@@ -6,8 +6,11 @@
 //! Then the router is told the link is up, and the link task carries routing frames: received
 //! ones to the router, in order; queued ones from the router to the stream. When the stream or
 //! connection fails, the router is told the link is down; a dialer reconnects with exponential
-//! backoff (100 ms doubling to 5 s). If two brokers dial each other, the newer link replaces
-//! the older one and the dialer whose link was replaced waits while a link to that peer is up.
+//! backoff (attempts start 100 ms apart, doubling to 5 s; an attempt that timed out has already
+//! waited its share, so a dead peer is retried back to back, once per handshake timeout, and a
+//! restarted one is found within seconds). If two brokers dial each other, the newer link
+//! replaces the older one and the dialer whose link was replaced waits while a link to that
+//! peer is up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -71,6 +74,32 @@ pub(crate) fn dial_snapshot(states: &DialStates) -> Json {
 fn set_state(shared: &Shared, addr: &str, f: impl FnOnce(&mut DialState)) {
     if let Ok(mut s) = shared.dial_states.lock() {
         f(s.entry(addr.to_owned()).or_default());
+    }
+}
+
+/// Records in `live_links` that `link` to `hello`'s broker is up (`up`) or has ended, and
+/// updates `palio_peer_up` and `palio_peer_link_up` from the result. Both happen under the
+/// `live_links` lock, so that an old link ending after its replacement started cannot mark
+/// the peer down: the gauges always say whether *some* link to the peer is up.
+fn track_link(shared: &Shared, hello: &PeerHello, link: u64, up: bool) {
+    let Ok(mut live) = shared.live_links.lock() else {
+        return;
+    };
+    if up {
+        live.insert(hello.id, link);
+    } else if live.get(&hello.id) == Some(&link) {
+        live.remove(&hello.id);
+    }
+    let value = i64::from(live.contains_key(&hello.id));
+    let m = &shared.metrics;
+    m.peer_up.with_label_values(&[&hello.name]).set(value);
+    // Configured addresses known to lead to this broker (lock order: live_links, dial_states).
+    if let Ok(states) = shared.dial_states.lock() {
+        for (addr, state) in states.iter() {
+            if state.peer.as_ref().is_some_and(|(id, _)| *id == hello.id) {
+                m.peer_link_up.with_label_values(&[addr]).set(value);
+            }
+        }
     }
 }
 
@@ -249,10 +278,17 @@ async fn accept_handshake(shared: &Shared, conn: &quinn::Connection) -> Result<H
             return Err((code, msg));
         }
     };
-    writer
-        .send(&our_hello(shared))
-        .await
-        .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
+    if let Err(e) = writer.send(&our_hello(shared)).await {
+        // Registered but never run: the router must not keep it as up.
+        let _ = shared
+            .router
+            .send(Command::PeerDown {
+                peer: hello.id,
+                link,
+            })
+            .await;
+        return Err((ErrorCode::Closed, e.to_string()));
+    }
     Ok((hello, link, reader, writer, frames, inbox))
 }
 
@@ -320,6 +356,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
         if shared.shutdown.is_cancelled() {
             return;
         }
+        let attempt = Instant::now();
         let linked_elsewhere = known.is_some_and(|id| {
             shared
                 .live_links
@@ -344,10 +381,9 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
                         s.peer = Some((hello.id, hello.name.clone()));
                         s.last_error = None;
                     });
-                    gauge.set(1);
+                    // `run_link` sets the gauge (through `track_link`), both ways.
                     let started = Instant::now();
                     run_link(&shared, &conn, h).await;
-                    gauge.set(0);
                     set_state(&shared, &addr, |s| s.state = "down");
                     if started.elapsed() > Duration::from_secs(5) {
                         backoff = BACKOFF_MIN;
@@ -368,7 +404,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(backoff.saturating_sub(attempt.elapsed())) => {}
             () = shared.shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -384,9 +420,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, addr: String) {
 async fn run_link(shared: &Shared, conn: &quinn::Connection, handshake: Handshake) {
     let (hello, link, mut reader, writer, frames, inbox) = handshake;
     let peer = hello.id;
-    if let Ok(mut l) = shared.live_links.lock() {
-        l.insert(peer, link);
-    }
+    track_link(shared, &hello, link, true);
     shared
         .metrics
         .open_connections
@@ -488,11 +522,7 @@ async fn run_link(shared: &Shared, conn: &quinn::Connection, handshake: Handshak
         .await;
     // The router and the persist task dropped their handles of the outbox: the writer ends.
     writer_task.abort();
-    if let Ok(mut l) = shared.live_links.lock()
-        && l.get(&peer) == Some(&link)
-    {
-        l.remove(&peer);
-    }
+    track_link(shared, &hello, link, false);
     shared
         .metrics
         .open_connections

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Limits, Settings};
+use crate::lock::DataDirLock;
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, LiveLinks};
 use crate::persist::{PersistHandle, Store};
@@ -38,6 +39,17 @@ pub enum StartError {
         dir: String,
         /// What went wrong.
         message: String,
+    },
+    /// Another broker holds the data directory's lock (`docs/operations.md`).
+    #[error(
+        "data directory {dir} is in use by another broker{}: stop it or give this one another --data-dir",
+        holder.as_ref().map(|p| format!(" (process {p})")).unwrap_or_default()
+    )]
+    DataDirInUse {
+        /// The data directory.
+        dir: String,
+        /// The process id the holder wrote into the lock file, if readable.
+        holder: Option<String>,
     },
     /// A listener could not be bound, or a directory created.
     #[error("{what}: {source}")]
@@ -102,12 +114,17 @@ pub struct Server {
     /// The recovered store, until `run` hands it to the persist task.
     store: Store,
     store_summary: serde_json::Value,
+    /// The data directory lock, held until `run` has returned and the store is closed.
+    lock: Arc<DataDirLock>,
 }
 
 impl Server {
     /// Creates the data directory and TLS material as needed and binds the listeners
     /// (`settings.listen`, `settings.admin`). Must run inside a tokio runtime.
     pub async fn bind(settings: Settings) -> Result<Self, StartError> {
+        // The lock first: a second broker started with the same configuration is told that
+        // the directory is in use, not that the port is.
+        let lock = lock_data_dir(&settings)?;
         let udp = std::net::UdpSocket::bind(settings.listen).map_err(|source| StartError::Io {
             what: format!("binding QUIC to {}", settings.listen),
             source,
@@ -121,7 +138,7 @@ impl Server {
             ),
             None => None,
         };
-        Self::with_sockets(settings, udp, admin).await
+        Self::locked(settings, udp, admin, lock).await
     }
 
     /// As [`Server::bind`], on sockets the caller bound (tests bind `127.0.0.1:0` and know the
@@ -131,10 +148,18 @@ impl Server {
         udp: std::net::UdpSocket,
         admin: Option<std::net::TcpListener>,
     ) -> Result<Self, StartError> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
-            what: format!("creating data directory {}", settings.data_dir.display()),
-            source,
-        })?;
+        let lock = lock_data_dir(&settings)?;
+        Self::locked(settings, udp, admin, lock).await
+    }
+
+    /// The rest of [`Server::with_sockets`], once the data directory is ours.
+    async fn locked(
+        settings: Settings,
+        udp: std::net::UdpSocket,
+        admin: Option<std::net::TcpListener>,
+        lock: DataDirLock,
+    ) -> Result<Self, StartError> {
+        let lock = Arc::new(lock);
         let cn = settings.id.clone().unwrap_or_else(|| "palio-broker".into());
         let extra: Vec<String> = settings.tls.server_name.iter().cloned().collect();
         let (identity, roots) = match &settings.tls.dir {
@@ -162,7 +187,8 @@ impl Server {
             }
         };
         let peer_roots = Arc::new(roots.clone());
-        let server_config = tls::server_config(identity.clone(), roots.clone())?;
+        let timeouts = settings.timeouts.quic();
+        let server_config = tls::server_config_with(identity.clone(), roots.clone(), &timeouts)?;
         let mut endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -173,7 +199,12 @@ impl Server {
             what: "starting the QUIC endpoint".into(),
             source,
         })?;
-        endpoint.set_default_client_config(tls::client_config(roots, Some(identity), PEER_ALPN)?);
+        endpoint.set_default_client_config(tls::client_config_with(
+            roots,
+            Some(identity),
+            PEER_ALPN,
+            &timeouts,
+        )?);
         let local = endpoint.local_addr().map_err(|source| StartError::Io {
             what: "reading the QUIC address".into(),
             source,
@@ -215,6 +246,7 @@ impl Server {
             peer_roots,
             store,
             store_summary,
+            lock,
         })
     }
 
@@ -273,6 +305,9 @@ impl Server {
             .store
             .run(persist_rx, hops_rx, metrics.clone(), token.clone());
         let persist_token = token.clone();
+        // The persist thread may outlive `run` (its wait below is bounded): it holds the data
+        // directory lock too, so the lock goes only once both are done with the store.
+        let persist_lock = self.lock.clone();
         let spawned = std::thread::Builder::new()
             .name("palio-persist".into())
             .spawn(move || {
@@ -286,6 +321,7 @@ impl Server {
                         persist_token.cancel();
                     }
                 }
+                drop(persist_lock);
                 let _ = persist_done.send(());
             });
         if let Err(e) = spawned {
@@ -347,6 +383,16 @@ impl Server {
     pub fn store_summary(&self) -> &serde_json::Value {
         &self.store_summary
     }
+}
+
+/// Creates the data directory if needed and locks it (the `lock` module), before anything
+/// else touches it.
+fn lock_data_dir(settings: &Settings) -> Result<DataDirLock, StartError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartError::Io {
+        what: format!("creating data directory {}", settings.data_dir.display()),
+        source,
+    })?;
+    DataDirLock::acquire(&settings.data_dir)
 }
 
 async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {

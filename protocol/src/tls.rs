@@ -44,10 +44,46 @@ pub const DEV_SERVER_NAME: &str = "localhost";
 pub const STREAM_WINDOW: u32 = 1 << 20;
 /// Receive window per connection: 16 MiB. Quinn's default is unbounded.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Keep-alive: a ping every 10 s keeps NAT bindings and detects dead peers.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(10);
-/// Idle timeout: a connection silent for 30 s (three missed keep-alives) is dead.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep-alive: after 1 s without receiving anything, a side sends a PING, which the other
+/// acknowledges. An idle but healthy connection thus carries a packet each way every second,
+/// which keeps NAT bindings open and lets the idle timeout tell silence from death.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// Idle timeout the broker offers: a connection that received nothing for 5 s (five
+/// keep-alives in a row lost) is dead. This is how a broker notices a peer or client that
+/// crashed or became unreachable without closing its connection; 5 s keeps the loss window
+/// short while a short burst of loss or a scheduling pause does not end a healthy link.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle timeout a client offers: longer than any broker would configure, so that the broker's
+/// (the smaller of the two is used) decides.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a QUIC connection notices that its peer has gone silent.
+///
+/// Each side offers an idle timeout in the handshake and the connection uses the smaller
+/// (RFC 9000, section 10.1); keep-alives are needed on one side only, and must come more often
+/// than the negotiated idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time without receiving anything after which this side sends a PING.
+    pub keep_alive: Duration,
+    /// Time without receiving anything after which this side closes the connection as dead.
+    pub idle: Duration,
+}
+
+impl Timeouts {
+    /// The broker's defaults, for its endpoint and the links it dials.
+    pub const BROKER: Timeouts = Timeouts {
+        keep_alive: KEEP_ALIVE,
+        idle: IDLE_TIMEOUT,
+    };
+    /// A client's: pings as often as the broker does, so an idle client is never dropped
+    /// whatever idle timeout the broker uses (as long as it exceeds a second), and offers a long
+    /// idle timeout so that the broker's decides.
+    pub const CLIENT: Timeouts = Timeouts {
+        keep_alive: KEEP_ALIVE,
+        idle: CLIENT_IDLE_TIMEOUT,
+    };
+}
 
 /// A TLS or PKI failure.
 #[derive(Debug, thiserror::Error)]
@@ -359,27 +395,36 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The QUIC transport parameters both sides use: explicit windows and timeouts.
-pub fn transport_config(max_bidi: u32, max_uni: u32) -> TransportConfig {
+pub fn transport_config(max_bidi: u32, max_uni: u32, timeouts: &Timeouts) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .send_window(u64::from(CONNECTION_WINDOW))
-        .keep_alive_interval(Some(KEEP_ALIVE))
+        .keep_alive_interval(Some(timeouts.keep_alive))
+        // Beyond 2^62 ms (no configuration gets near it) the longest timeout QUIC can express.
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(timeouts.idle).unwrap_or(IdleTimeout::from(VarInt::MAX)),
+        ))
         .max_concurrent_bidi_streams(VarInt::from_u32(max_bidi))
         .max_concurrent_uni_streams(VarInt::from_u32(max_uni));
-    // 30 s fits in a VarInt of milliseconds.
-    if let Ok(idle) = IdleTimeout::try_from(IDLE_TIMEOUT) {
-        t.max_idle_timeout(Some(idle));
-    }
     t
 }
 
 /// The broker's server configuration: both ALPNs, this identity, and client certificates
 /// verified against `roots` when presented (required for peers by the broker, optional for
-/// clients, which may use a token instead).
+/// clients, which may use a token instead). Uses [`Timeouts::BROKER`].
 pub fn server_config(
     identity: Identity,
     roots: RootCertStore,
+) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_with(identity, roots, &Timeouts::BROKER)
+}
+
+/// [`server_config`] with the given timeouts.
+pub fn server_config_with(
+    identity: Identity,
+    roots: RootCertStore,
+    timeouts: &Timeouts,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
@@ -394,15 +439,26 @@ pub fn server_config(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     // Clients and peers open one control stream each; the broker opens the delivery stream.
-    config.transport_config(Arc::new(transport_config(4, 0)));
+    config.transport_config(Arc::new(transport_config(4, 0, timeouts)));
     Ok(config)
 }
 
-/// A client configuration for `alpn`, trusting `roots`, presenting `identity` if given.
+/// A client configuration for `alpn`, trusting `roots`, presenting `identity` if given. Uses
+/// [`Timeouts::CLIENT`] (the SDK's); a broker dialing a peer uses [`client_config_with`].
 pub fn client_config(
     roots: RootCertStore,
     identity: Option<Identity>,
     alpn: &[u8],
+) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_with(roots, identity, alpn, &Timeouts::CLIENT)
+}
+
+/// [`client_config`] with the given timeouts.
+pub fn client_config_with(
+    roots: RootCertStore,
+    identity: Option<Identity>,
+    alpn: &[u8],
+    timeouts: &Timeouts,
 ) -> Result<quinn::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -414,7 +470,7 @@ pub fn client_config(
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport_config(4, 4)));
+    config.transport_config(Arc::new(transport_config(4, 4, timeouts)));
     Ok(config)
 }
 
@@ -437,6 +493,25 @@ mod tests {
         let client = a.issue_client("cli").unwrap();
         assert!(verify_as_server(&a.roots().unwrap(), &client.chain, DEV_SERVER_NAME).is_err());
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clients_ping_before_any_broker_gives_up_on_them() {
+        // A client's keep-alive must come before the idle timeout the broker offers, and the
+        // client must not impose a shorter idle timeout than the broker's.
+        assert!(Timeouts::CLIENT.keep_alive < Timeouts::BROKER.idle);
+        assert!(Timeouts::CLIENT.idle >= Timeouts::BROKER.idle);
+        assert!(Timeouts::BROKER.keep_alive < Timeouts::BROKER.idle);
+        // An idle timeout QUIC cannot express is clamped, not dropped.
+        let huge = Timeouts {
+            keep_alive: KEEP_ALIVE,
+            idle: Duration::from_secs(u64::MAX / 2),
+        };
+        let clamped = format!("{:?}", transport_config(1, 1, &huge));
+        assert!(clamped.contains(&VarInt::MAX.to_string()), "{clamped}");
+        let broker = format!("{:?}", transport_config(4, 0, &Timeouts::BROKER));
+        assert!(broker.contains("keep_alive_interval: Some(1s)"), "{broker}");
+        assert!(broker.contains("(5000)"), "{broker}");
     }
 
     #[test]

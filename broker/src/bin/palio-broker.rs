@@ -36,6 +36,14 @@ struct Args {
     /// A peer broker to link to (host:port); repeatable.
     #[arg(long = "peer")]
     peers: Vec<String>,
+    /// QUIC keep-alive in milliseconds: a PING after this long without receiving anything
+    /// [default: 1000].
+    #[arg(long, value_name = "MS")]
+    keep_alive_ms: Option<u64>,
+    /// QUIC idle timeout in milliseconds: a connection silent this long is dead and its peer
+    /// link or client session ends [default: 5000].
+    #[arg(long, value_name = "MS")]
+    idle_timeout_ms: Option<u64>,
 }
 
 /// mimalloc rather than the system allocator: messages are allocated on the network threads
@@ -63,6 +71,8 @@ fn main() -> ExitCode {
         data_dir: args.data_dir,
         tls_dir: args.tls_dir,
         peers: args.peers,
+        keep_alive_ms: args.keep_alive_ms,
+        idle_timeout_ms: args.idle_timeout_ms,
     };
     let settings = match Settings::load(&overrides) {
         Ok(s) => s,

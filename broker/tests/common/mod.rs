@@ -137,6 +137,11 @@ impl BrokerProc {
         let _ = std::mem::replace(self, fresh);
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
