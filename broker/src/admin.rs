@@ -13,12 +13,27 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 
+use crate::context::Context;
+use crate::peer::DialStates;
 use crate::persist::PersistCommand;
 use crate::router::Command;
-use crate::server::Shared;
 
 /// Serves the admin endpoints on `listener` until shutdown.
-pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+/// What the admin handlers read: the broker's context and the peer dial states.
+pub(crate) struct Admin {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) dial_states: DialStates,
+}
+
+impl std::ops::Deref for Admin {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+pub(crate) async fn serve(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
     let shutdown = shared.shutdown.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -34,7 +49,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+async fn metrics(State(shared): State<Arc<Admin>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -45,7 +60,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+async fn healthz(State(shared): State<Arc<Admin>>) -> Response {
     health(
         shared.shutdown.is_cancelled(),
         // A task whose command channel is closed has stopped (its receiver went with it,
@@ -86,7 +101,7 @@ async fn health(
     }
 }
 
-async fn store_status(shared: &Shared) -> Option<serde_json::Value> {
+async fn store_status(shared: &Context) -> Option<serde_json::Value> {
     let (reply, answer) = oneshot::channel();
     shared
         .persist
@@ -99,7 +114,7 @@ async fn store_status(shared: &Shared) -> Option<serde_json::Value> {
         .ok()
 }
 
-async fn store(State(shared): State<Arc<Shared>>) -> Response {
+async fn store(State(shared): State<Arc<Admin>>) -> Response {
     match store_status(&shared).await {
         Some(json) => (
             [(header::CONTENT_TYPE, "application/json")],
@@ -110,7 +125,7 @@ async fn store(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn routes(State(shared): State<Arc<Shared>>) -> Response {
+async fn routes(State(shared): State<Arc<Admin>>) -> Response {
     let asked = shared.router.call(|reply| Command::Routes { reply });
     let view = match tokio::time::timeout(Duration::from_secs(5), asked).await {
         Ok(Ok(view)) => view,

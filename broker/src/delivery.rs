@@ -7,7 +7,7 @@ use palio_protocol::FrameError;
 use palio_topology::Notification;
 use serde::Serialize;
 
-use crate::peer_wire::{AttributesRef, notification_size};
+use crate::wire::{AttributesRef, notification_size};
 use crate::writer::WireFrame;
 
 /// A notification for one subscription of a client.

@@ -28,14 +28,15 @@
 
 mod admin;
 pub mod config;
+mod context;
 mod delivery;
 mod durable;
+mod error;
 mod lock;
 mod metrics;
 mod outbox;
 mod pacer;
 mod peer;
-mod peer_wire;
 mod persist;
 mod router;
 mod server;
@@ -46,4 +47,5 @@ pub mod wire;
 mod writer;
 
 pub use config::{ConfigError, Overrides, Settings};
-pub use server::{Server, StartError, broker_id};
+pub use context::broker_id;
+pub use server::{Server, StartError};

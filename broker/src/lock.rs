@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::server::StartError;
+use crate::error::StartError;
 
 /// The lock file's name in the data directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";

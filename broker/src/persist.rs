@@ -35,9 +35,9 @@ use crate::config::StoreSettings;
 use crate::durable::{ClientId, Engine, EngineConfig, Journal, Output, Snapshot};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
-use crate::peer_wire::PeerOut;
 use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
 use crate::wire::PeerMessage;
+use crate::wire::PeerOut;
 
 /// What client sessions and peer links ask of the persist task.
 #[derive(Debug)]

@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,92 +14,15 @@ use palio_topology::{Broker, BrokerId, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Auth, Limits, Settings};
+use crate::admin::Admin;
+use crate::config::Settings;
+use crate::context::{Context, broker_id};
+pub use crate::error::StartError;
 use crate::lock::DataDirLock;
 use crate::metrics::Metrics;
-use crate::peer::{DialStates, LiveLinks};
+use crate::peer::{DialStates, Links};
 use crate::persist::{PersistHandle, Store};
 use crate::router::{Router, RouterHandle};
-
-/// A broker that could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StartError {
-    /// TLS material could not be loaded or created.
-    #[error(transparent)]
-    Tls(#[from] tls::TlsError),
-    /// Neither a TLS directory nor certificate, key and CA files are configured.
-    #[error("no TLS configuration: set tls.dir, or tls.cert, tls.key and tls.ca")]
-    NoTls,
-    /// The persistent store could not be opened or recovered.
-    #[error("opening the store in {dir}: {message}")]
-    Store {
-        /// The store directory.
-        dir: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// Another broker holds the data directory's lock (`docs/operations.md`).
-    #[error(
-        "data directory {dir} is in use by another broker{}: stop it or give this one another --data-dir",
-        holder.as_ref().map(|p| format!(" (process {p})")).unwrap_or_default()
-    )]
-    DataDirInUse {
-        /// The data directory.
-        dir: String,
-        /// The process id the holder wrote into the lock file, if readable.
-        holder: Option<String>,
-    },
-    /// A listener could not be bound, or a directory created.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        source: std::io::Error,
-    },
-}
-
-/// The routing id of the broker named `name`: FNV-1a over its bytes. Deterministic, so a
-/// broker keeps its id across restarts; two names that collide are refused at the peer hello.
-pub fn broker_id(name: &str) -> BrokerId {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    BrokerId(h)
-}
-
-/// What every task of one broker shares.
-pub(crate) struct Shared {
-    pub(crate) name: String,
-    pub(crate) id: BrokerId,
-    pub(crate) incarnation: u64,
-    /// The router task.
-    pub(crate) router: RouterHandle,
-    /// The persist task.
-    pub(crate) persist: PersistHandle,
-    pub(crate) metrics: Metrics,
-    pub(crate) limits: Limits,
-    pub(crate) auth: Auth,
-    /// Dials peers (its default client config presents our certificate).
-    pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) peer_server_name: String,
-    /// The CA(s) peer certificates must chain to.
-    pub(crate) peer_roots: Arc<rustls::RootCertStore>,
-    pub(crate) dial_states: DialStates,
-    pub(crate) live_links: LiveLinks,
-    pub(crate) shutdown: CancellationToken,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// A fresh id for a client connection or peer link.
-    pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// A bound, not yet running broker.
 #[derive(Debug)]
@@ -328,15 +250,19 @@ impl Server {
             tracing::error!(error = %e, "starting the persist thread failed; shutting down");
             token.cancel();
         }
-        let shared = Arc::new(Shared {
-            name: self.name.clone(),
+        let ctx = Arc::new(Context::new(
+            self.name.clone(),
             id,
-            incarnation,
-            router: RouterHandle::new(tx),
-            persist: PersistHandle::new(persist_tx),
+            RouterHandle::new(tx),
+            PersistHandle::new(persist_tx),
             metrics,
-            limits: self.settings.limits.clone(),
-            auth: self.settings.auth.clone(),
+            self.settings.limits.clone(),
+            self.settings.auth.clone(),
+            token.clone(),
+        ));
+        let links = Arc::new(Links {
+            ctx: ctx.clone(),
+            incarnation,
             endpoint: self.endpoint.clone(),
             peer_server_name: self
                 .settings
@@ -345,23 +271,25 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
             peer_roots: self.peer_roots.clone(),
-            dial_states,
+            dial_states: dial_states.clone(),
             live_links: Arc::new(Mutex::new(Default::default())),
-            shutdown: token.clone(),
-            next_id: AtomicU64::new(1),
         });
         if let Some(listener) = self.admin {
-            tokio::spawn(crate::admin::serve(shared.clone(), listener));
+            let admin = Arc::new(Admin {
+                ctx: ctx.clone(),
+                dial_states,
+            });
+            tokio::spawn(crate::admin::serve(admin, listener));
         }
         for addr in &self.settings.peers {
-            tokio::spawn(crate::peer::dial_loop(shared.clone(), addr.clone()));
+            tokio::spawn(crate::peer::dial_loop(links.clone(), addr.clone()));
         }
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    tokio::spawn(accept(shared.clone(), incoming));
+                    tokio::spawn(accept(ctx.clone(), links.clone(), incoming));
                 }
                 () = &mut shutdown => break,
                 // A component that cannot run (the persist thread) stops the broker.
@@ -395,7 +323,7 @@ fn lock_data_dir(settings: &Settings) -> Result<DataDirLock, StartError> {
     DataDirLock::acquire(&settings.data_dir)
 }
 
-async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
+async fn accept(shared: Arc<Context>, links: Arc<Links>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -415,7 +343,7 @@ async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
         .and_then(|h| h.protocol);
     match alpn.as_deref() {
         Some(p) if p == CLIENT_ALPN => crate::session::serve(shared, conn).await,
-        Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(shared, conn).await,
+        Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(links, conn).await,
         _ => conn.close(ErrorCode::ProtocolViolation.code().into(), b"unknown ALPN"),
     }
 }

@@ -35,7 +35,7 @@ use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::pacer::Credit;
-use crate::peer_wire::{EncodedOnce, PeerOut};
+use crate::wire::{EncodedOnce, PeerOut};
 
 /// Identifies a client connection within the broker.
 pub(crate) type ClientId = u64;

@@ -8,7 +8,7 @@ use super::{Router, gauge};
 use crate::config::SlowConsumerPolicy;
 use crate::delivery::Delivery;
 use crate::outbox::{Gate, Pushed};
-use crate::peer_wire::PeerOut;
+use crate::wire::PeerOut;
 
 impl Router {
     /// Sends and delivers everything the state machine has queued.

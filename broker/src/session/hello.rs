@@ -6,9 +6,9 @@ use futures_util::{SinkExt, StreamExt};
 use palio_protocol::{ClientFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame, Welcome};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::context::Context;
 use crate::outbox::Outbox;
 use crate::router::Refusal;
-use crate::server::Shared;
 
 /// How long a new connection may take to open its control stream and send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,7 +19,7 @@ pub(super) type Reader = FramedRead<quinn::RecvStream, FrameCodec<ClientFrame>>;
 /// Accepts the control stream, reads the hello and checks version and credentials. Returns
 /// the reader, the stream's send side and the client's name; a refusal was sent to the client.
 pub(super) async fn handshake(
-    shared: &Shared,
+    shared: &Context,
     conn: &quinn::Connection,
 ) -> Result<(Reader, quinn::SendStream, String), Refusal> {
     let max = shared.limits.max_frame_bytes;
@@ -81,7 +81,7 @@ pub(super) async fn handshake(
 /// A client is let in with a certificate of the broker's CA, a configured token, or, where
 /// allowed, neither.
 fn authenticate(
-    shared: &Shared,
+    shared: &Context,
     conn: &quinn::Connection,
     token: Option<&str>,
 ) -> Result<(), &'static str> {
@@ -104,7 +104,7 @@ fn authenticate(
 }
 
 /// Queues the `Welcome` frame: the first on the control stream.
-pub(super) fn welcome(shared: &Shared, control: &Outbox<ServerFrame>) {
+pub(super) fn welcome(shared: &Context, control: &Outbox<ServerFrame>) {
     let frame = ServerFrame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         broker: shared.name.clone(),

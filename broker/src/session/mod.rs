@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use palio_protocol::ErrorCode;
 
+use crate::context::Context;
 use crate::outbox::{Capacity, Outbox};
 use crate::persist::PersistCommand;
 use crate::router::{ClientId, Command, Refusal};
-use crate::server::Shared;
 use crate::writer::{self, Role};
 
 /// Frames queued for a client's control stream (answers, durable messages, publish acks).
@@ -34,7 +34,7 @@ const CONTROL_QUEUE: Capacity = Capacity {
 };
 
 /// Serves one client connection until it closes.
-pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
+pub(crate) async fn serve(shared: Arc<Context>, conn: quinn::Connection) {
     let client = shared.next_id();
     let m = &shared.metrics;
     m.connections.with_label_values(&["client"]).inc();
@@ -57,7 +57,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
 }
 
 async fn session(
-    shared: &Shared,
+    shared: &Context,
     conn: &quinn::Connection,
     client: ClientId,
 ) -> Result<(), Refusal> {

@@ -14,18 +14,18 @@ use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 use palio_topology::SharedFilter;
 
 use super::hello::Reader;
+use crate::context::Context;
 use crate::outbox::{Outbox, Pushed};
 use crate::pacer::{BATCH, Pacer};
 use crate::persist::{PersistCommand, Publication};
 use crate::router::{ClientId, Command, Refusal};
-use crate::server::Shared;
 
 /// A frame read from the control stream (or the stream's end or error).
 type Next = Option<Result<ClientFrame, FrameError>>;
 
 /// Reads and handles requests until the stream ends or the connection must be closed.
 pub(super) async fn run(
-    shared: &Shared,
+    shared: &Context,
     client: ClientId,
     mut reader: Reader,
     control: Outbox<ServerFrame>,
@@ -174,7 +174,7 @@ pub(super) async fn run(
 
 /// What the request loop needs besides the reader.
 struct Session<'a> {
-    shared: &'a Shared,
+    shared: &'a Context,
     client: ClientId,
     control: Outbox<ServerFrame>,
     pacer: std::sync::Arc<Pacer>,

@@ -5,11 +5,15 @@
 //! them. Framing is the same as for clients ([`palio_protocol::FrameCodec`]). Public (and
 //! hidden from the docs) only so that tests and fuzz targets can speak to a broker as a peer.
 
+mod out;
+
 use std::sync::Arc;
 
 use palio_protocol::{Attributes, ErrorCode};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
+
+pub(crate) use self::out::{AttributesRef, EncodedOnce, PeerOut, notification_size};
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that
 /// broker's counter.

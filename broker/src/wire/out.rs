@@ -15,7 +15,7 @@ use palio_topology::{LinkStateAd, Notification, NotificationId, PeerFrame};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeTuple};
 
-use crate::wire::PeerMessage;
+use super::PeerMessage;
 use crate::writer::WireFrame;
 
 /// An item of a peer link's outbox.

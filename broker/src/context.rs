@@ -1,0 +1,78 @@
+//! What every task of one broker shares: its identity, the handles of the two tasks that own
+//! state (router and persist task), its metrics, limits and credentials, and the shutdown
+//! signal. Peer-only state (the endpoint that dials, peer certificates, dial states and live
+//! links) lives with the peer links (`peer::Links`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use palio_topology::BrokerId;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Auth, Limits};
+use crate::metrics::Metrics;
+use crate::persist::PersistHandle;
+use crate::router::RouterHandle;
+
+/// The routing id of the broker named `name`: FNV-1a over its bytes. Deterministic, so a
+/// broker keeps its id across restarts; two names that collide are refused at the peer hello.
+pub fn broker_id(name: &str) -> BrokerId {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    BrokerId(h)
+}
+
+/// What every task of one broker shares.
+pub(crate) struct Context {
+    /// The broker's name (`--id`).
+    pub(crate) name: String,
+    /// Its routing id, a hash of the name.
+    pub(crate) id: BrokerId,
+    /// The router task, sole owner of the routing state.
+    pub(crate) router: RouterHandle,
+    /// The persist task, sole owner of the log and the durable queues.
+    pub(crate) persist: PersistHandle,
+    /// Every metric, handed to each component (never global).
+    pub(crate) metrics: Metrics,
+    /// Frame sizes, queue limits, stall timeout.
+    pub(crate) limits: Limits,
+    /// Who may connect as a client.
+    pub(crate) auth: Auth,
+    /// Cancelled when the broker shuts down.
+    pub(crate) shutdown: CancellationToken,
+    /// Ids for client connections and peer links.
+    next_id: AtomicU64,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)] // one constructor, called once by the server
+    pub(crate) fn new(
+        name: String,
+        id: BrokerId,
+        router: RouterHandle,
+        persist: PersistHandle,
+        metrics: Metrics,
+        limits: Limits,
+        auth: Auth,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            name,
+            id,
+            router,
+            persist,
+            metrics,
+            limits,
+            auth,
+            shutdown,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh id for a client connection or peer link.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,263 @@
+//! The start of a peer link: the certificate check, the hellos, and registering the link.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::Links;
+use super::link::run_link;
+use crate::context::broker_id;
+use crate::outbox::{Inbox, Outbox};
+use crate::router::{Command, Refusal};
+use crate::wire::PeerOut;
+use crate::wire::{PeerHello, PeerMessage};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) type Reader = FramedRead<quinn::RecvStream, FrameCodec<PeerMessage>>;
+pub(super) type Writer = FramedWrite<quinn::SendStream, FrameCodec<()>>;
+
+fn our_hello(shared: &Links) -> PeerMessage {
+    PeerMessage::Hello(PeerHello {
+        version: PROTOCOL_VERSION,
+        name: shared.name.clone(),
+        id: shared.id,
+        incarnation: shared.incarnation,
+    })
+}
+
+/// Checks a peer's hello against ours.
+fn check_hello(shared: &Links, hello: &PeerHello) -> Result<(), Refusal> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "peer protocol version {} (ours {PROTOCOL_VERSION})",
+                hello.version
+            ),
+        ));
+    }
+    if hello.id != broker_id(&hello.name) {
+        return Err((
+            ErrorCode::ProtocolViolation,
+            format!(
+                "broker id {} does not belong to name {:?}",
+                hello.id, hello.name
+            ),
+        ));
+    }
+    if hello.id == shared.id {
+        let msg = if hello.name == shared.name {
+            format!("connected to itself (broker {:?})", shared.name)
+        } else {
+            format!(
+                "broker ids collide: {:?} and {:?} both hash to {}; rename one",
+                hello.name, shared.name, hello.id
+            )
+        };
+        return Err((ErrorCode::IdCollision, msg));
+    }
+    Ok(())
+}
+
+async fn refuse(writer: &mut Writer, code: ErrorCode, message: &str) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        writer.send(&PeerMessage::Reject {
+            code,
+            message: message.to_owned(),
+        }),
+    )
+    .await;
+    let _ = writer.get_mut().finish();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+async fn register(
+    shared: &Links,
+    conn: &quinn::Connection,
+    hello: &PeerHello,
+) -> Result<(u64, Outbox<PeerOut>, Inbox<PeerOut>), Refusal> {
+    let link = shared.next_id();
+    let (frames, inbox) = Outbox::new(shared.limits.peer_capacity());
+    shared
+        .router
+        .call(|reply| Command::PeerUp {
+            peer: hello.id,
+            name: hello.name.clone(),
+            link,
+            frames: frames.clone(),
+            connection: conn.clone(),
+            reply,
+        })
+        .await??;
+    Ok((link, frames, inbox))
+}
+
+pub(super) fn fail(shared: &Links, conn: &quinn::Connection, (code, message): &Refusal) {
+    if *code != ErrorCode::Closed {
+        tracing::warn!(remote = %conn.remote_address(), %code, %message, "peer link refused");
+        shared
+            .metrics
+            .connection_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+    }
+    conn.close(code.code().into(), message.as_bytes());
+}
+
+/// Serves a connection accepted with the peer ALPN.
+pub(crate) async fn serve_accepted(shared: Arc<Links>, conn: quinn::Connection) {
+    shared
+        .metrics
+        .connections
+        .with_label_values(&["peer"])
+        .inc();
+    let chain = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .map(|c| *c)
+        .unwrap_or_default();
+    // A peer must hold a certificate we would accept from it as a server (not merely a client
+    // certificate from the same CA).
+    if let Err(e) =
+        palio_protocol::tls::verify_as_server(&shared.peer_roots, &chain, &shared.peer_server_name)
+    {
+        fail(
+            &shared,
+            &conn,
+            &(
+                ErrorCode::Unauthenticated,
+                format!("peer brokers must present a broker certificate: {e}"),
+            ),
+        );
+        return;
+    }
+    match accept_handshake(&shared, &conn).await {
+        Ok(h) => run_link(&shared, &conn, h).await,
+        Err(r) => fail(&shared, &conn, &r),
+    }
+}
+
+/// A link after the hellos: the peer's hello, the link number, the stream's two sides, and
+/// the link's outbox with the inbox its writer drains.
+pub(super) type Handshake = (
+    PeerHello,
+    u64,
+    Reader,
+    Writer,
+    Outbox<PeerOut>,
+    Inbox<PeerOut>,
+);
+
+async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
+    match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
+        Err(_) => Err((ErrorCode::ProtocolViolation, "no hello received".into())),
+        Ok(Some(Ok(PeerMessage::Hello(h)))) => Ok(h),
+        Ok(Some(Ok(PeerMessage::Reject { code, message }))) => {
+            Err((code, format!("refused by peer: {message}")))
+        }
+        Ok(Some(Ok(_))) => Err((ErrorCode::ProtocolViolation, "expected a hello".into())),
+        Ok(Some(Err(e))) => Err((e.code(), e.to_string())),
+        Ok(None) => Err((ErrorCode::Closed, "closed during the hello".into())),
+    }
+}
+
+async fn accept_handshake(shared: &Links, conn: &quinn::Connection) -> Result<Handshake, Refusal> {
+    let max = shared.limits.internal_frame_bytes();
+    let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| (ErrorCode::ProtocolViolation, "no stream opened".to_owned()))?
+        .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
+    let mut reader = FramedRead::new(recv, FrameCodec::new(max));
+    let mut writer: Writer = FramedWrite::new(send, FrameCodec::new(max));
+    let hello = match read_hello(&mut reader).await {
+        Ok(h) => h,
+        Err((code, msg)) => {
+            refuse(&mut writer, code, &msg).await;
+            return Err((code, msg));
+        }
+    };
+    let registered = match check_hello(shared, &hello) {
+        Ok(()) => register(shared, conn, &hello).await,
+        Err(r) => Err(r),
+    };
+    let (link, frames, inbox) = match registered {
+        Ok(x) => x,
+        Err((code, msg)) => {
+            refuse(&mut writer, code, &msg).await;
+            return Err((code, msg));
+        }
+    };
+    if let Err(e) = writer.send(&our_hello(shared)).await {
+        // Registered but never run: the router must not keep it as up.
+        let _ = shared
+            .router
+            .send(Command::PeerDown {
+                peer: hello.id,
+                link,
+            })
+            .await;
+        return Err((ErrorCode::Closed, e.to_string()));
+    }
+    Ok((hello, link, reader, writer, frames, inbox))
+}
+
+pub(super) async fn dial_handshake(
+    shared: &Links,
+    addr: &str,
+) -> Result<(quinn::Connection, Handshake), String> {
+    let target = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| format!("resolving {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
+    let connecting = shared
+        .endpoint
+        .connect(target, &shared.peer_server_name)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(HELLO_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "connection timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let max = shared.limits.internal_frame_bytes();
+    let r: Result<Handshake, Refusal> = async {
+        let (send, recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
+        let mut reader = FramedRead::new(recv, FrameCodec::new(max));
+        let mut writer: Writer = FramedWrite::new(send, FrameCodec::new(max));
+        writer
+            .send(&our_hello(shared))
+            .await
+            .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
+        let hello = read_hello(&mut reader).await?;
+        let registered = match check_hello(shared, &hello) {
+            Ok(()) => register(shared, &conn, &hello).await,
+            Err(r) => Err(r),
+        };
+        match registered {
+            Ok((link, frames, inbox)) => Ok((hello, link, reader, writer, frames, inbox)),
+            Err((code, msg)) => {
+                refuse(&mut writer, code, &msg).await;
+                Err((code, msg))
+            }
+        }
+    }
+    .await;
+    match r {
+        Ok(h) => Ok((conn, h)),
+        Err(r) => {
+            let msg = format!("{}: {}", r.0, r.1);
+            fail(shared, &conn, &r);
+            Err(msg)
+        }
+    }
+}

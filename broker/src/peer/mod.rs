@@ -1,0 +1,121 @@
+//! Peer links: accepting and dialing other brokers, the hello exchange, and the link task.
+//!
+//! A link is one QUIC connection (mutual TLS, ALPN `palio-peer/1`) with one bidirectional
+//! stream opened by the dialer. Each side sends a `PeerHello`; a broker id equal to ours, or
+//! one already used by a connected broker of another name, is refused with `id_collision`.
+//! Then the router is told the link is up, and the link task carries routing frames: received
+//! ones to the router, in order; queued ones from the router to the stream. When the stream or
+//! connection fails, the router is told the link is down; a dialer reconnects with exponential
+//! backoff (attempts start 100 ms apart, doubling to 5 s; an attempt that timed out has already
+//! waited its share, so a dead peer is retried back to back, once per handshake timeout, and a
+//! restarted one is found within seconds). If two brokers dial each other, the newer link
+//! replaces the older one and the dialer whose link was replaced waits while a link to that
+//! peer is up.
+//!
+//! - [`handshake`]: the certificate check, the hellos, registering the link with the router.
+//! - [`dial`]: keeping a configured peer address linked (redial with backoff).
+//! - [`link`]: the link task: a paced reader and the outbox's writer.
+//! - What the writer puts on the wire, each notification encoded once per hop, is
+//!   `crate::wire::out`.
+//!
+//! Peer-only state lives here: the configured addresses' dial states and the live links.
+
+mod dial;
+mod handshake;
+mod link;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use palio_topology::BrokerId;
+use serde_json::{Value as Json, json};
+
+pub(crate) use self::dial::dial_loop;
+pub(crate) use self::handshake::serve_accepted;
+use crate::context::Context;
+use crate::wire::PeerHello;
+
+/// The peer links' own state, beside the broker's [`Context`] (which it derefs to).
+pub(crate) struct Links {
+    /// The broker's shared context.
+    pub(crate) ctx: Arc<Context>,
+    /// This broker's life, larger after each restart (sent in hellos).
+    pub(crate) incarnation: u64,
+    /// Dials peers (its default client config presents our certificate).
+    pub(crate) endpoint: quinn::Endpoint,
+    /// The name peer certificates are checked against.
+    pub(crate) peer_server_name: String,
+    /// The CA(s) peer certificates must chain to.
+    pub(crate) peer_roots: Arc<rustls::RootCertStore>,
+    /// Configured peer addresses and their state (for `/routes`).
+    pub(crate) dial_states: DialStates,
+    /// The live link to each peer, whoever dialed it.
+    pub(crate) live_links: LiveLinks,
+}
+
+impl std::ops::Deref for Links {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// The state of one configured peer address, for `/routes`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DialState {
+    state: &'static str,
+    peer: Option<(BrokerId, String)>,
+    last_error: Option<String>,
+    attempts: u64,
+}
+
+/// Configured peer addresses and their state.
+pub(crate) type DialStates = Arc<Mutex<BTreeMap<String, DialState>>>;
+
+/// Live links: peer → link number (to tell whether a dialer's peer is already linked).
+pub(crate) type LiveLinks = Arc<Mutex<HashMap<BrokerId, u64>>>;
+
+pub(crate) fn dial_snapshot(states: &DialStates) -> Json {
+    let states = states.lock().map(|s| s.clone()).unwrap_or_default();
+    Json::Array(
+        states
+            .into_iter()
+            .map(|(addr, s)| {
+                json!({
+                    "address": addr,
+                    "state": s.state,
+                    "peer": s.peer.as_ref().map(|(id, name)| json!({"id": id.0, "name": name})),
+                    "attempts": s.attempts,
+                    "last_error": s.last_error,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Records in `live_links` that `link` to `hello`'s broker is up (`up`) or has ended, and
+/// updates `palio_peer_up` and `palio_peer_link_up` from the result. Both happen under the
+/// `live_links` lock, so that an old link ending after its replacement started cannot mark
+/// the peer down: the gauges always say whether *some* link to the peer is up.
+pub(super) fn track_link(shared: &Links, hello: &PeerHello, link: u64, up: bool) {
+    let Ok(mut live) = shared.live_links.lock() else {
+        return;
+    };
+    if up {
+        live.insert(hello.id, link);
+    } else if live.get(&hello.id) == Some(&link) {
+        live.remove(&hello.id);
+    }
+    let value = i64::from(live.contains_key(&hello.id));
+    let m = &shared.metrics;
+    m.peer_up.with_label_values(&[&hello.name]).set(value);
+    // Configured addresses known to lead to this broker (lock order: live_links, dial_states).
+    if let Ok(states) = shared.dial_states.lock() {
+        for (addr, state) in states.iter() {
+            if state.peer.as_ref().is_some_and(|(id, _)| *id == hello.id) {
+                m.peer_link_up.with_label_values(&[addr]).set(value);
+            }
+        }
+    }
+}
