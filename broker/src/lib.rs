@@ -38,6 +38,7 @@ mod outbox;
 mod pacer;
 mod peer;
 mod persist;
+mod reset_key;
 mod router;
 mod server;
 mod session;

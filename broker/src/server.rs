@@ -111,8 +111,15 @@ impl Server {
         let peer_roots = Arc::new(roots.clone());
         let timeouts = settings.timeouts.quic();
         let server_config = tls::server_config_with(identity.clone(), roots.clone(), &timeouts)?;
+        let endpoint_config =
+            crate::reset_key::endpoint_config(&settings.data_dir).map_err(|source| {
+                StartError::Io {
+                    what: "reading or creating the QUIC reset key".into(),
+                    source,
+                }
+            })?;
         let mut endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+            endpoint_config,
             Some(server_config),
             udp,
             Arc::new(quinn::TokioRuntime),

@@ -129,3 +129,54 @@ async fn a_killed_middle_broker_is_noticed_and_its_restart_relinked_within_secon
         relinked.as_secs_f64()
     );
 }
+
+/// A broker restarted faster than the idle timeout (here at once) is relinked without waiting
+/// for it: its peers' old connections are answered with a stateless reset they accept, because
+/// the reset key survives restarts (`<data-dir>/quic-reset.key`).
+#[tokio::test]
+async fn a_broker_restarted_at_once_is_relinked_before_the_idle_timeout() {
+    let d = Dirs::new();
+    let tls = d.path("tls");
+    let b1 = BrokerProc::start(&d.path("b1"), &tls, &["--id", "fr1"]);
+    let mut b2 = BrokerProc::start(&d.path("b2"), &tls, &["--id", "fr2", "--peer", &b1.quic]);
+    let b3 = BrokerProc::start(&d.path("b3"), &tls, &["--id", "fr3", "--peer", &b2.quic]);
+    for (b, links) in [(&b1, 1), (&b2, 2), (&b3, 1)] {
+        wait_until(&format!("{} to converge", b.name), 30, || {
+            let r = b.routes();
+            r["known_brokers"] == 3 && r["peers"].as_array().is_some_and(|p| p.len() == links)
+        })
+        .await;
+    }
+    let subscriber = b3.client().await;
+    let mut sub = subscriber.subscribe("type = 'alarm'").await.unwrap();
+    let publisher = b1.client().await;
+    reaches(&publisher, &mut sub, 30)
+        .await
+        .expect("b1 → b2 → b3 routes before the crash");
+    let link_before = b3.routes()["peers"][0]["link"].clone();
+
+    b2.kill();
+    let restarted = Instant::now();
+    b2.restart();
+    // b3 dialed b2: its old connection must end by reset, and its redial succeed, well before
+    // the 5 s idle timeout would have ended it.
+    wait_until("b3 to relink to the restarted b2", 4, || {
+        let r = b3.routes();
+        r["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1 && p[0]["name"] == "fr2" && p[0]["link"] != link_before)
+    })
+    .await;
+    reaches(&publisher, &mut sub, WITHIN_SECS)
+        .await
+        .expect("b1 → b3 again");
+    let relinked = restarted.elapsed();
+    assert!(
+        relinked < Duration::from_secs(5),
+        "relinked after {relinked:?}, not before the idle timeout"
+    );
+    eprintln!(
+        "restarted at once: routed through again {:.1} s later",
+        relinked.as_secs_f64()
+    );
+}
