@@ -12,10 +12,12 @@
 //! Credits are few ([`IN_FLIGHT`] batches per ingress), so an ingress cannot run far ahead of
 //! the router: what an outbox holds beyond its limit is bounded by the batches in flight.
 //!
-//! Why this cannot deadlock: an ingress waits only on outboxes its own traffic went to. On a
-//! peer link those are other links of the same spanning tree (a notification never goes back
-//! where it came from) and local subscribers; following "waits on" along tree edges never
-//! returns to where it started, and subscribers wait on nobody. The router itself never waits
+//! Why this cannot deadlock: an ingress waits only on outboxes its own traffic went to, and a
+//! peer link's reader never on its own link's outbox (routing frames may answer on the link
+//! they came from; the router does not note that outbox). So a link reader waits only on other
+//! links of the same spanning tree (a notification never goes back where it came from) and on
+//! local subscribers; following "waits on" along tree edges never returns to where it started,
+//! and subscribers wait on nobody. The router itself never waits
 //! on an outbox. A receiver that stops reading altogether is cut after the stall timeout (see
 //! the `writer` module), which also closes its outbox and releases everyone waiting on it.
 

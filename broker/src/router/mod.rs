@@ -170,6 +170,10 @@ pub(crate) struct Router {
     next_notification: u64,
     /// The credit of the batch being routed: outboxes it fills are noted on it.
     credit: Option<Credit>,
+    /// The peer the batch being routed came from, if any: its own link's outbox is never
+    /// noted on its credit (a link reader waiting for its own link to drain would wait for the
+    /// peer to read, while the peer's reader waits the same way: a deadlock).
+    credit_from: Option<BrokerId>,
     /// The last notification sent to a peer, encoded at most once for all its peers.
     last_encoded: Option<Arc<EncodedOnce>>,
     /// The next hop toward each broker on the tree, for the persist task's store-and-forward.
@@ -201,6 +205,7 @@ impl Router {
             next_advertisement: 1,
             next_notification: 0,
             credit: None,
+            credit_from: None,
             last_encoded: None,
             hops,
             hops_tree: None,
@@ -230,6 +235,7 @@ impl Router {
         self.drain();
         // The batch is routed: its credit goes back to its ingress.
         self.credit = None;
+        self.credit_from = None;
     }
 
     /// Runs until `shutdown` is cancelled or every sender is gone.
@@ -403,6 +409,7 @@ impl Router {
                     return;
                 }
                 self.credit = Some(credit);
+                self.credit_from = Some(peer);
                 for frame in frames {
                     if !self.peer_frame(peer, frame, now) {
                         break;

@@ -70,7 +70,9 @@ impl Router {
         let size = out.size();
         // A closed outbox means the link is going down; its PeerDown is on the way.
         let pushed = p.frames.push(out, size);
-        self.note(pushed, || p.frames.gate());
+        if self.credit_from != Some(t.peer) {
+            self.note(pushed, || p.frames.gate());
+        }
     }
 
     fn deliver(&mut self, d: palio_topology::Delivery) {
