@@ -24,6 +24,7 @@ fn palio_bin() -> PathBuf {
         if !bin.exists() {
             let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             cmd.args(["build", "-q", "-p", "palio", "--bin", "palio"]);
+            cmd.args(["--features", "cli"]);
             if broker.parent().is_some_and(|d| d.ends_with("release")) {
                 cmd.arg("--release");
             }

@@ -10,7 +10,10 @@
 //!   [`Client::publish`] sends one; [`Client::advertise`] declares what a client publishes.
 //! - [`Notification::builder`] builds typed attributes; [`Notification::from_cloudevent`] and
 //!   [`Notification::to_cloudevent`] convert from and to CloudEvents in JSON.
-//! - The filter language is re-exported as [`filter`]; the `palio` command line is [`cli`].
+//! - The filter language is re-exported as [`filter`].
+//! - The `palio` command line is the module `cli`, built only with the crate's `cli` feature
+//!   (off by default, so that the SDK alone does not compile clap):
+//!   `cargo install --path client-sdk --features cli` installs the binary.
 //!
 //! # Persistent delivery
 //!
@@ -57,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod consumer;

@@ -4,6 +4,7 @@
 
 mod common;
 
+#[cfg(feature = "cli")]
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -241,6 +242,7 @@ async fn queue_requests_carry_their_arguments_and_map_refusals() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_durable_sub_prints_each_message_with_its_delivery_then_acks_it() {
     let mock = Mock::start(|mut s| async move {
@@ -279,6 +281,7 @@ async fn cli_durable_sub_prints_each_message_with_its_delivery_then_acks_it() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_durable_pull_fetches_no_more_than_it_prints() {
     let mock = Mock::start(|mut s| async move {
@@ -325,6 +328,7 @@ async fn cli_durable_pull_fetches_no_more_than_it_prints() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
     let mock = Mock::start(|mut s| async move {

@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::future::Future;
+#[cfg(feature = "cli")]
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -96,7 +97,8 @@ impl Mock {
     }
 
     /// Runs the `palio` command line (in a thread: it starts its own runtime) with this
-    /// broker's address; returns its exit code, stdout and stderr.
+    /// broker's address; returns its exit code, stdout and stderr. Needs the `cli` feature.
+    #[cfg(feature = "cli")]
     pub async fn cli(&self, args: &[&str]) -> (ExitCode, String, String) {
         let mut full: Vec<String> = vec!["palio".into()];
         full.extend(args.iter().map(|s| s.to_string()));
