@@ -147,7 +147,8 @@ pub enum ClientFrame {
         request: u64,
         /// The pull consumer.
         consumer: u64,
-        /// The most messages to deliver (at least 1).
+        /// The most messages to deliver: 1 to [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH)
+        /// (more is refused with [`ErrorCode::LimitExceeded`]).
         batch: u32,
         /// How long to wait for messages, in milliseconds.
         max_wait_ms: u64,
@@ -194,7 +195,8 @@ pub struct Welcome {
     pub broker: String,
     /// The broker's routing id (a hash of its name).
     pub broker_id: u32,
-    /// The largest frame the broker accepts.
+    /// The largest frame the broker accepts. Frames from the broker that carry a client's
+    /// publication on may be up to [`FRAME_HEADROOM`](crate::FRAME_HEADROOM) larger.
     pub max_frame: u32,
 }
 
