@@ -74,11 +74,13 @@ mod reader;
 mod subscription;
 
 pub use client::{Client, ConnectOptions};
-pub use consumer::{DurableSubscription, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, PullConsumer};
+pub use consumer::{DurableSubscription, PullConsumer};
 pub use error::Error;
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
-pub use palio_protocol::{ConsumeMode, ErrorCode, QueueInfo, QueueOptions, Welcome};
+pub use palio_protocol::{
+    ConsumeMode, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo, QueueOptions, Welcome,
+};
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
 pub use subscription::Subscription;
 

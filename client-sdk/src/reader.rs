@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use palio_protocol::{DEFAULT_MAX_FRAME, DeliveryFrame, DurableMessage, FrameCodec, ServerFrame};
+use palio_protocol::{DeliveryFrame, DurableMessage, FRAME_HEADROOM, FrameCodec, ServerFrame};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -192,7 +192,10 @@ pub(crate) async fn read_deliveries(shared: Arc<Shared>) {
 }
 
 async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
-    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
+    // A delivery re-encodes a publication the broker accepted: it may exceed the broker's
+    // frame limit by the headroom.
+    let max = shared.max_frame.saturating_add(FRAME_HEADROOM);
+    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(max));
     while let Some(Ok(d)) = reader.next().await {
         let n = Notification::new(d.attributes, d.payload);
         let target = match shared.routes.lock() {

@@ -57,7 +57,18 @@ pub struct Mock {
 }
 
 impl Mock {
+    /// A broker announcing the default frame limit.
     pub async fn start<F, Fut>(script: F) -> Mock
+    where
+        F: FnOnce(Session) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        Self::start_with(DEFAULT_MAX_FRAME as u32, script).await
+    }
+
+    /// A broker announcing `max_frame` in its welcome (it reads and writes frames up to
+    /// the default limit whatever it announces, so that tests can exceed what it announced).
+    pub async fn start_with<F, Fut>(max_frame: u32, script: F) -> Mock
     where
         F: FnOnce(Session) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -81,7 +92,7 @@ impl Mock {
                 version: PROTOCOL_VERSION,
                 broker: "mock".into(),
                 broker_id: 1,
-                max_frame: 1 << 20,
+                max_frame,
             }))
             .await;
             script(s).await;
