@@ -256,12 +256,20 @@ pub enum ServerFrame {
         /// A human-readable explanation.
         message: String,
     },
-    /// The answer to [`ClientFrame::QueueList`] and [`ClientFrame::QueueInfo`].
+    /// The answer to [`ClientFrame::QueueList`] and [`ClientFrame::QueueInfo`], in one or more
+    /// frames: a listing longer than one frame is split, every frame but the last has `more`
+    /// set, and the answer is the queues of all its frames in order. Each frame is at most the
+    /// broker's `max_frame` (see [`Welcome`]), except one holding a single queue whose entry
+    /// alone is longer, which stays within [`FRAME_HEADROOM`](crate::FRAME_HEADROOM) of it.
     Queues {
         /// The request answered.
         request: u64,
-        /// The queues, by name.
+        /// The queues of this frame.
         queues: Vec<QueueInfo>,
+        /// More frames of this answer follow. Absent (a sender that never splits) means
+        /// `false`.
+        #[serde(default)]
+        more: bool,
     },
     /// A consumer is attached.
     Consuming {
@@ -339,6 +347,30 @@ mod tests {
             let back: ClientFrame = decode(&bytes).unwrap();
             assert_eq!(back, f);
         }
+    }
+
+    #[test]
+    fn a_queues_frame_without_more_is_the_last() {
+        #[derive(Serialize)]
+        enum Old {
+            Queues {
+                request: u64,
+                queues: Vec<QueueInfo>,
+            },
+        }
+        let bytes = encode(&Old::Queues {
+            request: 3,
+            queues: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<ServerFrame>(&bytes).unwrap(),
+            ServerFrame::Queues {
+                request: 3,
+                queues: vec![],
+                more: false
+            }
+        );
     }
 
     #[test]

@@ -58,6 +58,7 @@ fn config(me: u32) -> EngineConfig {
         max_deliveries: 3,
         peer_window: 64,
         dedup_window: 1000,
+        max_frame: palio_protocol::DEFAULT_MAX_FRAME,
     }
 }
 
@@ -435,6 +436,38 @@ fn windows_and_batches_above_the_protocol_limits_are_refused_not_cut() {
             count: 1
         })
     );
+}
+
+#[test]
+fn a_long_queue_listing_comes_in_several_frames_within_the_frame_limit() {
+    let mut n = Node::new(1);
+    n.engine.cfg.max_frame = 2048;
+    let names: Vec<String> = (0..40).map(|i| format!("q{i:02}")).collect();
+    for name in &names {
+        n.add_queue(name, &format!("kind = '{}'", "k".repeat(100)));
+    }
+    n.engine.queue_info(CLIENT, 40, None);
+    let frames = n.frames();
+    assert!(frames.len() > 1, "{} frame(s)", frames.len());
+    let mut listed = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let ServerFrame::Queues {
+            request: 40,
+            queues,
+            more,
+        } = f
+        else {
+            panic!("{f:?}");
+        };
+        assert_eq!(*more, i + 1 < frames.len());
+        assert!(palio_protocol::encode(f).unwrap().len() <= 2048);
+        listed.extend(queues.iter().map(|q| q.name.clone()));
+    }
+    let expected: Vec<String> = names
+        .iter()
+        .flat_map(|q| [q.clone(), format!("{q}.dlq")])
+        .collect();
+    assert_eq!(listed, expected);
 }
 
 #[test]
