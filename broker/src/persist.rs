@@ -150,7 +150,8 @@ impl Store {
     /// Opens the log in `dir`, recovers the engine from its checkpoint and records, and
     /// makes everything recovered durable before returning. The error says what failed.
     /// `max_frame` is the largest frame clients and peers may send: a record holds one
-    /// message, so the log takes records of twice that (and at least its 4 MiB default).
+    /// message, so the log takes records of twice that (and at least its 4 MiB default). The
+    /// engine splits queue listings into frames of at most that size.
     pub(crate) fn open(
         dir: &Path,
         me: BrokerId,
@@ -181,6 +182,7 @@ impl Store {
             max_deliveries: s.max_deliveries,
             peer_window: s.peer_window,
             dedup_window: s.dedup_window,
+            max_frame,
         };
         let (mut engine, from) = match log.checkpoint().map_err(|e| e.to_string())? {
             Some((upto, bytes)) => match crate::durable::decode_snapshot(&bytes) {

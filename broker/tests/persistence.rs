@@ -24,6 +24,7 @@ fn palio_bin() -> PathBuf {
         if !bin.exists() {
             let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             cmd.args(["build", "-q", "-p", "palio", "--bin", "palio"]);
+            cmd.args(["--features", "cli"]);
             if broker.parent().is_some_and(|d| d.ends_with("release")) {
                 cmd.arg("--release");
             }
@@ -620,4 +621,59 @@ async fn acked_segments_are_deleted_and_the_checkpoint_survives_a_crash() {
         seen.values().all(|c| c == &[1]),
         "acked before the crash, never again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_listing_longer_than_a_frame_comes_whole_and_a_too_long_publication_is_refused() {
+    let d = Dirs::new();
+    let cfg = d.path("small-frames.toml");
+    std::fs::write(&cfg, "[limits]\nmax_frame_bytes = 1024\n").unwrap();
+    let cfg = cfg.display().to_string();
+    let b = BrokerProc::start(
+        &d.path("b"),
+        &d.path("tls"),
+        &["--id", "f1", "--config", &cfg],
+    );
+    let client = b.client().await;
+    assert_eq!(client.broker().max_frame, 1024);
+    // 30 queues and their dead-letter queues, each entry about 300 bytes: the listing takes
+    // many 1 KiB frames.
+    let filter = format!("kind = '{}'", "k".repeat(200));
+    let names: Vec<String> = (0..30).map(|i| format!("q{i:02}")).collect();
+    for name in &names {
+        client
+            .queue_add(name, &filter, QueueOptions::default())
+            .await
+            .unwrap();
+    }
+    let expected: Vec<String> = names
+        .iter()
+        .flat_map(|q| [q.clone(), format!("{q}.dlq")])
+        .collect();
+    let listed = client.queue_list().await.unwrap();
+    assert!(listed.iter().all(|q| q.filter == filter));
+    let listed: Vec<String> = listed.into_iter().map(|q| q.name).collect();
+    assert_eq!(listed, expected);
+    // `palio queue ls` prints the same listing as one array.
+    let ls: Json = serde_json::from_str(&ok(&run(&b, &["queue", "ls"], 30))).unwrap();
+    let ls: Vec<&str> = ls
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(ls, expected);
+
+    // A publication longer than the broker's frame limit: `palio pub` refuses it before
+    // sending and says why.
+    let big = "x".repeat(2000);
+    let out = run(&b, &["pub", "--persistent", "--payload", &big], 30);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("frame_too_large"), "{err}");
+    assert!(err.contains("limit of 1024 bytes"), "{err}");
+    assert_eq!(tally(&out), (0, 0));
+    // The broker is unaffected.
+    assert_eq!(client.queue_info("q00").await.unwrap().pending, 0);
+    client.close().await;
 }

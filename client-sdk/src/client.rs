@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::tls::{self, DevPki, Identity};
 use palio_protocol::{
-    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FrameCodec, PROTOCOL_VERSION,
-    ServerFrame, Welcome,
+    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec,
+    PROTOCOL_VERSION, ServerFrame, Welcome, encoded_len,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -163,6 +163,9 @@ pub(crate) struct Shared {
     pub(crate) producer: Mutex<ProducerSlot>,
     next_request: AtomicU64,
     pub(crate) timeout: Duration,
+    /// The largest frame the broker accepts (its welcome's `max_frame`): larger frames are
+    /// refused here, before sending, since the broker would close the connection for them.
+    pub(crate) max_frame: usize,
 }
 
 impl Shared {
@@ -174,6 +177,20 @@ impl Shared {
     /// Why the connection is unusable: the broker's close reason if known.
     pub(crate) fn closed_error(&self) -> Error {
         closed(&self.conn, "connection tasks ended".into())
+    }
+
+    /// Refuses `frame` ([`Error::FrameTooLarge`]) if it is longer than the broker accepts.
+    /// `what` names it in the error.
+    pub(crate) fn check_size(&self, frame: &ClientFrame, what: &'static str) -> Result<(), Error> {
+        let size = encoded_len(frame).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        if size > self.max_frame {
+            return Err(Error::FrameTooLarge {
+                what,
+                size,
+                max: self.max_frame,
+            });
+        }
+        Ok(())
     }
 
     /// Sends a request and waits (at most `timeout`) for its answer; a [`ServerFrame::Error`]
@@ -188,12 +205,14 @@ impl Shared {
             return Err(Error::from_connection(&e));
         }
         let request = self.next_request();
+        let frame = make(request);
+        self.check_size(&frame, "request")?;
         let (reply, answer) = oneshot::channel();
         if let Ok(mut p) = self.pending.lock() {
             p.insert(request, PendingRequest { reply, register });
         }
         self.frames
-            .send(make(request))
+            .send(frame)
             .await
             .map_err(|_| self.closed_error())?;
         let frame = tokio::select! {
@@ -339,6 +358,11 @@ impl Client {
             Some(Err(e)) => return Err(closed(&conn, e.to_string())),
             None => return Err(closed(&conn, "closed before the welcome".into())),
         };
+        // From now on the broker's limit applies: frames we send must fit within it, and
+        // frames carrying a publication on from the broker may exceed it by the headroom.
+        let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
+        *writer.encoder_mut() = FrameCodec::new(max_frame);
+        *reader.decoder_mut() = FrameCodec::new(max_frame.saturating_add(FRAME_HEADROOM));
         let (frames, rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             conn: conn.clone(),
@@ -349,6 +373,7 @@ impl Client {
             producer: Mutex::new(ProducerSlot::default()),
             next_request: AtomicU64::new(1),
             timeout: opts.timeout,
+            max_frame,
         });
         tokio::spawn(write_frames(writer, rx));
         tokio::spawn(read_control(shared.clone(), reader));
@@ -360,7 +385,8 @@ impl Client {
         })
     }
 
-    /// The broker's welcome: its name, id and frame limit.
+    /// The broker's welcome: its name, id and frame limit (`max_frame`: the SDK refuses to
+    /// send a longer frame, with [`Error::FrameTooLarge`]).
     pub fn broker(&self) -> &Welcome {
         &self.welcome
     }
@@ -380,7 +406,17 @@ impl Client {
                 },
                 Some(Register::Subscription(tx)),
             )
-            .await?;
+            .await;
+        let answer = match answer {
+            Err(e @ Error::FrameTooLarge { .. }) => {
+                // Never sent, so no answer will take it off the pending count.
+                if let Ok(mut r) = self.shared.routes.lock() {
+                    r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
+                }
+                return Err(e);
+            }
+            other => other?,
+        };
         match answer {
             ServerFrame::Subscribed { subscription, .. } => {
                 Ok(Subscription::new(subscription, filter.to_owned(), rx))
@@ -446,7 +482,8 @@ impl Client {
     }
 
     /// Publishes a notification (best effort: queued for sending, not acknowledged; see
-    /// [`flush`](Self::flush)).
+    /// [`flush`](Self::flush)). A notification whose frame is longer than the broker accepts
+    /// is refused with [`Error::FrameTooLarge`] and not sent.
     pub async fn publish(&self, notification: Notification) -> Result<(), Error> {
         if let Some(e) = self.shared.conn.close_reason() {
             return Err(Error::from_connection(&e));
@@ -456,6 +493,7 @@ impl Client {
             attributes,
             payload,
         };
+        self.shared.check_size(&frame, "publication")?;
         self.shared
             .frames
             .send(frame)

@@ -18,19 +18,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use palio_protocol::{ClientFrame, ConsumeMode, ServerFrame};
+use palio_protocol::{ClientFrame, ConsumeMode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, ServerFrame};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::client::{Client, Register, Shared, unexpected};
 use crate::error::Error;
 use crate::message::DurableMessage;
-
-/// The largest push window: [`Client::consume`] asks for at most this many unacked messages.
-pub const MAX_PUSH_WINDOW: u32 = 65_536;
-
-/// The largest batch [`PullConsumer::fetch`] asks for.
-pub const MAX_FETCH_BATCH: u32 = 4096;
 
 /// Where the control reader puts a consumer's messages.
 pub(crate) type ConsumerTx = mpsc::Sender<palio_protocol::DurableMessage>;

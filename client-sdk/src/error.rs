@@ -62,6 +62,21 @@ pub enum Error {
     /// connection, or sequence numbers that do not increase).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The SDK refused to send a frame longer than the broker accepts (the `max_frame` of its
+    /// [`Welcome`](crate::Welcome)): nothing was sent, and the connection is still usable. The
+    /// broker would have closed the connection with [`ErrorCode::FrameTooLarge`].
+    #[error(
+        "frame_too_large: the {what} encodes to {size} bytes, more than the broker's limit of \
+         {max} bytes; nothing was sent"
+    )]
+    FrameTooLarge {
+        /// What was refused: `"publication"` or `"request"`.
+        what: &'static str,
+        /// The encoded frame's length, in bytes.
+        size: usize,
+        /// The broker's limit, in bytes.
+        max: usize,
+    },
     /// The broker sent something this SDK does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -10,7 +10,10 @@
 //!   [`Client::publish`] sends one; [`Client::advertise`] declares what a client publishes.
 //! - [`Notification::builder`] builds typed attributes; [`Notification::from_cloudevent`] and
 //!   [`Notification::to_cloudevent`] convert from and to CloudEvents in JSON.
-//! - The filter language is re-exported as [`filter`]; the `palio` command line is [`cli`].
+//! - The filter language is re-exported as [`filter`].
+//! - The `palio` command line is the module `cli`, built only with the crate's `cli` feature
+//!   (off by default, so that the SDK alone does not compile clap):
+//!   `cargo install --path client-sdk --features cli` installs the binary.
 //!
 //! # Persistent delivery
 //!
@@ -57,6 +60,7 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod consumer;
@@ -70,11 +74,13 @@ mod reader;
 mod subscription;
 
 pub use client::{Client, ConnectOptions};
-pub use consumer::{DurableSubscription, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, PullConsumer};
+pub use consumer::{DurableSubscription, PullConsumer};
 pub use error::Error;
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
-pub use palio_protocol::{ConsumeMode, ErrorCode, QueueInfo, QueueOptions, Welcome};
+pub use palio_protocol::{
+    ConsumeMode, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo, QueueOptions, Welcome,
+};
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
 pub use subscription::Subscription;
 

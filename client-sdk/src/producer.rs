@@ -338,7 +338,9 @@ impl Producer {
 
     /// Queues a persistent publication with the next sequence number and returns its
     /// [`PublishAck`] without waiting for it. Waits while
-    /// [`max_in_flight`](ProducerOptions::max_in_flight) publications are unsettled.
+    /// [`max_in_flight`](ProducerOptions::max_in_flight) publications are unsettled. A
+    /// notification whose frame is longer than the broker accepts is refused with
+    /// [`Error::FrameTooLarge`], without using a sequence number.
     ///
     /// Cancel-safe: if the returned future is dropped before it completes, nothing was sent.
     pub async fn send(&self, notification: Notification) -> Result<PublishAck, Error> {
@@ -398,6 +400,14 @@ impl Producer {
                 Error::InvalidRequest("the producer's sequence numbers are exhausted".into())
             })?,
         };
+        let (attributes, payload) = notification.into_parts();
+        let frame = ClientFrame::PublishPersistent {
+            seq,
+            attributes,
+            payload,
+        };
+        // Refused before it is recorded: the sequence number stays free.
+        self.shared.check_size(&frame, "publication")?;
         let (reply, rx) = oneshot::channel();
         let settle = Settle {
             reply,
@@ -411,12 +421,7 @@ impl Producer {
             )));
         }
         inner.last_sent = Some(seq);
-        let (attributes, payload) = notification.into_parts();
-        slot.send(ClientFrame::PublishPersistent {
-            seq,
-            attributes,
-            payload,
-        });
+        slot.send(frame);
         Ok(PublishAck { seq, rx })
     }
 }

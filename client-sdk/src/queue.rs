@@ -65,7 +65,8 @@ impl Client {
         }
     }
 
-    /// This broker's durable queues, dead-letter queues included, by name.
+    /// This broker's durable queues, dead-letter queues included. A long listing comes from
+    /// the broker in several frames; this returns all of them, in the broker's order.
     pub async fn queue_list(&self) -> Result<Vec<QueueInfo>, Error> {
         let answer = self
             .request(|request| ClientFrame::QueueList { request }, None)

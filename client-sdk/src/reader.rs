@@ -1,8 +1,9 @@
 //! The connection's two readers: where every frame from the broker goes.
 //!
 //! - The **control reader** reads the control stream in order. Answers go to the request that
-//!   waits for them (matched by request id); a confirmation that opens a route (a subscription,
-//!   a durable consumer) installs the route *before* the next frame is read. Persistent-publish
+//!   waits for them (matched by request id; a queue listing split over several frames is
+//!   gathered until its last frame); a confirmation that opens a route (a subscription, a
+//!   durable consumer) installs the route *before* the next frame is read. Persistent-publish
 //!   acks settle the producer's publications; durable queue messages go to their consumer's
 //!   bounded queue. This reader never waits on an application: a consumer whose queue is full
 //!   loses the message here (the broker delivers it again after the queue's ack wait), because
@@ -14,10 +15,13 @@
 //! When the control stream ends, every waiting request fails, every consumer's stream ends and
 //! every unsettled persistent publication fails with the connection's close reason.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use palio_protocol::{DEFAULT_MAX_FRAME, DeliveryFrame, DurableMessage, FrameCodec, ServerFrame};
+use palio_protocol::{
+    DeliveryFrame, DurableMessage, FRAME_HEADROOM, FrameCodec, QueueInfo, ServerFrame,
+};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
@@ -36,8 +40,44 @@ pub(crate) async fn read_control(
     mut reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
 ) {
     let mut reason = None;
+    // Queue listings split over several frames (`more`), gathered by request until the last
+    // frame answers the request with all of them.
+    let mut listings: HashMap<u64, Vec<QueueInfo>> = HashMap::new();
     while let Some(Ok(frame)) = reader.next().await {
         let frame = match frame {
+            ServerFrame::Queues {
+                request,
+                queues,
+                more: true,
+            } => {
+                // Kept only while someone waits for the answer.
+                if shared
+                    .pending
+                    .lock()
+                    .is_ok_and(|p| p.contains_key(&request))
+                {
+                    listings.entry(request).or_default().extend(queues);
+                }
+                continue;
+            }
+            ServerFrame::Queues {
+                request,
+                queues,
+                more: false,
+            } => {
+                let queues = match listings.remove(&request) {
+                    Some(mut earlier) => {
+                        earlier.extend(queues);
+                        earlier
+                    }
+                    None => queues,
+                };
+                ServerFrame::Queues {
+                    request,
+                    queues,
+                    more: false,
+                }
+            }
             ServerFrame::Message(m) => {
                 route_message(&shared, m);
                 continue;
@@ -192,7 +232,10 @@ pub(crate) async fn read_deliveries(shared: Arc<Shared>) {
 }
 
 async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
-    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(DEFAULT_MAX_FRAME));
+    // A delivery re-encodes a publication the broker accepted: it may exceed the broker's
+    // frame limit by the headroom.
+    let max = shared.max_frame.saturating_add(FRAME_HEADROOM);
+    let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(max));
     while let Some(Ok(d)) = reader.next().await {
         let n = Notification::new(d.attributes, d.payload);
         let target = match shared.routes.lock() {

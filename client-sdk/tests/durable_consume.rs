@@ -4,6 +4,7 @@
 
 mod common;
 
+#[cfg(feature = "cli")]
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -95,6 +96,7 @@ async fn push_messages_reach_their_consumer_and_are_acked_and_naked() {
         s.send(ServerFrame::Queues {
             request,
             queues: vec![],
+            more: false,
         })
         .await;
         s.until_closed().await;
@@ -179,6 +181,60 @@ async fn a_fetch_returns_the_messages_that_precede_its_answer() {
 }
 
 #[tokio::test]
+async fn a_queue_listing_in_several_frames_is_put_back_together_in_order() {
+    let mock = Mock::start(|mut s| async move {
+        // A listing and a flush under way together.
+        let (mut list, mut flush) = (None, None);
+        for _ in 0..2 {
+            match s.recv().await {
+                ClientFrame::QueueList { request } => list = Some(request),
+                ClientFrame::Flush { request } => flush = Some(request),
+                other => panic!("expected a queue list and a flush, got {other:?}"),
+            }
+        }
+        let (list, flush) = (list.unwrap(), flush.unwrap());
+        let chunk = |names: &[&str], more: bool| ServerFrame::Queues {
+            request: list,
+            queues: names.iter().map(|n| info(n, 1)).collect(),
+            more,
+        };
+        s.send(chunk(&["a", "a.dlq"], true)).await;
+        // Another answer between two frames of the listing does not end it.
+        s.send(ServerFrame::Flushed {
+            request: flush,
+            published: 0,
+        })
+        .await;
+        s.send(chunk(&[], true)).await;
+        s.send(chunk(&["b", "b.dlq", "c"], true)).await;
+        s.send(chunk(&["c.dlq"], false)).await;
+        // A single-frame answer after it stands alone.
+        let ClientFrame::QueueList { request } = s.recv().await else {
+            panic!("expected a second queue list");
+        };
+        s.send(ServerFrame::Queues {
+            request,
+            queues: vec![info("d", 1)],
+            more: false,
+        })
+        .await;
+        s.until_closed().await;
+    })
+    .await;
+    let client = mock.client().await;
+    let names = |qs: Vec<QueueInfo>| qs.into_iter().map(|q| q.name).collect::<Vec<_>>();
+    let (listed, flushed) = tokio::join!(client.queue_list(), client.flush());
+    assert_eq!(flushed.unwrap(), 0);
+    assert_eq!(
+        names(listed.unwrap()),
+        ["a", "a.dlq", "b", "b.dlq", "c", "c.dlq"]
+    );
+    assert_eq!(names(client.queue_list().await.unwrap()), ["d"]);
+    client.close().await;
+    mock.finish().await;
+}
+
+#[tokio::test]
 async fn queue_requests_carry_their_arguments_and_map_refusals() {
     let mock = Mock::start(|mut s| async move {
         let ClientFrame::QueueAdd {
@@ -198,7 +254,12 @@ async fn queue_requests_carry_their_arguments_and_map_refusals() {
             panic!("expected a queue list");
         };
         let queues = vec![info("orders", 4), info("orders.dlq", 0)];
-        s.send(ServerFrame::Queues { request, queues }).await;
+        s.send(ServerFrame::Queues {
+            request,
+            queues,
+            more: false,
+        })
+        .await;
         let ClientFrame::QueueInfo { request, name } = s.recv().await else {
             panic!("expected a queue info");
         };
@@ -241,6 +302,7 @@ async fn queue_requests_carry_their_arguments_and_map_refusals() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_durable_sub_prints_each_message_with_its_delivery_then_acks_it() {
     let mock = Mock::start(|mut s| async move {
@@ -279,6 +341,7 @@ async fn cli_durable_sub_prints_each_message_with_its_delivery_then_acks_it() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_durable_pull_fetches_no_more_than_it_prints() {
     let mock = Mock::start(|mut s| async move {
@@ -325,6 +388,7 @@ async fn cli_durable_pull_fetches_no_more_than_it_prints() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
     let mock = Mock::start(|mut s| async move {
@@ -351,8 +415,19 @@ async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
         let ClientFrame::QueueList { request } = s.recv().await else {
             panic!("expected a queue list");
         };
-        let queues = vec![info("orders", 4)];
-        s.send(ServerFrame::Queues { request, queues }).await;
+        // In two frames: `ls` prints one array all the same.
+        s.send(ServerFrame::Queues {
+            request,
+            queues: vec![info("orders", 4)],
+            more: true,
+        })
+        .await;
+        s.send(ServerFrame::Queues {
+            request,
+            queues: vec![info("orders.dlq", 0)],
+            more: false,
+        })
+        .await;
         s.until_closed().await;
     })
     .await;
@@ -363,6 +438,9 @@ async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
         ls,
         serde_json::json!([{
             "name": "orders", "filter": "seq >= 0", "pending": 4, "unacked": 1,
+            "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5
+        }, {
+            "name": "orders.dlq", "filter": "seq >= 0", "pending": 0, "unacked": 1,
             "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5
         }])
     );

@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::process::ExitCode;
-
-use common::{Mock, attr, expect_producer, expect_publications, note};
+use common::{Mock, expect_producer, expect_publications, note};
 use palio::{Error, ErrorCode};
-use palio_protocol::{ClientFrame, ServerFrame};
+use palio_protocol::ServerFrame;
+// For the command line's tests.
+#[cfg(feature = "cli")]
+use {common::attr, palio_protocol::ClientFrame, std::process::ExitCode};
 
 #[tokio::test]
 async fn publications_settle_in_publish_order_with_refusals_and_cumulative_acks() {
@@ -131,6 +132,7 @@ async fn the_in_flight_bound_holds_sends_until_acks_come() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_persistent_pub_reports_acks_when_the_connection_ends_midway() {
     let mock = Mock::start(|mut s| async move {
@@ -157,6 +159,7 @@ async fn cli_persistent_pub_reports_acks_when_the_connection_ends_midway() {
     mock.finish().await;
 }
 
+#[cfg(feature = "cli")]
 #[tokio::test]
 async fn cli_persistent_pub_uses_seq_as_the_sequence_number() {
     let mock = Mock::start(|mut s| async move {

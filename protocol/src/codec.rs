@@ -79,6 +79,29 @@ pub fn encode_into<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// The length of `frame` encoded as by [`encode`] (no length prefix), without keeping the
+/// bytes: for checking a frame against a limit before sending it.
+pub fn encoded_len<T: Serialize + ?Sized>(frame: &T) -> Result<usize, FrameError> {
+    /// Counts what is written to it.
+    struct Counter(usize);
+
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let mut counter = Counter(0);
+    rmp_serde::encode::write_named(&mut counter, frame)
+        .map_err(|e| FrameError::Encode(e.to_string()))?;
+    Ok(counter.0)
+}
+
 /// Decodes one frame's MessagePack bytes (no length prefix).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
@@ -188,6 +211,20 @@ mod tests {
         let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 0xc1, 0xff, 0x00][..]);
         let err = codec.decode(&mut buf).unwrap_err();
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let frames = [
+            ClientFrame::Flush { request: u64::MAX },
+            ClientFrame::Subscribe {
+                request: 1,
+                filter: "x".repeat(70_000),
+            },
+        ];
+        for f in frames {
+            assert_eq!(encoded_len(&f).unwrap(), encode(&f).unwrap().len());
+        }
     }
 
     #[test]

@@ -92,7 +92,9 @@ pub struct QueueInfo {
 pub enum ConsumeMode {
     /// The broker sends messages as they come, keeping at most `window` unacked.
     Push {
-        /// The most unacked messages in flight to this consumer (at least 1).
+        /// The most unacked messages in flight to this consumer: 1 to
+        /// [`MAX_PUSH_WINDOW`](crate::MAX_PUSH_WINDOW) (more is refused with
+        /// [`ErrorCode::LimitExceeded`](crate::ErrorCode::LimitExceeded)).
         window: u32,
     },
     /// The broker sends messages only in answer to [`ClientFrame::Fetch`](crate::ClientFrame::Fetch).

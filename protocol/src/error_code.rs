@@ -31,7 +31,9 @@ pub enum ErrorCode {
     InvalidNotification,
     /// The request named a subscription or advertisement the connection does not own.
     UnknownId,
-    /// A per-connection limit (subscriptions, advertisements) would be exceeded.
+    /// A limit would be exceeded: subscriptions or advertisements per connection, or a push
+    /// window or fetch batch above [`MAX_PUSH_WINDOW`](crate::MAX_PUSH_WINDOW) or
+    /// [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH).
     LimitExceeded,
     /// A peer hello named a broker id already taken by a different broker, or our own.
     IdCollision,

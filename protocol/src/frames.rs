@@ -147,7 +147,8 @@ pub enum ClientFrame {
         request: u64,
         /// The pull consumer.
         consumer: u64,
-        /// The most messages to deliver (at least 1).
+        /// The most messages to deliver: 1 to [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH)
+        /// (more is refused with [`ErrorCode::LimitExceeded`]).
         batch: u32,
         /// How long to wait for messages, in milliseconds.
         max_wait_ms: u64,
@@ -194,7 +195,8 @@ pub struct Welcome {
     pub broker: String,
     /// The broker's routing id (a hash of its name).
     pub broker_id: u32,
-    /// The largest frame the broker accepts.
+    /// The largest frame the broker accepts. Frames from the broker that carry a client's
+    /// publication on may be up to [`FRAME_HEADROOM`](crate::FRAME_HEADROOM) larger.
     pub max_frame: u32,
 }
 
@@ -254,12 +256,20 @@ pub enum ServerFrame {
         /// A human-readable explanation.
         message: String,
     },
-    /// The answer to [`ClientFrame::QueueList`] and [`ClientFrame::QueueInfo`].
+    /// The answer to [`ClientFrame::QueueList`] and [`ClientFrame::QueueInfo`], in one or more
+    /// frames: a listing longer than one frame is split, every frame but the last has `more`
+    /// set, and the answer is the queues of all its frames in order. Each frame is at most the
+    /// broker's `max_frame` (see [`Welcome`]), except one holding a single queue whose entry
+    /// alone is longer, which stays within [`FRAME_HEADROOM`](crate::FRAME_HEADROOM) of it.
     Queues {
         /// The request answered.
         request: u64,
-        /// The queues, by name.
+        /// The queues of this frame.
         queues: Vec<QueueInfo>,
+        /// More frames of this answer follow. Absent (a sender that never splits) means
+        /// `false`.
+        #[serde(default)]
+        more: bool,
     },
     /// A consumer is attached.
     Consuming {
@@ -337,6 +347,30 @@ mod tests {
             let back: ClientFrame = decode(&bytes).unwrap();
             assert_eq!(back, f);
         }
+    }
+
+    #[test]
+    fn a_queues_frame_without_more_is_the_last() {
+        #[derive(Serialize)]
+        enum Old {
+            Queues {
+                request: u64,
+                queues: Vec<QueueInfo>,
+            },
+        }
+        let bytes = encode(&Old::Queues {
+            request: 3,
+            queues: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<ServerFrame>(&bytes).unwrap(),
+            ServerFrame::Queues {
+                request: 3,
+                queues: vec![],
+                more: false
+            }
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //!   (`palio_broker::wire`), so this crate, and the SDK with it, does not depend on the
 //!   routing core.
 //!
+//! - **Limits.** What both ends must agree on is defined here once: the frame size
+//!   ([`DEFAULT_MAX_FRAME`], announced as [`Welcome::max_frame`], plus [`FRAME_HEADROOM`] for
+//!   frames the broker re-encodes), [`MAX_PUSH_WINDOW`] and [`MAX_FETCH_BATCH`].
 //! - **Persistent delivery.** Persistent publications, durable queues and their consumers use
 //!   the control stream as well; the `durable` types ([`QueueInfo`], [`ConsumeMode`],
 //!   [`DurableMessage`]) describe the model.
@@ -35,15 +38,17 @@ mod codec;
 mod durable;
 mod error_code;
 mod frames;
+mod limits;
 pub mod tls;
 
-pub use codec::{FrameCodec, FrameError, decode, encode, encode_into};
+pub use codec::{FrameCodec, FrameError, decode, encode, encode_into, encoded_len};
 pub use durable::{
     ConsumeMode, DEAD_LETTER_SUFFIX, DurableMessage, MAX_QUEUE_NAME, QueueInfo, QueueOptions,
     valid_queue_name,
 };
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
+pub use limits::{FRAME_HEADROOM, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
 /// ALPN of a client connection.
 pub const CLIENT_ALPN: &[u8] = b"palio/1";
@@ -58,9 +63,3 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The default largest frame, in bytes (1 MiB): far above a notification with a generous
 /// payload, small enough that a peer cannot make the receiver buffer much before it is refused.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
-
-/// How much larger than a client's frame limit the frames a broker re-encodes a publication
-/// into may be (deliveries, peer notifications, stored and forwarded messages add ids and
-/// destinations). Whoever reads such frames accepts the limit plus this headroom, so a
-/// publication the broker accepted always fits every frame it travels in.
-pub const FRAME_HEADROOM: usize = 64 * 1024;

@@ -4,7 +4,9 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use palio_protocol::{ConsumeMode, DurableMessage, ErrorCode, ServerFrame};
+use palio_protocol::{
+    ConsumeMode, DurableMessage, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, ServerFrame,
+};
 
 use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Output, Refusal, Timer};
 use super::queue::State;
@@ -20,7 +22,8 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 impl Engine {
-    /// Attaches a consumer of `client` to queue `queue` (`NAME` or `NAME.dlq`).
+    /// Attaches a consumer of `client` to queue `queue` (`NAME` or `NAME.dlq`). A push window
+    /// of 0 or above [`MAX_PUSH_WINDOW`] is refused, not cut down.
     pub(crate) fn consume(
         &mut self,
         j: &mut impl Journal,
@@ -30,13 +33,30 @@ impl Engine {
         queue: &str,
         mode: ConsumeMode,
     ) {
-        if matches!(mode, ConsumeMode::Push { window: 0 }) {
-            self.refuse(
-                client,
-                request,
-                (ErrorCode::ProtocolViolation, "a push window of 0".into()),
-            );
-            return;
+        match mode {
+            ConsumeMode::Push { window: 0 } => {
+                self.refuse(
+                    client,
+                    request,
+                    (ErrorCode::ProtocolViolation, "a push window of 0".into()),
+                );
+                return;
+            }
+            ConsumeMode::Push { window } if window > MAX_PUSH_WINDOW => {
+                self.refuse(
+                    client,
+                    request,
+                    (
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "a push window of {window} messages is above the limit of \
+                             {MAX_PUSH_WINDOW}"
+                        ),
+                    ),
+                );
+                return;
+            }
+            _ => {}
         }
         let lane = match self.resolve(queue) {
             Ok(l) => l,
@@ -64,7 +84,9 @@ impl Engine {
         self.pump(j, now, lane);
     }
 
-    /// A pull consumer asks for up to `batch` messages, waiting up to `max_wait`.
+    /// A pull consumer asks for up to `batch` messages, waiting up to `max_wait`. A batch above
+    /// [`MAX_FETCH_BATCH`] is refused, not cut down (and does not end the consumer's current
+    /// fetch).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn fetch(
         &mut self,
@@ -76,6 +98,17 @@ impl Engine {
         batch: u32,
         max_wait: Duration,
     ) {
+        if batch > MAX_FETCH_BATCH {
+            self.refuse(
+                client,
+                request,
+                (
+                    ErrorCode::LimitExceeded,
+                    format!("a fetch of {batch} messages is above the limit of {MAX_FETCH_BATCH}"),
+                ),
+            );
+            return;
+        }
         let lane = match self.owned(client, consumer) {
             Ok(c) if c.mode == ConsumeMode::Pull => c.lane,
             Ok(_) => {

@@ -33,6 +33,7 @@ use palio_protocol::{
 };
 use palio_topology::BrokerId;
 
+use super::listing::queue_frames;
 use super::queue::{Lane, Queue};
 use super::record::{LaneId, QueueSnapshot, Record, Snapshot, decode, encode};
 use crate::store::{Position, StoreError};
@@ -69,6 +70,9 @@ pub(crate) struct EngineConfig {
     /// How many ids of messages received from peers and delivered to local queues are
     /// remembered, to ignore copies sent again.
     pub(crate) dedup_window: usize,
+    /// The largest frame a client is sent (the broker's `max_frame`): queue listings are
+    /// split into frames of at most this size.
+    pub(crate) max_frame: usize,
 }
 
 /// An output of the engine.
@@ -988,7 +992,8 @@ impl Engine {
         );
     }
 
-    /// Answers a list (`name` = `None`) or info request.
+    /// Answers a list (`name` = `None`) or info request, in as many frames as the listing
+    /// needs (see the `listing` module).
     pub(crate) fn queue_info(&mut self, client: ClientId, request: u64, name: Option<&str>) {
         let mut infos = Vec::new();
         for q in self.queues.values() {
@@ -1020,13 +1025,9 @@ impl Engine {
             self.refuse(client, request, not_found(n));
             return;
         }
-        self.reply(
-            client,
-            ServerFrame::Queues {
-                request,
-                queues: infos,
-            },
-        );
+        for frame in queue_frames(request, infos, self.cfg.max_frame) {
+            self.reply(client, frame);
+        }
     }
 
     /// Resolves a queue name (`NAME` or `NAME.dlq`) to its lane.

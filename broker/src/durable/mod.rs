@@ -9,6 +9,7 @@
 mod consume;
 mod engine;
 mod forward;
+mod listing;
 mod queue;
 mod record;
 

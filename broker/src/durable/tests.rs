@@ -58,6 +58,7 @@ fn config(me: u32) -> EngineConfig {
         max_deliveries: 3,
         peer_window: 64,
         dedup_window: 1000,
+        max_frame: palio_protocol::DEFAULT_MAX_FRAME,
     }
 }
 
@@ -364,6 +365,109 @@ fn nak_delays_redelivery_and_a_vanished_consumer_releases_its_messages() {
     let late = n.messages();
     assert_eq!(seqs(&late), vec![0]);
     assert_eq!((late[0].delivery_count, late[0].consumer), (2, c2));
+}
+
+#[test]
+fn windows_and_batches_above_the_protocol_limits_are_refused_not_cut() {
+    use palio_protocol::{MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
+
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.frames();
+    let refused = |frames: Vec<ServerFrame>, request: u64| match frames.as_slice() {
+        [
+            ServerFrame::Error {
+                request: Some(r),
+                code: ErrorCode::LimitExceeded,
+                message,
+            },
+        ] if *r == request => message.clone(),
+        other => panic!("expected a limit_exceeded refusal of {request}: {other:?}"),
+    };
+    let over = ConsumeMode::Push {
+        window: MAX_PUSH_WINDOW + 1,
+    };
+    n.engine
+        .consume(&mut n.journal, n.now, CLIENT, 30, "q", over);
+    let message = refused(n.frames(), 30);
+    assert!(message.contains(&MAX_PUSH_WINDOW.to_string()), "{message}");
+    assert_eq!(n.info("q").consumers, 0, "no consumer attached");
+    // At the limit is fine.
+    let c = n.consume(
+        "q",
+        ConsumeMode::Push {
+            window: MAX_PUSH_WINDOW,
+        },
+    );
+    assert_eq!(seqs(&n.messages()), vec![0]);
+    n.engine.stop_consume(&mut n.journal, n.now, CLIENT, 31, c);
+    n.frames();
+
+    let p = n.consume("q", ConsumeMode::Pull);
+    n.engine.fetch(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        32,
+        p,
+        MAX_FETCH_BATCH + 1,
+        Duration::from_secs(1),
+    );
+    let message = refused(n.frames(), 32);
+    assert!(message.contains(&MAX_FETCH_BATCH.to_string()), "{message}");
+    n.engine.fetch(
+        &mut n.journal,
+        n.now,
+        CLIENT,
+        33,
+        p,
+        MAX_FETCH_BATCH,
+        Duration::ZERO,
+    );
+    let frames = n.frames();
+    assert_eq!(seqs(&frames_messages(frames.clone())), vec![0]);
+    assert_eq!(
+        frames.last(),
+        Some(&ServerFrame::Fetched {
+            request: 33,
+            count: 1
+        })
+    );
+}
+
+#[test]
+fn a_long_queue_listing_comes_in_several_frames_within_the_frame_limit() {
+    let mut n = Node::new(1);
+    n.engine.cfg.max_frame = 2048;
+    let names: Vec<String> = (0..40).map(|i| format!("q{i:02}")).collect();
+    for name in &names {
+        n.add_queue(name, &format!("kind = '{}'", "k".repeat(100)));
+    }
+    n.engine.queue_info(CLIENT, 40, None);
+    let frames = n.frames();
+    assert!(frames.len() > 1, "{} frame(s)", frames.len());
+    let mut listed = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let ServerFrame::Queues {
+            request: 40,
+            queues,
+            more,
+        } = f
+        else {
+            panic!("{f:?}");
+        };
+        assert_eq!(*more, i + 1 < frames.len());
+        assert!(palio_protocol::encode(f).unwrap().len() <= 2048);
+        listed.extend(queues.iter().map(|q| q.name.clone()));
+    }
+    let expected: Vec<String> = names
+        .iter()
+        .flat_map(|q| [q.clone(), format!("{q}.dlq")])
+        .collect();
+    assert_eq!(listed, expected);
 }
 
 #[test]

@@ -133,6 +133,13 @@ mod tests {
         assert!(parse(&["sub", "--durable", "q", "--pull", "--window", "4"]).is_err());
         assert!(parse(&["sub", "--window", "4", "x > 1"]).is_err());
         assert!(parse(&["sub", "--pull", "--batch", "4", "x > 1"]).is_err());
+        // Within the protocol's limits.
+        assert!(parse(&["sub", "--durable", "q", "--pull", "--batch", "4096"]).is_ok());
+        assert!(parse(&["sub", "--durable", "q", "--pull", "--batch", "4097"]).is_err());
+        assert!(parse(&["sub", "--durable", "q", "--pull", "--batch", "0"]).is_err());
+        assert!(parse(&["sub", "--durable", "q", "--window", "4096"]).is_ok());
+        assert!(parse(&["sub", "--durable", "q", "--window", "4097"]).is_err());
+        assert!(parse(&["sub", "--durable", "q", "--window", "0"]).is_err());
     }
 
     #[test]

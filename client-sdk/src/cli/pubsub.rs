@@ -86,19 +86,25 @@ pub(super) struct Sub {
     // `sub --pull FILTER` through.
     #[arg(long, requires = "durable", conflicts_with = "filter")]
     pub(super) pull: bool,
-    /// With --durable --pull: the most messages per fetch.
-    #[arg(long, requires = "pull", default_value_t = 64)]
+    /// With --durable --pull: the most messages per fetch (1 to 4096).
+    #[arg(
+        long,
+        requires = "pull",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_FETCH_BATCH))
+    )]
     pub(super) batch: u32,
     /// With --durable --pull: how long each fetch waits for messages, in seconds.
     #[arg(long, value_name = "SECS", requires = "pull", default_value_t = 5.0)]
     pub(super) max_wait: f64,
-    /// With --durable (push mode): the most unacked messages the broker sends ahead (no more
-    /// than --count).
+    /// With --durable (push mode): the most unacked messages the broker sends ahead (1 to
+    /// 4096, and no more than --count).
     #[arg(
         long,
         requires = "durable",
         conflicts_with_all = ["pull", "filter"],
-        default_value_t = 256
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_PUSH_WINDOW))
     )]
     pub(super) window: u32,
     /// The CESQL filter (not with --durable).
@@ -264,19 +270,29 @@ pub(super) fn run_pub(
     let rt = runtime()?;
     rt.block_on(async {
         let client = Client::connect(cmd.conn.options("palio-pub")).await?;
-        match cmd.count {
-            None => client.publish(template.build(None)?).await?,
-            Some(n) => {
-                for seq in 0..n {
-                    client.publish(template.build(Some(seq))?).await?;
-                }
-            }
-        }
-        let published = client.flush().await?;
-        writeln!(out, "{}", json!({ "published": published }))?;
+        let published = publish_with(&client, &template, cmd.count).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
         client.close().await;
+        writeln!(out, "{}", json!({ "published": published? }))?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Publishes best effort, then flushes; returns how many the broker has handled.
+async fn publish_with(
+    client: &Client,
+    template: &Template,
+    count: Option<u32>,
+) -> anyhow::Result<u64> {
+    match count {
+        None => client.publish(template.build(None)?).await?,
+        Some(n) => {
+            for seq in 0..n {
+                client.publish(template.build(Some(seq))?).await?;
+            }
+        }
+    }
+    Ok(client.flush().await?)
 }
 
 #[cfg(test)]

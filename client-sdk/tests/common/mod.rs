@@ -6,6 +6,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::future::Future;
+#[cfg(feature = "cli")]
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -56,7 +57,18 @@ pub struct Mock {
 }
 
 impl Mock {
+    /// A broker announcing the default frame limit.
     pub async fn start<F, Fut>(script: F) -> Mock
+    where
+        F: FnOnce(Session) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        Self::start_with(DEFAULT_MAX_FRAME as u32, script).await
+    }
+
+    /// A broker announcing `max_frame` in its welcome (it reads and writes frames up to
+    /// the default limit whatever it announces, so that tests can exceed what it announced).
+    pub async fn start_with<F, Fut>(max_frame: u32, script: F) -> Mock
     where
         F: FnOnce(Session) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -80,7 +92,7 @@ impl Mock {
                 version: PROTOCOL_VERSION,
                 broker: "mock".into(),
                 broker_id: 1,
-                max_frame: 1 << 20,
+                max_frame,
             }))
             .await;
             script(s).await;
@@ -96,7 +108,8 @@ impl Mock {
     }
 
     /// Runs the `palio` command line (in a thread: it starts its own runtime) with this
-    /// broker's address; returns its exit code, stdout and stderr.
+    /// broker's address; returns its exit code, stdout and stderr. Needs the `cli` feature.
+    #[cfg(feature = "cli")]
     pub async fn cli(&self, args: &[&str]) -> (ExitCode, String, String) {
         let mut full: Vec<String> = vec!["palio".into()];
         full.extend(args.iter().map(|s| s.to_string()));
