@@ -1,28 +1,54 @@
-//! Palio's broker daemon: a thin async shell around the routing state machine.
+//! Palio's broker daemon: a thin async shell around pure cores.
 //!
-//! # Tasks
+//! The cores take inputs and time as arguments and return outputs: routing and matching
+//! ([`palio_topology::Broker`], with `palio_filter`), the durable queue engine (`durable`) and
+//! the log (`store`). This crate owns the sockets, files and timers that drive them.
 //!
-//! - **The router** (one task) owns the topology
-//!   [`Broker`](palio_topology::Broker). Everything else talks to it through one bounded
-//!   command channel; it answers through oneshot channels and pushes outputs into bounded
-//!   per-peer and per-subscriber queues without ever waiting on them.
-//! - **Client sessions** (one task per connection, plus a delivery writer): hello and
-//!   authentication, requests, publications, and pushing deliveries under QUIC flow control.
-//! - **Peer links** (one task per link, plus a writer; one dialer per configured peer):
-//!   mutual TLS, hello with id-collision check, reconnect with backoff.
-//! - **The admin listener**: `/metrics`, `/healthz`, `/routes`.
+//! # Where a publication goes
 //!
-//! Flow control: QUIC windows bound what any stream can have in flight; every channel is
-//! bounded; the router never waits (it `try_send`s into per-subscriber and per-peer queues,
-//! whose overflow policies are declared in [`config::Limits`] and counted in metrics); and
-//! publishers are held back while the notifications queued toward peers are high (the
-//! `backlog` module), so saturation slows publishers before it drops anything.
+//! 1. `session::requests` reads it from the client's control stream (decoded once into a
+//!    `palio_filter::Event`) and hands it to the router in a batch, under a credit of the
+//!    connection's `pacer::Pacer`.
+//! 2. The router (`router`) matches it and drains the state machine's outputs into outboxes
+//!    (`router::outputs`): one per peer link on the tree toward interested brokers (encoded
+//!    once for all of them, `wire::out`) and one per subscribing connection (`delivery`).
+//! 3. A writer (`writer`) per stream drains each outbox onto QUIC. On the next broker, the link
+//!    task (`peer::link`) reads it and hands it to that broker's router: step 2 again.
+//! 4. If an outbox was left over its limit, the ingress of step 1 or 3 waits for it before
+//!    reading more: lossless flow control, hop by hop (`outbox`, `pacer`).
 //!
-//! `docs/protocol.md` describes the wire protocol, `docs/operations.md` the flags, endpoints,
-//! metrics and limits.
+//! Persistent publications also go to the persist task (`persist`), which stores them
+//! (`store`), acks them once durable, and forwards them hop by hop (`durable`).
 //!
-//! [`Server::bind`] takes a validated [`Settings`] and binds; [`Server::run`] takes a shutdown
-//! future, so tests run brokers in-process on ephemeral ports as easily as the binary does.
+//! # Which task owns which state
+//!
+//! | task | owns | talk to it through |
+//! |---|---|---|
+//! | router (one) | routing tables, link state, clients' subscriptions, outboxes' producer side | `router::RouterHandle` |
+//! | persist task (own thread) | the log, the durable engine, checkpoints | `persist::PersistHandle` |
+//! | session (per client connection) | the control stream's reader, the pacer | — |
+//! | writer (per stream) | the stream's send side, the outbox's consumer side | its outbox |
+//! | link (per peer link) | the link stream's reader, the pacer | — |
+//! | dialer (per configured peer) | redial and backoff, the address's dial state | — |
+//! | admin listener | nothing: asks the router and persist task | — |
+//!
+//! Shared and read-mostly: `context::Context` (identity, the two handles, metrics, limits,
+//! credentials, shutdown) and, for peer tasks, `peer::Links` (the dialing endpoint, peer
+//! certificates, dial states, live links).
+//!
+//! # Which file for which concern
+//!
+//! - wire frames to clients: `palio-protocol`; between brokers: `wire`;
+//! - limits, policies and their defaults: `config` (documented in `docs/operations.md`);
+//! - flow control: `outbox`, `pacer`, `writer`; slow consumers: `router::outputs`;
+//! - authentication of clients: `session::hello`; of peers: `peer::handshake`;
+//! - timeouts and reconnects: `peer::dial`, `config` (`[timeouts]`), `reset_key`;
+//! - `/metrics`, `/healthz`, `/routes`: `metrics`, `admin`, `router::view`;
+//! - the data directory: `lock`, `store`, `persist`.
+//!
+//! [`Server::bind`] (or [`Server::with_sockets`], on sockets the caller bound) takes a
+//! validated [`Settings`]; [`Server::run`] takes a shutdown future, so tests run brokers
+//! in-process on ephemeral ports as easily as the binary does.
 
 #![warn(missing_docs)]
 

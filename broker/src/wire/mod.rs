@@ -47,7 +47,7 @@ pub struct QueueDecl {
 /// The hello brokers exchange on a new peer link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHello {
-    /// [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION) of the sender.
+    /// [`PROTOCOL_VERSION`](palio_protocol::PROTOCOL_VERSION) of the sender.
     pub version: u16,
     /// The sender's configured name.
     pub name: String,
