@@ -34,6 +34,7 @@ use palio_protocol::{
 use palio_topology::BrokerId;
 
 use super::listing::queue_frames;
+use super::matching::FilterIndex;
 use super::queue::{Lane, Queue};
 use super::record::{LaneId, QueueSnapshot, Record, Snapshot, decode, encode};
 use crate::store::{Position, StoreError};
@@ -146,13 +147,6 @@ pub(super) struct Forward {
     pub(super) sent: BTreeMap<BrokerId, BTreeSet<BrokerId>>,
 }
 
-/// A directory entry and its compiled filter (`None` for a tombstone).
-#[derive(Debug)]
-pub(super) struct Known {
-    pub(super) decl: QueueDecl,
-    pub(super) filter: Option<Filter>,
-}
-
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -162,6 +156,8 @@ pub(crate) struct Engine {
     pub(super) next_generation: u64,
     pub(super) queues: BTreeMap<u64, Queue>,
     pub(super) names: BTreeMap<String, u64>,
+    /// The filters of `queues`, by key.
+    pub(super) local: FilterIndex<u64, u64>,
     /// The highest stored sequence number of each producer.
     pub(super) producers: HashMap<String, u64>,
     /// Ids of messages from peers recently put into local queues (oldest first in
@@ -171,7 +167,11 @@ pub(crate) struct Engine {
     pub(super) forwards: BTreeMap<MessageId, Forward>,
     /// Forwards that have unsent destinations (candidates for the next pump).
     pub(super) to_send: BTreeSet<MessageId>,
-    pub(super) directory: BTreeMap<(BrokerId, String), Known>,
+    /// Every durable queue of the overlay (this broker's too), removed ones as tombstones.
+    pub(super) directory: BTreeMap<(BrokerId, String), QueueDecl>,
+    /// The filters of the live entries of `directory` homed at other brokers, leading to their
+    /// home.
+    pub(super) remote: FilterIndex<(BrokerId, String), BrokerId>,
     pub(super) consumers: HashMap<u64, Consumer>,
     pub(super) next_consumer: u64,
     pub(super) client_producers: HashMap<ClientId, String>,
@@ -202,12 +202,14 @@ impl Engine {
             next_generation: 1,
             queues: BTreeMap::new(),
             names: BTreeMap::new(),
+            local: FilterIndex::default(),
             producers: HashMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             forwards: BTreeMap::new(),
             to_send: BTreeSet::new(),
             directory: BTreeMap::new(),
+            remote: FilterIndex::default(),
             consumers: HashMap::new(),
             next_consumer: 1,
             client_producers: HashMap::new(),
@@ -248,6 +250,7 @@ impl Engine {
                 *e.seg_refs.entry(pos.segment).or_default() += 1;
             }
             e.names.insert(q.name, q.key);
+            e.local.insert(q.key, &queue.filter, q.key);
             e.queues.insert(q.key, queue);
         }
         for (id, pos, dests) in snap.forwards {
@@ -306,7 +309,7 @@ impl Engine {
                 .map(|(p, s)| (p.clone(), *s))
                 .collect(),
             seen: self.seen_order.iter().copied().collect(),
-            directory: self.directory.values().map(|k| k.decl.clone()).collect(),
+            directory: self.directory.values().cloned().collect(),
         }
     }
 
@@ -320,7 +323,7 @@ impl Engine {
     pub(crate) fn remote_queues(&self) -> usize {
         self.directory
             .values()
-            .filter(|k| k.decl.home != self.cfg.me && !k.decl.removed)
+            .filter(|d| d.home != self.cfg.me && !d.removed)
             .count()
     }
 
@@ -430,6 +433,7 @@ impl Engine {
                 if let Some(q) = self.make_queue(*key, name, filter, *ack_wait_ms, *max_deliveries)
                 {
                     self.names.insert(name.clone(), *key);
+                    self.local.insert(*key, &q.filter, *key);
                     self.queues.insert(*key, q);
                 }
             }
@@ -514,6 +518,7 @@ impl Engine {
             return;
         };
         self.names.remove(&q.name);
+        self.local.remove(&key);
         for e in q.main.entries.values().chain(q.dead.entries.values()) {
             self.unref(e.pos);
         }
@@ -820,14 +825,7 @@ impl Engine {
         }
         let queues = self.local_matches(event);
         let me = self.cfg.me;
-        let dests: Vec<BrokerId> = self
-            .directory
-            .values()
-            .filter(|k| k.decl.home != me && k.filter.as_ref().is_some_and(|f| f.matches(event)))
-            .map(|k| k.decl.home)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let dests = self.remote.matches(event);
         let id = MessageId {
             origin: me,
             n: self.next_msg,
@@ -853,12 +851,13 @@ impl Engine {
         }
     }
 
-    /// The local queues whose filter matches, each with the tag the message gets there.
-    pub(super) fn local_matches(&self, event: &Event) -> Vec<(u64, u64)> {
-        self.queues
-            .values()
-            .filter(|q| q.filter.matches(event))
-            .map(|q| (q.key, q.next_tag))
+    /// The local queues whose filter matches, in key order, each with the tag the message gets
+    /// there.
+    pub(super) fn local_matches(&mut self, event: &Event) -> Vec<(u64, u64)> {
+        self.local
+            .matches(event)
+            .into_iter()
+            .filter_map(|key| self.queues.get(&key).map(|q| (key, q.next_tag)))
             .collect()
     }
 

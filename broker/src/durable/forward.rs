@@ -19,7 +19,7 @@ use palio_filter::Filter;
 use palio_protocol::Attributes;
 use palio_topology::BrokerId;
 
-use super::engine::{Engine, Journal, Known, Output};
+use super::engine::{Engine, Journal, Output};
 use super::record::Record;
 use crate::wire::{MessageId, PeerMessage, QueueDecl};
 
@@ -32,7 +32,7 @@ impl Engine {
             self.peer_down(j, peer);
         }
         self.peers.insert(peer, 0);
-        let decls: Vec<QueueDecl> = self.directory.values().map(|k| k.decl.clone()).collect();
+        let decls: Vec<QueueDecl> = self.directory.values().cloned().collect();
         for decl in decls {
             self.out.push_back(Output::Peer {
                 peer,
@@ -192,7 +192,7 @@ impl Engine {
     fn is_newer(&self, decl: &QueueDecl) -> bool {
         self.directory
             .get(&(decl.home, decl.name.clone()))
-            .is_none_or(|k| k.decl.generation < decl.generation)
+            .is_none_or(|d| d.generation < decl.generation)
     }
 
     /// Records a directory entry if it is newer than the one known.
@@ -203,13 +203,17 @@ impl Engine {
         if !self.is_newer(&decl) {
             return;
         }
-        let filter = if decl.removed {
-            None
-        } else {
-            Filter::new(&decl.filter).ok()
-        };
-        self.directory
-            .insert((decl.home, decl.name.clone()), Known { decl, filter });
+        let key = (decl.home, decl.name.clone());
+        // Only queues elsewhere are destinations; a filter that does not compile (from a newer
+        // broker's language) matches nothing, as it did when it was scanned.
+        let filter = (!decl.removed && decl.home != self.cfg.me)
+            .then(|| Filter::new(&decl.filter).ok())
+            .flatten();
+        match filter {
+            Some(f) => self.remote.insert(key.clone(), &f, decl.home),
+            None => self.remote.remove(&key),
+        }
+        self.directory.insert(key, decl);
     }
 
     /// Sends a directory entry to every peer but `except`.

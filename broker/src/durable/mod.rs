@@ -10,6 +10,7 @@ mod consume;
 mod engine;
 mod forward;
 mod listing;
+mod matching;
 mod queue;
 mod record;
 
