@@ -12,7 +12,9 @@
 //! - [`Engine::handle_durable`] when the journal reports the log durable up to a position, and
 //!   [`Engine::handle_failure`] when it reports that it never will be (the store is poisoned);
 //! - [`Engine::handle_timeout`] at [`Engine::poll_timeout`];
-//! - then [`Engine::poll_output`] until it returns `None`: frames for clients and peers.
+//! - [`Engine::set_next_hops`] when the router's spanning tree changes;
+//! - then [`Engine::poll_output`] until it returns `None`: [`Output`]s for clients and peers,
+//!   in domain terms (the shell frames them for the wire).
 //!
 //! # Durability rule
 //!
@@ -28,17 +30,17 @@ use std::time::{Duration, Instant};
 
 use palio_filter::{Event, Filter};
 use palio_protocol::{
-    Attributes, ConsumeMode, DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions, ServerFrame,
+    Attributes, ConsumeMode, DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions,
     valid_queue_name,
 };
 use palio_topology::BrokerId;
 
-use super::listing::queue_frames;
 use super::matching::FilterIndex;
+use super::output::{Answer, Output};
 use super::queue::{Lane, Queue};
 use super::record::{LaneId, QueueSnapshot, Record, Snapshot, decode, encode};
 use crate::store::{Position, StoreError};
-use crate::wire::{MessageId, PeerMessage, QueueDecl};
+use crate::wire::{MessageId, QueueDecl};
 
 /// Identifies a client connection.
 pub(crate) type ClientId = u64;
@@ -71,28 +73,6 @@ pub(crate) struct EngineConfig {
     /// How many ids of messages received from peers and delivered to local queues are
     /// remembered, to ignore copies sent again.
     pub(crate) dedup_window: usize,
-    /// The largest frame a client is sent (the broker's `max_frame`): queue listings are
-    /// split into frames of at most this size.
-    pub(crate) max_frame: usize,
-}
-
-/// An output of the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Output {
-    /// A frame for a client's control stream.
-    Client {
-        /// The client.
-        client: ClientId,
-        /// The frame.
-        frame: ServerFrame,
-    },
-    /// A frame for a peer link.
-    Peer {
-        /// The peer.
-        peer: BrokerId,
-        /// The frame.
-        message: PeerMessage,
-    },
 }
 
 /// Counters for metrics (monotonic).
@@ -615,136 +595,6 @@ impl Engine {
         }
     }
 
-    // ---- durability ----------------------------------------------------------------------
-
-    /// The journal is durable up to `durable`: release what waited for it, make the stored
-    /// messages deliverable and forwardable.
-    pub(crate) fn handle_durable(&mut self, j: &mut impl Journal, now: Instant, durable: Position) {
-        if durable <= self.durable {
-            return;
-        }
-        self.durable = durable;
-        let mut acks: BTreeMap<ClientId, u64> = BTreeMap::new();
-        let mut store_acks: BTreeMap<BrokerId, Vec<MessageId>> = BTreeMap::new();
-        while self.waiting.front().is_some_and(|(p, _)| *p <= durable) {
-            let Some((_, o)) = self.waiting.pop_front() else {
-                break;
-            };
-            match o {
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through },
-                } => {
-                    let a = acks.entry(client).or_insert(through);
-                    *a = (*a).max(through);
-                }
-                Output::Peer {
-                    peer,
-                    message: PeerMessage::StoreAck { ids },
-                } => store_acks.entry(peer).or_default().extend(ids),
-                other => self.out.push_back(other),
-            }
-        }
-        for (client, through) in acks {
-            self.out.push_back(Output::Client {
-                client,
-                frame: ServerFrame::PublishAcked { through },
-            });
-        }
-        for (peer, ids) in store_acks {
-            self.out.push_back(Output::Peer {
-                peer,
-                message: PeerMessage::StoreAck { ids },
-            });
-        }
-        let keys: Vec<u64> = self.queues.keys().copied().collect();
-        for key in keys {
-            let Some(q) = self.queues.get_mut(&key) else {
-                continue;
-            };
-            if q.main.synced(durable) {
-                self.pump(
-                    j,
-                    now,
-                    LaneId {
-                        queue: key,
-                        dead: false,
-                    },
-                );
-            }
-        }
-        self.pump_forwards(j);
-    }
-
-    /// The store failed: nothing waiting will ever be durable. Every waiting publish ack and
-    /// ack confirmation becomes a failure, and every later write is refused.
-    pub(crate) fn handle_failure(&mut self, why: &str) {
-        if self.failed.is_some() {
-            return;
-        }
-        tracing::error!(
-            error = why,
-            "the store failed: persistent writes are refused until restart"
-        );
-        self.failed = Some(why.to_owned());
-        for (_, o) in std::mem::take(&mut self.waiting) {
-            match o {
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through },
-                } => {
-                    self.stats.publish_failures += 1;
-                    self.out.push_back(Output::Client {
-                        client,
-                        frame: ServerFrame::PublishFailed {
-                            seq: through,
-                            code: ErrorCode::StoreUnavailable,
-                            message: why.to_owned(),
-                        },
-                    });
-                }
-                Output::Client {
-                    client,
-                    frame: ServerFrame::Done { request },
-                } => self.out.push_back(Output::Client {
-                    client,
-                    frame: ServerFrame::Error {
-                        request: Some(request),
-                        code: ErrorCode::StoreUnavailable,
-                        message: why.to_owned(),
-                    },
-                }),
-                // Store acks are never sent: the peer keeps the messages and retries later.
-                _ => {}
-            }
-        }
-    }
-
-    /// Queues `o` until the log is durable up to the journal's current end.
-    pub(super) fn when_durable(&mut self, j: &impl Journal, o: Output) {
-        let need = j.end();
-        if need <= self.durable {
-            self.out.push_back(o);
-        } else {
-            self.waiting.push_back((need, o));
-        }
-    }
-
-    pub(super) fn reply(&mut self, client: ClientId, frame: ServerFrame) {
-        self.out.push_back(Output::Client { client, frame });
-    }
-
-    pub(super) fn refuse(&mut self, client: ClientId, request: u64, (code, message): Refusal) {
-        self.reply(
-            client,
-            ServerFrame::Error {
-                request: Some(request),
-                code,
-                message,
-            },
-        );
-    }
-
     // ---- publishing ----------------------------------------------------------------------
 
     /// Names the producer of `client`'s persistent publications.
@@ -770,13 +620,7 @@ impl Engine {
         self.client_producers.insert(client, producer);
         // `next_seq` may count publications not on disk yet: answer once they are, so that a
         // producer resuming from it never skips one a crash could still lose.
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::ProducerReady { request, next_seq },
-            },
-        );
+        self.answer_when_durable(j, client, request, Answer::ProducerReady { next_seq });
     }
 
     /// Stores a persistent publication of `client` and acks it once durable.
@@ -791,7 +635,12 @@ impl Engine {
         let event = &attributes;
         let fail = |e: &mut Self, (code, message): Refusal| {
             e.stats.publish_failures += 1;
-            e.reply(client, ServerFrame::PublishFailed { seq, code, message });
+            e.out.push_back(Output::PublishFailed {
+                client,
+                seq,
+                code,
+                message,
+            });
         };
         let Some(producer) = self.client_producers.get(&client).cloned() else {
             fail(
@@ -816,9 +665,9 @@ impl Engine {
             self.stats.duplicates += 1;
             self.when_durable(
                 j,
-                Output::Client {
+                Output::Acked {
                     client,
-                    frame: ServerFrame::PublishAcked { through: seq },
+                    through: seq,
                 },
             );
             return;
@@ -842,9 +691,9 @@ impl Engine {
         match self.write(j, rec) {
             Ok(_) => self.when_durable(
                 j,
-                Output::Client {
+                Output::Acked {
                     client,
-                    frame: ServerFrame::PublishAcked { through: seq },
+                    through: seq,
                 },
             ),
             Err(r) => fail(self, r),
@@ -877,13 +726,7 @@ impl Engine {
             self.refuse(client, request, r);
             return;
         }
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::Done { request },
-            },
-        );
+        self.answer_when_durable(j, client, request, Answer::Done);
     }
 
     fn try_queue_add(
@@ -982,17 +825,10 @@ impl Engine {
             return;
         }
         self.announce(&decl, None);
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::Done { request },
-            },
-        );
+        self.answer_when_durable(j, client, request, Answer::Done);
     }
 
-    /// Answers a list (`name` = `None`) or info request, in as many frames as the listing
-    /// needs (see the `listing` module).
+    /// Answers a list (`name` = `None`) or info request.
     pub(crate) fn queue_info(&mut self, client: ClientId, request: u64, name: Option<&str>) {
         let mut infos = Vec::new();
         for q in self.queues.values() {
@@ -1024,9 +860,7 @@ impl Engine {
             self.refuse(client, request, not_found(n));
             return;
         }
-        for frame in queue_frames(request, infos, self.cfg.max_frame) {
-            self.reply(client, frame);
-        }
+        self.answer(client, request, Answer::Queues(infos));
     }
 
     /// Resolves a queue name (`NAME` or `NAME.dlq`) to its lane.

@@ -4,7 +4,7 @@
 //! broker of a persistent publication can tell which brokers must get it even while links or
 //! brokers between them are down. It stores the message with those destinations and, once
 //! durable, sends it toward each through the next hop on the current tree. A hop stores the
-//! message before it acks it ([`PeerMessage::StoreAck`]); only then does the sender write
+//! message before it acks it ([`Output::StoreAck`]); only then does the sender write
 //! that it handed those destinations off. A message whose ack never came (link lost) is sent
 //! again — to the same or another next hop. A receiver ignores a destination it still takes care
 //! of for that [`MessageId`] (its own queues, when it enqueued the message already; another
@@ -19,9 +19,10 @@ use palio_filter::Filter;
 use palio_protocol::Attributes;
 use palio_topology::BrokerId;
 
-use super::engine::{Engine, Journal, Output};
+use super::engine::{Engine, Journal};
+use super::output::Output;
 use super::record::Record;
-use crate::wire::{MessageId, PeerMessage, QueueDecl};
+use crate::wire::{MessageId, QueueDecl};
 
 impl Engine {
     /// A peer link is up: send it the whole directory, and messages routed through it.
@@ -34,10 +35,7 @@ impl Engine {
         self.peers.insert(peer, 0);
         let decls: Vec<QueueDecl> = self.directory.values().cloned().collect();
         for decl in decls {
-            self.out.push_back(Output::Peer {
-                peer,
-                message: PeerMessage::QueueDecl(decl),
-            });
+            self.out.push_back(Output::Decl { peer, decl });
         }
         self.retry_all();
         self.pump_forwards(j);
@@ -137,9 +135,9 @@ impl Engine {
         }
         self.when_durable(
             j,
-            Output::Peer {
+            Output::StoreAck {
                 peer,
-                message: PeerMessage::StoreAck { ids: vec![id] },
+                ids: vec![id],
             },
         );
     }
@@ -221,9 +219,9 @@ impl Engine {
         let peers: Vec<BrokerId> = self.peers.keys().copied().collect();
         for peer in peers {
             if Some(peer) != except {
-                self.out.push_back(Output::Peer {
+                self.out.push_back(Output::Decl {
                     peer,
-                    message: PeerMessage::QueueDecl(decl.clone()),
+                    decl: decl.clone(),
                 });
             }
         }
@@ -297,14 +295,12 @@ impl Engine {
                 if let Some(n) = self.peers.get_mut(&hop) {
                     *n += 1;
                 }
-                self.out.push_back(Output::Peer {
+                self.out.push_back(Output::Store {
                     peer: hop,
-                    message: PeerMessage::Store {
-                        id,
-                        dests: dests.into_iter().collect(),
-                        attributes: attributes.clone(),
-                        payload: payload.clone(),
-                    },
+                    id,
+                    dests: dests.into_iter().collect(),
+                    attributes: attributes.clone(),
+                    payload: payload.clone(),
                 });
             }
             if f.unsent.is_empty() {

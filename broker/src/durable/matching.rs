@@ -64,7 +64,8 @@ impl<K: Eq + Hash, D: Clone + Eq + Hash + Ord> FilterIndex<K, D> {
     }
 
     /// How many keys have a filter.
-    pub(super) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
     }
 }

@@ -9,12 +9,13 @@
 mod consume;
 mod engine;
 mod forward;
-mod listing;
 mod matching;
+mod output;
 mod queue;
 mod record;
 
-pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Output, Stats};
+pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};
+pub(crate) use output::{Answer, Output};
 pub(crate) use record::Snapshot;
 
 /// Encodes a checkpoint's state.

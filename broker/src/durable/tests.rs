@@ -9,9 +9,9 @@ use palio_protocol::{
 };
 use palio_topology::BrokerId;
 
-use super::{Engine, EngineConfig, Journal, Output};
+use super::{Answer, Engine, EngineConfig, Journal, Output};
+use crate::persist::frames::{Framed, frame};
 use crate::store::{Position, StoreError};
-use crate::wire::PeerMessage;
 
 /// Records in a vector; `fail` makes appends fail from then on.
 #[derive(Default)]
@@ -49,6 +49,8 @@ struct Node {
     now: Instant,
     /// Outputs taken from the engine and not yet looked at.
     inbox: Vec<Output>,
+    /// The largest frame a client is sent, for [`Node::frames`].
+    max_frame: usize,
 }
 
 fn config(me: u32) -> EngineConfig {
@@ -58,7 +60,6 @@ fn config(me: u32) -> EngineConfig {
         max_deliveries: 3,
         peer_window: 64,
         dedup_window: 1000,
-        max_frame: palio_protocol::DEFAULT_MAX_FRAME,
     }
 }
 
@@ -78,6 +79,7 @@ impl Node {
             journal: VecJournal::default(),
             now: Instant::now(),
             inbox: Vec::new(),
+            max_frame: palio_protocol::DEFAULT_MAX_FRAME,
         }
     }
 
@@ -92,13 +94,14 @@ impl Node {
         std::mem::take(&mut self.inbox)
     }
 
-    /// The client frames; peer frames stay in the inbox.
+    /// The client outputs as the shell frames them; peer outputs stay in the inbox.
     fn frames(&mut self) -> Vec<ServerFrame> {
         let mut frames = Vec::new();
         for o in self.outputs() {
-            match o {
-                Output::Client { frame, .. } => frames.push(frame),
-                peer => self.inbox.push(peer),
+            if o.client().is_none() {
+                self.inbox.push(o);
+            } else if let Framed::Client { frames: f, .. } = frame(o, self.max_frame) {
+                frames.extend(f);
             }
         }
         frames
@@ -145,15 +148,15 @@ impl Node {
     fn consume(&mut self, queue: &str, mode: ConsumeMode) -> u64 {
         self.engine
             .consume(&mut self.journal, self.now, CLIENT, 3, queue, mode);
-        let mut frames = self.frames().into_iter();
-        let consumer = match frames.next() {
-            Some(ServerFrame::Consuming { consumer, .. }) => consumer,
+        let mut outputs = self.outputs().into_iter();
+        let consumer = match outputs.next() {
+            Some(Output::Answer {
+                answer: Answer::Consuming { consumer },
+                ..
+            }) => consumer,
             other => panic!("{other:?}"),
         };
-        self.inbox.extend(frames.map(|frame| Output::Client {
-            client: CLIENT,
-            frame,
-        }));
+        self.inbox.extend(outputs);
         consumer
     }
 
@@ -186,6 +189,7 @@ impl Node {
             journal,
             now: self.now,
             inbox: Vec::new(),
+            max_frame: self.max_frame,
         };
         n.sync();
         n
@@ -441,7 +445,7 @@ fn windows_and_batches_above_the_protocol_limits_are_refused_not_cut() {
 #[test]
 fn a_long_queue_listing_comes_in_several_frames_within_the_frame_limit() {
     let mut n = Node::new(1);
-    n.engine.cfg.max_frame = 2048;
+    n.max_frame = 2048;
     let names: Vec<String> = (0..40).map(|i| format!("q{i:02}")).collect();
     for name in &names {
         n.add_queue(name, &format!("kind = '{}'", "k".repeat(100)));
@@ -647,7 +651,7 @@ impl Line {
         }
     }
 
-    /// Syncs and carries peer frames over up links until quiet; returns client frames.
+    /// Syncs and carries peer outputs over up links until quiet; returns client frames.
     fn run(&mut self) -> Vec<(u32, ServerFrame)> {
         let mut client = Vec::new();
         for _ in 0..100 {
@@ -655,43 +659,49 @@ impl Line {
             for i in 1..=3u32 {
                 self.node(i).sync();
                 for o in self.node(i).outputs() {
-                    match o {
-                        Output::Client { frame, .. } => client.push((i, frame)),
-                        Output::Peer { peer, message } => {
-                            let to = peer.0;
-                            if !self
-                                .up
-                                .iter()
-                                .any(|&(a, b)| (a, b) == (i, to) || (a, b) == (to, i))
-                            {
-                                continue;
+                    let (to, from) = match &o {
+                        Output::Store { peer, .. }
+                        | Output::StoreAck { peer, .. }
+                        | Output::Decl { peer, .. } => (peer.0, BrokerId(i)),
+                        _ => {
+                            let max_frame = self.node(i).max_frame;
+                            if let Framed::Client { frames, .. } = frame(o, max_frame) {
+                                client.extend(frames.map(|f| (i, f)));
                             }
-                            moved = true;
-                            let n = self.node(to);
-                            let from = BrokerId(i);
-                            match message {
-                                PeerMessage::Store {
-                                    id,
-                                    dests,
-                                    attributes,
-                                    payload,
-                                } => n.engine.handle_store(
-                                    &mut n.journal,
-                                    from,
-                                    id,
-                                    dests,
-                                    attributes,
-                                    payload,
-                                ),
-                                PeerMessage::StoreAck { ids } => {
-                                    n.engine.handle_store_ack(&mut n.journal, from, &ids)
-                                }
-                                PeerMessage::QueueDecl(d) => {
-                                    n.engine.handle_decl(&mut n.journal, from, d)
-                                }
-                                other => panic!("{other:?}"),
-                            }
+                            continue;
                         }
+                    };
+                    if !self
+                        .up
+                        .iter()
+                        .any(|&(a, b)| (a, b) == (i, to) || (a, b) == (to, i))
+                    {
+                        continue;
+                    }
+                    moved = true;
+                    let n = self.node(to);
+                    match o {
+                        Output::Store {
+                            id,
+                            dests,
+                            attributes,
+                            payload,
+                            ..
+                        } => n.engine.handle_store(
+                            &mut n.journal,
+                            from,
+                            id,
+                            dests,
+                            attributes,
+                            payload,
+                        ),
+                        Output::StoreAck { ids, .. } => {
+                            n.engine.handle_store_ack(&mut n.journal, from, &ids)
+                        }
+                        Output::Decl { decl, .. } => {
+                            n.engine.handle_decl(&mut n.journal, from, decl)
+                        }
+                        other => panic!("{other:?}"),
                     }
                 }
             }
@@ -767,14 +777,11 @@ fn a_resent_message_is_stored_once_while_held_and_delivered_once_in_any_case() {
             .outputs()
             .into_iter()
             .find_map(|o| match o {
-                Output::Peer {
-                    message:
-                        PeerMessage::Store {
-                            id,
-                            dests,
-                            attributes,
-                            payload,
-                        },
+                Output::Store {
+                    id,
+                    dests,
+                    attributes,
+                    payload,
                     ..
                 } => Some((id, dests, attributes, payload)),
                 _ => None,
@@ -893,9 +900,8 @@ fn decl(home: u32, name: &str) -> crate::wire::QueueDecl {
 fn stores(outs: &[Output]) -> Vec<(u32, crate::wire::MessageId, Vec<BrokerId>)> {
     outs.iter()
         .filter_map(|o| match o {
-            Output::Peer {
-                peer,
-                message: PeerMessage::Store { id, dests, .. },
+            Output::Store {
+                peer, id, dests, ..
             } => Some((peer.0, *id, dests.clone())),
             _ => None,
         })
@@ -1041,9 +1047,9 @@ fn a_record_over_the_size_limit_is_refused_alone() {
     let end = j.end();
     e.handle_durable(&mut j, Instant::now(), end);
     let frames: Vec<ServerFrame> = std::iter::from_fn(|| e.poll_output())
-        .filter_map(|o| match o {
-            Output::Client { frame, .. } => Some(frame),
-            Output::Peer { .. } => None,
+        .flat_map(|o| match frame(o, palio_protocol::DEFAULT_MAX_FRAME) {
+            Framed::Client { frames, .. } => frames.collect(),
+            Framed::Peer { .. } => Vec::new(),
         })
         .collect();
     assert!(frames.iter().any(|f| matches!(
