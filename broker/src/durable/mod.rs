@@ -6,13 +6,18 @@
 //! shell. `docs/durability.md` states the contract: what an ack means, what survives which
 //! crash, and how messages are de-duplicated.
 
+mod admin;
+mod apply;
 mod consume;
+mod directory;
 mod engine;
 mod forward;
 mod matching;
 mod output;
+mod publish;
 mod queue;
 mod record;
+mod snapshot;
 
 pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};
 pub(crate) use output::{Answer, Output};
