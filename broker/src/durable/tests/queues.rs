@@ -491,3 +491,56 @@ fn a_record_over_the_size_limit_is_refused_alone() {
     assert!(frames.contains(&ServerFrame::PublishAcked { through: 1 }));
     assert!(e.failure().is_none());
 }
+
+#[test]
+fn the_filter_indexes_follow_queues_and_the_directory_through_removal_and_recovery() {
+    let mut n = Node::new(1);
+    n.add_queue("a", "type = 'a'");
+    n.add_queue("b", "TRUE");
+    n.engine.queue_remove(&mut n.journal, CLIENT, 5, "b");
+    n.sync();
+    assert_eq!(n.frames(), vec![ServerFrame::Done { request: 5 }]);
+    n.add_queue("c", "type = 'b' OR seq > 100");
+    let decl = |home, name: &str, filter: &str, generation, removed| crate::wire::QueueDecl {
+        home: BrokerId(home),
+        name: name.into(),
+        filter: filter.into(),
+        generation,
+        removed,
+    };
+    for d in [
+        decl(2, "x", "type = 'a'", 1, false),
+        decl(3, "y", "TRUE", 1, false),
+        decl(3, "y", "TRUE", 2, true),
+        decl(4, "z", "seq >= 0", 1, false),
+        decl(4, "z", "type = 'b'", 2, false),
+        // This broker's own queues are not remote destinations.
+        decl(1, "own", "TRUE", 9, false),
+    ] {
+        n.engine.handle_decl(&mut n.journal, BrokerId(2), d);
+    }
+    n.sync();
+    let mut snap = Engine::from_snapshot(n.engine.cfg.clone(), n.engine.snapshot());
+    let mut recovered = n.recovered().engine;
+    for (what, e) in [
+        ("live", &mut n.engine),
+        ("journal", &mut recovered),
+        ("snapshot", &mut snap),
+    ] {
+        let keys = |m: Vec<(u64, u64)>| m.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(e.local_matches(&attrs("a", 1))), vec![1], "{what}");
+        assert_eq!(keys(e.local_matches(&attrs("b", 1))), vec![3], "{what}");
+        assert_eq!(keys(e.local_matches(&attrs("c", 101))), vec![3], "{what}");
+        assert_eq!(
+            e.remote_matches(&attrs("a", 1)),
+            vec![BrokerId(2)],
+            "{what}"
+        );
+        assert_eq!(
+            e.remote_matches(&attrs("b", 1)),
+            vec![BrokerId(4)],
+            "{what}"
+        );
+        assert_eq!(e.remote_matches(&attrs("c", 1)), vec![], "{what}");
+    }
+}
