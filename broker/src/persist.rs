@@ -32,12 +32,16 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreSettings;
-use crate::durable::{ClientId, Engine, EngineConfig, Journal, Output, Snapshot};
+use crate::durable::{ClientId, Engine, EngineConfig, Journal, Snapshot};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
 use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
 use crate::wire::PeerMessage;
 use crate::wire::PeerOut;
+use frames::Framed;
+
+pub(crate) mod frames;
+mod listing;
 
 /// What client sessions and peer links ask of the persist task.
 #[derive(Debug)]
@@ -138,6 +142,9 @@ pub(crate) struct Store {
     report: RecoveryReport,
     recovered_records: u64,
     undecodable: u64,
+    /// The largest frame a client is sent: queue listings are split into frames of at most
+    /// this size.
+    max_frame: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,7 +158,7 @@ impl Store {
     /// makes everything recovered durable before returning. The error says what failed.
     /// `max_frame` is the largest frame clients and peers may send: a record holds one
     /// message, so the log takes records of twice that (and at least its 4 MiB default). The
-    /// engine splits queue listings into frames of at most that size.
+    /// task splits queue listings into frames of at most that size.
     pub(crate) fn open(
         dir: &Path,
         me: BrokerId,
@@ -182,7 +189,6 @@ impl Store {
             max_deliveries: s.max_deliveries,
             peer_window: s.peer_window,
             dedup_window: s.dedup_window,
-            max_frame,
         };
         let (mut engine, from) = match log.checkpoint().map_err(|e| e.to_string())? {
             Some((upto, bytes)) => match crate::durable::decode_snapshot(&bytes) {
@@ -207,6 +213,7 @@ impl Store {
             report,
             recovered_records: records,
             undecodable,
+            max_frame,
         })
     }
 
@@ -233,6 +240,7 @@ impl Store {
             mut engine,
             mut events,
             report,
+            max_frame,
             ..
         } = self;
         metrics
@@ -245,6 +253,7 @@ impl Store {
             last_stats: Default::default(),
             checkpoint_segment: log.end().segment,
             pending_checkpoint: None,
+            max_frame,
         };
         // Everything recovered is on disk: deliverable and forwardable from the start.
         let recovered = log.durable();
@@ -316,6 +325,8 @@ struct Task {
     /// A snapshot taken at a position, waiting for the log to be durable up to it, with the
     /// lowest segment it refers to.
     pending_checkpoint: Option<(Position, Snapshot, Option<u64>)>,
+    /// See [`Store::open`].
+    max_frame: usize,
 }
 
 impl Task {
@@ -384,29 +395,31 @@ impl Task {
         }
     }
 
-    /// Hands the engine's outputs to the clients' and peers' queues.
+    /// Hands the engine's outputs, as frames, to the clients' and peers' queues.
     fn flush(&mut self, engine: &mut Engine) {
         while let Some(o) = engine.poll_output() {
-            match o {
-                Output::Client { client, frame } => {
-                    let Some((tx, conn)) = self.clients.get(&client) else {
-                        continue;
-                    };
-                    let size = crate::writer::control_frame_size(&frame);
-                    if tx.push(frame, size) == Pushed::Full {
-                        tracing::warn!(
-                            client,
-                            "client does not read its control stream; disconnecting"
-                        );
-                        self.metrics.slow_consumer_disconnects.inc();
-                        conn.close(
-                            ErrorCode::SlowConsumer.code().into(),
-                            b"control stream backlog full",
-                        );
-                        self.clients.remove(&client);
+            match frames::frame(o, self.max_frame) {
+                Framed::Client { client, frames } => {
+                    for frame in frames {
+                        let Some((tx, conn)) = self.clients.get(&client) else {
+                            break;
+                        };
+                        let size = crate::writer::control_frame_size(&frame);
+                        if tx.push(frame, size) == Pushed::Full {
+                            tracing::warn!(
+                                client,
+                                "client does not read its control stream; disconnecting"
+                            );
+                            self.metrics.slow_consumer_disconnects.inc();
+                            conn.close(
+                                ErrorCode::SlowConsumer.code().into(),
+                                b"control stream backlog full",
+                            );
+                            self.clients.remove(&client);
+                        }
                     }
                 }
-                Output::Peer { peer, message } => {
+                Framed::Peer { peer, message } => {
                     let Some((_, tx)) = self.peers.get(&peer) else {
                         continue;
                     };

@@ -4,11 +4,10 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use palio_protocol::{
-    ConsumeMode, DurableMessage, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, ServerFrame,
-};
+use palio_protocol::{ConsumeMode, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
-use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Output, Refusal, Timer};
+use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Refusal, Timer};
+use super::output::{Answer, Output};
 use super::queue::State;
 use super::record::{LaneId, Record};
 
@@ -80,7 +79,7 @@ impl Engine {
         if let Some(l) = self.lane_mut(lane) {
             l.consumers.push(consumer);
         }
-        self.reply(client, ServerFrame::Consuming { request, consumer });
+        self.answer(client, request, Answer::Consuming { consumer });
         self.pump(j, now, lane);
     }
 
@@ -173,13 +172,7 @@ impl Engine {
             self.refuse(client, request, r);
             return;
         }
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::Done { request },
-            },
-        );
+        self.answer_when_durable(j, client, request, Answer::Done);
         self.pump(j, now, lane);
     }
 
@@ -210,7 +203,7 @@ impl Engine {
                 self.release(j, now, lane, tag, Some(after(now, delay)));
             }
         }
-        self.reply(client, ServerFrame::Done { request });
+        self.answer(client, request, Answer::Done);
         self.pump(j, now, lane);
     }
 
@@ -228,7 +221,7 @@ impl Engine {
             return;
         }
         self.detach(j, now, consumer);
-        self.reply(client, ServerFrame::Done { request });
+        self.answer(client, request, Answer::Done);
     }
 
     /// A client connection closed: its consumers detach and its producer is forgotten.
@@ -243,10 +236,7 @@ impl Engine {
         for c in mine {
             self.detach(j, now, c);
         }
-        self.waiting.retain(|(_, o)| match o {
-            Output::Client { client: c, .. } => *c != client,
-            Output::Peer { .. } => true,
-        });
+        self.waiting.retain(|(_, o)| o.client() != Some(client));
     }
 
     /// Fires due timers.
@@ -465,16 +455,14 @@ impl Engine {
         }
         let client = c.client;
         let done = c.fetch.is_some_and(|f| f.remaining == 0);
-        self.reply(
+        self.out.push_back(Output::Delivered {
             client,
-            ServerFrame::Message(DurableMessage {
-                consumer,
-                tag,
-                delivery_count: count,
-                attributes,
-                payload,
-            }),
-        );
+            consumer,
+            tag,
+            delivery_count: count,
+            attributes,
+            payload,
+        });
         if done {
             self.finish_fetch(consumer);
         }
@@ -489,12 +477,6 @@ impl Engine {
             return;
         };
         let client = c.client;
-        self.reply(
-            client,
-            ServerFrame::Fetched {
-                request: f.request,
-                count: f.delivered,
-            },
-        );
+        self.answer(client, f.request, Answer::Fetched { count: f.delivered });
     }
 }

@@ -1,5 +1,17 @@
 //! The persistence engine: durable queues, persistent publications, consumers and
-//! store-and-forward, as one deterministic state machine.
+//! store-and-forward, as one deterministic state machine. This file holds its state and the
+//! types the other files share; its methods live in a file per concern:
+//!
+//! | file | concern |
+//! |---|---|
+//! | `publish` | producers, persistent publications, where a message goes |
+//! | `admin` | adding, removing and listing durable queues |
+//! | `consume` | consumers: push, pull, acks, naks, redelivery, dead-lettering |
+//! | `directory` | the durable queues of other brokers |
+//! | `forward` | store-and-forward between brokers |
+//! | `output` | domain outputs, held back until durable |
+//! | `apply` | records applied to state, live and in recovery |
+//! | `snapshot` | checkpoints |
 //!
 //! # Call protocol
 //!
@@ -12,11 +24,13 @@
 //! - [`Engine::handle_durable`] when the journal reports the log durable up to a position, and
 //!   [`Engine::handle_failure`] when it reports that it never will be (the store is poisoned);
 //! - [`Engine::handle_timeout`] at [`Engine::poll_timeout`];
-//! - then [`Engine::poll_output`] until it returns `None`: frames for clients and peers.
+//! - [`Engine::set_next_hops`] when the router's spanning tree changes;
+//! - then [`Engine::poll_output`] until it returns `None`: [`Output`]s for clients and peers,
+//!   in domain terms (the shell frames them for the wire).
 //!
 //! # Durability rule
 //!
-//! Every state change is a [`Record`] appended to the journal and applied by
+//! Every state change is a [`Record`](super::record::Record) appended to the journal and applied by
 //! [`Engine::apply`], the same function recovery uses. Nothing that promises durability
 //! leaves before the record it depends on is durable: publish acks, ack confirmations and
 //! store acks to peers wait in `waiting` until [`Engine::handle_durable`] passes their
@@ -26,18 +40,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use palio_filter::{Event, Filter};
-use palio_protocol::{
-    Attributes, ConsumeMode, DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions, ServerFrame,
-    valid_queue_name,
-};
+use palio_protocol::{ConsumeMode, ErrorCode};
 use palio_topology::BrokerId;
 
-use super::listing::queue_frames;
+use super::matching::FilterIndex;
+use super::output::Output;
 use super::queue::{Lane, Queue};
-use super::record::{LaneId, QueueSnapshot, Record, Snapshot, decode, encode};
+use super::record::LaneId;
 use crate::store::{Position, StoreError};
-use crate::wire::{MessageId, PeerMessage, QueueDecl};
+use crate::wire::{MessageId, QueueDecl};
 
 /// Identifies a client connection.
 pub(crate) type ClientId = u64;
@@ -70,28 +81,6 @@ pub(crate) struct EngineConfig {
     /// How many ids of messages received from peers and delivered to local queues are
     /// remembered, to ignore copies sent again.
     pub(crate) dedup_window: usize,
-    /// The largest frame a client is sent (the broker's `max_frame`): queue listings are
-    /// split into frames of at most this size.
-    pub(crate) max_frame: usize,
-}
-
-/// An output of the engine.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Output {
-    /// A frame for a client's control stream.
-    Client {
-        /// The client.
-        client: ClientId,
-        /// The frame.
-        frame: ServerFrame,
-    },
-    /// A frame for a peer link.
-    Peer {
-        /// The peer.
-        peer: BrokerId,
-        /// The frame.
-        message: PeerMessage,
-    },
 }
 
 /// Counters for metrics (monotonic).
@@ -146,13 +135,6 @@ pub(super) struct Forward {
     pub(super) sent: BTreeMap<BrokerId, BTreeSet<BrokerId>>,
 }
 
-/// A directory entry and its compiled filter (`None` for a tombstone).
-#[derive(Debug)]
-pub(super) struct Known {
-    pub(super) decl: QueueDecl,
-    pub(super) filter: Option<Filter>,
-}
-
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -162,6 +144,8 @@ pub(crate) struct Engine {
     pub(super) next_generation: u64,
     pub(super) queues: BTreeMap<u64, Queue>,
     pub(super) names: BTreeMap<String, u64>,
+    /// The filters of `queues`, by key.
+    pub(super) local: FilterIndex<u64, u64>,
     /// The highest stored sequence number of each producer.
     pub(super) producers: HashMap<String, u64>,
     /// Ids of messages from peers recently put into local queues (oldest first in
@@ -171,7 +155,11 @@ pub(crate) struct Engine {
     pub(super) forwards: BTreeMap<MessageId, Forward>,
     /// Forwards that have unsent destinations (candidates for the next pump).
     pub(super) to_send: BTreeSet<MessageId>,
-    pub(super) directory: BTreeMap<(BrokerId, String), Known>,
+    /// Every durable queue of the overlay (this broker's too), removed ones as tombstones.
+    pub(super) directory: BTreeMap<(BrokerId, String), QueueDecl>,
+    /// The filters of the live entries of `directory` homed at other brokers, leading to their
+    /// home.
+    pub(super) remote: FilterIndex<(BrokerId, String), BrokerId>,
     pub(super) consumers: HashMap<u64, Consumer>,
     pub(super) next_consumer: u64,
     pub(super) client_producers: HashMap<ClientId, String>,
@@ -202,12 +190,14 @@ impl Engine {
             next_generation: 1,
             queues: BTreeMap::new(),
             names: BTreeMap::new(),
+            local: FilterIndex::default(),
             producers: HashMap::new(),
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             forwards: BTreeMap::new(),
             to_send: BTreeSet::new(),
             directory: BTreeMap::new(),
+            remote: FilterIndex::default(),
             consumers: HashMap::new(),
             next_consumer: 1,
             client_producers: HashMap::new(),
@@ -226,102 +216,10 @@ impl Engine {
         }
     }
 
-    /// An engine holding the state of a checkpoint.
-    pub(crate) fn from_snapshot(cfg: EngineConfig, snap: Snapshot) -> Self {
-        let mut e = Self::new(cfg);
-        e.next_msg = snap.next_msg;
-        e.next_queue = snap.next_queue.max(1);
-        e.next_generation = snap.next_generation.max(1);
-        for q in snap.queues {
-            let Some(mut queue) =
-                e.make_queue(q.key, &q.name, &q.filter, q.ack_wait_ms, q.max_deliveries)
-            else {
-                continue;
-            };
-            queue.next_tag = q.next_tag;
-            for (tag, pos, count) in q.main {
-                queue.main.insert(tag, pos, count, true);
-                *e.seg_refs.entry(pos.segment).or_default() += 1;
-            }
-            for (tag, pos, count) in q.dead {
-                queue.dead.insert(tag, pos, count, true);
-                *e.seg_refs.entry(pos.segment).or_default() += 1;
-            }
-            e.names.insert(q.name, q.key);
-            e.queues.insert(q.key, queue);
-        }
-        for (id, pos, dests) in snap.forwards {
-            e.add_forward(id, pos, dests.into_iter().collect());
-        }
-        e.producers = snap.producers.into_iter().collect();
-        for id in snap.seen {
-            e.remember(id);
-        }
-        for decl in snap.directory {
-            e.learn(decl);
-        }
-        e
-    }
-
-    /// The state to checkpoint. Deliveries in flight count as not delivered.
-    pub(crate) fn snapshot(&self) -> Snapshot {
-        let lane = |l: &Lane| -> Vec<(u64, Position, u32)> {
-            l.entries
-                .iter()
-                .map(|(tag, e)| (*tag, e.pos, e.count))
-                .collect()
-        };
-        Snapshot {
-            next_msg: self.next_msg,
-            next_queue: self.next_queue,
-            next_generation: self.next_generation,
-            queues: self
-                .queues
-                .values()
-                .map(|q| QueueSnapshot {
-                    key: q.key,
-                    name: q.name.clone(),
-                    filter: q.filter.source().to_owned(),
-                    ack_wait_ms: duration_ms(q.ack_wait),
-                    max_deliveries: q.max_deliveries,
-                    next_tag: q.next_tag,
-                    main: lane(&q.main),
-                    dead: lane(&q.dead),
-                })
-                .collect(),
-            forwards: self
-                .forwards
-                .iter()
-                .map(|(id, f)| {
-                    let mut dests = f.unsent.clone();
-                    for d in f.sent.values() {
-                        dests.extend(d.iter().copied());
-                    }
-                    (*id, f.pos, dests.into_iter().collect())
-                })
-                .collect(),
-            producers: self
-                .producers
-                .iter()
-                .map(|(p, s)| (p.clone(), *s))
-                .collect(),
-            seen: self.seen_order.iter().copied().collect(),
-            directory: self.directory.values().map(|k| k.decl.clone()).collect(),
-        }
-    }
-
     /// The lowest segment holding a live message, if any: segments below it (and below the
     /// checkpoint) can be deleted.
     pub(crate) fn live_floor(&self) -> Option<u64> {
         self.seg_refs.keys().next().copied()
-    }
-
-    /// Durable queues at other brokers that this one forwards to.
-    pub(crate) fn remote_queues(&self) -> usize {
-        self.directory
-            .values()
-            .filter(|k| k.decl.home != self.cfg.me && !k.decl.removed)
-            .count()
     }
 
     /// Messages waiting to be handed to a peer.
@@ -349,213 +247,6 @@ impl Engine {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
-    // ---- records -------------------------------------------------------------------------
-
-    /// Appends `rec` and applies it. Fails (and fails the engine) if the journal refuses.
-    pub(super) fn write(&mut self, j: &mut impl Journal, rec: Record) -> Result<Position, Refusal> {
-        if let Some(why) = &self.failed {
-            return Err((ErrorCode::StoreUnavailable, why.clone()));
-        }
-        match j.append(&encode(&rec)) {
-            Ok(pos) => {
-                self.apply(pos, &rec, true);
-                Ok(pos)
-            }
-            Err(e @ StoreError::TooLarge { .. }) => {
-                // This record only: the store is fine.
-                Err((ErrorCode::LimitExceeded, e.to_string()))
-            }
-            Err(e) => {
-                let why = e.to_string();
-                self.handle_failure(&why);
-                Err((ErrorCode::StoreUnavailable, why))
-            }
-        }
-    }
-
-    /// Applies a record read back during recovery. Returns `false` for bytes that are not a
-    /// record of this version (they are skipped).
-    pub(crate) fn apply_bytes(&mut self, pos: Position, bytes: &[u8]) -> bool {
-        match decode::<Record>(bytes) {
-            Ok(rec) => {
-                self.apply(pos, &rec, false);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Turns a record into state. `live`: written just now (so its messages are not durable
-    /// yet) rather than read back in recovery.
-    pub(crate) fn apply(&mut self, pos: Position, rec: &Record, live: bool) {
-        match rec {
-            Record::Message {
-                id,
-                producer,
-                local,
-                queues,
-                dests,
-                ..
-            } => {
-                if id.origin == self.cfg.me {
-                    self.next_msg = self.next_msg.max(id.n.saturating_add(1));
-                }
-                if let Some((p, seq)) = producer {
-                    let e = self.producers.entry(p.clone()).or_insert(*seq);
-                    *e = (*e).max(*seq);
-                }
-                if *local && producer.is_none() {
-                    self.remember(*id);
-                }
-                for &(key, tag) in queues {
-                    if let Some(q) = self.queues.get_mut(&key) {
-                        q.next_tag = q.next_tag.max(tag + 1);
-                        q.main.insert(tag, pos, 0, !live);
-                        *self.seg_refs.entry(pos.segment).or_default() += 1;
-                    }
-                }
-                if !dests.is_empty() {
-                    self.add_forward(*id, pos, dests.iter().copied().collect());
-                }
-                self.stats.stored += 1;
-            }
-            Record::QueueAdded {
-                key,
-                name,
-                filter,
-                ack_wait_ms,
-                max_deliveries,
-            } => {
-                self.next_queue = self.next_queue.max(key + 1);
-                if let Some(q) = self.make_queue(*key, name, filter, *ack_wait_ms, *max_deliveries)
-                {
-                    self.names.insert(name.clone(), *key);
-                    self.queues.insert(*key, q);
-                }
-            }
-            Record::QueueRemoved { key } => self.drop_queue(*key),
-            Record::Acked { lane, tags } => {
-                for tag in tags {
-                    self.remove_entry(*lane, *tag);
-                }
-            }
-            Record::Delivered { lane, tag, count } => {
-                if let Some(e) = self.lane_mut(*lane).and_then(|l| l.entries.get_mut(tag)) {
-                    e.count = e.count.max(*count);
-                }
-            }
-            Record::DeadLettered { queue, tags } => {
-                for &tag in tags {
-                    let main = LaneId {
-                        queue: *queue,
-                        dead: false,
-                    };
-                    self.detach_in_flight(main, tag);
-                    let Some(q) = self.queues.get_mut(queue) else {
-                        continue;
-                    };
-                    if let Some(e) = q.main.remove(tag) {
-                        q.dead.insert(tag, e.pos, 0, true);
-                    }
-                }
-            }
-            Record::HandedOff { id, dests } => {
-                let mut done = false;
-                if let Some(f) = self.forwards.get_mut(id) {
-                    for d in dests {
-                        f.unsent.remove(d);
-                        f.sent.retain(|_, s| {
-                            s.remove(d);
-                            !s.is_empty()
-                        });
-                    }
-                    done = f.unsent.is_empty() && f.sent.is_empty();
-                }
-                if done && let Some(f) = self.forwards.remove(id) {
-                    self.to_send.remove(id);
-                    self.unref(f.pos);
-                }
-            }
-            Record::Directory(decl) => {
-                self.learn(decl.clone());
-            }
-        }
-    }
-
-    fn make_queue(
-        &self,
-        key: u64,
-        name: &str,
-        filter: &str,
-        ack_wait_ms: u64,
-        max_deliveries: u32,
-    ) -> Option<Queue> {
-        let filter = match Filter::new(filter) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(queue = name, error = %e, "a stored queue filter no longer compiles; queue skipped");
-                return None;
-            }
-        };
-        Some(Queue {
-            key,
-            name: name.to_owned(),
-            filter,
-            ack_wait: Duration::from_millis(ack_wait_ms),
-            max_deliveries,
-            next_tag: 0,
-            main: Lane::default(),
-            dead: Lane::default(),
-        })
-    }
-
-    fn drop_queue(&mut self, key: u64) {
-        let Some(q) = self.queues.remove(&key) else {
-            return;
-        };
-        self.names.remove(&q.name);
-        for e in q.main.entries.values().chain(q.dead.entries.values()) {
-            self.unref(e.pos);
-        }
-        let gone: Vec<u64> = self
-            .consumers
-            .iter()
-            .filter(|(_, c)| c.lane.queue == key)
-            .map(|(id, _)| *id)
-            .collect();
-        for consumer in gone {
-            // A pending fetch still gets its answer (with what it got so far).
-            self.finish_fetch(consumer);
-            self.consumers.remove(&consumer);
-        }
-    }
-
-    /// Removes a lane entry (acked), releasing its consumer slot and segment reference.
-    fn remove_entry(&mut self, lane: LaneId, tag: u64) {
-        self.detach_in_flight(lane, tag);
-        let Some(e) = self.lane_mut(lane).and_then(|l| l.remove(tag)) else {
-            return;
-        };
-        self.unref(e.pos);
-        self.stats.acked += 1;
-    }
-
-    /// If `tag` is in flight to a consumer, forgets that.
-    pub(super) fn detach_in_flight(&mut self, lane: LaneId, tag: u64) {
-        let Some(consumer) = self
-            .lane(lane)
-            .and_then(|l| match l.entries.get(&tag)?.state {
-                super::queue::State::InFlight { consumer, .. } => Some(consumer),
-                _ => None,
-            })
-        else {
-            return;
-        };
-        if let Some(c) = self.consumers.get_mut(&consumer) {
-            c.in_flight.remove(&tag);
-        }
-    }
-
     pub(super) fn lane(&self, lane: LaneId) -> Option<&Lane> {
         self.queues.get(&lane.queue).map(|q| q.lane(lane.dead))
     }
@@ -565,507 +256,6 @@ impl Engine {
             .get_mut(&lane.queue)
             .map(|q| q.lane_mut(lane.dead))
     }
-
-    fn add_forward(&mut self, id: MessageId, pos: Position, dests: BTreeSet<BrokerId>) {
-        if dests.is_empty() {
-            return;
-        }
-        self.to_send.insert(id);
-        if let Some(f) = self.forwards.get_mut(&id) {
-            // Stored again for more destinations: the first copy carries them all.
-            f.unsent.extend(dests);
-            return;
-        }
-        *self.seg_refs.entry(pos.segment).or_default() += 1;
-        self.forwards.insert(
-            id,
-            Forward {
-                pos,
-                unsent: dests,
-                sent: BTreeMap::new(),
-            },
-        );
-        self.to_send.insert(id);
-    }
-
-    fn unref(&mut self, pos: Position) {
-        if let Some(n) = self.seg_refs.get_mut(&pos.segment) {
-            *n -= 1;
-            if *n == 0 {
-                self.seg_refs.remove(&pos.segment);
-            }
-        }
-    }
-
-    /// Remembers that `id` went into the local queues, forgetting the oldest id past the
-    /// de-duplication window.
-    fn remember(&mut self, id: MessageId) {
-        if self.seen.insert(id) {
-            self.seen_order.push_back(id);
-            while self.seen_order.len() > self.cfg.dedup_window {
-                if let Some(old) = self.seen_order.pop_front() {
-                    self.seen.remove(&old);
-                }
-            }
-        }
-    }
-
-    // ---- durability ----------------------------------------------------------------------
-
-    /// The journal is durable up to `durable`: release what waited for it, make the stored
-    /// messages deliverable and forwardable.
-    pub(crate) fn handle_durable(&mut self, j: &mut impl Journal, now: Instant, durable: Position) {
-        if durable <= self.durable {
-            return;
-        }
-        self.durable = durable;
-        let mut acks: BTreeMap<ClientId, u64> = BTreeMap::new();
-        let mut store_acks: BTreeMap<BrokerId, Vec<MessageId>> = BTreeMap::new();
-        while self.waiting.front().is_some_and(|(p, _)| *p <= durable) {
-            let Some((_, o)) = self.waiting.pop_front() else {
-                break;
-            };
-            match o {
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through },
-                } => {
-                    let a = acks.entry(client).or_insert(through);
-                    *a = (*a).max(through);
-                }
-                Output::Peer {
-                    peer,
-                    message: PeerMessage::StoreAck { ids },
-                } => store_acks.entry(peer).or_default().extend(ids),
-                other => self.out.push_back(other),
-            }
-        }
-        for (client, through) in acks {
-            self.out.push_back(Output::Client {
-                client,
-                frame: ServerFrame::PublishAcked { through },
-            });
-        }
-        for (peer, ids) in store_acks {
-            self.out.push_back(Output::Peer {
-                peer,
-                message: PeerMessage::StoreAck { ids },
-            });
-        }
-        let keys: Vec<u64> = self.queues.keys().copied().collect();
-        for key in keys {
-            let Some(q) = self.queues.get_mut(&key) else {
-                continue;
-            };
-            if q.main.synced(durable) {
-                self.pump(
-                    j,
-                    now,
-                    LaneId {
-                        queue: key,
-                        dead: false,
-                    },
-                );
-            }
-        }
-        self.pump_forwards(j);
-    }
-
-    /// The store failed: nothing waiting will ever be durable. Every waiting publish ack and
-    /// ack confirmation becomes a failure, and every later write is refused.
-    pub(crate) fn handle_failure(&mut self, why: &str) {
-        if self.failed.is_some() {
-            return;
-        }
-        tracing::error!(
-            error = why,
-            "the store failed: persistent writes are refused until restart"
-        );
-        self.failed = Some(why.to_owned());
-        for (_, o) in std::mem::take(&mut self.waiting) {
-            match o {
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through },
-                } => {
-                    self.stats.publish_failures += 1;
-                    self.out.push_back(Output::Client {
-                        client,
-                        frame: ServerFrame::PublishFailed {
-                            seq: through,
-                            code: ErrorCode::StoreUnavailable,
-                            message: why.to_owned(),
-                        },
-                    });
-                }
-                Output::Client {
-                    client,
-                    frame: ServerFrame::Done { request },
-                } => self.out.push_back(Output::Client {
-                    client,
-                    frame: ServerFrame::Error {
-                        request: Some(request),
-                        code: ErrorCode::StoreUnavailable,
-                        message: why.to_owned(),
-                    },
-                }),
-                // Store acks are never sent: the peer keeps the messages and retries later.
-                _ => {}
-            }
-        }
-    }
-
-    /// Queues `o` until the log is durable up to the journal's current end.
-    pub(super) fn when_durable(&mut self, j: &impl Journal, o: Output) {
-        let need = j.end();
-        if need <= self.durable {
-            self.out.push_back(o);
-        } else {
-            self.waiting.push_back((need, o));
-        }
-    }
-
-    pub(super) fn reply(&mut self, client: ClientId, frame: ServerFrame) {
-        self.out.push_back(Output::Client { client, frame });
-    }
-
-    pub(super) fn refuse(&mut self, client: ClientId, request: u64, (code, message): Refusal) {
-        self.reply(
-            client,
-            ServerFrame::Error {
-                request: Some(request),
-                code,
-                message,
-            },
-        );
-    }
-
-    // ---- publishing ----------------------------------------------------------------------
-
-    /// Names the producer of `client`'s persistent publications.
-    pub(crate) fn producer(
-        &mut self,
-        j: &impl Journal,
-        client: ClientId,
-        request: u64,
-        producer: String,
-    ) {
-        if producer.is_empty() || producer.len() > 128 {
-            self.refuse(
-                client,
-                request,
-                (
-                    ErrorCode::ProtocolViolation,
-                    "a producer id has 1 to 128 bytes".into(),
-                ),
-            );
-            return;
-        }
-        let next_seq = self.producers.get(&producer).map_or(0, |s| s + 1);
-        self.client_producers.insert(client, producer);
-        // `next_seq` may count publications not on disk yet: answer once they are, so that a
-        // producer resuming from it never skips one a crash could still lose.
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::ProducerReady { request, next_seq },
-            },
-        );
-    }
-
-    /// Stores a persistent publication of `client` and acks it once durable.
-    pub(crate) fn publish(
-        &mut self,
-        j: &mut impl Journal,
-        client: ClientId,
-        seq: u64,
-        attributes: Attributes,
-        payload: Vec<u8>,
-    ) {
-        let event = &attributes;
-        let fail = |e: &mut Self, (code, message): Refusal| {
-            e.stats.publish_failures += 1;
-            e.reply(client, ServerFrame::PublishFailed { seq, code, message });
-        };
-        let Some(producer) = self.client_producers.get(&client).cloned() else {
-            fail(
-                self,
-                (
-                    ErrorCode::ProtocolViolation,
-                    "name a producer before publishing persistently".into(),
-                ),
-            );
-            return;
-        };
-        if let Some(why) = &self.failed {
-            let why = why.clone();
-            fail(self, (ErrorCode::StoreUnavailable, why));
-            return;
-        }
-        if self
-            .producers
-            .get(&producer)
-            .is_some_and(|last| seq <= *last)
-        {
-            self.stats.duplicates += 1;
-            self.when_durable(
-                j,
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through: seq },
-                },
-            );
-            return;
-        }
-        let queues = self.local_matches(event);
-        let me = self.cfg.me;
-        let dests: Vec<BrokerId> = self
-            .directory
-            .values()
-            .filter(|k| k.decl.home != me && k.filter.as_ref().is_some_and(|f| f.matches(event)))
-            .map(|k| k.decl.home)
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let id = MessageId {
-            origin: me,
-            n: self.next_msg,
-        };
-        let rec = Record::Message {
-            id,
-            producer: Some((producer, seq)),
-            attributes,
-            payload,
-            local: true,
-            queues,
-            dests,
-        };
-        match self.write(j, rec) {
-            Ok(_) => self.when_durable(
-                j,
-                Output::Client {
-                    client,
-                    frame: ServerFrame::PublishAcked { through: seq },
-                },
-            ),
-            Err(r) => fail(self, r),
-        }
-    }
-
-    /// The local queues whose filter matches, each with the tag the message gets there.
-    pub(super) fn local_matches(&self, event: &Event) -> Vec<(u64, u64)> {
-        self.queues
-            .values()
-            .filter(|q| q.filter.matches(event))
-            .map(|q| (q.key, q.next_tag))
-            .collect()
-    }
-
-    // ---- queue administration ------------------------------------------------------------
-
-    /// Adds a durable queue; answered with `Done` once durable.
-    pub(crate) fn queue_add(
-        &mut self,
-        j: &mut impl Journal,
-        client: ClientId,
-        request: u64,
-        name: &str,
-        filter: &str,
-        options: QueueOptions,
-    ) {
-        if let Err(r) = self.try_queue_add(j, name, filter, options) {
-            self.refuse(client, request, r);
-            return;
-        }
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::Done { request },
-            },
-        );
-    }
-
-    fn try_queue_add(
-        &mut self,
-        j: &mut impl Journal,
-        name: &str,
-        filter: &str,
-        options: QueueOptions,
-    ) -> Result<(), Refusal> {
-        if !valid_queue_name(name) {
-            return Err((
-                ErrorCode::ProtocolViolation,
-                format!("invalid queue name {name:?}: use 1 to 64 letters, digits, '_' or '-'"),
-            ));
-        }
-        let compiled =
-            Filter::new(filter).map_err(|e| (ErrorCode::InvalidFilter, e.to_string()))?;
-        let ack_wait_ms = options
-            .ack_wait_ms
-            .unwrap_or_else(|| duration_ms(self.cfg.ack_wait))
-            .max(1);
-        if ack_wait_ms > duration_ms(super::consume::MAX_WAIT) {
-            return Err((
-                ErrorCode::ProtocolViolation,
-                "the ack wait is at most 7 days".into(),
-            ));
-        }
-        let max_deliveries = options
-            .max_deliveries
-            .unwrap_or(self.cfg.max_deliveries)
-            .max(1);
-        if let Some(q) = self.names.get(name).and_then(|k| self.queues.get(k)) {
-            if q.filter.source() == compiled.source()
-                && duration_ms(q.ack_wait) == ack_wait_ms
-                && q.max_deliveries == max_deliveries
-            {
-                return Ok(());
-            }
-            return Err((
-                ErrorCode::QueueExists,
-                format!("queue {name:?} exists with another filter or options"),
-            ));
-        }
-        let key = self.next_queue;
-        self.write(
-            j,
-            Record::QueueAdded {
-                key,
-                name: name.to_owned(),
-                filter: compiled.source().to_owned(),
-                ack_wait_ms,
-                max_deliveries,
-            },
-        )?;
-        let decl = QueueDecl {
-            home: self.cfg.me,
-            name: name.to_owned(),
-            filter: compiled.source().to_owned(),
-            generation: self.next_generation,
-            removed: false,
-        };
-        self.write(j, Record::Directory(decl.clone()))?;
-        self.announce(&decl, None);
-        Ok(())
-    }
-
-    /// Removes a durable queue with its messages; answered with `Done` once durable.
-    pub(crate) fn queue_remove(
-        &mut self,
-        j: &mut impl Journal,
-        client: ClientId,
-        request: u64,
-        name: &str,
-    ) {
-        let Some(&key) = self.names.get(name) else {
-            self.refuse(client, request, not_found(name));
-            return;
-        };
-        let filter = self
-            .queues
-            .get(&key)
-            .map(|q| q.filter.source().to_owned())
-            .unwrap_or_default();
-        let decl = QueueDecl {
-            home: self.cfg.me,
-            name: name.to_owned(),
-            filter,
-            generation: self.next_generation,
-            removed: true,
-        };
-        let r = self
-            .write(j, Record::QueueRemoved { key })
-            .and_then(|_| self.write(j, Record::Directory(decl.clone())));
-        if let Err(r) = r {
-            self.refuse(client, request, r);
-            return;
-        }
-        self.announce(&decl, None);
-        self.when_durable(
-            j,
-            Output::Client {
-                client,
-                frame: ServerFrame::Done { request },
-            },
-        );
-    }
-
-    /// Answers a list (`name` = `None`) or info request, in as many frames as the listing
-    /// needs (see the `listing` module).
-    pub(crate) fn queue_info(&mut self, client: ClientId, request: u64, name: Option<&str>) {
-        let mut infos = Vec::new();
-        for q in self.queues.values() {
-            for dead in [false, true] {
-                let lane = q.lane(dead);
-                let full = if dead {
-                    format!("{}{DEAD_LETTER_SUFFIX}", q.name)
-                } else {
-                    q.name.clone()
-                };
-                if name.is_some_and(|n| n != full) {
-                    continue;
-                }
-                infos.push(QueueInfo {
-                    name: full,
-                    filter: q.filter.source().to_owned(),
-                    pending: lane.pending(),
-                    unacked: lane.in_flight as u64,
-                    dead_lettered: if dead { 0 } else { q.dead.entries.len() as u64 },
-                    consumers: u32::try_from(lane.consumers.len()).unwrap_or(u32::MAX),
-                    ack_wait_ms: duration_ms(q.ack_wait),
-                    max_deliveries: if dead { 0 } else { q.max_deliveries },
-                });
-            }
-        }
-        if let Some(n) = name
-            && infos.is_empty()
-        {
-            self.refuse(client, request, not_found(n));
-            return;
-        }
-        for frame in queue_frames(request, infos, self.cfg.max_frame) {
-            self.reply(client, frame);
-        }
-    }
-
-    /// Resolves a queue name (`NAME` or `NAME.dlq`) to its lane.
-    pub(super) fn resolve(&self, name: &str) -> Result<LaneId, Refusal> {
-        let (base, dead) = match name.strip_suffix(DEAD_LETTER_SUFFIX) {
-            Some(base) => (base, true),
-            None => (name, false),
-        };
-        self.names
-            .get(base)
-            .map(|&queue| LaneId { queue, dead })
-            .ok_or_else(|| not_found(name))
-    }
-
-    /// The body of the message stored at `pos`.
-    pub(super) fn read_message(
-        j: &impl Journal,
-        pos: Position,
-    ) -> Result<(MessageId, Attributes, Vec<u8>), String> {
-        let bytes = j.read(pos).map_err(|e| e.to_string())?;
-        match decode::<Record>(&bytes) {
-            Ok(Record::Message {
-                id,
-                attributes,
-                payload,
-                ..
-            }) => Ok((id, attributes, payload)),
-            Ok(_) => Err(format!("the record at {pos:?} is not a message")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-pub(super) fn not_found(name: &str) -> Refusal {
-    (
-        ErrorCode::QueueNotFound,
-        format!("no durable queue named {name:?}"),
-    )
 }
 
 pub(super) fn duration_ms(d: Duration) -> u64 {

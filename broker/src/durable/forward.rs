@@ -1,10 +1,9 @@
-//! Store-and-forward between brokers, and the directory of durable queues.
+//! Store-and-forward between brokers.
 //!
-//! Every broker knows every durable queue of the overlay (its [`QueueDecl`]), so the access
-//! broker of a persistent publication can tell which brokers must get it even while links or
-//! brokers between them are down. It stores the message with those destinations and, once
-//! durable, sends it toward each through the next hop on the current tree. A hop stores the
-//! message before it acks it ([`PeerMessage::StoreAck`]); only then does the sender write
+//! The access broker of a persistent publication stores it with the brokers it must reach (from
+//! the `directory`) and, once durable, sends it toward each through the next hop on the current
+//! tree (the router's `SpanningTree::next_hops`, given by [`Engine::set_next_hops`]). A hop
+//! stores the message before it acks it ([`Output::StoreAck`]); only then does the sender write
 //! that it handed those destinations off. A message whose ack never came (link lost) is sent
 //! again — to the same or another next hop. A receiver ignores a destination it still takes care
 //! of for that [`MessageId`] (its own queues, when it enqueued the message already; another
@@ -15,13 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use palio_filter::Filter;
 use palio_protocol::Attributes;
 use palio_topology::BrokerId;
 
-use super::engine::{Engine, Journal, Known, Output};
+use super::engine::{Engine, Journal};
+use super::output::Output;
 use super::record::Record;
-use crate::wire::{MessageId, PeerMessage, QueueDecl};
+use crate::wire::MessageId;
 
 impl Engine {
     /// A peer link is up: send it the whole directory, and messages routed through it.
@@ -32,13 +31,7 @@ impl Engine {
             self.peer_down(j, peer);
         }
         self.peers.insert(peer, 0);
-        let decls: Vec<QueueDecl> = self.directory.values().map(|k| k.decl.clone()).collect();
-        for decl in decls {
-            self.out.push_back(Output::Peer {
-                peer,
-                message: PeerMessage::QueueDecl(decl),
-            });
-        }
+        self.send_directory(peer);
         self.retry_all();
         self.pump_forwards(j);
     }
@@ -137,9 +130,9 @@ impl Engine {
         }
         self.when_durable(
             j,
-            Output::Peer {
+            Output::StoreAck {
                 peer,
-                message: PeerMessage::StoreAck { ids: vec![id] },
+                ids: vec![id],
             },
         );
     }
@@ -177,52 +170,6 @@ impl Engine {
             );
         }
         self.pump_forwards(j);
-    }
-
-    /// A peer told us of a durable queue: keep it if it is newer, and pass it on.
-    pub(crate) fn handle_decl(&mut self, j: &mut impl Journal, from: BrokerId, decl: QueueDecl) {
-        if decl.home == self.cfg.me || !self.is_newer(&decl) {
-            return;
-        }
-        if self.write(j, Record::Directory(decl.clone())).is_ok() {
-            self.announce(&decl, Some(from));
-        }
-    }
-
-    fn is_newer(&self, decl: &QueueDecl) -> bool {
-        self.directory
-            .get(&(decl.home, decl.name.clone()))
-            .is_none_or(|k| k.decl.generation < decl.generation)
-    }
-
-    /// Records a directory entry if it is newer than the one known.
-    pub(super) fn learn(&mut self, decl: QueueDecl) {
-        if decl.home == self.cfg.me {
-            self.next_generation = self.next_generation.max(decl.generation + 1);
-        }
-        if !self.is_newer(&decl) {
-            return;
-        }
-        let filter = if decl.removed {
-            None
-        } else {
-            Filter::new(&decl.filter).ok()
-        };
-        self.directory
-            .insert((decl.home, decl.name.clone()), Known { decl, filter });
-    }
-
-    /// Sends a directory entry to every peer but `except`.
-    pub(super) fn announce(&mut self, decl: &QueueDecl, except: Option<BrokerId>) {
-        let peers: Vec<BrokerId> = self.peers.keys().copied().collect();
-        for peer in peers {
-            if Some(peer) != except {
-                self.out.push_back(Output::Peer {
-                    peer,
-                    message: PeerMessage::QueueDecl(decl.clone()),
-                });
-            }
-        }
     }
 
     /// Sends durable messages with unsent destinations toward them, within each peer's
@@ -293,14 +240,12 @@ impl Engine {
                 if let Some(n) = self.peers.get_mut(&hop) {
                     *n += 1;
                 }
-                self.out.push_back(Output::Peer {
+                self.out.push_back(Output::Store {
                     peer: hop,
-                    message: PeerMessage::Store {
-                        id,
-                        dests: dests.into_iter().collect(),
-                        attributes: attributes.clone(),
-                        payload: payload.clone(),
-                    },
+                    id,
+                    dests: dests.into_iter().collect(),
+                    attributes: attributes.clone(),
+                    payload: payload.clone(),
                 });
             }
             if f.unsent.is_empty() {

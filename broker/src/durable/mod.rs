@@ -5,15 +5,57 @@
 //! `store` module's log in the broker, a vector in tests); the `persist` task is its async
 //! shell. `docs/durability.md` states the contract: what an ack means, what survives which
 //! crash, and how messages are de-duplicated.
+//!
+//! # Sans-IO
+//!
+//! The engine owns no socket, file, timer or clock: `now` and a [`Journal`] come in with each
+//! call, and what it has to say comes out of [`Engine::poll_output`] as domain [`Output`]s
+//! (a publication acked, a message delivered, a request [`Answer`]ed, a message for a peer to
+//! store…). The persist task turns them into wire frames (`persist::frames`, which also splits
+//! long queue listings to the client's frame limit). Protocol *value* types (`QueueInfo`,
+//! `QueueOptions`, `ConsumeMode`, `ErrorCode`, attributes) are used as they are; frame enums
+//! are not. The matching of messages against local queues and remote queue declarations goes
+//! through `palio_filter::Index` (`matching`); next hops come from the router's spanning tree
+//! ([`Engine::set_next_hops`]).
+//!
+//! # Why a module of the broker, not a crate
+//!
+//! The engine is sans-IO, but it is not independent of the broker, and cutting it out would
+//! move more than it frees:
+//!
+//! - Its [`record`] format *is* the broker's log format: records embed the broker's peer-wire
+//!   ids ([`MessageId`](crate::wire::MessageId), [`QueueDecl`](crate::wire::QueueDecl)) and
+//!   log positions (`store::Position`), and must stay byte-identical across releases. A crate
+//!   of its own would need those types moved into it or into a third crate, and the broker's
+//!   peer wire and store to depend on them, for no caller besides the broker.
+//! - The [`Journal`] it writes to is the `store` module's log (positions, `StoreError`); the
+//!   two are versioned together (the segment header carries the record format's version).
+//! - Nothing else needs it: the SDK never stores, and `bench` drives whole brokers. Unlike the
+//!   topology crate's routing core, which the simulator and benches use on their own, there is
+//!   no second consumer to justify a public API (and its `missing_docs`/semver surface).
+//!
+//! What a crate would enforce — no I/O, no frames — is kept by the module's boundary instead:
+//! outside its tests it imports nothing from the broker but the record's id types and the
+//! journal's position and error, and it is tested on its own over an in-memory journal in
+//! virtual time (`tests`, which read client outputs through the shell's framing, so that the
+//! frames clients get are checked too). Should a second user appear (a simulator of many brokers' durable paths, say),
+//! moving `MessageId`, `QueueDecl` and `Position` into a small shared crate is the first step.
 
+mod admin;
+mod apply;
 mod consume;
+mod directory;
 mod engine;
 mod forward;
-mod listing;
+mod matching;
+mod output;
+mod publish;
 mod queue;
 mod record;
+mod snapshot;
 
-pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Output, Stats};
+pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};
+pub(crate) use output::{Answer, Output};
 pub(crate) use record::Snapshot;
 
 /// Encodes a checkpoint's state.

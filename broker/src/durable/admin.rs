@@ -1,0 +1,236 @@
+//! Queue administration: adding, removing, listing and naming durable queues.
+//!
+//! A queue added or removed here is also a directory entry ([`QueueDecl`]) sent to every peer,
+//! so that publishers' brokers route persistent messages to it (see `directory`).
+
+use std::time::Duration;
+
+use palio_filter::Filter;
+use palio_protocol::{DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions, valid_queue_name};
+
+use super::engine::{ClientId, Engine, Journal, Refusal, duration_ms};
+use super::output::Answer;
+use super::queue::{Lane, Queue};
+use super::record::{LaneId, Record};
+use crate::wire::QueueDecl;
+
+impl Engine {
+    /// Adds a durable queue; answered with `Done` once durable.
+    pub(crate) fn queue_add(
+        &mut self,
+        j: &mut impl Journal,
+        client: ClientId,
+        request: u64,
+        name: &str,
+        filter: &str,
+        options: QueueOptions,
+    ) {
+        if let Err(r) = self.try_queue_add(j, name, filter, options) {
+            self.refuse(client, request, r);
+            return;
+        }
+        self.answer_when_durable(j, client, request, Answer::Done);
+    }
+
+    fn try_queue_add(
+        &mut self,
+        j: &mut impl Journal,
+        name: &str,
+        filter: &str,
+        options: QueueOptions,
+    ) -> Result<(), Refusal> {
+        if !valid_queue_name(name) {
+            return Err((
+                ErrorCode::ProtocolViolation,
+                format!("invalid queue name {name:?}: use 1 to 64 letters, digits, '_' or '-'"),
+            ));
+        }
+        let compiled =
+            Filter::new(filter).map_err(|e| (ErrorCode::InvalidFilter, e.to_string()))?;
+        let ack_wait_ms = options
+            .ack_wait_ms
+            .unwrap_or_else(|| duration_ms(self.cfg.ack_wait))
+            .max(1);
+        if ack_wait_ms > duration_ms(super::consume::MAX_WAIT) {
+            return Err((
+                ErrorCode::ProtocolViolation,
+                "the ack wait is at most 7 days".into(),
+            ));
+        }
+        let max_deliveries = options
+            .max_deliveries
+            .unwrap_or(self.cfg.max_deliveries)
+            .max(1);
+        if let Some(q) = self.names.get(name).and_then(|k| self.queues.get(k)) {
+            if q.filter.source() == compiled.source()
+                && duration_ms(q.ack_wait) == ack_wait_ms
+                && q.max_deliveries == max_deliveries
+            {
+                return Ok(());
+            }
+            return Err((
+                ErrorCode::QueueExists,
+                format!("queue {name:?} exists with another filter or options"),
+            ));
+        }
+        let key = self.next_queue;
+        self.write(
+            j,
+            Record::QueueAdded {
+                key,
+                name: name.to_owned(),
+                filter: compiled.source().to_owned(),
+                ack_wait_ms,
+                max_deliveries,
+            },
+        )?;
+        let decl = QueueDecl {
+            home: self.cfg.me,
+            name: name.to_owned(),
+            filter: compiled.source().to_owned(),
+            generation: self.next_generation,
+            removed: false,
+        };
+        self.write(j, Record::Directory(decl.clone()))?;
+        self.announce(&decl, None);
+        Ok(())
+    }
+
+    /// Removes a durable queue with its messages; answered with `Done` once durable.
+    pub(crate) fn queue_remove(
+        &mut self,
+        j: &mut impl Journal,
+        client: ClientId,
+        request: u64,
+        name: &str,
+    ) {
+        let Some(&key) = self.names.get(name) else {
+            self.refuse(client, request, not_found(name));
+            return;
+        };
+        let filter = self
+            .queues
+            .get(&key)
+            .map(|q| q.filter.source().to_owned())
+            .unwrap_or_default();
+        let decl = QueueDecl {
+            home: self.cfg.me,
+            name: name.to_owned(),
+            filter,
+            generation: self.next_generation,
+            removed: true,
+        };
+        let r = self
+            .write(j, Record::QueueRemoved { key })
+            .and_then(|_| self.write(j, Record::Directory(decl.clone())));
+        if let Err(r) = r {
+            self.refuse(client, request, r);
+            return;
+        }
+        self.announce(&decl, None);
+        self.answer_when_durable(j, client, request, Answer::Done);
+    }
+
+    /// Answers a list (`name` = `None`) or info request.
+    pub(crate) fn queue_info(&mut self, client: ClientId, request: u64, name: Option<&str>) {
+        let mut infos = Vec::new();
+        for q in self.queues.values() {
+            for dead in [false, true] {
+                let lane = q.lane(dead);
+                let full = if dead {
+                    format!("{}{DEAD_LETTER_SUFFIX}", q.name)
+                } else {
+                    q.name.clone()
+                };
+                if name.is_some_and(|n| n != full) {
+                    continue;
+                }
+                infos.push(QueueInfo {
+                    name: full,
+                    filter: q.filter.source().to_owned(),
+                    pending: lane.pending(),
+                    unacked: lane.in_flight as u64,
+                    dead_lettered: if dead { 0 } else { q.dead.entries.len() as u64 },
+                    consumers: u32::try_from(lane.consumers.len()).unwrap_or(u32::MAX),
+                    ack_wait_ms: duration_ms(q.ack_wait),
+                    max_deliveries: if dead { 0 } else { q.max_deliveries },
+                });
+            }
+        }
+        if let Some(n) = name
+            && infos.is_empty()
+        {
+            self.refuse(client, request, not_found(n));
+            return;
+        }
+        self.answer(client, request, Answer::Queues(infos));
+    }
+
+    /// Resolves a queue name (`NAME` or `NAME.dlq`) to its lane.
+    pub(super) fn resolve(&self, name: &str) -> Result<LaneId, Refusal> {
+        let (base, dead) = match name.strip_suffix(DEAD_LETTER_SUFFIX) {
+            Some(base) => (base, true),
+            None => (name, false),
+        };
+        self.names
+            .get(base)
+            .map(|&queue| LaneId { queue, dead })
+            .ok_or_else(|| not_found(name))
+    }
+
+    pub(super) fn make_queue(
+        &self,
+        key: u64,
+        name: &str,
+        filter: &str,
+        ack_wait_ms: u64,
+        max_deliveries: u32,
+    ) -> Option<Queue> {
+        let filter = match Filter::new(filter) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(queue = name, error = %e, "a stored queue filter no longer compiles; queue skipped");
+                return None;
+            }
+        };
+        Some(Queue {
+            key,
+            name: name.to_owned(),
+            filter,
+            ack_wait: Duration::from_millis(ack_wait_ms),
+            max_deliveries,
+            next_tag: 0,
+            main: Lane::default(),
+            dead: Lane::default(),
+        })
+    }
+
+    pub(super) fn drop_queue(&mut self, key: u64) {
+        let Some(q) = self.queues.remove(&key) else {
+            return;
+        };
+        self.names.remove(&q.name);
+        self.local.remove(&key);
+        for e in q.main.entries.values().chain(q.dead.entries.values()) {
+            self.unref(e.pos);
+        }
+        let gone: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.lane.queue == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for consumer in gone {
+            // A pending fetch still gets its answer (with what it got so far).
+            self.finish_fetch(consumer);
+            self.consumers.remove(&consumer);
+        }
+    }
+}
+
+pub(super) fn not_found(name: &str) -> Refusal {
+    (
+        ErrorCode::QueueNotFound,
+        format!("no durable queue named {name:?}"),
+    )
+}

@@ -1,0 +1,217 @@
+//! Records turned into state: [`Engine::write`] appends a record and applies it, recovery
+//! applies the records it reads back ([`Engine::apply_bytes`]); both go through
+//! [`Engine::apply`], so live state and recovered state cannot differ.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use palio_protocol::ErrorCode;
+use palio_topology::BrokerId;
+
+use super::engine::{Engine, Forward, Journal, Refusal};
+use super::record::{LaneId, Record, decode, encode};
+use crate::store::{Position, StoreError};
+use crate::wire::MessageId;
+
+impl Engine {
+    /// Appends `rec` and applies it. Fails (and fails the engine) if the journal refuses.
+    pub(super) fn write(&mut self, j: &mut impl Journal, rec: Record) -> Result<Position, Refusal> {
+        if let Some(why) = &self.failed {
+            return Err((ErrorCode::StoreUnavailable, why.clone()));
+        }
+        match j.append(&encode(&rec)) {
+            Ok(pos) => {
+                self.apply(pos, &rec, true);
+                Ok(pos)
+            }
+            Err(e @ StoreError::TooLarge { .. }) => {
+                // This record only: the store is fine.
+                Err((ErrorCode::LimitExceeded, e.to_string()))
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.handle_failure(&why);
+                Err((ErrorCode::StoreUnavailable, why))
+            }
+        }
+    }
+
+    /// Applies a record read back during recovery. Returns `false` for bytes that are not a
+    /// record of this version (they are skipped).
+    pub(crate) fn apply_bytes(&mut self, pos: Position, bytes: &[u8]) -> bool {
+        match decode::<Record>(bytes) {
+            Ok(rec) => {
+                self.apply(pos, &rec, false);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Turns a record into state. `live`: written just now (so its messages are not durable
+    /// yet) rather than read back in recovery.
+    pub(crate) fn apply(&mut self, pos: Position, rec: &Record, live: bool) {
+        match rec {
+            Record::Message {
+                id,
+                producer,
+                local,
+                queues,
+                dests,
+                ..
+            } => {
+                if id.origin == self.cfg.me {
+                    self.next_msg = self.next_msg.max(id.n.saturating_add(1));
+                }
+                if let Some((p, seq)) = producer {
+                    let e = self.producers.entry(p.clone()).or_insert(*seq);
+                    *e = (*e).max(*seq);
+                }
+                if *local && producer.is_none() {
+                    self.remember(*id);
+                }
+                for &(key, tag) in queues {
+                    if let Some(q) = self.queues.get_mut(&key) {
+                        q.next_tag = q.next_tag.max(tag + 1);
+                        q.main.insert(tag, pos, 0, !live);
+                        *self.seg_refs.entry(pos.segment).or_default() += 1;
+                    }
+                }
+                if !dests.is_empty() {
+                    self.add_forward(*id, pos, dests.iter().copied().collect());
+                }
+                self.stats.stored += 1;
+            }
+            Record::QueueAdded {
+                key,
+                name,
+                filter,
+                ack_wait_ms,
+                max_deliveries,
+            } => {
+                self.next_queue = self.next_queue.max(key + 1);
+                if let Some(q) = self.make_queue(*key, name, filter, *ack_wait_ms, *max_deliveries)
+                {
+                    self.names.insert(name.clone(), *key);
+                    self.local.insert(*key, &q.filter, *key);
+                    self.queues.insert(*key, q);
+                }
+            }
+            Record::QueueRemoved { key } => self.drop_queue(*key),
+            Record::Acked { lane, tags } => {
+                for tag in tags {
+                    self.remove_entry(*lane, *tag);
+                }
+            }
+            Record::Delivered { lane, tag, count } => {
+                if let Some(e) = self.lane_mut(*lane).and_then(|l| l.entries.get_mut(tag)) {
+                    e.count = e.count.max(*count);
+                }
+            }
+            Record::DeadLettered { queue, tags } => {
+                for &tag in tags {
+                    let main = LaneId {
+                        queue: *queue,
+                        dead: false,
+                    };
+                    self.detach_in_flight(main, tag);
+                    let Some(q) = self.queues.get_mut(queue) else {
+                        continue;
+                    };
+                    if let Some(e) = q.main.remove(tag) {
+                        q.dead.insert(tag, e.pos, 0, true);
+                    }
+                }
+            }
+            Record::HandedOff { id, dests } => {
+                let mut done = false;
+                if let Some(f) = self.forwards.get_mut(id) {
+                    for d in dests {
+                        f.unsent.remove(d);
+                        f.sent.retain(|_, s| {
+                            s.remove(d);
+                            !s.is_empty()
+                        });
+                    }
+                    done = f.unsent.is_empty() && f.sent.is_empty();
+                }
+                if done && let Some(f) = self.forwards.remove(id) {
+                    self.to_send.remove(id);
+                    self.unref(f.pos);
+                }
+            }
+            Record::Directory(decl) => {
+                self.learn(decl.clone());
+            }
+        }
+    }
+
+    /// Removes a lane entry (acked), releasing its consumer slot and segment reference.
+    fn remove_entry(&mut self, lane: LaneId, tag: u64) {
+        self.detach_in_flight(lane, tag);
+        let Some(e) = self.lane_mut(lane).and_then(|l| l.remove(tag)) else {
+            return;
+        };
+        self.unref(e.pos);
+        self.stats.acked += 1;
+    }
+
+    /// If `tag` is in flight to a consumer, forgets that.
+    pub(super) fn detach_in_flight(&mut self, lane: LaneId, tag: u64) {
+        let Some(consumer) = self
+            .lane(lane)
+            .and_then(|l| match l.entries.get(&tag)?.state {
+                super::queue::State::InFlight { consumer, .. } => Some(consumer),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            c.in_flight.remove(&tag);
+        }
+    }
+
+    pub(super) fn add_forward(&mut self, id: MessageId, pos: Position, dests: BTreeSet<BrokerId>) {
+        if dests.is_empty() {
+            return;
+        }
+        self.to_send.insert(id);
+        if let Some(f) = self.forwards.get_mut(&id) {
+            // Stored again for more destinations: the first copy carries them all.
+            f.unsent.extend(dests);
+            return;
+        }
+        *self.seg_refs.entry(pos.segment).or_default() += 1;
+        self.forwards.insert(
+            id,
+            Forward {
+                pos,
+                unsent: dests,
+                sent: BTreeMap::new(),
+            },
+        );
+        self.to_send.insert(id);
+    }
+
+    pub(super) fn unref(&mut self, pos: Position) {
+        if let Some(n) = self.seg_refs.get_mut(&pos.segment) {
+            *n -= 1;
+            if *n == 0 {
+                self.seg_refs.remove(&pos.segment);
+            }
+        }
+    }
+
+    /// Remembers that `id` went into the local queues, forgetting the oldest id past the
+    /// de-duplication window.
+    pub(super) fn remember(&mut self, id: MessageId) {
+        if self.seen.insert(id) {
+            self.seen_order.push_back(id);
+            while self.seen_order.len() > self.cfg.dedup_window {
+                if let Some(old) = self.seen_order.pop_front() {
+                    self.seen.remove(&old);
+                }
+            }
+        }
+    }
+}
