@@ -175,7 +175,9 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
         .result(deadline, "finish publishing")
         .await
         .map_err(|e| with_diagnostics(e, &brokers))?;
-    sub.send(&format!("done {}", p.published)).await?;
+    // A subscriber that already has everything has finished and closed its stdin: then the
+    // command cannot be sent, and its result line is waiting.
+    let _ = sub.send(&format!("done {}", p.published)).await;
     let s: SubscriberResult = sub
         .result(
             deadline.max(Instant::now()) + opts.drain,
@@ -249,7 +251,7 @@ fn with_diagnostics(e: anyhow::Error, brokers: &[Broker]) -> anyhow::Error {
     if notes.is_empty() {
         e
     } else {
-        e.context(format!("broker state now:\n{}", notes.join("\n")))
+        anyhow!("{e:#}\nbroker state now:\n{}", notes.join("\n"))
     }
 }
 
@@ -389,7 +391,10 @@ impl Worker {
                 )
             }
             Ok(Err(e)) => Err(e).with_context(|| format!("reading the {}'s output", self.role)),
-            Err(_) => bail!("the {} did not {what} in time: the run stalled", self.role),
+            Err(_) => bail!(
+                "the {} did not {what} in time (see --timeout): the run stalled",
+                self.role
+            ),
         }
     }
 
