@@ -65,13 +65,20 @@ pub fn read(text: &str) -> anyhow::Result<Vec<Scenario>> {
     Ok(out)
 }
 
-/// `f(a) / f(b)` for runs of the same round (by `round` tag, else by position).
+/// Whether every run has a `round` tag and no tag repeats.
+fn distinct_rounds(runs: &[PubsubReport]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    runs.iter().all(|r| r.round.is_some_and(|k| seen.insert(k)))
+}
+
+/// `f(a) / f(b)` for runs of the same round: by `round` tag, or by position when the tags are
+/// missing or repeat (two comparisons appended to one file).
 pub fn paired_ratios(
     a: &[PubsubReport],
     b: &[PubsubReport],
     f: impl Fn(&PubsubReport) -> f64,
 ) -> Vec<f64> {
-    let tagged = a.iter().chain(b).all(|r| r.round.is_some());
+    let tagged = distinct_rounds(a) && distinct_rounds(b);
     let pairs: Vec<(&PubsubReport, &PubsubReport)> = if tagged {
         let by_round: BTreeMap<u32, &PubsubReport> =
             b.iter().filter_map(|r| Some((r.round?, r))).collect();
@@ -295,6 +302,22 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("### two"), "{md}");
+    }
+
+    #[test]
+    fn repeated_round_tags_pair_by_position() {
+        // Two 1-round comparisons appended: both are round 1.
+        let text = [
+            run("before", "one", 1, 100.0, 10, 0.0),
+            run("after", "one", 1, 200.0, 10, 0.0),
+            run("before", "one", 1, 50.0, 10, 0.0),
+            run("after", "one", 1, 300.0, 10, 0.0),
+        ]
+        .join("\n");
+        let sc = read(&text).unwrap();
+        let one = &sc[0];
+        let r = paired_ratios(&one.systems[1].1, &one.systems[0].1, msgs);
+        assert_eq!(r, vec![2.0, 6.0]);
     }
 
     #[test]
