@@ -23,7 +23,7 @@ pub const COUNTERS: &[&str] = &[
 ];
 
 /// One broker's counters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BrokerMetrics {
     /// The broker's name.
     pub broker: String,
@@ -34,6 +34,11 @@ pub struct BrokerMetrics {
     pub ingress_waits: Counts,
     /// The [`COUNTERS`] the broker exports.
     pub counters: Counts,
+    /// CPU seconds the broker process used during the measured part of the run (from
+    /// `/proc/<pid>/stat`, 10 ms resolution: the broker's `process_cpu_seconds_total` counts
+    /// whole seconds); `None` in-process, where it would be the whole benchmark's.
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
 }
 
 /// A sample: the metric name, its labels (name, value) and the value.
@@ -164,6 +169,7 @@ process_cpu_seconds_total 1.5
         );
         assert_eq!(m.counters.get("writer_failures_total"), Some(&3));
         assert!(!m.counters.contains_key("routing_table_entries"));
+        assert_eq!(m.cpu_secs, None);
     }
 
     #[test]

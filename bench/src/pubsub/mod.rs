@@ -132,6 +132,16 @@ pub struct PubsubReport {
     /// Times an ingress paused for a full outbox, summed over the brokers.
     #[serde(default)]
     pub ingress_waits_total: u64,
+    /// CPU time per published notification, summed over the broker processes, in µs
+    /// (processes mode).
+    #[serde(default)]
+    pub broker_cpu_us_per_msg: Option<f64>,
+    /// The publisher process's CPU time per published notification, µs (processes mode).
+    #[serde(default)]
+    pub publisher_cpu_us_per_msg: Option<f64>,
+    /// The subscriber process's CPU time per received notification, µs (processes mode).
+    #[serde(default)]
+    pub subscriber_cpu_us_per_msg: Option<f64>,
     /// Each broker's counters after the run, first to last.
     #[serde(default)]
     pub per_broker: Vec<BrokerMetrics>,
@@ -362,6 +372,9 @@ async fn run_async(config: &PubsubConfig) -> anyhow::Result<PubsubReport> {
         duplicates: 0,
         dropped_total: 0,
         ingress_waits_total: 0,
+        broker_cpu_us_per_msg: None,
+        publisher_cpu_us_per_msg: None,
+        subscriber_cpu_us_per_msg: None,
         per_broker,
         latency_us: Latency::of(&hist),
     };
@@ -386,6 +399,11 @@ pub fn rate_over(received: u64, span_secs: f64) -> f64 {
     } else {
         (received - 1) as f64 / span_secs
     }
+}
+
+/// Microseconds of CPU per notification: `secs` over `n` (`None` without either).
+pub fn cpu_us_per(secs: Option<f64>, n: u64) -> Option<f64> {
+    secs.filter(|_| n > 0).map(|s| s * 1e6 / n as f64)
 }
 
 /// Counts by label value, for reports.

@@ -29,7 +29,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
 use super::worker::{PublisherResult, SubscriberResult};
-use super::{ATTRIBUTES, PubsubConfig, PubsubReport, fill_totals, loss, metrics};
+use super::{ATTRIBUTES, PubsubConfig, PubsubReport, cpu_us_per, fill_totals, loss, metrics};
 
 /// How long a broker may take to print `PALIO_READY`, and a worker to connect, subscribe or
 /// see the route.
@@ -169,6 +169,8 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
             )
         })?;
 
+    // Each broker's CPU time so far (start-up, route set-up), subtracted at the end.
+    let cpu_before: Vec<Option<f64>> = brokers.iter().map(Broker::cpu_secs).collect();
     publ.send("go").await?;
     let deadline = Instant::now() + opts.timeout;
     let p: PublisherResult = publ
@@ -194,10 +196,13 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
         );
     }
 
-    let per_broker = brokers
-        .iter()
-        .map(|b| metrics::scrape(&b.name, &b.admin))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut per_broker = Vec::new();
+    for (b, cpu0) in brokers.iter().zip(cpu_before) {
+        let mut m = metrics::scrape(&b.name, &b.admin)?;
+        m.cpu_secs = cpu0.zip(b.cpu_secs()).map(|(a, z)| z - a);
+        per_broker.push(m);
+    }
+    let broker_cpu: Option<f64> = per_broker.iter().map(|m| m.cpu_secs).sum();
     for b in brokers {
         b.stop().await;
     }
@@ -225,6 +230,9 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
         duplicates: s.duplicates,
         dropped_total: 0,
         ingress_waits_total: 0,
+        broker_cpu_us_per_msg: cpu_us_per(broker_cpu, p.published),
+        publisher_cpu_us_per_msg: cpu_us_per(p.cpu_secs, p.published),
+        subscriber_cpu_us_per_msg: cpu_us_per(s.cpu_secs, s.received),
         per_broker,
         latency_us: s.latency_us,
     };
@@ -339,6 +347,13 @@ impl Broker {
             admin,
             log,
         })
+    }
+
+    /// The process's CPU time so far (user + system, 10 ms resolution), from
+    /// `/proc/<pid>/stat`.
+    fn cpu_secs(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        crate::clock::proc_stat_cpu_secs(&stat)
     }
 
     /// Kills the process and reaps it (bounded).

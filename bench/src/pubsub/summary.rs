@@ -173,9 +173,9 @@ pub fn markdown(scenarios: &[Scenario]) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| system | runs | msgs/s min / **median** / max | loss % min / median / max | p50 µs | p99 µs min / **median** / max | p99.9 µs | max µs | dropped (all runs) | ingress waits (median) |"
+            "| system | runs | msgs/s min / **median** / max | loss % min / median / max | p50 µs | p99 µs min / **median** / max | p99.9 µs | max µs | dropped (all runs) | ingress waits (median) | CPU µs/msg: brokers / pub / sub (medians) |"
         );
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
         for (system, runs) in &sc.systems {
             let loss = values(runs, |r| r.loss);
             let loss_txt = min_median_max(&loss).map_or("–".into(), |(a, b, c)| {
@@ -199,9 +199,19 @@ pub fn markdown(scenarios: &[Scenario]) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
+            let cpu = |f: fn(&PubsubReport) -> Option<f64>| {
+                let v: Vec<f64> = runs.iter().filter_map(f).collect();
+                fmt_opt(median(&v), 2)
+            };
+            let cpu_txt = format!(
+                "{} / {} / {}",
+                cpu(|r| r.broker_cpu_us_per_msg),
+                cpu(|r| r.publisher_cpu_us_per_msg),
+                cpu(|r| r.subscriber_cpu_us_per_msg)
+            );
             let _ = writeln!(
                 s,
-                "| {system} | {} | {} | {loss_txt} | {} | {} | {} | {} | {dropped_txt} | {} |",
+                "| {system} | {} | {} | {loss_txt} | {} | {} | {} | {} | {dropped_txt} | {} | {cpu_txt} |",
                 runs.len(),
                 fmt_mmm(&values(runs, msgs), 0),
                 fmt_opt(median(&values(runs, |r| r.latency_us.p50 as f64)), 0),
@@ -213,12 +223,14 @@ pub fn markdown(scenarios: &[Scenario]) -> String {
         }
         if let Some((base_name, base)) = sc.systems.first() {
             for (system, runs) in sc.systems.iter().skip(1) {
+                let broker_cpu = |r: &PubsubReport| r.broker_cpu_us_per_msg.unwrap_or(0.0);
                 let _ = writeln!(
                     s,
-                    "| {system} ÷ {base_name} | {} | {} | | | {} | | | | |",
+                    "| {system} ÷ {base_name} | {} | {} | | | {} | | | | | brokers {} |",
                     paired_ratios(runs, base, msgs).len(),
                     fmt_mmm(&paired_ratios(runs, base, msgs), 2),
                     fmt_mmm(&paired_ratios(runs, base, p99), 2),
+                    fmt_mmm(&paired_ratios(runs, base, broker_cpu), 2),
                 );
             }
         }
@@ -259,6 +271,9 @@ mod tests {
             duplicates: 0,
             dropped_total: 0,
             ingress_waits_total: 0,
+            broker_cpu_us_per_msg: None,
+            publisher_cpu_us_per_msg: None,
+            subscriber_cpu_us_per_msg: None,
             per_broker: Vec::new(),
             latency_us: Latency {
                 p99,

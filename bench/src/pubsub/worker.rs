@@ -19,6 +19,8 @@ use palio::{Client, ConnectOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::clock::process_cpu_secs;
+
 use super::{FILTER, Latency, PROBE_SEQ, decode, latency_histogram, notification, probe};
 
 /// Where and what a worker runs.
@@ -49,6 +51,9 @@ pub struct PublisherResult {
     pub secs: f64,
     /// How far, at most, a paced publisher fell behind its schedule (µs).
     pub max_behind_schedule_us: u64,
+    /// CPU seconds the process used from `go` until `flush` returned.
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
 }
 
 /// The subscriber's result line.
@@ -73,6 +78,10 @@ pub struct SubscriberResult {
     /// Why it stopped: `complete` (everything arrived) or `drained` (the publisher was done
     /// and nothing more arrived within the drain time).
     pub ended: String,
+    /// CPU seconds the process used from subscribing until it stopped (it idles until the
+    /// run starts).
+    #[serde(default)]
+    pub cpu_secs: Option<f64>,
 }
 
 /// Lines from stdin, read on a thread of their own; the channel closes at end of input.
@@ -140,6 +149,7 @@ async fn publish(c: &WorkerConfig) -> anyhow::Result<PublisherResult> {
         .map(|r| Duration::from_secs_f64(1.0 / r.max(1) as f64));
     let mut payload = vec![0u8; c.payload_bytes.max(8)];
     let mut behind = Duration::ZERO;
+    let cpu_start = process_cpu_secs();
     let start = Instant::now();
     for seq in 0..c.count {
         if let Some(iv) = interval {
@@ -159,12 +169,14 @@ async fn publish(c: &WorkerConfig) -> anyhow::Result<PublisherResult> {
     }
     client.flush().await?;
     let secs = start.elapsed().as_secs_f64();
+    let cpu_secs = cpu_start.zip(process_cpu_secs()).map(|(a, b)| b - a);
     client.close().await;
     Ok(PublisherResult {
         published: c.count,
         probes,
         secs,
         max_behind_schedule_us: u64::try_from(behind.as_micros()).unwrap_or(u64::MAX),
+        cpu_secs,
     })
 }
 
@@ -245,6 +257,7 @@ async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
     let mut sub = client.subscribe(FILTER).await?;
     let mut commands = stdin_lines();
     println!("subscribed");
+    let cpu_start = process_cpu_secs();
     let mut tally = Tally::new(c.count);
     let mut hist = latency_histogram();
     let mut first: Option<Instant> = None;
@@ -295,6 +308,7 @@ async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
         }
     };
     let span_secs = first.map_or(0.0, |f| last.duration_since(f).as_secs_f64());
+    let cpu_secs = cpu_start.zip(process_cpu_secs()).map(|(a, b)| b - a);
     client.close().await;
     Ok(SubscriberResult {
         received: tally.received,
@@ -306,6 +320,7 @@ async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
         msgs_per_sec: super::rate_over(tally.received, span_secs),
         latency_us: Latency::of(&hist),
         ended: ended.to_owned(),
+        cpu_secs,
     })
 }
 
