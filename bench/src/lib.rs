@@ -11,7 +11,8 @@
 //! - [`routing`]: the routing benchmark (N broker state machines in the topology crate's
 //!   simulator, per strategy) and its plot.
 //! - [`disk`]: the cost of an append followed by fdatasync on the machine's disk.
-//! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC.
+//! - [`pubsub`]: end-to-end publish/subscribe through real brokers over loopback QUIC, broker,
+//!   publisher and subscriber as separate processes (or all in one).
 //! - [`persistence`]: persistent publish and durable pull consumption, Palio beside NATS
 //!   JetStream with file storage.
 

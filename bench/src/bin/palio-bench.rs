@@ -22,8 +22,14 @@ enum Command {
     Routing(RoutingArgs),
     /// Draw an SVG chart from `routing --json` lines.
     RoutingPlot(RoutingPlotArgs),
-    /// End-to-end publish/subscribe through real brokers on loopback QUIC (in this process).
+    /// End-to-end publish/subscribe on loopback QUIC: broker, publisher and subscriber
+    /// processes (or all in this process with --in-process).
     Pubsub(PubsubArgs),
+    /// Summarise `pubsub --json` lines: per scenario, min/median/max per system and ratios.
+    PubsubSummary(PubsubSummaryArgs),
+    /// The publisher or subscriber process of `pubsub` (started by it, not by hand).
+    #[command(hide = true)]
+    PubsubWorker(PubsubWorkerArgs),
     /// Persistent publish and durable pull consumption: Palio or NATS JetStream (file storage).
     Persistence(PersistenceArgs),
     /// Summarise `persistence --json` lines: min/median/max, ratios, and an SVG chart.
@@ -115,9 +121,72 @@ struct PubsubArgs {
     /// Publications per second (default: as fast as flow control allows).
     #[arg(long)]
     rate: Option<u64>,
+    /// Run brokers, publisher and subscriber in this process (the old mode) instead of as
+    /// separate processes.
+    #[arg(long)]
+    in_process: bool,
+    /// The palio-broker executable [default: palio-broker next to this executable].
+    #[arg(long, conflicts_with = "in_process")]
+    broker_bin: Option<std::path::PathBuf>,
+    /// Seconds the publisher may take to publish and flush, and the subscriber after it,
+    /// before the run is declared stalled.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Milliseconds the subscriber waits for stragglers once the publisher is done (what has
+    /// not arrived then is lost).
+    #[arg(long, default_value_t = 3000)]
+    drain_ms: u64,
+    /// A label for the build under test, copied into the report (`before`, `after`).
+    #[arg(long)]
+    system: Option<String>,
+    /// A label for the scenario, copied into the report.
+    #[arg(long)]
+    scenario: Option<String>,
+    /// The round of an interleaved comparison, copied into the report.
+    #[arg(long)]
+    round: Option<u32>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct PubsubSummaryArgs {
+    /// A file of `pubsub --json` lines (bench/pubsub-compare.sh writes one).
+    input: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WorkerRole {
+    /// Publish to the first broker.
+    Pub,
+    /// Subscribe at the last broker.
+    Sub,
+}
+
+#[derive(clap::Args)]
+struct PubsubWorkerArgs {
+    /// Which worker.
+    #[arg(value_enum)]
+    role: WorkerRole,
+    /// The broker's QUIC address.
+    #[arg(long)]
+    server: String,
+    /// The development PKI directory.
+    #[arg(long)]
+    tls_dir: std::path::PathBuf,
+    /// Notifications in the run.
+    #[arg(long)]
+    count: u64,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 128)]
+    payload: usize,
+    /// Publications per second.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Subscriber: milliseconds to wait for stragglers once the publisher is done.
+    #[arg(long, default_value_t = 3000)]
+    drain_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -228,6 +297,11 @@ fn main() -> ExitCode {
         Command::Matching(args) => matching_cmd(&args),
         Command::Routing(args) => routing_cmd(&args),
         Command::Pubsub(args) => pubsub_cmd(&args),
+        Command::PubsubSummary(args) => std::fs::read_to_string(&args.input)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| palio_bench::pubsub::summary::read(&t))
+            .map(|s| print!("{}", palio_bench::pubsub::summary::markdown(&s))),
+        Command::PubsubWorker(args) => pubsub_worker_cmd(&args),
         Command::Persistence(args) => persistence_cmd(&args),
         Command::PersistenceSummary(args) => persistence_summary_cmd(&args),
         Command::FsyncProbe(args) => palio_bench::disk::probe(&args.dir, args.block, args.count)
@@ -349,20 +423,43 @@ fn print_summary(r: &MatchingReport) {
 }
 
 fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
-    let report = palio_bench::pubsub::run(&palio_bench::pubsub::PubsubConfig {
+    use palio_bench::pubsub::{self, PubsubConfig, processes};
+    let config = PubsubConfig {
         brokers: args.brokers,
         count: args.count,
         payload_bytes: args.payload,
         rate: args.rate,
-    })?;
+    };
+    let mut report = if args.in_process {
+        pubsub::run(&config)?
+    } else {
+        let broker_bin = match &args.broker_bin {
+            Some(b) => b.clone(),
+            None => processes::default_broker_bin()?,
+        };
+        processes::run(
+            &config,
+            &processes::ProcessOptions {
+                broker_bin,
+                worker_bin: std::env::current_exe()?,
+                timeout: std::time::Duration::from_secs(args.timeout),
+                drain: std::time::Duration::from_millis(args.drain_ms),
+            },
+        )?
+    };
+    report.system.clone_from(&args.system);
+    report.scenario.clone_from(&args.scenario);
+    report.round = args.round;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         let l = &report.latency_us;
         println!(
-            "pubsub: {} broker(s), {} B payload, rate {}: {} published, {} received ({:.3}% lost), {:.0} msgs/s; latency us p50 {} p90 {} p99 {} p99.9 {} max {}; dropped per broker {:?}",
+            "pubsub ({}): {} broker(s), {} B payload + {} attributes, rate {}: {} published, {} received ({:.3}% lost), {:.0} msgs/s (published {:.0}/s); latency us p50 {} p90 {} p99 {} p99.9 {} max {}; {} out of order, {} duplicates",
+            report.mode,
             report.brokers,
             report.payload_bytes,
+            report.attributes,
             report
                 .rate
                 .map_or("unlimited".to_owned(), |r| format!("{r}/s")),
@@ -370,15 +467,39 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
             report.received,
             report.loss * 100.0,
             report.msgs_per_sec,
+            report.publish_msgs_per_sec,
             l.p50,
             l.p90,
             l.p99,
             l.p999,
             l.max,
-            report.dropped
+            report.out_of_order,
+            report.duplicates,
         );
+        for b in &report.per_broker {
+            println!(
+                "  {}: dropped {:?}, ingress waits {:?}, {:?}",
+                b.broker, b.dropped, b.ingress_waits, b.counters
+            );
+        }
     }
     Ok(())
+}
+
+fn pubsub_worker_cmd(args: &PubsubWorkerArgs) -> anyhow::Result<()> {
+    use palio_bench::pubsub::worker;
+    let config = worker::WorkerConfig {
+        server: args.server.clone(),
+        tls_dir: args.tls_dir.clone(),
+        count: args.count,
+        payload_bytes: args.payload,
+        rate: args.rate,
+        drain: std::time::Duration::from_millis(args.drain_ms),
+    };
+    match args.role {
+        WorkerRole::Pub => worker::publisher(&config),
+        WorkerRole::Sub => worker::subscriber(&config),
+    }
 }
 
 fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
