@@ -137,7 +137,7 @@ impl InProc {
     }
 
     pub async fn routes(&self) -> Json {
-        serde_json::from_str(&self.get("/routes").await).expect("/routes is JSON")
+        routes_at(self.admin).await
     }
 
     /// The Prometheus text of `/metrics`.
@@ -175,6 +175,36 @@ pub fn metric_in(text: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `/routes` of the broker whose admin listener is at `admin`.
+pub async fn routes_at(admin: SocketAddr) -> Json {
+    let (status, body) = http_get(admin, "/routes").await;
+    assert_eq!(status, 200, "GET /routes: {body}");
+    serde_json::from_str(&body).expect("/routes is JSON")
+}
+
+/// Samples, every 20 ms until `stop` is set (at most `secs`), the most frames any peer outbox
+/// of the brokers at `admins` held.
+pub fn sample_peer_queues(
+    admins: Vec<SocketAddr>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    secs: u64,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut max = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+            for &a in &admins {
+                let r = routes_at(a).await;
+                for p in r["peers"].as_array().into_iter().flatten() {
+                    max = max.max(p["queued_frames"].as_u64().unwrap_or(0));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        max
+    })
 }
 
 /// A minimal async HTTP/1.1 GET: status and body.
