@@ -214,3 +214,173 @@ async fn zero_loss_across_a_line_of_three_brokers() {
         started.elapsed()
     );
 }
+
+/// A publication of `kind` with a payload of `size` bytes.
+fn big(kind: &str, seq: i32, size: usize) -> Notification {
+    Notification::builder()
+        .attr("kind", kind)
+        .attr("seq", seq)
+        .payload(vec![b'b'; size])
+        .build()
+        .unwrap()
+}
+
+/// A peer made of raw QUIC: it says hello as a dialing broker would, advertises a link to `b`
+/// and subscribes to `filter`, then never reads again.
+struct FakePeer {
+    id: palio_topology::BrokerId,
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    /// Kept open and never read: the broker's writer toward us stalls.
+    _streams: (quinn::SendStream, quinn::RecvStream),
+}
+
+impl FakePeer {
+    async fn connect(net: &Net, b: &InProc, name: &str, filter: &str) -> FakePeer {
+        use palio_broker::wire::{PeerHello, PeerMessage};
+        use palio_protocol::{PEER_ALPN, PROTOCOL_VERSION};
+        use palio_topology::{LinkStateAd, PeerFrame, RouteKey, SharedFilter};
+        let id = palio_broker::broker_id(name);
+        let (endpoint, conn) = harness::raw_connect(b.quic, &net.tls_dir(), name, PEER_ALPN).await;
+        // The dialer opens the stream and says hello first; the broker answers with its own.
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        let hello = PeerMessage::Hello(PeerHello {
+            version: PROTOCOL_VERSION,
+            name: name.to_owned(),
+            id,
+            incarnation: 1,
+        });
+        harness::write_frame(&mut tx, &hello).await;
+        match harness::read_frame::<PeerMessage>(&mut rx).await {
+            PeerMessage::Hello(h) => assert_eq!(h.id, b.id, "the broker's hello"),
+            other => panic!("expected the broker's hello, got {other:?}"),
+        }
+        // What a real broker says next: its link state (a link to `b`, so that the link is on
+        // the spanning tree), then its subscriptions.
+        let ad = LinkStateAd {
+            origin: id,
+            incarnation: 1,
+            seq: 1,
+            neighbours: vec![b.id],
+        };
+        harness::write_frame(&mut tx, &PeerMessage::Frame(PeerFrame::LinkState(vec![ad]))).await;
+        let subscribe = PeerFrame::Subscribe {
+            key: RouteKey(1),
+            filter: SharedFilter::parse(filter).unwrap(),
+        };
+        harness::write_frame(&mut tx, &PeerMessage::Frame(subscribe)).await;
+        FakePeer {
+            id,
+            _endpoint: endpoint,
+            conn,
+            _streams: (tx, rx),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_peer_slows_only_its_own_traffic() {
+    const STALL: Duration = Duration::from_millis(3000);
+    const N_SLOW: usize = 200;
+    const N_FAST: usize = 1000;
+    let net = Net::new();
+    let b1 = net
+        .broker(
+            "stall1",
+            "stall_timeout_ms = 3000\npeer_queue = 64\npeer_queue_bytes = 1048576",
+            &[],
+        )
+        .await;
+    let fake = FakePeer::connect(&net, &b1, "fake-peer", "kind = 'slow'").await;
+    harness::wait_for(
+        "the fake peer on b1's tree, its subscription held",
+        20,
+        || async {
+            let r = b1.routes().await;
+            r["tree_neighbours"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|n| n.as_u64() == Some(u64::from(fake.id.0))))
+                && r["table_entries"].as_u64() >= Some(1)
+        },
+    )
+    .await;
+
+    // Publisher A's notifications all go to the fake peer, which reads nothing.
+    let a = b1.client().await;
+    let a_started = Instant::now();
+    let a_task = tokio::spawn(async move {
+        for i in 0..N_SLOW {
+            a.publish(big("slow", i32::try_from(i).unwrap(), 64 * 1024))
+                .await
+                .unwrap();
+        }
+        let published = a.flush().await;
+        (published, Instant::now())
+    });
+    harness::wait_for("publisher A to be held back", 10, || async {
+        b1.metric("palio_ingress_waits_total{ingress=\"client\"}")
+            .await
+            > 0.0
+    })
+    .await;
+
+    // Meanwhile publisher B's traffic to a local subscriber flows.
+    let local = b1.client().await;
+    let mut fast = local.subscribe("kind = 'fast'").await.unwrap();
+    let b = b1.client().await;
+    let fast_started = Instant::now();
+    for i in 0..N_FAST {
+        b.publish(small("fast", "b", i32::try_from(i).unwrap()))
+            .await
+            .unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(2), async {
+        b.flush().await.unwrap();
+        read_in_order(&mut fast, N_FAST, 0, Duration::ZERO, "local subscriber").await;
+    })
+    .await
+    .expect("B's notifications are all delivered within 2 s, while A is held back");
+    let fast_took = fast_started.elapsed();
+    assert!(
+        !a_task.is_finished(),
+        "A is still held back by the stalled peer when B is done"
+    );
+    assert_eq!(
+        b1.metric("palio_peer_link_stalls_total").await,
+        0.0,
+        "B was done before the stall timeout"
+    );
+
+    // The stalled peer is cut after the stall timeout, which releases A.
+    let (published, a_done) = tokio::time::timeout(STALL + Duration::from_secs(5), a_task)
+        .await
+        .expect("A's flush returns once the stalled peer is cut")
+        .unwrap();
+    assert_eq!(published.unwrap(), N_SLOW as u64);
+    let held_for = a_done - a_started;
+    assert!(
+        held_for >= STALL,
+        "A was released by the stall timeout, not before ({held_for:?})"
+    );
+    assert_eq!(b1.metric("palio_peer_link_stalls_total").await, 1.0);
+    assert_eq!(
+        b1.metric("palio_writer_failures_total{reason=\"stalled\",role=\"peer\"}")
+            .await,
+        1.0
+    );
+    match harness::closed_with(&fake.conn, 10).await {
+        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
+        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
+    }
+    harness::wait_for("the fake peer to be gone from b1's routes", 10, || async {
+        b1.routes().await["peers"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+    })
+    .await;
+    assert_eq!(drops(&[&b1]).await, 0.0);
+    eprintln!(
+        "a_stalled_peer_slows_only_its_own_traffic: B's {N_FAST} in {fast_took:?}, \
+         A held for {held_for:?}"
+    );
+}
