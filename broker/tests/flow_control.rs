@@ -384,3 +384,164 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
          A held for {held_for:?}"
     );
 }
+
+/// Publishes probes (`seq = -1`) from every publisher until every subscription has seen a
+/// probe from each: the routes are in place. Probes still in flight arrive before anything a
+/// publisher sends later (links are FIFO); readers skip them.
+async fn routes_ready(
+    kind: &str,
+    publishers: &[(&str, &palio::Client)],
+    subs: &mut [palio::Subscription],
+) {
+    use std::collections::HashSet;
+    let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); subs.len()];
+    for _ in 0..100 {
+        for (origin, p) in publishers {
+            p.publish(small(kind, origin, -1)).await.unwrap();
+            p.flush().await.unwrap();
+        }
+        for (i, s) in subs.iter_mut().enumerate() {
+            while let Some(n) = next_within(s, 100).await {
+                if let Some(Value::String(o)) = n.get("origin") {
+                    seen[i].insert(o.clone());
+                }
+            }
+        }
+        if seen.iter().all(|s| s.len() == publishers.len()) {
+            return;
+        }
+    }
+    panic!("routes not ready after 100 rounds of probes: {seen:?}");
+}
+
+/// Reads until `n` notifications from each of `origins` have arrived, each origin's in order
+/// (seq 0, 1, …), skipping probes; sleeps `pause` every 500. Every read is bounded.
+async fn read_from_all(sub: &mut palio::Subscription, origins: &[String], n: usize, what: &str) {
+    let mut next = vec![0i64; origins.len()];
+    let mut got = 0;
+    while got < n * origins.len() {
+        let note = next_within(sub, 10_000).await.unwrap_or_else(|| {
+            panic!("{what}: stuck after {got} notifications, next expected {next:?}")
+        });
+        let seq = seq_of(&note);
+        if seq < 0 {
+            continue;
+        }
+        let Some(Value::String(o)) = note.get("origin") else {
+            panic!("{what}: no origin");
+        };
+        let i = origins.iter().position(|x| x == o).unwrap();
+        assert_eq!(seq, next[i], "{what}: from {o}, in order, none lost");
+        next[i] += 1;
+        got += 1;
+        if got % 500 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    assert!(
+        next_within(sub, 300).await.is_none(),
+        "{what}: no duplicates"
+    );
+}
+
+/// A publisher and a slow subscriber (of everything) at every broker; every subscriber must
+/// get all `n` of every publisher, in order per publisher, within a bound.
+async fn everyone_gets_everything(brokers: &[&InProc], n: usize) {
+    let kind = "all";
+    let origins: Vec<String> = brokers.iter().map(|b| b.name.clone()).collect();
+    let mut sub_clients = Vec::new();
+    let mut subs = Vec::new();
+    let mut pubs = Vec::new();
+    for b in brokers {
+        let c = b.client().await;
+        subs.push(c.subscribe(&format!("kind = '{kind}'")).await.unwrap());
+        sub_clients.push(c);
+        pubs.push(b.client().await);
+    }
+    let named: Vec<(&str, &palio::Client)> = origins
+        .iter()
+        .map(String::as_str)
+        .zip(pubs.iter())
+        .collect();
+    routes_ready(kind, &named, &mut subs).await;
+
+    let mut readers = Vec::new();
+    for (mut s, name) in subs.into_iter().zip(origins.iter().cloned()) {
+        let origins = origins.clone();
+        readers.push(tokio::spawn(async move {
+            read_from_all(&mut s, &origins, n, &format!("subscriber at {name}")).await;
+        }));
+    }
+    let mut writers = Vec::new();
+    for (p, name) in pubs.into_iter().zip(origins.iter().cloned()) {
+        writers.push(tokio::spawn(async move {
+            for i in 0..n {
+                p.publish(small(kind, &name, i32::try_from(i).unwrap()))
+                    .await
+                    .unwrap();
+            }
+            p.flush().await.unwrap();
+            p
+        }));
+    }
+    let all = async {
+        for w in writers {
+            w.await.unwrap();
+        }
+        for r in readers {
+            r.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(40), all)
+        .await
+        .expect("every subscriber gets every notification within 40 s");
+    drop(sub_clients);
+    assert_eq!(drops(brokers).await, 0.0, "nothing dropped anywhere");
+    for b in brokers {
+        assert_eq!(b.metric("palio_peer_link_stalls_total").await, 0.0);
+    }
+}
+
+const SMALL_QUEUES: &str =
+    "subscriber_buffer = 64\npeer_queue = 64\npeer_queue_bytes = 65536\nstall_timeout_ms = 10000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deadlock_with_traffic_both_ways() {
+    const N: usize = 10_000;
+    let started = Instant::now();
+    let net = Net::new();
+    let b1 = net.broker("bidi1", SMALL_QUEUES, &[]).await;
+    let b2 = net.broker("bidi2", SMALL_QUEUES, &[&b1]).await;
+    harness::converged(&[&b1, &b2], &[1, 1]).await;
+    everyone_gets_everything(&[&b1, &b2], N).await;
+    let w = waits(&[&b1, &b2]).await;
+    assert!(
+        w.iter().all(|(_, _, peer)| *peer > 0.0),
+        "both links were held back at once or in turn: {w:?}"
+    );
+    eprintln!(
+        "no_deadlock_with_traffic_both_ways: 2 × {N} to 2 subscribers in {:?}, waits {w:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_deadlock_in_a_triangle() {
+    const N: usize = 5_000;
+    let started = Instant::now();
+    let net = Net::new();
+    let t1 = net.broker("tri1", SMALL_QUEUES, &[]).await;
+    let t2 = net.broker("tri2", SMALL_QUEUES, &[&t1]).await;
+    let t3 = net.broker("tri3", SMALL_QUEUES, &[&t1, &t2]).await;
+    harness::converged(&[&t1, &t2, &t3], &[2, 2, 2]).await;
+    everyone_gets_everything(&[&t1, &t2, &t3], N).await;
+    let w = waits(&[&t1, &t2, &t3]).await;
+    assert!(
+        w.iter().any(|(_, _, peer)| *peer > 0.0),
+        "peer links were held back: {w:?}"
+    );
+    eprintln!(
+        "no_deadlock_in_a_triangle: 3 × {N} to 3 subscribers in {:?}, waits {w:?}",
+        started.elapsed()
+    );
+}
