@@ -545,3 +545,294 @@ async fn no_deadlock_in_a_triangle() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_gets_everything_its_own_connection_publishes() {
+    const N: usize = 20_000;
+    let started = Instant::now();
+    let net = Net::new();
+    let b = net
+        .broker(
+            "self1",
+            "subscriber_buffer = 64\nstall_timeout_ms = 10000",
+            &[],
+        )
+        .await;
+    let client = b.client().await;
+    let mut sub = client.subscribe("kind = 'own'").await.unwrap();
+    // The same connection reads its deliveries (slowly) while it publishes.
+    let reader = tokio::spawn(async move {
+        read_in_order(
+            &mut sub,
+            N,
+            500,
+            Duration::from_millis(2),
+            "own subscription",
+        )
+        .await;
+        assert!(next_within(&mut sub, 300).await.is_none(), "no duplicates");
+        sub
+    });
+    for i in 0..N {
+        client
+            .publish(small("own", "self", i32::try_from(i).unwrap()))
+            .await
+            .unwrap();
+    }
+    let published = tokio::time::timeout(Duration::from_secs(30), client.flush())
+        .await
+        .expect("flush within 30 s")
+        .unwrap();
+    assert_eq!(published, N as u64);
+    tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("all delivered within 30 s")
+        .unwrap();
+    assert_eq!(drops(&[&b]).await, 0.0);
+    let waits = b
+        .metric("palio_ingress_waits_total{ingress=\"client\"}")
+        .await;
+    assert!(
+        waits > 0.0,
+        "the connection's publications waited for its own deliveries"
+    );
+    eprintln!(
+        "a_subscriber_gets_everything_its_own_connection_publishes: {N} in {:?}, {waits} waits",
+        started.elapsed()
+    );
+}
+
+/// A raw client that subscribes to `filter` and then never reads its delivery stream.
+async fn stalled_subscriber(net: &Net, b: &InProc, filter: &str) -> FakeClient {
+    use palio_protocol::{CLIENT_ALPN, ClientFrame, PROTOCOL_VERSION, ServerFrame};
+    let (endpoint, conn) =
+        harness::raw_connect(b.quic, &net.tls_dir(), "stalled", CLIENT_ALPN).await;
+    let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+    let hello = ClientFrame::Hello {
+        version: PROTOCOL_VERSION,
+        token: None,
+        name: "stalled".into(),
+    };
+    harness::write_frame(&mut tx, &hello).await;
+    let welcome: ServerFrame = harness::read_frame(&mut rx).await;
+    assert!(matches!(welcome, ServerFrame::Welcome(_)), "{welcome:?}");
+    let subscribe = ClientFrame::Subscribe {
+        request: 1,
+        filter: filter.into(),
+    };
+    harness::write_frame(&mut tx, &subscribe).await;
+    let ok: ServerFrame = harness::read_frame(&mut rx).await;
+    assert!(matches!(ok, ServerFrame::Subscribed { .. }), "{ok:?}");
+    FakeClient {
+        _endpoint: endpoint,
+        conn,
+        _streams: (tx, rx),
+    }
+}
+
+/// A raw client connection, its control stream kept open.
+struct FakeClient {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _streams: (quinn::SendStream, quinn::RecvStream),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_is_cut_and_the_others_lose_nothing() {
+    const STALL: Duration = Duration::from_millis(2000);
+    const N: usize = 120;
+    let net = Net::new();
+    let b = net
+        .broker(
+            "cut1",
+            "subscriber_buffer = 16\nstall_timeout_ms = 2000\nslow_consumer = \"block\"",
+            &[],
+        )
+        .await;
+    let stalled = stalled_subscriber(&net, &b, "kind = 'wide'").await;
+    let reading = b.client().await;
+    let mut good = reading.subscribe("kind = 'wide'").await.unwrap();
+    let reader = tokio::spawn(async move {
+        read_in_order(&mut good, N, 0, Duration::ZERO, "reading subscriber").await;
+        assert!(next_within(&mut good, 300).await.is_none(), "no duplicates");
+        good
+    });
+    // 32 KiB each: the stalled subscriber's stream window (1 MiB) and outbox fill after
+    // about 50, and the publisher is held back until it is cut.
+    let publisher = b.client().await;
+    let started = Instant::now();
+    for i in 0..N {
+        publisher
+            .publish(big("wide", i32::try_from(i).unwrap(), 32 * 1024))
+            .await
+            .unwrap();
+    }
+    let published = tokio::time::timeout(STALL + Duration::from_secs(10), publisher.flush())
+        .await
+        .expect("the publisher is released once the stalled subscriber is cut")
+        .unwrap();
+    assert_eq!(published, N as u64);
+    let held_for = started.elapsed();
+    assert!(
+        held_for >= STALL,
+        "held back until the stall timeout cut the stalled subscriber ({held_for:?})"
+    );
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the reading subscriber gets every notification")
+        .unwrap();
+    match harness::closed_with(&stalled.conn, 10).await {
+        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
+        // The close packet can be lost to the stalled client (see bad_input.rs); it then
+        // learns of it by a stateless reset.
+        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
+    }
+    assert_eq!(b.metric("palio_slow_consumer_disconnects_total").await, 1.0);
+    assert_eq!(
+        b.metric("palio_writer_failures_total{reason=\"stalled\",role=\"delivery\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        b.metric("palio_notifications_dropped_total{reason=\"slow_consumer\"}")
+            .await,
+        0.0,
+        "the block policy drops nothing"
+    );
+    assert!(
+        b.metric("palio_ingress_waits_total{ingress=\"client\"}")
+            .await
+            > 0.0
+    );
+    eprintln!("a_stalled_subscriber_is_cut_and_the_others_lose_nothing: held for {held_for:?}");
+}
+
+/// The payload size that makes the Publish frame of `big(kind, seq, size)` exactly `frame`
+/// bytes long.
+fn payload_for_frame(kind: &str, seq: i32, frame: usize) -> usize {
+    let len = |size: usize| {
+        let (attributes, payload) = big(kind, seq, size).into_parts();
+        palio_protocol::encode(&palio_protocol::ClientFrame::Publish {
+            attributes: attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            payload,
+        })
+        .unwrap()
+        .len()
+    };
+    // Past 64 KiB a payload's header is constant: the frame grows byte for byte.
+    let guess = frame - (len(100_000) - 100_000);
+    assert_eq!(len(guess), frame);
+    guess
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_at_the_frame_limit_is_delivered_near_and_far() {
+    let net = Net::new();
+    let b1 = net.broker("edge1", "", &[]).await;
+    let b2 = net.broker("edge2", "", &[&b1]).await;
+    harness::converged(&[&b1, &b2], &[1, 1]).await;
+    let near_client = b1.client().await;
+    let far_client = b2.client().await;
+    let mut near = near_client.subscribe("kind = 'edge'").await.unwrap();
+    let mut far = far_client.subscribe("kind = 'edge'").await.unwrap();
+    let publisher = b1.client().await;
+    let max = palio_protocol::DEFAULT_MAX_FRAME;
+    assert_eq!(publisher.broker().max_frame as usize, max);
+    entries_at_least(&b1, 2).await;
+
+    // A Publish frame of exactly the limit is accepted, and the frames the broker re-encodes
+    // it into (a delivery, a peer notification) are a little larger.
+    let size = payload_for_frame("edge", 0, max);
+    publisher.publish(big("edge", 0, size)).await.unwrap();
+    publisher.flush().await.unwrap();
+    for (sub, at) in [(&mut near, "b1"), (&mut far, "b2")] {
+        let n = next_within(sub, 10_000)
+            .await
+            .unwrap_or_else(|| panic!("the publication at the limit is delivered at {at}"));
+        assert_eq!(n.payload().len(), size, "at {at}");
+        assert_eq!(seq_of(&n), 0);
+    }
+
+    // One byte more is refused with a clear error: by the SDK before sending (the connection
+    // stays usable) or by the broker (which closes the connection with frame_too_large).
+    match publisher.publish(big("edge", 1, size + 1)).await {
+        Err(err) => {
+            assert!(
+                err.code() == Some(palio::ErrorCode::FrameTooLarge)
+                    || err.to_string().contains("frame_too_large"),
+                "the publisher is told why: {err}"
+            );
+            publisher.publish(big("edge", 2, 1000)).await.unwrap();
+            publisher.flush().await.unwrap();
+            for (sub, at) in [(&mut near, "b1"), (&mut far, "b2")] {
+                let n = next_within(sub, 10_000).await;
+                let seq = n.as_ref().map(seq_of);
+                assert_eq!(seq, Some(2), "at {at}: the refused one was not sent");
+            }
+        }
+        Ok(()) => {
+            let err = publisher
+                .flush()
+                .await
+                .expect_err("a publication over the limit is refused");
+            assert_eq!(err.code(), Some(palio::ErrorCode::FrameTooLarge), "{err}");
+        }
+    }
+    // The broker's own check, byte for byte: a raw client sending that frame is refused.
+    {
+        use palio_protocol::{CLIENT_ALPN, ClientFrame, PROTOCOL_VERSION, ServerFrame};
+        let (_ep, conn) = harness::raw_connect(b1.quic, &net.tls_dir(), "raw", CLIENT_ALPN).await;
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        let hello = ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: None,
+            name: "raw".into(),
+        };
+        harness::write_frame(&mut tx, &hello).await;
+        let welcome: ServerFrame = harness::read_frame(&mut rx).await;
+        assert!(matches!(welcome, ServerFrame::Welcome(_)), "{welcome:?}");
+        let (attributes, payload) = big("edge", 3, size + 1).into_parts();
+        let frame = ClientFrame::Publish {
+            attributes: attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+            payload,
+        };
+        let body = palio_protocol::encode(&frame).unwrap();
+        assert_eq!(body.len(), max + 1);
+        // The broker refuses the frame on its length and closes the connection, possibly
+        // before the body is all sent: write errors are expected.
+        let write = async {
+            tx.write_all(&u32::try_from(body.len()).unwrap().to_be_bytes())
+                .await?;
+            tx.write_all(&body).await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), write).await;
+        assert_eq!(
+            harness::closed_with(&conn, 10).await,
+            Ok(Some(palio::ErrorCode::FrameTooLarge))
+        );
+    }
+    assert_eq!(b1.metric("palio_notifications_dropped_total").await, 0.0);
+
+    // Nobody else is affected: another publisher reaches both subscribers.
+    let other = b1.client().await;
+    other.publish(big("edge", 4, 1000)).await.unwrap();
+    other.flush().await.unwrap();
+    for (sub, at) in [(&mut near, "b1"), (&mut far, "b2")] {
+        let n = next_within(sub, 10_000)
+            .await
+            .unwrap_or_else(|| panic!("other traffic still delivered at {at}"));
+        assert_eq!(
+            seq_of(&n),
+            4,
+            "at {at}: the refused ones were not delivered"
+        );
+    }
+    assert!(next_within(&mut near, 200).await.is_none());
+    assert_eq!(b2.get("/healthz").await.trim(), "ok");
+}
