@@ -15,12 +15,17 @@ use palio::filter::Value;
 
 /// A 128-byte payload and four attributes, one of them the sequence number.
 fn small(kind: &str, origin: &str, seq: i32) -> Notification {
+    sized(kind, origin, seq, 128)
+}
+
+/// As [`small`], with a payload of `size` bytes.
+fn sized(kind: &str, origin: &str, seq: i32, size: usize) -> Notification {
     Notification::builder()
         .attr("kind", kind)
         .attr("origin", origin)
         .attr("seq", seq)
         .attr("ok", true)
-        .payload(vec![b'p'; 128])
+        .payload(vec![b'p'; size])
         .build()
         .unwrap()
 }
@@ -415,7 +420,10 @@ async fn routes_ready(
 }
 
 /// Reads until `n` notifications from each of `origins` have arrived, each origin's in order
-/// (seq 0, 1, …), skipping probes; sleeps `pause` every 500. Every read is bounded.
+/// (seq 0, 1, …), skipping probes. A slow reader: it sleeps 2 ms every 100, and once, after
+/// 500, stops for half a second, long enough for every queue and stream window between it
+/// and the publishers to fill (all readers do so at about the same time, so every link is
+/// backed up in both directions at once). Every read is bounded.
 async fn read_from_all(sub: &mut palio::Subscription, origins: &[String], n: usize, what: &str) {
     let mut next = vec![0i64; origins.len()];
     let mut got = 0;
@@ -434,7 +442,9 @@ async fn read_from_all(sub: &mut palio::Subscription, origins: &[String], n: usi
         assert_eq!(seq, next[i], "{what}: from {o}, in order, none lost");
         next[i] += 1;
         got += 1;
-        if got % 500 == 0 {
+        if got == 500 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        } else if got % 100 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -446,7 +456,7 @@ async fn read_from_all(sub: &mut palio::Subscription, origins: &[String], n: usi
 
 /// A publisher and a slow subscriber (of everything) at every broker; every subscriber must
 /// get all `n` of every publisher, in order per publisher, within a bound.
-async fn everyone_gets_everything(brokers: &[&InProc], n: usize) {
+async fn everyone_gets_everything(brokers: &[&InProc], n: usize, payload: usize) {
     let kind = "all";
     let origins: Vec<String> = brokers.iter().map(|b| b.name.clone()).collect();
     let mut sub_clients = Vec::new();
@@ -476,7 +486,7 @@ async fn everyone_gets_everything(brokers: &[&InProc], n: usize) {
     for (p, name) in pubs.into_iter().zip(origins.iter().cloned()) {
         writers.push(tokio::spawn(async move {
             for i in 0..n {
-                p.publish(small(kind, &name, i32::try_from(i).unwrap()))
+                p.publish(sized(kind, &name, i32::try_from(i).unwrap(), payload))
                     .await
                     .unwrap();
             }
@@ -507,13 +517,14 @@ const SMALL_QUEUES: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_deadlock_with_traffic_both_ways() {
-    const N: usize = 10_000;
+    const N: usize = 2_000;
+    const PAYLOAD: usize = 4096;
     let started = Instant::now();
     let net = Net::new();
     let b1 = net.broker("bidi1", SMALL_QUEUES, &[]).await;
     let b2 = net.broker("bidi2", SMALL_QUEUES, &[&b1]).await;
     harness::converged(&[&b1, &b2], &[1, 1]).await;
-    everyone_gets_everything(&[&b1, &b2], N).await;
+    everyone_gets_everything(&[&b1, &b2], N, PAYLOAD).await;
     let w = waits(&[&b1, &b2]).await;
     assert!(
         w.iter().all(|(_, _, peer)| *peer > 0.0),
@@ -527,14 +538,15 @@ async fn no_deadlock_with_traffic_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_deadlock_in_a_triangle() {
-    const N: usize = 5_000;
+    const N: usize = 2_000;
+    const PAYLOAD: usize = 4096;
     let started = Instant::now();
     let net = Net::new();
     let t1 = net.broker("tri1", SMALL_QUEUES, &[]).await;
     let t2 = net.broker("tri2", SMALL_QUEUES, &[&t1]).await;
     let t3 = net.broker("tri3", SMALL_QUEUES, &[&t1, &t2]).await;
     harness::converged(&[&t1, &t2, &t3], &[2, 2, 2]).await;
-    everyone_gets_everything(&[&t1, &t2, &t3], N).await;
+    everyone_gets_everything(&[&t1, &t2, &t3], N, PAYLOAD).await;
     let w = waits(&[&t1, &t2, &t3]).await;
     assert!(
         w.iter().any(|(_, _, peer)| *peer > 0.0),
@@ -640,7 +652,7 @@ struct FakeClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_cut_and_the_others_lose_nothing() {
     const STALL: Duration = Duration::from_millis(2000);
-    const N: usize = 120;
+    const N: usize = 200;
     let net = Net::new();
     let b = net
         .broker(
@@ -657,8 +669,9 @@ async fn a_stalled_subscriber_is_cut_and_the_others_lose_nothing() {
         assert!(next_within(&mut good, 300).await.is_none(), "no duplicates");
         good
     });
-    // 32 KiB each: the stalled subscriber's stream window (1 MiB) and outbox fill after
-    // about 50, and the publisher is held back until it is cut.
+    // 200 × 32 KiB: more than the stalled subscriber's stream window (1 MiB), its outbox
+    // (16) and the two batches in flight (each at most a 1 MiB stream window) can absorb, so
+    // the publisher is held back until the stalled subscriber is cut.
     let publisher = b.client().await;
     let started = Instant::now();
     for i in 0..N {
