@@ -57,6 +57,18 @@ async fn read_in_order(
     }
 }
 
+/// Publishes `make(0)`, …, `make(n - 1)` through `c` as fast as it can (bounded).
+async fn publish_n(c: &palio::Client, n: usize, make: impl Fn(i32) -> Notification) {
+    let all = async {
+        for i in 0..n {
+            c.publish(make(i32::try_from(i).unwrap())).await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), all)
+        .await
+        .expect("all published within 30 s");
+}
+
 /// Sums every `palio_notifications_dropped_total` line of every broker.
 async fn drops(brokers: &[&InProc]) -> f64 {
     let mut total = 0.0;
@@ -94,12 +106,7 @@ async fn zero_loss_at_full_speed_on_one_broker() {
         sub
     });
     let publisher = b.client().await;
-    for i in 0..N {
-        publisher
-            .publish(small("load", "p", i32::try_from(i).unwrap()))
-            .await
-            .unwrap();
-    }
+    publish_n(&publisher, N, |i| small("load", "p", i)).await;
     let published = tokio::time::timeout(Duration::from_secs(30), publisher.flush())
         .await
         .expect("flush within 30 s")
@@ -181,12 +188,7 @@ async fn zero_loss_across_a_line_of_three_brokers() {
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = harness::sample_peer_queues(vec![b1.admin, b2.admin], stop.clone(), 60);
     let publisher = b1.client().await;
-    for i in 0..N {
-        publisher
-            .publish(small("line", "b1", i32::try_from(i).unwrap()))
-            .await
-            .unwrap();
-    }
+    publish_n(&publisher, N, |i| small("line", "b1", i)).await;
     tokio::time::timeout(Duration::from_secs(30), publisher.flush())
         .await
         .expect("flush within 30 s")
@@ -314,11 +316,7 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
     let a = b1.client().await;
     let a_started = Instant::now();
     let a_task = tokio::spawn(async move {
-        for i in 0..N_SLOW {
-            a.publish(big("slow", i32::try_from(i).unwrap(), 64 * 1024))
-                .await
-                .unwrap();
-        }
+        publish_n(&a, N_SLOW, |i| big("slow", i, 64 * 1024)).await;
         let published = a.flush().await;
         (published, Instant::now())
     });
@@ -334,12 +332,8 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
     let mut fast = local.subscribe("kind = 'fast'").await.unwrap();
     let b = b1.client().await;
     let fast_started = Instant::now();
-    for i in 0..N_FAST {
-        b.publish(small("fast", "b", i32::try_from(i).unwrap()))
-            .await
-            .unwrap();
-    }
     tokio::time::timeout(Duration::from_secs(2), async {
+        publish_n(&b, N_FAST, |i| small("fast", "b", i)).await;
         b.flush().await.unwrap();
         read_in_order(&mut fast, N_FAST, 0, Duration::ZERO, "local subscriber").await;
     })
@@ -421,9 +415,9 @@ async fn routes_ready(
 
 /// Reads until `n` notifications from each of `origins` have arrived, each origin's in order
 /// (seq 0, 1, …), skipping probes. A slow reader: it sleeps 2 ms every 100, and once, after
-/// 500, stops for half a second, long enough for every queue and stream window between it
-/// and the publishers to fill (all readers do so at about the same time, so every link is
-/// backed up in both directions at once). Every read is bounded.
+/// 500, stops for 1.5 s, long enough for every queue and stream window between it and the
+/// publishers to fill (all readers do so at about the same time, so links back up in both
+/// directions at once). Every read is bounded.
 async fn read_from_all(sub: &mut palio::Subscription, origins: &[String], n: usize, what: &str) {
     let mut next = vec![0i64; origins.len()];
     let mut got = 0;
@@ -485,11 +479,7 @@ async fn everyone_gets_everything(brokers: &[&InProc], n: usize, payload: usize)
     let mut writers = Vec::new();
     for (p, name) in pubs.into_iter().zip(origins.iter().cloned()) {
         writers.push(tokio::spawn(async move {
-            for i in 0..n {
-                p.publish(sized(kind, &name, i32::try_from(i).unwrap(), payload))
-                    .await
-                    .unwrap();
-            }
+            publish_n(&p, n, |i| sized(kind, &name, i, payload)).await;
             p.flush().await.unwrap();
             p
         }));
@@ -585,12 +575,7 @@ async fn a_subscriber_gets_everything_its_own_connection_publishes() {
         assert!(next_within(&mut sub, 300).await.is_none(), "no duplicates");
         sub
     });
-    for i in 0..N {
-        client
-            .publish(small("own", "self", i32::try_from(i).unwrap()))
-            .await
-            .unwrap();
-    }
+    publish_n(&client, N, |i| small("own", "self", i)).await;
     let published = tokio::time::timeout(Duration::from_secs(30), client.flush())
         .await
         .expect("flush within 30 s")
@@ -674,12 +659,7 @@ async fn a_stalled_subscriber_is_cut_and_the_others_lose_nothing() {
     // the publisher is held back until the stalled subscriber is cut.
     let publisher = b.client().await;
     let started = Instant::now();
-    for i in 0..N {
-        publisher
-            .publish(big("wide", i32::try_from(i).unwrap(), 32 * 1024))
-            .await
-            .unwrap();
-    }
+    publish_n(&publisher, N, |i| big("wide", i, 32 * 1024)).await;
     let published = tokio::time::timeout(STALL + Duration::from_secs(10), publisher.flush())
         .await
         .expect("the publisher is released once the stalled subscriber is cut")
