@@ -48,11 +48,17 @@ impl Net {
     /// Starts broker `name` with `limits` (the body of a `[limits]` TOML table, may be empty),
     /// dialing `peers`.
     pub async fn broker(&self, name: &str, limits: &str, peers: &[&InProc]) -> InProc {
+        self.broker_with(name, &format!("[limits]\n{limits}\n"), peers)
+            .await
+    }
+
+    /// Starts broker `name` with the configuration file `config` (TOML), dialing `peers`.
+    pub async fn broker_with(&self, name: &str, config: &str, peers: &[&InProc]) -> InProc {
         InProc::start(
             &self.root.path().join(name),
             &self.tls_dir(),
             name,
-            limits,
+            config,
             peers,
         )
         .await
@@ -71,18 +77,18 @@ pub struct InProc {
 }
 
 impl InProc {
-    /// Writes a configuration file, loads and validates it like the binary does, binds
-    /// ephemeral UDP and TCP sockets and runs the server on the current runtime.
+    /// Writes the configuration file `config` (TOML), loads and validates it like the binary
+    /// does, binds ephemeral UDP and TCP sockets and runs the server on the current runtime.
     pub async fn start(
         data: &Path,
         tls_dir: &Path,
         name: &str,
-        limits: &str,
+        config_text: &str,
         peers: &[&InProc],
     ) -> InProc {
         std::fs::create_dir_all(data).unwrap();
         let config = data.join("palio.toml");
-        std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let overrides = Overrides {
             config: Some(config),
             id: Some(name.to_owned()),
