@@ -101,8 +101,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_frame_bytes: palio_protocol::DEFAULT_MAX_FRAME,
-            subscriber_buffer: 8192,
-            subscriber_buffer_bytes: 8 << 20,
+            subscriber_buffer: 1024,
+            subscriber_buffer_bytes: 1 << 20,
             slow_consumer: SlowConsumerPolicy::Block,
             peer_queue: 16 * 1024,
             peer_queue_bytes: 16 << 20,
