@@ -58,15 +58,14 @@ async fn reaches(
     None
 }
 
-#[tokio::test]
-async fn a_killed_middle_broker_is_noticed_and_its_restart_relinked_within_seconds() {
-    let d = Dirs::new();
+/// Brokers `{prefix}1` — `{prefix}2` — `{prefix}3` (b2 dials b1, b3 dials b2, so b1 sees b2 on
+/// an accepted link and b3 on a dialed one), converged.
+async fn line_of_three(d: &Dirs, prefix: &str) -> (BrokerProc, BrokerProc, BrokerProc) {
     let tls = d.path("tls");
-    // b2 dials b1 and b3 dials b2: b1 sees b2 on an accepted link, b3 on a dialed one.
-    let b1 = BrokerProc::start(&d.path("b1"), &tls, &["--id", "dp1"]);
-    let mut b2 = BrokerProc::start(&d.path("b2"), &tls, &["--id", "dp2", "--peer", &b1.quic]);
-    let b3 = BrokerProc::start(&d.path("b3"), &tls, &["--id", "dp3", "--peer", &b2.quic]);
-    let b2_addr = b2.quic.clone();
+    let id = |i: u32| format!("{prefix}{i}");
+    let b1 = BrokerProc::start(&d.path("b1"), &tls, &["--id", &id(1)]);
+    let b2 = BrokerProc::start(&d.path("b2"), &tls, &["--id", &id(2), "--peer", &b1.quic]);
+    let b3 = BrokerProc::start(&d.path("b3"), &tls, &["--id", &id(3), "--peer", &b2.quic]);
     for (b, links) in [(&b1, 1), (&b2, 2), (&b3, 1)] {
         wait_until(&format!("{} to converge", b.name), 30, || {
             let r = b.routes();
@@ -74,6 +73,14 @@ async fn a_killed_middle_broker_is_noticed_and_its_restart_relinked_within_secon
         })
         .await;
     }
+    (b1, b2, b3)
+}
+
+#[tokio::test]
+async fn a_killed_middle_broker_is_noticed_and_its_restart_relinked_within_seconds() {
+    let d = Dirs::new();
+    let (b1, mut b2, b3) = line_of_three(&d, "dp").await;
+    let b2_addr = b2.quic.clone();
     let subscriber = b3.client().await;
     let mut sub = subscriber.subscribe("type = 'alarm'").await.unwrap();
     let publisher = b1.client().await;
@@ -136,17 +143,7 @@ async fn a_killed_middle_broker_is_noticed_and_its_restart_relinked_within_secon
 #[tokio::test]
 async fn a_broker_restarted_at_once_is_relinked_before_the_idle_timeout() {
     let d = Dirs::new();
-    let tls = d.path("tls");
-    let b1 = BrokerProc::start(&d.path("b1"), &tls, &["--id", "fr1"]);
-    let mut b2 = BrokerProc::start(&d.path("b2"), &tls, &["--id", "fr2", "--peer", &b1.quic]);
-    let b3 = BrokerProc::start(&d.path("b3"), &tls, &["--id", "fr3", "--peer", &b2.quic]);
-    for (b, links) in [(&b1, 1), (&b2, 2), (&b3, 1)] {
-        wait_until(&format!("{} to converge", b.name), 30, || {
-            let r = b.routes();
-            r["known_brokers"] == 3 && r["peers"].as_array().is_some_and(|p| p.len() == links)
-        })
-        .await;
-    }
+    let (b1, mut b2, b3) = line_of_three(&d, "fr").await;
     let subscriber = b3.client().await;
     let mut sub = subscriber.subscribe("type = 'alarm'").await.unwrap();
     let publisher = b1.client().await;

@@ -12,6 +12,7 @@ use futures_util::{FutureExt, StreamExt};
 use palio_filter::Event;
 use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 use palio_topology::SharedFilter;
+use tokio::sync::oneshot;
 
 use super::hello::Reader;
 use crate::context::Context;
@@ -67,27 +68,20 @@ pub(super) async fn run(
                 lookahead = ahead;
             }
             ClientFrame::Subscribe { request, filter } => {
-                let answer = match SharedFilter::parse(&filter) {
-                    Err(e) => Err((ErrorCode::InvalidFilter, e.to_string())),
-                    Ok(filter) => {
-                        shared
-                            .router
-                            .call(|reply| Command::Subscribe {
-                                client,
-                                filter,
-                                reply,
-                            })
-                            .await?
-                    }
-                };
+                let answer = session
+                    .with_filter(&filter, |filter, reply| Command::Subscribe {
+                        client,
+                        filter,
+                        reply,
+                    })
+                    .await?;
                 session
-                    .reply(match answer {
-                        Ok(subscription) => ServerFrame::Subscribed {
+                    .reply(answer_or_error(request, answer, |subscription| {
+                        ServerFrame::Subscribed {
                             request,
                             subscription,
-                        },
-                        Err((code, message)) => error(request, code, message),
-                    })
+                        }
+                    }))
                     .await?;
             }
             ClientFrame::Unsubscribe {
@@ -102,30 +96,27 @@ pub(super) async fn run(
                         reply,
                     })
                     .await?;
-                session.reply(done(request, answer)).await?;
+                session
+                    .reply(answer_or_error(request, answer, |()| ServerFrame::Done {
+                        request,
+                    }))
+                    .await?;
             }
             ClientFrame::Advertise { request, filter } => {
-                let answer = match SharedFilter::parse(&filter) {
-                    Err(e) => Err((ErrorCode::InvalidFilter, e.to_string())),
-                    Ok(filter) => {
-                        shared
-                            .router
-                            .call(|reply| Command::Advertise {
-                                client,
-                                filter,
-                                reply,
-                            })
-                            .await?
-                    }
-                };
+                let answer = session
+                    .with_filter(&filter, |filter, reply| Command::Advertise {
+                        client,
+                        filter,
+                        reply,
+                    })
+                    .await?;
                 session
-                    .reply(match answer {
-                        Ok(advertisement) => ServerFrame::Advertised {
+                    .reply(answer_or_error(request, answer, |advertisement| {
+                        ServerFrame::Advertised {
                             request,
                             advertisement,
-                        },
-                        Err((code, message)) => error(request, code, message),
-                    })
+                        }
+                    }))
                     .await?;
             }
             ClientFrame::Unadvertise {
@@ -140,7 +131,11 @@ pub(super) async fn run(
                         reply,
                     })
                     .await?;
-                session.reply(done(request, answer)).await?;
+                session
+                    .reply(answer_or_error(request, answer, |()| ServerFrame::Done {
+                        request,
+                    }))
+                    .await?;
             }
             ClientFrame::Flush { request } => {
                 shared.router.call(|reply| Command::Flush { reply }).await?;
@@ -181,6 +176,19 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Compiles a client's filter and asks the router the command `make` builds with it; a
+    /// filter that does not compile is answered `invalid_filter` without asking.
+    async fn with_filter(
+        &self,
+        source: &str,
+        make: impl FnOnce(SharedFilter, oneshot::Sender<Result<u64, Refusal>>) -> Command,
+    ) -> Result<Result<u64, Refusal>, Refusal> {
+        match SharedFilter::parse(source) {
+            Err(e) => Ok(Err((ErrorCode::InvalidFilter, e.to_string()))),
+            Ok(filter) => self.shared.router.call(|reply| make(filter, reply)).await,
+        }
+    }
+
     /// Queues an answer; if the client lets its control stream back up, waits until it reads.
     async fn reply(&self, frame: ServerFrame) -> Result<(), Refusal> {
         let size = crate::writer::control_frame_size(&frame);
@@ -274,17 +282,18 @@ impl Session<'_> {
     }
 }
 
-fn error(request: u64, code: ErrorCode, message: String) -> ServerFrame {
-    ServerFrame::Error {
-        request: Some(request),
-        code,
-        message,
-    }
-}
-
-fn done(request: u64, answer: Result<(), Refusal>) -> ServerFrame {
+/// The frame answering `request`: `ok`'s frame, or an error frame naming the request.
+fn answer_or_error<T>(
+    request: u64,
+    answer: Result<T, Refusal>,
+    ok: impl FnOnce(T) -> ServerFrame,
+) -> ServerFrame {
     match answer {
-        Ok(()) => ServerFrame::Done { request },
-        Err((code, message)) => error(request, code, message),
+        Ok(v) => ok(v),
+        Err((code, message)) => ServerFrame::Error {
+            request: Some(request),
+            code,
+            message,
+        },
     }
 }
