@@ -67,6 +67,7 @@ async fn healthz(State(shared): State<Arc<Admin>>) -> Response {
         // however it ended: returned, panicked, or never started).
         shared.router.is_closed(),
         shared.persist.is_closed(),
+        router_answers(&shared),
         store_status(&shared),
     )
     .await
@@ -74,12 +75,14 @@ async fn healthz(State(shared): State<Arc<Admin>>) -> Response {
 }
 
 /// The verdict of `/healthz`: 200 `ok`, or 503 with the first reason found: shutting down, the
-/// router or the persist task stopped, the store busy (no answer within 5 s) or failed.
-/// `store` is awaited only when everything before it is fine.
+/// router or the persist task stopped, the router stuck (no answer within 5 s), the store busy
+/// (no answer within 5 s) or failed. Each future is awaited only when everything before it is
+/// fine.
 async fn health(
     shutting_down: bool,
     router_stopped: bool,
     persist_stopped: bool,
+    router_answers: impl Future<Output = bool>,
     store: impl Future<Output = Option<serde_json::Value>>,
 ) -> (StatusCode, String) {
     let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
@@ -92,6 +95,9 @@ async fn health(
     if persist_stopped {
         return unavailable("persist task stopped");
     }
+    if !router_answers.await {
+        return unavailable("router not answering");
+    }
     match store.await {
         Some(s) => match s["failed"].as_str() {
             Some(why) => unavailable(&format!("store failed: {why}")),
@@ -99,6 +105,15 @@ async fn health(
         },
         None => unavailable("store busy"),
     }
+}
+
+/// Whether the router answers a flush within 5 s (a live but stuck router does not).
+async fn router_answers(shared: &Context) -> bool {
+    let flushed = shared.router.call(|reply| Command::Flush { reply });
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), flushed).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn store_status(shared: &Context) -> Option<serde_json::Value> {
@@ -167,7 +182,7 @@ mod tests {
         let persist = PersistHandle::new(persist_tx);
         let (r, p) = (router.is_closed(), persist.is_closed());
         assert_eq!(
-            health(false, r, p, store(None)).await,
+            health(false, r, p, async { true }, store(None)).await,
             (StatusCode::OK, "ok\n".into())
         );
 
@@ -176,7 +191,7 @@ mod tests {
         let unanswerable = async { panic!("a stopped task is reported before the store is asked") };
         let (r, p) = (router.is_closed(), persist.is_closed());
         assert_eq!(
-            health(false, r, p, unanswerable).await,
+            health(false, r, p, async { true }, unanswerable).await,
             down("persist task stopped")
         );
 
@@ -188,24 +203,35 @@ mod tests {
         assert!(crashed.await.is_err_and(|e| e.is_panic()));
         let (r, p) = (router.is_closed(), persist.is_closed());
         assert_eq!(
-            health(false, r, p, store(None)).await,
+            health(false, r, p, async { true }, store(None)).await,
             down("router task stopped")
         );
         assert_eq!(
-            health(true, true, true, store(None)).await,
+            health(true, true, true, async { true }, store(None)).await,
             down("shutting down")
         );
     }
 
     #[tokio::test]
-    async fn healthz_reports_a_failed_or_silent_store() {
+    async fn healthz_reports_a_stuck_router_and_a_failed_or_silent_store() {
         assert_eq!(
-            health(false, false, false, store(Some("disk full"))).await,
+            health(
+                false,
+                false,
+                false,
+                async { true },
+                store(Some("disk full"))
+            )
+            .await,
             down("store failed: disk full")
         );
         assert_eq!(
-            health(false, false, false, async { None }).await,
+            health(false, false, false, async { true }, async { None }).await,
             down("store busy")
+        );
+        assert_eq!(
+            health(false, false, false, async { false }, store(None)).await,
+            down("router not answering")
         );
     }
 }
