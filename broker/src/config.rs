@@ -88,8 +88,9 @@ pub struct Limits {
     pub peer_queue: usize,
     /// The same queue's limit in bytes.
     pub peer_queue_bytes: usize,
-    /// How long a subscriber or peer may read nothing while the broker has something to send
-    /// it before it is cut (subscriber: `slow_consumer`; peer: link closed), in milliseconds.
+    /// How long a subscriber may read nothing while the broker has something to send it before
+    /// it is cut with `slow_consumer`, in milliseconds. A peer link gets three times as long
+    /// before it is closed.
     pub stall_timeout_ms: u64,
     /// Live subscriptions per connection (`limit_exceeded` beyond).
     pub max_subscriptions_per_client: usize,
@@ -130,9 +131,16 @@ impl Limits {
         }
     }
 
-    /// The stall timeout.
+    /// The stall timeout of a client's streams.
     pub(crate) fn stall_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.stall_timeout_ms)
+    }
+
+    /// The stall timeout of a peer link: three times a client's, so that when a slow
+    /// subscriber holds back the link that feeds it, the subscriber is cut first, not the link
+    /// (which carries everyone else's traffic too).
+    pub(crate) fn peer_stall_timeout(&self) -> std::time::Duration {
+        self.stall_timeout().saturating_mul(3)
     }
 
     /// The largest frame the broker writes or accepts from a peer: a client's frame plus the

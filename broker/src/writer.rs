@@ -40,7 +40,7 @@ pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
             64 + m.payload.len()
                 + m.attributes
                     .iter()
-                    .map(|(n, _)| 16 + n.as_str().len())
+                    .map(|(n, v)| crate::wire::attribute_size(n, v))
                     .sum::<usize>()
         }
         ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
@@ -116,16 +116,18 @@ pub(crate) async fn run<T: WireFrame>(
             }
             next = inbox.try_recv();
         }
-        let chunk = buf.split().freeze();
-        match tokio::time::timeout(stall, stream.write_chunk(chunk)).await {
-            Err(_) => return WriteEnd::Stalled(stall),
-            Ok(Err(e)) => return WriteEnd::Failed(e.to_string()),
-            Ok(Ok(())) => {}
+        // Stalled means no byte taken for `stall`, not a whole batch (which may be larger than
+        // the stream window) taking that long.
+        let mut written = 0;
+        while written < buf.len() {
+            match tokio::time::timeout(stall, stream.write(&buf[written..])).await {
+                Err(_) => return WriteEnd::Stalled(stall),
+                Ok(Err(e)) => return WriteEnd::Failed(e.to_string()),
+                Ok(Ok(n)) => written += n,
+            }
         }
+        buf.clear();
         inbox.release(frames, bytes);
-        if buf.capacity() < BATCH_BYTES / 4 {
-            buf.reserve(BATCH_BYTES);
-        }
     }
     let _ = stream.finish();
     WriteEnd::Done

@@ -287,6 +287,7 @@ impl FakePeer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_peer_slows_only_its_own_traffic() {
+    // A peer link's stall timeout is three times `stall_timeout_ms`.
     const STALL: Duration = Duration::from_millis(3000);
     const N_SLOW: usize = 200;
     const N_FAST: usize = 1000;
@@ -294,7 +295,7 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
     let b1 = net
         .broker(
             "stall1",
-            "stall_timeout_ms = 3000\npeer_queue = 64\npeer_queue_bytes = 1048576",
+            "stall_timeout_ms = 1000\npeer_queue = 64\npeer_queue_bytes = 1048576",
             &[],
         )
         .await;

@@ -28,20 +28,22 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
         .open_connections
         .with_label_values(&["peer"])
         .inc();
+    // The writer first: the router may already be filling the outbox, and only a running
+    // writer drains it (or, stalled, closes it).
+    let writer_task = writer::spawn(
+        inbox,
+        writer.into_inner(),
+        shared.limits.internal_frame_bytes(),
+        shared.limits.peer_stall_timeout(),
+        conn.clone(),
+        shared.metrics.clone(),
+        Role::Peer,
+    );
     let persist_up = shared
         .persist
         .send(PersistCommand::PeerUp { peer, link, frames })
         .await
         .is_ok();
-    let writer_task = writer::spawn(
-        inbox,
-        writer.into_inner(),
-        shared.limits.internal_frame_bytes(),
-        shared.limits.stall_timeout(),
-        conn.clone(),
-        shared.metrics.clone(),
-        Role::Peer,
-    );
     let pacer = Pacer::new(shared.metrics.ingress_waits.with_label_values(&["peer"]));
     let mut ahead = None;
     let end: Option<Refusal> = loop {

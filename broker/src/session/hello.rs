@@ -11,7 +11,7 @@ use crate::outbox::Outbox;
 use crate::router::Refusal;
 
 /// How long a new connection may take to open its control stream and send its hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The control stream's reader, after the hello.
 pub(super) type Reader = FramedRead<quinn::RecvStream, FrameCodec<ClientFrame>>;

@@ -87,9 +87,15 @@ async fn session(
         Role::Control,
     );
     hello::welcome(shared, &control);
-    let uni = conn
-        .open_uni()
+    // Bounded: a client that grants no unidirectional stream would hold the session forever.
+    let uni = tokio::time::timeout(hello::HELLO_TIMEOUT, conn.open_uni())
         .await
+        .map_err(|_| {
+            (
+                ErrorCode::ProtocolViolation,
+                "no delivery stream allowed".to_owned(),
+            )
+        })?
         .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
     writer::spawn(
         delivery_inbox,

@@ -13,7 +13,9 @@ use palio_protocol::{Attributes, ErrorCode};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::out::{AttributesRef, EncodedOnce, PeerOut, notification_size};
+pub(crate) use self::out::{
+    AttributesRef, EncodedOnce, PeerOut, attribute_size, notification_size,
+};
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that
 /// broker's counter.

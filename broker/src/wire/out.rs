@@ -154,7 +154,8 @@ pub(crate) fn notification_size(n: &Notification) -> usize {
             .sum::<usize>()
 }
 
-fn attribute_size(name: &AttrName, value: &Value) -> usize {
+/// About how many bytes an attribute takes on the wire.
+pub(crate) fn attribute_size(name: &AttrName, value: &Value) -> usize {
     4 + name.as_str().len()
         + match value {
             Value::String(s) => 5 + s.len(),
