@@ -29,7 +29,8 @@ pub(crate) struct Metrics {
     pub(crate) received: IntCounter,
     /// Notifications handed to local subscribers' delivery buffers.
     pub(crate) delivered: IntCounter,
-    /// Notifications dropped, by reason (`slow_consumer`, `peer_queue_full`).
+    /// Notifications dropped, by reason (`slow_consumer` under the drop and disconnect policies,
+    /// `closed` for a subscriber whose connection was closing).
     pub(crate) dropped: IntCounterVec,
     /// Subscribers disconnected by the slow-consumer policy.
     pub(crate) slow_consumer_disconnects: IntCounter,

@@ -9,10 +9,10 @@
 //! appending meanwhile, so the next batch grows while an fsync runs (group commit). Only then
 //! does the engine release publish acks, ack confirmations and store acks.
 //!
-//! Outputs go to per-client and per-peer bounded queues with `try_send`: the task never waits
-//! on a slow client or peer. A client whose queue is full is disconnected (its unacked
-//! messages are delivered again); a peer link's queue is sized above the store-and-forward
-//! window, so it cannot fill.
+//! Outputs go to the clients' control outboxes and the peer links' outboxes (the `outbox`
+//! module), which never make the task wait. A client whose control outbox is over its limit
+//! is disconnected (its unacked messages are delivered again); toward peers the task is
+//! bounded by the store-and-forward window, so it pushes whatever the link's outbox holds.
 //!
 //! Checkpoints: once the log has moved to a new segment since the last checkpoint, the task
 //! snapshots the engine and writes the snapshot as soon as the log is durable up to the
