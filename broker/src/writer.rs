@@ -37,11 +37,7 @@ impl WireFrame for ServerFrame {
 pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
     match frame {
         ServerFrame::Message(m) => {
-            64 + m.payload.len()
-                + m.attributes
-                    .iter()
-                    .map(|(n, v)| crate::wire::attribute_size(n, v))
-                    .sum::<usize>()
+            64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
         }
         ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
         _ => 64,

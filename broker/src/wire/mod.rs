@@ -14,7 +14,7 @@ use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::out::{
-    AttributesRef, EncodedOnce, PeerOut, attribute_size, notification_size,
+    AttributesRef, EncodedOnce, PeerOut, attributes_size, notification_size,
 };
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that

@@ -54,14 +54,7 @@ impl PeerOut {
                 payload,
                 dests,
                 ..
-            }) => {
-                64 + payload.len()
-                    + 8 * dests.len()
-                    + attributes
-                        .iter()
-                        .map(|(n, v)| attribute_size(n, v))
-                        .sum::<usize>()
-            }
+            }) => 64 + payload.len() + 8 * dests.len() + attributes_size(attributes),
             PeerOut::Message(PeerMessage::StoreAck { ids }) => 64 + 16 * ids.len(),
             PeerOut::Message(PeerMessage::QueueDecl(d)) => 64 + d.name.len() + d.filter.len(),
             PeerOut::Message(_) => 64,
@@ -147,20 +140,21 @@ impl EncodedOnce {
 
 /// About how many bytes a notification takes on the wire.
 pub(crate) fn notification_size(n: &Notification) -> usize {
-    48 + n.payload.len()
-        + n.attributes
-            .iter()
-            .map(|(k, v)| attribute_size(k, v))
-            .sum::<usize>()
+    48 + n.payload.len() + attributes_size(&n.attributes)
 }
 
-/// About how many bytes an attribute takes on the wire.
-pub(crate) fn attribute_size(name: &AttrName, value: &Value) -> usize {
-    4 + name.as_str().len()
-        + match value {
-            Value::String(s) => 5 + s.len(),
-            _ => 9,
-        }
+/// About how many bytes an event's attributes take on the wire (an upper bound).
+pub(crate) fn attributes_size(attributes: &Event) -> usize {
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            4 + name.as_str().len()
+                + match value {
+                    Value::String(s) => 5 + s.len(),
+                    _ => 9,
+                }
+        })
+        .sum()
 }
 
 /// Serializes an event as the wire's list of `(name, value)` pairs, without copying it.
