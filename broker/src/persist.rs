@@ -3,8 +3,8 @@
 //!
 //! Client sessions and peer links send [`PersistCommand`]s through one bounded channel (a full
 //! channel holds publishers back). The task applies each to the engine, which appends records
-//! to the log's buffer; after each batch of commands it calls [`Log::commit`], which writes the
-//! batch with one `write` and wakes the log's sync thread. That thread runs one `fdatasync`
+//! to the log's buffer; after each batch of commands (at most about [`COMMIT_BYTES`]) it calls
+//! [`Log::commit`], which writes the batch with one `write` and wakes the log's sync thread. That thread runs one `fdatasync`
 //! for everything written so far and reports [`SyncEvent::Synced`]; commands keep arriving and
 //! appending meanwhile, so the next batch grows while an fsync runs (group commit). Only then
 //! does the engine release publish acks, ack confirmations and store acks.
@@ -266,8 +266,11 @@ impl Store {
                     let Some(cmd) = cmd else { break };
                     let now = Instant::now();
                     task.handle(&mut engine, &mut log, now, cmd);
-                    // Take whatever else is queued into the same batch.
+                    // Take whatever else is queued into the same batch, up to COMMIT_BYTES.
                     for _ in 0..1024 {
+                        if log.buffered() >= COMMIT_BYTES {
+                            break;
+                        }
                         let Ok(cmd) = rx.try_recv() else { break };
                         task.handle(&mut engine, &mut log, now, cmd);
                     }
@@ -297,6 +300,10 @@ impl Store {
                 match log.commit() {
                     Ok(end) => committed = end,
                     Err(e) => {
+                        // Earlier batches are durable (the log synced them before failing):
+                        // their acks go out; only what is not on disk fails.
+                        let durable = log.durable();
+                        engine.handle_durable(&mut LogJournal(&mut log), Instant::now(), durable);
                         task.metrics.store_poisoned.set(1);
                         engine.handle_failure(&e.to_string());
                     }
@@ -313,6 +320,11 @@ impl Store {
         }
     }
 }
+
+/// A batch stops taking commands once this much is appended: one write stays bounded, and a
+/// write that fails (a full disk) fails at most about this much, while earlier batches keep
+/// their acks. The sync thread still covers many batches with one `fdatasync`.
+const COMMIT_BYTES: usize = 1 << 20;
 
 /// The task's state beside the engine and the log.
 struct Task {

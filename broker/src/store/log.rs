@@ -200,7 +200,8 @@ impl Log {
     /// Writes everything appended so far to the OS (one `pwrite`) and asks the sync thread to
     /// make it durable. Returns the end of the written data: a later `Synced(p)` with `p` at or
     /// beyond it reports it durable. A failed write poisons the log (a full disk included:
-    /// the error is [`StoreError::NoSpace`]).
+    /// the error is [`StoreError::NoSpace`]), once what earlier commits wrote is durable: then
+    /// [`Log::durable`] says how far the acks may go.
     pub(crate) fn commit(&mut self) -> Result<Position, StoreError> {
         self.syncer.check()?;
         self.write_buffer()?;
@@ -335,6 +336,11 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// Bytes appended and not yet written (the next [`Log::commit`]'s write).
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Where the next record goes.
     pub(crate) fn end(&self) -> Position {
         Position::new(
@@ -397,6 +403,12 @@ impl Log {
             .get_mut(&self.active)
             .expect("the active segment is always in the map");
         if let Err(e) = segment.file.write_all_at(&self.buf, segment.len) {
+            // What earlier writes put in the file is whole: make it durable before poisoning,
+            // so that the acks it earned are released and only this batch fails. A torn tail
+            // this write may have left is cut by recovery (bad checksum).
+            let written = Position::new(self.active, segment.len);
+            self.syncer.request(written);
+            let _ = self.syncer.wait_durable(written);
             return Err(self
                 .syncer
                 .poison(StoreError::io("write", &segment.path, e)));

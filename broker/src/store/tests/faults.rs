@@ -153,6 +153,27 @@ fn full_disk_is_no_space_and_poisons() {
     assert_eq!(replay_all(&log), vec![vec![1; 60]]);
 }
 
+/// A batch that does not fit fails alone: what earlier commits wrote is made durable before
+/// the log is poisoned, so the acks it earned can still be released.
+#[test]
+fn full_disk_keeps_earlier_batches_durable() {
+    let fs = SimFs::new();
+    let (mut log, _, _events) = open(&fs, LogOptions::default());
+    fs.limit_space(200);
+    log.append(&[1; 60]).expect("append");
+    let first = log.commit().expect("the first batch fits");
+    log.append(&[2; 60]).expect("append");
+    log.append(&[3; 60]).expect("append");
+    let err = log.commit().expect_err("the second batch does not fit");
+    assert!(err.is_no_space(), "{err}");
+    assert!(
+        log.durable() >= first,
+        "the first batch is durable: {:?} < {first:?}",
+        log.durable()
+    );
+    assert_refuses_writes(&mut log);
+}
+
 #[test]
 fn full_disk_during_a_checkpoint_keeps_the_old_checkpoint() {
     let fs = SimFs::new();
