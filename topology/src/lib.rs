@@ -44,6 +44,7 @@ mod cover;
 mod error;
 mod forest;
 mod frame;
+pub mod group;
 mod ids;
 mod linkstate;
 mod matcher;
