@@ -9,6 +9,7 @@ use palio_topology::BrokerId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Auth, Limits};
+use crate::groups::GroupHandle;
 use crate::metrics::Metrics;
 use crate::persist::PersistHandle;
 use crate::router::RouterHandle;
@@ -34,6 +35,8 @@ pub(crate) struct Context {
     pub(crate) router: RouterHandle,
     /// The persist task, sole owner of the log and the durable queues.
     pub(crate) persist: PersistHandle,
+    /// The groups task, sole owner of the ordered groups.
+    pub(crate) groups: GroupHandle,
     /// Every metric, handed to each component (never global).
     pub(crate) metrics: Metrics,
     /// Frame sizes, queue limits, stall timeout.
@@ -53,6 +56,7 @@ impl Context {
         id: BrokerId,
         router: RouterHandle,
         persist: PersistHandle,
+        groups: GroupHandle,
         metrics: Metrics,
         limits: Limits,
         auth: Auth,
@@ -63,6 +67,7 @@ impl Context {
             id,
             router,
             persist,
+            groups,
             metrics,
             limits,
             auth,

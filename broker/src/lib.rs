@@ -58,6 +58,7 @@ mod context;
 mod delivery;
 mod durable;
 mod error;
+mod groups;
 mod lock;
 mod metrics;
 mod outbox;

@@ -18,6 +18,7 @@ use crate::admin::Admin;
 use crate::config::Settings;
 use crate::context::{Context, broker_id};
 pub use crate::error::StartError;
+use crate::groups::{GroupHandle, Groups};
 use crate::lock::DataDirLock;
 use crate::metrics::Metrics;
 use crate::peer::{DialStates, Links};
@@ -35,6 +36,8 @@ pub struct Server {
     peer_roots: Arc<rustls::RootCertStore>,
     /// The recovered store, until `run` hands it to the persist task.
     store: Store,
+    /// The groups' log, read back, until `run` hands it to the groups task.
+    groups: Groups,
     store_summary: serde_json::Value,
     /// The data directory lock, held until `run` has returned and the store is closed.
     lock: Arc<DataDirLock>,
@@ -166,6 +169,12 @@ impl Server {
             message: e,
         })?;
         let store_summary = store.summary();
+        let groups_dir = settings.data_dir.join("groups");
+        let groups =
+            Groups::open(&groups_dir, broker_id(&name), &name).map_err(|e| StartError::Store {
+                dir: groups_dir.display().to_string(),
+                message: e,
+            })?;
         Ok(Self {
             settings,
             name,
@@ -174,6 +183,7 @@ impl Server {
             tls_dir,
             peer_roots,
             store,
+            groups,
             store_summary,
             lock,
         })
@@ -215,6 +225,7 @@ impl Server {
         let (tx, rx) = mpsc::channel(1024);
         let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
         let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());
+        let hops_rx_groups = hops_rx.clone();
         let (persist_tx, persist_rx) = mpsc::channel(4096);
         let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
         let router = Router::new(
@@ -257,11 +268,36 @@ impl Server {
             tracing::error!(error = %e, "starting the persist thread failed; shutting down");
             token.cancel();
         }
+        // The groups task fsyncs its log too: a thread of its own, like the persist task.
+        let (groups_tx, groups_rx) = mpsc::channel(4096);
+        let groups = self.groups.run(groups_rx, hops_rx_groups, token.clone());
+        let groups_token = token.clone();
+        let groups_lock = self.lock.clone();
+        let spawned = std::thread::Builder::new()
+            .name("palio-groups".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(groups),
+                    Err(e) => {
+                        tracing::error!(error = %e, "starting the groups runtime failed");
+                        groups_token.cancel();
+                    }
+                }
+                drop(groups_lock);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting the groups thread failed; shutting down");
+            token.cancel();
+        }
         let ctx = Arc::new(Context::new(
             self.name.clone(),
             id,
             RouterHandle::new(tx),
             PersistHandle::new(persist_tx),
+            GroupHandle::new(groups_tx),
             metrics,
             self.settings.limits.clone(),
             self.settings.auth.clone(),

@@ -135,6 +135,8 @@ pub(crate) enum Register {
     Subscription(mpsc::Sender<Notification>),
     /// For a consume: the queue of the consumer's messages.
     Consumer(ConsumerTx),
+    /// For a group join: the queue of the member's events.
+    Member(crate::group::MemberTx),
 }
 
 /// Subscriptions known to the delivery reader.
@@ -161,6 +163,8 @@ pub(crate) struct Shared {
     pub(crate) consumers: Mutex<HashMap<u64, ConsumerTx>>,
     /// The connection's producer, once named: the control reader settles its publications.
     pub(crate) producer: Mutex<ProducerSlot>,
+    /// Group members' routes, group publication acks and causal clocks.
+    pub(crate) groups: Mutex<crate::group::GroupRoutes>,
     next_request: AtomicU64,
     pub(crate) timeout: Duration,
     /// The largest frame the broker accepts (its welcome's `max_frame`): larger frames are
@@ -371,6 +375,7 @@ impl Client {
             routes: Mutex::new(Routes::default()),
             consumers: Mutex::new(HashMap::new()),
             producer: Mutex::new(ProducerSlot::default()),
+            groups: Mutex::new(Default::default()),
             next_request: AtomicU64::new(1),
             timeout: opts.timeout,
             max_frame,

@@ -65,6 +65,7 @@ pub mod cli;
 mod client;
 mod consumer;
 mod error;
+mod group;
 mod in_flight;
 mod message;
 mod notification;
@@ -76,10 +77,12 @@ mod subscription;
 pub use client::{Client, ConnectOptions};
 pub use consumer::{DurableSubscription, PullConsumer};
 pub use error::Error;
+pub use group::{GroupDelivery, GroupEvent, GroupOrder, GroupPublisher, GroupSubscription};
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
 pub use palio_protocol::{
-    ConsumeMode, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo, QueueOptions, Welcome,
+    Clock, ConsumeMode, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
+    QueueOptions, Welcome,
 };
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
 pub use subscription::Subscription;

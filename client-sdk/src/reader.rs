@@ -29,6 +29,7 @@ use tokio_util::codec::FramedRead;
 use crate::client::{Register, SUBSCRIPTION_BUFFER, Shared, closed};
 use crate::consumer::{ConsumerTx, stop_detached};
 use crate::error::Error;
+use crate::group::{GroupDelivery, GroupEvent};
 use crate::notification::Notification;
 
 /// Deliveries kept for subscriptions whose confirmation has not arrived yet (the delivery and
@@ -94,6 +95,34 @@ pub(crate) async fn read_control(
                 }
                 continue;
             }
+            ServerFrame::GroupMessage(m) => {
+                let event = GroupEvent::Message(GroupDelivery {
+                    group: m.group,
+                    epoch: m.epoch,
+                    seq: m.seq,
+                    clock: m.clock,
+                    notification: Notification::new(m.attributes, m.payload),
+                });
+                route_group_event(&shared, m.member, event).await;
+                continue;
+            }
+            ServerFrame::GroupGap(g) => {
+                route_group_event(&shared, g.member, GroupEvent::Gap { count: g.count }).await;
+                continue;
+            }
+            ServerFrame::GroupAcked { group, through } => {
+                shared.group_ack(&group, Some(through), None);
+                continue;
+            }
+            ServerFrame::GroupPublishFailed {
+                group,
+                seq,
+                code,
+                message,
+            } => {
+                shared.group_ack(&group, None, Some((seq, code, message)));
+                continue;
+            }
             ServerFrame::Error {
                 request: None,
                 code,
@@ -116,6 +145,8 @@ pub(crate) async fn read_control(
             | ServerFrame::Queues { request, .. }
             | ServerFrame::Consuming { request, .. }
             | ServerFrame::Fetched { request, .. }
+            | ServerFrame::Groups { request, .. }
+            | ServerFrame::Joined { request, .. }
             | ServerFrame::Error {
                 request: Some(request),
                 ..
@@ -133,6 +164,13 @@ pub(crate) async fn read_control(
         match p.register {
             Some(Register::Subscription(tx)) => register_subscription(&shared, &frame, tx),
             Some(Register::Consumer(tx)) => register_consumer(&shared, &frame, tx, &p.reply),
+            Some(Register::Member(tx)) => {
+                if let ServerFrame::Joined { member, .. } = &frame
+                    && let Ok(mut g) = shared.groups.lock()
+                {
+                    g.members.insert(*member, tx);
+                }
+            }
             None => {}
         }
         let _ = p.reply.send(frame);
@@ -144,6 +182,10 @@ pub(crate) async fn read_control(
     }
     if let Ok(mut c) = shared.consumers.lock() {
         c.clear();
+    }
+    if let Ok(mut g) = shared.groups.lock() {
+        g.members.clear();
+        g.acks.clear();
     }
     let reason = reason.unwrap_or_else(|| closed(&shared.conn, "the control stream ended".into()));
     shared.end_producer(&reason);
@@ -218,6 +260,23 @@ fn route_message(shared: &Shared, m: DurableMessage) {
             tag = m.tag,
             "message for a closed consumer dropped"
         ),
+    }
+}
+
+/// Hands a group event to its member's queue, waiting while the queue is full: group messages
+/// may not be dropped (their order is the point), so a member that is not read holds up this
+/// connection's control stream, and in the end the broker disconnects it as a slow consumer.
+async fn route_group_event(shared: &Shared, member: u64, event: GroupEvent) {
+    let tx = match shared.groups.lock() {
+        Ok(g) => g.members.get(&member).cloned(),
+        Err(_) => None,
+    };
+    if let Some(tx) = tx
+        && tx.send(event).await.is_err()
+        && let Ok(mut g) = shared.groups.lock()
+    {
+        // The application dropped the stream: forget the member.
+        g.members.remove(&member);
     }
 }
 

@@ -54,11 +54,18 @@ pub enum ErrorCode {
     /// and the store refuses every later write (it is *poisoned*) until the broker restarts.
     /// Nothing was acknowledged for the request that got this code.
     StoreUnavailable,
+    /// The request named a group the network does not know.
+    GroupNotFound,
+    /// A group of that name exists already.
+    GroupExists,
+    /// A group publication could not be ordered (no sequencer reachable, or the group was
+    /// removed); nothing about it is acknowledged.
+    GroupUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in order of [`ErrorCode::code`].
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Closed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -77,6 +84,9 @@ impl ErrorCode {
         ErrorCode::QueueNotFound,
         ErrorCode::QueueExists,
         ErrorCode::StoreUnavailable,
+        ErrorCode::GroupNotFound,
+        ErrorCode::GroupExists,
+        ErrorCode::GroupUnavailable,
     ];
 
     /// The QUIC application close code.
@@ -100,6 +110,9 @@ impl ErrorCode {
             ErrorCode::QueueNotFound => 15,
             ErrorCode::QueueExists => 16,
             ErrorCode::StoreUnavailable => 17,
+            ErrorCode::GroupNotFound => 18,
+            ErrorCode::GroupExists => 19,
+            ErrorCode::GroupUnavailable => 20,
         }
     }
 
@@ -129,6 +142,9 @@ impl ErrorCode {
             ErrorCode::QueueNotFound => "queue_not_found",
             ErrorCode::QueueExists => "queue_exists",
             ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::GroupNotFound => "group_not_found",
+            ErrorCode::GroupExists => "group_exists",
+            ErrorCode::GroupUnavailable => "group_unavailable",
         }
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
 use crate::error_code::ErrorCode;
+use crate::group::{Clock, GroupGap, GroupInfo, GroupMessage};
 
 /// A notification's attributes: on the wire a list of `(name, value)` pairs, decoded once into
 /// the filter language's [`Event`](palio_filter::Event) (sorted by name), which refuses a name
@@ -184,6 +185,70 @@ pub enum ClientFrame {
         /// The consumer.
         consumer: u64,
     },
+    /// Create an ordered group. Answered by [`ServerFrame::Done`], or
+    /// [`ErrorCode::GroupExists`].
+    GroupCreate {
+        /// Echoed in the answer.
+        request: u64,
+        /// The name (see [`valid_group_name`](crate::valid_group_name)).
+        name: String,
+        /// `fifo`, `causal` or `total`.
+        order: String,
+    },
+    /// Remove a group. Answered by [`ServerFrame::Done`], or [`ErrorCode::GroupNotFound`].
+    GroupRemove {
+        /// Echoed in the answer.
+        request: u64,
+        /// The group's name.
+        name: String,
+    },
+    /// List the groups the network knows. Answered by [`ServerFrame::Groups`].
+    GroupList {
+        /// Echoed in the answer.
+        request: u64,
+    },
+    /// Describe one group. Answered by [`ServerFrame::Groups`] with one entry, or
+    /// [`ErrorCode::GroupNotFound`].
+    GroupInfo {
+        /// Echoed in the answer.
+        request: u64,
+        /// The group's name.
+        name: String,
+    },
+    /// Join a group as a member, receiving what matches `filter` (everything when `None`)
+    /// from now on. Answered by [`ServerFrame::Joined`].
+    GroupJoin {
+        /// Echoed in the answer.
+        request: u64,
+        /// The group's name.
+        group: String,
+        /// A CESQL filter's source text.
+        filter: Option<String>,
+    },
+    /// Leave a group. Answered by [`ServerFrame::Done`]; no message for the member follows.
+    GroupLeave {
+        /// Echoed in the answer.
+        request: u64,
+        /// The member, as named by [`ServerFrame::Joined`].
+        member: u64,
+    },
+    /// Publish to a group. Acknowledged by [`ServerFrame::GroupAcked`] (cumulative per group,
+    /// in publish order) or refused by [`ServerFrame::GroupPublishFailed`].
+    GroupPublish {
+        /// The group's name.
+        group: String,
+        /// Increasing on this connection for this group; with the connection's producer (see
+        /// [`ClientFrame::Producer`]; a name of the broker's making otherwise) it identifies
+        /// the publication, so a retry is ordered once.
+        seq: u64,
+        /// Causal order: the clock of what this client delivered from the group.
+        deps: Option<Clock>,
+        /// The attributes.
+        attributes: Attributes,
+        /// The opaque application data.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 /// What the broker tells a client in answer to its hello.
@@ -286,6 +351,43 @@ pub enum ServerFrame {
         request: u64,
         /// How many messages the fetch delivered.
         count: u32,
+    },
+    /// The answer to [`ClientFrame::GroupList`] and [`ClientFrame::GroupInfo`].
+    Groups {
+        /// The request answered.
+        request: u64,
+        /// The groups.
+        groups: Vec<GroupInfo>,
+    },
+    /// A member joined a group.
+    Joined {
+        /// The request answered.
+        request: u64,
+        /// Names the member in [`GroupMessage::member`] and [`ClientFrame::GroupLeave`].
+        member: u64,
+    },
+    /// A message of a group for one of this connection's members, in the group's order.
+    GroupMessage(GroupMessage),
+    /// Messages of a group a member will never get.
+    GroupGap(GroupGap),
+    /// Every publication of this connection to `group` up to `through` is ordered for good
+    /// (total: committed on a majority of the group's replicas, on disk).
+    GroupAcked {
+        /// The group.
+        group: String,
+        /// The highest sequence number acknowledged.
+        through: u64,
+    },
+    /// A group publication was refused; nothing about it is acknowledged.
+    GroupPublishFailed {
+        /// The group.
+        group: String,
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
     },
     /// A request failed (`request` is set; the connection stays usable), or the connection is
     /// being closed (`request` is `None`).

@@ -30,6 +30,9 @@
 //!   the control stream as well; the `durable` types ([`QueueInfo`], [`ConsumeMode`],
 //!   [`DurableMessage`]) describe the model.
 //!
+//! - **Ordered groups.** Group administration, membership and publications use the control
+//!   stream too; the `group` types ([`GroupInfo`], [`GroupMessage`]) describe the model.
+//!
 //! `docs/protocol.md` describes the same with every frame, error code and acknowledgement.
 
 #![warn(missing_docs)]
@@ -38,6 +41,7 @@ mod codec;
 mod durable;
 mod error_code;
 mod frames;
+mod group;
 mod limits;
 pub mod tls;
 
@@ -48,6 +52,7 @@ pub use durable::{
 };
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
+pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
 pub use limits::{FRAME_HEADROOM, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
 /// ALPN of a client connection.

@@ -7,6 +7,7 @@ use palio_topology::PeerFrame;
 use super::Links;
 use super::handshake::{Handshake, fail};
 use super::track_link;
+use crate::groups::GroupCommand;
 use crate::pacer::{BATCH, Pacer};
 use crate::persist::PersistCommand;
 use crate::router::{Command, Refusal};
@@ -39,9 +40,19 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
         shared.metrics.clone(),
         Role::Peer,
     );
+    let frames_for_groups = frames.clone();
     let persist_up = shared
         .persist
         .send(PersistCommand::PeerUp { peer, link, frames })
+        .await
+        .is_ok();
+    let groups_up = shared
+        .groups
+        .send(GroupCommand::PeerUp {
+            peer,
+            link,
+            frames: frames_for_groups,
+        })
         .await
         .is_ok();
     let pacer = Pacer::new(shared.metrics.ingress_waits.with_label_values(&["peer"]));
@@ -102,6 +113,17 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
                     break None;
                 }
             }
+            Some(Ok(PeerMessage::Group(message))) => {
+                if groups_up
+                    && shared
+                        .groups
+                        .send(GroupCommand::Peer { peer, message })
+                        .await
+                        .is_err()
+                {
+                    break None;
+                }
+            }
             Some(Ok(PeerMessage::Reject { code, message })) => {
                 tracing::info!(%peer, %code, %message, "peer closed the link");
                 break None;
@@ -123,6 +145,10 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
     let _ = shared
         .persist
         .send(PersistCommand::PeerDown { peer, link })
+        .await;
+    let _ = shared
+        .groups
+        .send(GroupCommand::PeerDown { peer, link })
         .await;
     // The router and the persist task dropped their handles of the outbox: the writer ends.
     writer_task.abort();

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use palio_protocol::ErrorCode;
 
 use crate::context::Context;
+use crate::groups::GroupCommand;
 use crate::outbox::{Capacity, Outbox};
 use crate::persist::PersistCommand;
 use crate::router::{ClientId, Command, Refusal};
@@ -52,6 +53,10 @@ pub(crate) async fn serve(shared: Arc<Context>, conn: quinn::Connection) {
     let _ = shared
         .persist
         .send(PersistCommand::ClientGone { client })
+        .await;
+    let _ = shared
+        .groups
+        .send(GroupCommand::ClientGone { client })
         .await;
     m.open_connections.with_label_values(&["client"]).dec();
 }
@@ -114,5 +119,13 @@ async fn session(
             connection: conn.clone(),
         })
         .await?;
-    requests::run(shared, client, reader, control).await
+    shared
+        .groups
+        .send(GroupCommand::ClientUp {
+            client,
+            frames: control.clone(),
+            connection: conn.clone(),
+        })
+        .await?;
+    requests::run(shared, client, &name, reader, control).await
 }

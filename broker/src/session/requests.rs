@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::hello::Reader;
 use crate::context::Context;
+use crate::groups::GroupCommand;
 use crate::outbox::{Outbox, Pushed};
 use crate::pacer::{BATCH, Pacer};
 use crate::persist::{PersistCommand, Publication};
@@ -28,9 +29,11 @@ type Next = Option<Result<ClientFrame, FrameError>>;
 pub(super) async fn run(
     shared: &Context,
     client: ClientId,
+    name: &str,
     mut reader: Reader,
     control: Outbox<ServerFrame>,
 ) -> Result<(), Refusal> {
+    let name = name.to_owned();
     let session = Session {
         shared,
         client,
@@ -38,6 +41,8 @@ pub(super) async fn run(
         pacer: Pacer::new(shared.metrics.ingress_waits.with_label_values(&["client"])),
     };
     let mut published = 0u64;
+    // The connection's producer name (see `ClientFrame::Producer`), for group publications.
+    let mut producer: Option<String> = None;
     // A frame read ahead while batching publications, handled next.
     let mut lookahead: Option<Next> = None;
     loop {
@@ -143,6 +148,23 @@ pub(super) async fn run(
                     .reply(ServerFrame::Flushed { request, published })
                     .await?;
             }
+            frame @ (ClientFrame::GroupCreate { .. }
+            | ClientFrame::GroupRemove { .. }
+            | ClientFrame::GroupList { .. }
+            | ClientFrame::GroupInfo { .. }
+            | ClientFrame::GroupJoin { .. }
+            | ClientFrame::GroupLeave { .. }
+            | ClientFrame::GroupPublish { .. }) => {
+                shared
+                    .groups
+                    .send(GroupCommand::Request {
+                        client,
+                        name: name.clone(),
+                        producer: producer.clone(),
+                        frame,
+                    })
+                    .await?;
+            }
             frame @ (ClientFrame::Producer { .. }
             | ClientFrame::QueueAdd { .. }
             | ClientFrame::QueueRemove { .. }
@@ -153,6 +175,9 @@ pub(super) async fn run(
             | ClientFrame::StopConsume { .. }
             | ClientFrame::Consume { .. }
             | ClientFrame::Fetch { .. }) => {
+                if let ClientFrame::Producer { producer: p, .. } = &frame {
+                    producer = Some(p.clone());
+                }
                 shared
                     .persist
                     .send(PersistCommand::Request { client, frame })

@@ -46,6 +46,60 @@ pub struct QueueDecl {
     pub removed: bool,
 }
 
+/// An ordered group as every broker of the overlay knows it (see the `groups` module).
+///
+/// Where two entries for the same name meet, the one with the larger
+/// `(generation, removed, creator)` wins: a removal is a tombstone, and a group created again
+/// after a removal has a larger generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDecl {
+    /// The group's name.
+    pub name: String,
+    /// Its ordering mode.
+    pub order: palio_topology::group::Order,
+    /// Total order: the replica brokers of its log (fixed at creation).
+    pub voters: Vec<BrokerId>,
+    /// The broker where it was created.
+    pub creator: BrokerId,
+    /// The creator's clock at creation (milliseconds since the Unix epoch), or at removal.
+    pub generation: u64,
+    /// The group was removed (a tombstone).
+    pub removed: bool,
+}
+
+/// What brokers exchange about ordered groups (the `groups` task).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupPeer {
+    /// Brokers' names by id: flooded, so that every broker can name every other.
+    Names(Vec<(BrokerId, String)>),
+    /// A group declared or removed: flooded.
+    Decl(GroupDecl),
+    /// The members of a group at broker `broker` (`client@broker` names): flooded; a larger
+    /// `version` replaces a smaller one.
+    Members {
+        /// The group.
+        group: String,
+        /// Where the members are.
+        broker: BrokerId,
+        /// Larger for each change at `broker`.
+        version: u64,
+        /// The members.
+        members: Vec<String>,
+    },
+    /// A message between the group's cores at `from` and `to`, routed hop by hop.
+    Body {
+        /// The group.
+        group: String,
+        /// The sending broker.
+        from: BrokerId,
+        /// The destination broker.
+        to: BrokerId,
+        /// Opaque to the shell: the cores encode and decode it.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
 /// The hello brokers exchange on a new peer link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHello {
@@ -109,6 +163,8 @@ pub enum PeerMessage {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Ordered groups: declarations, members and the cores' messages.
+    Group(GroupPeer),
 }
 
 impl PeerMessage {

@@ -57,8 +57,22 @@ impl PeerOut {
             }) => 64 + payload.len() + 8 * dests.len() + attributes_size(attributes),
             PeerOut::Message(PeerMessage::StoreAck { ids }) => 64 + 16 * ids.len(),
             PeerOut::Message(PeerMessage::QueueDecl(d)) => 64 + d.name.len() + d.filter.len(),
+            PeerOut::Message(PeerMessage::Group(g)) => group_size(g),
             PeerOut::Message(_) => 64,
         }
+    }
+}
+
+/// About how many bytes a group message takes on the wire (an upper bound).
+fn group_size(g: &super::GroupPeer) -> usize {
+    use super::GroupPeer;
+    match g {
+        GroupPeer::Names(n) => 64 + n.iter().map(|(_, s)| 8 + s.len()).sum::<usize>(),
+        GroupPeer::Decl(d) => 64 + d.name.len() + 8 * d.voters.len(),
+        GroupPeer::Members { group, members, .. } => {
+            64 + group.len() + members.iter().map(|m| 4 + m.len()).sum::<usize>()
+        }
+        GroupPeer::Body { group, body, .. } => 64 + group.len() + body.len(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod durable;
 mod filter;
+mod group;
 mod pubsub;
 mod queue;
 
@@ -28,7 +29,11 @@ timed out before N.
 
 Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent notifications;
 `palio pub --persistent` waits for the broker's acks and prints {\"published\": N, \"acked\": M};
-`palio sub --durable NAME [--pull]` prints and acks each message with its delivery_count.";
+`palio sub --durable NAME [--pull]` prints and acks each message with its delivery_count.
+
+Ordered groups: `palio group create NAME --order {fifo,causal,total}`; `palio sub --group NAME`
+prints each message with \"group\" (and \"epoch\", \"seq\" for total order);
+`palio pub --group NAME` prints {\"published\": N, \"acked\": M}.";
 
 /// Palio: content-based publish/subscribe.
 #[derive(Debug, Parser)]
@@ -52,6 +57,9 @@ enum Command {
     /// Manage durable queues: add, ls, info, rm.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Manage ordered groups: create, ls, info, rm.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 /// Runs a parsed command line, writing results to `out` and diagnostics to `err`.
@@ -61,6 +69,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Sub(cmd) => pubsub::run_sub(cmd, out, err),
         Command::Pub(cmd) => pubsub::run_pub(cmd, out, err),
         Command::Queue(cmd) => queue::run(cmd, out, err),
+        Command::Group(cmd) => group::run(cmd, out, err),
     };
     match result {
         Ok(code) => code,

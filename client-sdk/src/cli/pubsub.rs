@@ -107,13 +107,18 @@ pub(super) struct Sub {
         value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_PUSH_WINDOW))
     )]
     pub(super) window: u32,
-    /// The CESQL filter (not with --durable).
-    #[arg(required_unless_present = "durable")]
+    /// Join the ordered group NAME as a member (with FILTER, only what matches): each message
+    /// is printed with "group", and "epoch" and "seq" (total order) or "clock" (causal).
+    #[arg(long, value_name = "NAME", conflicts_with = "durable")]
+    pub(super) group: Option<String>,
+    /// The CESQL filter (not with --durable; optional with --group).
+    #[arg(required_unless_present_any = ["durable", "group"])]
     pub(super) filter: Option<String>,
 }
 
 /// `palio pub`.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("mode").args(["persistent", "group"]).multiple(false))]
 pub(super) struct Pub {
     #[command(flatten)]
     conn: Connection,
@@ -136,9 +141,15 @@ pub(super) struct Pub {
     persistent: bool,
     /// With --persistent: the producer id, for the broker to de-duplicate retries (default:
     /// unique to this invocation). Publishing again under the same id with the same seq
-    /// numbers stores nothing twice.
-    #[arg(long, value_name = "ID", requires = "persistent")]
+    /// numbers stores nothing twice. With --group: names this publisher in the broker's logs
+    /// and de-duplication keys.
+    #[arg(long, value_name = "ID", requires = "mode")]
     producer: Option<String>,
+    /// Publish to the ordered group NAME: pipelined, waiting for the acks (total order: the
+    /// position is committed on a majority of the group's replicas), then print
+    /// {"published": N, "acked": M}.
+    #[arg(long, value_name = "NAME", conflicts_with = "persistent")]
+    group: Option<String>,
 }
 
 /// The notifications `palio pub` sends: its attributes and payload, plus `seq`.
@@ -192,6 +203,9 @@ pub(super) fn run_sub(
 ) -> anyhow::Result<ExitCode> {
     if cmd.durable.is_some() {
         return durable::run_durable_sub(cmd, out, err);
+    }
+    if let Some(group) = cmd.group.clone() {
+        return super::group::run_group_sub(cmd, group, out, err);
     }
     let Some(filter) = cmd.filter else {
         bail!("a FILTER or --durable NAME is required");
@@ -259,6 +273,17 @@ pub(super) fn run_pub(
     };
     // Every notification must be buildable before the first is sent (`seq` is an `i32`).
     template.build(cmd.count.map(|n| n.saturating_sub(1)))?;
+    if let Some(group) = &cmd.group {
+        return super::group::run_group_pub(
+            &cmd.conn,
+            group,
+            cmd.producer.as_deref(),
+            &template,
+            cmd.count,
+            out,
+            err,
+        );
+    }
     if cmd.persistent {
         let publication = durable::Publication {
             template,

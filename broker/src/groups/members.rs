@@ -1,0 +1,210 @@
+//! This broker's side of groups' clients: their control outboxes, their members (with
+//! filters) and their producers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use palio_filter::Expr as Filter;
+use palio_protocol::{ErrorCode, GroupGap, GroupMessage, ServerFrame};
+use palio_topology::group::Delivery;
+
+use super::core::Msg;
+use crate::outbox::{Outbox, Pushed};
+use crate::router::ClientId;
+
+/// A connected client.
+#[derive(Debug)]
+struct Client {
+    frames: Outbox<ServerFrame>,
+    connection: quinn::Connection,
+}
+
+/// A member: a client's subscription to a group.
+#[derive(Debug)]
+struct Member {
+    client: ClientId,
+    group: String,
+    filter: Option<Filter>,
+    name: String,
+}
+
+/// Clients, members and producers at this broker.
+#[derive(Debug, Default)]
+pub(super) struct Locals {
+    clients: HashMap<ClientId, Client>,
+    members: BTreeMap<u64, Member>,
+    next_member: u64,
+    /// Producer keys (see [`Locals::producer`]) of connected clients.
+    producers: HashMap<String, ClientId>,
+}
+
+impl Locals {
+    pub(super) fn client_up(
+        &mut self,
+        client: ClientId,
+        frames: Outbox<ServerFrame>,
+        connection: quinn::Connection,
+    ) {
+        self.clients.insert(client, Client { frames, connection });
+    }
+
+    /// Forgets a client; returns the groups it had members in.
+    pub(super) fn client_gone(&mut self, client: ClientId) -> Vec<String> {
+        self.clients.remove(&client);
+        self.producers.retain(|_, c| *c != client);
+        let mut groups: Vec<String> = Vec::new();
+        self.members.retain(|_, m| {
+            if m.client == client {
+                groups.push(m.group.clone());
+                false
+            } else {
+                true
+            }
+        });
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// The key a core knows a client's publications to `group` by: unique to the connection,
+    /// so that only the broker's own retries are de-duplicated.
+    pub(super) fn producer(
+        &mut self,
+        broker: &str,
+        client: ClientId,
+        named: Option<&str>,
+    ) -> String {
+        let key = format!("{}/{broker}/{client}", named.unwrap_or("anon"));
+        self.producers.insert(key.clone(), client);
+        key
+    }
+
+    /// Adds a member; returns its id.
+    pub(super) fn join(
+        &mut self,
+        client: ClientId,
+        group: &str,
+        filter: Option<Filter>,
+        name: String,
+    ) -> u64 {
+        self.next_member += 1;
+        let id = self.next_member;
+        self.members.insert(
+            id,
+            Member {
+                client,
+                group: group.to_owned(),
+                filter,
+                name: format!("{name}#{id}"),
+            },
+        );
+        id
+    }
+
+    /// Removes `client`'s member `id`; returns its group.
+    pub(super) fn leave(&mut self, client: ClientId, id: u64) -> Option<String> {
+        match self.members.get(&id) {
+            Some(m) if m.client == client => self.members.remove(&id).map(|m| m.group),
+            _ => None,
+        }
+    }
+
+    /// The names of `group`'s members here.
+    pub(super) fn names(&self, group: &str, broker: &str) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.group == group)
+            .map(|m| format!("{}@{broker}", m.name))
+            .collect()
+    }
+
+    /// Whether `group` has members here.
+    pub(super) fn has_members(&self, group: &str) -> bool {
+        self.members.values().any(|m| m.group == group)
+    }
+
+    /// Drops every member of `group` (it was removed).
+    pub(super) fn drop_group(&mut self, group: &str) {
+        self.members.retain(|_, m| m.group != group);
+    }
+
+    /// Delivers `d` to the members of `group` whose filter it passes.
+    pub(super) fn deliver(&mut self, group: &str, d: &Delivery<Msg>) {
+        let clock = d
+            .clock
+            .as_ref()
+            .map(|c| c.0.iter().map(|(b, n)| (b.0, *n)).collect());
+        let targets: Vec<(u64, ClientId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.group == group)
+            .filter(|(_, m)| {
+                m.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches(&d.msg.attributes))
+            })
+            .map(|(id, m)| (*id, m.client))
+            .collect();
+        for (member, client) in targets {
+            let frame = ServerFrame::GroupMessage(GroupMessage {
+                member,
+                group: group.to_owned(),
+                epoch: d.position.map(|p| p.epoch),
+                seq: d.position.map(|p| p.seq),
+                clock: clone_opt(&clock),
+                attributes: d.msg.attributes.clone(),
+                payload: d.msg.payload.clone(),
+            });
+            let size = 128 + d.msg.payload.len() + crate::wire::attributes_size(&d.msg.attributes);
+            self.send(client, frame, size);
+        }
+    }
+
+    /// Tells the members of `group` that `count` messages are lost.
+    pub(super) fn gap(&mut self, group: &str, count: u64) {
+        let targets: Vec<(u64, ClientId)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.group == group)
+            .map(|(id, m)| (*id, m.client))
+            .collect();
+        for (member, client) in targets {
+            let frame = ServerFrame::GroupGap(GroupGap {
+                member,
+                group: group.to_owned(),
+                count,
+            });
+            self.send(client, frame, 128);
+        }
+    }
+
+    /// Acks a producer's publications.
+    pub(super) fn acked(&mut self, group: &str, producer: &str, through: u64) {
+        if let Some(&client) = self.producers.get(producer) {
+            let frame = ServerFrame::GroupAcked {
+                group: group.to_owned(),
+                through,
+            };
+            self.send(client, frame, 128);
+        }
+    }
+
+    /// Sends a frame to a client (an answer, or a refusal).
+    pub(super) fn send(&mut self, client: ClientId, frame: ServerFrame, size: usize) {
+        let Some(c) = self.clients.get(&client) else {
+            return;
+        };
+        if let Pushed::Full = c.frames.push(frame, size) {
+            // A member that does not read its group messages is cut, as a durable consumer
+            // is: it holds nobody else back.
+            tracing::info!(client, "group member too slow: disconnecting");
+            c.connection.close(
+                ErrorCode::SlowConsumer.code().into(),
+                b"group messages not read",
+            );
+        }
+    }
+}
+
+fn clone_opt<T: Clone>(v: &Option<T>) -> Option<T> {
+    v.clone()
+}
