@@ -121,6 +121,10 @@ struct PubsubArgs {
     /// Publications per second (default: as fast as flow control allows).
     #[arg(long)]
     rate: Option<u64>,
+    /// Publish to and receive from an ordered group of this order (fifo, causal or total),
+    /// created at the first broker before the run, instead of best-effort publish/subscribe.
+    #[arg(long, value_name = "ORDER", conflicts_with = "in_process")]
+    group: Option<palio::GroupOrder>,
     /// Run brokers, publisher and subscriber in this process (the old mode) instead of as
     /// separate processes.
     #[arg(long)]
@@ -187,6 +191,9 @@ struct PubsubWorkerArgs {
     /// Subscriber: milliseconds to wait for stragglers once the publisher is done.
     #[arg(long, default_value_t = 3000)]
     drain_ms: u64,
+    /// Publish to / join this ordered group instead of best-effort publish/subscribe.
+    #[arg(long)]
+    group: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -429,6 +436,7 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
         count: args.count,
         payload_bytes: args.payload,
         rate: args.rate,
+        group: args.group,
     };
     let mut report = if args.in_process {
         pubsub::run(&config)?
@@ -495,6 +503,7 @@ fn pubsub_worker_cmd(args: &PubsubWorkerArgs) -> anyhow::Result<()> {
         payload_bytes: args.payload,
         rate: args.rate,
         drain: std::time::Duration::from_millis(args.drain_ms),
+        group: args.group.clone(),
     };
     match args.role {
         WorkerRole::Pub => worker::publisher(&config),

@@ -58,7 +58,13 @@ pub struct PubsubConfig {
     pub payload_bytes: usize,
     /// Publications per second; `None` publishes as fast as flow control allows.
     pub rate: Option<u64>,
+    /// Publish to and receive from an ordered group of this order (created before the run)
+    /// instead of best-effort publish/subscribe.
+    pub group: Option<palio::GroupOrder>,
 }
+
+/// The name of the group a grouped run uses.
+pub const GROUP: &str = "bench";
 
 impl PubsubConfig {
     /// Refuses what cannot run.

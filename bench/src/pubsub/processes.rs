@@ -133,15 +133,24 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
         (Some(f), Some(l)) => (f.quic.clone(), l.quic.clone()),
         _ => bail!("no brokers"),
     };
+    if let Some(order) = config.group {
+        create_group(&brokers, &tls, order)
+            .await
+            .map_err(|e| with_diagnostics(e, &brokers))?;
+    }
     let common = |server: &str| -> Vec<String> {
-        vec![
+        let mut a: Vec<String> = vec![
             "--server".into(),
             server.into(),
             "--tls-dir".into(),
             tls.display().to_string(),
             "--count".into(),
             config.count.to_string(),
-        ]
+        ];
+        if config.group.is_some() {
+            a.extend(["--group".into(), super::GROUP.into()]);
+        }
+        a
     };
 
     let mut sub_args = common(&last);
@@ -238,6 +247,50 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
     };
     fill_totals(&mut report);
     Ok(report)
+}
+
+/// Creates the run's group at the first broker and waits until every broker knows it (and,
+/// for total order, a sequencer).
+async fn create_group(
+    brokers: &[Broker],
+    tls: &Path,
+    order: palio::GroupOrder,
+) -> anyhow::Result<()> {
+    let connect = |b: &Broker| {
+        palio::Client::connect(
+            palio::ConnectOptions::new(&b.quic)
+                .tls_dir(tls)
+                .name("palio-bench-setup"),
+        )
+    };
+    let first = brokers.first().context("no brokers")?;
+    connect(first)
+        .await?
+        .group_create(super::GROUP, order)
+        .await
+        .context("creating the group")?;
+    for b in brokers {
+        let client = connect(b).await?;
+        let end = Instant::now() + SETUP;
+        loop {
+            let ready = client
+                .group_info(super::GROUP)
+                .await
+                .is_ok_and(|g| order != palio::GroupOrder::Total || g.sequencer.is_some());
+            if ready {
+                break;
+            }
+            if Instant::now() > end {
+                bail!(
+                    "{} did not learn the group (and its sequencer) within {SETUP:?}",
+                    b.name
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.close().await;
+    }
+    Ok(())
 }
 
 /// Adds what the brokers show now (counters, log tails) to an error.

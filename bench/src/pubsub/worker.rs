@@ -38,6 +38,65 @@ pub struct WorkerConfig {
     pub rate: Option<u64>,
     /// How long the subscriber waits for stragglers once the publisher is done.
     pub drain: Duration,
+    /// Publish to / join this ordered group instead of best-effort publish/subscribe.
+    pub group: Option<String>,
+}
+
+/// Where a worker publishes: best effort, or to an ordered group (pipelined, acked).
+enum Sink {
+    Plain(Client),
+    Group(Client, palio::GroupPublisher, u64),
+}
+
+impl Sink {
+    async fn send(&mut self, n: palio::Notification) -> anyhow::Result<()> {
+        match self {
+            Sink::Plain(c) => c.publish(n).await?,
+            Sink::Group(_, p, sent) => {
+                p.send(n).await?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Best effort: every publication handed to routing; group: every publication acked.
+    async fn settle(&mut self) -> anyhow::Result<()> {
+        match self {
+            Sink::Plain(c) => {
+                c.flush().await?;
+            }
+            Sink::Group(_, p, sent) => p.wait_acked(*sent, Duration::from_secs(120)).await?,
+        }
+        Ok(())
+    }
+
+    async fn close(self) {
+        match self {
+            Sink::Plain(c) | Sink::Group(c, _, _) => c.close().await,
+        }
+    }
+}
+
+/// What a worker receives from: a subscription, or a group membership.
+enum Source {
+    Plain(palio::Subscription),
+    Group(palio::GroupSubscription),
+}
+
+impl Source {
+    /// The next notification (group gaps are skipped: what they stand for is counted as lost).
+    async fn next(&mut self) -> Option<palio::Notification> {
+        match self {
+            Source::Plain(s) => s.next().await,
+            Source::Group(g) => loop {
+                match g.next().await? {
+                    palio::GroupEvent::Message(m) => return Some(m.notification),
+                    palio::GroupEvent::Gap { .. } => continue,
+                }
+            },
+        }
+    }
 }
 
 /// The publisher's result line.
@@ -130,12 +189,19 @@ pub fn publisher(c: &WorkerConfig) -> anyhow::Result<()> {
 
 async fn publish(c: &WorkerConfig) -> anyhow::Result<PublisherResult> {
     let client = connect(c).await?;
+    let mut sink = match &c.group {
+        None => Sink::Plain(client),
+        Some(g) => {
+            let p = client.group_publisher(g);
+            Sink::Group(client, p, 0)
+        }
+    };
     let mut commands = stdin_lines();
     println!("connected");
     let mut probes = 0u64;
     loop {
-        client.publish(probe()?).await?;
-        client.flush().await?;
+        sink.send(probe()?).await?;
+        sink.settle().await?;
         probes += 1;
         match tokio::time::timeout(Duration::from_millis(20), commands.recv()).await {
             Err(_) => {}
@@ -165,12 +231,12 @@ async fn publish(c: &WorkerConfig) -> anyhow::Result<PublisherResult> {
         }
         payload[..8].copy_from_slice(&super::unix_micros().to_le_bytes());
         let seq = i32::try_from(seq).context("seq")?;
-        client.publish(notification(seq, payload.clone())?).await?;
+        sink.send(notification(seq, payload.clone())?).await?;
     }
-    client.flush().await?;
+    sink.settle().await?;
     let secs = start.elapsed().as_secs_f64();
     let cpu_secs = cpu_start.zip(process_cpu_secs()).map(|(a, b)| b - a);
-    client.close().await;
+    sink.close().await;
     Ok(PublisherResult {
         published: c.count,
         probes,
@@ -254,7 +320,10 @@ impl Tally {
 
 async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
     let client = connect(c).await?;
-    let mut sub = client.subscribe(FILTER).await?;
+    let mut sub = match &c.group {
+        None => Source::Plain(client.subscribe(FILTER).await?),
+        Some(g) => Source::Group(client.group_join(g, Some(FILTER)).await?),
+    };
     let mut commands = stdin_lines();
     println!("subscribed");
     let cpu_start = process_cpu_secs();
