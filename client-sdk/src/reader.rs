@@ -44,7 +44,21 @@ pub(crate) async fn read_control(
     // Queue listings split over several frames (`more`), gathered by request until the last
     // frame answers the request with all of them.
     let mut listings: HashMap<u64, Vec<QueueInfo>> = HashMap::new();
-    while let Some(Ok(frame)) = reader.next().await {
+    while let Some(next) = reader.next().await {
+        let frame = match next {
+            Ok(f) => f,
+            Err(e) => {
+                // A frame that does not decode: the connection cannot be trusted any more.
+                tracing::warn!(error = %e, "bad frame from the broker: closing");
+                let message = format!("bad frame from the broker: {e}");
+                shared.conn.close(
+                    palio_protocol::ErrorCode::MalformedFrame.code().into(),
+                    message.as_bytes(),
+                );
+                reason = Some(Error::Protocol(message));
+                break;
+            }
+        };
         let frame = match frame {
             ServerFrame::Queues {
                 request,
