@@ -42,7 +42,10 @@
 //! where it and `j` first spoke*. Until then `j`'s messages, and every message depending on
 //! `j`, are held back; the core asks `j` with `Hello` every `repair_after`, and after
 //! `repair_attempts` unanswered tries joins `j` at 0 (so whatever it then cannot get from `j`
-//! is reported as a gap). The own entry's join point is the sequence recovered at creation.
+//! is reported as a gap). The own entry's join point is the sequence recovered at creation,
+//! and no join point is below the clock of the last recovered own message (its *floor*): the
+//! messages a restarted origin stamps carry clocks at least that one's, and what happened before
+//! its earlier messages is before the join of its new members too.
 //! Cores that are created together (a new group) join each other at 0: each one's `Hello` is
 //! its first body on each link. A restarted broker lost its delivered clock (only its own
 //! messages are persisted) and its members are new subscribers, so it simply joins again.
@@ -188,6 +191,9 @@ pub struct CausalGroup<M> {
     seq: u64,
     /// The own sequence recovered at creation (the own join point).
     recovered: u64,
+    /// The clock of the last recovered own message (without the own entry): no join point is
+    /// below it, so the own messages' clocks never go back and the join cut holds their past.
+    floor: VClock,
     /// `V`: what this broker delivered.
     delivered: VClock,
     origins: BTreeMap<BrokerId, Origin>,
@@ -223,6 +229,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
             return Err(err("a total-order group is not a causal group".into()));
         }
         let mut seq = 0u64;
+        let mut floor = VClock::default();
         let mut retained = VecDeque::new();
         for (i, record) in recovered.into_iter().enumerate() {
             let s: Stamped<M> =
@@ -231,6 +238,8 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
                 return Err(err(format!("record {i}: sequence {} after {seq}", s.seq)));
             }
             seq = s.seq;
+            floor = s.deps.clone();
+            floor.set(me, 0);
             retained.push_back(s);
             if retained.len() > config.retain {
                 retained.pop_front();
@@ -244,6 +253,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
             config,
             seq,
             recovered: seq,
+            floor,
             delivered,
             origins: BTreeMap::new(),
             held: BTreeMap::new(),
