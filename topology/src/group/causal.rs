@@ -86,6 +86,14 @@
 //!   [`CausalConfig::max_origins`]; a body that would add more is refused with [`BodyError`].
 //! - The durable log grows by one record per own message; compacting it (keeping a suffix) is
 //!   the shell's business: the core needs only the last `retain` records to rebuild.
+//!
+//! # Trust
+//!
+//! Bodies that do not decode or break the protocol are refused, and nothing a peer sends can
+//! make the core panic. But clocks are taken at their word: a `deps` (from a local client) or a
+//! peer's clock naming a message its origin never stamped is chased like a missing message and
+//! ends as a gap, after which that origin's real messages up to that number count as already
+//! delivered. Deps are meant to be clocks of deliveries, unchanged.
 
 mod engine;
 mod repair;
