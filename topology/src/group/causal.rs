@@ -42,7 +42,10 @@
 //! where it and `j` first spoke*. Until then `j`'s messages, and every message depending on
 //! `j`, are held back; the core asks `j` with `Hello` every `repair_after`, and after
 //! `repair_attempts` unanswered tries joins `j` at 0 (so whatever it then cannot get from `j`
-//! is reported as a gap). The own entry's join point is the sequence recovered at creation.
+//! is reported as a gap). The own entry's join point is the sequence recovered at creation,
+//! and no join point is below the clock of the last recovered own message (its *floor*): the
+//! messages a restarted origin stamps carry clocks at least that one's, and what happened before
+//! its earlier messages is before the join of its new members too.
 //! Cores that are created together (a new group) join each other at 0: each one's `Hello` is
 //! its first body on each link. A restarted broker lost its delivered clock (only its own
 //! messages are persisted) and its members are new subscribers, so it simply joins again.
@@ -83,6 +86,14 @@
 //!   [`CausalConfig::max_origins`]; a body that would add more is refused with [`BodyError`].
 //! - The durable log grows by one record per own message; compacting it (keeping a suffix) is
 //!   the shell's business: the core needs only the last `retain` records to rebuild.
+//!
+//! # Trust
+//!
+//! Bodies that do not decode or break the protocol are refused, and nothing a peer sends can
+//! make the core panic. But clocks are taken at their word: a `deps` (from a local client) or a
+//! peer's clock naming a message its origin never stamped is chased like a missing message and
+//! ends as a gap, after which that origin's real messages up to that number count as already
+//! delivered. Deps are meant to be clocks of deliveries, unchanged.
 
 mod engine;
 mod repair;
@@ -188,6 +199,9 @@ pub struct CausalGroup<M> {
     seq: u64,
     /// The own sequence recovered at creation (the own join point).
     recovered: u64,
+    /// The clock of the last recovered own message (without the own entry): no join point is
+    /// below it, so the own messages' clocks never go back and the join cut holds their past.
+    floor: VClock,
     /// `V`: what this broker delivered.
     delivered: VClock,
     origins: BTreeMap<BrokerId, Origin>,
@@ -223,6 +237,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
             return Err(err("a total-order group is not a causal group".into()));
         }
         let mut seq = 0u64;
+        let mut floor = VClock::default();
         let mut retained = VecDeque::new();
         for (i, record) in recovered.into_iter().enumerate() {
             let s: Stamped<M> =
@@ -231,6 +246,8 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
                 return Err(err(format!("record {i}: sequence {} after {seq}", s.seq)));
             }
             seq = s.seq;
+            floor = s.deps.clone();
+            floor.set(me, 0);
             retained.push_back(s);
             if retained.len() > config.retain {
                 retained.pop_front();
@@ -244,6 +261,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
             config,
             seq,
             recovered: seq,
+            floor,
             delivered,
             origins: BTreeMap::new(),
             held: BTreeMap::new(),

@@ -59,8 +59,9 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
     pub(super) fn insert(&mut self, origin: BrokerId, mut m: Stamped<M>) -> bool {
         m.deps.set(origin, 0);
         if self.order == Order::Causal {
-            m.deps.set(self.me, 0);
-            for (&k, &x) in &m.deps.0 {
+            // The entry of this broker stays in the clock (deliveries carry it) but is always
+            // met: this broker's own sequence is authoritative.
+            for (&k, &x) in m.deps.0.iter().filter(|&(&k, _)| k != self.me) {
                 let o = self.origins.entry(k).or_default();
                 o.top = o.top.max(x);
             }
@@ -97,6 +98,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
         if o.joined.is_some() {
             return;
         }
+        let at = at.max(self.floor.get(origin));
         o.joined = Some(at);
         o.top = o.top.max(at);
         o.chase = None;
@@ -143,10 +145,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
     /// did.
     fn advance(&mut self, origin: BrokerId) -> bool {
         let mut any = false;
-        loop {
-            let Some(o) = self.origins.get(&origin) else {
-                break;
-            };
+        while let Some(o) = self.origins.get(&origin) {
             if o.joined.is_none() {
                 break;
             }
@@ -235,6 +234,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
         let deps = match self.order {
             Order::Causal => {
                 let mut d = self.delivered.clone();
+                d.merge(&self.floor);
                 d.set(self.me, 0);
                 d
             }
@@ -274,13 +274,16 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
         });
     }
 
-    /// The hold-back bound is exceeded: join every origin not joined yet at 0 and report every
-    /// hole up to what is known to exist as a gap, releasing everything held.
+    /// The hold-back bound is exceeded: join every origin waited for but not joined yet at 0
+    /// (or the floor) and report every hole up to what is known to exist as a gap, releasing
+    /// everything held.
     pub(super) fn give_up_all(&mut self) {
         self.stats.overflows += 1;
         let keys: Vec<BrokerId> = self.origins.keys().copied().collect();
         for k in keys {
-            self.join(k, 0);
+            if self.origins.get(&k).is_some_and(|o| o.top > 0) {
+                self.join(k, 0);
+            }
             if let Some(o) = self.origins.get_mut(&k) {
                 o.gap_through = o.gap_through.max(o.top);
                 o.chase = None;
