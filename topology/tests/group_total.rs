@@ -40,6 +40,9 @@ struct Outcome {
     max_epoch: u64,
     positions: usize,
     events: u64,
+    /// The longest Raft log a replica holds at the end.
+    max_log: u64,
+    gaps: u64,
 }
 
 /// Runs until `until`, publishing at the publishers now and then.
@@ -197,7 +200,10 @@ fn run(seed: u64, fault: Fault, small_retain: bool) -> Result<Outcome, String> {
     }
     let report = check(&sim)?;
     if report.gaps > 0 && !small_retain {
-        return Err(format!("{} messages reported lost with a large retain", report.gaps));
+        return Err(format!(
+            "{} messages reported lost with a large retain",
+            report.gaps
+        ));
     }
     // Idle for a while: every replica applies the same sequence, every reader reads it all.
     let t = sim.now + ms(300);
@@ -212,7 +218,9 @@ fn run(seed: u64, fault: Fault, small_retain: bool) -> Result<Outcome, String> {
     for b in 0..brokers {
         let next = sim.group(b).and_then(|g| g.reader_next());
         if next != Some(end) {
-            return Err(format!("reader at b{b} is at {next:?}, the log ends before {end}"));
+            return Err(format!(
+                "reader at b{b} is at {next:?}, the log ends before {end}"
+            ));
         }
     }
     Ok(Outcome {
@@ -220,6 +228,11 @@ fn run(seed: u64, fault: Fault, small_retain: bool) -> Result<Outcome, String> {
         max_epoch: report.max_epoch,
         positions: report.positions,
         events: sim.events,
+        max_log: (0..3u32)
+            .filter_map(|b| sim.group(b).map(|g| g.log_len()))
+            .max()
+            .unwrap_or(0),
+        gaps: report.gaps,
     })
 }
 
@@ -261,9 +274,33 @@ fn same_seed_same_trace() {
         let c = run(78, fault, false).unwrap();
         assert_eq!(a.hash, b.hash, "{fault:?}");
         assert_ne!(a.hash, c.hash, "{fault:?}");
-        assert!(a.positions > 10, "{fault:?}: only {} positions", a.positions);
-        eprintln!("{fault:?}: {} positions, epoch {}, {} events", a.positions, a.max_epoch, a.events);
+        assert!(
+            a.positions > 10,
+            "{fault:?}: only {} positions",
+            a.positions
+        );
+        eprintln!(
+            "{fault:?}: {} positions, epoch {}, {} events",
+            a.positions, a.max_epoch, a.events
+        );
     }
+}
+
+#[test]
+fn compaction_bounds_the_log_and_readers_still_deliver() {
+    let mut gaps = 0;
+    for seed in 0..20 {
+        let fault = FAULTS[(seed % FAULTS.len() as u64) as usize];
+        let a = run(seed, fault, true).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            a.max_log <= 7,
+            "seed {seed}: a log of {} entries",
+            a.max_log
+        );
+        assert!(a.positions > 10);
+        gaps += a.gaps;
+    }
+    eprintln!("gaps over 20 small-retain runs: {gaps}");
 }
 
 #[test]

@@ -239,16 +239,12 @@ impl Sim {
 
     /// Carries out a node's effects in order (Persist: write; any later effect: sync first).
     fn drain(&mut self, b: u32) {
-        loop {
-            let Some(e) = self.nodes[b as usize]
-                .group
-                .as_mut()
-                .and_then(|g| g.poll_effect())
-            else {
-                break;
-            };
-            if !matches!(e, Effect::Persist { .. }) && !self.nodes[b as usize].unsynced.is_empty()
-            {
+        while let Some(e) = self.nodes[b as usize]
+            .group
+            .as_mut()
+            .and_then(|g| g.poll_effect())
+        {
+            if !matches!(e, Effect::Persist { .. }) && !self.nodes[b as usize].unsynced.is_empty() {
                 self.sync(b);
             }
             match e {
@@ -268,7 +264,10 @@ impl Sim {
                 Effect::Acked { producer, through } => {
                     self.trace((b, &producer, through));
                     let a = self.acked.entry(producer.clone()).or_insert(0);
-                    assert!(through > *a, "acks of {producer} out of order: {through} after {a}");
+                    assert!(
+                        through > *a,
+                        "acks of {producer} out of order: {through} after {a}"
+                    );
                     *a = through;
                 }
                 Effect::Gap { origin, count } => {
@@ -550,7 +549,10 @@ pub fn check(sim: &Sim) -> Result<Report, String> {
                         if let Some(nx) = next
                             && p.seq != nx
                         {
-                            return Err(format!("b{b} log {li}: seq {} where {nx} was next", p.seq));
+                            return Err(format!(
+                                "b{b} log {li}: seq {} where {nx} was next",
+                                p.seq
+                            ));
                         }
                         next = Some(p.seq + 1);
                         if p.epoch < epoch {
@@ -606,7 +608,9 @@ pub fn check(sim: &Sim) -> Result<Report, String> {
         for pseq in 1..=*through {
             let v = (producer.clone(), pseq);
             if sim.published.contains(&v) && !seq_of.contains_key(&v) && report.gaps == 0 {
-                return Err(format!("{v:?} acked (through {through}) but never delivered"));
+                return Err(format!(
+                    "{v:?} acked (through {through}) but never delivered"
+                ));
             }
         }
     }

@@ -482,7 +482,10 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
         let mut out = Vec::new();
         match body {
             Body::Raft(w) => {
-                let r = self.replica.as_mut().ok_or("raft message to a non-replica")?;
+                let r = self
+                    .replica
+                    .as_mut()
+                    .ok_or("raft message to a non-replica")?;
                 r.node.step(from, w)?;
             }
             Body::Propose { pubs } => {
@@ -498,7 +501,10 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
                     let mut acks: Vec<(String, u64)> = Vec::new();
                     let mut fresh = Vec::new();
                     for p in pubs {
-                        if r.state.applied_pseq(&p.producer).is_some_and(|l| p.pseq <= l) {
+                        if r.state
+                            .applied_pseq(&p.producer)
+                            .is_some_and(|l| p.pseq <= l)
+                        {
                             match acks.iter_mut().find(|(q, _)| *q == p.producer) {
                                 Some((_, t)) => *t = (*t).max(p.pseq),
                                 None => acks.push((p.producer, p.pseq)),
