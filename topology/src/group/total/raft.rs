@@ -12,6 +12,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
 use super::records::{LogEntry, Record, Replay};
+
 use super::state::SnapData;
 use super::storage::{GroupStorage, from_entry, to_entry};
 use super::{Committed, Consensus, ConsensusOutput, TotalConfig};
@@ -161,12 +162,8 @@ impl RaftNode {
         me: BrokerId,
         voters: &[BrokerId],
         config: &TotalConfig,
-        records: Vec<Record>,
+        replay: Replay,
     ) -> Result<(RaftNode, Recovered), String> {
-        let mut replay = Replay::default();
-        for r in records {
-            replay.apply(r)?;
-        }
         SnapData::decode(&replay.snap_data)?;
         let voter_ids: Vec<u64> = voters.iter().map(|b| raft_id(*b)).collect();
         let storage = GroupStorage::from_replay(&replay, voter_ids.clone());
