@@ -103,7 +103,7 @@ use serde::de::DeserializeOwned;
 use self::access::Access;
 use self::raft::RaftNode;
 use self::reader::Reader;
-use self::records::Record;
+use self::records::{Record, Replay};
 use self::serve::Serving;
 use self::state::{Applied, Batch, Publication};
 use self::wire::Body;
@@ -277,14 +277,18 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
         if vs.is_empty() || vs.len() != voters.len() {
             return Err(err(me, "voters must be a non-empty set"));
         }
-        let records = recovered
-            .into_iter()
-            .map(|r| Record::decode(&r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(me, e))?;
+        // Records are replayed one at a time: compactions drop what they cover, so memory
+        // stays bounded by the log as it was, not by the length of the record file.
+        let mut replay = Replay::default();
+        let mut any = false;
+        for r in recovered {
+            any = true;
+            replay
+                .apply(Record::decode(&r).map_err(|e| err(me, e))?)
+                .map_err(|e| err(me, e))?;
+        }
         let replica = if voters.contains(&me) {
-            let (node, rec) =
-                RaftNode::new(me, voters, &config, records).map_err(|e| err(me, e))?;
+            let (node, rec) = RaftNode::new(me, voters, &config, replay).map_err(|e| err(me, e))?;
             let mut state = Applied::restore(me, rec.snap_index, &rec.snap_data, config.retain)
                 .map_err(|e| err(me, e))?;
             for c in &rec.committed {
@@ -297,7 +301,7 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
                 serving: Serving::new(config.reader_chunk, config.reader_stall),
                 next_tick: now + config.tick,
             })
-        } else if !records.is_empty() {
+        } else if any {
             return Err(err(me, "records at a broker that is not a replica"));
         } else {
             None
@@ -482,7 +486,10 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
         let mut out = Vec::new();
         match body {
             Body::Raft(w) => {
-                let r = self.replica.as_mut().ok_or("raft message to a non-replica")?;
+                let r = self
+                    .replica
+                    .as_mut()
+                    .ok_or("raft message to a non-replica")?;
                 r.node.step(from, w)?;
             }
             Body::Propose { pubs } => {
@@ -498,7 +505,10 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
                     let mut acks: Vec<(String, u64)> = Vec::new();
                     let mut fresh = Vec::new();
                     for p in pubs {
-                        if r.state.applied_pseq(&p.producer).is_some_and(|l| p.pseq <= l) {
+                        if r.state
+                            .applied_pseq(&p.producer)
+                            .is_some_and(|l| p.pseq <= l)
+                        {
                             match acks.iter_mut().find(|(q, _)| *q == p.producer) {
                                 Some((_, t)) => *t = (*t).max(p.pseq),
                                 None => acks.push((p.producer, p.pseq)),

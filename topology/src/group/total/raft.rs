@@ -12,6 +12,7 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
 use super::records::{LogEntry, Record, Replay};
+
 use super::state::SnapData;
 use super::storage::{GroupStorage, from_entry, to_entry};
 use super::{Committed, Consensus, ConsensusOutput, TotalConfig};
@@ -161,12 +162,8 @@ impl RaftNode {
         me: BrokerId,
         voters: &[BrokerId],
         config: &TotalConfig,
-        records: Vec<Record>,
+        replay: Replay,
     ) -> Result<(RaftNode, Recovered), String> {
-        let mut replay = Replay::default();
-        for r in records {
-            replay.apply(r)?;
-        }
         SnapData::decode(&replay.snap_data)?;
         let voter_ids: Vec<u64> = voters.iter().map(|b| raft_id(*b)).collect();
         let storage = GroupStorage::from_replay(&replay, voter_ids.clone());
@@ -235,13 +232,12 @@ impl RaftNode {
             return Err("raft message for another replica".into());
         }
         if t == MessageType::MsgAppend {
-            let mut next = w.index.checked_add(1).ok_or("index overflow")?;
             let mut term = w.log_term;
-            for e in &w.entries {
-                if e.index != next || e.term < term || e.term > w.term {
+            for (i, e) in w.entries.iter().enumerate() {
+                let want = w.index.checked_add(1 + i as u64);
+                if want != Some(e.index) || e.term < term || e.term > w.term {
                     return Err("append entries are not contiguous".into());
                 }
-                next += 1;
                 term = e.term;
             }
         } else if !w.entries.is_empty() {
@@ -265,8 +261,10 @@ impl RaftNode {
                     return Err("snapshot of index or term 0".into());
                 }
                 SnapData::decode(&s.data)?;
-                let mut snap = Snapshot::default();
-                snap.data = s.data.into();
+                let mut snap = Snapshot {
+                    data: s.data.into(),
+                    ..Snapshot::default()
+                };
                 let meta = snap.mut_metadata();
                 meta.index = s.index;
                 meta.term = s.term;
@@ -282,7 +280,12 @@ impl RaftNode {
         m.term = w.term;
         m.log_term = w.log_term;
         m.index = w.index;
-        m.entries = w.entries.iter().map(to_entry).collect::<Vec<Entry>>().into();
+        m.entries = w
+            .entries
+            .iter()
+            .map(to_entry)
+            .collect::<Vec<Entry>>()
+            .into();
         m.commit = w.commit;
         m.commit_term = w.commit_term;
         m.request_snapshot = w.request_snapshot;
@@ -347,7 +350,11 @@ impl Consensus for RaftNode {
         Self::wire(rd.take_messages(), &mut out.send_now, &mut snaps);
         if !rd.snapshot().is_empty() {
             let s = rd.snapshot();
-            let (index, term, data) = (s.get_metadata().index, s.get_metadata().term, s.data.to_vec());
+            let (index, term, data) = (
+                s.get_metadata().index,
+                s.get_metadata().term,
+                s.data.to_vec(),
+            );
             self.raw.mut_store().install(index, term, data.clone());
             out.persist.push(
                 Record::Install {
@@ -432,7 +439,7 @@ impl Consensus for RaftNode {
 
     fn log_len(&self) -> u64 {
         let s = self.raw.store();
-        s.last() + 1 - s.first()
+        (s.last().saturating_add(1)).saturating_sub(s.first())
     }
 
     fn compact(&mut self, index: u64, data: Vec<u8>) -> Option<Vec<u8>> {

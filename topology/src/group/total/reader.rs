@@ -114,7 +114,11 @@ impl Reader {
     ) {
         self.tried.insert(self.source);
         if self.voters.iter().all(|v| self.tried.contains(v)) {
-            let lowest = self.gone.iter().min_by_key(|(_, f)| **f).map(|(b, f)| (*b, *f));
+            let lowest = self
+                .gone
+                .iter()
+                .min_by_key(|(_, f)| **f)
+                .map(|(b, f)| (*b, *f));
             if let (Some(next), Some((at, floor))) = (self.next, lowest)
                 && floor > next
             {
@@ -184,7 +188,7 @@ impl Reader {
             }
             None => return Ok(()),
         };
-        let end = start + items.len() as u64;
+        let end = start.saturating_add(items.len() as u64);
         if start <= next && next < end {
             let skip = (next - start) as usize;
             for (position, msg) in items.into_iter().skip(skip) {

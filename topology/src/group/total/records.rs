@@ -90,7 +90,7 @@ impl Replay {
             }
             Record::Entries(es) => {
                 for w in es.windows(2) {
-                    if w[1].index != w[0].index + 1 || w[1].term < w[0].term {
+                    if w[0].index.checked_add(1) != Some(w[1].index) || w[1].term < w[0].term {
                         return Err("entries record is not contiguous".into());
                     }
                 }
@@ -102,8 +102,8 @@ impl Replay {
                 let Some(first) = es.first() else {
                     return Ok(());
                 };
-                let last = self.snap_index + self.entries.len() as u64;
-                if first.index > last + 1 {
+                let last = self.last_index();
+                if first.index > last.saturating_add(1) {
                     return Err(format!(
                         "entries record starts at {} after the log's end {last}",
                         first.index
@@ -114,7 +114,7 @@ impl Replay {
                 self.entries.extend(es);
             }
             Record::Compact { index, term, data } => {
-                let last = self.snap_index + self.entries.len() as u64;
+                let last = self.last_index();
                 if index <= self.snap_index {
                     return Ok(());
                 }
@@ -141,7 +141,7 @@ impl Replay {
     }
 
     pub(crate) fn last_index(&self) -> u64 {
-        self.snap_index + self.entries.len() as u64
+        self.snap_index.saturating_add(self.entries.len() as u64)
     }
 }
 

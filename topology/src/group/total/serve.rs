@@ -51,7 +51,7 @@ impl Serving {
             term,
             leader,
             floor: state.floor(),
-            through: state.next_seq() - 1,
+            through: state.next_seq().saturating_sub(1),
             start,
             items: state.since(start, max),
         }
@@ -76,7 +76,7 @@ impl Serving {
         self.followers.insert(
             reader,
             Follower {
-                cursor: cursor + sent,
+                cursor: cursor.saturating_add(sent),
                 expires: now + self.lease,
             },
         );

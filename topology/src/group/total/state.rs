@@ -74,7 +74,11 @@ impl SnapData {
         }
         let d: SnapData =
             rmp_serde::from_slice(bytes).map_err(|e| format!("bad snapshot data: {e}"))?;
-        if d.next_seq == 0 || d.last.is_some_and(|p| p.seq + 1 != d.next_seq) {
+        if d.next_seq == 0
+            || d.next_seq == u64::MAX
+            || d.last
+                .is_some_and(|p| p.seq.checked_add(1) != Some(d.next_seq))
+        {
             return Err("inconsistent snapshot data".into());
         }
         Ok(d)
@@ -145,7 +149,7 @@ impl<M: Clone + Serialize + DeserializeOwned> Applied<M> {
                     epoch: term,
                     seq: self.data.next_seq,
                 };
-                self.data.next_seq += 1;
+                self.data.next_seq = self.data.next_seq.saturating_add(1);
                 self.data.last = Some(pos);
                 self.retained.push_back((pos, p.msg));
                 if self.retained.len() > self.retain {
@@ -173,7 +177,7 @@ impl<M: Clone + Serialize + DeserializeOwned> Applied<M> {
     /// Takes a checkpoint if `every` entries have been applied since the last one.
     pub(crate) fn maybe_checkpoint(&mut self, every: u64) {
         let last = self.checkpoint.as_ref().map_or(0, |c| c.0);
-        if self.applied_index >= last + every.max(1) {
+        if self.applied_index >= last.saturating_add(every.max(1)) {
             self.checkpoint = Some((self.applied_index, self.data.encode()));
         }
     }
@@ -205,7 +209,9 @@ impl<M: Clone + Serialize + DeserializeOwned> Applied<M> {
 
     /// The first sequence held (the next one to hand out when nothing is held).
     pub(crate) fn floor(&self) -> u64 {
-        self.retained.front().map_or(self.data.next_seq, |m| m.0.seq)
+        self.retained
+            .front()
+            .map_or(self.data.next_seq, |m| m.0.seq)
     }
 
     /// The next sequence to hand out.

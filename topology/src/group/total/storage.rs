@@ -23,11 +23,12 @@ pub(crate) struct GroupStorage {
 }
 
 pub(crate) fn to_entry(e: &LogEntry) -> Entry {
-    let mut out = Entry::default();
-    out.term = e.term;
-    out.index = e.index;
-    out.data = e.data.clone().into();
-    out
+    Entry {
+        term: e.term,
+        index: e.index,
+        data: e.data.clone().into(),
+        ..Entry::default()
+    }
 }
 
 pub(crate) fn from_entry(e: &Entry) -> LogEntry {
@@ -41,14 +42,19 @@ pub(crate) fn from_entry(e: &Entry) -> LogEntry {
 impl GroupStorage {
     /// The storage a replay describes, for a group whose voters are `voters` (raft ids).
     pub(crate) fn from_replay(r: &Replay, voters: Vec<u64>) -> GroupStorage {
-        let mut hard = HardState::default();
-        hard.term = r.term.max(r.snap_term);
-        hard.vote = r.vote;
-        // The commit persisted may run ahead of the entries that reached the disk only if
-        // records were lost; committing less than was committed is safe (it is learned again).
-        hard.commit = r.commit.clamp(r.snap_index, r.last_index());
-        let mut conf = ConfState::default();
-        conf.voters = voters;
+        let hard = HardState {
+            term: r.term.max(r.snap_term),
+            vote: r.vote,
+            // The commit persisted may run ahead of the entries that reached the disk only if
+            // records were lost; committing less than was committed is safe (it is learned
+            // again).
+            commit: r.commit.clamp(r.snap_index, r.last_index()),
+            ..HardState::default()
+        };
+        let conf = ConfState {
+            voters,
+            ..ConfState::default()
+        };
         GroupStorage {
             hard,
             conf,
@@ -78,7 +84,7 @@ impl GroupStorage {
         let Some(first) = es.first() else {
             return Ok(());
         };
-        if first.index > self.last() + 1 {
+        if first.index > self.last().saturating_add(1) {
             return Err(format!("append at {} after {}", first.index, self.last()));
         }
         let keep = (first.index - self.snap_index - 1) as usize;
@@ -112,11 +118,11 @@ impl GroupStorage {
     }
 
     pub(crate) fn first(&self) -> u64 {
-        self.snap_index + 1
+        self.snap_index.saturating_add(1)
     }
 
     pub(crate) fn last(&self) -> u64 {
-        self.snap_index + self.entries.len() as u64
+        self.snap_index.saturating_add(self.entries.len() as u64)
     }
 
     pub(crate) fn snapshot_index(&self) -> u64 {
@@ -167,7 +173,7 @@ impl raft::Storage for GroupStorage {
         if low <= self.snap_index {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        if high > self.last() + 1 || low > high {
+        if high > self.last().saturating_add(1) || low > high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
         let a = (low - self.snap_index - 1) as usize;
@@ -203,8 +209,10 @@ impl raft::Storage for GroupStorage {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let mut s = Snapshot::default();
-        s.data = self.snap_data.clone().into();
+        let mut s = Snapshot {
+            data: self.snap_data.clone().into(),
+            ..Snapshot::default()
+        };
         let meta = s.mut_metadata();
         meta.index = self.snap_index;
         meta.term = self.snap_term;
