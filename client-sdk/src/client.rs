@@ -518,6 +518,15 @@ impl Client {
         }
     }
 
+    /// Why the connection is closed (the broker's close code and reason when it gave one), or
+    /// `None` while it is open.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.shared
+            .conn
+            .close_reason()
+            .map(|e| Error::from_connection(&e))
+    }
+
     /// Closes the connection and waits (briefly) for the broker to be told.
     pub async fn close(self) {
         self.shared

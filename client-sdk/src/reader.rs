@@ -48,6 +48,11 @@ pub(crate) async fn read_control(
         let frame = match next {
             Ok(f) => f,
             Err(e) => {
+                if let Some(lost) = shared.conn.close_reason() {
+                    // The connection went first: its reason is the one to report.
+                    reason = Some(Error::from_connection(&lost));
+                    break;
+                }
                 // A frame that does not decode: the connection cannot be trusted any more.
                 tracing::warn!(error = %e, "bad frame from the broker: closing");
                 let message = format!("bad frame from the broker: {e}");

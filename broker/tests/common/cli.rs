@@ -52,20 +52,46 @@ pub fn run(b: &BrokerProc, args: &[&str], secs: u64) -> Output {
 /// Waits for `child` (reading its output meanwhile, so a full pipe cannot stall it); kills it
 /// and panics after `secs`.
 pub fn wait_output(child: Child, secs: u64) -> Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(out) => out.expect("palio output"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            let out = rx.recv().expect("palio output after kill").expect("output");
-            panic!(
-                "palio did not finish within {secs} s; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    Collecting::start(child).finish(secs)
+}
+
+/// A child whose output is being read while the test does other things: a `palio sub` that
+/// prints more than a pipe holds would otherwise block on stdout, stop serving its QUIC
+/// connection and be dropped by the broker's idle timeout.
+pub struct Collecting {
+    pid: u32,
+    rx: std::sync::mpsc::Receiver<std::io::Result<Output>>,
+}
+
+impl Collecting {
+    /// Starts reading `child`'s output on a thread.
+    pub fn start(child: Child) -> Self {
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        Collecting { pid, rx }
+    }
+
+    /// The child's output once it exits; kills it and panics after `secs`.
+    pub fn finish(self, secs: u64) -> Output {
+        match self.rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(out) => out.expect("palio output"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-9", &self.pid.to_string()])
+                    .status();
+                let out = self
+                    .rx
+                    .recv()
+                    .expect("palio output after kill")
+                    .expect("output");
+                panic!(
+                    "palio did not finish within {secs} s; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
         }
     }
 }

@@ -211,7 +211,10 @@ pub(super) fn run_group_sub(
                 None => member.next().await,
             };
             match next {
-                None => anyhow::bail!("the connection to the broker closed"),
+                None => match client.close_reason() {
+                    Some(e) => anyhow::bail!("the connection to the broker closed: {e}"),
+                    None => anyhow::bail!("the member's stream ended"),
+                },
                 Some(GroupEvent::Gap { count }) => {
                     writeln!(
                         err,
