@@ -88,6 +88,18 @@ pub(crate) struct Metrics {
     pub(crate) store_recovery_problems: IntCounter,
     /// 1 once the store refuses writes after a failed write or fsync.
     pub(crate) store_poisoned: IntGauge,
+    /// Ordered groups known (live), by order.
+    pub(crate) groups: IntGaugeVec,
+    /// Group publications acknowledged to local publishers, by order.
+    pub(crate) group_acked: IntCounterVec,
+    /// Group messages handed to local members, by order.
+    pub(crate) group_delivered: IntCounterVec,
+    /// Group messages reported lost to local members, by order.
+    pub(crate) group_gaps: IntCounterVec,
+    /// fdatasyncs of the groups' log (one per run of records).
+    pub(crate) group_log_syncs: IntCounter,
+    /// Group bodies from peers that did not decode or broke the protocol.
+    pub(crate) group_bad_bodies: IntCounter,
 }
 
 impl Metrics {
@@ -264,6 +276,30 @@ impl Metrics {
             store_poisoned: gauge(
                 "store_poisoned",
                 "1 once the store refuses writes after a failed write or fsync.",
+            ),
+            groups: gauge_vec("groups", "Ordered groups known, by order.", &["order"]),
+            group_acked: counter_vec(
+                "group_acked_total",
+                "Group publications acknowledged to local publishers (total order: committed).",
+                &["order"],
+            ),
+            group_delivered: counter_vec(
+                "group_delivered_total",
+                "Group messages handed to local members' control streams.",
+                &["order"],
+            ),
+            group_gaps: counter_vec(
+                "group_gap_messages_total",
+                "Group messages reported lost to local members (lost at their origin).",
+                &["order"],
+            ),
+            group_log_syncs: counter(
+                "group_log_syncs_total",
+                "fdatasyncs of the groups' log (one per run of records).",
+            ),
+            group_bad_bodies: counter(
+                "group_bad_bodies_total",
+                "Group messages from peers that did not decode or broke the protocol.",
             ),
             registry,
         }

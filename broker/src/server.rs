@@ -38,6 +38,8 @@ pub struct Server {
     store: Store,
     /// The groups' log, read back, until `run` hands it to the groups task.
     groups: Groups,
+    /// Every metric of this broker (the groups task has them from the start).
+    metrics: Metrics,
     store_summary: serde_json::Value,
     /// The data directory lock, held until `run` has returned and the store is closed.
     lock: Arc<DataDirLock>,
@@ -169,11 +171,14 @@ impl Server {
             message: e,
         })?;
         let store_summary = store.summary();
+        let metrics = Metrics::new();
         let groups_dir = settings.data_dir.join("groups");
         let groups =
-            Groups::open(&groups_dir, broker_id(&name), &name).map_err(|e| StartError::Store {
-                dir: groups_dir.display().to_string(),
-                message: e,
+            Groups::open(&groups_dir, broker_id(&name), &name, metrics.clone()).map_err(|e| {
+                StartError::Store {
+                    dir: groups_dir.display().to_string(),
+                    message: e,
+                }
             })?;
         Ok(Self {
             settings,
@@ -184,6 +189,7 @@ impl Server {
             peer_roots,
             store,
             groups,
+            metrics,
             store_summary,
             lock,
         })
@@ -221,7 +227,7 @@ impl Server {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let metrics = Metrics::new();
+        let metrics = self.metrics.clone();
         let (tx, rx) = mpsc::channel(1024);
         let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
         let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());

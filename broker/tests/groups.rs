@@ -146,6 +146,23 @@ async fn total_order_is_one_order_for_members_on_every_broker() {
             "{p}: every message once, in order"
         );
     }
+    // What the brokers count: every publication acked at its access broker, every message
+    // handed to each broker's member.
+    assert_eq!(
+        a.metric("palio_group_acked_total{order=\"total\"}").await,
+        f64::from(N)
+    );
+    assert_eq!(
+        c.metric("palio_group_acked_total{order=\"total\"}").await,
+        f64::from(N)
+    );
+    for broker in [&a, &b, &c] {
+        let delivered = broker
+            .metric("palio_group_delivered_total{order=\"total\"}")
+            .await;
+        assert_eq!(delivered, f64::from(2 * N), "{}", broker.name);
+        assert_eq!(broker.metric("palio_groups{order=\"total\"}").await, 1.0);
+    }
     let info = cc.group_info("replicas").await.unwrap();
     assert_eq!(info.order, "total");
     assert!(info.epoch.is_some_and(|e| e >= 1));

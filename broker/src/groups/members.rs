@@ -33,8 +33,9 @@ pub(super) struct Locals {
     clients: HashMap<ClientId, Client>,
     members: BTreeMap<u64, Member>,
     next_member: u64,
-    /// Producer keys (see [`Locals::producer`]) of connected clients.
-    producers: HashMap<String, ClientId>,
+    /// Producer keys (see [`Locals::producer`]) of connected clients, with how far their
+    /// publications are acked.
+    producers: HashMap<(String, String), (ClientId, u64)>,
 }
 
 impl Locals {
@@ -50,7 +51,7 @@ impl Locals {
     /// Forgets a client; returns the groups it had members in.
     pub(super) fn client_gone(&mut self, client: ClientId) -> Vec<String> {
         self.clients.remove(&client);
-        self.producers.retain(|_, c| *c != client);
+        self.producers.retain(|_, (c, _)| *c != client);
         let mut groups: Vec<String> = Vec::new();
         self.members.retain(|_, m| {
             if m.client == client {
@@ -69,12 +70,15 @@ impl Locals {
     /// so that only the broker's own retries are de-duplicated.
     pub(super) fn producer(
         &mut self,
+        group: &str,
         broker: &str,
         client: ClientId,
         named: Option<&str>,
     ) -> String {
         let key = format!("{}/{broker}/{client}", named.unwrap_or("anon"));
-        self.producers.insert(key.clone(), client);
+        self.producers
+            .entry((group.to_owned(), key.clone()))
+            .or_insert((client, 0));
         key
     }
 
@@ -177,15 +181,23 @@ impl Locals {
         }
     }
 
-    /// Acks a producer's publications.
-    pub(super) fn acked(&mut self, group: &str, producer: &str, through: u64) {
-        if let Some(&client) = self.producers.get(producer) {
-            let frame = ServerFrame::GroupAcked {
-                group: group.to_owned(),
-                through,
-            };
-            self.send(client, frame, 128);
-        }
+    /// Acks a producer's publications; returns how many are newly acked.
+    pub(super) fn acked(&mut self, group: &str, producer: &str, through: u64) -> u64 {
+        let Some((client, done)) = self
+            .producers
+            .get_mut(&(group.to_owned(), producer.to_owned()))
+        else {
+            return 0;
+        };
+        let client = *client;
+        let new = through.saturating_sub(*done);
+        *done = (*done).max(through);
+        let frame = ServerFrame::GroupAcked {
+            group: group.to_owned(),
+            through,
+        };
+        self.send(client, frame, 128);
+        new
     }
 
     /// Sends a frame to a client (an answer, or a refusal).

@@ -36,6 +36,7 @@ use self::catalog::Catalog;
 use self::core::{Core, Msg};
 use self::journal::{Journal, Recovered};
 use self::members::Locals;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::router::ClientId;
 use crate::wire::{GroupDecl, GroupPeer, PeerMessage, PeerOut};
@@ -109,7 +110,12 @@ impl std::fmt::Debug for Groups {
 
 impl Groups {
     /// Opens the groups' log in `dir` and reads it back.
-    pub(crate) fn open(dir: &Path, me: BrokerId, name: &str) -> Result<Self, String> {
+    pub(crate) fn open(
+        dir: &Path,
+        me: BrokerId,
+        name: &str,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let (journal, recovered) = Journal::open(dir).map_err(|e| e.to_string())?;
         let mut catalog = Catalog::default();
         catalog.merge_names(vec![(me, name.to_owned())]);
@@ -126,6 +132,7 @@ impl Groups {
                 journal,
                 failed: None,
                 version: 0,
+                metrics,
             },
             recovered,
         })
@@ -160,6 +167,7 @@ impl Groups {
                 .unwrap_or_default();
             task.start_core(&d, records, now);
         }
+        task.count_groups();
         task.drive(now);
         loop {
             let deadline = task.next_timeout();
@@ -211,6 +219,7 @@ struct Task {
     failed: Option<String>,
     /// The version of this broker's member lists.
     version: u64,
+    metrics: Metrics,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -328,6 +337,7 @@ impl Task {
                 } else if let Some((_, core)) = self.cores.get_mut(&group)
                     && let Err(e) = core.handle_body(now, origin, &body)
                 {
+                    self.metrics.group_bad_bodies.inc();
                     tracing::debug!(%group, error = %e, "group message refused");
                 }
             }
@@ -350,6 +360,21 @@ impl Task {
             self.start_core(&d, Vec::new(), now);
         }
         self.flood(GroupPeer::Decl(d), from);
+        self.count_groups();
+    }
+
+    fn count_groups(&self) {
+        for order in [Order::Fifo, Order::Causal, Order::Total] {
+            let n = self
+                .catalog
+                .live_groups()
+                .filter(|d| d.order == order)
+                .count();
+            self.metrics
+                .groups
+                .with_label_values(&[order.as_str()])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     fn start_core(&mut self, d: &GroupDecl, records: Vec<Vec<u8>>, now: Instant) {
@@ -433,7 +458,7 @@ impl Task {
                 attributes,
                 payload,
             } => {
-                let key = self.locals.producer(&self.name, client, producer);
+                let key = self.locals.producer(&group, &self.name, client, producer);
                 let refusal = match (&self.failed, self.cores.get_mut(&group)) {
                     (Some(why), _) => Some((ErrorCode::StoreUnavailable, why.clone())),
                     (None, None) => Some((ErrorCode::GroupNotFound, format!("no group {group:?}"))),
@@ -635,8 +660,11 @@ impl Task {
                     persisted = true;
                 }
             }
-            if persisted && let Err(err) = self.journal.sync() {
-                self.fail(err.to_string());
+            if persisted {
+                self.metrics.group_log_syncs.inc();
+                if let Err(err) = self.journal.sync() {
+                    self.fail(err.to_string());
+                }
             }
             if self.failed.is_some() && persisted {
                 // Nothing that followed an unsynced record may be carried out.
@@ -649,6 +677,23 @@ impl Task {
     }
 
     fn carry_out(&mut self, group: &str, effect: Effect<Msg>) {
+        let order = self
+            .catalog
+            .live(group)
+            .map_or("unknown", |d| d.order.as_str());
+        match &effect {
+            Effect::Deliver(_) => self
+                .metrics
+                .group_delivered
+                .with_label_values(&[order])
+                .inc(),
+            Effect::Gap { count, .. } => self
+                .metrics
+                .group_gaps
+                .with_label_values(&[order])
+                .inc_by(*count),
+            _ => {}
+        }
         match effect {
             Effect::Persist { .. } => {}
             Effect::Send { to, body } => self.send_body(group.to_owned(), self.me, to, body),
@@ -664,7 +709,13 @@ impl Task {
                 }
             }
             Effect::Deliver(d) => self.locals.deliver(group, &d),
-            Effect::Acked { producer, through } => self.locals.acked(group, &producer, through),
+            Effect::Acked { producer, through } => {
+                let new = self.locals.acked(group, &producer, through);
+                self.metrics
+                    .group_acked
+                    .with_label_values(&[order])
+                    .inc_by(new);
+            }
             Effect::Gap { count, .. } => self.locals.gap(group, count),
         }
     }
