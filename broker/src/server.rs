@@ -245,59 +245,14 @@ impl Server {
         let router_task = tokio::spawn(router.run(rx, token.clone()));
         // The persist task does blocking file I/O (a pwrite per batch, a wait for an fsync
         // when a segment fills, checkpoints): it gets a thread and a runtime of its own so
-        // that none of it stalls the network tasks.
-        let (persist_done, persist_task) = tokio::sync::oneshot::channel::<()>();
+        // that none of it stalls the network tasks. The groups task fsyncs its log too.
         let persist = self
             .store
             .run(persist_rx, hops_rx, metrics.clone(), token.clone());
-        let persist_token = token.clone();
-        // The persist thread may outlive `run` (its wait below is bounded): it holds the data
-        // directory lock too, so the lock goes only once both are done with the store.
-        let persist_lock = self.lock.clone();
-        let spawned = std::thread::Builder::new()
-            .name("palio-persist".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(persist),
-                    Err(e) => {
-                        tracing::error!(error = %e, "starting the persist runtime failed");
-                        persist_token.cancel();
-                    }
-                }
-                drop(persist_lock);
-                let _ = persist_done.send(());
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "starting the persist thread failed; shutting down");
-            token.cancel();
-        }
-        // The groups task fsyncs its log too: a thread of its own, like the persist task.
+        let persist_task = own_thread("palio-persist", persist, &token, self.lock.clone());
         let (groups_tx, groups_rx) = mpsc::channel(4096);
         let groups = self.groups.run(groups_rx, hops_rx_groups, token.clone());
-        let groups_token = token.clone();
-        let groups_lock = self.lock.clone();
-        let spawned = std::thread::Builder::new()
-            .name("palio-groups".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(groups),
-                    Err(e) => {
-                        tracing::error!(error = %e, "starting the groups runtime failed");
-                        groups_token.cancel();
-                    }
-                }
-                drop(groups_lock);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "starting the groups thread failed; shutting down");
-            token.cancel();
-        }
+        let groups_task = own_thread("palio-groups", groups, &token, self.lock.clone());
         let ctx = Arc::new(Context::new(
             self.name.clone(),
             id,
@@ -354,6 +309,7 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), router_task).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), persist_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), groups_task).await;
     }
 
     /// What store recovery found at startup (records replayed, problems reported), as JSON.
@@ -395,4 +351,41 @@ async fn accept(shared: Arc<Context>, links: Arc<Links>, incoming: quinn::Incomi
         Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(links, conn).await,
         _ => conn.close(ErrorCode::ProtocolViolation.code().into(), b"unknown ALPN"),
     }
+}
+
+/// Runs `task` on a thread of its own with a current-thread runtime (for tasks that do
+/// blocking file I/O). The thread may outlive the server's `run` (its wait for the task is
+/// bounded): it holds the data directory lock, so the lock goes only once every such thread
+/// is done with the disk. The receiver hears when the task has finished; a thread or runtime
+/// that cannot start cancels `token` (the broker shuts down).
+fn own_thread(
+    name: &str,
+    task: impl Future<Output = ()> + Send + 'static,
+    token: &CancellationToken,
+    lock: Arc<DataDirLock>,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let cancel = token.clone();
+    let what = name.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(task),
+                Err(e) => {
+                    tracing::error!(error = %e, thread = %what, "starting a runtime failed");
+                    cancel.cancel();
+                }
+            }
+            drop(lock);
+            let _ = done.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, thread = name, "starting a thread failed; shutting down");
+        token.cancel();
+    }
+    finished
 }

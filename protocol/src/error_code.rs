@@ -58,14 +58,11 @@ pub enum ErrorCode {
     GroupNotFound,
     /// A group of that name exists already.
     GroupExists,
-    /// A group publication could not be ordered (no sequencer reachable, or the group was
-    /// removed); nothing about it is acknowledged.
-    GroupUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in order of [`ErrorCode::code`].
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::Closed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -86,7 +83,6 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::GroupNotFound,
         ErrorCode::GroupExists,
-        ErrorCode::GroupUnavailable,
     ];
 
     /// The QUIC application close code.
@@ -112,7 +108,6 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => 17,
             ErrorCode::GroupNotFound => 18,
             ErrorCode::GroupExists => 19,
-            ErrorCode::GroupUnavailable => 20,
         }
     }
 
@@ -144,7 +139,6 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::GroupNotFound => "group_not_found",
             ErrorCode::GroupExists => "group_exists",
-            ErrorCode::GroupUnavailable => "group_unavailable",
         }
     }
 }

@@ -17,11 +17,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::pubsub::{Connection, Sub, Template, runtime};
+use super::pubsub::{Connection, Sub, Template, one_request, runtime};
 use crate::{Client, Error, ErrorCode, GroupEvent, GroupInfo, GroupOrder};
 
 /// The ordering modes, as `--order` takes them.
@@ -114,16 +113,8 @@ pub(super) fn run(
         | GroupCommand::Info { conn, .. }
         | GroupCommand::Rm { conn, .. } => conn,
     };
-    let rt = runtime()?;
-    rt.block_on(async {
-        let client = Client::connect(conn.options("palio-group"))
-            .await
-            .context("connecting to the broker")?;
-        let line = request(&client, &cmd).await;
-        client.close().await;
-        writeln!(out, "{}", line?)?;
-        out.flush()?;
-        Ok(ExitCode::SUCCESS)
+    one_request(conn, "palio-group", out, async |client| {
+        request(client, &cmd).await
     })
 }
 

@@ -172,6 +172,28 @@ impl Template {
     }
 }
 
+/// Connects as `name`, carries out one request (`request` returns the line to print), closes
+/// the connection whatever the outcome, and prints the line: the shape of `queue …` and
+/// `group …`.
+pub(super) fn one_request(
+    conn: &Connection,
+    name: &str,
+    out: &mut dyn Write,
+    request: impl AsyncFnOnce(&Client) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = Client::connect(conn.options(name))
+            .await
+            .context("connecting to the broker")?;
+        let line = request(&client).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
+        client.close().await;
+        writeln!(out, "{}", line?)?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

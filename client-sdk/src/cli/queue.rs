@@ -10,11 +10,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::pubsub::{Connection, runtime};
+use super::pubsub::{Connection, one_request};
 use crate::{Client, Error, ErrorCode, QueueOptions};
 
 #[derive(Debug, Subcommand)]
@@ -102,17 +101,8 @@ pub(super) fn run(
         | QueueCommand::Info { conn, .. }
         | QueueCommand::Rm { conn, .. } => conn,
     };
-    let rt = runtime()?;
-    rt.block_on(async {
-        let client = Client::connect(conn.options("palio-queue"))
-            .await
-            .context("connecting to the broker")?;
-        let line = request(&client, &cmd).await;
-        // Closed whatever the outcome, so that the broker hears of it at once.
-        client.close().await;
-        writeln!(out, "{}", line?)?;
-        out.flush()?;
-        Ok(ExitCode::SUCCESS)
+    one_request(conn, "palio-queue", out, async |client| {
+        request(client, &cmd).await
     })
 }
 
