@@ -9,7 +9,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use harness::{InProc, Net, converged, wait_for};
+use harness::{DelayRelay, InProc, Net, converged, wait_for};
 use palio::filter::Value;
 use palio::{
     Client, ErrorCode, GroupDelivery, GroupEvent, GroupOrder, GroupSubscription, Notification,
@@ -259,4 +259,55 @@ async fn fifo_keeps_each_publishers_order_and_members_filter() {
     let refused = ca.group_join("feed", None).await.unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::GroupNotFound));
     assert!(ca.group_list().await.unwrap().is_empty());
+}
+
+/// A causal chain across brokers with one slow link: x – y, and y – z through a relay that
+/// delays every datagram by 300 ms. A client delivers the question at y and answers it through
+/// its connection to z, before the question has crossed the slow link: z must hold the answer
+/// until it has the question, so that z's own member never sees the answer first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_published_beyond_a_slow_link_waits_for_its_question() {
+    let net = Net::new();
+    let y = net.broker("y", "", &[]).await;
+    let x = net.broker("x", "", &[&y]).await;
+    let slow = DelayRelay::start(y.quic, Duration::from_millis(300)).await;
+    let z = net.broker_dialing("z", "[limits]\n", &[slow.addr]).await;
+    converged(&[&x, &y, &z], &[1, 2, 1]).await;
+    let (asker, at_y, at_z, watcher) = (
+        x.client().await,
+        y.client().await,
+        z.client().await,
+        z.client().await,
+    );
+    asker
+        .group_create("chat", GroupOrder::Causal)
+        .await
+        .unwrap();
+    for cl in [&asker, &at_y, &at_z, &watcher] {
+        known(cl, "chat", false).await;
+    }
+    let mut seen_at_y = at_y.group_join("chat", None).await.unwrap();
+    let mut seen_at_z = watcher.group_join("chat", None).await.unwrap();
+    let mut questions = asker.group_publisher("chat");
+    let mut answers = at_z.group_publisher("chat");
+    const CHAINS: i32 = 5;
+    for i in 0..CHAINS {
+        questions.publish(note("question", i)).await.unwrap();
+        let q = take(&mut seen_at_y, 1).await.remove(0);
+        assert_eq!(attr_int(&q, "n"), i);
+        // The answer goes out through z, which may not have the question yet.
+        answers.depend_on(q.clock.as_ref().unwrap());
+        answers.publish(note("answer", i)).await.unwrap();
+        let a = take(&mut seen_at_y, 1).await.remove(0);
+        assert_eq!(attr_str(&a, "producer"), "answer");
+    }
+    let log = take(&mut seen_at_z, 2 * CHAINS as usize).await;
+    let order: Vec<(String, i32)> = log
+        .iter()
+        .map(|m| (attr_str(m, "producer"), attr_int(m, "n")))
+        .collect();
+    let expected: Vec<(String, i32)> = (0..CHAINS)
+        .flat_map(|i| [("question".to_owned(), i), ("answer".to_owned(), i)])
+        .collect();
+    assert_eq!(order, expected, "each answer after its question at z");
 }

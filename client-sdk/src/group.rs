@@ -386,6 +386,15 @@ impl GroupPublisher {
         Ok(seq)
     }
 
+    /// Makes this client's next publications to the group depend on `clock` too: the clock of
+    /// a message it learned of some other way than through this connection's members (another
+    /// connection, another broker, an application message). Messages taken from this
+    /// connection's [`GroupSubscription`]s are depended on without asking.
+    pub fn depend_on(&mut self, clock: &Clock) {
+        let mut g = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
+        merge(g.clocks.entry(self.group.clone()).or_default(), clock);
+    }
+
     /// Sends a publication and waits (at most the connection's timeout) for its ack.
     pub async fn publish(&mut self, notification: Notification) -> Result<u64, Error> {
         let seq = self.send(notification).await?;

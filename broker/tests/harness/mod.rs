@@ -54,6 +54,13 @@ impl Net {
 
     /// Starts broker `name` with the configuration file `config` (TOML), dialing `peers`.
     pub async fn broker_with(&self, name: &str, config: &str, peers: &[&InProc]) -> InProc {
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.quic).collect();
+        self.broker_dialing(name, config, &addrs).await
+    }
+
+    /// Starts broker `name` with the configuration file `config` (TOML), dialing the peer
+    /// addresses `peers` (a [`DelayRelay`] in front of a broker, say).
+    pub async fn broker_dialing(&self, name: &str, config: &str, peers: &[SocketAddr]) -> InProc {
         InProc::start(
             &self.root.path().join(name),
             &self.tls_dir(),
@@ -84,7 +91,7 @@ impl InProc {
         tls_dir: &Path,
         name: &str,
         config_text: &str,
-        peers: &[&InProc],
+        peers: &[SocketAddr],
     ) -> InProc {
         std::fs::create_dir_all(data).unwrap();
         let config = data.join("palio.toml");
@@ -94,7 +101,7 @@ impl InProc {
             id: Some(name.to_owned()),
             data_dir: Some(data.to_owned()),
             tls_dir: Some(tls_dir.to_owned()),
-            peers: peers.iter().map(|p| p.quic.to_string()).collect(),
+            peers: peers.iter().map(ToString::to_string).collect(),
             ..Overrides::default()
         };
         let settings = Settings::load(&overrides).expect("valid settings");
@@ -346,5 +353,74 @@ pub async fn closed_with(
             Ok(palio::ErrorCode::from_code(c.error_code.into_inner()))
         }
         other => Err(other.to_string()),
+    }
+}
+
+/// A slow link: a UDP relay on loopback that forwards every datagram between one dialer and
+/// `target` after `delay`, in order, both ways. A broker that dials the relay's address
+/// instead of `target`'s gets a peer link with that much latency each way. Stops when dropped.
+pub struct DelayRelay {
+    pub addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DelayRelay {
+    pub async fn start(target: SocketAddr, delay: Duration) -> DelayRelay {
+        use std::sync::{Arc, Mutex};
+        use tokio::net::UdpSocket;
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let dialer: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        // One direction: read from `from`, then after `delay` write with `to` toward `dest()`.
+        fn pipe(
+            from: Arc<UdpSocket>,
+            to: Arc<UdpSocket>,
+            delay: Duration,
+            learn: Option<Arc<Mutex<Option<SocketAddr>>>>,
+            dest: impl Fn() -> Option<SocketAddr> + Send + 'static,
+        ) -> Vec<tokio::task::JoinHandle<()>> {
+            let (tx, mut rx) =
+                tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+            let reader = tokio::spawn(async move {
+                let mut buf = vec![0u8; 65_536];
+                while let Ok((n, src)) = from.recv_from(&mut buf).await {
+                    if let Some(l) = &learn {
+                        *l.lock().unwrap() = Some(src);
+                    }
+                    let due = tokio::time::Instant::now() + delay;
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            });
+            let writer = tokio::spawn(async move {
+                while let Some((due, bytes)) = rx.recv().await {
+                    tokio::time::sleep_until(due).await;
+                    if let Some(d) = dest() {
+                        let _ = to.send_to(&bytes, d).await;
+                    }
+                }
+            });
+            vec![reader, writer]
+        }
+        let mut tasks = pipe(
+            front.clone(),
+            back.clone(),
+            delay,
+            Some(dialer.clone()),
+            move || Some(target),
+        );
+        let d = dialer.clone();
+        tasks.extend(pipe(back, front, delay, None, move || *d.lock().unwrap()));
+        DelayRelay { addr, tasks }
+    }
+}
+
+impl Drop for DelayRelay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
