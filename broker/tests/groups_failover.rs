@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::cli::{Collecting, ok, palio, run, tally, wait_output};
+use common::cli::{Collecting, ok, palio, run, tally};
 use common::{BrokerProc, Dirs, wait_until};
 use serde_json::Value as Json;
 
@@ -183,18 +183,41 @@ async fn agreed_sequencer(brokers: &[BrokerProc], except: Option<usize>) -> (Str
     found
 }
 
-/// A member's lines: `(epoch, position, publisher's seq attribute)`.
-fn positions(out: &str) -> Vec<(u64, u64, i64)> {
+/// A member's lines: `(epoch, position, publisher, publisher's seq attribute)` (the publisher
+/// is the `from` attribute, empty when there is none).
+fn positions(out: &str) -> Vec<(u64, u64, String, i64)> {
     out.lines()
         .map(|l| {
             let j: Json = serde_json::from_str(l).unwrap();
             (
                 j["epoch"].as_u64().unwrap(),
                 j["seq"].as_u64().unwrap(),
+                j["attributes"]["from"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 j["attributes"]["seq"].as_i64().unwrap(),
             )
         })
         .collect()
+}
+
+/// `palio pub --group ledger` of `n` messages with the attribute `from`, started at `b`.
+fn publisher(b: &BrokerProc, n: u64, from: &str) -> Collecting {
+    let n = n.to_string();
+    let from = format!("from={from}");
+    let args = [
+        "pub",
+        "--group",
+        "ledger",
+        "--count",
+        &n,
+        "--payload",
+        "x",
+        "--attr",
+        &from,
+    ];
+    Collecting::start(palio(b, &args).spawn().unwrap())
 }
 
 fn member(b: &BrokerProc, count: u64, filter: Option<&str>) -> Collecting {
@@ -225,63 +248,68 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
     let (first, epoch0) = agreed_sequencer(&brokers, None).await;
     let victim = brokers.iter().position(|b| b.name == first).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
-    // Enough that the publisher is still going when its sequencer dies (a debug build orders
-    // a few thousand per second).
-    const N: u64 = 20_000;
-    // Members at the two brokers that stay up; the publisher at one of them.
-    let members: Vec<Collecting> = survivors
-        .iter()
-        .map(|i| member(&brokers[*i], N, None))
-        .collect();
-    wait_until("two members listed", 30, || {
+    // Enough that the publishers are still going when their sequencer dies (a debug build
+    // orders a few thousand per second).
+    const N: u64 = 5_000;
+    // Members at every broker (the victim's dies with it); a publisher at each broker that
+    // stays up.
+    let members: Vec<Collecting> = brokers.iter().map(|b| member(b, 2 * N, None)).collect();
+    wait_until("three members listed", 30, || {
         info(&brokers[survivors[0]], "ledger")["members"]
             .as_array()
-            .is_some_and(|m| m.len() == 2)
+            .is_some_and(|m| m.len() == 3)
     })
     .await;
-    let publisher = palio(
-        &brokers[survivors[0]],
-        &[
-            "pub",
-            "--group",
-            "ledger",
-            "--count",
-            &N.to_string(),
-            "--payload",
-            "x",
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let publishers: Vec<Collecting> = survivors
+        .iter()
+        .map(|i| publisher(&brokers[*i], N, &brokers[*i].name))
+        .collect();
     // Kill the sequencer's broker mid-stream, and bring it back.
     tokio::time::sleep(Duration::from_millis(200)).await;
     brokers[victim].kill();
     let (second, epoch1) = agreed_sequencer(&brokers, Some(victim)).await;
     assert_ne!(second, first);
     assert!(epoch1 > epoch0, "a new epoch: {epoch0} -> {epoch1}");
-    let out = wait_output(publisher, 120);
-    assert_eq!(
-        tally(&out),
-        (N, N),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for p in publishers {
+        let out = p.finish(120);
+        assert_eq!(
+            tally(&out),
+            (N, N),
+            "every publication acked: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     brokers[victim].restart();
-    let logs: Vec<Vec<(u64, u64, i64)>> = members
-        .into_iter()
-        .map(|m| positions(&ok(&m.finish(150))))
-        .collect();
-    assert_eq!(logs[0], logs[1], "both members deliver one order");
-    let seqs: Vec<i64> = logs[0].iter().map(|p| p.2).collect();
+    let mut logs: Vec<Vec<(u64, u64, String, i64)>> = Vec::new();
+    let mut cut_short = Vec::new();
+    for (i, m) in members.into_iter().enumerate() {
+        let out = m.finish(150);
+        if i == victim {
+            // Killed with its broker: whatever it printed first.
+            cut_short = positions(&String::from_utf8_lossy(&out.stdout));
+        } else {
+            logs.push(positions(&ok(&out)));
+        }
+    }
+    assert_eq!(logs[0], logs[1], "the surviving members deliver one order");
     assert_eq!(
-        seqs,
-        (0..N as i64).collect::<Vec<_>>(),
-        "every message once, in publish order"
+        cut_short.as_slice(),
+        &logs[0][..cut_short.len()],
+        "the member killed with the sequencer saw a prefix of that order"
     );
+    for p in survivors.iter().map(|i| brokers[*i].name.clone()) {
+        let seqs: Vec<i64> = logs[0].iter().filter(|m| m.2 == p).map(|m| m.3).collect();
+        assert_eq!(
+            seqs,
+            (0..N as i64).collect::<Vec<_>>(),
+            "{p}: every message once, in publish order"
+        );
+    }
     assert!(
         logs[0]
             .windows(2)
-            .all(|w| w[1].1 == w[0].1 + 1 && w[1].0 >= w[0].0)
+            .all(|w| w[1].1 == w[0].1 + 1 && w[1].0 >= w[0].0),
+        "positions without a gap, epochs never back"
     );
     assert!(
         logs[0].first().unwrap().0 == epoch0 && logs[0].last().unwrap().0 >= epoch1,
@@ -340,14 +368,14 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
         60,
     );
     assert_eq!(tally(&out), (1, 1));
-    let last: Vec<Vec<(u64, u64, i64)>> = members
+    let last: Vec<Vec<(u64, u64, String, i64)>> = members
         .into_iter()
         .map(|m| positions(&ok(&m.finish(60))))
         .collect();
     assert!(last.windows(2).all(|w| w[0] == w[1]), "{last:?}");
     assert_eq!(
         last[0][0].1,
-        N + 200 + 1,
+        2 * N + 200 + 1,
         "positions continue without a gap across epochs"
     );
 }
