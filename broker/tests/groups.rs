@@ -311,3 +311,42 @@ async fn an_answer_published_beyond_a_slow_link_waits_for_its_question() {
         .collect();
     assert_eq!(order, expected, "each answer after its question at z");
 }
+
+/// Large publications are batched, appended, streamed and repaired in bodies that fit a peer
+/// link's frame: 40 publications of 200 KiB, pipelined, cross a line of three as one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_cross_the_group_in_bodies_that_fit_the_links() {
+    let net = Net::new();
+    let (a, b, c) = line(&net).await;
+    let (ca, cc) = (a.client().await, c.client().await);
+    ca.group_create("big", GroupOrder::Total).await.unwrap();
+    let cb = b.client().await;
+    for cl in [&ca, &cb, &cc] {
+        known(cl, "big", true).await;
+    }
+    let mut member = cc.group_join("big", None).await.unwrap();
+    let mut p = ca.group_publisher("big");
+    const N: i32 = 40;
+    for i in 0..N {
+        let n = Notification::builder()
+            .attr("producer", "big")
+            .attr("n", i)
+            .payload(vec![b'x'; 200 * 1024])
+            .build()
+            .unwrap();
+        p.send(n).await.unwrap();
+    }
+    p.wait_acked(N as u64, Duration::from_secs(60)).await.unwrap();
+    let got = take(&mut member, N as usize).await;
+    let ns: Vec<i32> = got.iter().map(|m| attr_int(m, "n")).collect();
+    assert_eq!(ns, (0..N).collect::<Vec<_>>());
+    assert!(got.iter().all(|m| m.notification.payload().len() == 200 * 1024));
+    for broker in [&a, &b, &c] {
+        assert_eq!(
+            broker.metric("palio_writer_failures_total").await,
+            0.0,
+            "no link or stream failed at {}",
+            broker.name
+        );
+    }
+}

@@ -263,6 +263,24 @@ async fn create_group(
                 .name("palio-bench-setup"),
         )
     };
+    // The replicas of a total-order group are the brokers its creator reaches: the network
+    // must have formed first.
+    for b in brokers {
+        let end = Instant::now() + SETUP;
+        loop {
+            let routes = metrics::http_get(&b.admin, "/routes", Duration::from_secs(5))?;
+            let known = serde_json::from_str::<serde_json::Value>(&routes)
+                .ok()
+                .and_then(|r| r["known_brokers"].as_u64());
+            if known == Some(brokers.len() as u64) {
+                break;
+            }
+            if Instant::now() > end {
+                bail!("{} did not see the whole network within {SETUP:?}", b.name);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let first = brokers.first().context("no brokers")?;
     connect(first)
         .await?

@@ -14,6 +14,8 @@ pub(super) struct Catalog {
     names: BTreeMap<BrokerId, String>,
     /// Per group and broker: the version and the members.
     members: BTreeMap<(String, BrokerId), (u64, Vec<String>)>,
+    /// Per total-order group: the latest epoch announced and its sequencer.
+    sequencers: BTreeMap<String, (u64, BrokerId)>,
 }
 
 /// The order in which two declarations of one name are compared: the larger wins.
@@ -29,6 +31,7 @@ impl Catalog {
             _ => {
                 if d.removed {
                     self.members.retain(|(g, _), _| g != &d.name);
+                    self.sequencers.remove(&d.name);
                 }
                 self.decls.insert(d.name.clone(), d);
                 true
@@ -114,6 +117,32 @@ impl Catalog {
             .collect()
     }
 
+    /// Takes a sequencer announcement if its epoch is newer; returns whether it did.
+    pub(super) fn merge_sequencer(&mut self, group: &str, epoch: u64, broker: BrokerId) -> bool {
+        if self.live(group).is_none() {
+            return false;
+        }
+        match self.sequencers.get(group) {
+            Some((e, _)) if *e >= epoch => false,
+            _ => {
+                self.sequencers.insert(group.to_owned(), (epoch, broker));
+                true
+            }
+        }
+    }
+
+    /// The latest announced `(epoch, sequencer)` of `group`.
+    pub(super) fn sequencer(&self, group: &str) -> Option<(u64, BrokerId)> {
+        self.sequencers.get(group).copied()
+    }
+
+    /// Every announcement known, to send to a new peer.
+    pub(super) fn sequencers(&self) -> impl Iterator<Item = (&str, u64, BrokerId)> {
+        self.sequencers
+            .iter()
+            .map(|(g, (e, b))| (g.as_str(), *e, *b))
+    }
+
     /// Every member list known, as floods to send to a new peer.
     pub(super) fn member_lists(&self) -> impl Iterator<Item = (&str, BrokerId, u64, &[String])> {
         self.members
@@ -156,6 +185,21 @@ mod tests {
         assert!(!c.merge_decl(decl(5, false, 1)), "the tombstone stays");
         assert!(c.merge_decl(decl(6, false, 3)));
         assert_eq!(c.live("g").map(|d| d.creator), Some(BrokerId(3)));
+    }
+
+    #[test]
+    fn a_later_epochs_sequencer_replaces_an_earlier_one() {
+        let mut c = Catalog::default();
+        assert!(!c.merge_sequencer("g", 1, BrokerId(1)), "unknown group");
+        c.merge_decl(decl(1, false, 1));
+        assert!(c.merge_sequencer("g", 2, BrokerId(1)));
+        assert!(
+            !c.merge_sequencer("g", 2, BrokerId(3)),
+            "the same epoch again"
+        );
+        assert!(!c.merge_sequencer("g", 1, BrokerId(3)));
+        assert!(c.merge_sequencer("g", 5, BrokerId(2)));
+        assert_eq!(c.sequencer("g"), Some((5, BrokerId(2))));
     }
 
     #[test]

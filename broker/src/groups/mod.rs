@@ -293,6 +293,18 @@ impl Task {
         for m in lists {
             self.to_peer(peer, m);
         }
+        let sequencers: Vec<GroupPeer> = self
+            .catalog
+            .sequencers()
+            .map(|(g, epoch, broker)| GroupPeer::Sequencer {
+                group: g.to_owned(),
+                epoch,
+                broker,
+            })
+            .collect();
+        for m in sequencers {
+            self.to_peer(peer, m);
+        }
     }
 
     fn peer(&mut self, now: Instant, from: BrokerId, message: GroupPeer) {
@@ -321,6 +333,22 @@ impl Task {
                             broker,
                             version,
                             members,
+                        },
+                        Some(from),
+                    );
+                }
+            }
+            GroupPeer::Sequencer {
+                group,
+                epoch,
+                broker,
+            } => {
+                if self.catalog.merge_sequencer(&group, epoch, broker) {
+                    self.flood(
+                        GroupPeer::Sequencer {
+                            group,
+                            epoch,
+                            broker,
                         },
                         Some(from),
                     );
@@ -542,7 +570,15 @@ impl Task {
 
     fn info(&self, name: &str) -> Option<GroupInfo> {
         let d = self.catalog.live(name)?;
-        let sequencing = self.cores.get(name).and_then(|(_, c)| c.sequencing());
+        // What this broker's core knows, or the latest announcement, whichever is newer.
+        let sequencing = match (
+            self.cores.get(name).and_then(|(_, c)| c.sequencing()),
+            self.catalog.sequencer(name),
+        ) {
+            (Some((e, Some(s))), Some((ae, _))) if e >= ae => Some((e, Some(s))),
+            (_, Some((ae, s))) => Some((ae, Some(s))),
+            (own, None) => own,
+        };
         Some(GroupInfo {
             name: d.name.clone(),
             order: d.order.as_str().to_owned(),
@@ -643,6 +679,7 @@ impl Task {
                 }
                 None => continue,
             };
+            self.announce(&group);
             if effects.is_empty() {
                 continue;
             }
@@ -673,6 +710,25 @@ impl Task {
             for e in effects {
                 self.carry_out(&group, e);
             }
+        }
+    }
+
+    /// A sequencer announces itself to the overlay when it is elected, so that `group info`
+    /// anywhere names it.
+    fn announce(&mut self, group: &str) {
+        let Some((epoch, Some(leader))) = self.cores.get(group).and_then(|(_, c)| c.sequencing())
+        else {
+            return;
+        };
+        if leader == self.me && self.catalog.merge_sequencer(group, epoch, leader) {
+            self.flood(
+                GroupPeer::Sequencer {
+                    group: group.to_owned(),
+                    epoch,
+                    broker: leader,
+                },
+                None,
+            );
         }
     }
 

@@ -86,6 +86,16 @@ pub enum GroupPeer {
         /// The members.
         members: Vec<String>,
     },
+    /// The sequencer of a total-order group, announced by the sequencer itself when it is
+    /// elected: flooded; a larger `epoch` replaces a smaller one.
+    Sequencer {
+        /// The group.
+        group: String,
+        /// Its epoch.
+        epoch: u64,
+        /// The sequencer's broker.
+        broker: BrokerId,
+    },
     /// A message between the group's cores at `from` and `to`, routed hop by hop.
     Body {
         /// The group.

@@ -72,6 +72,7 @@ fn group_size(g: &super::GroupPeer) -> usize {
         GroupPeer::Members { group, members, .. } => {
             64 + group.len() + members.iter().map(|m| 4 + m.len()).sum::<usize>()
         }
+        GroupPeer::Sequencer { group, .. } => 64 + group.len(),
         GroupPeer::Body { group, body, .. } => 64 + group.len() + body.len(),
     }
 }

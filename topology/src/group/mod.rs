@@ -151,6 +151,43 @@ pub enum Effect<M> {
     },
 }
 
+/// About how many bytes of messages one body carries at most (more than one message only if
+/// they fit together): a batch of proposals, a Raft append, a stream chunk to a reader, a
+/// repair answer. Together with the largest publication it keeps every body within the peer
+/// links' frame limit (1 MiB plus 64 KiB of headroom by default).
+pub const BODY_BYTES: usize = 256 * 1024;
+
+/// The MessagePack length of `value` (counted, not allocated).
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = rmp_serde::encode::write_named(&mut c, value);
+    c.0
+}
+
+/// How many of `items`, from the first, fit in [`BODY_BYTES`] (at least one).
+pub(crate) fn fitting<T: Serialize>(items: impl IntoIterator<Item = T>) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for item in items {
+        bytes += encoded_len(&item);
+        if n > 0 && bytes > BODY_BYTES {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// A body from another broker that does not decode, or that breaks the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad group message from {from}: {reason}")]

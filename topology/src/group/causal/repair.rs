@@ -18,6 +18,7 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
         // The retain buffer is contiguous and ends at `seq`.
         let oldest = self.seq + 1 - self.retained.len() as u64;
         let mut msgs: Vec<Stamped<M>> = Vec::new();
+        let mut bytes = 0;
         let mut lost_through = 0;
         for &(from, through) in ranges.iter().take(MAX_RANGES) {
             let from = from.max(1);
@@ -29,10 +30,15 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
                 lost_through = lost_through.max(through.min(oldest - 1));
             }
             for s in from.max(oldest)..=through {
-                if msgs.len() >= self.config.repair_batch {
+                // Bounded in messages and in bytes (one body stays within a peer link's
+                // frame); what is left out is asked for again.
+                if msgs.len() >= self.config.repair_batch
+                    || (!msgs.is_empty() && bytes >= crate::group::BODY_BYTES)
+                {
                     break;
                 }
                 if let Some(m) = self.retained.get((s - oldest) as usize) {
+                    bytes += crate::group::encoded_len(m);
                     msgs.push(m.clone());
                 }
             }

@@ -31,7 +31,7 @@ pub(crate) struct Access<M> {
     retry_after: Duration,
 }
 
-impl<M: Clone> Access<M> {
+impl<M: Clone + serde::Serialize> Access<M> {
     pub(crate) fn new(voters: &[BrokerId], batch_max: usize, retry_after: Duration) -> Self {
         Access {
             voters: voters.to_vec(),
@@ -69,7 +69,8 @@ impl<M: Clone> Access<M> {
             self.retry_at = None;
             return;
         }
-        let pubs = self.pending.iter().take(self.batch_max).cloned().collect();
+        let n = crate::group::fitting(self.pending.iter().take(self.batch_max));
+        let pubs = self.pending.iter().take(n).cloned().collect();
         out.push((self.target, Body::Propose { pubs }));
         self.retry_at = Some(now + self.retry_after);
     }

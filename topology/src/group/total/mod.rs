@@ -219,7 +219,7 @@ impl Default for TotalConfig {
             heartbeat_ticks: 2,
             retry_after: Duration::from_secs(2),
             retain: 1 << 20,
-            batch_max: 256,
+            batch_max: 4096,
             reader_chunk: 256,
             reader_stall: Duration::from_secs(3),
             seed: 0,

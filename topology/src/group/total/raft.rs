@@ -188,7 +188,8 @@ impl RaftNode {
         c.check_quorum = true;
         c.pre_vote = true;
         c.applied = commit;
-        c.max_size_per_msg = 1 << 20;
+        // Appends stay within a peer link's frame (an entry is itself bounded the same way).
+        c.max_size_per_msg = crate::group::BODY_BYTES as u64;
         c.max_inflight_msgs = 256;
         c.max_uncommitted_size = 64 << 20;
         c.validate().map_err(|e| format!("bad raft config: {e}"))?;

@@ -53,7 +53,12 @@ impl Serving {
             floor: state.floor(),
             through: state.next_seq().saturating_sub(1),
             start,
-            items: state.since(start, max),
+            items: {
+                let mut items = state.since(start, max);
+                // Bounded in bytes as well: one body stays within a peer link's frame.
+                items.truncate(crate::group::fitting(items.iter()));
+                items
+            },
         }
     }
 
@@ -100,11 +105,19 @@ impl Serving {
             if f.cursor < first_new || f.cursor >= next || f.cursor < state.floor() {
                 continue;
             }
-            let body = Self::stream(state, term, leader, f.cursor, usize::MAX);
-            if let Body::Stream { items, .. } = &body {
-                f.cursor += items.len() as u64;
+            // Everything new, in chunks that each fit a body.
+            while f.cursor < next {
+                let body = Self::stream(state, term, leader, f.cursor, usize::MAX);
+                let sent = match &body {
+                    Body::Stream { items, .. } => items.len() as u64,
+                    _ => 0,
+                };
+                out.push((*reader, body));
+                if sent == 0 {
+                    break;
+                }
+                f.cursor += sent;
             }
-            out.push((*reader, body));
         }
     }
 

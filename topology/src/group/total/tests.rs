@@ -229,7 +229,7 @@ fn bad_bodies_are_refused_and_change_nothing() {
         g.handle_body(now, BrokerId(7), &enc(Body::Raft(hb)))
             .is_err()
     );
-    let big: Vec<Pending<String>> = (0..1000)
+    let big: Vec<Pending<String>> = (0..=TotalConfig::default().batch_max as u64)
         .map(|i| Pending {
             producer: "p".into(),
             pseq: i,
