@@ -336,11 +336,16 @@ async fn large_messages_cross_the_group_in_bodies_that_fit_the_links() {
             .unwrap();
         p.send(n).await.unwrap();
     }
-    p.wait_acked(N as u64, Duration::from_secs(60)).await.unwrap();
+    p.wait_acked(N as u64, Duration::from_secs(60))
+        .await
+        .unwrap();
     let got = take(&mut member, N as usize).await;
     let ns: Vec<i32> = got.iter().map(|m| attr_int(m, "n")).collect();
     assert_eq!(ns, (0..N).collect::<Vec<_>>());
-    assert!(got.iter().all(|m| m.notification.payload().len() == 200 * 1024));
+    assert!(
+        got.iter()
+            .all(|m| m.notification.payload().len() == 200 * 1024)
+    );
     for broker in [&a, &b, &c] {
         assert_eq!(
             broker.metric("palio_writer_failures_total").await,

@@ -105,11 +105,14 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes everything appended durable (one write and one fdatasync), if anything was.
-    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
-        if std::mem::take(&mut self.dirty) {
-            self.log.sync()?;
+    /// Makes everything appended durable (one write and one fdatasync), if anything was;
+    /// returns whether there was.
+    pub(super) fn sync(&mut self) -> Result<bool, StoreError> {
+        if !self.dirty {
+            return Ok(false);
         }
-        Ok(())
+        self.log.sync()?;
+        self.dirty = false;
+        Ok(true)
     }
 }

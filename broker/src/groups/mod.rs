@@ -683,32 +683,56 @@ impl Task {
             if effects.is_empty() {
                 continue;
             }
-            let mut persisted = false;
-            for e in &mut effects {
+            // What comes before the first record goes out at once (a Raft leader's appends,
+            // so they travel while its disk syncs). Then every record of the run is appended
+            // and synced with one fdatasync, and only then is the rest carried out, in order:
+            // nothing that follows a record is done before the record is durable.
+            let first = effects
+                .iter()
+                .position(|e| matches!(e, Effect::Persist { .. }))
+                .unwrap_or(effects.len());
+            let mut rest = effects.split_off(first);
+            for e in effects {
+                if !self.synced() {
+                    break;
+                }
+                self.carry_out(&group, e);
+            }
+            for e in &mut rest {
                 if let Effect::Persist { record } = e
                     && self.failed.is_none()
-                {
-                    if let Err(err) = self
+                    && let Err(err) = self
                         .journal
                         .core(&group, generation, std::mem::take(record))
-                    {
-                        self.fail(err.to_string());
-                    }
-                    persisted = true;
-                }
-            }
-            if persisted {
-                self.metrics.group_log_syncs.inc();
-                if let Err(err) = self.journal.sync() {
+                {
                     self.fail(err.to_string());
                 }
             }
-            if self.failed.is_some() && persisted {
+            if !self.synced() {
                 // Nothing that followed an unsynced record may be carried out.
                 continue;
             }
-            for e in effects {
+            for e in rest {
                 self.carry_out(&group, e);
+            }
+        }
+    }
+
+    /// Makes what the journal has appended durable, if anything; false if that failed (or
+    /// the journal failed before).
+    fn synced(&mut self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        match self.journal.sync() {
+            Ok(true) => {
+                self.metrics.group_log_syncs.inc();
+                true
+            }
+            Ok(false) => true,
+            Err(err) => {
+                self.fail(err.to_string());
+                false
             }
         }
     }
