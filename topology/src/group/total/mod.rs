@@ -614,24 +614,20 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
     }
 
     fn carry_out(&mut self, now: Instant, o: ConsensusOutput<raft::WireMessage>) {
-        let mut out: Vec<(BrokerId, Body<M>)> = Vec::new();
-        out.extend(o.send_now.into_iter().map(|(to, w)| (to, Body::Raft(w))));
-        self.route(std::mem::take(&mut out));
-        for record in o.persist {
-            self.effects.push_back(Effect::Persist { record });
-        }
-        out.extend(
-            o.send_after_persist
-                .into_iter()
-                .map(|(to, w)| (to, Body::Raft(w))),
-        );
+        // 1. The leader's appends: they may travel before its own records are durable.
+        let send_now = o.send_now.into_iter().map(|(to, w)| (to, Body::Raft(w)));
+        self.route(send_now.collect());
+        // 2. What the committed entries bring: acks, reader streams and local deliveries. A
+        //    committed entry is durable on a majority already (a leader's own entries were
+        //    synced in an earlier round), so none of it waits for this round's records; local
+        //    bodies are dispatched now so that their acks and deliveries come first too.
         let Some(r2) = self.replica.as_mut() else {
             return;
         };
         let first_new = r2.state.next_seq();
         let mut installed = false;
-        if let Some((index, data)) = o.install {
-            installed = r2.state.install(index, &data).is_ok();
+        if let Some((index, data)) = &o.install {
+            installed = r2.state.install(*index, data).is_ok();
         }
         let (term, leader) = (r2.node.term(), r2.node.leader());
         let every = Self::checkpoint_every(&self.config);
@@ -649,6 +645,7 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
             }
             r2.state.maybe_checkpoint(every);
         }
+        let mut out: Vec<(BrokerId, Body<M>)> = Vec::new();
         for (access, acks) in acks {
             out.push((access, Body::Acked { term, leader, acks }));
         }
@@ -656,13 +653,29 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
             r2.serving
                 .on_applied(now, first_new, &r2.state, term, leader, &mut out);
         }
+        self.route(out);
+        while let Some(body) = self.local.pop_front() {
+            // Bodies from this core to itself are well-formed by construction.
+            let _ = self.dispatch(now, self.me, body);
+        }
+        // 3. This round's records, then what may only go once they are durable.
+        for record in o.persist {
+            self.effects.push_back(Effect::Persist { record });
+        }
+        let Some(r2) = self.replica.as_mut() else {
+            return;
+        };
         if r2.node.log_len() > self.config.retain as u64
             && let Some((index, data)) = r2.state.checkpoint().cloned()
             && let Some(record) = r2.node.compact(index, data)
         {
             self.effects.push_back(Effect::Persist { record });
         }
-        self.route(out);
+        let after = o
+            .send_after_persist
+            .into_iter()
+            .map(|(to, w)| (to, Body::Raft(w)));
+        self.route(after.collect());
     }
 }
 
