@@ -74,11 +74,13 @@ impl Task {
                 attributes,
                 payload,
             } => {
-                let key = self.locals.producer(&group, &self.name, client, producer);
-                let refusal = match (&self.failed, self.cores.get_mut(&group)) {
-                    (Some(why), _) => Some((ErrorCode::StoreUnavailable, why.clone())),
-                    (None, None) => Some((ErrorCode::GroupNotFound, format!("no group {group:?}"))),
-                    (None, Some((_, core))) => {
+                // Only a publication to a group this broker serves names a producer (the
+                // table holds no key for groups that do not exist).
+                let key = (self.failed.is_none() && self.cores.contains_key(&group))
+                    .then(|| self.locals.producer(&group, &self.name, client, producer));
+                let refusal = match (&self.failed, self.cores.get_mut(&group), key) {
+                    (Some(why), _, _) => Some((ErrorCode::StoreUnavailable, why.clone())),
+                    (None, Some((_, core)), Some(key)) => {
                         let mut clock = VClock::default();
                         for (b, n) in deps.unwrap_or_default() {
                             clock.set(BrokerId(b), n);
@@ -95,6 +97,7 @@ impl Task {
                         );
                         None
                     }
+                    (None, _, _) => Some((ErrorCode::GroupNotFound, format!("no group {group:?}"))),
                 };
                 match refusal {
                     None => return,
