@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::pubsub::{Connection, Sub, Template, one_request, runtime};
+use super::pubsub::{Connection, Sub, Template, before, deadline, one_request, runtime};
 use crate::{Client, Error, ErrorCode, GroupEvent, GroupInfo, GroupOrder};
 
 /// The ordering modes, as `--order` takes them.
@@ -185,21 +185,13 @@ pub(super) fn run_group_sub(
             client.broker().broker
         )?;
         err.flush()?;
-        let deadline = cmd
-            .timeout
-            .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let deadline = deadline(cmd.timeout);
         let mut received = 0u64;
         let mut timed_out = false;
         while cmd.count.is_none_or(|c| received < c) {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, member.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        timed_out = true;
-                        break;
-                    }
-                },
-                None => member.next().await,
+            let Ok(next) = before(deadline, member.next()).await else {
+                timed_out = true;
+                break;
             };
             match next {
                 None => match client.close_reason() {

@@ -194,6 +194,22 @@ pub(super) fn one_request(
     })
 }
 
+/// When `sub --timeout SECS` ends, if given.
+pub(super) fn deadline(timeout: Option<f64>) -> Option<tokio::time::Instant> {
+    timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.max(0.0)))
+}
+
+/// `next` unless `deadline` passes first (`Err(())` then).
+pub(super) async fn before<T>(
+    deadline: Option<tokio::time::Instant>,
+    next: impl Future<Output = T>,
+) -> Result<T, ()> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, next).await.map_err(|_| ()),
+        None => Ok(next.await),
+    }
+}
+
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -247,21 +263,13 @@ pub(super) fn run_sub(
             client.broker().broker
         )?;
         err.flush()?;
-        let deadline = cmd
-            .timeout
-            .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        let deadline = deadline(cmd.timeout);
         let mut received = 0u64;
         let mut timed_out = false;
         while cmd.count.is_none_or(|c| received < c) {
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, sub.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        timed_out = true;
-                        break;
-                    }
-                },
-                None => sub.next().await,
+            let Ok(next) = before(deadline, sub.next()).await else {
+                timed_out = true;
+                break;
             };
             let Some(n) = next else {
                 bail!("the connection to the broker closed");
