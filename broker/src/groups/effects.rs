@@ -1,8 +1,6 @@
 //! Carrying out what the cores ask: records synced before what follows them, bodies sent,
 //! deliveries, acks and gaps handed to local clients.
 
-use std::time::Instant;
-
 use palio_topology::BrokerId;
 use palio_topology::group::Effect;
 
@@ -12,7 +10,7 @@ use super::core::Msg;
 impl Task {
     /// Drains every core's effects and carries them out: the records first (one sync), then
     /// the rest in order.
-    pub(super) fn drive(&mut self, _now: Instant) {
+    pub(super) fn drive(&mut self) {
         let names: Vec<String> = self.cores.keys().cloned().collect();
         for group in names {
             let mut effects = Vec::new();

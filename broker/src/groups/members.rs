@@ -14,6 +14,10 @@ use crate::router::ClientId;
 /// A connected client.
 #[derive(Debug)]
 struct Client {
+    /// The name in its hello (members are listed by it).
+    name: String,
+    /// The connection's producer name, if it gave one.
+    producer: Option<String>,
     frames: Outbox<ServerFrame>,
     connection: quinn::Connection,
 }
@@ -42,10 +46,24 @@ impl Locals {
     pub(super) fn client_up(
         &mut self,
         client: ClientId,
+        name: String,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
     ) {
-        self.clients.insert(client, Client { frames, connection });
+        let c = Client {
+            name,
+            producer: None,
+            frames,
+            connection,
+        };
+        self.clients.insert(client, c);
+    }
+
+    /// The client named its connection's producer.
+    pub(super) fn named_producer(&mut self, client: ClientId, producer: String) {
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.producer = Some(producer);
+        }
     }
 
     /// Forgets a client; returns the groups it had members in.
@@ -68,13 +86,11 @@ impl Locals {
 
     /// The key a core knows a client's publications to `group` by: unique to the connection,
     /// so that only the broker's own retries are de-duplicated.
-    pub(super) fn producer(
-        &mut self,
-        group: &str,
-        broker: &str,
-        client: ClientId,
-        named: Option<&str>,
-    ) -> String {
+    pub(super) fn producer(&mut self, group: &str, broker: &str, client: ClientId) -> String {
+        let named = self
+            .clients
+            .get(&client)
+            .and_then(|c| c.producer.as_deref());
         let key = format!("{}/{broker}/{client}", named.unwrap_or("anon"));
         self.producers
             .entry((group.to_owned(), key.clone()))
@@ -83,15 +99,13 @@ impl Locals {
     }
 
     /// Adds a member; returns its id.
-    pub(super) fn join(
-        &mut self,
-        client: ClientId,
-        group: &str,
-        filter: Option<Filter>,
-        name: String,
-    ) -> u64 {
+    pub(super) fn join(&mut self, client: ClientId, group: &str, filter: Option<Filter>) -> u64 {
         self.next_member += 1;
         let id = self.next_member;
+        let name = self
+            .clients
+            .get(&client)
+            .map_or_else(|| format!("client{client}"), |c| c.name.clone());
         self.members.insert(
             id,
             Member {
@@ -154,7 +168,7 @@ impl Locals {
                 group: group.to_owned(),
                 epoch: d.position.map(|p| p.epoch),
                 seq: d.position.map(|p| p.seq),
-                clock: clone_opt(&clock),
+                clock: clock.clone(),
                 attributes: d.msg.attributes.clone(),
                 payload: d.msg.payload.clone(),
             });
@@ -215,8 +229,4 @@ impl Locals {
             );
         }
     }
-}
-
-fn clone_opt<T: Clone>(v: &Option<T>) -> Option<T> {
-    v.clone()
 }

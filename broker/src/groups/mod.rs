@@ -52,20 +52,25 @@ const REPLICAS: usize = 3;
 /// What sessions and peer links ask of the groups task.
 #[derive(Debug)]
 pub(crate) enum GroupCommand {
+    /// A client connected, named `name` in its hello.
     ClientUp {
         client: ClientId,
+        name: String,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
+    },
+    /// A client named the producer of its connection (`ClientFrame::Producer`): its group
+    /// publications are keyed on that name too.
+    Producer {
+        client: ClientId,
+        producer: String,
     },
     ClientGone {
         client: ClientId,
     },
-    /// A group request or publication of a client, named `name` in its hello; `producer` is
-    /// the connection's producer name, if it gave one.
+    /// A group request or publication of a client.
     Request {
         client: ClientId,
-        name: String,
-        producer: Option<String>,
         frame: ClientFrame,
     },
     PeerUp {
@@ -131,7 +136,6 @@ impl Groups {
                 catalog,
                 cores: HashMap::new(),
                 locals: Locals::default(),
-                client_names: HashMap::new(),
                 peers: HashMap::new(),
                 hops: HashMap::new(),
                 journal,
@@ -173,7 +177,7 @@ impl Groups {
             task.start_core(&d, records, now);
         }
         task.count_groups();
-        task.drive(now);
+        task.drive();
         loop {
             let deadline = task.next_timeout();
             tokio::select! {
@@ -201,7 +205,7 @@ impl Groups {
                 }
                 () = shutdown.cancelled() => break,
             }
-            task.drive(Instant::now());
+            task.drive();
         }
         let _ = task.journal.sync();
     }
@@ -215,7 +219,6 @@ struct Task {
     /// Per live group: the generation of its declaration and its core.
     cores: HashMap<String, (u64, Core)>,
     locals: Locals,
-    client_names: HashMap<ClientId, String>,
     peers: HashMap<BrokerId, (u64, Outbox<PeerOut>)>,
     /// Next hop toward every reachable broker.
     hops: HashMap<BrokerId, BrokerId>,
@@ -247,24 +250,19 @@ impl Task {
         match cmd {
             GroupCommand::ClientUp {
                 client,
+                name,
                 frames,
                 connection,
-            } => self.locals.client_up(client, frames, connection),
+            } => self.locals.client_up(client, name, frames, connection),
+            GroupCommand::Producer { client, producer } => {
+                self.locals.named_producer(client, producer);
+            }
             GroupCommand::ClientGone { client } => {
-                self.client_names.remove(&client);
                 for g in self.locals.client_gone(client) {
                     self.members_changed(now, &g);
                 }
             }
-            GroupCommand::Request {
-                client,
-                name,
-                producer,
-                frame,
-            } => {
-                self.client_names.insert(client, name);
-                self.request(now, client, producer.as_deref(), frame);
-            }
+            GroupCommand::Request { client, frame } => self.request(now, client, frame),
             GroupCommand::PeerUp { peer, link, frames } => {
                 self.peers.insert(peer, (link, frames));
                 self.greet(peer);

@@ -14,13 +14,7 @@ use crate::router::ClientId;
 use crate::wire::{GroupDecl, GroupPeer};
 
 impl Task {
-    pub(super) fn request(
-        &mut self,
-        now: Instant,
-        client: ClientId,
-        producer: Option<&str>,
-        frame: ClientFrame,
-    ) {
+    pub(super) fn request(&mut self, now: Instant, client: ClientId, frame: ClientFrame) {
         let answer = match frame {
             ClientFrame::GroupCreate {
                 request,
@@ -77,7 +71,7 @@ impl Task {
                 // Only a publication to a group this broker serves names a producer (the
                 // table holds no key for groups that do not exist).
                 let key = (self.failed.is_none() && self.cores.contains_key(&group))
-                    .then(|| self.locals.producer(&group, &self.name, client, producer));
+                    .then(|| self.locals.producer(&group, &self.name, client));
                 let refusal = match (&self.failed, self.cores.get_mut(&group), key) {
                     (Some(why), _, _) => Some((ErrorCode::StoreUnavailable, why.clone())),
                     (None, Some((_, core)), Some(key)) => {
@@ -208,12 +202,7 @@ impl Task {
             Ok(f) => f,
             Err(e) => return refuse(request, ErrorCode::InvalidFilter, e.to_string()),
         };
-        let name = self
-            .client_names
-            .get(&client)
-            .cloned()
-            .unwrap_or_else(|| format!("client{client}"));
-        let member = self.locals.join(client, group, filter, name);
+        let member = self.locals.join(client, group, filter);
         self.members_changed(now, group);
         ServerFrame::Joined { request, member }
     }

@@ -123,9 +123,10 @@ async fn session(
         .groups
         .send(GroupCommand::ClientUp {
             client,
+            name,
             frames: control.clone(),
             connection: conn.clone(),
         })
         .await?;
-    requests::run(shared, client, &name, reader, control).await
+    requests::run(shared, client, reader, control).await
 }

@@ -29,11 +29,9 @@ type Next = Option<Result<ClientFrame, FrameError>>;
 pub(super) async fn run(
     shared: &Context,
     client: ClientId,
-    name: &str,
     mut reader: Reader,
     control: Outbox<ServerFrame>,
 ) -> Result<(), Refusal> {
-    let name = name.to_owned();
     let session = Session {
         shared,
         client,
@@ -41,8 +39,6 @@ pub(super) async fn run(
         pacer: Pacer::new(shared.metrics.ingress_waits.with_label_values(&["client"])),
     };
     let mut published = 0u64;
-    // The connection's producer name (see `ClientFrame::Producer`), for group publications.
-    let mut producer: Option<String> = None;
     // A frame read ahead while batching publications, handled next.
     let mut lookahead: Option<Next> = None;
     loop {
@@ -157,12 +153,7 @@ pub(super) async fn run(
             | ClientFrame::GroupPublish { .. }) => {
                 shared
                     .groups
-                    .send(GroupCommand::Request {
-                        client,
-                        name: name.clone(),
-                        producer: producer.clone(),
-                        frame,
-                    })
+                    .send(GroupCommand::Request { client, frame })
                     .await?;
             }
             frame @ (ClientFrame::Producer { .. }
@@ -175,8 +166,13 @@ pub(super) async fn run(
             | ClientFrame::StopConsume { .. }
             | ClientFrame::Consume { .. }
             | ClientFrame::Fetch { .. }) => {
-                if let ClientFrame::Producer { producer: p, .. } = &frame {
-                    producer = Some(p.clone());
+                // Group publications of this connection are keyed on its producer too.
+                if let ClientFrame::Producer { producer, .. } = &frame {
+                    let producer = producer.clone();
+                    shared
+                        .groups
+                        .send(GroupCommand::Producer { client, producer })
+                        .await?;
                 }
                 shared
                     .persist
