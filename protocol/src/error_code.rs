@@ -58,11 +58,14 @@ pub enum ErrorCode {
     GroupNotFound,
     /// A group of that name exists already.
     GroupExists,
+    /// The principal may not do this: publish this notification, or use a queue or group it
+    /// does not own. Counted in `palio_permission_denied_total{action}`.
+    PermissionDenied,
 }
 
 impl ErrorCode {
     /// Every code, in order of [`ErrorCode::code`].
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Closed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -83,6 +86,7 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::GroupNotFound,
         ErrorCode::GroupExists,
+        ErrorCode::PermissionDenied,
     ];
 
     /// The QUIC application close code.
@@ -108,6 +112,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => 17,
             ErrorCode::GroupNotFound => 18,
             ErrorCode::GroupExists => 19,
+            ErrorCode::PermissionDenied => 20,
         }
     }
 
@@ -139,6 +144,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::GroupNotFound => "group_not_found",
             ErrorCode::GroupExists => "group_exists",
+            ErrorCode::PermissionDenied => "permission_denied",
         }
     }
 }
