@@ -53,6 +53,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod auth;
 pub mod config;
 mod context;
 mod delivery;

@@ -9,6 +9,7 @@ use prometheus::{
 
 /// Every metric of one broker.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // issue 11's counters, in progress
 pub(crate) struct Metrics {
     registry: Registry,
     /// Connections accepted, by role (`client`, `peer`).
@@ -100,6 +101,15 @@ pub(crate) struct Metrics {
     pub(crate) group_log_syncs: IntCounter,
     /// Group bodies from peers that did not decode or broke the protocol.
     pub(crate) group_bad_bodies: IntCounter,
+    /// Clients refused at the hello: no or bad credentials (`reason`: `no_credentials`,
+    /// `invalid_token`, `unknown_certificate`, `removed`).
+    pub(crate) auth_failures: IntCounterVec,
+    /// Requests refused for want of permission, by action (`publish`, `subscribe`, `queue`,
+    /// `group`, `producer`, `admin`).
+    pub(crate) permission_denied: IntCounterVec,
+    /// Requests or connections refused because a limit was reached, by limit (the setting's
+    /// name, e.g. `max_connections`, `max_queues`, `max_consumers_per_client`).
+    pub(crate) limits_hit: IntCounterVec,
 }
 
 impl Metrics {
@@ -300,6 +310,21 @@ impl Metrics {
             group_bad_bodies: counter(
                 "group_bad_bodies_total",
                 "Group messages from peers that did not decode or broke the protocol.",
+            ),
+            auth_failures: counter_vec(
+                "auth_failures_total",
+                "Clients refused at the hello for missing or bad credentials, by reason.",
+                &["reason"],
+            ),
+            permission_denied: counter_vec(
+                "permission_denied_total",
+                "Requests refused for want of permission, by action.",
+                &["action"],
+            ),
+            limits_hit: counter_vec(
+                "limits_hit_total",
+                "Requests or connections refused because a limit was reached, by limit.",
+                &["limit"],
             ),
             registry,
         }

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Principal;
 use crate::config::StoreSettings;
 use crate::durable::{ClientId, Engine, EngineConfig, Journal, Snapshot};
 use crate::metrics::Metrics;
@@ -46,11 +47,19 @@ mod listing;
 /// What client sessions and peer links ask of the persist task.
 #[derive(Debug)]
 pub(crate) enum PersistCommand {
-    /// A client connected: its control-stream queue.
+    /// A client connected: its control-stream queue and principal.
     ClientUp {
         client: ClientId,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
+        #[allow(dead_code)] // read once queues have owners (issue 11, in progress)
+        principal: Arc<Principal>,
+    },
+    /// A reload changed a connected client's principal.
+    #[allow(dead_code)] // sent once reloads exist (issue 11, in progress)
+    Principal {
+        client: ClientId,
+        principal: Arc<Principal>,
     },
     ClientGone {
         client: ClientId,
@@ -349,9 +358,11 @@ impl Task {
                 client,
                 frames,
                 connection,
+                principal: _,
             } => {
                 self.clients.insert(client, (frames, connection));
             }
+            PersistCommand::Principal { .. } => {}
             PersistCommand::ClientGone { client } => {
                 self.clients.remove(&client);
                 engine.client_gone(j, now, client);

@@ -29,6 +29,7 @@ mod requests;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
@@ -41,6 +42,7 @@ use self::catalog::Catalog;
 use self::core::Core;
 use self::journal::{Journal, Recovered};
 use self::members::Locals;
+use crate::auth::Principal;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::router::ClientId;
@@ -58,6 +60,14 @@ pub(crate) enum GroupCommand {
         name: String,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
+        #[allow(dead_code)] // read once groups check owners (issue 11, in progress)
+        principal: Arc<Principal>,
+    },
+    /// A reload changed a connected client's principal.
+    #[allow(dead_code)] // sent once reloads exist (issue 11, in progress)
+    Principal {
+        client: ClientId,
+        principal: Arc<Principal>,
     },
     /// A client named the producer of its connection (`ClientFrame::Producer`): its group
     /// publications are keyed on that name too.
@@ -253,7 +263,9 @@ impl Task {
                 name,
                 frames,
                 connection,
+                principal: _,
             } => self.locals.client_up(client, name, frames, connection),
+            GroupCommand::Principal { .. } => {}
             GroupCommand::Producer { client, producer } => {
                 self.locals.named_producer(client, producer);
             }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use palio_protocol::ErrorCode;
 
+use crate::auth::{ANONYMOUS, Principal};
 use crate::context::Context;
 use crate::groups::GroupCommand;
 use crate::outbox::{Capacity, Outbox};
@@ -67,6 +68,8 @@ async fn session(
     client: ClientId,
 ) -> Result<(), Refusal> {
     let (reader, send, name) = hello::handshake(shared, conn).await?;
+    // Until authentication names principals (issue 11, in progress): everyone is one.
+    let principal = Principal::unrestricted(ANONYMOUS);
     tracing::debug!(client, %name, remote = %conn.remote_address(), "client connected");
     let limits = &shared.limits;
     let max = limits.internal_frame_bytes();
@@ -117,6 +120,7 @@ async fn session(
             client,
             frames: control.clone(),
             connection: conn.clone(),
+            principal: principal.clone(),
         })
         .await?;
     shared
@@ -126,6 +130,7 @@ async fn session(
             name,
             frames: control.clone(),
             connection: conn.clone(),
+            principal,
         })
         .await?;
     requests::run(shared, client, reader, control).await
