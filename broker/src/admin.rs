@@ -1,6 +1,11 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` and `/routes`
 //! (JSON: peers, links, the tree and the routing tables, as the router task sees them) and
 //! `/store` (JSON: the persistent log's segments, end and durable positions, failure).
+//!
+//! With `[admin_access] token` set, every endpoint but `/healthz` wants
+//! `Authorization: Bearer TOKEN` (401 otherwise, counted in
+//! `palio_permission_denied_total{action="admin"}`); with `routes = "summary"`, `/routes`
+//! gives counts instead of every filter and client.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,11 +13,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::oneshot;
 
+use crate::auth::RoutesDetail;
 use crate::context::Context;
 use crate::peer::DialStates;
 use crate::persist::PersistCommand;
@@ -49,7 +55,33 @@ pub(crate) async fn serve(shared: Arc<Admin>, listener: tokio::net::TcpListener)
     }
 }
 
-async fn metrics(State(shared): State<Arc<Admin>>) -> Response {
+/// `None` if the request may read protected endpoints, else the 401 to answer.
+fn refuse(shared: &Admin, headers: &HeaderMap) -> Option<Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if shared.gate.current().admin.allows(authorization) {
+        return None;
+    }
+    shared
+        .metrics
+        .permission_denied
+        .with_label_values(&["admin"])
+        .inc();
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this admin listener wants `Authorization: Bearer TOKEN` ([admin_access] token)\n",
+        )
+            .into_response(),
+    )
+}
+
+async fn metrics(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&shared, &headers) {
+        return r;
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -129,7 +161,10 @@ async fn store_status(shared: &Context) -> Option<serde_json::Value> {
         .ok()
 }
 
-async fn store(State(shared): State<Arc<Admin>>) -> Response {
+async fn store(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&shared, &headers) {
+        return r;
+    }
     match store_status(&shared).await {
         Some(json) => (
             [(header::CONTENT_TYPE, "application/json")],
@@ -140,7 +175,10 @@ async fn store(State(shared): State<Arc<Admin>>) -> Response {
     }
 }
 
-async fn routes(State(shared): State<Arc<Admin>>) -> Response {
+async fn routes(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&shared, &headers) {
+        return r;
+    }
     let asked = shared.router.call(|reply| Command::Routes { reply });
     let view = match tokio::time::timeout(Duration::from_secs(5), asked).await {
         Ok(Ok(view)) => view,
@@ -149,6 +187,11 @@ async fn routes(State(shared): State<Arc<Admin>>) -> Response {
     };
     let mut json = serde_json::to_value(&view).unwrap_or_default();
     json["dialed"] = crate::peer::dial_snapshot(&shared.dial_states);
+    if shared.gate.current().admin.routes == RoutesDetail::Summary {
+        // Counts only: no filter and no client leaves the broker.
+        json["subscriptions"] = view.subscriptions.len().into();
+        json["advertisements"] = view.advertisements.len().into();
+    }
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_string_pretty(&json).unwrap_or_default(),

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use palio_topology::{SharedFilter, Strategy};
+
+use crate::auth::RawAuth;
+pub use crate::auth::{AdminAccess, Auth, RoutesDetail, User};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -96,6 +99,19 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     /// Live advertisements per connection.
     pub max_advertisements_per_client: usize,
+    /// Client connections open at once; one more is refused before its handshake.
+    pub max_connections: usize,
+    /// Client and peer connections open at once from one IP address; checked before the
+    /// handshake.
+    pub max_connections_per_address: usize,
+    /// Client connections open at once per principal; checked after authentication.
+    pub max_connections_per_principal: usize,
+    /// QUIC handshakes in progress at once; more are refused (QUIC's `CONNECTION_REFUSED`).
+    pub max_handshakes: usize,
+    /// Send a QUIC Retry to every new connection and accept it only once the client has
+    /// echoed the token: proves the source address before the broker does any handshake work
+    /// (costs a round trip per connection; for brokers reachable from untrusted networks).
+    pub quic_retry: bool,
 }
 
 impl Default for Limits {
@@ -110,6 +126,11 @@ impl Default for Limits {
             stall_timeout_ms: 10_000,
             max_subscriptions_per_client: 1024,
             max_advertisements_per_client: 1024,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            max_connections_per_principal: 1_000,
+            max_handshakes: 256,
+            quic_retry: false,
         }
     }
 }
@@ -256,16 +277,6 @@ pub struct TlsFiles {
     pub server_name: Option<String>,
 }
 
-/// The `[auth]` section.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auth {
-    /// Bearer tokens accepted from clients without a certificate.
-    pub tokens: Vec<String>,
-    /// Accept clients with neither certificate nor token (development only).
-    pub allow_anonymous: bool,
-}
-
 /// A subscription held by the broker itself (`[[subscription]]`): it attracts matching
 /// notifications to this broker and counts them in
 /// `palio_static_subscription_matches_total{name}`.
@@ -295,7 +306,8 @@ struct RawFile {
     strategy: Option<Spanned<String>>,
     peers: Vec<String>,
     tls: TlsFiles,
-    auth: Auth,
+    auth: RawAuth,
+    admin_access: AdminAccess,
     limits: Limits,
     store: StoreSettings,
     timeouts: Timeouts,
@@ -342,8 +354,10 @@ pub struct Settings {
     pub peers: Vec<String>,
     /// TLS files; `dir` is always set after loading (unless cert/key/ca are given).
     pub tls: TlsFiles,
-    /// Client authentication.
+    /// Client authentication and permissions (`docs/security.md`).
     pub auth: Auth,
+    /// Who may read the admin listener, and how much `/routes` shows.
+    pub admin_access: AdminAccess,
     /// Limits.
     pub limits: Limits,
     /// The persistent store.
@@ -365,6 +379,7 @@ impl Default for Settings {
             peers: Vec::new(),
             tls: TlsFiles::default(),
             auth: Auth::default(),
+            admin_access: AdminAccess::default(),
             limits: Limits::default(),
             store: StoreSettings::default(),
             timeouts: Timeouts::default(),
@@ -460,7 +475,8 @@ impl Settings {
         }
         s.peers = raw.peers;
         s.tls = raw.tls;
-        s.auth = raw.auth;
+        s.auth = Auth::from_raw(raw.auth).map_err(|(offset, message)| at(offset, message))?;
+        s.admin_access = raw.admin_access;
         s.limits = raw.limits;
         s.store = raw.store;
         s.timeouts = raw.timeouts;
@@ -505,6 +521,18 @@ impl Settings {
                     .into(),
             ));
         }
+        if l.max_connections == 0
+            || l.max_connections_per_address == 0
+            || l.max_connections_per_principal == 0
+            || l.max_handshakes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections, max_connections_per_address, \
+                 max_connections_per_principal and max_handshakes must be positive"
+                    .into(),
+            ));
+        }
+        self.admin_access.check().map_err(ConfigError::Invalid)?;
         if l.stall_timeout_ms < 100 {
             return Err(ConfigError::Invalid(
                 "limits.stall_timeout_ms must be at least 100".into(),
@@ -587,7 +615,13 @@ admin = "off"
 strategy = "simple"
 peers = ["127.0.0.1:7402"]
 [auth]
-tokens = ["secret"]
+[[auth.user]]
+name = "alice"
+token = "alice-secret"
+subscribe = "region = 'eu'"
+[admin_access]
+token = "admin-secret"
+routes = "summary"
 [limits]
 subscriber_buffer = 8
 slow_consumer = "disconnect"
@@ -602,6 +636,8 @@ filter = "type = 'alarm'"
         assert_eq!(s.strategy, Strategy::Simple);
         assert_eq!(s.limits.slow_consumer, SlowConsumerPolicy::Disconnect);
         assert_eq!(s.static_subscriptions.len(), 1);
+        assert_eq!(s.auth.users[0].name, "alice");
+        assert_eq!(s.admin_access.routes, RoutesDetail::Summary);
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! signal. Peer-only state (the endpoint that dials, peer certificates, dial states and live
 //! links) lives with the peer links (`peer::Links`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use palio_topology::BrokerId;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Auth, Limits};
+use crate::auth::admission::Admission;
+use crate::auth::gate::Gate;
+use crate::config::Limits;
 use crate::groups::GroupHandle;
 use crate::metrics::Metrics;
 use crate::persist::PersistHandle;
@@ -41,8 +44,10 @@ pub(crate) struct Context {
     pub(crate) metrics: Metrics,
     /// Frame sizes, queue limits, stall timeout.
     pub(crate) limits: Limits,
-    /// Who may connect as a client.
-    pub(crate) auth: Auth,
+    /// Who may connect as a client, and what each principal may do (replaced on reload).
+    pub(crate) gate: Arc<Gate>,
+    /// Connection counts against their limits.
+    pub(crate) admission: Arc<Admission>,
     /// Cancelled when the broker shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Ids for client connections and peer links.
@@ -59,7 +64,8 @@ impl Context {
         groups: GroupHandle,
         metrics: Metrics,
         limits: Limits,
-        auth: Auth,
+        gate: Arc<Gate>,
+        admission: Arc<Admission>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -70,7 +76,8 @@ impl Context {
             groups,
             metrics,
             limits,
-            auth,
+            gate,
+            admission,
             shutdown,
             next_id: AtomicU64::new(1),
         }

@@ -52,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+mod accept;
 mod admin;
 mod auth;
 pub mod config;
@@ -77,4 +78,4 @@ mod writer;
 
 pub use config::{ConfigError, Overrides, Settings};
 pub use context::broker_id;
-pub use server::{Server, StartError};
+pub use server::{Reloader, Server, StartError};

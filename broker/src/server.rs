@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use palio_protocol::tls::{self, DevPki, Identity};
-use palio_protocol::{CLIENT_ALPN, ErrorCode, PEER_ALPN};
+use palio_protocol::{ErrorCode, PEER_ALPN};
 use palio_topology::{Broker, BrokerId, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
+use crate::auth::admission::Admission;
+use crate::auth::gate::{Access, Gate};
 use crate::config::Settings;
 use crate::context::{Context, broker_id};
 pub use crate::error::StartError;
@@ -43,6 +45,31 @@ pub struct Server {
     store_summary: serde_json::Value,
     /// The data directory lock, held until `run` has returned and the store is closed.
     lock: Arc<DataDirLock>,
+    /// The credentials and permissions in force, replaced by [`Reloader::reload`].
+    gate: Arc<Gate>,
+}
+
+/// Replaces a running broker's credentials and permissions: what SIGHUP does to the daemon.
+/// Live sessions authenticate again under the new rules: a client whose credentials no longer
+/// hold is disconnected, the others take their new permissions (subscriptions are narrowed
+/// again).
+#[derive(Debug, Clone)]
+pub struct Reloader(Arc<Gate>);
+
+impl Reloader {
+    /// Puts `settings`' `[auth]` and `[admin_access]` in force. Other settings are not
+    /// reloaded (a restart applies them).
+    pub fn reload(&self, settings: &Settings) {
+        self.0.replace(Access {
+            auth: settings.auth.clone(),
+            admin: settings.admin_access.clone(),
+        });
+        tracing::info!(
+            users = settings.auth.users.len(),
+            allow_anonymous = settings.auth.allow_anonymous,
+            "credentials and permissions reloaded"
+        );
+    }
 }
 
 impl Server {
@@ -180,8 +207,13 @@ impl Server {
                     message: e,
                 }
             })?;
+        let gate = Arc::new(Gate::new(Access {
+            auth: settings.auth.clone(),
+            admin: settings.admin_access.clone(),
+        }));
         Ok(Self {
             settings,
+            gate,
             name,
             endpoint,
             admin,
@@ -213,6 +245,11 @@ impl Server {
     /// The broker's routing id.
     pub fn broker_id(&self) -> BrokerId {
         broker_id(&self.name)
+    }
+
+    /// A handle that reloads credentials and permissions while the broker runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.gate.clone())
     }
 
     /// The development TLS directory, if one is used.
@@ -261,7 +298,8 @@ impl Server {
             GroupHandle::new(groups_tx),
             metrics,
             self.settings.limits.clone(),
-            self.settings.auth.clone(),
+            self.gate.clone(),
+            Admission::new(&self.settings.limits),
             token.clone(),
         ));
         let links = Arc::new(Links {
@@ -288,12 +326,17 @@ impl Server {
         for addr in &self.settings.peers {
             tokio::spawn(crate::peer::dial_loop(links.clone(), addr.clone()));
         }
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(
+            self.settings.limits.max_handshakes,
+        ));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 incoming = self.endpoint.accept() => {
                     let Some(incoming) = incoming else { break };
-                    tokio::spawn(accept(ctx.clone(), links.clone(), incoming));
+                    if let Some(admitted) = crate::accept::screen(&ctx, &handshakes, incoming) {
+                        tokio::spawn(crate::accept::accept(ctx.clone(), links.clone(), admitted));
+                    }
                 }
                 () = &mut shutdown => break,
                 // A component that cannot run (the persist thread) stops the broker.
@@ -326,31 +369,6 @@ fn lock_data_dir(settings: &Settings) -> Result<DataDirLock, StartError> {
         source,
     })?;
     DataDirLock::acquire(&settings.data_dir)
-}
-
-async fn accept(shared: Arc<Context>, links: Arc<Links>, incoming: quinn::Incoming) {
-    let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::info!(%remote, error = %e, "connection handshake failed");
-            shared
-                .metrics
-                .connection_errors
-                .with_label_values(&["handshake_failed"])
-                .inc();
-            return;
-        }
-    };
-    let alpn = conn
-        .handshake_data()
-        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|h| h.protocol);
-    match alpn.as_deref() {
-        Some(p) if p == CLIENT_ALPN => crate::session::serve(shared, conn).await,
-        Some(p) if p == PEER_ALPN => crate::peer::serve_accepted(links, conn).await,
-        _ => conn.close(ErrorCode::ProtocolViolation.code().into(), b"unknown ALPN"),
-    }
 }
 
 /// Runs `task` on a thread of its own with a current-thread runtime (for tasks that do

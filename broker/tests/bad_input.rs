@@ -117,7 +117,11 @@ async fn invalid_filter_is_refused_and_the_connection_stays_usable() {
 async fn clients_without_credentials_are_refused_and_tokens_work() {
     let d = Dirs::new();
     let cfg = d.path("auth.toml");
-    std::fs::write(&cfg, "[auth]\ntokens = [\"s3cret\"]\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[[auth.user]]\nname = \"app\"\ntoken = \"s3cret-token\"\n",
+    )
+    .unwrap();
     let b = BrokerProc::start(
         &d.path("data"),
         &d.path("tls"),
@@ -136,7 +140,7 @@ async fn clients_without_credentials_are_refused_and_tokens_work() {
     let err = Client::connect(opts().token("wrong")).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthenticated), "{err}");
     assert!(err.to_string().contains("invalid token"), "{err}");
-    let c = Client::connect(opts().token("s3cret")).await.unwrap();
+    let c = Client::connect(opts().token("s3cret-token")).await.unwrap();
     assert_eq!(c.flush().await.unwrap(), 0);
     still_serving(&b).await;
 }

@@ -452,7 +452,7 @@ async fn certificate_files_instead_of_the_development_pki() {
     std::fs::write(
         &cfg,
         format!(
-            "id = \"fb\"\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n[auth]\ntokens = [\"t\"]\n",
+            "id = \"fb\"\n[tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n[[auth.user]]\nname = \"app\"\ntoken = \"token-t1\"\n",
             cert.display().to_string(),
             key.display().to_string(),
             ca.display().to_string()
@@ -465,10 +465,13 @@ async fn certificate_files_instead_of_the_development_pki() {
         &["--config", cfg.to_str().unwrap()],
     );
     // CA file plus token; CA file plus client certificate files.
-    let with_token =
-        palio::Client::connect(palio::ConnectOptions::new(&b.quic).ca_file(&ca).token("t"))
-            .await
-            .unwrap();
+    let with_token = palio::Client::connect(
+        palio::ConnectOptions::new(&b.quic)
+            .ca_file(&ca)
+            .token("token-t1"),
+    )
+    .await
+    .unwrap();
     let with_cert = palio::Client::connect(
         palio::ConnectOptions::new(&b.quic)
             .ca_file(&ca)

@@ -165,6 +165,9 @@ pub(crate) struct Shared {
     pub(crate) producer: Mutex<ProducerSlot>,
     /// Group members' routes, group publication acks and causal clocks.
     pub(crate) groups: Mutex<crate::group::GroupRoutes>,
+    /// Live publications the broker refused since the last flush (`PublishRefused`): how
+    /// many, and the latest reason. [`Client::flush`] reports them.
+    pub(crate) refused: Mutex<Option<(u64, ErrorCode, String)>>,
     next_request: AtomicU64,
     pub(crate) timeout: Duration,
     /// The largest frame the broker accepts (its welcome's `max_frame`): larger frames are
@@ -376,6 +379,7 @@ impl Client {
             consumers: Mutex::new(HashMap::new()),
             producer: Mutex::new(ProducerSlot::default()),
             groups: Mutex::new(Default::default()),
+            refused: Mutex::new(None),
             next_request: AtomicU64::new(1),
             timeout: opts.timeout,
             max_frame,
@@ -508,13 +512,25 @@ impl Client {
 
     /// Waits until the broker has handled everything sent before; returns how many
     /// notifications this connection has published.
+    ///
+    /// Live publications have no answer of their own: if the broker refused any since the last
+    /// flush (outside the principal's publish permission, [`ErrorCode::PermissionDenied`]),
+    /// the flush fails with [`Error::Request`] naming how many and why.
     pub async fn flush(&self) -> Result<u64, Error> {
-        match self
+        let published = match self
             .request(|request| ClientFrame::Flush { request }, None)
             .await?
         {
-            ServerFrame::Flushed { published, .. } => Ok(published),
-            other => Err(unexpected(other)),
+            ServerFrame::Flushed { published, .. } => published,
+            other => return Err(unexpected(other)),
+        };
+        let refused = self.shared.refused.lock().ok().and_then(|mut r| r.take());
+        match refused {
+            Some((count, code, message)) => Err(Error::Request {
+                code,
+                message: format!("{count} publication(s) refused: {message}"),
+            }),
+            None => Ok(published),
         }
     }
 

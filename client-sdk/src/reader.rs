@@ -114,6 +114,17 @@ pub(crate) async fn read_control(
                 }
                 continue;
             }
+            ServerFrame::PublishRefused {
+                count,
+                code,
+                message,
+            } => {
+                if let Ok(mut r) = shared.refused.lock() {
+                    let before = r.as_ref().map_or(0, |(n, _, _)| *n);
+                    *r = Some((before.saturating_add(count), code, message));
+                }
+                continue;
+            }
             ServerFrame::GroupMessage(m) => {
                 let event = GroupEvent::Message(GroupDelivery {
                     group: m.group,

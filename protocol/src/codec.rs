@@ -1,7 +1,8 @@
 //! Framing: a big-endian `u32` length, then that many bytes of MessagePack.
 //!
-//! The length is checked against the receiver's maximum before anything else is buffered, so a
-//! peer announcing a huge frame costs four bytes of memory, not the frame.
+//! The length is checked against the receiver's maximum before anything else is buffered, and
+//! the decoder reserves buffer only a chunk (64 KiB) ahead of what has arrived, so a peer
+//! announcing a large frame costs the bytes it sent, not the frame.
 
 use std::io;
 use std::marker::PhantomData;
@@ -107,6 +108,9 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// The most buffer a decoder reserves ahead of the bytes that have arrived.
+const RESERVE_CHUNK: usize = 64 << 10;
+
 /// A tokio-util codec: decodes frames of type `D`, encodes any serializable frame.
 #[derive(Debug)]
 pub struct FrameCodec<D> {
@@ -127,6 +131,12 @@ impl<D> FrameCodec<D> {
     /// The largest frame accepted.
     pub fn max(&self) -> usize {
         self.max
+    }
+
+    /// Changes the largest frame accepted: a broker reads a client's hello under a small
+    /// maximum and raises it once the client has authenticated.
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 }
 
@@ -149,7 +159,9 @@ impl<D: DeserializeOwned> Decoder for FrameCodec<D> {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
         if src.len() < 4 + len {
-            src.reserve(4 + len - src.len());
+            // Room for what is missing, but never more than a chunk ahead of what arrived: a
+            // peer that announces a large frame and sends nothing costs nothing.
+            src.reserve((4 + len - src.len()).min(RESERVE_CHUNK));
             return Ok(None);
         }
         src.advance(4);
@@ -188,6 +200,14 @@ mod tests {
         assert_eq!(codec.decode(&mut whole).unwrap(), Some(f.clone()));
         assert_eq!(codec.decode(&mut whole).unwrap(), Some(f));
         assert_eq!(codec.decode(&mut whole).unwrap(), None);
+    }
+
+    #[test]
+    fn an_announced_length_reserves_at_most_a_chunk() {
+        let mut codec = FrameCodec::<ClientFrame>::new(16 << 20);
+        let mut buf = BytesMut::from(&[0u8, 0xf0, 0, 0, 1][..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= RESERVE_CHUNK + 64, "{}", buf.capacity());
     }
 
     #[test]

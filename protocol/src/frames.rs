@@ -399,6 +399,17 @@ pub enum ServerFrame {
         /// A human-readable explanation.
         message: String,
     },
+    /// Live publications ([`ClientFrame::Publish`], which has no request id) were refused:
+    /// not routed to anyone. The connection stays open. Sent at most once per batch of
+    /// publications the broker took together; the SDK reports it on the next flush.
+    PublishRefused {
+        /// How many were refused.
+        count: u64,
+        /// Why ([`ErrorCode::PermissionDenied`]: outside the principal's publish permission).
+        code: ErrorCode,
+        /// A human-readable explanation.
+        message: String,
+    },
 }
 
 /// A notification delivered to a subscription, on the client's delivery stream.

@@ -97,6 +97,7 @@ fn main() -> ExitCode {
             }
         };
         announce(&server);
+        tokio::spawn(reload_on_hangup(server.reloader(), overrides));
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
@@ -142,6 +143,28 @@ fn announce(server: &Server) {
     let tls_flag = tls.map(|t| format!(" --tls-dir {t}")).unwrap_or_default();
     println!("connect: palio sub --server {quic}{tls_flag} \"type = 'greeting'\"");
     println!("         palio pub --server {quic}{tls_flag} --attr type=greeting --payload hello");
+}
+
+/// On each SIGHUP, loads the configuration again (the same file and flags) and puts its
+/// `[auth]` and `[admin_access]` in force. A configuration that does not load is reported and
+/// changes nothing.
+async fn reload_on_hangup(reloader: palio_broker::Reloader, overrides: Overrides) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: credentials cannot be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match Settings::load(&overrides) {
+                Ok(settings) => reloader.reload(&settings),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reloader, overrides);
 }
 
 async fn shutdown_signal() {

@@ -100,6 +100,12 @@ pub(crate) enum Command {
         subscription: u64,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
+    /// A subscription's filter is replaced (its principal's permission changed); its id stays.
+    Refilter {
+        client: ClientId,
+        subscription: u64,
+        filter: SharedFilter,
+    },
     Advertise {
         client: ClientId,
         filter: SharedFilter,
@@ -332,6 +338,11 @@ impl Router {
             } => {
                 let _ = reply.send(self.unsubscribe(client, subscription));
             }
+            Command::Refilter {
+                client,
+                subscription,
+                filter,
+            } => self.refilter(client, subscription, filter),
             Command::Advertise {
                 client,
                 filter,

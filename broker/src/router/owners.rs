@@ -144,6 +144,28 @@ impl Router {
         Ok(())
     }
 
+    /// Replaces the filter of a subscription the client owns, keeping its id (what the
+    /// client's deliveries name). Between the withdrawal and the new entry nothing is routed:
+    /// the router does both in one step.
+    pub(super) fn refilter(&mut self, client: ClientId, subscription: u64, filter: SharedFilter) {
+        let owned = self
+            .clients
+            .get(&client)
+            .is_some_and(|c| c.subscriptions.contains(&subscription));
+        let Some(entry) = self.subscriptions.get_mut(&subscription) else {
+            return;
+        };
+        if !owned {
+            return;
+        }
+        let id = SubscriptionId(subscription);
+        let _ = self.broker.unsubscribe(id);
+        if let Err(e) = self.broker.subscribe(id, filter.clone()) {
+            tracing::error!(subscription, error = %e, "re-subscribing with a narrowed filter failed");
+        }
+        entry.filter = filter;
+    }
+
     /// Withdraws an advertisement the client owns.
     pub(super) fn unadvertise(
         &mut self,

@@ -1,11 +1,13 @@
 //! The start of a client session: the control stream, the hello, the credentials, `Welcome`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::{ClientFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame, Welcome};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::auth::{Credential, Principal};
 use crate::context::Context;
 use crate::outbox::Outbox;
 use crate::router::Refusal;
@@ -13,16 +15,33 @@ use crate::router::Refusal;
 /// How long a new connection may take to open its control stream and send its hello.
 pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest hello accepted, and so the most a client can make the broker buffer before it
+/// has authenticated (a hello holds a version, a token and a name).
+const MAX_HELLO_BYTES: usize = 16 << 10;
+
 /// The control stream's reader, after the hello.
 pub(super) type Reader = FramedRead<quinn::RecvStream, FrameCodec<ClientFrame>>;
 
-/// Accepts the control stream, reads the hello and checks version and credentials. Returns
-/// the reader, the stream's send side and the client's name; a refusal was sent to the client.
+/// A client that said hello and was let in.
+pub(super) struct Hello {
+    /// The control stream's reader, now accepting frames up to `limits.max_frame_bytes`.
+    pub(super) reader: Reader,
+    /// The control stream's send side.
+    pub(super) send: quinn::SendStream,
+    /// The name the client gave.
+    pub(super) name: String,
+    /// How it proved who it is (to authenticate it again after a reload).
+    pub(super) credential: Credential,
+    /// Who it is.
+    pub(super) principal: Arc<Principal>,
+}
+
+/// Accepts the control stream, reads the hello and checks version and credentials; a refusal
+/// was sent to the client.
 pub(super) async fn handshake(
     shared: &Context,
     conn: &quinn::Connection,
-) -> Result<(Reader, quinn::SendStream, String), Refusal> {
-    let max = shared.limits.max_frame_bytes;
+) -> Result<Hello, Refusal> {
     let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
         .map_err(|_| {
@@ -32,7 +51,7 @@ pub(super) async fn handshake(
             )
         })?
         .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
-    let mut reader = FramedRead::new(recv, FrameCodec::<ClientFrame>::new(max));
+    let mut reader = FramedRead::new(recv, FrameCodec::<ClientFrame>::new(MAX_HELLO_BYTES));
     let mut send = Some(send);
     let refuse = |send: &mut Option<quinn::SendStream>, code, message: String| {
         let stream = send.take();
@@ -71,36 +90,46 @@ pub(super) async fn handshake(
         )
         .await);
     }
-    if let Err(why) = authenticate(shared, conn, token.as_deref()) {
-        return Err(refuse(&mut send, ErrorCode::Unauthenticated, why.into()).await);
-    }
+    let credential = Credential::of(token.as_deref(), certificate_names(conn));
+    let principal = match shared.gate.current().auth.authenticate(&credential) {
+        Ok(p) => p,
+        Err(denial) => {
+            shared
+                .metrics
+                .auth_failures
+                .with_label_values(&[denial.reason()])
+                .inc();
+            tracing::info!(remote = %conn.remote_address(), reason = denial.reason(), "client refused at the hello");
+            return Err(refuse(
+                &mut send,
+                ErrorCode::Unauthenticated,
+                denial.message().into(),
+            )
+            .await);
+        }
+    };
+    reader.decoder_mut().set_max(shared.limits.max_frame_bytes);
     let send = send.ok_or((ErrorCode::Internal, "control stream lost".to_owned()))?;
-    Ok((reader, send, name))
+    Ok(Hello {
+        reader,
+        send,
+        name,
+        credential,
+        principal,
+    })
 }
 
-/// A client is let in with a certificate of the broker's CA, a configured token, or, where
-/// allowed, neither.
-fn authenticate(
-    shared: &Context,
-    conn: &quinn::Connection,
-    token: Option<&str>,
-) -> Result<(), &'static str> {
-    let has_cert = conn
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .is_some_and(|certs| !certs.is_empty());
-    let token_ok = token.is_some_and(|t| shared.auth.tokens.iter().any(|k| k == t));
-    if has_cert || token_ok || shared.auth.allow_anonymous {
-        return Ok(());
-    }
-    Err(if token.is_some() {
-        "invalid token"
-    } else {
-        "no credentials: present a client certificate issued by the broker's CA, or a token"
-    })
+/// The names of the client's certificate (subject CN first, then SANs), if it presented one;
+/// TLS has verified it against the broker's CA already.
+fn certificate_names(conn: &quinn::Connection) -> Option<Vec<String>> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let _leaf = certs.first()?;
+    // Certificate names arrive with the identity work of issue 11; until then every
+    // certificate is one principal.
+    Some(Vec::new())
 }
 
 /// Queues the `Welcome` frame: the first on the control stream.

@@ -13,13 +13,13 @@
 //! affected. Writers that fail close the connection too (the `writer` module).
 
 mod hello;
+mod permissions;
 mod requests;
 
 use std::sync::Arc;
 
 use palio_protocol::ErrorCode;
 
-use crate::auth::{ANONYMOUS, Principal};
 use crate::context::Context;
 use crate::groups::GroupCommand;
 use crate::outbox::{Capacity, Outbox};
@@ -67,10 +67,28 @@ async fn session(
     conn: &quinn::Connection,
     client: ClientId,
 ) -> Result<(), Refusal> {
-    let (reader, send, name) = hello::handshake(shared, conn).await?;
-    // Until authentication names principals (issue 11, in progress): everyone is one.
-    let principal = Principal::unrestricted(ANONYMOUS);
-    tracing::debug!(client, %name, remote = %conn.remote_address(), "client connected");
+    let hello::Hello {
+        reader,
+        send,
+        name,
+        credential,
+        principal,
+    } = hello::handshake(shared, conn).await?;
+    // Held for the connection's life: its share of the principal's connections.
+    let _slot = shared
+        .admission
+        .admit_principal(&principal.name)
+        .map_err(|limit| {
+            shared.metrics.limits_hit.with_label_values(&[limit]).inc();
+            (
+                ErrorCode::LimitExceeded,
+                format!(
+                    "too many connections of principal {:?} (limits.{limit} = {})",
+                    principal.name, shared.limits.max_connections_per_principal
+                ),
+            )
+        })?;
+    tracing::debug!(client, %name, principal = %principal.name, remote = %conn.remote_address(), "client connected");
     let limits = &shared.limits;
     let max = limits.internal_frame_bytes();
     let stall = limits.stall_timeout();
@@ -130,8 +148,8 @@ async fn session(
             name,
             frames: control.clone(),
             connection: conn.clone(),
-            principal,
+            principal: principal.clone(),
         })
         .await?;
-    requests::run(shared, client, reader, control).await
+    requests::run(shared, client, reader, control, credential, principal).await
 }

@@ -8,6 +8,9 @@
 //! the publisher. Answers and other control frames go through the connection's control outbox;
 //! a client that does not read them holds up its own session, nobody else's.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
 use futures_util::{FutureExt, StreamExt};
 use palio_filter::Event;
 use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
@@ -15,6 +18,7 @@ use palio_topology::SharedFilter;
 use tokio::sync::oneshot;
 
 use super::hello::Reader;
+use crate::auth::{Credential, Principal};
 use crate::context::Context;
 use crate::groups::GroupCommand;
 use crate::outbox::{Outbox, Pushed};
@@ -31,12 +35,20 @@ pub(super) async fn run(
     client: ClientId,
     mut reader: Reader,
     control: Outbox<ServerFrame>,
+    credential: Credential,
+    principal: Arc<Principal>,
 ) -> Result<(), Refusal> {
-    let session = Session {
+    let mut access = shared.gate.watch();
+    access.mark_unchanged();
+    let mut session = Session {
         shared,
         client,
         control,
         pacer: Pacer::new(shared.metrics.ingress_waits.with_label_values(&["client"])),
+        credential,
+        principal,
+        subscriptions: HashMap::new(),
+        logged: HashSet::new(),
     };
     let mut published = 0u64;
     // A frame read ahead while batching publications, handled next.
@@ -44,7 +56,14 @@ pub(super) async fn run(
     loop {
         let next = match lookahead.take() {
             Some(n) => n,
-            None => reader.next().await,
+            None => tokio::select! {
+                n = reader.next() => n,
+                Ok(()) = access.changed() => {
+                    let rules = access.borrow_and_update().clone();
+                    session.reauthenticate(&rules.auth).await?;
+                    continue;
+                }
+            },
         };
         let frame = match next {
             None => return Ok(()),
@@ -69,13 +88,22 @@ pub(super) async fn run(
                 lookahead = ahead;
             }
             ClientFrame::Subscribe { request, filter } => {
-                let answer = session
-                    .with_filter(&filter, |filter, reply| Command::Subscribe {
-                        client,
-                        filter,
-                        reply,
-                    })
-                    .await?;
+                let answer = match session.principal.narrow(&filter) {
+                    Ok(narrowed) => {
+                        shared
+                            .router
+                            .call(|reply| Command::Subscribe {
+                                client,
+                                filter: narrowed,
+                                reply,
+                            })
+                            .await?
+                    }
+                    Err(refusal) => Err(refusal),
+                };
+                if let Ok(id) = &answer {
+                    session.subscriptions.insert(*id, filter);
+                }
                 session
                     .reply(answer_or_error(request, answer, |subscription| {
                         ServerFrame::Subscribed {
@@ -97,6 +125,9 @@ pub(super) async fn run(
                         reply,
                     })
                     .await?;
+                if answer.is_ok() {
+                    session.subscriptions.remove(&subscription);
+                }
                 session
                     .reply(answer_or_error(request, answer, |()| ServerFrame::Done {
                         request,
@@ -156,8 +187,28 @@ pub(super) async fn run(
                     .send(GroupCommand::Request { client, frame })
                     .await?;
             }
+            ClientFrame::QueueAdd {
+                request,
+                name,
+                filter,
+                options,
+            } => {
+                // A queue keeps what its owner may receive, like a subscription.
+                let filter = session.principal.narrowed_source(&filter);
+                shared
+                    .persist
+                    .send(PersistCommand::Request {
+                        client,
+                        frame: ClientFrame::QueueAdd {
+                            request,
+                            name,
+                            filter,
+                            options,
+                        },
+                    })
+                    .await?;
+            }
             frame @ (ClientFrame::Producer { .. }
-            | ClientFrame::QueueAdd { .. }
             | ClientFrame::QueueRemove { .. }
             | ClientFrame::QueueList { .. }
             | ClientFrame::QueueInfo { .. }
@@ -189,11 +240,20 @@ pub(super) async fn run(
 }
 
 /// What the request loop needs besides the reader.
-struct Session<'a> {
-    shared: &'a Context,
-    client: ClientId,
-    control: Outbox<ServerFrame>,
-    pacer: std::sync::Arc<Pacer>,
+pub(super) struct Session<'a> {
+    pub(super) shared: &'a Context,
+    pub(super) client: ClientId,
+    pub(super) control: Outbox<ServerFrame>,
+    pacer: Arc<Pacer>,
+    /// How the client authenticated, to authenticate it again after a reload.
+    pub(super) credential: Credential,
+    /// Who it is, with the permissions in force.
+    pub(super) principal: Arc<Principal>,
+    /// Its live subscriptions' filters as it wrote them (the router has them narrowed to the
+    /// principal's permission), to narrow them again when the permission changes.
+    pub(super) subscriptions: HashMap<u64, String>,
+    /// The denials already logged on this connection (each kind is logged once).
+    pub(super) logged: HashSet<&'static str>,
 }
 
 impl Session<'_> {
@@ -225,7 +285,7 @@ impl Session<'_> {
 
     /// Tells the client why its connection is being closed (best effort), and returns the
     /// refusal to close it with.
-    async fn close_with(&self, code: ErrorCode, message: String) -> Refusal {
+    pub(super) async fn close_with(&self, code: ErrorCode, message: String) -> Refusal {
         let frame = ServerFrame::Error {
             request: None,
             code,
@@ -240,7 +300,7 @@ impl Session<'_> {
     /// Routes `first` and the publications that arrived with it as one paced batch; persistent
     /// ones also go to the persist task. Returns how many were taken and the frame read ahead.
     async fn publish_batch(
-        &self,
+        &mut self,
         first: ClientFrame,
         reader: &mut Reader,
     ) -> Result<(u64, Option<Next>), Refusal> {
@@ -250,8 +310,26 @@ impl Session<'_> {
         let mut stored: Vec<Publication> = Vec::new();
         let mut ahead = None;
         let mut next = Some(first);
+        let mut refused = 0u64;
+        let mut taken = 0;
         while let Some(frame) = next.take() {
             match frame {
+                ClientFrame::Publish { attributes, .. }
+                    if !self.principal.may_publish(&attributes) =>
+                {
+                    refused += 1;
+                }
+                ClientFrame::PublishPersistent {
+                    seq, attributes, ..
+                } if !self.principal.may_publish(&attributes) => {
+                    let message = self.publish_denied(1);
+                    self.reply(ServerFrame::PublishFailed {
+                        seq,
+                        code: ErrorCode::PermissionDenied,
+                        message,
+                    })
+                    .await?;
+                }
                 ClientFrame::Publish {
                     attributes,
                     payload,
@@ -271,7 +349,8 @@ impl Session<'_> {
                 // Only publications are put in a batch (see the loop below).
                 _ => {}
             }
-            if live.len() >= BATCH {
+            taken += 1;
+            if taken >= BATCH {
                 break;
             }
             match reader.next().now_or_never() {
@@ -283,13 +362,24 @@ impl Session<'_> {
             }
         }
         let count = live.len() as u64;
-        self.shared
-            .router
-            .send(Command::Publish {
-                items: live,
-                credit,
+        if refused > 0 {
+            let message = self.publish_denied(refused);
+            self.reply(ServerFrame::PublishRefused {
+                count: refused,
+                code: ErrorCode::PermissionDenied,
+                message,
             })
             .await?;
+        }
+        if !live.is_empty() {
+            self.shared
+                .router
+                .send(Command::Publish {
+                    items: live,
+                    credit,
+                })
+                .await?;
+        }
         if !stored.is_empty() {
             self.shared
                 .persist

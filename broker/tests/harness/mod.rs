@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use palio::{Client, ConnectOptions};
-use palio_broker::{Overrides, Server, Settings};
+use palio_broker::{Overrides, Reloader, Server, Settings};
 use palio_topology::BrokerId;
 use serde_json::Value as Json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,6 +79,9 @@ pub struct InProc {
     pub quic: SocketAddr,
     pub admin: SocketAddr,
     pub tls_dir: PathBuf,
+    /// How it was configured, to load the configuration again on [`InProc::reload`].
+    overrides: Overrides,
+    reloader: Reloader,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -105,6 +108,7 @@ impl InProc {
             ..Overrides::default()
         };
         let settings = Settings::load(&overrides).expect("valid settings");
+        let reloader_overrides = overrides.clone();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = Server::with_sockets(settings, udp, Some(tcp))
@@ -113,6 +117,7 @@ impl InProc {
         let quic = server.local_addr().expect("QUIC address");
         let admin = server.admin_addr().expect("admin address");
         let id = server.broker_id();
+        let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -123,9 +128,24 @@ impl InProc {
             quic,
             admin,
             tls_dir: tls_dir.to_owned(),
+            overrides: reloader_overrides,
+            reloader,
             shutdown: Some(tx),
             task: Some(task),
         }
+    }
+
+    /// Replaces the configuration file with `config_text` and reloads it, as SIGHUP does to
+    /// the daemon (credentials and permissions only).
+    pub fn reload(&self, config_text: &str) {
+        let path = self
+            .overrides
+            .config
+            .as_ref()
+            .expect("a configuration file");
+        std::fs::write(path, config_text).unwrap();
+        let settings = Settings::load(&self.overrides).expect("valid settings");
+        self.reloader.reload(&settings);
     }
 
     /// Connection options for this broker.
@@ -222,10 +242,17 @@ pub fn sample_peer_queues(
 
 /// A minimal async HTTP/1.1 GET: status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_get_with(addr, path, None).await
+}
+
+/// [`http_get`] with `Authorization: Bearer TOKEN` when `token` is given.
+pub async fn http_get_with(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
