@@ -94,7 +94,7 @@ impl ConnectOptions {
         self
     }
 
-    /// A bearer token, for brokers configured with `[auth] tokens`.
+    /// A bearer token: a configured user's (`[[auth.user]] token`), which names the principal.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self

@@ -37,7 +37,7 @@ pub(super) struct Connection {
     /// Client private key file (PEM), with --cert.
     #[arg(long, requires = "cert")]
     key: Option<PathBuf>,
-    /// Bearer token (for brokers with `[auth] tokens`).
+    /// Bearer token of a configured user (`[[auth.user]] token`).
     #[arg(long, env = "PALIO_TOKEN")]
     token: Option<String>,
     /// Name the broker's certificate must carry.
