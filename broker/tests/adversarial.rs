@@ -1,0 +1,287 @@
+//! Hostile clients against one in-process broker, while a well-behaved pair of clients keeps
+//! measuring its own round trip (publish → delivery). Each attack must leave the broker up,
+//! be refused or cut with its error and metric, and keep every probe of the well-behaved pair
+//! delivered within the bound `docs/security.md` documents ([`PROBE_BOUND`]; the slow reader,
+//! which the lossless policy lets hold the traffic it shares for the stall timeout, gets that
+//! timeout on top).
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use harness::{InProc, Net, closed_with, raw_connect, wait_for, write_frame};
+use palio::{Client, ErrorCode, Notification, Subscription};
+use palio_protocol::{CLIENT_ALPN, ClientFrame, PROTOCOL_VERSION};
+
+/// The longest a well-behaved client's notification may take, publish to delivery, while an
+/// attack runs (a debug build on a loaded 2-core CI machine; typical figures are a few ms).
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+/// A publisher and a subscriber that measure their round trip.
+struct Probe {
+    publisher: Client,
+    _subscriber: Client,
+    sub: Subscription,
+    next: i32,
+}
+
+impl Probe {
+    async fn new(b: &InProc) -> Probe {
+        let subscriber = b.client().await;
+        let sub = subscriber.subscribe("probe = TRUE").await.unwrap();
+        let publisher = b.client().await;
+        let mut p = Probe {
+            publisher,
+            _subscriber: subscriber,
+            sub,
+            next: 0,
+        };
+        p.once(Duration::from_secs(10)).await;
+        p
+    }
+
+    /// Publishes one probe and waits for it: its round trip, or a panic past `bound`.
+    async fn once(&mut self, bound: Duration) -> Duration {
+        self.next += 1;
+        let n = self.next;
+        let start = Instant::now();
+        let note = Notification::builder()
+            .attr("probe", true)
+            .attr("n", n)
+            .build()
+            .unwrap();
+        self.publisher.publish(note).await.unwrap();
+        let got = tokio::time::timeout(bound, self.sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("probe {n} not delivered within {bound:?}"))
+            .expect("the probe subscription stays open");
+        assert_eq!(got.get("n"), Some(&palio::filter::Value::Int(n)));
+        start.elapsed()
+    }
+
+    /// Probes every 20 ms until `done` is set (at most `secs`); returns the slowest round trip.
+    async fn during(&mut self, done: &AtomicBool, secs: u64, bound: Duration) -> Duration {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut worst = Duration::ZERO;
+        let mut rounds = 0;
+        while !done.load(Ordering::Acquire) && Instant::now() < end {
+            worst = worst.max(self.once(bound).await);
+            rounds += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(rounds > 0, "the attack ended before any probe");
+        worst
+    }
+}
+
+/// Runs `attack` while probing; returns the slowest probe.
+async fn under_attack<F: std::future::Future<Output = ()>>(
+    probe: &mut Probe,
+    bound: Duration,
+    attack: F,
+) -> Duration {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let attack = async move {
+        attack.await;
+        flag.store(true, Ordering::Release);
+    };
+    let (worst, ()) = tokio::join!(probe.during(&done, 60, bound), attack);
+    worst
+}
+
+/// A client endpoint trusting the broker's CA and presenting no certificate.
+fn bare_endpoint(b: &InProc) -> (quinn::Endpoint, quinn::ClientConfig) {
+    use palio_protocol::tls;
+    let roots = tls::DevPki::open(&b.tls_dir).unwrap().roots().unwrap();
+    let cfg = tls::client_config(roots, None, CLIENT_ALPN).unwrap();
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    (ep, cfg)
+}
+
+#[tokio::test]
+async fn connection_and_handshake_floods_are_refused_at_the_door() {
+    let net = Net::new();
+    let b = net
+        .broker(
+            "b1",
+            "max_connections_per_address = 64\nmax_handshakes = 16",
+            &[],
+        )
+        .await;
+    let mut probe = Probe::new(&b).await;
+    let (ep, cfg) = bare_endpoint(&b);
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    let worst = under_attack(&mut probe, PROBE_BOUND, async move {
+        // 400 connection attempts at once, each kept open without a hello if it gets in.
+        let attempts = (0..400).map(|_| {
+            let connecting = ep.connect_with(cfg.clone(), b.quic, "localhost").unwrap();
+            async move { tokio::time::timeout(Duration::from_secs(10), connecting).await }
+        });
+        for r in futures_util::future::join_all(attempts).await {
+            if let Ok(Ok(conn)) = r {
+                keep.lock().unwrap().push(conn);
+            }
+        }
+    })
+    .await;
+    let admitted = held.lock().unwrap().len();
+    assert!(admitted <= 64, "{admitted} connections admitted");
+    let refused = b.metric("palio_limits_hit_total").await;
+    assert!(refused >= 400.0 - 64.0, "{refused} refusals counted");
+    println!("flood: {admitted} admitted, {refused} refused, worst probe {worst:?}");
+    // The admitted ones said no hello: each is closed at the hello timeout.
+    let first = held.lock().unwrap().first().cloned().expect("one got in");
+    assert_eq!(
+        closed_with(&first, 15).await,
+        Ok(Some(ErrorCode::ProtocolViolation))
+    );
+    probe.once(PROBE_BOUND).await;
+}
+
+#[tokio::test]
+async fn a_subscription_storm_hits_its_limit_and_leaves_others_alone() {
+    let net = Net::new();
+    let b = net
+        .broker("b1", "max_subscriptions_per_client = 256", &[])
+        .await;
+    let mut probe = Probe::new(&b).await;
+    let attacker = b.client().await;
+    let worst = under_attack(&mut probe, PROBE_BOUND, async {
+        let mut refused = 0;
+        let mut subs = Vec::new();
+        for i in 0..300 {
+            match attacker
+                .subscribe(&format!("storm = {i} OR (level > {i} AND kind = 'x{i}')"))
+                .await
+            {
+                Ok(s) => subs.push(s),
+                Err(e) => {
+                    assert_eq!(e.code(), Some(ErrorCode::LimitExceeded), "{e}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!((subs.len(), refused), (256, 44));
+        // Churn: unsubscribe and subscribe again, bounded.
+        for (i, s) in subs.into_iter().enumerate().take(200) {
+            attacker.unsubscribe(&s).await.unwrap();
+            attacker.subscribe(&format!("churn = {i}")).await.unwrap();
+        }
+    })
+    .await;
+    println!("subscription storm: worst probe {worst:?}");
+    assert_eq!(b.metric("palio_subscriptions").await, 257.0);
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_is_cut_and_the_traffic_it_held_flows_again() {
+    let net = Net::new();
+    let b = net.broker("b1", "stall_timeout_ms = 500", &[]).await;
+    let mut probe = Probe::new(&b).await;
+    // The slow reader: a raw connection that subscribes to everything and never reads its
+    // delivery stream.
+    let (_ep, conn) = raw_connect(b.quic, &b.tls_dir, "loris", CLIENT_ALPN).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &ClientFrame::Hello {
+            version: PROTOCOL_VERSION,
+            token: None,
+            name: "loris".into(),
+        },
+    )
+    .await;
+    write_frame(
+        &mut send,
+        &ClientFrame::Subscribe {
+            request: 1,
+            filter: "TRUE".into(),
+        },
+    )
+    .await;
+    let flooder = b.client().await;
+    let payload = vec![7u8; 16 << 10];
+    let bound = PROBE_BOUND + Duration::from_millis(500);
+    let worst = under_attack(&mut probe, bound, async {
+        // 64 MiB the reader never takes: far past its delivery queue and QUIC windows.
+        for i in 0..4096 {
+            let note = Notification::builder()
+                .attr("bulk", i)
+                .payload(payload.clone())
+                .build()
+                .unwrap();
+            flooder.publish(note).await.unwrap();
+        }
+        flooder.flush().await.unwrap();
+    })
+    .await;
+    println!("slow reader: worst probe {worst:?}");
+    assert_eq!(
+        closed_with(&conn, 10).await,
+        Ok(Some(ErrorCode::SlowConsumer))
+    );
+    assert_eq!(b.metric("palio_slow_consumer_disconnects_total").await, 1.0);
+    probe.once(PROBE_BOUND).await;
+}
+
+#[tokio::test]
+async fn slow_hellos_and_bad_frames_are_cut_without_touching_others() {
+    let net = Net::new();
+    let b = net.broker("b1", "", &[]).await;
+    let mut probe = Probe::new(&b).await;
+    let tls = b.tls_dir.clone();
+    let quic = b.quic;
+    let worst = under_attack(&mut probe, PROBE_BOUND, async move {
+        let mut attackers = Vec::new();
+        for i in 0..30 {
+            let tls = tls.clone();
+            attackers.push(tokio::spawn(async move {
+                let (ep, conn) = raw_connect(quic, &tls, &format!("bad{i}"), CLIENT_ALPN).await;
+                let (mut send, _recv) = conn.open_bi().await.unwrap();
+                let expected = match i % 3 {
+                    // A hello announced at 16 MiB: refused before it is buffered.
+                    0 => {
+                        let _ = send.write_all(&(16u32 << 20).to_be_bytes()).await;
+                        ErrorCode::FrameTooLarge
+                    }
+                    // Bytes that are no frame.
+                    1 => {
+                        let _ = send.write_all(&[0, 0, 0, 4, 0xc1, 0xc1, 0xc1, 0xc1]).await;
+                        ErrorCode::MalformedFrame
+                    }
+                    // A slow-loris hello: one byte every 200 ms, never complete in time.
+                    _ => {
+                        for byte in [0u8, 0, 0, 200].into_iter().chain([0x80; 60]) {
+                            if send.write_all(&[byte]).await.is_err() {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        ErrorCode::ProtocolViolation
+                    }
+                };
+                assert_eq!(
+                    closed_with(&conn, 15).await,
+                    Ok(Some(expected)),
+                    "attacker {i}"
+                );
+                drop(ep);
+            }));
+        }
+        for a in attackers {
+            a.await.unwrap();
+        }
+    })
+    .await;
+    println!("bad frames and slow hellos: worst probe {worst:?}");
+    wait_for("the refusals to be counted", 5, || async {
+        b.metric("palio_connection_errors_total").await >= 30.0
+    })
+    .await;
+}
