@@ -48,6 +48,7 @@ use std::fmt;
 
 pub use error::{ErrorKind, EvalError, FilterError, ParseError};
 pub use event::{Event, EventError};
+pub use functions::MAX_BUILT_STRING;
 pub use index::{EntryId, Index, IndexStats, Scratch};
 pub use routable::{Conjunction, Constraint, IntOp, Predicate, Routable, StrOp};
 pub use value::{AttrName, InvalidAttrName, MAX_ATTR_NAME_LEN, Type, Value, parse_bool, parse_int};
