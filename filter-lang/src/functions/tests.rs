@@ -106,8 +106,8 @@ fn built_strings_are_bounded() {
     let r = call("CONCAT", &[half.clone(), half.clone()]);
     assert_eq!(r.map(|v| v.to_string_value().len()), Ok(MAX_BUILT_STRING));
     assert!(call("CONCAT_WS", &[s(""), half.clone(), half.clone()]).is_ok());
-    assert!(call("UPPER", &[full.clone()]).is_ok());
-    assert!(call("STRING", &[full.clone()]).is_ok());
+    assert!(call("UPPER", std::slice::from_ref(&full)).is_ok());
+    assert!(call("STRING", std::slice::from_ref(&full)).is_ok());
     // One byte over: refused.
     assert!(too_long(
         &call("CONCAT", &[half.clone(), half.clone(), s("y")]),
@@ -116,7 +116,10 @@ fn built_strings_are_bounded() {
     let ws = call("CONCAT_WS", &[s("-"), half.clone(), half.clone()]);
     assert!(too_long(&ws, "CONCAT_WS"));
     for name in ["LOWER", "UPPER", "TRIM", "STRING"] {
-        assert!(too_long(&call(name, &[over.clone()]), name), "{name}");
+        assert!(
+            too_long(&call(name, std::slice::from_ref(&over)), name),
+            "{name}"
+        );
     }
     assert!(too_long(
         &call("LEFT", &[over.clone(), i32::MAX.into()]),
@@ -139,7 +142,10 @@ fn built_strings_are_bounded() {
     let tail = call("SUBSTRING", &[over.clone(), (-3).into(), 2.into()]);
     assert_eq!(tail, Ok(s("xx")));
     let n = i32::try_from(MAX_BUILT_STRING + 1).expect("small");
-    assert_eq!(call("LENGTH", &[over.clone()]), Ok(Value::Int(n)));
+    assert_eq!(
+        call("LENGTH", std::slice::from_ref(&over)),
+        Ok(Value::Int(n))
+    );
 }
 
 #[test]
