@@ -39,7 +39,7 @@ use crate::value::{Type, Value};
 /// The default [`CostBudget::max_units`]: 4 Mi units, 64 full passes over a 64 KiB attribute.
 ///
 /// Ordinary subscriptions cost from tens of units (`type = 'alarm'`) to a few hundred thousand
-/// (a dozen clauses that parse, scan or map attributes: 460 Ki units for the costliest in the
+/// (a dozen clauses that parse, scan or map attributes: 450 thousand for the costliest in the
 /// tests); no CESQL conformance case costs more than one attribute read, about 64 Ki units.
 /// Filter bombs that fit the parser's limits cost from 13 Mi units up. 4 Mi units of string
 /// work take on the order of a millisecond.
