@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::eval::like::Plan;
 use crate::value::{AttrName, Value, write_quoted};
 
 /// One node of an expression.
@@ -78,6 +79,20 @@ pub(crate) struct LikePattern {
     pub(crate) source: String,
     /// The pattern as a sequence of pieces, with `\%` and `\_` already turned into literals.
     pub(crate) pieces: Vec<LikePiece>,
+    /// How the evaluator matches it: the pieces split at `%` (a function of `pieces`).
+    pub(crate) plan: Plan,
+}
+
+impl LikePattern {
+    /// A pattern from its source text and its pieces (see [`crate::eval::like::compile`]).
+    pub(crate) fn new(source: String, pieces: Vec<LikePiece>) -> Self {
+        let plan = Plan::new(&pieces);
+        Self {
+            source,
+            pieces,
+            plan,
+        }
+    }
 }
 
 /// One piece of a LIKE pattern.

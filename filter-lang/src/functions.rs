@@ -8,6 +8,10 @@
 //! arguments of the declared types, and each reports its own failures together with the value
 //! CESQL prescribes for them (e.g. `LEFT('abc', -2)` is `'abc'` with a functionEvaluation error).
 //!
+//! Every string a function returns is at most [`MAX_BUILT_STRING`] bytes, checked before it is
+//! built ([`strings`]), and each entry declares the [`Work`] it may do, from which the cost
+//! model ([`crate::cost`]) bounds a call's work.
+//!
 //! Besides CESQL's built-ins, Palio has two extensions, which do not change the meaning of any
 //! CESQL expression (a CESQL engine would report them as missing functions):
 //!
@@ -16,11 +20,17 @@
 //! - `IS_BOOL(x)`: whether `BOOL(x)` succeeds, i.e. `x` is a boolean, an integer, or the string
 //!   `true` or `false` in any letter case.
 
+mod strings;
+#[cfg(test)]
+mod tests;
+
 use std::borrow::Cow;
 
 use crate::ast::Node;
 use crate::error::{ErrorKind, FilterError};
 use crate::value::{Type, Value};
+
+pub use strings::MAX_BUILT_STRING;
 
 /// An argument value: borrowed from the event or the tree where possible.
 pub(crate) type Arg<'a> = Cow<'a, Value>;
@@ -57,6 +67,32 @@ pub(crate) struct Builtin {
     pub(crate) ret: Type,
     /// The implementation, given arguments already cast to the parameter types.
     pub(crate) apply: fn(&[Arg<'_>]) -> Outcome,
+    /// The most work the implementation does, for the cost model.
+    pub(crate) work: Work,
+}
+
+/// The most work a built-in does, in terms of its arguments' lengths, for the cost model
+/// ([`crate::cost`]). Casting the arguments to the parameter types is counted there, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// A few steps, whatever the arguments (`ABS`, `BOOL`, `IS_BOOL`: an explicit Boolean cast
+    /// compares at most five bytes).
+    Constant,
+    /// Reads its first argument once (`LENGTH` counts characters, `INT` and `IS_INT` parse).
+    Read,
+    /// Builds one string of all its arguments, after adding up their lengths (`CONCAT`); with
+    /// `separated`, the first argument goes between each two of the others (`CONCAT_WS`).
+    Join {
+        /// Whether the first argument is a separator.
+        separated: bool,
+    },
+    /// Maps letter case: reads its argument to size the result, stopping once that is over
+    /// [`MAX_BUILT_STRING`] (a character maps to at least a third of its bytes, and to at most
+    /// three times them), then builds it (`LOWER`, `UPPER`).
+    CaseMap,
+    /// Reads its first argument, then copies a part of it (`TRIM`, `LEFT`, `RIGHT`,
+    /// `SUBSTRING`) or all of it (`STRING`).
+    Slice,
 }
 
 impl Builtin {
@@ -84,71 +120,80 @@ static BUILTINS: &[Builtin] = &[
         params: &[STR],
         rest: None,
         ret: Type::Int,
-        apply: length,
+        apply: strings::length,
+        work: Work::Read,
     },
     Builtin {
         name: "CONCAT",
         params: &[],
         rest: Some(STR),
         ret: Type::String,
-        apply: concat,
+        apply: strings::concat,
+        work: Work::Join { separated: false },
     },
     Builtin {
         name: "CONCAT_WS",
         params: &[STR],
         rest: Some(STR),
         ret: Type::String,
-        apply: concat_ws,
+        apply: strings::concat_ws,
+        work: Work::Join { separated: true },
     },
     Builtin {
         name: "LOWER",
         params: &[STR],
         rest: None,
         ret: Type::String,
-        apply: |args| Ok(Value::String(string(args, 0).to_lowercase())),
+        apply: strings::lower,
+        work: Work::CaseMap,
     },
     Builtin {
         name: "UPPER",
         params: &[STR],
         rest: None,
         ret: Type::String,
-        apply: |args| Ok(Value::String(string(args, 0).to_uppercase())),
+        apply: strings::upper,
+        work: Work::CaseMap,
     },
     Builtin {
         name: "TRIM",
         params: &[STR],
         rest: None,
         ret: Type::String,
-        // `str::trim` removes exactly the Unicode White_Space characters.
-        apply: |args| Ok(Value::from(string(args, 0).trim())),
+        apply: strings::trim,
+        work: Work::Slice,
     },
     Builtin {
         name: "LEFT",
         params: &[STR, INT],
         rest: None,
         ret: Type::String,
-        apply: left,
+        apply: strings::left,
+        work: Work::Slice,
     },
     Builtin {
         name: "RIGHT",
         params: &[STR, INT],
         rest: None,
         ret: Type::String,
-        apply: right,
+        apply: strings::right,
+        work: Work::Slice,
     },
     Builtin {
         name: "SUBSTRING",
         params: &[STR, INT],
         rest: None,
         ret: Type::String,
-        apply: substring,
+        apply: strings::substring,
+        work: Work::Slice,
     },
     Builtin {
         name: "SUBSTRING",
         params: &[STR, INT, INT],
         rest: None,
         ret: Type::String,
-        apply: substring,
+        apply: strings::substring,
+        work: Work::Slice,
     },
     Builtin {
         name: "ABS",
@@ -156,6 +201,7 @@ static BUILTINS: &[Builtin] = &[
         rest: None,
         ret: Type::Int,
         apply: abs,
+        work: Work::Constant,
     },
     Builtin {
         name: "INT",
@@ -163,6 +209,7 @@ static BUILTINS: &[Builtin] = &[
         rest: None,
         ret: Type::Int,
         apply: int_cast,
+        work: Work::Read,
     },
     Builtin {
         name: "BOOL",
@@ -170,13 +217,15 @@ static BUILTINS: &[Builtin] = &[
         rest: None,
         ret: Type::Bool,
         apply: bool_cast,
+        work: Work::Constant,
     },
     Builtin {
         name: "STRING",
         params: &[Param::Any],
         rest: None,
         ret: Type::String,
-        apply: |args| Ok(Value::String(string(args, 0).into_owned())),
+        apply: strings::string_cast,
+        work: Work::Slice,
     },
     Builtin {
         name: "IS_INT",
@@ -184,6 +233,7 @@ static BUILTINS: &[Builtin] = &[
         rest: None,
         ret: Type::Bool,
         apply: |args| Ok(Value::Bool(args.first().and_then(|v| v.to_int()).is_some())),
+        work: Work::Read,
     },
     Builtin {
         name: "IS_BOOL",
@@ -195,6 +245,7 @@ static BUILTINS: &[Builtin] = &[
                 args.first().and_then(|v| v.to_bool_explicit()).is_some(),
             ))
         },
+        work: Work::Constant,
     },
 ];
 
@@ -239,91 +290,6 @@ fn int(args: &[Arg<'_>], i: usize) -> i32 {
     args.get(i).and_then(|v| v.to_int()).unwrap_or(0)
 }
 
-/// A character count as an Integer, saturating (no CESQL string is near 2^31 characters).
-fn count(n: usize) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-fn length(args: &[Arg<'_>]) -> Outcome {
-    Ok(Value::Int(count(string(args, 0).chars().count())))
-}
-
-fn concat(args: &[Arg<'_>]) -> Outcome {
-    let mut out = String::new();
-    for i in 0..args.len() {
-        out.push_str(&string(args, i));
-    }
-    Ok(Value::String(out))
-}
-
-fn concat_ws(args: &[Arg<'_>]) -> Outcome {
-    let delimiter = string(args, 0);
-    let mut out = String::new();
-    for i in 1..args.len() {
-        if i > 1 {
-            out.push_str(&delimiter);
-        }
-        out.push_str(&string(args, i));
-    }
-    Ok(Value::String(out))
-}
-
-fn negative_length(name: &str, x: &str, n: i32) -> Failure {
-    Failure {
-        value: Value::from(x),
-        kind: ErrorKind::FunctionEvaluation,
-        message: format!("{name}: length must not be negative, got {n}"),
-    }
-}
-
-fn left(args: &[Arg<'_>]) -> Outcome {
-    let (x, n) = (string(args, 0), int(args, 1));
-    let Ok(n) = usize::try_from(n) else {
-        return Err(negative_length("LEFT", &x, n));
-    };
-    Ok(Value::String(x.chars().take(n).collect()))
-}
-
-fn right(args: &[Arg<'_>]) -> Outcome {
-    let (x, n) = (string(args, 0), int(args, 1));
-    let Ok(n) = usize::try_from(n) else {
-        return Err(negative_length("RIGHT", &x, n));
-    };
-    let skip = x.chars().count().saturating_sub(n);
-    Ok(Value::String(x.chars().skip(skip).collect()))
-}
-
-/// `SUBSTRING(x, pos)` and `SUBSTRING(x, pos, len)`, on characters, 1-based; a negative `pos`
-/// counts from the end.
-fn substring(args: &[Arg<'_>]) -> Outcome {
-    let (x, pos) = (string(args, 0), int(args, 1));
-    let len = (args.len() > 2).then(|| int(args, 2));
-    let fail = |message: String| Failure {
-        value: Value::String(String::new()),
-        kind: ErrorKind::FunctionEvaluation,
-        message,
-    };
-    let n = i64::from(count(x.chars().count()));
-    let p = i64::from(pos);
-    if p > n || p < -n {
-        return Err(fail(format!(
-            "SUBSTRING: position {pos} is outside a string of {n} characters"
-        )));
-    }
-    if let Some(len) = len.filter(|&l| l < 0) {
-        return Err(fail(format!(
-            "SUBSTRING: length must not be negative, got {len}"
-        )));
-    }
-    if p == 0 {
-        return Ok(Value::String(String::new()));
-    }
-    // 0-based start; in range by the checks above.
-    let start = usize::try_from(if p > 0 { p - 1 } else { n + p }).unwrap_or(0);
-    let take = len.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(0));
-    Ok(Value::String(x.chars().skip(start).take(take).collect()))
-}
-
 fn abs(args: &[Arg<'_>]) -> Outcome {
     let x = int(args, 0);
     x.checked_abs().map(Value::Int).ok_or_else(|| Failure {
@@ -354,97 +320,4 @@ fn bool_cast(args: &[Arg<'_>]) -> Outcome {
     arg.and_then(|v| v.to_bool_explicit())
         .map(Value::Bool)
         .ok_or_else(|| cast_failure(Value::Bool(false), arg, Type::Bool))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn call(name: &str, args: &[Value]) -> Outcome {
-        let f = lookup(name, args.len()).expect("function exists");
-        let args: Vec<Arg<'_>> = args.iter().map(Cow::Borrowed).collect();
-        (f.apply)(&args)
-    }
-
-    fn s(x: &str) -> Value {
-        Value::from(x)
-    }
-
-    #[test]
-    fn lookup_respects_arity() {
-        assert!(lookup("CONCAT", 0).is_some());
-        assert!(lookup("CONCAT_WS", 0).is_none());
-        assert!(lookup("CONCAT_WS", 1).is_some());
-        assert!(lookup("CONCAT_WS", 5).is_some());
-        assert!(lookup("SUBSTRING", 1).is_none());
-        assert!(lookup("SUBSTRING", 2).is_some());
-        assert!(lookup("SUBSTRING", 3).is_some());
-        assert!(lookup("SUBSTRING", 4).is_none());
-        assert!(lookup("ABS", 2).is_none());
-        assert!(lookup("abs", 1).is_none(), "names are looked up uppercased");
-        assert!(lookup("NOPE", 1).is_none());
-    }
-
-    #[test]
-    fn string_functions_count_characters() {
-        assert_eq!(call("LENGTH", &[s("héé")]), Ok(Value::Int(3)));
-        assert_eq!(call("LEFT", &[s("héllo"), 2.into()]), Ok(s("hé")));
-        assert_eq!(call("RIGHT", &[s("hellö"), 2.into()]), Ok(s("lö")));
-        assert_eq!(call("SUBSTRING", &[s("日本語"), (-1).into()]), Ok(s("語")));
-        assert_eq!(
-            call("SUBSTRING", &[s("日本語"), 2.into(), 1.into()]),
-            Ok(s("本"))
-        );
-        assert_eq!(call("TRIM", &[s("\u{3000} a \u{a0}\n")]), Ok(s("a")));
-        assert_eq!(call("UPPER", &[s("straße")]), Ok(s("STRASSE")));
-    }
-
-    #[test]
-    fn substring_bounds() {
-        let fe = |r: Outcome| matches!(r, Err(Failure { kind: ErrorKind::FunctionEvaluation, ref value, .. }) if *value == s(""));
-        assert_eq!(call("SUBSTRING", &[s("abc"), 3.into()]), Ok(s("c")));
-        assert_eq!(call("SUBSTRING", &[s("abc"), (-3).into()]), Ok(s("abc")));
-        assert!(fe(call("SUBSTRING", &[s("abc"), 4.into()])));
-        assert!(fe(call("SUBSTRING", &[s("abc"), (-4).into()])));
-        assert!(fe(call("SUBSTRING", &[s("abc"), 1.into(), (-1).into()])));
-        assert!(fe(call("SUBSTRING", &[s(""), 1.into()])));
-        assert_eq!(call("SUBSTRING", &[s(""), 0.into()]), Ok(s("")));
-        assert!(fe(call("SUBSTRING", &[s("abc"), i32::MIN.into()])));
-        assert_eq!(
-            call("SUBSTRING", &[s("abc"), 2.into(), i32::MAX.into()]),
-            Ok(s("bc"))
-        );
-    }
-
-    #[test]
-    fn failures_carry_the_prescribed_value() {
-        let r = call("LEFT", &[s("abc"), (-1).into()]).unwrap_err();
-        assert_eq!((r.value, r.kind), (s("abc"), ErrorKind::FunctionEvaluation));
-        let r = call("ABS", &[i32::MIN.into()]).unwrap_err();
-        assert_eq!((r.value, r.kind), (Value::Int(i32::MAX), ErrorKind::Math));
-        let r = call("INT", &[s("x")]).unwrap_err();
-        assert_eq!((r.value, r.kind), (Value::Int(0), ErrorKind::Cast));
-        let r = call("BOOL", &[s("yes")]).unwrap_err();
-        assert_eq!((r.value, r.kind), (Value::Bool(false), ErrorKind::Cast));
-    }
-
-    #[test]
-    fn extensions_test_casts() {
-        assert_eq!(call("IS_INT", &[s("-12")]), Ok(Value::Bool(true)));
-        assert_eq!(call("IS_INT", &[s("1.5")]), Ok(Value::Bool(false)));
-        assert_eq!(call("IS_INT", &[true.into()]), Ok(Value::Bool(true)));
-        assert_eq!(call("IS_BOOL", &[s("FALSE")]), Ok(Value::Bool(true)));
-        assert_eq!(call("IS_BOOL", &[7.into()]), Ok(Value::Bool(true)));
-        assert_eq!(call("IS_BOOL", &[s("7")]), Ok(Value::Bool(false)));
-    }
-
-    #[test]
-    fn concat_ws_separates_only_between() {
-        assert_eq!(call("CONCAT_WS", &[s("-")]), Ok(s("")));
-        assert_eq!(
-            call("CONCAT_WS", &[s(", "), s("a"), 1.into(), true.into()]),
-            Ok(s("a, 1, true"))
-        );
-        assert_eq!(call("CONCAT", &[]), Ok(s("")));
-    }
 }

@@ -13,6 +13,9 @@
 //! - Relations on filters, each *sound*: [`Filter::covers`] (every event matching one matches the
 //!   other), [`Filter::intersects`] (an advertisement and a subscription may share an event) and
 //!   [`Filter::covers_event`].
+//! - [`Expr::check_cost`]: a static bound on the work of one evaluation, checked against a
+//!   [`CostBudget`] when a client subscribes. Evaluation itself is bounded too: functions never
+//!   build a string over [`MAX_BUILT_STRING`], and `LIKE` runs in time linear in its text.
 //! - [`Index`]: given many (filter, destination) entries and an event, the destinations whose
 //!   filters match, exactly, with incremental insert and remove.
 //!
@@ -33,6 +36,7 @@
 #![warn(missing_docs)]
 
 mod ast;
+mod cost;
 mod error;
 mod eval;
 mod event;
@@ -46,8 +50,10 @@ mod value;
 
 use std::fmt;
 
+pub use cost::{Cost, CostBudget, CostError, DEFAULT_COST_BUDGET, DEFAULT_MAX_INPUT_BYTES};
 pub use error::{ErrorKind, EvalError, FilterError, ParseError};
 pub use event::{Event, EventError};
+pub use functions::MAX_BUILT_STRING;
 pub use index::{EntryId, Index, IndexStats, Scratch};
 pub use routable::{Conjunction, Constraint, IntOp, Predicate, Routable, StrOp};
 pub use value::{AttrName, InvalidAttrName, MAX_ATTR_NAME_LEN, Type, Value, parse_bool, parse_int};
@@ -124,6 +130,34 @@ impl Expr {
     pub fn matches(&self, event: &Event) -> bool {
         eval::matches(&self.root, event)
     }
+
+    /// The most work one evaluation can take, estimated by a static cost model, for events
+    /// whose attribute values are at most `max_input_bytes` long.
+    ///
+    /// The units are about one byte of string read, compared or built, or one node visited:
+    /// `type = 'alarm'` costs 8, `subject LIKE '%/alarm/%'` about as many units as its
+    /// attribute has bytes. See [`CostBudget`] and [`Expr::check_cost`].
+    pub fn cost(&self, max_input_bytes: usize) -> Cost {
+        cost::estimate(&self.root, max_input_bytes)
+    }
+
+    /// Checks the expression's [`Expr::cost`] against `budget`: its cost, or an error saying
+    /// how much it costs and which part costs most. A broker refuses a subscription whose
+    /// filter is over its budget; the work is then never done.
+    ///
+    /// ```
+    /// use palio_filter::{CostBudget, Expr};
+    ///
+    /// let budget = CostBudget::default();
+    /// assert!(Expr::parse("type = 'alarm' AND subject LIKE '%/fire/%'")?.check_cost(&budget).is_ok());
+    /// let bomb = format!("a IN ({}a)", "a, ".repeat(1000));
+    /// let error = Expr::parse(&bomb)?.check_cost(&budget).unwrap_err();
+    /// assert!(error.to_string().starts_with("filter too costly"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_cost(&self, budget: &CostBudget) -> Result<Cost, CostError> {
+        cost::check(self.cost(budget.max_input_bytes), budget)
+    }
 }
 
 impl fmt::Display for Expr {
@@ -184,6 +218,13 @@ impl Filter {
     /// The routable form.
     pub fn routable(&self) -> &Routable {
         &self.routable
+    }
+
+    /// Checks the filter's work per evaluation against `budget` (see [`Expr::check_cost`]).
+    /// Call it when a client subscribes: a filter over the budget is refused, with an error
+    /// naming its costliest part.
+    pub fn check_cost(&self, budget: &CostBudget) -> Result<Cost, CostError> {
+        self.expr.check_cost(budget)
     }
 
     /// Whether `event` passes the filter (see [`Expr::matches`]).

@@ -6,12 +6,13 @@
 //! this test. Each case's expression is parsed and evaluated in complete-evaluation mode; the
 //! value must equal `result` when one is given, and the errors must include the expected
 //! `error` kind (or be empty when none is expected). `Expr::matches`, the fail-fast mode, is
-//! checked against the complete evaluation on every case. All failures are reported together.
+//! checked against the complete evaluation on every case, and every case must cost at most a
+//! sixteenth of the default cost budget. All failures are reported together.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use palio_filter::{Event, Expr, Value};
+use palio_filter::{CostBudget, DEFAULT_COST_BUDGET, Event, Expr, Value};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
@@ -121,6 +122,14 @@ fn run_case(case: &Case) -> Result<(), String> {
     };
     if expected_error == Some("parse") {
         return Err(format!("expected a parse error, but it parsed as {expr:?}"));
+    }
+
+    // Every case is a sensible expression: far within the default cost budget.
+    let cost = expr
+        .check_cost(&CostBudget::default())
+        .map_err(|e| format!("refused by the cost model: {e}"))?;
+    if cost.units() > DEFAULT_COST_BUDGET / 16 {
+        return Err(format!("costs {} units", cost.units()));
     }
 
     let evaluation = expr.evaluate(&event);

@@ -57,6 +57,7 @@ fn node_bytes(node: &Node) -> usize {
                 + pattern.source.capacity()
                 + pattern.pieces.capacity() * size_of::<LikePiece>()
                 + pieces
+                + pattern.plan.heap_bytes()
         }
         Node::In { arg, set, .. } => {
             boxed(arg)

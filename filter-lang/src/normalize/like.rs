@@ -27,7 +27,10 @@ pub(super) fn like(
         Side::Other => fallback(node),
         known => match known.into_cases() {
             Some(cases) => fold_cases(cases, need, budget, |v, _| {
-                decided(Some(like_matches(&pattern.pieces, &v.to_string_value())))
+                decided(Some(crate::eval::like::matches(
+                    pattern,
+                    &v.to_string_value(),
+                )))
             }),
             None => fallback(node),
         },
@@ -82,46 +85,4 @@ fn like_attr(x: &AttrName, pieces: &[LikePiece], need: Need) -> Tf {
         f,
         e: present(need.e),
     }
-}
-
-/// Whether `s` matches the LIKE pattern (`%` any run of characters, `_` one character).
-fn like_matches(pieces: &[LikePiece], s: &str) -> bool {
-    /// One pattern token.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Tok {
-        Char(char),
-        One,
-        Many,
-    }
-    let pattern: Vec<Tok> = pieces
-        .iter()
-        .flat_map(|p| match p {
-            LikePiece::Literal(lit) => lit.chars().map(Tok::Char).collect(),
-            LikePiece::AnyChar => vec![Tok::One],
-            LikePiece::AnyString => vec![Tok::Many],
-        })
-        .collect();
-    let text: Vec<char> = s.chars().collect();
-    // Greedy matching that backtracks only to the last `%`: linear in practice, and correct
-    // because a later `%` can absorb whatever an earlier one would have.
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some(Tok::Char(c)) if *c == text[t] => (p, t) = (p + 1, t + 1),
-            Some(Tok::One) => (p, t) = (p + 1, t + 1),
-            Some(Tok::Many) => {
-                star = Some((p, t));
-                p += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    star = Some((sp, st + 1));
-                    (p, t) = (sp + 1, st + 1);
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|tok| *tok == Tok::Many)
 }

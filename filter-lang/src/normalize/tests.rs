@@ -56,10 +56,7 @@ fn like(name: &str, pattern: &str, negated: bool) -> Node {
     }
     Node::Like {
         arg: Box::new(attr(name)),
-        pattern: LikePattern {
-            source: pattern.to_owned(),
-            pieces,
-        },
+        pattern: LikePattern::new(pattern.to_owned(), pieces),
         negated,
     }
 }
