@@ -481,12 +481,19 @@ impl Settings {
         s.store = raw.store;
         s.timeouts = raw.timeouts;
         for st in raw.subscription {
-            let filter = SharedFilter::parse(st.filter.get_ref()).map_err(|e| {
-                at(
-                    st.filter.span().start,
-                    format!("invalid filter in subscription {:?}: {e}", st.name),
-                )
-            })?;
+            let filter = SharedFilter::parse(st.filter.get_ref())
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    let budget = palio_filter::CostBudget::default();
+                    f.filter().check_cost(&budget).map_err(|e| e.to_string())?;
+                    Ok(f)
+                })
+                .map_err(|e| {
+                    at(
+                        st.filter.span().start,
+                        format!("invalid filter in subscription {:?}: {e}", st.name),
+                    )
+                })?;
             s.static_subscriptions.push(StaticSubscription {
                 name: st.name,
                 filter,

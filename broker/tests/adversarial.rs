@@ -94,6 +94,18 @@ async fn under_attack<F: std::future::Future<Output = ()>>(
     worst
 }
 
+/// The clauses joined by `OR` in a balanced tree (a chain of a hundred would be too deep).
+fn any_of(clauses: &[String]) -> String {
+    match clauses {
+        [] => "FALSE".to_owned(),
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = clauses.split_at(clauses.len() / 2);
+            format!("({} OR {})", any_of(left), any_of(right))
+        }
+    }
+}
+
 /// A client endpoint trusting the broker's CA and presenting no certificate.
 fn bare_endpoint(b: &InProc) -> (quinn::Endpoint, quinn::ClientConfig) {
     use palio_protocol::tls;
@@ -284,4 +296,45 @@ async fn slow_hellos_and_bad_frames_are_cut_without_touching_others() {
         b.metric("palio_connection_errors_total").await >= 30.0
     })
     .await;
+}
+
+#[tokio::test]
+async fn filter_bombs_are_refused_at_subscribe_time_or_evaluate_cheaply() {
+    let net = Net::new();
+    let b = net.broker("b1", "", &[]).await;
+    let mut probe = Probe::new(&b).await;
+    let attacker = b.client().await;
+    // Many references to a large attribute, built into strings again and again: over the
+    // cost budget, refused before the router ever sees it.
+    let clause = format!("CONCAT({}a) LIKE '%x%'", "a, ".repeat(30));
+    let concat = any_of(&vec![clause; 100]);
+    let refused = attacker.subscribe(&concat).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded), "{refused}");
+    assert!(refused.to_string().contains("too costly"), "{refused}");
+    assert_eq!(
+        b.metric("palio_limits_hit_total{limit=\"filter_cost\"}")
+            .await,
+        1.0
+    );
+    // What the budget lets through is linear: backtracking LIKE patterns and a string built
+    // past its 64 KiB bound (an evaluation error: no match, nothing built).
+    let _like = attacker
+        .subscribe("a LIKE '%a%a%a%a%a%a%a%a%a%a%a%a%b' OR CONCAT(a, a, a) = 'z'")
+        .await
+        .unwrap();
+    let publisher = b.client().await;
+    let big = "a".repeat(256 << 10);
+    let worst = under_attack(&mut probe, PROBE_BOUND, async {
+        for i in 0..200 {
+            let note = Notification::builder()
+                .attr("a", big.as_str())
+                .attr("i", i)
+                .build()
+                .unwrap();
+            publisher.publish(note).await.unwrap();
+        }
+        publisher.flush().await.unwrap();
+    })
+    .await;
+    println!("filter bombs: worst probe {worst:?}");
 }

@@ -97,7 +97,7 @@ impl Principal {
     }
 
     /// The source text of [`narrow`](Self::narrow)'s filter.
-    pub(crate) fn narrowed_source(&self, filter: &str) -> String {
+    fn narrowed_source(&self, filter: &str) -> String {
         match &self.subscribe {
             None => filter.to_owned(),
             Some(p) => format!("({filter}) AND ({})", p.source()),

@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::{FutureExt, StreamExt};
-use palio_filter::Event;
+use palio_filter::{CostBudget, Event};
 use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 use palio_topology::SharedFilter;
 use tokio::sync::oneshot;
@@ -88,7 +88,7 @@ pub(super) async fn run(
                 lookahead = ahead;
             }
             ClientFrame::Subscribe { request, filter } => {
-                let answer = match session.principal.narrow(&filter) {
+                let answer = match session.compile(&filter, true) {
                     Ok(narrowed) => {
                         shared
                             .router
@@ -194,19 +194,29 @@ pub(super) async fn run(
                 options,
             } => {
                 // A queue keeps what its owner may receive, like a subscription.
-                let filter = session.principal.narrowed_source(&filter);
-                shared
-                    .persist
-                    .send(PersistCommand::Request {
-                        client,
-                        frame: ClientFrame::QueueAdd {
+                match session.compile(&filter, true) {
+                    Ok(narrowed) => {
+                        let frame = ClientFrame::QueueAdd {
                             request,
                             name,
-                            filter,
+                            filter: narrowed.source().to_owned(),
                             options,
-                        },
-                    })
-                    .await?;
+                        };
+                        shared
+                            .persist
+                            .send(PersistCommand::Request { client, frame })
+                            .await?;
+                    }
+                    Err((code, message)) => {
+                        session
+                            .reply(ServerFrame::Error {
+                                request: Some(request),
+                                code,
+                                message,
+                            })
+                            .await?;
+                    }
+                }
             }
             frame @ (ClientFrame::Producer { .. }
             | ClientFrame::QueueRemove { .. }
@@ -257,15 +267,36 @@ pub(super) struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Compiles a client's filter and asks the router the command `make` builds with it; a
-    /// filter that does not compile is answered `invalid_filter` without asking.
+    /// Compiles a client's filter, narrowed to what its principal may receive if `narrow`
+    /// (subscriptions and queues), and checks its evaluation cost: a filter that does not
+    /// compile is `invalid_filter`, one over the cost budget `limit_exceeded`
+    /// (`palio_limits_hit_total{limit="filter_cost"}`).
+    fn compile(&self, source: &str, narrow: bool) -> Result<SharedFilter, Refusal> {
+        let filter = if narrow {
+            self.principal.narrow(source)?
+        } else {
+            SharedFilter::parse(source).map_err(|e| (ErrorCode::InvalidFilter, e.to_string()))?
+        };
+        if let Err(e) = filter.filter().check_cost(&CostBudget::default()) {
+            self.shared
+                .metrics
+                .limits_hit
+                .with_label_values(&["filter_cost"])
+                .inc();
+            return Err((ErrorCode::LimitExceeded, e.to_string()));
+        }
+        Ok(filter)
+    }
+
+    /// Compiles a client's filter ([`compile`](Self::compile), not narrowed) and asks the
+    /// router the command `make` builds with it; a refused filter is answered without asking.
     async fn with_filter(
         &self,
         source: &str,
         make: impl FnOnce(SharedFilter, oneshot::Sender<Result<u64, Refusal>>) -> Command,
     ) -> Result<Result<u64, Refusal>, Refusal> {
-        match SharedFilter::parse(source) {
-            Err(e) => Ok(Err((ErrorCode::InvalidFilter, e.to_string()))),
+        match self.compile(source, false) {
+            Err(refusal) => Ok(Err(refusal)),
             Ok(filter) => self.shared.router.call(|reply| make(filter, reply)).await,
         }
     }
