@@ -3,12 +3,21 @@
 //!
 //! # The development PKI
 //!
-//! A *TLS directory* holds `ca.pem` and `ca-key.pem`. The broker creates them on first start
-//! when the directory has none ([`DevPki::open_or_create`]); afterwards every broker and client
-//! given the same directory issues itself a leaf certificate from that CA, in memory
-//! ([`DevPki::issue`]), so they all trust each other with no further setup. A broker given
-//! another directory has another CA and is refused by mutual TLS. This is for development: a
-//! production deployment configures certificate files instead ([`load_certs`], [`load_key`]).
+//! A *TLS directory* holds a CA (`ca.pem`, `ca-key.pem`) and a client identity it issued
+//! (`client.pem`, `client-key.pem`). The broker creates them on first start when the directory
+//! has none ([`DevPki::open_or_create`], [`DevPki::ensure_client_files`]); afterwards every
+//! broker given the directory issues itself a leaf certificate from that CA, in memory
+//! ([`DevPki::issue`]), and every client presents the client identity
+//! ([`dev_client_identity`]), so they all trust each other with no further setup, and clients
+//! never need the CA's key. A broker given another directory has another CA and is refused by
+//! mutual TLS. This is for development: a production deployment configures certificate files
+//! instead ([`load_certs`], [`load_key`]).
+//!
+//! # Identities
+//!
+//! A broker certificate names its broker in a URI SAN ([`broker_uri`]); peers check the name a
+//! broker claims in its hello against it. [`CertNames`] reads the names of any certificate
+//! (common name, DNS, e-mail and URI SANs), by which a client certificate maps to a principal.
 //!
 //! # Provider
 //!
@@ -31,8 +40,12 @@ use rustls::server::WebPkiClientVerifier;
 use crate::{CLIENT_ALPN, PEER_ALPN};
 
 mod dev_pki;
+mod names;
 
-pub use self::dev_pki::DevPki;
+pub use self::dev_pki::{
+    DEV_CLIENT_CERT, DEV_CLIENT_KEY, DEV_CLIENT_NAME, DevPki, dev_client_identity,
+};
+pub use self::names::{BROKER_URI_PREFIX, CertNames, broker_uri};
 
 /// The server name brokers' development certificates carry, and that clients verify when
 /// connecting to an IP address.
@@ -115,6 +128,9 @@ pub enum TlsError {
     /// The TLS configuration does not suit QUIC.
     #[error("QUIC TLS configuration: {0}")]
     Quic(String),
+    /// A certificate does not parse, or carries a name that does not (a bad broker URI).
+    #[error("{0}")]
+    Certificate(String),
     /// No CA in the TLS directory.
     #[error("{0}: no development CA (ca.pem); start a broker with this --tls-dir first")]
     NoCa(PathBuf),
