@@ -46,6 +46,8 @@ pub(super) fn check_claim(certified: &[String], claimed: &str) -> Result<(), Ref
     if certified.iter().any(|c| c == claimed) {
         return Ok(());
     }
+    // The claim comes from the peer and may be as long as a frame: logs get a bounded part.
+    let claimed = shown(claimed);
     let message = match certified {
         [] => format!(
             "peer certificate names no broker (no {BROKER_URI_PREFIX}<name> SAN) \
@@ -56,6 +58,18 @@ pub(super) fn check_claim(certified: &[String], claimed: &str) -> Result<(), Ref
     };
     Err((ErrorCode::Unauthenticated, message))
 }
+
+/// At most [`SHOWN_CHARS`] characters of `name`, with `…` when cut.
+fn shown(name: &str) -> String {
+    match name.char_indices().nth(SHOWN_CHARS) {
+        Some((cut, _)) => format!("{}…", &name[..cut]),
+        None => name.to_owned(),
+    }
+}
+
+/// The longest broker name is 64 characters (see the configuration): a claim longer than
+/// this is shown cut.
+const SHOWN_CHARS: usize = 80;
 
 /// Warns at startup when this broker's own certificate does not name it: every peer would
 /// refuse its links. (Not an error: an operator may start a broker that has no peers yet.)
@@ -96,6 +110,8 @@ mod tests {
             msg.contains("names no broker") && msg.contains("\"b\""),
             "{msg}"
         );
+        let (_, msg) = check_claim(&["a".into()], &"x".repeat(100_000)).unwrap_err();
+        assert!(msg.len() < 200 && msg.contains('…'), "{msg}");
     }
 
     #[test]
