@@ -114,12 +114,23 @@ impl Server {
         lock: DataDirLock,
     ) -> Result<Self, StartError> {
         let lock = Arc::new(lock);
-        let cn = settings.id.clone().unwrap_or_else(|| "palio-broker".into());
+        let local = udp.local_addr().map_err(|source| StartError::Io {
+            what: "reading the QUIC address".into(),
+            source,
+        })?;
+        // The name peers know this broker by, and that its certificate must name.
+        let name = settings
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("broker@{local}"));
         let extra: Vec<String> = settings.tls.server_name.iter().cloned().collect();
         let (identity, roots) = match &settings.tls.dir {
             Some(dir) => {
+                // The CA, this broker's leaf (naming it), and the client identity that clients
+                // given the directory use, so that they never need the CA's key.
                 let pki = DevPki::open_or_create(dir)?;
-                (pki.issue(&cn, &extra)?, pki.roots()?)
+                pki.ensure_client_files()?;
+                (pki.issue(&name, &extra)?, pki.roots()?)
             }
             None => {
                 let (Some(cert), Some(key), Some(ca)) =
@@ -140,6 +151,7 @@ impl Server {
                 )
             }
         };
+        crate::peer::warn_unless_named(&identity, &name);
         let peer_roots = Arc::new(roots.clone());
         let timeouts = settings.timeouts.quic();
         let server_config = tls::server_config_with(identity.clone(), roots.clone(), &timeouts)?;
@@ -166,10 +178,6 @@ impl Server {
             PEER_ALPN,
             &timeouts,
         )?);
-        let local = endpoint.local_addr().map_err(|source| StartError::Io {
-            what: "reading the QUIC address".into(),
-            source,
-        })?;
         let admin = match admin {
             Some(l) => {
                 let io = |source| StartError::Io {
@@ -181,10 +189,6 @@ impl Server {
             }
             None => None,
         };
-        let name = settings
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("broker@{local}"));
         let tls_dir = settings.tls.dir.clone();
         let store_dir = settings.data_dir.join("store");
         let store = Store::open(

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use palio_protocol::tls::{self, DevPki, Identity};
+use palio_protocol::tls::{self, Identity};
 use palio_protocol::{
     CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec,
     PROTOCOL_VERSION, ServerFrame, Welcome, encoded_len,
@@ -74,8 +74,10 @@ impl ConnectOptions {
         &self.server
     }
 
-    /// A development PKI directory shared with the broker: its CA is trusted, and a client
-    /// certificate is issued from it when its key is readable.
+    /// A development PKI directory shared with the broker: its CA (`ca.pem`) is trusted, and
+    /// the client identity the broker wrote there (`client.pem`, `client-key.pem`) is
+    /// presented when present. The CA's key is never read: a directory holding only `ca.pem`
+    /// and the client files is enough, and one holding only `ca.pem` needs a token.
     pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tls_dir = Some(dir.into());
         self
@@ -87,7 +89,7 @@ impl ConnectOptions {
         self
     }
 
-    /// A client certificate chain and key, as PEM files (instead of one issued from a TLS
+    /// A client certificate chain and key, as PEM files (instead of the client identity of a TLS
     /// directory's CA).
     pub fn cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.cert_files = Some((cert.into(), key.into()));
@@ -292,16 +294,14 @@ fn credentials(opts: &ConnectOptions) -> Result<(rustls::RootCertStore, Option<I
     for c in tls::load_certs(&ca_path)? {
         roots.add(c).map_err(tls::TlsError::from)?;
     }
-    // A client certificate from files; else one issued from the development CA when its key
-    // is at hand; otherwise the client relies on its token.
+    // A client certificate from files; else the development client identity of the TLS
+    // directory, if it holds one; otherwise the client relies on its token.
     let identity = match (&opts.cert_files, &opts.tls_dir) {
         (Some((cert, key)), _) => Some(Identity {
             chain: tls::load_certs(cert)?,
             key: tls::load_key(key)?,
         }),
-        (None, Some(dir)) if opts.ca_file.is_none() && dir.join("ca-key.pem").exists() => {
-            Some(DevPki::open(dir)?.issue_client(&opts.name)?)
-        }
+        (None, Some(dir)) if opts.ca_file.is_none() => tls::dev_client_identity(dir)?,
         _ => None,
     };
     Ok((roots, identity))

@@ -1,4 +1,4 @@
-//! The start of a peer link: the certificate check, the hellos, and registering the link.
+//! The start of a peer link: the certificate checks, the hellos, and registering the link.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +8,7 @@ use palio_protocol::{ErrorCode, FrameCodec, PROTOCOL_VERSION};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::Links;
+use super::identity::{certified_brokers, check_claim, presented_chain};
 use super::link::run_link;
 use crate::context::broker_id;
 use crate::outbox::{Inbox, Outbox};
@@ -29,8 +30,9 @@ fn our_hello(shared: &Links) -> PeerMessage {
     })
 }
 
-/// Checks a peer's hello against ours.
-fn check_hello(shared: &Links, hello: &PeerHello) -> Result<(), Refusal> {
+/// Checks a peer's hello against ours and against the brokers its certificate names
+/// (`certified`).
+fn check_hello(shared: &Links, certified: &[String], hello: &PeerHello) -> Result<(), Refusal> {
     if hello.version != PROTOCOL_VERSION {
         return Err((
             ErrorCode::UnsupportedVersion,
@@ -40,6 +42,7 @@ fn check_hello(shared: &Links, hello: &PeerHello) -> Result<(), Refusal> {
             ),
         ));
     }
+    check_claim(certified, &hello.name)?;
     if hello.id != broker_id(&hello.name) {
         return Err((
             ErrorCode::ProtocolViolation,
@@ -116,16 +119,9 @@ pub(crate) async fn serve_accepted(shared: Arc<Links>, conn: quinn::Connection) 
         .connections
         .with_label_values(&["peer"])
         .inc();
-    let chain = conn
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .map(|c| *c)
-        .unwrap_or_default();
+    let chain = presented_chain(&conn);
     // A peer must hold a certificate we would accept from it as a server (not merely a client
-    // certificate from the same CA).
+    // certificate from the same CA), naming the broker its hello will claim to be.
     if let Err(e) =
         palio_protocol::tls::verify_as_server(&shared.peer_roots, &chain, &shared.peer_server_name)
     {
@@ -139,7 +135,11 @@ pub(crate) async fn serve_accepted(shared: Arc<Links>, conn: quinn::Connection) 
         );
         return;
     }
-    match accept_handshake(&shared, &conn).await {
+    let certified = match certified_brokers(&chain) {
+        Ok(c) => c,
+        Err(r) => return fail(&shared, &conn, &r),
+    };
+    match accept_handshake(&shared, &conn, &certified).await {
         Ok(h) => run_link(&shared, &conn, h).await,
         Err(r) => fail(&shared, &conn, &r),
     }
@@ -169,7 +169,11 @@ async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
     }
 }
 
-async fn accept_handshake(shared: &Links, conn: &quinn::Connection) -> Result<Handshake, Refusal> {
+async fn accept_handshake(
+    shared: &Links,
+    conn: &quinn::Connection,
+    certified: &[String],
+) -> Result<Handshake, Refusal> {
     let max = shared.limits.internal_frame_bytes();
     let (send, recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
         .await
@@ -184,7 +188,7 @@ async fn accept_handshake(shared: &Links, conn: &quinn::Connection) -> Result<Ha
             return Err((code, msg));
         }
     };
-    let registered = match check_hello(shared, &hello) {
+    let registered = match check_hello(shared, certified, &hello) {
         Ok(()) => register(shared, conn, &hello).await,
         Err(r) => Err(r),
     };
@@ -228,6 +232,8 @@ pub(super) async fn dial_handshake(
         .map_err(|e| e.to_string())?;
     let max = shared.limits.internal_frame_bytes();
     let r: Result<Handshake, Refusal> = async {
+        // rustls checked the chain and the server name; the broker name is checked here.
+        let certified = certified_brokers(&presented_chain(&conn))?;
         let (send, recv) = conn
             .open_bi()
             .await
@@ -239,7 +245,7 @@ pub(super) async fn dial_handshake(
             .await
             .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
         let hello = read_hello(&mut reader).await?;
-        let registered = match check_hello(shared, &hello) {
+        let registered = match check_hello(shared, &certified, &hello) {
             Ok(()) => register(shared, &conn, &hello).await,
             Err(r) => Err(r),
         };

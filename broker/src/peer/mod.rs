@@ -1,8 +1,10 @@
 //! Peer links: accepting and dialing other brokers, the hello exchange, and the link task.
 //!
 //! A link is one QUIC connection (mutual TLS, ALPN `palio-peer/1`) with one bidirectional
-//! stream opened by the dialer. Each side sends a `PeerHello`; a broker id equal to ours, or
-//! one already used by a connected broker of another name, is refused with `id_collision`.
+//! stream opened by the dialer. Each side sends a `PeerHello`; a broker name that the sender's
+//! certificate does not name (its `urn:palio:broker:` SAN) is refused with `unauthenticated`,
+//! and a broker id equal to ours, or one already used by a connected broker of another name,
+//! with `id_collision`.
 //! Then the router is told the link is up, and the link task carries routing frames: received
 //! ones to the router, in order; queued ones from the router to the stream. When the stream or
 //! connection fails, the router is told the link is down; a dialer reconnects with exponential
@@ -12,7 +14,8 @@
 //! replaces the older one and the dialer whose link was replaced waits while a link to that
 //! peer is up.
 //!
-//! - [`handshake`]: the certificate check, the hellos, registering the link with the router.
+//! - [`handshake`]: the certificate checks, the hellos, registering the link with the router.
+//! - [`identity`]: the broker names a peer's certificate carries, checked against its hello.
 //! - [`dial`]: keeping a configured peer address linked (redial with backoff).
 //! - [`link`]: the link task: a paced reader and the outbox's writer.
 //! - What the writer puts on the wire, each notification encoded once per hop, is
@@ -22,6 +25,7 @@
 
 mod dial;
 mod handshake;
+mod identity;
 mod link;
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,6 +36,7 @@ use serde_json::{Value as Json, json};
 
 pub(crate) use self::dial::dial_loop;
 pub(crate) use self::handshake::serve_accepted;
+pub(crate) use self::identity::warn_unless_named;
 use crate::context::Context;
 use crate::wire::PeerHello;
 

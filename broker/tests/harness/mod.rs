@@ -45,6 +45,27 @@ impl Net {
         self.root.path().join("tls")
     }
 
+    /// A path in the net's temporary directory (for files a test writes).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    /// Starts broker `name` with the configuration file `config` (TOML), which names its TLS
+    /// files (`[tls] cert`, `key`, `ca`) instead of the shared TLS directory, dialing `peers`.
+    /// Its clients still use the shared directory.
+    pub async fn broker_with_files(&self, name: &str, config: &str, peers: &[&InProc]) -> InProc {
+        let addrs: Vec<SocketAddr> = peers.iter().map(|p| p.quic).collect();
+        InProc::launch(
+            &self.root.path().join(name),
+            None,
+            &self.tls_dir(),
+            name,
+            config,
+            &addrs,
+        )
+        .await
+    }
+
     /// Starts broker `name` with `limits` (the body of a `[limits]` TOML table, may be empty),
     /// dialing `peers`.
     pub async fn broker(&self, name: &str, limits: &str, peers: &[&InProc]) -> InProc {
@@ -96,6 +117,19 @@ impl InProc {
         config_text: &str,
         peers: &[SocketAddr],
     ) -> InProc {
+        Self::launch(data, Some(tls_dir), tls_dir, name, config_text, peers).await
+    }
+
+    /// As [`InProc::start`], with `--tls-dir` set to `tls_override` if given (else the
+    /// configuration names the TLS files); clients use `tls_dir`.
+    async fn launch(
+        data: &Path,
+        tls_override: Option<&Path>,
+        tls_dir: &Path,
+        name: &str,
+        config_text: &str,
+        peers: &[SocketAddr],
+    ) -> InProc {
         std::fs::create_dir_all(data).unwrap();
         let config = data.join("palio.toml");
         std::fs::write(&config, config_text).unwrap();
@@ -103,7 +137,7 @@ impl InProc {
             config: Some(config),
             id: Some(name.to_owned()),
             data_dir: Some(data.to_owned()),
-            tls_dir: Some(tls_dir.to_owned()),
+            tls_dir: tls_override.map(Path::to_owned),
             peers: peers.iter().map(ToString::to_string).collect(),
             ..Overrides::default()
         };
