@@ -108,6 +108,8 @@ pub(crate) enum Denial {
     NoCredentials,
     /// A token that no user has.
     InvalidToken,
+    /// A certificate with no subject CN and no SAN to name a principal by.
+    UnnamedCertificate,
 }
 
 impl Denial {
@@ -116,6 +118,7 @@ impl Denial {
         match self {
             Denial::NoCredentials => "no_credentials",
             Denial::InvalidToken => "invalid_token",
+            Denial::UnnamedCertificate => "unnamed_certificate",
         }
     }
 
@@ -126,6 +129,9 @@ impl Denial {
                 "no credentials: present a client certificate issued by the broker's CA, or a token"
             }
             Denial::InvalidToken => "invalid token",
+            Denial::UnnamedCertificate => {
+                "the client certificate has no subject CN or SAN to name a principal by"
+            }
         }
     }
 }
@@ -266,10 +272,11 @@ impl Auth {
                 .ok_or(Denial::InvalidToken),
             Credential::Certificate(names) => {
                 let user = names.iter().find_map(|n| self.by_name(n));
-                Ok(match user {
-                    Some(u) => principal(u),
-                    None => Principal::unrestricted(names.first().map_or("", String::as_str)),
-                })
+                match (user, names.first()) {
+                    (Some(u), _) => Ok(principal(u)),
+                    (None, Some(first)) => Ok(Principal::unrestricted(first)),
+                    (None, None) => Err(Denial::UnnamedCertificate),
+                }
             }
             Credential::Anonymous if self.allow_anonymous => Ok(self
                 .by_name(ANONYMOUS)
@@ -370,6 +377,11 @@ subscribe = "region = 'eu'"
         assert_eq!(
             a.authenticate(&Credential::Anonymous).unwrap_err(),
             Denial::NoCredentials
+        );
+        assert_eq!(
+            a.authenticate(&Credential::Certificate(Vec::new()))
+                .unwrap_err(),
+            Denial::UnnamedCertificate
         );
         let open = auth(
             "[auth]\nallow_anonymous = true\n[[auth.user]]\nname = \"anonymous\"\npublish = \"FALSE\"\n",

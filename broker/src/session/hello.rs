@@ -126,10 +126,13 @@ fn certificate_names(conn: &quinn::Connection) -> Option<Vec<String>> {
         .peer_identity()?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
-    let _leaf = certs.first()?;
-    // Certificate names arrive with the identity work of issue 11; until then every
-    // certificate is one principal.
-    Some(Vec::new())
+    let leaf = certs.first()?;
+    // TLS has parsed it already; one that does not parse here names nobody (refused).
+    Some(
+        palio_protocol::tls::CertNames::of(leaf)
+            .map(|n| n.in_order().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    )
 }
 
 /// Queues the `Welcome` frame: the first on the control stream.
