@@ -96,6 +96,9 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     /// Live advertisements per connection.
     pub max_advertisements_per_client: usize,
+    /// Brokers this broker's link-state database holds, itself included: adverts of more
+    /// brokers relayed by peers are refused (`palio_peer_adverts_refused_total`).
+    pub max_brokers: usize,
 }
 
 impl Default for Limits {
@@ -110,6 +113,7 @@ impl Default for Limits {
             stall_timeout_ms: 10_000,
             max_subscriptions_per_client: 1024,
             max_advertisements_per_client: 1024,
+            max_brokers: 1024,
         }
     }
 }
@@ -503,6 +507,11 @@ impl Settings {
                 "limits.subscriber_buffer, subscriber_buffer_bytes, peer_queue and \
                  peer_queue_bytes must be positive"
                     .into(),
+            ));
+        }
+        if l.max_brokers < 2 {
+            return Err(ConfigError::Invalid(
+                "limits.max_brokers must be at least 2".into(),
             ));
         }
         if l.stall_timeout_ms < 100 {
