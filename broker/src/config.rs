@@ -112,6 +112,9 @@ pub struct Limits {
     /// echoed the token: proves the source address before the broker does any handshake work
     /// (costs a round trip per connection; for brokers reachable from untrusted networks).
     pub quic_retry: bool,
+    /// Brokers this broker's link-state database holds, itself included: adverts of more
+    /// brokers relayed by peers are refused (`palio_peer_adverts_refused_total`).
+    pub max_brokers: usize,
 }
 
 impl Default for Limits {
@@ -131,6 +134,7 @@ impl Default for Limits {
             max_connections_per_principal: 1_000,
             max_handshakes: 256,
             quic_retry: false,
+            max_brokers: 1024,
         }
     }
 }
@@ -540,6 +544,11 @@ impl Settings {
             ));
         }
         self.admin_access.check().map_err(ConfigError::Invalid)?;
+        if l.max_brokers < 2 {
+            return Err(ConfigError::Invalid(
+                "limits.max_brokers must be at least 2".into(),
+            ));
+        }
         if l.stall_timeout_ms < 100 {
             return Err(ConfigError::Invalid(
                 "limits.stall_timeout_ms must be at least 100".into(),

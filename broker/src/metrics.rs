@@ -101,6 +101,10 @@ pub(crate) struct Metrics {
     pub(crate) group_log_syncs: IntCounter,
     /// Group bodies from peers that did not decode or broke the protocol.
     pub(crate) group_bad_bodies: IntCounter,
+    /// Adverts relayed by peers that were refused, by kind (`link_state`, `queue_decl`) and
+    /// reason (link state: `database_full`, `version`, `too_large`; queue declarations:
+    /// `malformed`, `broker_full`, `directory_full`, `contradicted`).
+    pub(crate) peer_adverts_refused: IntCounterVec,
     /// Clients refused at the hello: no or bad credentials (`reason`: `no_credentials`,
     /// `invalid_token`, `unknown_certificate`, `removed`).
     pub(crate) auth_failures: IntCounterVec,
@@ -310,6 +314,11 @@ impl Metrics {
             group_bad_bodies: counter(
                 "group_bad_bodies_total",
                 "Group messages from peers that did not decode or broke the protocol.",
+            ),
+            peer_adverts_refused: counter_vec(
+                "peer_adverts_refused_total",
+                "Link-state adverts and queue declarations from peers that were refused, by kind and reason.",
+                &["kind", "reason"],
             ),
             auth_failures: counter_vec(
                 "auth_failures_total",

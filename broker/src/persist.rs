@@ -399,7 +399,14 @@ impl Task {
                         payload,
                     } => engine.handle_store(j, peer, id, dests, attributes, payload),
                     PeerMessage::StoreAck { ids } => engine.handle_store_ack(j, peer, &ids),
-                    PeerMessage::QueueDecl(decl) => engine.handle_decl(j, peer, decl),
+                    PeerMessage::QueueDecl(decl) => {
+                        if let Some(r) = engine.handle_decl(j, peer, decl) {
+                            self.metrics
+                                .peer_adverts_refused
+                                .with_label_values(&["queue_decl", r.as_str()])
+                                .inc();
+                        }
+                    }
                     _ => {}
                 }
             }

@@ -274,7 +274,8 @@ impl Server {
         let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());
         let hops_rx_groups = hops_rx.clone();
         let (persist_tx, persist_rx) = mpsc::channel(4096);
-        let config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
+        let mut config = Config::new(id, incarnation).with_strategy(self.settings.strategy);
+        config.max_brokers = self.settings.limits.max_brokers;
         let router = Router::new(
             Broker::new(config, std::time::Instant::now()),
             self.name.clone(),

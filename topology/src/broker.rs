@@ -8,7 +8,7 @@ use crate::config::{Config, Strategy};
 use crate::error::{ClientError, PeerError};
 use crate::frame::{Delivery, LinkStateAd, Notification, PeerFrame, SharedFilter, Transmit};
 use crate::ids::{AdvertisementId, BrokerId, Interface, SubscriptionId};
-use crate::linkstate::{LinkStateDb, Received};
+use crate::linkstate::{AdvertRefusal, LinkStateDb, Received};
 use crate::routing::{Kind, Routing};
 use crate::tree::SpanningTree;
 
@@ -32,6 +32,10 @@ use crate::tree::SpanningTree;
 ///
 /// Each peer link must be a reliable FIFO stream (a QUIC stream). Frames for a peer whose link
 /// went down are discarded by the state machine, never sent on a later link.
+///
+/// Link-state advertisements a peer relays are checked but cannot all be trusted (see the
+/// `linkstate` module): those refused are not protocol errors, they are counted; drain the
+/// counts with [`poll_refused_advert`](Self::poll_refused_advert) (e.g. into a metric).
 #[derive(Debug)]
 pub struct Broker {
     /// Configuration, fixed for the broker's life.
@@ -53,12 +57,15 @@ pub struct Broker {
     up: BTreeSet<BrokerId>,
     /// Subscriptions, advertisements, forwarding state and outputs.
     routing: Routing,
+    /// Link-state advertisements refused since the shell last drained the counts, by
+    /// [`AdvertRefusal::index`].
+    refused: [u64; AdvertRefusal::ALL.len()],
 }
 
 impl Broker {
     /// A broker with no links, at time `now`.
     pub fn new(config: Config, now: Instant) -> Self {
-        let lsdb = LinkStateDb::new(config.id, config.incarnation, now);
+        let lsdb = LinkStateDb::new(config.id, config.incarnation, config.max_brokers, now);
         let routing = Routing::new(
             config.strategy,
             config.covering_scan_limit,
@@ -74,6 +81,7 @@ impl Broker {
             tree_at: None,
             up: BTreeSet::new(),
             routing,
+            refused: [0; AdvertRefusal::ALL.len()],
         }
     }
 
@@ -233,6 +241,7 @@ impl Broker {
             return;
         }
         self.pending_sync.remove(&peer);
+        self.lsdb.link_down(peer);
         self.routing.peer_down(peer);
         self.own_links_changed(now);
     }
@@ -284,22 +293,31 @@ impl Broker {
         lsas: Vec<LinkStateAd>,
         now: Instant,
     ) -> Result<(), PeerError> {
-        for lsa in &lsas {
-            if lsa.neighbours.len() > self.config.max_neighbours {
-                return Err(PeerError::TooManyNeighbours {
-                    origin: lsa.origin,
-                    count: lsa.neighbours.len(),
-                    max: self.config.max_neighbours,
-                });
-            }
+        let max = self.config.max_neighbours;
+        // Too large from the broker it describes: that peer broke the protocol. Relayed, it is
+        // refused and counted below (the relay may only be passing it on).
+        if let Some(lsa) = lsas
+            .iter()
+            .find(|l| l.origin == peer && l.neighbours.len() > max)
+        {
+            return Err(PeerError::TooManyNeighbours {
+                origin: lsa.origin,
+                count: lsa.neighbours.len(),
+                max,
+            });
         }
         for mut lsa in lsas {
+            if lsa.neighbours.len() > max {
+                self.refuse(AdvertRefusal::TooLarge);
+                continue;
+            }
             lsa.neighbours.sort_unstable();
             lsa.neighbours.dedup();
             let origin = lsa.origin;
             lsa.neighbours.retain(|&n| n != origin);
-            match self.lsdb.receive(lsa.clone(), now) {
+            match self.lsdb.receive(lsa.clone(), peer, &self.up, now) {
                 Received::Stale => {}
+                Received::Refused(r) => self.refuse(r),
                 Received::OwnSuperseded => self.own_dirty = true,
                 Received::Newer => {
                     for &p in &self.up {
@@ -315,6 +333,11 @@ impl Broker {
             }
         }
         Ok(())
+    }
+
+    fn refuse(&mut self, reason: AdvertRefusal) {
+        let n = &mut self.refused[reason.index()];
+        *n = n.saturating_add(1);
     }
 
     /// Time has reached `now`: run whatever timers are due.
@@ -350,6 +373,15 @@ impl Broker {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.flush_link_state();
         self.routing.out.transmits.pop_front()
+    }
+
+    /// Link-state advertisements refused since the last call, one reason at a time with its
+    /// count (`None` once every count is drained).
+    pub fn poll_refused_advert(&mut self) -> Option<(AdvertRefusal, u64)> {
+        AdvertRefusal::ALL.into_iter().find_map(|r| {
+            let n = std::mem::take(&mut self.refused[r.index()]);
+            (n > 0).then_some((r, n))
+        })
     }
 
     /// The next notification to deliver to a local subscription, if any.

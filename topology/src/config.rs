@@ -113,8 +113,13 @@ pub struct Config {
     /// harmless (the covered filter is merely forwarded too); the bound keeps the cost of a
     /// subscription update flat however many filters a link carries. Default 256.
     pub covering_scan_limit: usize,
-    /// Bound on the neighbours one link-state advertisement may list. Default 4096.
+    /// Bound on the neighbours one link-state advertisement may list. Default 4096. A broker's
+    /// own advertisement over the bound is a protocol error; one relayed is refused and counted.
     pub max_neighbours: usize,
+    /// Bound on the brokers the link-state database holds, this one included. Default 1024.
+    /// An advertisement of a new broker beyond it is refused and counted, unless it comes from
+    /// a broker we have a live link to (then the stalest broker we have no link to makes room).
+    pub max_brokers: usize,
     /// Bound on the live route entries (subscriptions plus advertisements) one peer may hold on
     /// its link. Default 16 Mi entries.
     pub max_entries_per_peer: usize,
@@ -132,6 +137,7 @@ impl Config {
             lsa_max_age: Duration::from_secs(35 * 60),
             covering_scan_limit: 256,
             max_neighbours: 4096,
+            max_brokers: 1024,
             max_entries_per_peer: 16 << 20,
         }
     }

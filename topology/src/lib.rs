@@ -61,3 +61,4 @@ pub use frame::{
     Delivery, FrameKind, LinkStateAd, Notification, PeerFrame, SharedFilter, Transmit,
 };
 pub use ids::{AdvertisementId, BrokerId, Interface, NotificationId, RouteKey, SubscriptionId};
+pub use linkstate::AdvertRefusal;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use palio_filter::Event;
 use palio_topology::sim::network::{NetConfig, Network};
 use palio_topology::{
-    AdvertisementId, Broker, BrokerId, ClientError, Config, LinkStateAd, Notification,
-    NotificationId, PeerError, PeerFrame, RouteKey, SharedFilter, Strategy, SubscriptionId,
+    AdvertRefusal, AdvertisementId, Broker, BrokerId, ClientError, Config, LinkStateAd,
+    Notification, NotificationId, PeerError, PeerFrame, RouteKey, SharedFilter, Strategy,
+    SubscriptionId,
 };
 
 const BOUND: u64 = 100_000;
@@ -181,16 +182,25 @@ fn peer_protocol_violations_are_typed_errors() {
             key: RouteKey(1)
         })
     );
-    let lsa = LinkStateAd {
-        origin: b(5),
+    // An advertisement listing too many neighbours: from the broker it describes, a protocol
+    // error; relayed, refused and counted (the relay may only be passing it on).
+    let oversized = |origin| LinkStateAd {
+        origin,
         incarnation: 1,
         seq: 1,
         neighbours: vec![b(1), b(2), b(3)],
     };
     assert!(matches!(
-        br.handle_frame(b(1), PeerFrame::LinkState(vec![lsa]), now),
+        br.handle_frame(b(1), PeerFrame::LinkState(vec![oversized(b(1))]), now),
         Err(PeerError::TooManyNeighbours { count: 3, .. })
     ));
+    assert_eq!(
+        br.handle_frame(b(1), PeerFrame::LinkState(vec![oversized(b(5))]), now),
+        Ok(())
+    );
+    assert_eq!(br.known_brokers(), 1, "nothing stored");
+    assert_eq!(br.poll_refused_advert(), Some((AdvertRefusal::TooLarge, 1)));
+    assert_eq!(br.poll_refused_advert(), None);
     // A frame after the link went down is refused, and the link's state is gone.
     br.handle_peer_down(b(1), now);
     assert_eq!(br.table_entries(), 0);
@@ -306,4 +316,70 @@ fn drive_bounded_fails_a_run_that_does_not_settle_in_time() {
     let err = net.drive_bounded(3).unwrap_err();
     assert_eq!(err.events, 3);
     assert!(net.drive_bounded(BOUND).is_ok());
+}
+
+#[test]
+fn hostile_link_state_cannot_overflow_grow_or_overwrite() {
+    let now = Instant::now();
+    let mut config = Config::new(b(0), 1);
+    config.max_brokers = 4;
+    let mut br = Broker::new(config, now);
+    br.handle_peer_up(b(1), now);
+    br.handle_peer_up(b(2), now);
+    while br.poll_transmit().is_some() {}
+    let ad = |origin, incarnation, seq, neighbours: Vec<BrokerId>| LinkStateAd {
+        origin,
+        incarnation,
+        seq,
+        neighbours,
+    };
+    // Broker 2, a verified peer, forges adverts: of us at the very top of the version space,
+    // of broker 1 (which we are linked to), and of many brokers that do not exist.
+    let mut forged = vec![
+        ad(b(0), u64::MAX, u64::MAX, vec![]),
+        ad(b(0), 1, u64::MAX, vec![]),
+        ad(b(1), u64::MAX, u64::MAX, vec![]),
+    ];
+    forged.extend((100..10_100).map(|i| ad(b(i), u64::MAX, u64::MAX, vec![b(2)])));
+    assert_eq!(
+        br.handle_frame(b(2), PeerFrame::LinkState(forged), now),
+        Ok(())
+    );
+    let mut refused: Vec<(AdvertRefusal, u64)> =
+        std::iter::from_fn(|| br.poll_refused_advert()).collect();
+    refused.sort();
+    assert_eq!(
+        refused,
+        vec![
+            (AdvertRefusal::DatabaseFull, 10_000 - 3),
+            (AdvertRefusal::Version, 1)
+        ]
+    );
+    assert_eq!(
+        br.known_brokers(),
+        4,
+        "us and three forged brokers: never more than 4"
+    );
+    // Jumping past (1, u64::MAX) rolled our seq over into the next incarnation.
+    assert_eq!(br.own_link_state().incarnation, 2);
+    // Broker 1's and 2's own advertisements still get in, each evicting a forged broker, and
+    // the forgery of broker 1 was never taken.
+    let real = ad(b(1), 1, 1, vec![b(0)]);
+    assert_eq!(
+        br.handle_frame(b(1), PeerFrame::LinkState(vec![real.clone()]), now),
+        Ok(())
+    );
+    assert_eq!(
+        br.handle_frame(
+            b(2),
+            PeerFrame::LinkState(vec![ad(b(2), 1, 1, vec![b(0)])]),
+            now
+        ),
+        Ok(())
+    );
+    assert_eq!(br.known_brokers(), 4);
+    br.handle_timeout(now + Duration::from_secs(1));
+    assert!(br.tree().neighbours(b(0)).contains(&b(1)));
+    assert!(br.tree().neighbours(b(0)).contains(&b(2)));
+    assert_eq!(br.poll_refused_advert(), None);
 }

@@ -319,6 +319,46 @@ fn a_bad_body_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn sequences_and_clocks_up_to_u64_max_from_a_hostile_peer_do_not_overflow() {
+    // Broker 9 claims its own u64::MAX-th message, depending on the u64::MAX-th messages of
+    // two brokers that never spoke. Each is chased, then reported as a gap of about 2^64
+    // messages; the gap counter saturates instead of overflowing, and the honest origin's
+    // messages are delivered throughout.
+    let t0 = Instant::now();
+    let (mut a, mut b) = (
+        group(A, Order::Causal, config()),
+        group(B, Order::Causal, config()),
+    );
+    exchange(&mut [&mut a, &mut b], t0);
+    let hostile = BrokerId(9);
+    let claim = rmp_serde::to_vec(&ForgedBody::Data(ForgedStamped {
+        seq: u64::MAX,
+        deps: clock(&[(BrokerId(20), u64::MAX), (BrokerId(21), u64::MAX)]),
+        msg: v(99),
+    }))
+    .unwrap();
+    b.handle_body(t0, hostile, &claim).unwrap();
+    let m1 = publish(&mut a, t0, 1, &VClock::default(), v(1));
+    b.handle_body(t0, A, &m1).unwrap();
+    let mut delivered = delivered_ids(&drain(&mut b));
+    // Nobody answers for the hostile broker and the two silent ones: every chase runs out.
+    let mut steps = 0;
+    while let Some(at) = b.poll_timeout() {
+        steps += 1;
+        assert!(steps < 1000, "the chases end");
+        b.handle_timeout(at);
+        delivered.extend(delivered_ids(&drain(&mut b)));
+    }
+    let m2 = publish(&mut a, t0, 2, &VClock::default(), v(2));
+    b.handle_body(t0, A, &m2).unwrap();
+    delivered.extend(delivered_ids(&drain(&mut b)));
+    assert_eq!(delivered, [1, 99, 2]);
+    assert_eq!(b.stats().gap_messages, u64::MAX);
+    assert_eq!(b.delivered().get(hostile), u64::MAX);
+    assert_eq!(b.held(), 0);
+}
+
+#[test]
 fn an_unanswered_repair_ends_in_a_gap_reported_before_what_follows() {
     let t0 = Instant::now();
     let (mut a, mut c) = (

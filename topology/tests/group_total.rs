@@ -25,6 +25,8 @@ enum Fault {
     Partition,
     Zombie,
     Storm,
+    /// Replica 2 also sends the others raft messages that would abort or overflow raft-rs.
+    Hostile,
 }
 
 const FAULTS: [Fault; 5] = [
@@ -141,6 +143,27 @@ fn run(seed: u64, fault: Fault, small_retain: bool) -> Result<Outcome, String> {
                 sim.publish(l);
                 run_publishing(&mut sim, &publishers, ms(300), ms(10));
             }
+        }
+        Fault::Hostile => {
+            let mut injected = 0;
+            for _ in 0..5 {
+                for to in (0..brokers).filter(|&b| b != 2) {
+                    let term = sim.group(to).map_or(1, |g| g.epoch().max(1));
+                    for body in hostile::bodies(2, to, term) {
+                        sim.inject(2, to, body);
+                        injected += 1;
+                    }
+                }
+                run_publishing(&mut sim, &publishers, ms(60), ms(10));
+            }
+            if sim.body_errors.len() != injected {
+                return Err(format!(
+                    "{} of {injected} hostile bodies refused: {:?}",
+                    sim.body_errors.len(),
+                    sim.body_errors.first()
+                ));
+            }
+            sim.body_errors.clear();
         }
         Fault::Storm => {
             let mut last = None;
@@ -301,6 +324,125 @@ fn compaction_bounds_the_log_and_readers_still_deliver() {
         gaps += a.gaps;
     }
     eprintln!("gaps over 20 small-retain runs: {gaps}");
+}
+
+#[test]
+fn a_hostile_replica_cannot_abort_the_others_and_the_group_keeps_ordering() {
+    for seed in 0..24 {
+        if let Err(e) = run(seed, Fault::Hostile, seed % 3 == 0) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
+/// Raft messages a misbehaving replica could send, in the wire form of the group's bodies
+/// (a mirror of the crate's private types: an enum variant by name, structs as arrays).
+mod hostile {
+    use serde::Serialize;
+    use serde_bytes::ByteBuf;
+
+    #[derive(Serialize)]
+    enum Body {
+        Raft(Raft),
+    }
+
+    /// kind, to, from, term, log term, index, entries (term, index, data), commit, commit term,
+    /// snapshot (index, term, voters, data), request snapshot, reject, reject hint, context.
+    #[derive(Serialize, Clone)]
+    struct Raft(
+        u8,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        Vec<(u64, u64, ByteBuf)>,
+        u64,
+        u64,
+        Option<(u64, u64, Vec<u64>, ByteBuf)>,
+        u64,
+        bool,
+        u64,
+        ByteBuf,
+    );
+
+    const APPEND: u8 = 3;
+    const APPEND_RESPONSE: u8 = 4;
+    const VOTE: u8 = 5;
+    const SNAPSHOT: u8 = 7;
+    const HEARTBEAT: u8 = 8;
+    const PRE_VOTE: u8 = 17;
+
+    /// From broker `from` to broker `to`, whose term is `term`.
+    pub(super) fn bodies(from: u32, to: u32, term: u64) -> Vec<Vec<u8>> {
+        let m = |kind, term| {
+            Raft(
+                kind,
+                u64::from(to) + 1,
+                u64::from(from) + 1,
+                term,
+                0,
+                0,
+                Vec::new(),
+                0,
+                0,
+                None,
+                0,
+                false,
+                0,
+                ByteBuf::new(),
+            )
+        };
+        let far = 1 << 40;
+        let entry = |term, index| vec![(term, index, ByteBuf::new())];
+        let snap = Some((u64::MAX, 1, vec![1, 2, 3], ByteBuf::new()));
+        let msgs = vec![
+            // Term 0: raft-rs takes it for a local message and aborts answering a vote.
+            m(VOTE, 0),
+            m(PRE_VOTE, 0),
+            // Appends that "match" beyond the log (log term 0) and commit past its end.
+            Raft {
+                5: far,
+                7: far,
+                ..m(APPEND, term)
+            },
+            Raft {
+                6: entry(0, 1),
+                7: 1,
+                ..m(APPEND, term)
+            },
+            // Terms raft-rs overflows on its next campaign, or that jump far ahead.
+            m(HEARTBEAT, u64::MAX),
+            m(HEARTBEAT, term + (1 << 21)),
+            // Indexes raft-rs adds one to.
+            Raft {
+                5: u64::MAX,
+                ..m(APPEND_RESPONSE, term)
+            },
+            Raft {
+                5: 1,
+                11: true,
+                12: u64::MAX,
+                ..m(APPEND_RESPONSE, term)
+            },
+            Raft {
+                9: snap,
+                ..m(SNAPSHOT, term)
+            },
+            // Fields the group never uses: a forced election, a snapshot request.
+            Raft {
+                13: ByteBuf::from(&b"CampaignTransfer"[..]),
+                ..m(VOTE, term + 1)
+            },
+            Raft {
+                10: 1,
+                ..m(HEARTBEAT, term)
+            },
+        ];
+        msgs.into_iter()
+            .map(|r| rmp_serde::to_vec(&Body::Raft(r)).unwrap())
+            .collect()
+    }
 }
 
 #[test]

@@ -88,7 +88,7 @@ impl Engine {
             home: self.cfg.me,
             name: name.to_owned(),
             filter: compiled.source().to_owned(),
-            generation: self.next_generation,
+            generation: self.generation_for(name),
             removed: false,
         };
         self.write(j, Record::Directory(decl.clone()))?;
@@ -117,7 +117,7 @@ impl Engine {
             home: self.cfg.me,
             name: name.to_owned(),
             filter,
-            generation: self.next_generation,
+            generation: self.generation_for(name),
             removed: true,
         };
         let r = self

@@ -445,6 +445,12 @@ impl Router {
         if let Some(t) = timer {
             t.observe_duration();
         }
+        while let Some((reason, n)) = self.broker.poll_refused_advert() {
+            self.metrics
+                .peer_adverts_refused
+                .with_label_values(&["link_state", reason.as_str()])
+                .inc_by(n);
+        }
         let Err(e) = r else { return true };
         tracing::warn!(%peer, error = %e, "peer broke the routing protocol; closing link");
         self.metrics

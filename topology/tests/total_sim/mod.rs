@@ -307,6 +307,12 @@ impl Sim {
         self.drain(to);
     }
 
+    /// Hands `body` to broker `to` now, as if `from` had sent it (a forged or hostile body);
+    /// a refusal is recorded in `body_errors`.
+    pub fn inject(&mut self, from: u32, to: u32, body: Vec<u8>) {
+        self.deliver(from, to, body);
+    }
+
     /// The earliest timer of a live, running broker.
     fn next_timer(&self) -> Option<(Duration, u32)> {
         self.nodes

@@ -2,6 +2,7 @@
 //! the harness ([`Node`], one engine with its journal and clock) here, one broker's queues in
 //! `queues`, engines linked to each other in `network`.
 
+mod directory;
 mod network;
 mod queues;
 

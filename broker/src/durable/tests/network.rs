@@ -101,7 +101,7 @@ impl Line {
                             n.engine.handle_store_ack(&mut n.journal, from, &ids)
                         }
                         Output::Decl { decl, .. } => {
-                            n.engine.handle_decl(&mut n.journal, from, decl)
+                            let _ = n.engine.handle_decl(&mut n.journal, from, decl);
                         }
                         other => panic!("{other:?}"),
                     }

@@ -181,7 +181,8 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
                     None => o.gap_through,
                 };
                 self.delivered.set(origin, end);
-                self.stats.gap_messages += end - v;
+                // A peer can claim sequences up to u64::MAX: the count saturates.
+                self.stats.gap_messages = self.stats.gap_messages.saturating_add(end - v);
                 self.effects.push_back(Effect::Gap {
                     origin: Some(origin),
                     count: end - v,

@@ -6,6 +6,33 @@
 //! message type that replicas exchange, sender and destination matching the link it came on,
 //! contiguous entries of normal type, a snapshot whose configuration is the group's and whose
 //! data decodes. Untrusted bytes are never parsed by rust-protobuf (RUSTSEC-2024-0437).
+//!
+//! # What raft-rs must never be stepped with
+//!
+//! raft-rs trusts its peers: several messages a replica could send make it abort (`fatal!`) or
+//! overflow. Each is refused before stepping (the group then returns a `BodyError`, which the
+//! shell counts):
+//!
+//! - a term of 0: raft-rs takes it for a local message, and answering a vote request of term 0
+//!   aborts ("term should be set when sending");
+//! - a term above [`MAX_TERM`], or more than [`MAX_TERM_LEAD`] above ours: raft-rs adds one to
+//!   the term when it campaigns, so a term near `u64::MAX` overflows (and a replica that could
+//!   jump the term arbitrarily could push it there);
+//! - an index (`index`, `commit`, `reject_hint`, a snapshot's, the last entry's) above
+//!   [`MAX_INDEX`]: raft-rs computes `index + 1` (a progress's next index, a restored log's
+//!   offset);
+//! - an append after index `i > 0` with log term 0: raft-rs reads the term of an index beyond
+//!   its log as 0, so the append "matches" there and commits beyond the log's end, which aborts
+//!   ("to_commit is out of range"); entries of term 0 likewise;
+//! - an append response at our term naming an index beyond our log: raft-rs would take the
+//!   follower to have matched entries that do not exist;
+//! - a snapshot request (`request_snapshot`) or a `context`: this group uses neither (no
+//!   follower asks for snapshots, no read index, no leader transfer), and a vote request whose
+//!   context says "leader transfer" would force elections past the leader's lease.
+//!
+//! What remains: a replica is still trusted to follow Raft. One that lies about what it
+//! accepted or votes dishonestly can make the group lose committed entries or stall, but it can
+//! no longer make another replica abort.
 
 use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -17,6 +44,20 @@ use super::state::SnapData;
 use super::storage::{GroupStorage, from_entry, to_entry};
 use super::{Committed, Consensus, ConsensusOutput, TotalConfig};
 use crate::BrokerId;
+
+/// The highest term accepted in a message: far above any real term (one per election), far
+/// below where raft-rs's `term + 1` overflows.
+pub(crate) const MAX_TERM: u64 = 1 << 62;
+
+/// How far above this replica's term a message's term may be. Terms grow by one per election,
+/// and pre-vote keeps a partitioned replica from inflating its own, so a replica a million
+/// elections ahead is not a real one; refusing it keeps a lying replica from pushing the
+/// group's term toward [`MAX_TERM`] in a few messages.
+pub(crate) const MAX_TERM_LEAD: u64 = 1 << 20;
+
+/// The highest log index a message may name: far above any real log, far below where raft-rs's
+/// `index + 1` overflows.
+pub(crate) const MAX_INDEX: u64 = 1 << 62;
 
 /// A broker's raft id (raft reserves 0 for "none").
 pub(crate) fn raft_id(b: BrokerId) -> u64 {
@@ -33,31 +74,31 @@ pub(crate) fn broker_of(id: u64) -> Option<BrokerId> {
 /// A snapshot as it travels between replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WireSnapshot {
-    index: u64,
-    term: u64,
-    voters: Vec<u64>,
+    pub(super) index: u64,
+    pub(super) term: u64,
+    pub(super) voters: Vec<u64>,
     #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    pub(super) data: Vec<u8>,
 }
 
 /// A raft message between replicas, in our own wire form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WireMessage {
-    kind: u8,
-    to: u64,
-    from: u64,
-    term: u64,
-    log_term: u64,
-    index: u64,
-    entries: Vec<LogEntry>,
-    commit: u64,
-    commit_term: u64,
-    snapshot: Option<WireSnapshot>,
-    request_snapshot: u64,
-    reject: bool,
-    reject_hint: u64,
+    pub(super) kind: u8,
+    pub(super) to: u64,
+    pub(super) from: u64,
+    pub(super) term: u64,
+    pub(super) log_term: u64,
+    pub(super) index: u64,
+    pub(super) entries: Vec<LogEntry>,
+    pub(super) commit: u64,
+    pub(super) commit_term: u64,
+    pub(super) snapshot: Option<WireSnapshot>,
+    pub(super) request_snapshot: u64,
+    pub(super) reject: bool,
+    pub(super) reject_hint: u64,
     #[serde(with = "serde_bytes")]
-    context: Vec<u8>,
+    pub(super) context: Vec<u8>,
 }
 
 /// The message types replicas exchange (local ones, proposals and leader transfer are not).
@@ -232,14 +273,21 @@ impl RaftNode {
         if w.to != self.me {
             return Err("raft message for another replica".into());
         }
+        self.check_bounds(t, &w)?;
         if t == MessageType::MsgAppend {
-            let mut term = w.log_term;
+            if w.index > 0 && w.log_term == 0 {
+                return Err("append after an entry of term 0".into());
+            }
+            let mut term = w.log_term.max(1);
             for (i, e) in w.entries.iter().enumerate() {
                 let want = w.index.checked_add(1 + i as u64);
                 if want != Some(e.index) || e.term < term || e.term > w.term {
                     return Err("append entries are not contiguous".into());
                 }
                 term = e.term;
+            }
+            if w.entries.last().is_some_and(|e| e.index > MAX_INDEX) {
+                return Err("append beyond the largest index".into());
             }
         } else if !w.entries.is_empty() {
             return Err("entries in a message that carries none".into());
@@ -260,6 +308,9 @@ impl RaftNode {
                 }
                 if s.index == 0 || s.term == 0 || s.term > w.term {
                     return Err("snapshot of index or term 0".into());
+                }
+                if s.index > MAX_INDEX {
+                    return Err("snapshot beyond the largest index".into());
                 }
                 SnapData::decode(&s.data)?;
                 let mut snap = Snapshot {
@@ -294,6 +345,37 @@ impl RaftNode {
         m.reject_hint = w.reject_hint;
         m.context = w.context.into();
         Ok(m)
+    }
+
+    /// The checks on terms, indexes and unused fields that keep raft-rs from aborting or
+    /// overflowing (see the module docs).
+    fn check_bounds(&self, t: MessageType, w: &WireMessage) -> Result<(), String> {
+        let ours = self.raw.raft.term;
+        if w.term == 0 {
+            return Err("raft message without a term".into());
+        }
+        if w.term > MAX_TERM || w.term > ours.saturating_add(MAX_TERM_LEAD) {
+            return Err(format!(
+                "raft term {} implausibly far above ours ({ours})",
+                w.term
+            ));
+        }
+        if [w.index, w.commit, w.reject_hint]
+            .iter()
+            .any(|&i| i > MAX_INDEX)
+        {
+            return Err("raft index beyond the largest index".into());
+        }
+        if w.request_snapshot != 0 || !w.context.is_empty() {
+            return Err("raft message with a snapshot request or a context".into());
+        }
+        if t == MessageType::MsgAppendResponse && w.term == ours {
+            let last = self.raw.raft.raft_log.last_index();
+            if w.index > last || w.reject_hint > last {
+                return Err("append response beyond our log".into());
+            }
+        }
+        Ok(())
     }
 
     fn wire(msgs: Vec<Message>, out: &mut Vec<(BrokerId, WireMessage)>, snaps: &mut Vec<u64>) {

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::raft::WireMessage;
+use super::raft::{MAX_TERM_LEAD, WireMessage, WireSnapshot, raft_id};
+use super::records::LogEntry;
 use super::wire::{Body, Pending};
 use super::*;
 
@@ -267,4 +268,270 @@ fn bad_bodies_are_refused_and_change_nothing() {
     }
     assert_eq!((format!("{g:?}"), format!("{reader:?}")), before);
     assert!(g.poll_effect().is_none() && reader.poll_effect().is_none());
+}
+
+const HEARTBEAT: u8 = 8;
+const APPEND: u8 = 3;
+const APPEND_RESPONSE: u8 = 4;
+const VOTE: u8 = 5;
+const VOTE_RESPONSE: u8 = 6;
+const SNAPSHOT: u8 = 7;
+const PRE_VOTE: u8 = 17;
+const PRE_VOTE_RESPONSE: u8 = 18;
+
+/// A raft message of `kind` and `term` from replica 1 to replica 0, all else empty.
+fn wm(kind: u8, term: u64) -> WireMessage {
+    WireMessage {
+        kind,
+        to: raft_id(BrokerId(0)),
+        from: raft_id(BrokerId(1)),
+        term,
+        log_term: 0,
+        index: 0,
+        entries: Vec::new(),
+        commit: 0,
+        commit_term: 0,
+        snapshot: None,
+        request_snapshot: 0,
+        reject: false,
+        reject_hint: 0,
+        context: Vec::new(),
+    }
+}
+
+fn entry(term: u64, index: u64) -> LogEntry {
+    LogEntry {
+        term,
+        index,
+        data: Vec::new(),
+    }
+}
+
+/// The raft messages among `es` sent by the group.
+fn raft_sent(es: &[Effect<String>]) -> Vec<(BrokerId, WireMessage)> {
+    es.iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, body } => match Body::<String>::decode(body).ok()? {
+                Body::Raft(w) => Some((*to, w)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Replica 0 of a three-replica group, made leader by votes from replica 1.
+fn leader_of_three(now: &mut Instant) -> G {
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let cfg = TotalConfig {
+        tick: Duration::from_millis(10),
+        ..TotalConfig::default()
+    };
+    let mut g = G::new(BrokerId(0), &voters, cfg, Vec::new(), *now).unwrap();
+    let es = run(&mut g, now, Duration::from_secs(1));
+    let term = raft_sent(&es)
+        .iter()
+        .find(|(_, w)| w.kind == PRE_VOTE)
+        .expect("a pre-vote")
+        .1
+        .term;
+    for kind in [PRE_VOTE_RESPONSE, VOTE_RESPONSE] {
+        g.handle_body(
+            *now,
+            BrokerId(1),
+            &Body::<String>::Raft(wm(kind, term)).encode(),
+        )
+        .unwrap();
+    }
+    assert_eq!(g.sequencer(), Some(BrokerId(0)));
+    while g.poll_effect().is_some() {}
+    g
+}
+
+/// Asserts that `w` from replica 1 is refused and changes nothing.
+fn refused(g: &mut G, now: Instant, w: WireMessage) {
+    let before = format!("{g:?}");
+    let r = g.handle_body(now, BrokerId(1), &Body::<String>::Raft(w.clone()).encode());
+    assert!(r.is_err(), "{w:?} was taken");
+    assert_eq!(format!("{g:?}"), before, "{w:?} changed the group");
+    assert!(g.poll_effect().is_none());
+}
+
+#[test]
+fn vote_requests_of_term_0_are_refused() {
+    // raft-rs takes term 0 for a local message and aborts answering it.
+    let now = Instant::now();
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let mut g = G::new(
+        BrokerId(0),
+        &voters,
+        TotalConfig::default(),
+        Vec::new(),
+        now,
+    )
+    .unwrap();
+    refused(&mut g, now, wm(VOTE, 0));
+    refused(&mut g, now, wm(PRE_VOTE, 0));
+}
+
+#[test]
+fn appends_that_would_commit_beyond_the_log_are_refused() {
+    // raft-rs reads the term of an index beyond its log as 0: an append after such an index
+    // with log term 0 "matches" and commits past the end of the log, which aborts.
+    let now = Instant::now();
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let mut g = G::new(
+        BrokerId(0),
+        &voters,
+        TotalConfig::default(),
+        Vec::new(),
+        now,
+    )
+    .unwrap();
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            index: 5,
+            commit: 5,
+            ..wm(APPEND, 1)
+        },
+    );
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            entries: vec![entry(0, 1)],
+            commit: 1,
+            ..wm(APPEND, 1)
+        },
+    );
+}
+
+#[test]
+fn terms_and_indexes_raft_rs_would_overflow_are_refused() {
+    let now = Instant::now();
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let mut g = G::new(
+        BrokerId(0),
+        &voters,
+        TotalConfig::default(),
+        Vec::new(),
+        now,
+    )
+    .unwrap();
+    // A term raft-rs adds one to on its next campaign, or jumps to in one message.
+    refused(&mut g, now, wm(HEARTBEAT, u64::MAX));
+    refused(&mut g, now, wm(HEARTBEAT, MAX_TERM_LEAD + 1));
+    // A snapshot's index becomes the restored log's offset minus one.
+    let snap = |index| WireSnapshot {
+        index,
+        term: 1,
+        voters: vec![1, 2, 3],
+        data: Vec::new(),
+    };
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            snapshot: Some(snap(u64::MAX)),
+            ..wm(SNAPSHOT, 1)
+        },
+    );
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            log_term: 1,
+            index: u64::MAX - 1,
+            entries: vec![entry(1, u64::MAX)],
+            ..wm(APPEND, 1)
+        },
+    );
+    // The same message within bounds is stepped.
+    let hb = wm(HEARTBEAT, 1);
+    g.handle_body(now, BrokerId(1), &Body::<String>::Raft(hb).encode())
+        .unwrap();
+    assert_eq!(g.sequencer(), Some(BrokerId(1)));
+}
+
+#[test]
+fn snapshot_requests_and_contexts_are_refused() {
+    // Neither is used here; a vote request whose context says "leader transfer" would force
+    // an election past the leader's lease.
+    let now = Instant::now();
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let mut g = G::new(
+        BrokerId(0),
+        &voters,
+        TotalConfig::default(),
+        Vec::new(),
+        now,
+    )
+    .unwrap();
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            request_snapshot: 1,
+            ..wm(HEARTBEAT, 1)
+        },
+    );
+    refused(
+        &mut g,
+        now,
+        WireMessage {
+            context: b"CampaignTransfer".to_vec(),
+            ..wm(VOTE, 1)
+        },
+    );
+}
+
+#[test]
+fn append_responses_beyond_the_leaders_log_are_refused_and_it_goes_on() {
+    let mut now = Instant::now();
+    let mut l = leader_of_three(&mut now);
+    let term = l.epoch();
+    // u64::MAX overflows raft-rs's next index for the follower; the others claim entries the
+    // leader does not have.
+    for (index, reject, reject_hint) in [
+        (u64::MAX, false, 0),
+        (50, false, 0),
+        (1, true, u64::MAX),
+        (1, true, 50),
+    ] {
+        refused(
+            &mut l,
+            now,
+            WireMessage {
+                index,
+                reject,
+                reject_hint,
+                ..wm(APPEND_RESPONSE, term)
+            },
+        );
+    }
+    // The leader goes on with replica 1's real answers: a publication is committed and acked.
+    let ack = |index| {
+        Body::<String>::Raft(WireMessage {
+            index,
+            ..wm(APPEND_RESPONSE, term)
+        })
+    };
+    l.handle_body(now, BrokerId(1), &ack(1).encode()).unwrap();
+    l.publish(now, "p", 1, "m".into());
+    let es = run(&mut l, &mut now, Duration::from_millis(20));
+    let last = raft_sent(&es)
+        .iter()
+        .filter(|(to, w)| *to == BrokerId(1) && w.kind == APPEND)
+        .filter_map(|(_, w)| w.entries.last().map(|e| e.index))
+        .max()
+        .expect("the leader still replicates to replica 1");
+    l.handle_body(now, BrokerId(1), &ack(last).encode())
+        .unwrap();
+    let es = run(&mut l, &mut now, Duration::from_millis(20));
+    assert!(es.contains(&Effect::Acked {
+        producer: "p".into(),
+        through: 1
+    }));
 }
