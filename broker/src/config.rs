@@ -96,6 +96,10 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     /// Live advertisements per connection.
     pub max_advertisements_per_client: usize,
+    /// Ordered groups this broker keeps (network-wide, since every broker knows every group):
+    /// a client's create beyond it gets `limit_exceeded`; a peer's declaration beyond it is
+    /// not taken (`palio_limits_hit_total{limit="max_groups"}`).
+    pub max_groups: usize,
 }
 
 impl Default for Limits {
@@ -110,6 +114,7 @@ impl Default for Limits {
             stall_timeout_ms: 10_000,
             max_subscriptions_per_client: 1024,
             max_advertisements_per_client: 1024,
+            max_groups: 1024,
         }
     }
 }
@@ -503,6 +508,11 @@ impl Settings {
                 "limits.subscriber_buffer, subscriber_buffer_bytes, peer_queue and \
                  peer_queue_bytes must be positive"
                     .into(),
+            ));
+        }
+        if l.max_groups == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_groups must be positive".into(),
             ));
         }
         if l.stall_timeout_ms < 100 {

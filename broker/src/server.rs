@@ -173,13 +173,17 @@ impl Server {
         let store_summary = store.summary();
         let metrics = Metrics::new();
         let groups_dir = settings.data_dir.join("groups");
-        let groups =
-            Groups::open(&groups_dir, broker_id(&name), &name, metrics.clone()).map_err(|e| {
-                StartError::Store {
-                    dir: groups_dir.display().to_string(),
-                    message: e,
-                }
-            })?;
+        let groups = Groups::open(
+            &groups_dir,
+            broker_id(&name),
+            &name,
+            settings.limits.max_groups,
+            metrics.clone(),
+        )
+        .map_err(|e| StartError::Store {
+            dir: groups_dir.display().to_string(),
+            message: e,
+        })?;
         Ok(Self {
             settings,
             name,

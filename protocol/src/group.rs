@@ -57,6 +57,10 @@ pub struct GroupInfo {
     pub replicas: Vec<String>,
     /// The broker where the group was created.
     pub creator: String,
+    /// The principal that created it: only it (or an admin) may use the group. Empty for a
+    /// group made before groups had owners (everyone may use it), and from older brokers.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// A message of a group delivered to a member.
