@@ -624,6 +624,20 @@ filter = "type = 'alarm'"
     }
 
     #[test]
+    fn max_groups_defaults_and_must_be_positive() {
+        assert_eq!(load("").unwrap().limits.max_groups, 1024);
+        assert_eq!(
+            load("[limits]\nmax_groups = 7\n")
+                .unwrap()
+                .limits
+                .max_groups,
+            7
+        );
+        let err = load("[limits]\nmax_groups = 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.max_groups"), "{err}");
+    }
+
+    #[test]
     fn unknown_key_names_line() {
         let err = load("id = \"b1\"\nlisten_addr = \"x\"\n")
             .unwrap_err()
