@@ -115,6 +115,10 @@ pub struct Limits {
     /// Brokers this broker's link-state database holds, itself included: adverts of more
     /// brokers relayed by peers are refused (`palio_peer_adverts_refused_total`).
     pub max_brokers: usize,
+    /// Ordered groups this broker keeps (network-wide, since every broker knows every group):
+    /// a client's create beyond it gets `limit_exceeded`; a peer's declaration beyond it is
+    /// not taken (`palio_limits_hit_total{limit="max_groups"}`).
+    pub max_groups: usize,
 }
 
 impl Default for Limits {
@@ -135,6 +139,7 @@ impl Default for Limits {
             max_handshakes: 256,
             quic_retry: false,
             max_brokers: 1024,
+            max_groups: 1024,
         }
     }
 }
@@ -549,6 +554,11 @@ impl Settings {
                 "limits.max_brokers must be at least 2".into(),
             ));
         }
+        if l.max_groups == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_groups must be positive".into(),
+            ));
+        }
         if l.stall_timeout_ms < 100 {
             return Err(ConfigError::Invalid(
                 "limits.stall_timeout_ms must be at least 100".into(),
@@ -663,6 +673,20 @@ filter = "type = 'alarm'"
             .to_string();
         assert!(err.starts_with("palio.toml:5:"), "{err}");
         assert!(err.contains("invalid filter"), "{err}");
+    }
+
+    #[test]
+    fn max_groups_defaults_and_must_be_positive() {
+        assert_eq!(load("").unwrap().limits.max_groups, 1024);
+        assert_eq!(
+            load("[limits]\nmax_groups = 7\n")
+                .unwrap()
+                .limits
+                .max_groups,
+            7
+        );
+        let err = load("[limits]\nmax_groups = 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.max_groups"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use prometheus::{
 
 /// Every metric of one broker.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // issue 11's counters, in progress
 pub(crate) struct Metrics {
     registry: Registry,
     /// Connections accepted, by role (`client`, `peer`).

@@ -56,7 +56,7 @@ pub(crate) enum PersistCommand {
         principal: Arc<Principal>,
     },
     /// A reload changed a connected client's principal.
-    #[allow(dead_code)] // sent once reloads exist (issue 11, in progress)
+    #[allow(dead_code)] // read once queues have owners (issue 11, in progress)
     Principal {
         client: ClientId,
         principal: Arc<Principal>,

@@ -204,13 +204,17 @@ impl Server {
         let store_summary = store.summary();
         let metrics = Metrics::new();
         let groups_dir = settings.data_dir.join("groups");
-        let groups =
-            Groups::open(&groups_dir, broker_id(&name), &name, metrics.clone()).map_err(|e| {
-                StartError::Store {
-                    dir: groups_dir.display().to_string(),
-                    message: e,
-                }
-            })?;
+        let groups = Groups::open(
+            &groups_dir,
+            broker_id(&name),
+            &name,
+            settings.limits.max_groups,
+            metrics.clone(),
+        )
+        .map_err(|e| StartError::Store {
+            dir: groups_dir.display().to_string(),
+            message: e,
+        })?;
         let gate = Arc::new(Gate::new(Access {
             auth: settings.auth.clone(),
             admin: settings.admin_access.clone(),

@@ -355,3 +355,41 @@ async fn large_messages_cross_the_group_in_bodies_that_fit_the_links() {
         );
     }
 }
+
+/// `limits.max_groups` bounds the groups a broker keeps, its own and its peers': a create
+/// beyond it is refused with `limit_exceeded`, a peer's declaration beyond it is not taken,
+/// and both are counted. A group records the principal that created it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_past_max_groups_are_refused_and_counted() {
+    let net = Net::new();
+    let a = net.broker("a", "", &[]).await;
+    let b = net.broker("b", "max_groups = 1", &[&a]).await;
+    converged(&[&a, &b], &[1, 1]).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    ca.group_create("one", GroupOrder::Fifo).await.unwrap();
+    known(&cb, "one", false).await;
+    let refused = cb.group_create("two", GroupOrder::Fifo).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded), "{refused}");
+    ca.group_create("three", GroupOrder::Causal).await.unwrap();
+    known(&ca, "three", false).await;
+    let hit = "palio_limits_hit_total{limit=\"max_groups\"}";
+    wait_for("b to refuse a's second group", 20, || async {
+        b.metric(hit).await >= 2.0
+    })
+    .await;
+    let at_b: Vec<String> = cb
+        .group_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(at_b, vec!["one".to_owned()]);
+    assert_eq!(a.metric(hit).await, 0.0);
+    assert_eq!(ca.group_list().await.unwrap().len(), 2);
+    let info = ca.group_info("one").await.unwrap();
+    assert!(!info.owner.is_empty(), "the creator's principal: {info:?}");
+    // A removal makes room again.
+    cb.group_remove("one").await.unwrap();
+    cb.group_create("two", GroupOrder::Fifo).await.unwrap();
+}

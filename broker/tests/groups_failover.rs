@@ -64,6 +64,10 @@ async fn the_group_commands_keep_their_contract() {
     let i = info(&b, "ledger");
     assert_eq!(i["name"], "ledger");
     assert_eq!(i["order"], "total");
+    assert!(
+        i["owner"].as_str().is_some_and(|o| !o.is_empty()),
+        "the creating principal: {i}"
+    );
     assert!(i["members"].as_array().is_some_and(|m| m.is_empty()));
     assert!(i["epoch"].as_u64().is_some_and(|e| e >= 1), "{i}");
     // Publish and receive through the command line.

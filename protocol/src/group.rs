@@ -57,6 +57,10 @@ pub struct GroupInfo {
     pub replicas: Vec<String>,
     /// The broker where the group was created.
     pub creator: String,
+    /// The principal that created it: only it (or an admin) may use the group. Empty for a
+    /// group made before groups had owners (everyone may use it), and from older brokers.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// A message of a group delivered to a member.
@@ -90,4 +94,37 @@ pub struct GroupGap {
     pub group: String,
     /// How many messages are lost.
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    /// A group as brokers described it before groups had owners.
+    #[derive(Serialize)]
+    struct InfoBeforeOwners {
+        name: String,
+        order: String,
+        members: Vec<String>,
+        epoch: Option<u64>,
+        sequencer: Option<String>,
+        replicas: Vec<String>,
+        creator: String,
+    }
+
+    #[test]
+    fn a_group_info_without_an_owner_decodes_with_an_empty_one() {
+        let old = InfoBeforeOwners {
+            name: "g".into(),
+            order: "fifo".into(),
+            members: Vec::new(),
+            epoch: None,
+            sequencer: None,
+            replicas: Vec::new(),
+            creator: "b1".into(),
+        };
+        let info: GroupInfo = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!((info.name.as_str(), info.owner.as_str()), ("g", ""));
+    }
 }

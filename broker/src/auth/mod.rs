@@ -62,13 +62,11 @@ impl Principal {
     /// Whether it may use (consume from, ack in, inspect, remove) a queue or group that
     /// `owner` made. Things made before ownership existed have the empty owner and are
     /// everyone's.
-    #[allow(dead_code)] // used by the persist and groups tasks (issue 11, in progress)
     pub(crate) fn may_use(&self, owner: &str) -> bool {
         self.admin || owner.is_empty() || *self.name == *owner
     }
 
     /// Whether it may receive `event`.
-    #[allow(dead_code)] // used by the groups task (issue 11, in progress)
     pub(crate) fn may_receive(&self, event: &Event) -> bool {
         self.subscribe
             .as_ref()

@@ -1,25 +1,63 @@
-//! This broker's side of groups' clients: their control outboxes, their members (with
-//! filters) and their producers.
+//! This broker's side of groups' clients: their control outboxes, their principals, their
+//! members (with filters) and their producers.
+//!
+//! A member receives only what its client's principal may receive: the subscribe permission
+//! is checked here, at the member's access broker, for every message whatever broker it was
+//! published at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use palio_filter::Expr as Filter;
 use palio_protocol::{ErrorCode, GroupGap, GroupMessage, ServerFrame};
 use palio_topology::group::Delivery;
 
+use super::bounds::{MAX_CLIENT_NAME, cut};
 use super::core::Msg;
+use crate::auth::Principal;
 use crate::outbox::{Outbox, Pushed};
 use crate::router::ClientId;
+
+/// Closes a client's connection when its member does not read (`slow_consumer`). A closure
+/// rather than the connection, so that the task's logic runs without a network in tests.
+pub(super) struct Hangup(Box<dyn Fn() + Send>);
+
+impl Hangup {
+    /// Closes `connection` with `slow_consumer`.
+    pub(super) fn connection(connection: quinn::Connection) -> Self {
+        Self(Box::new(move || {
+            connection.close(
+                ErrorCode::SlowConsumer.code().into(),
+                b"group messages not read",
+            );
+        }))
+    }
+
+    #[cfg(test)]
+    pub(super) fn new(f: impl Fn() + Send + 'static) -> Self {
+        Self(Box::new(f))
+    }
+}
+
+impl std::fmt::Debug for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hangup")
+    }
+}
 
 /// A connected client.
 #[derive(Debug)]
 struct Client {
     /// The name in its hello (members are listed by it).
     name: String,
+    /// Who it is: what it may use, publish and receive (replaced on a reload).
+    principal: Arc<Principal>,
     /// The connection's producer name, if it gave one.
     producer: Option<String>,
     frames: Outbox<ServerFrame>,
-    connection: quinn::Connection,
+    hangup: Hangup,
+    /// The kinds of refusal already logged for it: each is logged once per client.
+    denied: HashSet<&'static str>,
 }
 
 /// A member: a client's subscription to a group.
@@ -47,16 +85,57 @@ impl Locals {
         &mut self,
         client: ClientId,
         name: String,
+        principal: Arc<Principal>,
         frames: Outbox<ServerFrame>,
-        connection: quinn::Connection,
+        hangup: Hangup,
     ) {
         let c = Client {
             name,
+            principal,
             producer: None,
             frames,
-            connection,
+            hangup,
+            denied: HashSet::new(),
         };
         self.clients.insert(client, c);
+    }
+
+    /// The principal of a connected client.
+    pub(super) fn principal(&self, client: ClientId) -> Option<&Arc<Principal>> {
+        self.clients.get(&client).map(|c| &c.principal)
+    }
+
+    /// A reload gave the client a new principal; returns its members, `(id, group)`, for the
+    /// task to drop those of groups it may no longer use.
+    pub(super) fn set_principal(
+        &mut self,
+        client: ClientId,
+        principal: Arc<Principal>,
+    ) -> Vec<(u64, String)> {
+        let Some(c) = self.clients.get_mut(&client) else {
+            return Vec::new();
+        };
+        c.principal = principal;
+        self.members
+            .iter()
+            .filter(|(_, m)| m.client == client)
+            .map(|(id, m)| (*id, m.group.clone()))
+            .collect()
+    }
+
+    /// Logs a refusal of `client`'s, once per client and `kind` (no secrets: the principal's
+    /// name and what was refused).
+    pub(super) fn denied(&mut self, client: ClientId, kind: &'static str, why: &str) {
+        if let Some(c) = self.clients.get_mut(&client)
+            && c.denied.insert(kind)
+        {
+            tracing::info!(
+                client,
+                principal = %c.principal.name,
+                kind,
+                "permission denied: {why} (logged once per client and kind)"
+            );
+        }
     }
 
     /// The client named its connection's producer.
@@ -102,10 +181,10 @@ impl Locals {
     pub(super) fn join(&mut self, client: ClientId, group: &str, filter: Option<Filter>) -> u64 {
         self.next_member += 1;
         let id = self.next_member;
-        let name = self
-            .clients
-            .get(&client)
-            .map_or_else(|| format!("client{client}"), |c| c.name.clone());
+        let name = self.clients.get(&client).map_or_else(
+            || format!("client{client}"),
+            |c| cut(&c.name, MAX_CLIENT_NAME).to_owned(),
+        );
         self.members.insert(
             id,
             Member {
@@ -124,6 +203,11 @@ impl Locals {
             Some(m) if m.client == client => self.members.remove(&id).map(|m| m.group),
             _ => None,
         }
+    }
+
+    /// How many members `group` has here.
+    pub(super) fn count(&self, group: &str) -> usize {
+        self.members.values().filter(|m| m.group == group).count()
     }
 
     /// The names of `group`'s members here.
@@ -145,7 +229,9 @@ impl Locals {
         self.members.retain(|_, m| m.group != group);
     }
 
-    /// Delivers `d` to the members of `group` whose filter it passes.
+    /// Delivers `d` to the members of `group` whose filter it passes and whose principal may
+    /// receive it. A message a member may not receive is left out of its stream as one its
+    /// filter refuses is: not a gap; the order of the others holds.
     pub(super) fn deliver(&mut self, group: &str, d: &Delivery<Msg>) {
         let clock = d
             .clock
@@ -159,6 +245,11 @@ impl Locals {
                 m.filter
                     .as_ref()
                     .is_none_or(|f| f.matches(&d.msg.attributes))
+            })
+            .filter(|(_, m)| {
+                self.clients
+                    .get(&m.client)
+                    .is_some_and(|c| c.principal.may_receive(&d.msg.attributes))
             })
             .map(|(id, m)| (*id, m.client))
             .collect();
@@ -223,10 +314,7 @@ impl Locals {
             // A member that does not read its group messages is cut, as a durable consumer
             // is: it holds nobody else back.
             tracing::info!(client, "group member too slow: disconnecting");
-            c.connection.close(
-                ErrorCode::SlowConsumer.code().into(),
-                b"group messages not read",
-            );
+            (c.hangup.0)();
         }
     }
 }

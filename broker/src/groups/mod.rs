@@ -12,22 +12,35 @@
 //! - **Clients.** Group requests come from client sessions; answers, group messages, acks and
 //!   gaps go back on the client's control outbox (`members`). A member that lets its outbox
 //!   fill is disconnected (`slow_consumer`).
+//! - **Owners and permissions.** A group belongs to the principal that created it (its
+//!   declaration's `owner`): only that principal or an admin may remove it, describe it, list
+//!   it, join it or publish to it (`permission_denied`). A publication must also be within
+//!   the principal's publish permission, and a member receives only what its principal may
+//!   receive (checked at delivery, at the member's broker). A reload that takes a group away
+//!   from a principal drops its members there.
+//! - **Bounds.** What peers flood is bounded (`bounds`, and `limits.max_groups`): past a bound
+//!   it is not taken and is counted in `palio_limits_hit_total`.
 //!
 //! Like the persist task, it runs on a thread of its own: an fsync never stalls the network.
 //!
 //! Files: this one holds the commands, the handle and the loop; `requests` the clients'
 //! requests, `overlay` what brokers flood and route to each other, `effects` how the cores'
-//! effects are carried out; `catalog`, `journal`, `members` and `core` the state they use.
+//! effects are carried out; `catalog`, `journal`, `members` and `core` the state they use,
+//! `bounds` what peers' floods are held to.
 
+mod bounds;
 mod catalog;
 mod core;
 mod effects;
 mod journal;
 mod members;
 mod overlay;
+mod owners;
 mod requests;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -38,10 +51,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
+use self::bounds::OverLimit;
 use self::catalog::Catalog;
 use self::core::Core;
 use self::journal::{Journal, Recovered};
-use self::members::Locals;
+use self::members::{Hangup, Locals};
 use crate::auth::Principal;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
@@ -60,11 +74,9 @@ pub(crate) enum GroupCommand {
         name: String,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
-        #[allow(dead_code)] // read once groups check owners (issue 11, in progress)
         principal: Arc<Principal>,
     },
     /// A reload changed a connected client's principal.
-    #[allow(dead_code)] // sent once reloads exist (issue 11, in progress)
     Principal {
         client: ClientId,
         principal: Arc<Principal>,
@@ -129,15 +141,17 @@ impl std::fmt::Debug for Groups {
 }
 
 impl Groups {
-    /// Opens the groups' log in `dir` and reads it back.
+    /// Opens the groups' log in `dir` and reads it back; at most `max_groups` groups are
+    /// kept (`limits.max_groups`).
     pub(crate) fn open(
         dir: &Path,
         me: BrokerId,
         name: &str,
+        max_groups: usize,
         metrics: Metrics,
     ) -> Result<Self, String> {
         let (journal, recovered) = Journal::open(dir).map_err(|e| e.to_string())?;
-        let mut catalog = Catalog::default();
+        let mut catalog = Catalog::new(max_groups);
         catalog.merge_names(vec![(me, name.to_owned())]);
         Ok(Groups {
             task: Task {
@@ -152,6 +166,7 @@ impl Groups {
                 failed: None,
                 version: 0,
                 metrics,
+                warned: HashSet::new(),
             },
             recovered,
         })
@@ -176,7 +191,10 @@ impl Groups {
         }
         let now = Instant::now();
         for d in std::mem::take(&mut recovered.decls) {
-            task.catalog.merge_decl(d);
+            if let Err(e) = task.catalog.merge_decl(d) {
+                // `limits.max_groups` was lowered since: the groups past it are not served.
+                task.over_limit(&e);
+            }
         }
         let live: Vec<GroupDecl> = task.catalog.live_groups().cloned().collect();
         for d in live {
@@ -238,6 +256,8 @@ struct Task {
     /// The version of this broker's member lists.
     version: u64,
     metrics: Metrics,
+    /// The bounds whose hits were logged: each is logged once (they are all counted).
+    warned: HashSet<&'static str>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -263,9 +283,15 @@ impl Task {
                 name,
                 frames,
                 connection,
-                principal: _,
-            } => self.locals.client_up(client, name, frames, connection),
-            GroupCommand::Principal { .. } => {}
+                principal,
+            } => {
+                let hangup = Hangup::connection(connection);
+                self.locals
+                    .client_up(client, name, principal, frames, hangup);
+            }
+            GroupCommand::Principal { client, principal } => {
+                self.principal_changed(now, client, principal);
+            }
             GroupCommand::Producer { client, producer } => {
                 self.locals.named_producer(client, producer);
             }
@@ -299,6 +325,19 @@ impl Task {
             Err(e) => {
                 tracing::error!(group = %d.name, error = %e, "the group's records do not load; the group is not served here");
             }
+        }
+    }
+
+    /// Counts and logs (once per bound) something a bound kept out.
+    fn over_limit(&mut self, e: &OverLimit) {
+        self.metrics.limits_hit.with_label_values(&[e.limit]).inc();
+        if self.warned.insert(e.limit) {
+            tracing::warn!(
+                limit = e.limit,
+                "{e} (logged once per bound; counted in palio_limits_hit_total)"
+            );
+        } else {
+            tracing::debug!(limit = e.limit, "{e}");
         }
     }
 

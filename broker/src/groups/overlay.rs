@@ -1,5 +1,6 @@
 //! What brokers tell each other about groups: names, declarations, members and
-//! sequencers flooded over peer links, and the cores' bodies routed hop by hop.
+//! sequencers flooded over peer links, and the cores' bodies routed hop by hop. What a peer
+//! floods past a bound (see `bounds`) is neither taken nor passed on, and is counted.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use palio_topology::BrokerId;
 use palio_topology::group::Order;
 
 use super::Task;
+use super::bounds::{MAX_BROKER_NAME, MAX_BROKER_NAMES, OverLimit};
 use crate::wire::{GroupDecl, GroupPeer, PeerMessage, PeerOut};
 
 impl Task {
@@ -48,33 +50,53 @@ impl Task {
     pub(super) fn peer(&mut self, now: Instant, from: BrokerId, message: GroupPeer) {
         match message {
             GroupPeer::Names(names) => {
-                let new = self.catalog.merge_names(names);
+                let (new, refused) = self.catalog.merge_names(names);
+                if refused > 0 {
+                    self.over_limit(&OverLimit::new(
+                        "group_broker_names",
+                        format!(
+                            "{refused} broker names from {from} not taken: longer than \
+                             {MAX_BROKER_NAME} bytes, or past {MAX_BROKER_NAMES} brokers"
+                        ),
+                    ));
+                }
                 if !new.is_empty() {
                     self.flood(GroupPeer::Names(new), Some(from));
                 }
             }
-            GroupPeer::Decl(d) => self.take_decl(now, d, Some(from)),
+            GroupPeer::Decl(d) => {
+                // A refusal is counted and logged by `take_decl`; the peer is not answered.
+                let _ = self.take_decl(now, d, Some(from));
+            }
             GroupPeer::Members {
                 group,
                 broker,
                 version,
                 members,
             } => {
-                if broker != self.me
-                    && self
-                        .catalog
-                        .merge_members(&group, broker, version, members.clone())
-                {
-                    self.flood(
-                        GroupPeer::Members {
-                            group,
-                            broker,
-                            version,
-                            members,
-                        },
-                        Some(from),
-                    );
+                if broker == self.me {
+                    return;
                 }
+                match self
+                    .catalog
+                    .merge_members(&group, broker, version, members.clone())
+                {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        self.over_limit(&e);
+                        return;
+                    }
+                }
+                self.flood(
+                    GroupPeer::Members {
+                        group,
+                        broker,
+                        version,
+                        members,
+                    },
+                    Some(from),
+                );
             }
             GroupPeer::Sequencer {
                 group,
@@ -111,10 +133,21 @@ impl Task {
     }
 
     /// Takes a declaration (this broker's or a peer's): kept on disk, cores started or
-    /// stopped, passed on to the other peers.
-    pub(super) fn take_decl(&mut self, now: Instant, d: GroupDecl, from: Option<BrokerId>) {
-        if !self.catalog.merge_decl(d.clone()) {
-            return;
+    /// stopped, passed on to the other peers. One past a bound is refused (counted, logged
+    /// once per bound).
+    pub(super) fn take_decl(
+        &mut self,
+        now: Instant,
+        d: GroupDecl,
+        from: Option<BrokerId>,
+    ) -> Result<(), OverLimit> {
+        match self.catalog.merge_decl(d.clone()) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(e) => {
+                self.over_limit(&e);
+                return Err(e);
+            }
         }
         if let Err(e) = self.journal.decl(&d).and_then(|()| self.journal.sync()) {
             self.fail(e.to_string());
@@ -127,6 +160,7 @@ impl Task {
         }
         self.flood(GroupPeer::Decl(d), from);
         self.count_groups();
+        Ok(())
     }
 
     pub(super) fn count_groups(&self) {

@@ -51,6 +51,9 @@ pub struct QueueDecl {
 /// Where two entries for the same name meet, the one with the larger
 /// `(generation, removed, creator)` wins: a removal is a tombstone, and a group created again
 /// after a removal has a larger generation.
+///
+/// Kept in the groups' log as a MessagePack array and sent to peers as a map: fields added
+/// later go last, with a default, so that older logs and peers still decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupDecl {
     /// The group's name.
@@ -65,6 +68,10 @@ pub struct GroupDecl {
     pub generation: u64,
     /// The group was removed (a tombstone).
     pub removed: bool,
+    /// The name of the principal that created it: only it (or an admin) may use the group.
+    /// Empty for a group declared before groups had owners: everyone's.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// What brokers exchange about ordered groups (the `groups` task).
@@ -230,6 +237,42 @@ mod tests {
         let bytes = encode(&m).unwrap();
         let back: PeerMessage = decode(&bytes).unwrap();
         assert_eq!(back.into_frame(), Some(PeerFrame::Notification(n)));
+    }
+
+    /// A declaration as brokers wrote and sent it before groups had owners.
+    #[derive(Serialize)]
+    struct DeclBeforeOwners {
+        name: String,
+        order: palio_topology::group::Order,
+        voters: Vec<BrokerId>,
+        creator: BrokerId,
+        generation: u64,
+        removed: bool,
+    }
+
+    #[test]
+    fn a_declaration_from_before_owners_decodes_as_everyones() {
+        let old = DeclBeforeOwners {
+            name: "g".into(),
+            order: palio_topology::group::Order::Total,
+            voters: vec![BrokerId(1)],
+            creator: BrokerId(1),
+            generation: 7,
+            removed: false,
+        };
+        // As the groups' log holds it (an array) and as a peer sends it (a map).
+        let logged: GroupDecl = rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+        let sent: GroupDecl = decode(&encode(&old).unwrap()).unwrap();
+        for d in [logged, sent] {
+            assert_eq!(d.owner, "");
+            assert_eq!((d.name.as_str(), d.generation), ("g", 7));
+        }
+        let new = GroupDecl {
+            owner: "alice".into(),
+            ..decode(&encode(&old).unwrap()).unwrap()
+        };
+        let back: GroupDecl = rmp_serde::from_slice(&rmp_serde::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! - `group create NAME --order {fifo,causal,total}` prints `{"created": NAME, "order": ORDER}`;
 //!   a group that exists exits 1 with the reason on stderr.
 //! - `group ls` prints one JSON array of group objects; `group info NAME` one group object,
-//!   with `name`, `order`, `members`, `creator`, and for total order `epoch`, `sequencer` (the
-//!   sequencer broker's `--id`) and `replicas`.
+//!   with `name`, `order`, `members`, `creator`, `owner` (the principal that created it; empty
+//!   for a group everyone may use), and for total order `epoch`, `sequencer` (the sequencer
+//!   broker's `--id`) and `replicas`. `ls` lists only the groups the caller may use.
+//!   A group the caller may not use exits 1 with the broker's `permission_denied` reason on
+//!   stderr.
 //! - `group rm NAME` prints `{"removed": NAME}`.
 //! - `sub --group NAME [FILTER]` prints one JSON line per message, as `sub` does, plus
 //!   `"group"`, and `"epoch"` and `"seq"` (total order) or `"clock"` (causal order). Messages
@@ -56,13 +59,14 @@ pub(super) enum GroupCommand {
         #[arg(long, value_enum)]
         order: OrderArg,
     },
-    /// Print the network's groups as one JSON array of objects (as in `info`).
+    /// Print the network's groups the caller may use as one JSON array of objects (as in
+    /// `info`).
     Ls {
         #[command(flatten)]
         conn: Connection,
     },
-    /// Print one group as a JSON object: name, order, members, creator, and for total order
-    /// epoch, sequencer (a broker's --id) and replicas.
+    /// Print one group as a JSON object: name, order, members, creator, owner, and for total
+    /// order epoch, sequencer (a broker's --id) and replicas.
     Info {
         #[command(flatten)]
         conn: Connection,
@@ -84,6 +88,7 @@ fn info_json(g: &GroupInfo) -> serde_json::Value {
         "order": g.order,
         "members": g.members,
         "creator": g.creator,
+        "owner": g.owner,
     });
     if g.order == "total" {
         j["epoch"] = json!(g.epoch);
