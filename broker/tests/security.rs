@@ -315,3 +315,98 @@ async fn anonymous_clients_need_allow_anonymous_and_get_the_anonymous_users_righ
     anon.publish(note("hello", "eu", 2)).await.unwrap();
     assert_eq!(anon.flush().await.unwrap(), 1);
 }
+
+/// USERS plus an admin and a principal who may receive only `region = 'eu'`.
+fn group_users() -> String {
+    format!(
+        "{USERS}\n[[auth.user]]\nname = \"ops\"\ntoken = \"ops-secret\"\nadmin = true\n\
+         [[auth.user]]\nname = \"erin\"\ntoken = \"erin-secret\"\nsubscribe = \"region = 'eu'\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_group_is_its_owners_and_admins_and_members_get_only_what_they_may_receive() {
+    let net = Net::new();
+    let config = group_users();
+    let a = net.broker_with("a", &config, &[]).await;
+    let b = net.broker_with("b", &config, &[&a]).await;
+    converged(&[&a, &b], &[1, 1]).await;
+    let carol = as_user(&a, "carol-secret").await;
+    carol
+        .group_create("carols", palio::GroupOrder::Fifo)
+        .await
+        .unwrap();
+    let ops = as_user(&b, "ops-secret").await;
+    wait_for("the group to reach b", 20, || async {
+        ops.group_info("carols").await.is_ok()
+    })
+    .await;
+    assert_eq!(ops.group_info("carols").await.unwrap().owner, "carol");
+
+    // dave, at the other broker, may not see, join, publish to or remove it.
+    let dave = as_user(&b, "dave-secret").await;
+    assert!(
+        !dave
+            .group_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.name == "carols")
+    );
+    let denied = |r: Result<(), palio::Error>| {
+        assert_eq!(r.unwrap_err().code(), Some(ErrorCode::PermissionDenied));
+    };
+    denied(dave.group_info("carols").await.map(|_| ()));
+    denied(dave.group_join("carols", None).await.map(|_| ()));
+    let mut p = dave.group_publisher("carols");
+    p.send(note("x", "eu", 1)).await.unwrap();
+    denied(p.wait_acked(1, Duration::from_secs(10)).await);
+    denied(dave.group_remove("carols").await);
+    assert!(
+        b.metric("palio_permission_denied_total{action=\"group\"}")
+            .await
+            >= 4.0
+    );
+    // The admin may.
+    ops.group_remove("carols").await.unwrap();
+
+    // erin's member at b gets only what her permission allows of what she publishes at a.
+    let erin_a = as_user(&a, "erin-secret").await;
+    erin_a
+        .group_create("erins", palio::GroupOrder::Fifo)
+        .await
+        .unwrap();
+    let erin_b = as_user(&b, "erin-secret").await;
+    wait_for("erin's group at b", 20, || async {
+        erin_b.group_info("erins").await.is_ok()
+    })
+    .await;
+    let mut member = erin_b.group_join("erins", None).await.unwrap();
+    wait_for("erin's member listed at a", 20, || async {
+        erin_a
+            .group_info("erins")
+            .await
+            .is_ok_and(|g| g.members.len() == 1)
+    })
+    .await;
+    let mut p = erin_a.group_publisher("erins");
+    for n in 1..=10 {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        p.send(note("x", region, n)).await.unwrap();
+    }
+    p.wait_acked(10, Duration::from_secs(20)).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        match tokio::time::timeout(Duration::from_secs(10), member.next()).await {
+            Ok(Some(palio::GroupEvent::Message(m))) => got.push(n_of(&m.notification)),
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, vec![2, 4, 6, 8, 10]);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), member.next())
+            .await
+            .is_err(),
+        "nothing else, and no gap"
+    );
+}
