@@ -410,3 +410,27 @@ async fn a_group_is_its_owners_and_admins_and_members_get_only_what_they_may_rec
         "nothing else, and no gap"
     );
 }
+
+#[tokio::test]
+async fn with_quic_retry_clients_prove_their_address_and_connect() {
+    let net = Net::new();
+    let b = net
+        .broker_with(
+            "b1",
+            &format!("{USERS}\n[limits]\nquic_retry = true\n"),
+            &[],
+        )
+        .await;
+    let carol = as_user(&b, "carol-secret").await;
+    let mut sub = carol.subscribe("TRUE").await.unwrap();
+    let other = as_user(&b, "dave-secret").await;
+    other.publish(note("x", "eu", 1)).await.unwrap();
+    assert_eq!(
+        n_of(&next_within(&mut sub, 5000).await.expect("delivered")),
+        1
+    );
+    assert_eq!(
+        b.metric("palio_connections_total{role=\"client\"}").await,
+        2.0
+    );
+}
