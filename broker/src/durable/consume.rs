@@ -80,10 +80,9 @@ impl Engine {
             }
         };
         let max = self.cfg.limits.max_consumers_per_client;
-        let Some(state) = self.clients.get_mut(&client) else {
-            return;
-        };
-        if state.consumers >= max {
+        // Known: `check_queue` let it through.
+        let consumers = self.clients.get(&client).map_or(0, |c| c.consumers);
+        if consumers >= max {
             self.limit_hit(Some(client), Limit::ConsumersPerClient, 1);
             self.refuse(
                 client,
@@ -98,7 +97,9 @@ impl Engine {
             );
             return;
         }
-        state.consumers += 1;
+        if let Some(state) = self.clients.get_mut(&client) {
+            state.consumers += 1;
+        }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
         self.consumers.insert(
