@@ -216,19 +216,25 @@ impl Engine {
         })
     }
 
-    /// Why a publication of `size` bytes at this broker must be refused for the local queue
+    /// Why a publication of `size` bytes by `client` must be refused for the local queue
     /// `key`, if it must: the message is larger than the queue's `max_bytes`, or the queue is
-    /// full and keeps its old messages (`discard = new`).
-    pub(super) fn refusal(&self, key: u64, size: u64) -> Option<(Limit, String)> {
+    /// full and keeps its old messages (`discard = new`). The queue is named only to a client
+    /// that may use it (a listing would not show it to others).
+    pub(super) fn refusal(&self, client: ClientId, key: u64, size: u64) -> Option<(Limit, String)> {
         let q = self.queues.get(&key)?;
+        let name = if self.may_use(client, key) {
+            format!("queue {:?}", q.name)
+        } else {
+            "a durable queue it matches".to_owned()
+        };
         let l = q.limits;
         if l.max_bytes > 0 && size > l.max_bytes {
             return Some((
                 Limit::Bytes,
                 format!(
-                    "a message of {size} bytes is larger than queue {:?} holds (max_bytes {}): \
+                    "a message of {size} bytes is larger than {name} holds (max_bytes {}): \
                      nothing was stored",
-                    q.name, l.max_bytes
+                    l.max_bytes
                 ),
             ));
         }
@@ -242,10 +248,7 @@ impl Engine {
         };
         Some((
             over.into(),
-            format!(
-                "queue {:?} is full ({what}, discard new): nothing was stored",
-                q.name
-            ),
+            format!("{name} is full ({what}, discard new): nothing was stored"),
         ))
     }
 

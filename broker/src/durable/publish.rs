@@ -99,7 +99,8 @@ impl Engine {
         };
         let bytes = encode(&rec);
         let size = bytes.len() as u64;
-        if let Some((limit, message)) = keys.iter().find_map(|&key| self.refusal(key, size)) {
+        if let Some((limit, message)) = keys.iter().find_map(|&key| self.refusal(client, key, size))
+        {
             self.limit_hit(Some(client), limit, 1);
             fail(self, (ErrorCode::LimitExceeded, message));
             return;

@@ -291,6 +291,20 @@ fn discard_new_refuses_a_publication_before_anything_is_stored() {
     assert_eq!(n.journal.records.len(), records, "nothing stored");
     assert_eq!(n.info("all").pending, 2, "not in any queue");
     assert_eq!(hits(&n, Limit::Messages), 1);
+    // Another principal learns that a queue is full, not which.
+    n.engine.client_up(8, principal("bob", false));
+    n.engine
+        .producer(&mut n.journal, n.now, 8, 2, "bobs".into());
+    n.sync();
+    n.frames();
+    n.engine
+        .publish(&mut n.journal, n.now, 8, 0, attrs("a", 0), vec![]);
+    let (code, message) = refused(&n.frames());
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(
+        message.contains("a durable queue it matches is full") && !message.contains("\"q\""),
+        "{message}"
+    );
     // Publications it does not match go on; once a message is acked there is room.
     n.publish("b", 3);
     n.sync();
