@@ -229,7 +229,11 @@ async fn durable_limits_reach_the_client_as_errors_and_the_metrics() {
         .queue_add("r", "TRUE", QueueOptions::default())
         .await
         .expect_err("a second queue is over max_queues");
-    assert_eq!(too_many.code(), Some(ErrorCode::LimitExceeded), "{too_many}");
+    assert_eq!(
+        too_many.code(),
+        Some(ErrorCode::LimitExceeded),
+        "{too_many}"
+    );
     assert!(too_many.to_string().contains("max_queues"), "{too_many}");
 
     let producer = client.producer("p").await.expect("producer");
