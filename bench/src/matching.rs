@@ -128,7 +128,7 @@ pub struct MatchingReport {
 
 /// A compiled subscription, as the naive baseline evaluates it.
 enum Compiled {
-    Filter(Filter),
+    Filter(Box<Filter>),
     Routable(Routable),
 }
 
@@ -158,7 +158,9 @@ pub fn run(cfg: &MatchingConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Resu
         compiled.push(match cfg.compile {
             Compile::Text => {
                 let text = s.to_cesql();
-                Compiled::Filter(Filter::new(&text).with_context(|| format!("compiling {text}"))?)
+                Compiled::Filter(Box::new(
+                    Filter::new(&text).with_context(|| format!("compiling {text}"))?,
+                ))
             }
             Compile::Routable => Compiled::Routable(s.to_routable()),
         });

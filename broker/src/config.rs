@@ -119,6 +119,27 @@ pub struct Limits {
     /// a client's create beyond it gets `limit_exceeded`; a peer's declaration beyond it is
     /// not taken (`palio_limits_hit_total{limit="max_groups"}`).
     pub max_groups: usize,
+    /// Durable queues at this broker (`limit_exceeded` beyond). See `docs/durability.md` for
+    /// this and the settings below.
+    pub max_queues: usize,
+    /// Durable-queue consumers attached per connection.
+    pub max_consumers_per_client: usize,
+    /// The longest a pull consumer's fetch waits, in milliseconds (a longer wait is cut).
+    pub max_fetch_wait_ms: u64,
+    /// Producers the broker remembers (owner and sequence number).
+    pub max_producers: usize,
+    /// How long a producer must have been idle before it may be forgotten to make room for a
+    /// new one, in milliseconds.
+    pub producer_idle_ms: u64,
+    /// The `max_messages` of a queue added without one, and the most one may ask for (0: no
+    /// limit).
+    pub queue_max_messages: u64,
+    /// The same for `max_bytes`.
+    pub queue_max_bytes: u64,
+    /// The same for `max_age_ms`.
+    pub queue_max_age_ms: u64,
+    /// The discard policy of a queue added without one.
+    pub queue_discard: palio_protocol::Discard,
 }
 
 impl Default for Limits {
@@ -140,6 +161,15 @@ impl Default for Limits {
             quic_retry: false,
             max_brokers: 1024,
             max_groups: 1024,
+            max_queues: 10_000,
+            max_consumers_per_client: 1024,
+            max_fetch_wait_ms: 300_000,
+            max_producers: 100_000,
+            producer_idle_ms: 24 * 3600 * 1000,
+            queue_max_messages: 1_000_000,
+            queue_max_bytes: 1 << 30,
+            queue_max_age_ms: 0,
+            queue_discard: palio_protocol::Discard::Old,
         }
     }
 }
@@ -562,6 +592,12 @@ impl Settings {
         if l.stall_timeout_ms < 100 {
             return Err(ConfigError::Invalid(
                 "limits.stall_timeout_ms must be at least 100".into(),
+            ));
+        }
+        if l.max_queues == 0 || l.max_consumers_per_client == 0 || l.max_producers == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_queues, max_consumers_per_client and max_producers must be positive"
+                    .into(),
             ));
         }
         let st = &self.store;

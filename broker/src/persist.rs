@@ -32,8 +32,10 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
-use crate::config::StoreSettings;
-use crate::durable::{ClientId, Engine, EngineConfig, Journal, Snapshot};
+use crate::config::{Limits, StoreSettings};
+use crate::durable::{
+    ClientId, Engine, EngineConfig, EngineLimits, Journal, Limit, QueueLimits, Snapshot, WallClock,
+};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
 use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
@@ -52,11 +54,9 @@ pub(crate) enum PersistCommand {
         client: ClientId,
         frames: Outbox<ServerFrame>,
         connection: quinn::Connection,
-        #[allow(dead_code)] // read once queues have owners (issue 11, in progress)
         principal: Arc<Principal>,
     },
     /// A reload changed a connected client's principal.
-    #[allow(dead_code)] // read once queues have owners (issue 11, in progress)
     Principal {
         client: ClientId,
         principal: Arc<Principal>,
@@ -165,15 +165,16 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the log in `dir`, recovers the engine from its checkpoint and records, and
     /// makes everything recovered durable before returning. The error says what failed.
-    /// `max_frame` is the largest frame clients and peers may send: a record holds one
-    /// message, so the log takes records of twice that (and at least its 4 MiB default). The
-    /// task splits queue listings into frames of at most that size.
+    /// `limits.max_frame_bytes` is the largest frame clients and peers may send: a record
+    /// holds one message, so the log takes records of twice that (and at least its 4 MiB
+    /// default). The task splits queue listings into frames of at most that size.
     pub(crate) fn open(
         dir: &Path,
         me: BrokerId,
         s: &StoreSettings,
-        max_frame: usize,
+        limits: &Limits,
     ) -> Result<Self, String> {
+        let max_frame = limits.max_frame_bytes;
         let (tx, events) = mpsc::unbounded_channel();
         let notify = move |e: SyncEvent| {
             let _ = tx.send(e);
@@ -198,6 +199,8 @@ impl Store {
             max_deliveries: s.max_deliveries,
             peer_window: s.peer_window,
             dedup_window: s.dedup_window,
+            clock: wall_clock(),
+            limits: engine_limits(limits),
         };
         let (mut engine, from) = match log.checkpoint().map_err(|e| e.to_string())? {
             Some((upto, bytes)) => match crate::durable::decode_snapshot(&bytes) {
@@ -330,6 +333,34 @@ impl Store {
     }
 }
 
+/// The wall-clock time now, for the engine's clock.
+fn wall_clock() -> WallClock {
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    WallClock {
+        at: Instant::now(),
+        unix_ms,
+    }
+}
+
+/// The engine's share of `[limits]`.
+fn engine_limits(l: &Limits) -> EngineLimits {
+    EngineLimits {
+        max_queues: l.max_queues,
+        max_consumers_per_client: l.max_consumers_per_client,
+        max_fetch_wait: Duration::from_millis(l.max_fetch_wait_ms),
+        max_producers: l.max_producers,
+        producer_idle: Duration::from_millis(l.producer_idle_ms),
+        queue: QueueLimits {
+            max_messages: l.queue_max_messages,
+            max_bytes: l.queue_max_bytes,
+            max_age_ms: l.queue_max_age_ms,
+            discard: l.queue_discard,
+        },
+    }
+}
+
 /// A batch stops taking commands once this much is appended: one write stays bounded, and a
 /// write that fails (a full disk) fails at most about this much, while earlier batches keep
 /// their acks. The sync thread still covers many batches with one `fdatasync`.
@@ -358,18 +389,21 @@ impl Task {
                 client,
                 frames,
                 connection,
-                principal: _,
+                principal,
             } => {
                 self.clients.insert(client, (frames, connection));
+                engine.client_up(client, principal);
             }
-            PersistCommand::Principal { .. } => {}
+            PersistCommand::Principal { client, principal } => {
+                engine.set_principal(j, now, client, principal);
+            }
             PersistCommand::ClientGone { client } => {
                 self.clients.remove(&client);
                 engine.client_gone(j, now, client);
             }
             PersistCommand::Publish { client, items } => {
                 for p in items {
-                    engine.publish(j, client, p.seq, p.event, p.payload);
+                    engine.publish(j, now, client, p.seq, p.event, p.payload);
                 }
             }
             PersistCommand::Request { client, frame } => request(engine, j, now, client, frame),
@@ -397,7 +431,7 @@ impl Task {
                         dests,
                         attributes,
                         payload,
-                    } => engine.handle_store(j, peer, id, dests, attributes, payload),
+                    } => engine.handle_store(j, now, peer, id, dests, attributes, payload),
                     PeerMessage::StoreAck { ids } => engine.handle_store_ack(j, peer, &ids),
                     PeerMessage::QueueDecl(decl) => {
                         if let Some(r) = engine.handle_decl(j, peer, decl) {
@@ -525,6 +559,24 @@ impl Task {
         m.store_forwarded.inc_by(s.forwarded - l.forwarded);
         m.persistent_publish_failures
             .inc_by(s.publish_failures - l.publish_failures);
+        for (action, now, before) in [
+            ("queue", s.denied_queue, l.denied_queue),
+            ("producer", s.denied_producer, l.denied_producer),
+        ] {
+            if now > before {
+                m.permission_denied
+                    .with_label_values(&[action])
+                    .inc_by(now - before);
+            }
+        }
+        for limit in Limit::ALL {
+            let (now, before) = (s.limits[limit as usize], l.limits[limit as usize]);
+            if now > before {
+                m.limits_hit
+                    .with_label_values(&[limit.name()])
+                    .inc_by(now - before);
+            }
+        }
         self.last_stats = s;
         m.store_bytes
             .set(i64::try_from(log.bytes_on_disk()).unwrap_or(i64::MAX));
@@ -541,7 +593,7 @@ fn request(
 ) {
     match frame {
         ClientFrame::Producer { request, producer } => {
-            engine.producer(j, client, request, producer);
+            engine.producer(j, now, client, request, producer);
         }
         ClientFrame::QueueAdd {
             request,

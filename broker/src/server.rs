@@ -195,7 +195,7 @@ impl Server {
             &store_dir,
             broker_id(&name),
             &settings.store,
-            settings.limits.max_frame_bytes,
+            &settings.limits,
         )
         .map_err(|e| StartError::Store {
             dir: store_dir.display().to_string(),

@@ -171,6 +171,7 @@ async fn unacked_messages_are_redelivered_then_dead_lettered_and_the_dlq_is_cons
             QueueOptions {
                 ack_wait_ms: Some(300),
                 max_deliveries: Some(2),
+                ..QueueOptions::default()
             },
         )
         .await

@@ -24,8 +24,9 @@
 //!   returning a [`PublishAck`] future. Acks come in publish order; each carries the
 //!   producer's sequence number, which the broker uses to de-duplicate retries.
 //! - [`Client::queue_add`] adds a named durable queue with a filter ([`QueueOptions`]: ack
-//!   wait, maximum deliveries before the dead-letter queue `NAME.dlq`);
-//!   [`Client::queue_info`] reports its [`QueueInfo`] (pending, unacked, dead-lettered).
+//!   wait, maximum deliveries before the dead-letter queue `NAME.dlq`, size limits and
+//!   [`Discard`] policy); it belongs to the connection's principal. [`Client::queue_info`]
+//!   reports its [`QueueInfo`] (owner, limits, pending, unacked, dead-lettered).
 //! - [`Client::consume`] attaches a push consumer ([`DurableSubscription`], a stream);
 //!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches). Each
 //!   [`DurableMessage`] is acked ([`DurableMessage::ack`], or `ack_many` on the consumer) once
@@ -81,7 +82,7 @@ pub use group::{GroupDelivery, GroupEvent, GroupOrder, GroupPublisher, GroupSubs
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
 pub use palio_protocol::{
-    Clock, ConsumeMode, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
+    Clock, ConsumeMode, Discard, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
     QueueOptions, Welcome,
 };
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};

@@ -1,6 +1,8 @@
 //! Durable queue administration: add, remove, list, describe.
 //!
-//! Queues live at the broker the client is connected to. Each queue `NAME` has a dead-letter
+//! Queues live at the broker the client is connected to, and belong to the principal that added
+//! them: only it (or an admin) may consume from, describe or remove one, and a listing shows
+//! only those ([`ErrorCode::PermissionDenied`] for another's). Each queue `NAME` has a dead-letter
 //! queue `NAME.dlq`, listed and described like any queue, which receives the messages
 //! delivered [`QueueOptions::max_deliveries`] times without an ack.
 
@@ -11,14 +13,22 @@ use crate::error::Error;
 
 impl Client {
     /// Adds a durable queue at this broker: from now on it keeps every matching persistent
-    /// notification until a consumer acks it. Adding a queue that exists with the same filter
-    /// and options is not an error; with others it is ([`ErrorCode::QueueExists`]).
+    /// notification until a consumer acks it, within its size limits ([`QueueOptions`]).
+    /// Adding a queue that exists with the same filter and options is not an error; with
+    /// others it is ([`ErrorCode::QueueExists`]). Limits above the broker's, or a broker at its
+    /// number of queues, are refused with [`ErrorCode::LimitExceeded`].
     ///
     /// ```no_run
     /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
-    /// use palio::QueueOptions;
+    /// use palio::{Discard, QueueOptions};
     ///
-    /// let options = QueueOptions { ack_wait_ms: Some(10_000), max_deliveries: Some(3) };
+    /// let options = QueueOptions {
+    ///     ack_wait_ms: Some(10_000),
+    ///     max_deliveries: Some(3),
+    ///     max_messages: Some(100_000),
+    ///     discard: Some(Discard::New),
+    ///     ..QueueOptions::default()
+    /// };
     /// client.queue_add("orders", "type = 'order'", options).await?;
     /// let info = client.queue_info("orders").await?;
     /// println!("{} pending, {} unacked", info.pending, info.unacked);
@@ -65,8 +75,9 @@ impl Client {
         }
     }
 
-    /// This broker's durable queues, dead-letter queues included. A long listing comes from
-    /// the broker in several frames; this returns all of them, in the broker's order.
+    /// This broker's durable queues that this client's principal may use, dead-letter queues
+    /// included. A long listing comes from the broker in several frames; this returns all of
+    /// them, in the broker's order.
     pub async fn queue_list(&self) -> Result<Vec<QueueInfo>, Error> {
         let answer = self
             .request(|request| ClientFrame::QueueList { request }, None)

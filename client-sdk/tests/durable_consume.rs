@@ -50,6 +50,12 @@ fn info(name: &str, pending: u64) -> QueueInfo {
         consumers: 0,
         ack_wait_ms: 30_000,
         max_deliveries: 5,
+        owner: "alice".into(),
+        bytes: 100,
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+        max_age_ms: 0,
+        discard: palio::Discard::New,
     }
 }
 
@@ -282,6 +288,7 @@ async fn queue_requests_carry_their_arguments_and_map_refusals() {
     let options = QueueOptions {
         ack_wait_ms: Some(1_500),
         max_deliveries: Some(3),
+        ..QueueOptions::default()
     };
     client
         .queue_add("orders", "seq >= 0", options)

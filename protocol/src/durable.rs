@@ -53,6 +53,12 @@ pub fn valid_queue_name(name: &str) -> bool {
 }
 
 /// Options of a durable queue, fixed when it is added. `None` takes the broker's default.
+///
+/// The size limits (`max_messages`, `max_bytes`, `max_age_ms`) hold for the queue and,
+/// separately, for its dead-letter queue. The broker's defaults are also its maxima: a queue
+/// may ask for smaller limits than the broker's, never larger ones (refused with
+/// [`ErrorCode::LimitExceeded`](crate::ErrorCode::LimitExceeded)). Fields added after the
+/// first release decode as `None` from frames that lack them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueOptions {
     /// How long a delivered message may stay unacked before it is delivered again
@@ -63,6 +69,63 @@ pub struct QueueOptions {
     /// (broker default 5; at least 1).
     #[serde(default)]
     pub max_deliveries: Option<u32>,
+    /// The most messages the queue holds (at least 1).
+    #[serde(default)]
+    pub max_messages: Option<u64>,
+    /// The most bytes the queue's messages take, counted as stored (payload, attributes and
+    /// a few dozen bytes of framing per message; at least 1).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// How long a message stays in the queue, acked or not, counted from when this broker
+    /// stored it (milliseconds; at least 1).
+    #[serde(default)]
+    pub max_age_ms: Option<u64>,
+    /// What a full queue does with a new message.
+    #[serde(default)]
+    pub discard: Option<Discard>,
+}
+
+/// What a durable queue at its `max_messages` or `max_bytes` does with a new message (as
+/// JetStream's discard policies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discard {
+    /// Drop the queue's oldest messages to make room (each one counted by the broker).
+    #[default]
+    Old,
+    /// Keep the old messages: a persistent publication at this broker that the full queue
+    /// matches is refused with [`ErrorCode::LimitExceeded`](crate::ErrorCode::LimitExceeded)
+    /// before anything is stored; a message arriving from another broker skips the full
+    /// queue (counted by the broker).
+    New,
+}
+
+impl Discard {
+    /// `"old"` or `"new"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discard::Old => "old",
+            Discard::New => "new",
+        }
+    }
+}
+
+impl std::fmt::Display for Discard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Discard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "old" => Ok(Discard::Old),
+            "new" => Ok(Discard::New),
+            other => Err(format!("discard policy {other:?}: use \"old\" or \"new\"")),
+        }
+    }
 }
 
 /// What the broker reports about a durable queue.
@@ -84,6 +147,26 @@ pub struct QueueInfo {
     pub ack_wait_ms: u64,
     /// The maximum deliveries in effect (0 for a dead-letter queue: no limit).
     pub max_deliveries: u32,
+    /// The principal that added the queue; empty for a queue added before queues had
+    /// owners (everyone may use it). Only the owner and admins may consume from, inspect or
+    /// remove a queue.
+    #[serde(default)]
+    pub owner: String,
+    /// Bytes the queue's messages take, counted as for [`QueueOptions::max_bytes`].
+    #[serde(default)]
+    pub bytes: u64,
+    /// The most messages the queue holds (0: no limit).
+    #[serde(default)]
+    pub max_messages: u64,
+    /// The most bytes its messages take (0: no limit).
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// How long a message stays, in milliseconds (0: no limit).
+    #[serde(default)]
+    pub max_age_ms: u64,
+    /// What the queue does with a new message when full.
+    #[serde(default)]
+    pub discard: Discard,
 }
 
 /// How a consumer receives messages.
@@ -115,4 +198,71 @@ pub struct DurableMessage {
     /// The payload.
     #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::{decode, encode};
+
+    /// Frames of brokers and clients from before queue limits and owners still decode.
+    #[test]
+    fn options_and_infos_without_the_newer_fields_decode_with_defaults() {
+        #[derive(Serialize)]
+        struct OldOptions {
+            ack_wait_ms: Option<u64>,
+            max_deliveries: Option<u32>,
+        }
+        let bytes = encode(&OldOptions {
+            ack_wait_ms: Some(5),
+            max_deliveries: None,
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<QueueOptions>(&bytes).unwrap(),
+            QueueOptions {
+                ack_wait_ms: Some(5),
+                ..QueueOptions::default()
+            }
+        );
+        #[derive(Serialize)]
+        struct OldInfo {
+            name: String,
+            filter: String,
+            pending: u64,
+            unacked: u64,
+            dead_lettered: u64,
+            consumers: u32,
+            ack_wait_ms: u64,
+            max_deliveries: u32,
+        }
+        let bytes = encode(&OldInfo {
+            name: "q".into(),
+            filter: "TRUE".into(),
+            pending: 1,
+            unacked: 2,
+            dead_lettered: 3,
+            consumers: 4,
+            ack_wait_ms: 5,
+            max_deliveries: 6,
+        })
+        .unwrap();
+        let info: QueueInfo = decode(&bytes).unwrap();
+        assert_eq!((info.pending, info.max_deliveries), (1, 6));
+        assert_eq!((info.owner.as_str(), info.max_messages), ("", 0));
+        assert_eq!(info.discard, Discard::Old);
+    }
+
+    #[test]
+    fn discard_policies_read_and_print_as_lowercase_words() {
+        for d in [Discard::Old, Discard::New] {
+            assert_eq!(d.as_str().parse::<Discard>(), Ok(d));
+            let bytes = encode(&d).unwrap();
+            assert_eq!(decode::<Discard>(&bytes).unwrap(), d);
+        }
+        assert_eq!(encode(&Discard::New).unwrap(), encode(&"new").unwrap());
+        assert!("Old".parse::<Discard>().is_err());
+    }
 }

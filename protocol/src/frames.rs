@@ -107,7 +107,7 @@ pub enum ClientFrame {
         name: String,
         /// The CESQL filter's source text.
         filter: String,
-        /// Ack wait and maximum deliveries.
+        /// Ack wait, maximum deliveries, size limits and discard policy.
         options: QueueOptions,
     },
     /// Remove a durable queue, its dead-letter queue and their messages. Answered by

@@ -47,8 +47,8 @@ pub mod tls;
 
 pub use codec::{FrameCodec, FrameError, decode, encode, encode_into, encoded_len};
 pub use durable::{
-    ConsumeMode, DEAD_LETTER_SUFFIX, DurableMessage, MAX_QUEUE_NAME, QueueInfo, QueueOptions,
-    valid_queue_name,
+    ConsumeMode, DEAD_LETTER_SUFFIX, Discard, DurableMessage, MAX_QUEUE_NAME, QueueInfo,
+    QueueOptions, valid_queue_name,
 };
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};

@@ -2,6 +2,11 @@
 //!
 //! A queue added or removed here is also a directory entry ([`QueueDecl`]) sent to every peer,
 //! so that publishers' brokers route persistent messages to it (see `directory`).
+//!
+//! A queue is owned by the principal that added it (`access`): only it and admins may remove
+//! or inspect it, and a listing shows a client only the queues it may use. Adding a queue
+//! counts against `limits.max_queues`, and its size limits are resolved against the broker's
+//! (`limits`).
 
 use std::time::Duration;
 
@@ -9,9 +14,10 @@ use palio_filter::Filter;
 use palio_protocol::{DEAD_LETTER_SUFFIX, ErrorCode, QueueInfo, QueueOptions, valid_queue_name};
 
 use super::engine::{ClientId, Engine, Journal, Refusal, duration_ms};
+use super::limits::Limit;
 use super::output::Answer;
 use super::queue::{Lane, Queue};
-use super::record::{LaneId, Record};
+use super::record::{LaneId, QueueLimits, Record};
 use crate::wire::QueueDecl;
 
 impl Engine {
@@ -25,7 +31,7 @@ impl Engine {
         filter: &str,
         options: QueueOptions,
     ) {
-        if let Err(r) = self.try_queue_add(j, name, filter, options) {
+        if let Err(r) = self.try_queue_add(j, client, name, filter, options) {
             self.refuse(client, request, r);
             return;
         }
@@ -35,6 +41,7 @@ impl Engine {
     fn try_queue_add(
         &mut self,
         j: &mut impl Journal,
+        client: ClientId,
         name: &str,
         filter: &str,
         options: QueueOptions,
@@ -61,10 +68,16 @@ impl Engine {
             .max_deliveries
             .unwrap_or(self.cfg.max_deliveries)
             .max(1);
-        if let Some(q) = self.names.get(name).and_then(|k| self.queues.get(k)) {
-            if q.filter.source() == compiled.source()
+        let limits = self.queue_limits(client, &options)?;
+        if let Some(&key) = self.names.get(name) {
+            // Whether the queue exists is no secret (names are one namespace), its settings
+            // are.
+            self.check_queue(client, key)?;
+            if let Some(q) = self.queues.get(&key)
+                && q.filter.source() == compiled.source()
                 && duration_ms(q.ack_wait) == ack_wait_ms
                 && q.max_deliveries == max_deliveries
+                && q.limits == limits
             {
                 return Ok(());
             }
@@ -73,6 +86,24 @@ impl Engine {
                 format!("queue {name:?} exists with another filter or options"),
             ));
         }
+        let max = self.cfg.limits.max_queues;
+        if self.queues.len() >= max {
+            self.limit_hit(Some(client), Limit::Queues, 1);
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!("this broker has {max} durable queues, its limit (limits.max_queues)"),
+            ));
+        }
+        let owner = match self.principal(client) {
+            Some(p) => p.name.to_string(),
+            None => {
+                return Err(self.deny(
+                    client,
+                    super::access::Action::Queue,
+                    "not connected".into(),
+                ));
+            }
+        };
         let key = self.next_queue;
         self.write(
             j,
@@ -82,6 +113,8 @@ impl Engine {
                 filter: compiled.source().to_owned(),
                 ack_wait_ms,
                 max_deliveries,
+                owner,
+                limits,
             },
         )?;
         let decl = QueueDecl {
@@ -108,6 +141,10 @@ impl Engine {
             self.refuse(client, request, not_found(name));
             return;
         };
+        if let Err(r) = self.check_queue(client, key) {
+            self.refuse(client, request, r);
+            return;
+        }
         let filter = self
             .queues
             .get(&key)
@@ -131,10 +168,22 @@ impl Engine {
         self.answer_when_durable(j, client, request, Answer::Done);
     }
 
-    /// Answers a list (`name` = `None`) or info request.
+    /// Answers a list (`name` = `None`: the queues `client` may use) or info request.
     pub(crate) fn queue_info(&mut self, client: ClientId, request: u64, name: Option<&str>) {
+        if let Some(n) = name {
+            let checked = self
+                .resolve(n)
+                .and_then(|lane| self.check_queue(client, lane.queue));
+            if let Err(r) = checked {
+                self.refuse(client, request, r);
+                return;
+            }
+        }
         let mut infos = Vec::new();
         for q in self.queues.values() {
+            if !self.may_use(client, q.key) {
+                continue;
+            }
             for dead in [false, true] {
                 let lane = q.lane(dead);
                 let full = if dead {
@@ -154,14 +203,14 @@ impl Engine {
                     consumers: u32::try_from(lane.consumers.len()).unwrap_or(u32::MAX),
                     ack_wait_ms: duration_ms(q.ack_wait),
                     max_deliveries: if dead { 0 } else { q.max_deliveries },
+                    owner: q.owner.clone(),
+                    bytes: lane.bytes,
+                    max_messages: q.limits.max_messages,
+                    max_bytes: q.limits.max_bytes,
+                    max_age_ms: q.limits.max_age_ms,
+                    discard: q.limits.discard,
                 });
             }
-        }
-        if let Some(n) = name
-            && infos.is_empty()
-        {
-            self.refuse(client, request, not_found(n));
-            return;
         }
         self.answer(client, request, Answer::Queues(infos));
     }
@@ -183,8 +232,7 @@ impl Engine {
         key: u64,
         name: &str,
         filter: &str,
-        ack_wait_ms: u64,
-        max_deliveries: u32,
+        settings: QueueSettings,
     ) -> Option<Queue> {
         let filter = match Filter::new(filter) {
             Ok(f) => f,
@@ -196,9 +244,12 @@ impl Engine {
         Some(Queue {
             key,
             name: name.to_owned(),
+            owner: settings.owner,
             filter,
-            ack_wait: Duration::from_millis(ack_wait_ms),
-            max_deliveries,
+            limits: settings.limits,
+            expiry: None,
+            ack_wait: Duration::from_millis(settings.ack_wait_ms),
+            max_deliveries: settings.max_deliveries,
             next_tag: 0,
             main: Lane::default(),
             dead: Lane::default(),
@@ -223,9 +274,18 @@ impl Engine {
         for consumer in gone {
             // A pending fetch still gets its answer (with what it got so far).
             self.finish_fetch(consumer);
-            self.consumers.remove(&consumer);
+            self.forget_consumer(consumer);
         }
     }
+}
+
+/// A queue's settings as recorded, beside its name and filter.
+#[derive(Debug, Clone)]
+pub(super) struct QueueSettings {
+    pub(super) ack_wait_ms: u64,
+    pub(super) max_deliveries: u32,
+    pub(super) owner: String,
+    pub(super) limits: QueueLimits,
 }
 
 pub(super) fn not_found(name: &str) -> Refusal {

@@ -8,6 +8,7 @@ use palio_protocol::ErrorCode;
 use palio_topology::BrokerId;
 
 use super::engine::{Engine, Forward, Journal, Refusal};
+use super::queue::Stored;
 use super::record::{LaneId, Record, decode, encode};
 use crate::store::{Position, StoreError};
 use crate::wire::MessageId;
@@ -15,12 +16,23 @@ use crate::wire::MessageId;
 impl Engine {
     /// Appends `rec` and applies it. Fails (and fails the engine) if the journal refuses.
     pub(super) fn write(&mut self, j: &mut impl Journal, rec: Record) -> Result<Position, Refusal> {
+        let bytes = encode(&rec);
+        self.write_encoded(j, &rec, &bytes)
+    }
+
+    /// [`Engine::write`] of a record already encoded as `bytes`.
+    pub(super) fn write_encoded(
+        &mut self,
+        j: &mut impl Journal,
+        rec: &Record,
+        bytes: &[u8],
+    ) -> Result<Position, Refusal> {
         if let Some(why) = &self.failed {
             return Err((ErrorCode::StoreUnavailable, why.clone()));
         }
-        match j.append(&encode(&rec)) {
+        match j.append(bytes) {
             Ok(pos) => {
-                self.apply(pos, &rec, true);
+                self.apply(pos, rec, bytes.len() as u64, true);
                 Ok(pos)
             }
             Err(e @ StoreError::TooLarge { .. }) => {
@@ -40,16 +52,16 @@ impl Engine {
     pub(crate) fn apply_bytes(&mut self, pos: Position, bytes: &[u8]) -> bool {
         match decode::<Record>(bytes) {
             Ok(rec) => {
-                self.apply(pos, &rec, false);
+                self.apply(pos, &rec, bytes.len() as u64, false);
                 true
             }
             Err(_) => false,
         }
     }
 
-    /// Turns a record into state. `live`: written just now (so its messages are not durable
-    /// yet) rather than read back in recovery.
-    pub(crate) fn apply(&mut self, pos: Position, rec: &Record, live: bool) {
+    /// Turns a record into state. `size`: the record's length in the log. `live`: written just
+    /// now (so its messages are not durable yet) rather than read back in recovery.
+    pub(crate) fn apply(&mut self, pos: Position, rec: &Record, size: u64, live: bool) {
         match rec {
             Record::Message {
                 id,
@@ -57,23 +69,31 @@ impl Engine {
                 local,
                 queues,
                 dests,
+                at_ms,
                 ..
             } => {
                 if id.origin == self.cfg.me {
                     self.next_msg = self.next_msg.max(id.n.saturating_add(1));
                 }
                 if let Some((p, seq)) = producer {
-                    let e = self.producers.entry(p.clone()).or_insert(*seq);
-                    *e = (*e).max(*seq);
+                    self.producer_stored(p, *seq, *at_ms);
                 }
                 if *local && producer.is_none() {
                     self.remember(*id);
                 }
+                let stored = Stored {
+                    pos,
+                    size,
+                    at_ms: *at_ms,
+                };
                 for &(key, tag) in queues {
                     if let Some(q) = self.queues.get_mut(&key) {
-                        q.next_tag = q.next_tag.max(tag + 1);
-                        q.main.insert(tag, pos, 0, !live);
-                        *self.seg_refs.entry(pos.segment).or_default() += 1;
+                        q.next_tag = q.next_tag.max(tag.saturating_add(1));
+                        let lane = LaneId {
+                            queue: key,
+                            dead: false,
+                        };
+                        self.enqueue(lane, tag, stored, 0, !live, live);
                     }
                 }
                 if !dests.is_empty() {
@@ -87,10 +107,17 @@ impl Engine {
                 filter,
                 ack_wait_ms,
                 max_deliveries,
+                owner,
+                limits,
             } => {
-                self.next_queue = self.next_queue.max(key + 1);
-                if let Some(q) = self.make_queue(*key, name, filter, *ack_wait_ms, *max_deliveries)
-                {
+                self.next_queue = self.next_queue.max(key.saturating_add(1));
+                let options = super::admin::QueueSettings {
+                    ack_wait_ms: *ack_wait_ms,
+                    max_deliveries: *max_deliveries,
+                    owner: owner.clone(),
+                    limits: *limits,
+                };
+                if let Some(q) = self.make_queue(*key, name, filter, options) {
                     self.names.insert(name.clone(), *key);
                     self.local.insert(*key, &q.filter, *key);
                     self.queues.insert(*key, q);
@@ -99,7 +126,14 @@ impl Engine {
             Record::QueueRemoved { key } => self.drop_queue(*key),
             Record::Acked { lane, tags } => {
                 for tag in tags {
-                    self.remove_entry(*lane, *tag);
+                    if self.drop_entry(*lane, *tag) {
+                        self.stats.acked += 1;
+                    }
+                }
+            }
+            Record::Dropped { lane, tags } => {
+                for tag in tags {
+                    self.drop_entry(*lane, *tag);
                 }
             }
             Record::Delivered { lane, tag, count } => {
@@ -113,13 +147,17 @@ impl Engine {
                         queue: *queue,
                         dead: false,
                     };
-                    self.detach_in_flight(main, tag);
-                    let Some(q) = self.queues.get_mut(queue) else {
+                    let Some(stored) = self
+                        .lane(main)
+                        .and_then(|l| l.entries.get(&tag))
+                        .map(|e| e.stored())
+                    else {
                         continue;
                     };
-                    if let Some(e) = q.main.remove(tag) {
-                        q.dead.insert(tag, e.pos, 0, true);
-                    }
+                    // Out of the main lane, into the dead-letter lane if its limits let it.
+                    self.drop_entry(main, tag);
+                    let dead = LaneId { dead: true, ..main };
+                    self.enqueue(dead, tag, stored, 0, true, live);
                 }
             }
             Record::HandedOff { id, dests } => {
@@ -142,17 +180,26 @@ impl Engine {
             Record::Directory(decl) => {
                 self.learn(decl.clone());
             }
+            Record::ProducerClaimed { name, owner, at_ms } => {
+                self.producer_claimed(name, owner, *at_ms);
+            }
+            Record::ProducersForgotten { names } => {
+                for name in names {
+                    self.producers.remove(name);
+                }
+            }
         }
     }
 
-    /// Removes a lane entry (acked), releasing its consumer slot and segment reference.
-    fn remove_entry(&mut self, lane: LaneId, tag: u64) {
+    /// Removes a lane entry (acked, or dropped by a limit), releasing its consumer slot and
+    /// segment reference; returns whether there was one.
+    pub(super) fn drop_entry(&mut self, lane: LaneId, tag: u64) -> bool {
         self.detach_in_flight(lane, tag);
         let Some(e) = self.lane_mut(lane).and_then(|l| l.remove(tag)) else {
-            return;
+            return false;
         };
         self.unref(e.pos);
-        self.stats.acked += 1;
+        true
     }
 
     /// If `tag` is in flight to a consumer, forgets that.

@@ -1,5 +1,16 @@
 //! Consumers of durable queues: push windows, pull fetches, acks, naks, ack-wait redelivery and
 //! dead-lettering.
+//!
+//! A consumer belongs to the connection that attached it, and only to a principal that may use
+//! its queue (`access`): consume, fetch, ack and nak are checked against the queue's owner.
+//! A connection has at most `limits.max_consumers_per_client` consumers, and each consumer at
+//! most one pending fetch (a new fetch ends the one before), waiting at most
+//! `limits.max_fetch_wait_ms`.
+//!
+//! An ack or nak names tags *in flight to that consumer*: delivered to it and neither acked,
+//! nakked nor redelivered since (its ack wait not run out). A request naming any other tag —
+//! never delivered to it, in flight to another consumer, acked already, gone back to the queue
+//! — is refused whole with `unknown_id`, and nothing in it is acked or nakked.
 
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
@@ -7,6 +18,7 @@ use std::time::{Duration, Instant};
 use palio_protocol::{ConsumeMode, ErrorCode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
 use super::engine::{ClientId, Consumer, Engine, Fetch, Journal, Refusal, Timer};
+use super::limits::Limit;
 use super::output::{Answer, Output};
 use super::queue::State;
 use super::record::{LaneId, Record};
@@ -57,13 +69,37 @@ impl Engine {
             }
             _ => {}
         }
-        let lane = match self.resolve(queue) {
+        let lane = match self
+            .resolve(queue)
+            .and_then(|l| self.check_queue(client, l.queue).map(|()| l))
+        {
             Ok(l) => l,
             Err(r) => {
                 self.refuse(client, request, r);
                 return;
             }
         };
+        let max = self.cfg.limits.max_consumers_per_client;
+        // Known: `check_queue` let it through.
+        let consumers = self.clients.get(&client).map_or(0, |c| c.consumers);
+        if consumers >= max {
+            self.limit_hit(Some(client), Limit::ConsumersPerClient, 1);
+            self.refuse(
+                client,
+                request,
+                (
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "this connection has {max} consumers, its limit \
+                         (limits.max_consumers_per_client): stop one first"
+                    ),
+                ),
+            );
+            return;
+        }
+        if let Some(state) = self.clients.get_mut(&client) {
+            state.consumers += 1;
+        }
         let consumer = self.next_consumer;
         self.next_consumer += 1;
         self.consumers.insert(
@@ -108,7 +144,7 @@ impl Engine {
             );
             return;
         }
-        let lane = match self.owned(client, consumer) {
+        let lane = match self.usable(client, consumer) {
             Ok(c) if c.mode == ConsumeMode::Pull => c.lane,
             Ok(_) => {
                 self.refuse(
@@ -126,6 +162,13 @@ impl Engine {
                 return;
             }
         };
+        let max_wait = if max_wait > self.cfg.limits.max_fetch_wait {
+            // Cut, not refused: a fetch may return before its wait anyway.
+            self.limit_hit(Some(client), Limit::FetchWait, 1);
+            self.cfg.limits.max_fetch_wait
+        } else {
+            max_wait
+        };
         // A new fetch ends the previous one.
         self.finish_fetch(consumer);
         if let Some(c) = self.consumers.get_mut(&consumer) {
@@ -135,10 +178,7 @@ impl Engine {
                 delivered: 0,
             });
         }
-        self.timers.push(Reverse((
-            after(now, max_wait),
-            Timer::Fetch { consumer, request },
-        )));
+        self.push_timer(after(now, max_wait), Timer::Fetch { consumer, request });
         self.pump(j, now, lane);
         if max_wait.is_zero() {
             self.finish_fetch(consumer);
@@ -155,17 +195,16 @@ impl Engine {
         consumer: u64,
         tags: &[u64],
     ) {
-        let Some(lane) = self.owned_lane(client, request, consumer) else {
+        let Some(lane) = self.usable_lane(client, request, consumer) else {
             return;
         };
-        let tags: Vec<u64> = match self.lane(lane) {
-            Some(l) => tags
-                .iter()
-                .copied()
-                .filter(|t| l.entries.contains_key(t))
-                .collect(),
-            None => Vec::new(),
-        };
+        if let Err(r) = self.in_flight_to(consumer, lane, tags) {
+            self.refuse(client, request, r);
+            return;
+        }
+        let mut tags = tags.to_vec();
+        tags.sort_unstable();
+        tags.dedup();
         if !tags.is_empty()
             && let Err(r) = self.write(j, Record::Acked { lane, tags })
         {
@@ -188,17 +227,16 @@ impl Engine {
         tags: &[u64],
         delay: Duration,
     ) {
-        let Some(lane) = self.owned_lane(client, request, consumer) else {
+        let Some(lane) = self.usable_lane(client, request, consumer) else {
             return;
         };
+        if let Err(r) = self.in_flight_to(consumer, lane, tags) {
+            self.refuse(client, request, r);
+            return;
+        }
         for &tag in tags {
-            let mine = self
-                .lane(lane)
-                .and_then(|l| l.entries.get(&tag))
-                .is_some_and(
-                    |e| matches!(e.state, State::InFlight { consumer: c, .. } if c == consumer),
-                );
-            if mine {
+            // A tag named twice is released once: the second time it is no longer in flight.
+            if self.in_flight_to(consumer, lane, &[tag]).is_ok() {
                 self.detach_in_flight(lane, tag);
                 self.release(j, now, lane, tag, Some(after(now, delay)));
             }
@@ -224,9 +262,10 @@ impl Engine {
         self.answer(client, request, Answer::Done);
     }
 
-    /// A client connection closed: its consumers detach and its producer is forgotten.
+    /// A client connection closed: its consumers detach and its producer is let go.
     pub(crate) fn client_gone(&mut self, j: &mut impl Journal, now: Instant, client: ClientId) {
-        self.client_producers.remove(&client);
+        let now_ms = self.cfg.clock.unix_ms(now);
+        self.release_producer(client, now_ms);
         let mine: Vec<u64> = self
             .consumers
             .iter()
@@ -236,6 +275,7 @@ impl Engine {
         for c in mine {
             self.detach(j, now, c);
         }
+        self.clients.remove(&client);
         self.waiting.retain(|(_, o)| o.client() != Some(client));
     }
 
@@ -282,19 +322,33 @@ impl Engine {
                         self.finish_fetch(consumer);
                     }
                 }
+                Timer::Expire { queue } => {
+                    if self.timer_is_current(t, timer) {
+                        self.expire(j, now, queue);
+                    }
+                }
             }
         }
+        self.schedule_expiries();
     }
 
-    /// The lane of `consumer` if `client` owns it; otherwise refuses `request`.
-    fn owned_lane(&mut self, client: ClientId, request: u64, consumer: u64) -> Option<LaneId> {
-        match self.owned(client, consumer) {
+    /// The lane of `consumer` if `client` may use it ([`Engine::usable`]); otherwise refuses
+    /// `request`.
+    fn usable_lane(&mut self, client: ClientId, request: u64, consumer: u64) -> Option<LaneId> {
+        match self.usable(client, consumer) {
             Ok(c) => Some(c.lane),
             Err(r) => {
                 self.refuse(client, request, r);
                 None
             }
         }
+    }
+
+    /// The consumer, if `client` attached it and its principal may still use the queue.
+    fn usable(&mut self, client: ClientId, consumer: u64) -> Result<&Consumer, Refusal> {
+        let queue = self.owned(client, consumer)?.lane.queue;
+        self.check_queue(client, queue)?;
+        self.owned(client, consumer)
     }
 
     /// The consumer, if `client` owns it.
@@ -310,9 +364,41 @@ impl Engine {
             })
     }
 
-    fn detach(&mut self, j: &mut impl Journal, now: Instant, consumer: u64) {
+    /// `Ok` if every tag of `tags` is in flight to `consumer` in `lane`; otherwise the refusal
+    /// naming the first that is not.
+    fn in_flight_to(&self, consumer: u64, lane: LaneId, tags: &[u64]) -> Result<(), Refusal> {
+        let l = self.lane(lane);
+        let stray = tags.iter().find(|tag| {
+            !l.and_then(|l| l.entries.get(tag)).is_some_and(
+                |e| matches!(e.state, State::InFlight { consumer: c, .. } if c == consumer),
+            )
+        });
+        match stray {
+            None => Ok(()),
+            Some(tag) => Err((
+                ErrorCode::UnknownId,
+                format!(
+                    "message {tag} is not in flight to consumer {consumer} (never delivered to \
+                     it, acked already, or back in the queue after its ack wait): nothing was \
+                     acked or nakked"
+                ),
+            )),
+        }
+    }
+
+    /// Forgets a consumer, for its connection's count too.
+    pub(super) fn forget_consumer(&mut self, consumer: u64) -> Option<Consumer> {
+        let c = self.consumers.remove(&consumer)?;
+        if let Some(state) = self.clients.get_mut(&c.client) {
+            state.consumers = state.consumers.saturating_sub(1);
+        }
+        Some(c)
+    }
+
+    /// Detaches a consumer: its messages in flight are ready again at once.
+    pub(super) fn detach(&mut self, j: &mut impl Journal, now: Instant, consumer: u64) {
         self.finish_fetch(consumer);
-        let Some(c) = self.consumers.remove(&consumer) else {
+        let Some(c) = self.forget_consumer(consumer) else {
             return;
         };
         if let Some(l) = self.lane_mut(c.lane) {
@@ -357,7 +443,7 @@ impl Engine {
         match delay {
             Some(at) if at > now => {
                 l.set_state(tag, State::Delayed(at));
-                self.timers.push(Reverse((at, Timer::Delay { lane, tag })));
+                self.push_timer(at, Timer::Delay { lane, tag });
             }
             _ => l.set_state(tag, State::Ready),
         }
@@ -439,8 +525,7 @@ impl Engine {
         };
         // Best effort: after a crash the count may be one lower (documented).
         let _ = self.write(j, Record::Delivered { lane, tag, count });
-        self.timers
-            .push(Reverse((deadline, Timer::AckWait { lane, tag, count })));
+        self.push_timer(deadline, Timer::AckWait { lane, tag, count });
         self.stats.delivered += 1;
         if count > 1 {
             self.stats.redelivered += 1;

@@ -4,8 +4,11 @@
 //!
 //! | file | concern |
 //! |---|---|
-//! | `publish` | producers, persistent publications, where a message goes |
+//! | `publish` | persistent publications, where a message goes |
+//! | `producers` | the producer table: owners, sequence numbers, room for new producers |
 //! | `admin` | adding, removing and listing durable queues |
+//! | `access` | who each client is, and what its principal may use |
+//! | `limits` | broker-wide limits, queue size limits and `max_age`, the wall clock |
 //! | `consume` | consumers: push, pull, acks, naks, redelivery, dead-lettering |
 //! | `directory` | the durable queues of other brokers |
 //! | `forward` | store-and-forward between brokers |
@@ -25,6 +28,8 @@
 //!   [`Engine::handle_failure`] when it reports that it never will be (the store is poisoned);
 //! - [`Engine::handle_timeout`] at [`Engine::poll_timeout`];
 //! - [`Engine::set_next_hops`] when the router's spanning tree changes;
+//! - [`Engine::client_up`] before a client's first request, [`Engine::set_principal`] when a
+//!   reload changes its principal, [`Engine::client_gone`] when it leaves;
 //! - then [`Engine::poll_output`] until it returns `None`: [`Output`]s for clients and peers,
 //!   in domain terms (the shell frames them for the wire).
 //!
@@ -43,8 +48,11 @@ use std::time::{Duration, Instant};
 use palio_protocol::{ConsumeMode, ErrorCode};
 use palio_topology::BrokerId;
 
+use super::access::ClientState;
+use super::limits::{EngineLimits, Limit, WallClock};
 use super::matching::FilterIndex;
 use super::output::Output;
+use super::producers::ProducerEntry;
 use super::queue::{Lane, Queue};
 use super::record::LaneId;
 use crate::store::{Position, StoreError};
@@ -81,6 +89,10 @@ pub(crate) struct EngineConfig {
     /// How many ids of messages received from peers and delivered to local queues are
     /// remembered, to ignore copies sent again.
     pub(crate) dedup_window: usize,
+    /// The wall-clock time at one instant: turns `now` into the times records carry.
+    pub(crate) clock: WallClock,
+    /// Bounds on queues, consumers, fetches, producers and queue sizes.
+    pub(crate) limits: EngineLimits,
 }
 
 /// Counters for metrics (monotonic).
@@ -94,6 +106,12 @@ pub(crate) struct Stats {
     pub(crate) dead_lettered: u64,
     pub(crate) forwarded: u64,
     pub(crate) publish_failures: u64,
+    /// Requests refused for want of permission on a queue (or a consumer of one).
+    pub(crate) denied_queue: u64,
+    /// Producer names refused for belonging to another principal.
+    pub(crate) denied_producer: u64,
+    /// Limits hit, by [`Limit`] (indexed by `Limit as usize`).
+    pub(crate) limits: [u64; Limit::ALL.len()],
 }
 
 /// A timer.
@@ -105,6 +123,8 @@ pub(super) enum Timer {
     Delay { lane: LaneId, tag: u64 },
     /// A fetch's max wait ends.
     Fetch { consumer: u64, request: u64 },
+    /// The oldest message of a queue with a `max_age` reaches it.
+    Expire { queue: u64 },
 }
 
 /// A pending fetch of a pull consumer.
@@ -146,8 +166,12 @@ pub(crate) struct Engine {
     pub(super) names: BTreeMap<String, u64>,
     /// The filters of `queues`, by key.
     pub(super) local: FilterIndex<u64, u64>,
-    /// The highest stored sequence number of each producer.
-    pub(super) producers: HashMap<String, u64>,
+    /// Every producer named or stored here: its owner and highest stored sequence number
+    /// (`producers`).
+    pub(super) producers: HashMap<String, ProducerEntry>,
+    /// A full producer table has nothing to forget before this time (Unix milliseconds): a
+    /// producer naming before it is refused without a scan.
+    pub(super) producers_full_until: u64,
     /// Ids of messages from peers recently put into local queues (oldest first in
     /// `seen_order`): a copy sent again is not enqueued twice.
     pub(super) seen: HashSet<MessageId>,
@@ -162,6 +186,8 @@ pub(crate) struct Engine {
     pub(super) remote: FilterIndex<(BrokerId, String), BrokerId>,
     pub(super) consumers: HashMap<u64, Consumer>,
     pub(super) next_consumer: u64,
+    /// The connected clients: principal and consumer count (`access`).
+    pub(super) clients: HashMap<ClientId, ClientState>,
     pub(super) client_producers: HashMap<ClientId, String>,
     /// Connected peers and their store frames in flight.
     pub(super) peers: BTreeMap<BrokerId, usize>,
@@ -173,6 +199,10 @@ pub(crate) struct Engine {
     pub(super) waiting: VecDeque<(Position, Output)>,
     pub(super) out: VecDeque<Output>,
     pub(super) timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// The size of `timers` past which timers no longer current are swept out of it.
+    pub(super) timers_sweep_at: usize,
+    /// Queues with a `max_age` that got messages and have no expiry timer yet.
+    pub(super) expiry_due: BTreeSet<u64>,
     /// Live messages (queue entries and forwards) per segment, for segment GC.
     pub(super) seg_refs: BTreeMap<u64, usize>,
     /// Why the store cannot take writes, once it cannot.
@@ -192,6 +222,7 @@ impl Engine {
             names: BTreeMap::new(),
             local: FilterIndex::default(),
             producers: HashMap::new(),
+            producers_full_until: 0,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             forwards: BTreeMap::new(),
@@ -200,6 +231,7 @@ impl Engine {
             remote: FilterIndex::default(),
             consumers: HashMap::new(),
             next_consumer: 1,
+            clients: HashMap::new(),
             client_producers: HashMap::new(),
             peers: BTreeMap::new(),
             next_hops: HashMap::new(),
@@ -210,6 +242,8 @@ impl Engine {
             waiting: VecDeque::new(),
             out: VecDeque::new(),
             timers: BinaryHeap::new(),
+            timers_sweep_at: TIMERS_SWEEP_MIN,
+            expiry_due: BTreeSet::new(),
             seg_refs: BTreeMap::new(),
             failed: None,
             stats: Stats::default(),
@@ -255,6 +289,52 @@ impl Engine {
         self.queues
             .get_mut(&lane.queue)
             .map(|q| q.lane_mut(lane.dead))
+    }
+}
+
+/// `timers` is never swept below this size: sweeping a small heap saves nothing.
+const TIMERS_SWEEP_MIN: usize = 4096;
+
+impl Engine {
+    /// Schedules `timer` at `at`. Timers are not removed when what they time ends (an acked
+    /// delivery, a fetch replaced by the next); they are skipped when they fire. So that those
+    /// left-over timers (up to 7 days each) cannot pile up, the heap is swept of them whenever
+    /// it has doubled since the last sweep: it stays within about twice the live timers.
+    pub(super) fn push_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+        if self.timers.len() >= self.timers_sweep_at {
+            let timers = std::mem::take(&mut self.timers);
+            self.timers = timers
+                .into_iter()
+                .filter(|Reverse((at, t))| self.timer_is_current(*at, *t))
+                .collect();
+            self.timers_sweep_at = (self.timers.len() * 2).max(TIMERS_SWEEP_MIN);
+        }
+    }
+
+    /// Whether `timer` at `at` still times something: otherwise firing it does nothing.
+    pub(super) fn timer_is_current(&self, at: Instant, timer: Timer) -> bool {
+        match timer {
+            Timer::AckWait { lane, tag, count } => self
+                .lane(lane)
+                .and_then(|l| l.entries.get(&tag))
+                .is_some_and(|e| {
+                    e.count == count && matches!(e.state, super::queue::State::InFlight { .. })
+                }),
+            Timer::Delay { lane, tag } => self
+                .lane(lane)
+                .and_then(|l| l.entries.get(&tag))
+                .is_some_and(|e| matches!(e.state, super::queue::State::Delayed(d) if d == at)),
+            Timer::Fetch { consumer, request } => self
+                .consumers
+                .get(&consumer)
+                .and_then(|c| c.fetch)
+                .is_some_and(|f| f.request == request),
+            Timer::Expire { queue } => self
+                .queues
+                .get(&queue)
+                .is_some_and(|q| q.expiry == Some(at)),
+        }
     }
 }
 

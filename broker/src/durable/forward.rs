@@ -77,10 +77,13 @@ impl Engine {
     }
 
     /// A peer sent a persistent message: store it (unless every destination is taken care of
-    /// before) and ack it once durable.
+    /// before) and ack it once durable. A full local queue with `discard = new` does not take
+    /// it (dropped and counted for that queue: the publisher's broker acked it long ago).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle_store(
         &mut self,
         j: &mut impl Journal,
+        now: std::time::Instant,
         peer: BrokerId,
         id: MessageId,
         dests: Vec<BrokerId>,
@@ -120,6 +123,7 @@ impl Engine {
                 local,
                 queues,
                 dests: new.into_iter().filter(|d| *d != me).collect(),
+                at_ms: self.cfg.clock.unix_ms(now),
             };
             if self.write(j, rec).is_err() {
                 // Not stored: no ack; the peer sends it again after the store recovers.

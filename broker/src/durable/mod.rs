@@ -41,21 +41,26 @@
 //! frames clients get are checked too). Should a second user appear (a simulator of many brokers' durable paths, say),
 //! moving `MessageId`, `QueueDecl` and `Position` into a small shared crate is the first step.
 
+mod access;
 mod admin;
 mod apply;
 mod consume;
 mod directory;
 mod engine;
 mod forward;
+mod limits;
 mod matching;
 mod output;
+mod producers;
 mod publish;
 mod queue;
 mod record;
 mod snapshot;
 
 pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};
+pub(crate) use limits::{EngineLimits, Limit, WallClock};
 pub(crate) use output::{Answer, Output};
+pub(crate) use record::QueueLimits;
 pub(crate) use record::Snapshot;
 
 /// Encodes a checkpoint's state.

@@ -97,6 +97,8 @@ impl Engine {
     /// The journal is durable up to `durable`: release what waited for it, make the stored
     /// messages deliverable and forwardable.
     pub(crate) fn handle_durable(&mut self, j: &mut impl Journal, now: Instant, durable: Position) {
+        // Queues that got messages (or came back in recovery) since: their `max_age` timers.
+        self.schedule_expiries();
         if durable <= self.durable {
             return;
         }

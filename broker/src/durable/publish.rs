@@ -1,46 +1,25 @@
-//! Persistent publications: producers, de-duplication by producer sequence number, and where a
-//! message goes (the local queues and the brokers of the remote queues its attributes match).
+//! Persistent publications: de-duplication by producer sequence number (the table is in
+//! `producers`), the local queues' limits, and where a message goes (the local queues and the
+//! brokers of the remote queues its attributes match).
+
+use std::time::Instant;
 
 use palio_filter::Event;
 use palio_protocol::{Attributes, ErrorCode};
 
 use super::engine::{ClientId, Engine, Journal, Refusal};
-use super::output::{Answer, Output};
-use super::record::{Record, decode};
+use super::output::Output;
+use super::record::{Record, decode, encode};
 use crate::store::Position;
 use crate::wire::MessageId;
 
 impl Engine {
-    /// Names the producer of `client`'s persistent publications.
-    pub(crate) fn producer(
-        &mut self,
-        j: &impl Journal,
-        client: ClientId,
-        request: u64,
-        producer: String,
-    ) {
-        if producer.is_empty() || producer.len() > 128 {
-            self.refuse(
-                client,
-                request,
-                (
-                    ErrorCode::ProtocolViolation,
-                    "a producer id has 1 to 128 bytes".into(),
-                ),
-            );
-            return;
-        }
-        let next_seq = self.producers.get(&producer).map_or(0, |s| s + 1);
-        self.client_producers.insert(client, producer);
-        // `next_seq` may count publications not on disk yet: answer once they are, so that a
-        // producer resuming from it never skips one a crash could still lose.
-        self.answer_when_durable(j, client, request, Answer::ProducerReady { next_seq });
-    }
-
-    /// Stores a persistent publication of `client` and acks it once durable.
+    /// Stores a persistent publication of `client` and acks it once durable. It is refused,
+    /// with nothing stored, if a matching local queue cannot take it (`limits`).
     pub(crate) fn publish(
         &mut self,
         j: &mut impl Journal,
+        now: Instant,
         client: ClientId,
         seq: u64,
         attributes: Attributes,
@@ -71,10 +50,24 @@ impl Engine {
             fail(self, (ErrorCode::StoreUnavailable, why));
             return;
         }
+        if seq == u64::MAX {
+            fail(
+                self,
+                (
+                    ErrorCode::ProtocolViolation,
+                    format!(
+                        "sequence number {seq} is reserved: the largest is {}",
+                        seq - 1
+                    ),
+                ),
+            );
+            return;
+        }
         if self
             .producers
             .get(&producer)
-            .is_some_and(|last| seq <= *last)
+            .and_then(|p| p.last_seq)
+            .is_some_and(|last| seq <= last)
         {
             self.stats.duplicates += 1;
             self.when_durable(
@@ -87,6 +80,7 @@ impl Engine {
             return;
         }
         let queues = self.local_matches(event);
+        let keys: Vec<u64> = queues.iter().map(|&(key, _)| key).collect();
         let me = self.cfg.me;
         let dests = self.remote_matches(event);
         let id = MessageId {
@@ -101,8 +95,17 @@ impl Engine {
             local: true,
             queues,
             dests,
+            at_ms: self.cfg.clock.unix_ms(now),
         };
-        match self.write(j, rec) {
+        let bytes = encode(&rec);
+        let size = bytes.len() as u64;
+        if let Some((limit, message)) = keys.iter().find_map(|&key| self.refusal(client, key, size))
+        {
+            self.limit_hit(Some(client), limit, 1);
+            fail(self, (ErrorCode::LimitExceeded, message));
+            return;
+        }
+        match self.write_encoded(j, &rec, &bytes) {
             Ok(_) => self.when_durable(
                 j,
                 Output::Acked {

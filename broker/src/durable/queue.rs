@@ -1,4 +1,5 @@
-//! One durable queue: its options and two lanes of messages (main and dead-letter).
+//! One durable queue: its owner, options and limits, and two lanes of messages (main and
+//! dead-letter), each counting its messages' bytes for the queue's `max_bytes`.
 //!
 //! A message in a lane is *unsynced* (stored but not yet durable: not deliverable), *ready*,
 //! *delayed* (nakked, ready again at a time) or *in flight* (delivered to a consumer, waiting
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use palio_filter::Filter;
 
+use super::record::QueueLimits;
 use crate::store::Position;
 
 /// Where a message of a lane is.
@@ -25,14 +27,40 @@ pub(crate) enum State {
     InFlight { consumer: u64, deadline: Instant },
 }
 
+/// Where a message's record is and what it takes: what a lane entry keeps of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Where its record is in the log.
+    pub(crate) pos: Position,
+    /// Its record's size in bytes (what `max_bytes` counts).
+    pub(crate) size: u64,
+    /// When this broker stored it (Unix milliseconds; what `max_age` counts from).
+    pub(crate) at_ms: u64,
+}
+
 /// A message in a lane.
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     /// Where its record is in the log.
     pub(crate) pos: Position,
+    /// Its record's size in bytes.
+    pub(crate) size: u64,
+    /// When it was stored (Unix milliseconds).
+    pub(crate) at_ms: u64,
     /// How many times it was delivered.
     pub(crate) count: u32,
     pub(crate) state: State,
+}
+
+impl Entry {
+    /// Its message's place and size.
+    pub(crate) fn stored(&self) -> Stored {
+        Stored {
+            pos: self.pos,
+            size: self.size,
+            at_ms: self.at_ms,
+        }
+    }
 }
 
 /// The messages of a queue's main or dead-letter lane.
@@ -48,11 +76,13 @@ pub(crate) struct Lane {
     pub(crate) turn: usize,
     pub(crate) in_flight: usize,
     pub(crate) delayed: usize,
+    /// The sum of its entries' sizes.
+    pub(crate) bytes: u64,
 }
 
 impl Lane {
     /// Adds an entry (state `Unsynced` or `Ready`).
-    pub(crate) fn insert(&mut self, tag: u64, pos: Position, count: u32, ready: bool) {
+    pub(crate) fn insert(&mut self, tag: u64, stored: Stored, count: u32, ready: bool) {
         let state = if ready {
             self.ready.insert(tag);
             State::Ready
@@ -60,7 +90,16 @@ impl Lane {
             self.unsynced.push_back(tag);
             State::Unsynced
         };
-        if let Some(old) = self.entries.insert(tag, Entry { pos, count, state }) {
+        let entry = Entry {
+            pos: stored.pos,
+            size: stored.size,
+            at_ms: stored.at_ms,
+            count,
+            state,
+        };
+        self.bytes = self.bytes.saturating_add(stored.size);
+        if let Some(old) = self.entries.insert(tag, entry) {
+            self.bytes = self.bytes.saturating_sub(old.size);
             self.forget_state(tag, old.state);
         }
     }
@@ -68,8 +107,21 @@ impl Lane {
     /// Removes an entry; returns it.
     pub(crate) fn remove(&mut self, tag: u64) -> Option<Entry> {
         let e = self.entries.remove(&tag)?;
+        self.bytes = self.bytes.saturating_sub(e.size);
         self.forget_state(tag, e.state);
         Some(e)
+    }
+
+    /// Whether a message of `size` bytes finds no room: the lane is at `max_messages`, or
+    /// would go over `max_bytes` with it.
+    pub(crate) fn full_for(&self, limits: &QueueLimits, size: u64) -> Option<Over> {
+        if limits.max_messages > 0 && self.entries.len() as u64 >= limits.max_messages {
+            return Some(Over::Messages);
+        }
+        if limits.max_bytes > 0 && self.bytes.saturating_add(size) > limits.max_bytes {
+            return Some(Over::Bytes);
+        }
+        None
     }
 
     fn forget_state(&mut self, tag: u64, state: State) {
@@ -140,12 +192,24 @@ impl Lane {
     }
 }
 
+/// Which limit a full lane is at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Over {
+    Messages,
+    Bytes,
+}
+
 /// A durable queue at this broker.
 #[derive(Debug)]
 pub(crate) struct Queue {
     pub(crate) key: u64,
     pub(crate) name: String,
+    /// The principal that added it (empty: added before queues had owners, everyone's).
+    pub(crate) owner: String,
     pub(crate) filter: Filter,
+    pub(crate) limits: QueueLimits,
+    /// When the `max_age` timer of this queue fires, if one is set (for its oldest message).
+    pub(crate) expiry: Option<Instant>,
     pub(crate) ack_wait: Duration,
     /// 0 = no limit.
     pub(crate) max_deliveries: u32,
@@ -171,8 +235,12 @@ impl Queue {
 mod tests {
     use super::*;
 
-    fn pos(offset: u64) -> Position {
-        Position { segment: 0, offset }
+    fn pos(offset: u64) -> Stored {
+        Stored {
+            pos: Position { segment: 0, offset },
+            size: 10,
+            at_ms: 0,
+        }
     }
 
     #[test]
@@ -182,10 +250,10 @@ mod tests {
         l.insert(1, pos(20), 0, false);
         assert_eq!(l.pending(), 2);
         assert!(l.ready.is_empty());
-        assert!(l.synced(pos(15)));
+        assert!(l.synced(pos(15).pos));
         assert_eq!(l.ready.iter().copied().collect::<Vec<_>>(), vec![0]);
-        assert!(!l.synced(pos(15)));
-        assert!(l.synced(pos(21)));
+        assert!(!l.synced(pos(15).pos));
+        assert!(l.synced(pos(21).pos));
         assert_eq!(l.ready.len(), 2);
     }
 
@@ -208,6 +276,28 @@ mod tests {
         l.remove(0);
         l.set_state(1, State::Ready);
         assert_eq!((l.in_flight, l.delayed, l.ready.len()), (0, 0, 1));
+    }
+
+    #[test]
+    fn bytes_follow_insertion_and_removal_and_tell_when_full() {
+        let mut l = Lane::default();
+        let limits = QueueLimits {
+            max_messages: 3,
+            max_bytes: 25,
+            ..QueueLimits::default()
+        };
+        assert_eq!(l.full_for(&limits, 10), None);
+        l.insert(0, pos(1), 0, true);
+        l.insert(1, pos(2), 0, true);
+        assert_eq!(l.bytes, 20);
+        assert_eq!(l.full_for(&limits, 5), None);
+        assert_eq!(l.full_for(&limits, 6), Some(Over::Bytes));
+        l.insert(2, Stored { size: 1, ..pos(3) }, 0, true);
+        assert_eq!(l.full_for(&limits, 1), Some(Over::Messages));
+        l.remove(0);
+        assert_eq!(l.bytes, 11);
+        assert_eq!(l.full_for(&limits, 14), None);
+        assert_eq!(l.full_for(&QueueLimits::default(), u64::MAX), None);
     }
 
     #[test]

@@ -9,8 +9,16 @@
 //!
 //! Records are MessagePack (`rmp-serde`, compact form): the log is read only by this code, its
 //! segment header carries the format version.
+//!
+//! # Compatibility
+//!
+//! Structs and struct variants are arrays of their fields in declaration order, variants are
+//! named by their name. Logs and checkpoints written by an earlier version must stay readable,
+//! so a field is only ever *added*, last, with `#[serde(default)]`: an older record is a
+//! shorter array and decodes with the default (`tests` below keeps the older shapes). New
+//! variants may be added anywhere.
 
-use palio_protocol::Attributes;
+use palio_protocol::{Attributes, Discard};
 use palio_topology::BrokerId;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +54,10 @@ pub(crate) enum Record {
         queues: Vec<(u64, u64)>,
         /// The other brokers it must still reach (store-and-forward).
         dests: Vec<BrokerId>,
+        /// When this broker stored it (Unix milliseconds; 0 in records written before
+        /// queues had a `max_age`): what a queue's `max_age` counts from.
+        #[serde(default)]
+        at_ms: u64,
     },
     /// A durable queue was added here.
     QueueAdded {
@@ -59,6 +71,13 @@ pub(crate) enum Record {
         ack_wait_ms: u64,
         /// Deliveries before dead-lettering.
         max_deliveries: u32,
+        /// The principal that added it; empty in records written before queues had owners
+        /// (such a queue is everyone's).
+        #[serde(default)]
+        owner: String,
+        /// Its size limits (none in records written before queues had limits).
+        #[serde(default)]
+        limits: QueueLimits,
     },
     /// A durable queue (and its dead-letter lane) was removed with its messages.
     QueueRemoved {
@@ -98,6 +117,43 @@ pub(crate) enum Record {
     },
     /// A directory entry learned or made here.
     Directory(QueueDecl),
+    /// A principal claimed a producer name: from now on only it (or an admin) may name that
+    /// producer. Written when a producer is first named, or first named after an upgrade from
+    /// a version without producer owners (the entry then keeps its sequence number).
+    ProducerClaimed {
+        /// The producer's name.
+        name: String,
+        /// The principal's name.
+        owner: String,
+        /// When (Unix milliseconds).
+        at_ms: u64,
+    },
+    /// Idle producers were forgotten to make room in the producer table (`limits.max_producers`):
+    /// their sequence numbers and owners are gone.
+    ProducersForgotten {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Messages left a lane because of its queue's limits (`max_age`), not an ack.
+    Dropped {
+        /// The lane.
+        lane: LaneId,
+        /// Their tags.
+        tags: Vec<u64>,
+    },
+}
+
+/// A durable queue's size limits, as recorded. 0 is "no limit".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct QueueLimits {
+    /// Messages per lane.
+    pub(crate) max_messages: u64,
+    /// Bytes per lane (the sum of its messages' record sizes).
+    pub(crate) max_bytes: u64,
+    /// Milliseconds a message stays after it was stored here.
+    pub(crate) max_age_ms: u64,
+    /// What a full lane does with a new message.
+    pub(crate) discard: Discard,
 }
 
 /// A queue in a [`Snapshot`].
@@ -113,6 +169,42 @@ pub(crate) struct QueueSnapshot {
     pub(crate) main: Vec<(u64, Position, u32)>,
     /// The same for the dead-letter lane.
     pub(crate) dead: Vec<(u64, Position, u32)>,
+    /// See [`Record::QueueAdded`].
+    #[serde(default)]
+    pub(crate) owner: String,
+    #[serde(default)]
+    pub(crate) limits: QueueLimits,
+    /// The main lane's entries with their sizes: replaces `main` (left empty) in checkpoints
+    /// written since queues have limits.
+    #[serde(default)]
+    pub(crate) main_sized: Vec<SnapshotEntry>,
+    /// The same for the dead-letter lane.
+    #[serde(default)]
+    pub(crate) dead_sized: Vec<SnapshotEntry>,
+}
+
+/// A lane entry in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotEntry {
+    pub(crate) tag: u64,
+    pub(crate) pos: Position,
+    pub(crate) count: u32,
+    /// Its record's size in bytes.
+    pub(crate) size: u64,
+    /// When it was stored (Unix milliseconds).
+    pub(crate) at_ms: u64,
+}
+
+/// A producer in a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProducerSnapshot {
+    pub(crate) name: String,
+    /// Empty: not claimed since the upgrade to producer owners.
+    pub(crate) owner: String,
+    /// The highest stored sequence number, if any.
+    pub(crate) last_seq: Option<u64>,
+    /// The last claim or stored publication (Unix milliseconds).
+    pub(crate) last_used_ms: u64,
 }
 
 /// The whole persistent state after a prefix of the log: what a checkpoint holds.
@@ -124,11 +216,15 @@ pub(crate) struct Snapshot {
     pub(crate) queues: Vec<QueueSnapshot>,
     /// Messages with destinations not yet handed off: `(id, position, destinations)`.
     pub(crate) forwards: Vec<(MessageId, Position, Vec<BrokerId>)>,
-    /// The highest stored sequence number of each producer.
+    /// The highest stored sequence number of each producer, in checkpoints written before
+    /// producers had owners (left empty since: see `producer_table`).
     pub(crate) producers: Vec<(String, u64)>,
     /// Ids of messages from peers recently put into local queues (oldest first).
     pub(crate) seen: Vec<MessageId>,
     pub(crate) directory: Vec<QueueDecl>,
+    /// The producers with their owners and sequence numbers.
+    #[serde(default)]
+    pub(crate) producer_table: Vec<ProducerSnapshot>,
 }
 
 /// Encodes a record or snapshot.
@@ -143,4 +239,142 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(
     bytes: &'a [u8],
 ) -> Result<T, rmp_serde::decode::Error> {
     rmp_serde::from_slice(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use palio_protocol::Attributes;
+    use palio_topology::BrokerId;
+    use serde::Serialize;
+
+    use super::*;
+
+    /// The shapes records and checkpoints had before owners and limits, as that version wrote
+    /// them.
+    #[derive(Serialize)]
+    enum OldRecord {
+        Message {
+            id: MessageId,
+            producer: Option<(String, u64)>,
+            attributes: Attributes,
+            #[serde(with = "serde_bytes")]
+            payload: Vec<u8>,
+            local: bool,
+            queues: Vec<(u64, u64)>,
+            dests: Vec<BrokerId>,
+        },
+        QueueAdded {
+            key: u64,
+            name: String,
+            filter: String,
+            ack_wait_ms: u64,
+            max_deliveries: u32,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct OldQueueSnapshot {
+        key: u64,
+        name: String,
+        filter: String,
+        ack_wait_ms: u64,
+        max_deliveries: u32,
+        next_tag: u64,
+        main: Vec<(u64, Position, u32)>,
+        dead: Vec<(u64, Position, u32)>,
+    }
+
+    #[derive(Serialize)]
+    struct OldSnapshot {
+        next_msg: u64,
+        next_queue: u64,
+        next_generation: u64,
+        queues: Vec<OldQueueSnapshot>,
+        forwards: Vec<(MessageId, Position, Vec<BrokerId>)>,
+        producers: Vec<(String, u64)>,
+        seen: Vec<MessageId>,
+        directory: Vec<QueueDecl>,
+    }
+
+    #[test]
+    fn records_written_before_owners_and_limits_decode_with_defaults() {
+        let id = MessageId {
+            origin: BrokerId(1),
+            n: 4,
+        };
+        let old = encode(&OldRecord::Message {
+            id,
+            producer: Some(("p".into(), 3)),
+            attributes: Attributes::default(),
+            payload: vec![1, 2],
+            local: true,
+            queues: vec![(1, 0)],
+            dests: vec![],
+        });
+        match decode::<Record>(&old).expect("decodes") {
+            Record::Message {
+                id: back,
+                producer,
+                at_ms,
+                queues,
+                ..
+            } => {
+                assert_eq!(back, id);
+                assert_eq!(producer, Some(("p".into(), 3)));
+                assert_eq!(queues, vec![(1, 0)]);
+                assert_eq!(at_ms, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let old = encode(&OldRecord::QueueAdded {
+            key: 2,
+            name: "q".into(),
+            filter: "TRUE".into(),
+            ack_wait_ms: 10,
+            max_deliveries: 3,
+        });
+        assert_eq!(
+            decode::<Record>(&old).expect("decodes"),
+            Record::QueueAdded {
+                key: 2,
+                name: "q".into(),
+                filter: "TRUE".into(),
+                ack_wait_ms: 10,
+                max_deliveries: 3,
+                owner: String::new(),
+                limits: QueueLimits::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn checkpoints_written_before_owners_and_limits_decode_with_defaults() {
+        let pos = Position::new(0, 7);
+        let old = encode(&OldSnapshot {
+            next_msg: 1,
+            next_queue: 2,
+            next_generation: 3,
+            queues: vec![OldQueueSnapshot {
+                key: 1,
+                name: "q".into(),
+                filter: "TRUE".into(),
+                ack_wait_ms: 10,
+                max_deliveries: 3,
+                next_tag: 5,
+                main: vec![(4, pos, 1)],
+                dead: vec![],
+            }],
+            forwards: vec![],
+            producers: vec![("p".into(), 9)],
+            seen: vec![],
+            directory: vec![],
+        });
+        let snap: Snapshot = decode(&old).expect("decodes");
+        assert_eq!(snap.producers, vec![("p".to_owned(), 9)]);
+        assert!(snap.producer_table.is_empty());
+        let q = &snap.queues[0];
+        assert_eq!(q.main, vec![(4, pos, 1)]);
+        assert_eq!((q.owner.as_str(), q.limits), ("", QueueLimits::default()));
+        assert!(q.main_sized.is_empty() && q.dead_sized.is_empty());
+    }
 }

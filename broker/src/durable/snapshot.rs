@@ -4,10 +4,11 @@
 //! records written after it with [`Engine::apply_bytes`]; the indexes of filters (local queues,
 //! remote queues) are rebuilt on the way, as queues and directory entries come back.
 
+use super::admin::QueueSettings;
 use super::engine::{Engine, EngineConfig, duration_ms};
-use super::queue::Lane;
-use super::record::{QueueSnapshot, Snapshot};
-use crate::store::Position;
+use super::producers::ProducerEntry;
+use super::queue::{Lane, Stored};
+use super::record::{LaneId, ProducerSnapshot, QueueSnapshot, Snapshot, SnapshotEntry};
 
 impl Engine {
     /// An engine holding the state of a checkpoint.
@@ -17,28 +18,61 @@ impl Engine {
         e.next_queue = snap.next_queue.max(1);
         e.next_generation = snap.next_generation.max(1);
         for q in snap.queues {
-            let Some(mut queue) =
-                e.make_queue(q.key, &q.name, &q.filter, q.ack_wait_ms, q.max_deliveries)
-            else {
+            let settings = QueueSettings {
+                ack_wait_ms: q.ack_wait_ms,
+                max_deliveries: q.max_deliveries,
+                owner: q.owner,
+                limits: q.limits,
+            };
+            let Some(mut queue) = e.make_queue(q.key, &q.name, &q.filter, settings) else {
                 continue;
             };
             queue.next_tag = q.next_tag;
-            for (tag, pos, count) in q.main {
-                queue.main.insert(tag, pos, count, true);
-                *e.seg_refs.entry(pos.segment).or_default() += 1;
-            }
-            for (tag, pos, count) in q.dead {
-                queue.dead.insert(tag, pos, count, true);
-                *e.seg_refs.entry(pos.segment).or_default() += 1;
-            }
             e.names.insert(q.name, q.key);
             e.local.insert(q.key, &queue.filter, q.key);
             e.queues.insert(q.key, queue);
+            // Checkpoints from before queue limits hold entries without sizes (such queues have
+            // no limits, so the sizes count for nothing but `bytes` in their info).
+            let legacy = |(tag, pos, count): (u64, _, u32)| SnapshotEntry {
+                tag,
+                pos,
+                count,
+                size: 0,
+                at_ms: 0,
+            };
+            let lanes = [
+                (false, q.main.into_iter().map(legacy).chain(q.main_sized)),
+                (true, q.dead.into_iter().map(legacy).chain(q.dead_sized)),
+            ];
+            for (dead, entries) in lanes {
+                let lane = LaneId { queue: q.key, dead };
+                for s in entries {
+                    let stored = Stored {
+                        pos: s.pos,
+                        size: s.size,
+                        at_ms: s.at_ms,
+                    };
+                    e.enqueue(lane, s.tag, stored, s.count, true, false);
+                }
+            }
         }
         for (id, pos, dests) in snap.forwards {
             e.add_forward(id, pos, dests.into_iter().collect());
         }
-        e.producers = snap.producers.into_iter().collect();
+        // Checkpoints from before producer owners have sequence numbers only; later ones have
+        // the table.
+        for (name, seq) in snap.producers {
+            e.producer_stored(&name, seq, 0);
+        }
+        for p in snap.producer_table {
+            let entry = ProducerEntry {
+                owner: p.owner,
+                last_seq: p.last_seq,
+                last_used_ms: p.last_used_ms,
+                attached: 0,
+            };
+            e.producers.insert(p.name, entry);
+        }
         for id in snap.seen {
             e.remember(id);
         }
@@ -50,10 +84,16 @@ impl Engine {
 
     /// The state to checkpoint. Deliveries in flight count as not delivered.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let lane = |l: &Lane| -> Vec<(u64, Position, u32)> {
+        let lane = |l: &Lane| -> Vec<SnapshotEntry> {
             l.entries
                 .iter()
-                .map(|(tag, e)| (*tag, e.pos, e.count))
+                .map(|(tag, e)| SnapshotEntry {
+                    tag: *tag,
+                    pos: e.pos,
+                    count: e.count,
+                    size: e.size,
+                    at_ms: e.at_ms,
+                })
                 .collect()
         };
         Snapshot {
@@ -70,8 +110,12 @@ impl Engine {
                     ack_wait_ms: duration_ms(q.ack_wait),
                     max_deliveries: q.max_deliveries,
                     next_tag: q.next_tag,
-                    main: lane(&q.main),
-                    dead: lane(&q.dead),
+                    main: Vec::new(),
+                    dead: Vec::new(),
+                    owner: q.owner.clone(),
+                    limits: q.limits,
+                    main_sized: lane(&q.main),
+                    dead_sized: lane(&q.dead),
                 })
                 .collect(),
             forwards: self
@@ -85,13 +129,19 @@ impl Engine {
                     (*id, f.pos, dests.into_iter().collect())
                 })
                 .collect(),
-            producers: self
-                .producers
-                .iter()
-                .map(|(p, s)| (p.clone(), *s))
-                .collect(),
+            producers: Vec::new(),
             seen: self.seen_order.iter().copied().collect(),
             directory: self.directory.values().cloned().collect(),
+            producer_table: self
+                .producers
+                .iter()
+                .map(|(name, p)| ProducerSnapshot {
+                    name: name.clone(),
+                    owner: p.owner.clone(),
+                    last_seq: p.last_seq,
+                    last_used_ms: p.last_used_ms,
+                })
+                .collect(),
         }
     }
 }

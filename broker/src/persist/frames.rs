@@ -239,6 +239,12 @@ mod tests {
             consumers: 0,
             ack_wait_ms: 1000,
             max_deliveries: 3,
+            owner: "alice".into(),
+            bytes: 0,
+            max_messages: 0,
+            max_bytes: 0,
+            max_age_ms: 0,
+            discard: palio_protocol::Discard::Old,
         };
         let listing = |n| Output::Answer {
             client: 1,

@@ -68,6 +68,12 @@ mod tests {
             consumers: u32::MAX,
             ack_wait_ms: 30_000,
             max_deliveries: 5,
+            owner: format!("principal-{i}"),
+            bytes: u64::MAX,
+            max_messages: u64::MAX,
+            max_bytes: u64::MAX,
+            max_age_ms: u64::MAX,
+            discard: palio_protocol::Discard::New,
         }
     }
 

@@ -1,9 +1,11 @@
-//! A whole broker, in process, whose store is on the fault-injecting file layer (`SimFs`).
+//! A whole broker, in process, whose store is on the fault-injecting file layer (`SimFs`), and
+//! one whose durable limits are small.
 //!
 //! `tests/persistence.rs` fills a real 2 MiB tmpfs under the broker binary, which needs a
 //! private mount namespace (root). This runs the same disk-full scenario on the simulated file
 //! layer, which fails writes with `ENOSPC` once a byte budget is spent, so that it runs for
-//! everyone, and in CI beside the real one.
+//! everyone, and in CI beside the real one. The limits scenario checks that the engine's
+//! refusals reach the client as errors and `/metrics` as `palio_limits_hit_total`.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -181,6 +183,83 @@ async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
         }
     }
     assert_eq!(seqs, (0..seqs.len() as i64).collect::<Vec<_>>());
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the broker stops within 10 s")
+        .expect("the broker task did not panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_limits_reach_the_client_as_errors_and_the_metrics() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = dir.path().join("tls");
+    let mut settings = Settings {
+        id: Some("small".into()),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        admin: Some("127.0.0.1:0".parse().expect("address")),
+        data_dir: dir.path().join("b"),
+        ..Settings::default()
+    };
+    settings.tls.dir = Some(tls.clone());
+    settings.limits.max_queues = 1;
+    settings.limits.queue_max_messages = 2;
+    settings.limits.queue_discard = palio::Discard::New;
+    let server = Server::bind(settings).await.expect("binds");
+    let quic = server.local_addr().expect("QUIC address");
+    let admin = server.admin_addr().expect("admin address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+
+    let opts = ConnectOptions::new(quic.to_string())
+        .tls_dir(&tls)
+        .timeout(Duration::from_secs(10));
+    let client = Client::connect(opts).await.expect("connects");
+    client
+        .queue_add("q", "TRUE", QueueOptions::default())
+        .await
+        .expect("queue added");
+    let info = client.queue_info("q").await.expect("info");
+    assert_eq!((info.max_messages, info.discard), (2, palio::Discard::New));
+    assert_eq!(info.owner, crate::auth::ANONYMOUS);
+    let too_many = client
+        .queue_add("r", "TRUE", QueueOptions::default())
+        .await
+        .expect_err("a second queue is over max_queues");
+    assert_eq!(
+        too_many.code(),
+        Some(ErrorCode::LimitExceeded),
+        "{too_many}"
+    );
+    assert!(too_many.to_string().contains("max_queues"), "{too_many}");
+
+    let producer = client.producer("p").await.expect("producer");
+    for seq in 0..2 {
+        let n = Notification::builder()
+            .attr("seq", seq)
+            .build()
+            .expect("notification");
+        producer.publish(n).await.expect("room in the queue");
+    }
+    let n = Notification::builder()
+        .attr("seq", 2)
+        .build()
+        .expect("notification");
+    let full = producer
+        .publish(n)
+        .await
+        .expect_err("the queue is full and keeps its messages");
+    assert_eq!(full.code(), Some(ErrorCode::LimitExceeded), "{full}");
+    assert_eq!(client.queue_info("q").await.expect("info").pending, 2);
+
+    let (_, metrics) = admin_get(admin, "/metrics").await;
+    for limit in ["max_queues", "max_messages"] {
+        let name = format!("palio_limits_hit_total{{limit=\"{limit}\"}}");
+        assert_eq!(metric(&metrics, &name), Some(1.0), "{name} in {metrics}");
+    }
 
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), running)

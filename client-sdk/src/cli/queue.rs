@@ -1,11 +1,14 @@
 //! `palio queue …`: manage the durable queues of the broker the command connects to.
 //!
 //! Output contract: `add` prints `{"added": NAME}`, `rm` prints `{"removed": NAME}`, `ls`
-//! prints one JSON array of queue objects, `info` one queue object. A queue object has the
-//! fields `name`, `filter`, `pending`, `unacked`, `dead_lettered`, `consumers`, `ack_wait_ms`
-//! and `max_deliveries`. A request the broker refuses (no such queue, a queue of that name
-//! with another filter, …) exits with status 1 and the reason on stderr; an invalid filter,
-//! queue name or option exits with status 2.
+//! prints one JSON array of queue objects (the queues the connecting principal may use), `info`
+//! one queue object. A queue object has the fields `name`, `filter`, `pending`, `unacked`,
+//! `dead_lettered`, `consumers`, `ack_wait_ms`, `max_deliveries`, `owner` (empty for a queue
+//! added before queues had owners), `bytes`, `max_messages`, `max_bytes`, `max_age_ms` (0: no
+//! limit) and `discard` (`"old"` or `"new"`). A request the broker refuses (no such queue, a
+//! queue of that name with another filter, another principal's queue, a limit, …) exits with
+//! status 1 and the reason on stderr; an invalid filter, queue name or option exits with
+//! status 2.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +17,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::pubsub::{Connection, one_request};
-use crate::{Client, Error, ErrorCode, QueueOptions};
+use crate::{Client, Discard, Error, ErrorCode, QueueOptions};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum QueueCommand {
@@ -36,10 +39,28 @@ pub(super) enum QueueCommand {
         /// NAME.dlq (default: the broker's).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         max_deliveries: Option<u32>,
+        /// The most messages the queue holds, and separately its dead-letter queue (default
+        /// and maximum: the broker's limits.queue_max_messages).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_messages: Option<u64>,
+        /// The most bytes its messages take, e.g. 512MiB or 2GB (default and maximum: the
+        /// broker's limits.queue_max_bytes).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_bytes: Option<u64>,
+        /// How long a message stays, delivered or not, e.g. 90s, 12h or 7d (default and
+        /// maximum: the broker's limits.queue_max_age_ms).
+        #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+        max_age: Option<u64>,
+        /// What the full queue does with a new message: "old" drops its oldest messages,
+        /// "new" keeps them and refuses persistent publications that match it (default: the
+        /// broker's limits.queue_discard).
+        #[arg(long, value_name = "old|new", value_parser = parse_discard)]
+        discard: Option<Discard>,
     },
-    /// Print the broker's queues (dead-letter queues included) as one JSON array of objects
-    /// with name, filter, pending, unacked, dead_lettered, consumers, ack_wait_ms and
-    /// max_deliveries.
+    /// Print the broker's queues that you may use (dead-letter queues included) as one JSON
+    /// array of objects with name, filter, pending, unacked, dead_lettered, consumers,
+    /// ack_wait_ms, max_deliveries, owner, bytes, max_messages, max_bytes, max_age_ms and
+    /// discard.
     Ls {
         #[command(flatten)]
         conn: Connection,
@@ -58,6 +79,33 @@ pub(super) enum QueueCommand {
         /// The queue's name.
         name: String,
     },
+}
+
+/// `--max-bytes`: a size such as `1048576`, `512KiB`, `2 GB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s
+        .parse()
+        .map_err(|e| format!("{e} (a size such as 1048576, 512KiB or 2GB)"))?;
+    match size.as_u64() {
+        0 => Err("at least 1 byte".into()),
+        n => Ok(n),
+    }
+}
+
+/// `--max-age`: a duration such as `90s`, `12h`, `7d`, in milliseconds.
+fn parse_age(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (a duration such as 90s, 12h or 7d)"))?;
+    match u64::try_from(d.as_millis()) {
+        Ok(0) => Err("at least 1ms".into()),
+        Ok(ms) => Ok(ms),
+        Err(_) => Err("too long".into()),
+    }
+}
+
+/// `--discard`: `old` or `new`.
+fn parse_discard(s: &str) -> Result<Discard, String> {
+    s.parse()
 }
 
 /// `--ack-wait` seconds as milliseconds, if it is a duration.
@@ -114,11 +162,19 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
             filter,
             ack_wait,
             max_deliveries,
+            max_messages,
+            max_bytes,
+            max_age,
+            discard,
             ..
         } => {
             let options = QueueOptions {
                 ack_wait_ms: ack_wait.and_then(ack_wait_ms),
                 max_deliveries: *max_deliveries,
+                max_messages: *max_messages,
+                max_bytes: *max_bytes,
+                max_age_ms: *max_age,
+                discard: *discard,
             };
             client
                 .queue_add(name, filter, options)
@@ -150,6 +206,9 @@ fn explain(e: Error, name: &str) -> anyhow::Error {
         Some(ErrorCode::QueueExists) => {
             format!("queue {name:?} exists already with another filter or options")
         }
+        Some(ErrorCode::PermissionDenied) => {
+            format!("queue {name:?} belongs to another principal")
+        }
         _ => return e.into(),
     };
     anyhow::Error::new(e).context(sentence)
@@ -168,5 +227,21 @@ mod tests {
         assert_eq!(ack_wait_ms(f64::NAN), None);
         assert_eq!(ack_wait_ms(f64::INFINITY), None);
         assert_eq!(ack_wait_ms(1e300), None);
+    }
+
+    #[test]
+    fn sizes_and_ages_read_with_units_and_must_be_positive() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert_eq!(parse_age("90s"), Ok(90_000));
+        assert_eq!(parse_age("7d"), Ok(7 * 24 * 3600 * 1000));
+        assert_eq!(parse_age("1h 30m"), Ok(5_400_000));
+        assert!(parse_age("0s").is_err());
+        assert!(parse_age("30").is_err(), "a unit is needed");
+        assert_eq!(parse_discard("new"), Ok(Discard::New));
+        assert!(parse_discard("newest").is_err());
     }
 }

@@ -1,12 +1,16 @@
 //! The engine driven through its call protocol over an in-memory journal, in virtual time:
 //! the harness ([`Node`], one engine with its journal and clock) here, one broker's queues in
-//! `queues`, engines linked to each other in `network`.
+//! `queues`, engines linked to each other in `network`, queue and producer owners in `owners`,
+//! limits in `limits`.
 
 mod directory;
+mod limits;
 mod network;
+mod owners;
 mod queues;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use palio_filter::{AttrName, Value};
@@ -15,7 +19,8 @@ use palio_protocol::{
 };
 use palio_topology::BrokerId;
 
-use super::{Answer, Engine, EngineConfig, Journal, Output};
+use super::{Answer, Engine, EngineConfig, EngineLimits, Journal, Output, QueueLimits, WallClock};
+use crate::auth::Principal;
 use crate::persist::frames::{Framed, frame};
 use crate::store::{Position, StoreError};
 
@@ -49,6 +54,12 @@ impl Journal for VecJournal {
 
 const CLIENT: u64 = 7;
 
+/// The principal of [`CLIENT`].
+const ALICE: &str = "alice";
+
+/// When the tests' virtual clocks start, in Unix milliseconds.
+const START_MS: u64 = 1_700_000_000_000;
+
 struct Node {
     engine: Engine,
     journal: VecJournal,
@@ -66,7 +77,29 @@ fn config(me: u32) -> EngineConfig {
         max_deliveries: 3,
         peer_window: 64,
         dedup_window: 1000,
+        clock: WallClock {
+            at: Instant::now(),
+            unix_ms: START_MS,
+        },
+        limits: EngineLimits {
+            max_queues: 1000,
+            max_consumers_per_client: 100,
+            max_fetch_wait: Duration::from_secs(300),
+            max_producers: 1000,
+            producer_idle: Duration::from_secs(3600),
+            queue: QueueLimits::default(),
+        },
     }
+}
+
+/// A principal with every permission, an admin or not.
+fn principal(name: &str, admin: bool) -> Arc<Principal> {
+    Arc::new(Principal {
+        name: name.into(),
+        admin,
+        publish: None,
+        subscribe: None,
+    })
 }
 
 fn attrs(kind: &str, seq: i32) -> Attributes {
@@ -79,11 +112,19 @@ fn attrs(kind: &str, seq: i32) -> Attributes {
 }
 
 impl Node {
+    /// An engine with [`CLIENT`] connected as [`ALICE`].
     fn new(me: u32) -> Self {
+        Self::with_config(config(me))
+    }
+
+    fn with_config(cfg: EngineConfig) -> Self {
+        let now = cfg.clock.at;
+        let mut engine = Engine::new(cfg);
+        engine.client_up(CLIENT, principal(ALICE, false));
         Self {
-            engine: Engine::new(config(me)),
+            engine,
             journal: VecJournal::default(),
-            now: Instant::now(),
+            now,
             inbox: Vec::new(),
             max_frame: palio_protocol::DEFAULT_MAX_FRAME,
         }
@@ -139,11 +180,12 @@ impl Node {
     fn publish(&mut self, kind: &str, seq: u64) {
         let a = attrs(kind, seq as i32);
         self.engine
-            .publish(&mut self.journal, CLIENT, seq, a, vec![1, 2]);
+            .publish(&mut self.journal, self.now, CLIENT, seq, a, vec![1, 2]);
     }
 
     fn producer(&mut self) -> u64 {
-        self.engine.producer(&self.journal, CLIENT, 2, "p1".into());
+        self.engine
+            .producer(&mut self.journal, self.now, CLIENT, 2, "p1".into());
         self.sync();
         match self.frames().as_slice() {
             [ServerFrame::ProducerReady { next_seq, .. }] => *next_seq,
@@ -180,12 +222,13 @@ impl Node {
     }
 
     /// A new engine recovered from this one's journal (as after a crash with everything
-    /// synced).
+    /// synced), with [`CLIENT`] connected again as [`ALICE`].
     fn recovered(&self) -> Node {
         let mut engine = Engine::new(self.engine.cfg.clone());
         for (i, r) in self.journal.records.iter().enumerate() {
             assert!(engine.apply_bytes(Position::new(0, i as u64), r));
         }
+        engine.client_up(CLIENT, principal(ALICE, false));
         let journal = VecJournal {
             records: self.journal.records.clone(),
             fail: false,

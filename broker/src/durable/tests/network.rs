@@ -91,6 +91,7 @@ impl Line {
                             ..
                         } => n.engine.handle_store(
                             &mut n.journal,
+                            n.now,
                             from,
                             id,
                             dests,
@@ -192,6 +193,7 @@ fn a_resent_message_is_stored_once_while_held_and_delivered_once_in_any_case() {
         let n2 = l.node(2);
         n2.engine.handle_store(
             &mut n2.journal,
+            n2.now,
             BrokerId(1),
             store.0,
             store.1,
@@ -310,6 +312,7 @@ fn a_message_not_yet_durable_does_not_hold_back_durable_ones() {
     // A message from origin 1 (a lower id) arrives and is not durable yet.
     n.engine.handle_store(
         &mut n.journal,
+        n.now,
         BrokerId(1),
         crate::wire::MessageId {
             origin: BrokerId(1),

@@ -156,6 +156,8 @@ fn nak_delays_redelivery_and_a_vanished_consumer_releases_its_messages() {
     // The window is free again: the next message comes; the nakked one only after 5 s.
     assert_eq!(seqs(&n.messages()), vec![1]);
     n.engine.client_gone(&mut n.journal, n.now, CLIENT);
+    // The client connects again.
+    n.engine.client_up(CLIENT, principal(ALICE, false));
     let c2 = n.consume("q", ConsumeMode::Push { window: 10 });
     let again = n.messages();
     assert_eq!(seqs(&again), vec![1]);
@@ -407,7 +409,7 @@ fn absurd_waits_from_clients_are_cut_or_refused_not_overflowed() {
         "TRUE",
         QueueOptions {
             ack_wait_ms: Some(u64::MAX),
-            max_deliveries: None,
+            ..QueueOptions::default()
         },
     );
     assert!(matches!(
@@ -467,11 +469,14 @@ fn a_record_over_the_size_limit_is_refused_alone() {
         }
     }
     let mut j = Small(VecJournal::default());
-    let mut e = Engine::new(config(1));
-    e.producer(&j, CLIENT, 1, "p".into());
+    let cfg = config(1);
+    let now = cfg.clock.at;
+    let mut e = Engine::new(cfg);
+    e.client_up(CLIENT, principal(ALICE, false));
+    e.producer(&mut j, now, CLIENT, 1, "p".into());
     let a = attrs("a", 0);
-    e.publish(&mut j, CLIENT, 0, a.clone(), vec![0; 500]);
-    e.publish(&mut j, CLIENT, 1, a, vec![0; 10]);
+    e.publish(&mut j, now, CLIENT, 0, a.clone(), vec![0; 500]);
+    e.publish(&mut j, now, CLIENT, 1, a, vec![0; 10]);
     let end = j.end();
     e.handle_durable(&mut j, Instant::now(), end);
     let frames: Vec<ServerFrame> = std::iter::from_fn(|| e.poll_output())
