@@ -434,3 +434,56 @@ async fn with_quic_retry_clients_prove_their_address_and_connect() {
         2.0
     );
 }
+
+#[tokio::test]
+async fn queues_and_producer_names_belong_to_their_principal_and_queues_are_narrowed() {
+    let net = Net::new();
+    let b = net.broker_with("b1", &group_users(), &[]).await;
+    let carol = as_user(&b, "carol-secret").await;
+    carol
+        .queue_add("carols", "type = 'x'", palio::QueueOptions::default())
+        .await
+        .unwrap();
+    let dave = as_user(&b, "dave-secret").await;
+    let denied = |r: Result<(), palio::Error>| {
+        assert_eq!(r.unwrap_err().code(), Some(ErrorCode::PermissionDenied));
+    };
+    denied(dave.queue_info("carols").await.map(|_| ()));
+    denied(dave.pull("carols").await.map(|_| ()));
+    denied(dave.queue_remove("carols").await);
+    assert!(
+        !dave
+            .queue_list()
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.name == "carols")
+    );
+    let ops = as_user(&b, "ops-secret").await;
+    assert_eq!(ops.queue_info("carols").await.unwrap().owner, "carol");
+    assert!(
+        b.metric("palio_permission_denied_total{action=\"queue\"}")
+            .await
+            >= 3.0
+    );
+
+    // A producer name is its first principal's.
+    let mine = carol.producer("ledger").await.unwrap();
+    mine.publish(note("x", "eu", 1)).await.unwrap();
+    let taken = dave.producer("ledger").await.unwrap_err();
+    assert_eq!(taken.code(), Some(ErrorCode::PermissionDenied), "{taken}");
+
+    // erin's queue keeps only what she may receive.
+    let erin = as_user(&b, "erin-secret").await;
+    erin.queue_add("erins", "type = 'x'", palio::QueueOptions::default())
+        .await
+        .unwrap();
+    for n in 2..=7 {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        mine.publish(note("x", region, n)).await.unwrap();
+    }
+    let mut consumer = erin.pull("erins").await.unwrap();
+    let batch = consumer.fetch(10, Duration::from_secs(2)).await.unwrap();
+    let got: Vec<i64> = batch.iter().map(|m| n_of(m.notification())).collect();
+    assert_eq!(got, vec![2, 4, 6]);
+}

@@ -445,10 +445,14 @@ async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
         ls,
         serde_json::json!([{
             "name": "orders", "filter": "seq >= 0", "pending": 4, "unacked": 1,
-            "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5
+            "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5,
+            "owner": "alice", "bytes": 100, "max_messages": 1000, "max_bytes": 1048576,
+            "max_age_ms": 0, "discard": "new"
         }, {
             "name": "orders.dlq", "filter": "seq >= 0", "pending": 0, "unacked": 1,
-            "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5
+            "dead_lettered": 2, "consumers": 0, "ack_wait_ms": 30000, "max_deliveries": 5,
+            "owner": "alice", "bytes": 100, "max_messages": 1000, "max_bytes": 1048576,
+            "max_age_ms": 0, "discard": "new"
         }])
     );
     assert_eq!(out.lines().count(), 1);

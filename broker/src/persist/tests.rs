@@ -224,7 +224,7 @@ async fn durable_limits_reach_the_client_as_errors_and_the_metrics() {
         .expect("queue added");
     let info = client.queue_info("q").await.expect("info");
     assert_eq!((info.max_messages, info.discard), (2, palio::Discard::New));
-    assert_eq!(info.owner, crate::auth::ANONYMOUS);
+    assert_eq!(info.owner, palio_protocol::tls::DEV_CLIENT_NAME);
     let too_many = client
         .queue_add("r", "TRUE", QueueOptions::default())
         .await
