@@ -562,6 +562,7 @@ impl Task {
         for (action, now, before) in [
             ("queue", s.denied_queue, l.denied_queue),
             ("producer", s.denied_producer, l.denied_producer),
+            ("receive", s.denied_receive, l.denied_receive),
         ] {
             if now > before {
                 m.permission_denied

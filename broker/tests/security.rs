@@ -487,3 +487,45 @@ async fn queues_and_producer_names_belong_to_their_principal_and_queues_are_narr
     let got: Vec<i64> = batch.iter().map(|m| n_of(m.notification())).collect();
     assert_eq!(got, vec![2, 4, 6]);
 }
+
+#[tokio::test]
+async fn a_reload_withholds_queued_messages_outside_the_new_permission() {
+    let net = Net::new();
+    let b = net.broker_with("b1", USERS, &[]).await;
+    let carol = as_user(&b, "carol-secret").await;
+    carol
+        .queue_add("mine", "type = 'x'", palio::QueueOptions::default())
+        .await
+        .unwrap();
+    let producer = carol.producer("p").await.unwrap();
+    for n in 1..=6 {
+        let region = if n % 2 == 0 { "eu" } else { "us" };
+        producer.publish(note("x", region, n)).await.unwrap();
+    }
+    b.reload(&USERS.replace(
+        "name = \"carol\"\ntoken = \"carol-secret\"\n",
+        "name = \"carol\"\ntoken = \"carol-secret\"\nsubscribe = \"region = 'eu'\"\n",
+    ));
+    // The queue was added before: what it holds outside the new permission is never handed
+    // out (a new connection authenticates under the new rules).
+    let again = as_user(&b, "carol-secret").await;
+    let mut consumer = again.pull("mine").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        for m in consumer
+            .fetch(10, Duration::from_millis(300))
+            .await
+            .unwrap()
+        {
+            got.push(n_of(m.notification()));
+            m.ack().await.unwrap();
+        }
+    }
+    assert_eq!(got, vec![2, 4, 6]);
+    assert_eq!(
+        b.metric("palio_permission_denied_total{action=\"receive\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(again.queue_info("mine").await.unwrap().pending, 0);
+}

@@ -523,6 +523,25 @@ impl Engine {
                 return;
             }
         };
+        // A queue was narrowed to its owner's permission when it was added; a consumer whose
+        // principal may not receive this message (a reload shrank the permission since, or an
+        // admin consumes another's queue) never gets it, and it leaves the queue.
+        let allowed = self
+            .consumers
+            .get(&consumer)
+            .and_then(|c| self.principal(c.client))
+            .is_none_or(|p| p.may_receive(&attributes));
+        if !allowed {
+            self.stats.denied_receive += 1;
+            let _ = self.write(
+                j,
+                Record::Acked {
+                    lane,
+                    tags: vec![tag],
+                },
+            );
+            return;
+        }
         // Best effort: after a crash the count may be one lower (documented).
         let _ = self.write(j, Record::Delivered { lane, tag, count });
         self.push_timer(deadline, Timer::AckWait { lane, tag, count });

@@ -110,6 +110,9 @@ pub(crate) struct Stats {
     pub(crate) denied_queue: u64,
     /// Producer names refused for belonging to another principal.
     pub(crate) denied_producer: u64,
+    /// Messages withheld from a consumer whose principal may not receive them (its permission
+    /// shrank after the queue was added) and dropped from their queue.
+    pub(crate) denied_receive: u64,
     /// Limits hit, by [`Limit`] (indexed by `Limit as usize`).
     pub(crate) limits: [u64; Limit::ALL.len()],
 }
