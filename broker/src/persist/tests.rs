@@ -61,6 +61,19 @@ async fn admin_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// A broker named `id` on ephemeral loopback ports, its data and TLS directories in `dir`.
+fn settings(dir: &std::path::Path, id: &str) -> Settings {
+    let mut settings = Settings {
+        id: Some(id.into()),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        admin: Some("127.0.0.1:0".parse().expect("address")),
+        data_dir: dir.join("b"),
+        ..Settings::default()
+    };
+    settings.tls.dir = Some(dir.join("tls"));
+    settings
+}
+
 fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -70,14 +83,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tls = dir.path().join("tls");
-    let mut settings = Settings {
-        id: Some("full".into()),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        admin: Some("127.0.0.1:0".parse().expect("address")),
-        data_dir: dir.path().join("b"),
-        ..Settings::default()
-    };
-    settings.tls.dir = Some(tls.clone());
+    let settings = settings(dir.path(), "full");
     let fs = SimFs::new();
     FILE_LAYER.set(Some(fs.clone() as Arc<dyn Fs>));
     let server = Server::bind(settings).await.expect("binds");
@@ -195,14 +201,7 @@ async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
 async fn durable_limits_reach_the_client_as_errors_and_the_metrics() {
     let dir = tempfile::tempdir().expect("temp dir");
     let tls = dir.path().join("tls");
-    let mut settings = Settings {
-        id: Some("small".into()),
-        listen: "127.0.0.1:0".parse().expect("address"),
-        admin: Some("127.0.0.1:0".parse().expect("address")),
-        data_dir: dir.path().join("b"),
-        ..Settings::default()
-    };
-    settings.tls.dir = Some(tls.clone());
+    let mut settings = settings(dir.path(), "small");
     settings.limits.max_queues = 1;
     settings.limits.queue_max_messages = 2;
     settings.limits.queue_discard = palio::Discard::New;
