@@ -338,3 +338,43 @@ async fn filter_bombs_are_refused_at_subscribe_time_or_evaluate_cheaply() {
     .await;
     println!("filter bombs: worst probe {worst:?}");
 }
+
+#[tokio::test]
+async fn a_stranger_can_make_the_broker_buffer_no_more_than_the_pre_auth_window() {
+    let net = Net::new();
+    let b = net.broker("b1", "", &[]).await;
+    let (_ep, cfg) = bare_endpoint(&b);
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = ep
+        .connect_with(cfg, b.quic, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    // The control stream, left silent, and a second stream the broker never reads: what is
+    // written to it waits in the broker's buffers, up to what flow control allows.
+    let (_control, _) = conn.open_bi().await.unwrap();
+    let (mut extra, _) = conn.open_bi().await.unwrap();
+    let chunk = vec![0u8; 4096];
+    let mut written = 0usize;
+    let blocked = loop {
+        match tokio::time::timeout(Duration::from_secs(1), extra.write(&chunk)).await {
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => panic!("after {written} bytes: {e}"),
+            Err(_) => break true,
+        }
+        if written > 4 << 20 {
+            break false;
+        }
+    };
+    assert!(
+        blocked,
+        "{written} bytes taken from an unauthenticated client"
+    );
+    assert!(
+        written <= palio_protocol::tls::PRE_AUTH_WINDOW as usize,
+        "{written} bytes"
+    );
+    // Clients that authenticate work as ever (their window is raised after the hello).
+    let client = b.client().await;
+    client.flush().await.unwrap();
+}

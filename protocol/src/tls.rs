@@ -55,6 +55,10 @@ pub const DEV_SERVER_NAME: &str = "localhost";
 pub const STREAM_WINDOW: u32 = 1 << 20;
 /// Receive window per connection: 16 MiB. Quinn's default is unbounded.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Receive window of a connection a broker accepted, until the other side has authenticated
+/// (a client's hello, a peer's hello): 64 KiB. All a stranger can make the broker buffer; the
+/// broker raises it to [`CONNECTION_WINDOW`] once it knows who is there.
+pub const PRE_AUTH_WINDOW: u32 = 64 << 10;
 /// Keep-alive: after 1 s without receiving anything, a side sends a PING, which the other
 /// acknowledges. An idle but healthy connection thus carries a packet each way every second,
 /// which keeps NAT bindings open and lets the idle timeout tell silence from death.
@@ -265,7 +269,9 @@ pub fn server_config_with(
     let quic = QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     // Clients and peers open one control stream each; the broker opens the delivery stream.
-    config.transport_config(Arc::new(transport_config(4, 0, timeouts)));
+    let mut transport = transport_config(4, 0, timeouts);
+    transport.receive_window(VarInt::from_u32(PRE_AUTH_WINDOW));
+    config.transport_config(Arc::new(transport));
     Ok(config)
 }
 

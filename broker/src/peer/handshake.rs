@@ -139,6 +139,11 @@ pub(crate) async fn serve_accepted(shared: Arc<Links>, conn: quinn::Connection) 
         Ok(c) => c,
         Err(r) => return fail(&shared, &conn, &r),
     };
+    // A broker certificate of the network: the peer is authenticated, its link gets the
+    // full connection window (see `PRE_AUTH_WINDOW`).
+    conn.set_receive_window(quinn::VarInt::from_u32(
+        palio_protocol::tls::CONNECTION_WINDOW,
+    ));
     match accept_handshake(&shared, &conn, &certified).await {
         Ok(h) => run_link(&shared, &conn, h).await,
         Err(r) => fail(&shared, &conn, &r),

@@ -108,7 +108,11 @@ pub(super) async fn handshake(
             .await);
         }
     };
+    // Authenticated: full frames, and the full connection window (see `PRE_AUTH_WINDOW`).
     reader.decoder_mut().set_max(shared.limits.max_frame_bytes);
+    conn.set_receive_window(quinn::VarInt::from_u32(
+        palio_protocol::tls::CONNECTION_WINDOW,
+    ));
     let send = send.ok_or((ErrorCode::Internal, "control stream lost".to_owned()))?;
     Ok(Hello {
         reader,
