@@ -26,7 +26,7 @@
 //! |---|---|---|
 //! | router (one) | routing tables, link state, clients' subscriptions, outboxes' producer side | `router::RouterHandle` |
 //! | persist task (own thread) | the log, the durable engine, checkpoints | `persist::PersistHandle` |
-//! | session (per client connection) | the control stream's reader, the pacer | — |
+//! | session (per client connection) | the control stream's reader, the pacer, its principal and subscriptions' filters as written | — |
 //! | writer (per stream) | the stream's send side, the outbox's consumer side | its outbox |
 //! | link (per peer link) | the link stream's reader, the pacer | — |
 //! | dialer (per configured peer) | redial and backoff, the address's dial state | — |
@@ -41,7 +41,10 @@
 //! - wire frames to clients: `palio-protocol`; between brokers: `wire`;
 //! - limits, policies and their defaults: `config` (documented in `docs/operations.md`);
 //! - flow control: `outbox`, `pacer`, `writer`; slow consumers: `router::outputs`;
-//! - authentication of clients: `session::hello`; of peers: `peer::handshake`;
+//! - who may connect and do what: `auth` (principals, permissions as filters, the reloadable
+//!   `auth::gate`, connection counts in `auth::admission`); the front door's screening:
+//!   `accept`; authentication of clients: `session::hello`, and their permissions in force:
+//!   `session::permissions`; of peers: `peer::handshake`, `peer::identity`;
 //! - timeouts and reconnects: `peer::dial`, `config` (`[timeouts]`), `reset_key`;
 //! - `/metrics`, `/healthz`, `/routes`: `metrics`, `admin`, `router::view`;
 //! - the data directory: `lock`, `store`, `persist`.
