@@ -51,7 +51,7 @@ mod matching;
 mod output;
 mod publish;
 mod queue;
-mod record;
+pub(crate) mod record;
 mod snapshot;
 
 pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};

@@ -20,9 +20,9 @@
 //! effects are carried out; `catalog`, `journal`, `members` and `core` the state they use.
 
 mod catalog;
-mod core;
+pub(crate) mod core;
 mod effects;
-mod journal;
+pub(crate) mod journal;
 mod members;
 mod overlay;
 mod requests;
