@@ -187,6 +187,31 @@ impl Recovery {
     }
 }
 
+/// Rebuilds a total-order group's core at [`ME`] from its records, as the groups task does at
+/// start, then runs it as the task would: `ticks` Raft ticks of virtual time, a publication
+/// before each, every effect drained (and none carried out: no peer answers). `voters` are
+/// the group's replicas. The error is the core's refusal of the records.
+pub fn run_total(voters: &[BrokerId], records: Vec<Vec<u8>>, ticks: u32) -> Result<(), String> {
+    let config = TotalConfig::default();
+    let tick = config.tick;
+    let mut now = Instant::now();
+    let mut t =
+        TotalGroup::<Msg>::new(ME, voters, config, records, now).map_err(|e| e.to_string())?;
+    while t.poll_effect().is_some() {}
+    for i in 0..ticks {
+        t.publish(
+            now,
+            "p",
+            u64::from(i) + 1,
+            msg(i32::try_from(i).unwrap_or(0))?,
+        );
+        now += tick;
+        t.handle_timeout(now);
+        while t.poll_effect().is_some() {}
+    }
+    Ok(())
+}
+
 /// Well-formed records of every kind the broker stores, in an order that makes sense when
 /// replayed (a queue is added before a message enters it, a group declared before its core's
 /// records).
@@ -203,6 +228,8 @@ pub struct Samples {
     /// its declaration, then its core's records as its run persisted them (Raft's hard state,
     /// entries, and compactions holding snapshots of the state machine).
     pub raft: Vec<Vec<u8>>,
+    /// The same total-order core's records on their own, as [`run_total`] takes them.
+    pub raft_core: Vec<Vec<u8>>,
 }
 
 impl Samples {
@@ -216,12 +243,14 @@ impl Samples {
             .into_iter()
             .map(|j| from_json::<Snapshot>(j).map(|s| durable_record::encode(&s)))
             .collect::<Result<_, _>>()?;
-        let (groups, raft) = groups_records()?;
+        let raft_core = total_run()?;
+        let (groups, raft) = groups_records(&raft_core)?;
         Ok(Samples {
             durable,
             snapshots,
             groups,
             raft,
+            raft_core,
         })
     }
 }
@@ -276,7 +305,7 @@ fn snapshots() -> Vec<Json> {
 
 /// The groups' log samples: declarations of a causal and a total-order group, then the records
 /// their cores persisted; and the total-order group's alone.
-fn groups_records() -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
+fn groups_records(total_core: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
     let decl = |name: &str, order: &str, voters: Json| {
         from_json::<GroupDecl>(json!({"name": name, "order": order, "voters": voters,
             "creator": ME.0, "generation": 1, "removed": false}))
@@ -296,7 +325,7 @@ fn groups_records() -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
     let causal = decl("c", "causal", json!([]))?;
     let total = decl("t", "total", json!([ME.0]))?;
     let mut raft = vec![encode_groups(&GroupsRecord::Decl(total.clone()))];
-    raft.extend(core(&total, total_run()?));
+    raft.extend(core(&total, total_core.to_vec()));
     let mut all = vec![encode_groups(&GroupsRecord::Decl(causal.clone()))];
     all.extend(core(&causal, causal_run()?));
     all.extend(raft.iter().cloned());
@@ -408,6 +437,10 @@ mod tests {
             .expect("the records load");
         assert_eq!(t.applied_position().map(|p| p.seq), Some(12));
         assert!(t.log_len() < 12, "compacted: {} entries held", t.log_len());
+        let s = Samples::new().expect("samples build");
+        for voters in [&[ME][..], &[ME, BrokerId(2), BrokerId(3)]] {
+            run_total(voters, s.raft_core.clone(), 30).expect("the core restores and runs");
+        }
     }
 
     /// The samples recovered through the real paths: every record applies, the groups' cores

@@ -1,15 +1,18 @@
 //! Checkpoints as the broker reads them at start: the store's checkpoint file (its framing, then
 //! the durable engine's state in it, then the records after it), and the Raft state of a
 //! total-order group (hard state, entries, compactions and installed snapshots of the state
-//! machine) in the groups' log. Written as files and opened through the broker's own recovery.
-//! Never a panic; a well-formed checkpoint over an intact log opens, and its framing reads back
-//! what was framed.
+//! machine) in the groups' log. Written as files and opened through the broker's own recovery;
+//! the Raft records also restore a core on their own, which then runs for some ticks (elections,
+//! publications, compactions over the restored log). Never a panic; a well-formed checkpoint
+//! over an intact log opens, its framing reads back what was framed, and a core restores from
+//! every prefix of the records it wrote.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use palio_broker::fuzzing::{self, CHECKPOINT_FILE, CHECKPOINT_TEMP, Recovery};
 use palio_fuzz::{Damage, Piece, Scratch, damage, records, samples, segment_files, segments};
+use palio_topology::BrokerId;
 
 #[derive(Debug, Arbitrary)]
 enum Checkpoint {
@@ -39,6 +42,12 @@ struct Input {
     raft: Vec<Piece>,
     /// Where its sealed first segment ends, if it has two.
     raft_split: Option<u8>,
+    /// A total-order core's records, for a core restored from them and run for some ticks.
+    core: Vec<Piece>,
+    /// The core's group has two more replicas (else this broker is the only one).
+    three_voters: bool,
+    /// Ticks to run it for (modulo 64).
+    ticks: u8,
 }
 
 struct Harness {
@@ -104,4 +113,19 @@ fuzz_target!(
         "an intact groups' log opens: {opened:?}"
     );
     h.scratch.clear();
+
+    let core = records(&input.core, &s.raft_core);
+    let voters = if input.three_voters {
+        &[fuzzing::ME, BrokerId(2), BrokerId(3)][..]
+    } else {
+        &[fuzzing::ME][..]
+    };
+    let ran = fuzzing::run_total(voters, core, u32::from(input.ticks % 64));
+    // Every prefix of the records a core wrote is a log a crash can leave: it must restore.
+    let prefix = match input.core.as_slice() {
+        [] => true,
+        [Piece::Run { from, .. }] => usize::from(*from) % s.raft_core.len() == 0,
+        _ => false,
+    };
+    assert!(ran.is_ok() || !prefix, "a core restores from a prefix of its records: {ran:?}");
 });
