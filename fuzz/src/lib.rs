@@ -66,7 +66,22 @@ pub enum Edit {
     Remove(u16),
     /// Cut the rest.
     Truncate(u16),
+    /// Replace a byte (a small MessagePack integer, most often) by a wide integer at an edge:
+    /// stored counters, tags, keys and indexes at their maximum are where arithmetic
+    /// overflows.
+    Wide(u16, u8),
 }
+
+/// MessagePack encodings of integers at the edges of their types.
+const WIDE: &[&[u8]] = &[
+    &[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // u64::MAX
+    &[0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], // u64::MAX - 1
+    &[0xcf, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], // 2^63
+    &[0xce, 0xff, 0xff, 0xff, 0xff],                         // u32::MAX
+    &[0xcd, 0xff, 0xff],                                     // u16::MAX
+    &[0xd3, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], // i64::MIN
+    &[0xff],                                                 // -1
+];
 
 impl Piece {
     /// Whether this piece holds only samples as they are.
@@ -123,6 +138,11 @@ fn edit(bytes: &mut Vec<u8>, e: &Edit) {
         Edit::Truncate(i) => {
             let i = at(i, 1);
             bytes.truncate(i);
+        }
+        Edit::Wide(i, w) if !bytes.is_empty() => {
+            let i = at(i, 0);
+            let wide = WIDE[usize::from(w) % WIDE.len()];
+            bytes.splice(i..=i, wide.iter().copied());
         }
         _ => {}
     }

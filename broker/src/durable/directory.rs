@@ -54,7 +54,8 @@ impl Engine {
     /// Records a directory entry if it is newer than the one known.
     pub(super) fn learn(&mut self, decl: QueueDecl) {
         if decl.home == self.cfg.me {
-            self.next_generation = self.next_generation.max(decl.generation + 1);
+            // Saturating: a stored generation at the maximum must not overflow.
+            self.next_generation = self.next_generation.max(decl.generation.saturating_add(1));
         }
         if !self.is_newer(&decl) {
             return;
