@@ -11,7 +11,7 @@ use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
-use super::records::{LogEntry, Record, Replay};
+use super::records::{LogEntry, MAX_TERM_OR_INDEX, Record, Replay};
 
 use super::state::SnapData;
 use super::storage::{GroupStorage, from_entry, to_entry};
@@ -231,6 +231,28 @@ impl RaftNode {
         }
         if w.to != self.me {
             return Err("raft message for another replica".into());
+        }
+        // Terms and indexes are bounded as the records are: raft-rs adds one to them unchecked.
+        let numbers = [
+            w.term,
+            w.log_term,
+            w.index,
+            w.commit,
+            w.commit_term,
+            w.request_snapshot,
+            w.reject_hint,
+        ];
+        let entries = w.entries.iter().flat_map(|e| [e.term, e.index]);
+        let snapshot = w.snapshot.iter().flat_map(|s| [s.index, s.term]);
+        if let Some(v) = numbers
+            .into_iter()
+            .chain(entries)
+            .chain(snapshot)
+            .find(|v| *v > MAX_TERM_OR_INDEX)
+        {
+            return Err(format!(
+                "raft message with a term or index ({v}) beyond {MAX_TERM_OR_INDEX}"
+            ));
         }
         if t == MessageType::MsgAppend {
             let mut term = w.log_term;
