@@ -542,7 +542,7 @@ impl Settings {
     }
 
     /// Final checks and derived defaults.
-    fn finish(mut self) -> Result<Self, ConfigError> {
+    pub(crate) fn finish(mut self) -> Result<Self, ConfigError> {
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > 64 || id.chars().any(char::is_whitespace))
         {

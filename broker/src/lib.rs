@@ -63,6 +63,8 @@ mod context;
 mod delivery;
 mod durable;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod groups;
 mod lock;
 mod metrics;

@@ -262,3 +262,51 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+
+    use super::*;
+
+    fn engine() -> Engine {
+        Engine::new(super::super::tests::config(1))
+    }
+
+    /// `{"QueueAdded": [u64::MAX, "q", "TRUE", 1000, 2]}`: the `records` fuzz target's crash
+    /// (a sample with its key widened to `u64::MAX`; name and filter shortened), which
+    /// overflowed the next queue key during recovery.
+    const QUEUE_AT_MAX: &[u8] =
+        b"\x81\xaaQueueAdded\x95\xcf\xff\xff\xff\xff\xff\xff\xff\xff\xa1q\xa4TRUE\xcd\x03\xe8\x02";
+
+    #[test]
+    fn a_stored_queue_key_at_the_maximum_does_not_overflow() {
+        let mut e = engine();
+        assert!(e.apply_bytes(Position::new(0, 32), QUEUE_AT_MAX));
+        assert_eq!(e.next_queue, u64::MAX);
+        assert!(e.queues.contains_key(&u64::MAX));
+    }
+
+    #[test]
+    fn a_stored_tag_at_the_maximum_does_not_overflow() {
+        // {"QueueAdded": [1, "q", "TRUE", 1000, 2]}, then a message in queue 1 with tag
+        // u64::MAX: {"Message": [[1, 0], nil, [], b"", true, [[1, u64::MAX]], []]}.
+        let queue = b"\x81\xaaQueueAdded\x95\x01\xa1q\xa4TRUE\xcd\x03\xe8\x02";
+        let message = b"\x81\xa7Message\x97\x92\x01\x00\xc0\x90\xc4\x00\xc3\x91\x92\x01\xcf\xff\xff\xff\xff\xff\xff\xff\xff\x90";
+        let mut e = engine();
+        assert!(e.apply_bytes(Position::new(0, 32), queue));
+        assert!(e.apply_bytes(Position::new(0, 64), message));
+        let q = e.queues.get(&1).expect("the queue");
+        assert_eq!(q.next_tag, u64::MAX);
+        assert!(q.main.entries.contains_key(&u64::MAX));
+    }
+
+    #[test]
+    fn a_stored_directory_generation_at_the_maximum_does_not_overflow() {
+        // {"Directory": [1, "q", "TRUE", u64::MAX, false]}: this broker's own entry.
+        let decl =
+            b"\x81\xa9Directory\x95\x01\xa1q\xa4TRUE\xcf\xff\xff\xff\xff\xff\xff\xff\xff\xc2";
+        let mut e = engine();
+        assert!(e.apply_bytes(Position::new(0, 32), decl));
+        assert_eq!(e.next_generation, u64::MAX);
+    }
+}

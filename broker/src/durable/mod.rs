@@ -54,7 +54,7 @@ mod output;
 mod producers;
 mod publish;
 mod queue;
-mod record;
+pub(crate) mod record;
 mod snapshot;
 
 pub(crate) use engine::{ClientId, Engine, EngineConfig, Journal, Stats};

@@ -13,7 +13,7 @@ use crate::wire::GroupDecl;
 
 /// One record of the groups' log.
 #[derive(Debug, Serialize, Deserialize)]
-enum Record {
+pub(crate) enum Record {
     /// A declaration this broker took (its own or a peer's).
     Decl(GroupDecl),
     /// A record of the core of group `group` (of the declaration with `generation`).

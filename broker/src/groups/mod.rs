@@ -30,9 +30,9 @@
 
 mod bounds;
 mod catalog;
-mod core;
+pub(crate) mod core;
 mod effects;
-mod journal;
+pub(crate) mod journal;
 mod members;
 mod overlay;
 mod owners;

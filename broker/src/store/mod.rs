@@ -52,14 +52,14 @@
 //! `checkpoint.rs`, `segment.rs`, `log.rs` (the owner's API), `fs.rs` (the file layer: real
 //! files, or the fault-injecting `SimFs` in tests).
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod error;
 mod fs;
 mod log;
 mod position;
-mod record;
+pub(crate) mod record;
 mod recovery;
-mod scan;
+pub(crate) mod scan;
 mod segment;
 #[cfg(test)]
 mod sim_fs;

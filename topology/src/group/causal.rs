@@ -109,6 +109,11 @@ use super::{BodyError, Effect, Order, VClock};
 use crate::BrokerId;
 use wire::{Body, Stamped};
 
+/// The largest sequence a record may hold: 2^62, beyond any real group (a message a
+/// nanosecond for 146 years), and far enough below `u64::MAX` that the sequence arithmetic
+/// after a restore (the next stamp, the oldest retained message) cannot overflow.
+const MAX_SEQ: u64 = 1 << 62;
+
 /// Tuning of a [`CausalGroup`].
 #[derive(Debug, Clone)]
 pub struct CausalConfig {
@@ -244,6 +249,12 @@ impl<M: Clone + Serialize + DeserializeOwned> CausalGroup<M> {
                 wire::decode(&record).map_err(|e| err(format!("record {i}: {e}")))?;
             if s.seq == 0 || (seq != 0 && Some(s.seq) != seq.checked_add(1)) {
                 return Err(err(format!("record {i}: sequence {} after {seq}", s.seq)));
+            }
+            if s.seq > MAX_SEQ {
+                return Err(err(format!(
+                    "record {i}: sequence {} beyond the largest a group reaches ({MAX_SEQ})",
+                    s.seq
+                )));
             }
             seq = s.seq;
             floor = s.deps.clone();

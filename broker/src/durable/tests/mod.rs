@@ -70,7 +70,7 @@ struct Node {
     max_frame: usize,
 }
 
-fn config(me: u32) -> EngineConfig {
+pub(super) fn config(me: u32) -> EngineConfig {
     EngineConfig {
         me: BrokerId(me),
         ack_wait: Duration::from_secs(30),

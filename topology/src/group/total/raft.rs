@@ -38,7 +38,7 @@ use raft::eraftpb::{Entry, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use serde::{Deserialize, Serialize};
 
-use super::records::{LogEntry, Record, Replay};
+use super::records::{LogEntry, MAX_TERM_OR_INDEX, Record, Replay};
 
 use super::state::SnapData;
 use super::storage::{GroupStorage, from_entry, to_entry};
@@ -274,6 +274,28 @@ impl RaftNode {
             return Err("raft message for another replica".into());
         }
         self.check_bounds(t, &w)?;
+        // Terms and indexes are bounded as the records are: raft-rs adds one to them unchecked.
+        let numbers = [
+            w.term,
+            w.log_term,
+            w.index,
+            w.commit,
+            w.commit_term,
+            w.request_snapshot,
+            w.reject_hint,
+        ];
+        let entries = w.entries.iter().flat_map(|e| [e.term, e.index]);
+        let snapshot = w.snapshot.iter().flat_map(|s| [s.index, s.term]);
+        if let Some(v) = numbers
+            .into_iter()
+            .chain(entries)
+            .chain(snapshot)
+            .find(|v| *v > MAX_TERM_OR_INDEX)
+        {
+            return Err(format!(
+                "raft message with a term or index ({v}) beyond {MAX_TERM_OR_INDEX}"
+            ));
+        }
         if t == MessageType::MsgAppend {
             if w.index > 0 && w.log_term == 0 {
                 return Err("append after an entry of term 0".into());

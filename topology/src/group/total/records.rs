@@ -59,10 +59,31 @@ impl Record {
         rmp_serde::to_vec(self).unwrap_or_default()
     }
 
+    /// Decodes a record, refusing terms and indexes beyond [`MAX_TERM_OR_INDEX`].
     pub(crate) fn decode(bytes: &[u8]) -> Result<Record, String> {
-        rmp_serde::from_slice(bytes).map_err(|e| format!("bad record: {e}"))
+        let r: Record = rmp_serde::from_slice(bytes).map_err(|e| format!("bad record: {e}"))?;
+        let mut values = match &r {
+            Record::HardState { term, commit, .. } => vec![*term, *commit],
+            Record::Entries(es) => es.iter().flat_map(|e| [e.term, e.index]).collect(),
+            Record::Compact { index, term, .. } | Record::Install { index, term, .. } => {
+                vec![*index, *term]
+            }
+        }
+        .into_iter();
+        match values.find(|v| *v > MAX_TERM_OR_INDEX) {
+            Some(v) => Err(format!(
+                "bad record: term or index {v} beyond the largest a log reaches ({MAX_TERM_OR_INDEX})"
+            )),
+            None => Ok(r),
+        }
     }
 }
+
+/// The largest term or index a record may hold: 2^62, beyond any real log (a term per
+/// election and an index per entry: one a nanosecond for 146 years), and far enough below
+/// `u64::MAX` that raft-rs's unchecked `term + 1` and `index + 1` cannot overflow on a term
+/// or index read back from disk.
+pub(crate) const MAX_TERM_OR_INDEX: u64 = 1 << 62;
 
 /// The Raft storage a run of records describes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,5 +213,45 @@ mod tests {
         };
         assert_eq!(Record::decode(&rec.encode()).unwrap(), rec);
         assert!(Record::decode(&[0xc1, 0x00]).is_err());
+    }
+
+    /// `{"HardState": [u64::MAX, 2, 0]}`: the `checkpoints` fuzz target's crash (a core's own
+    /// hard state with its term widened). It loaded, and the replica's first election computed
+    /// `term + 1` inside raft-rs: a panic in debug builds, a wrapped term in release ones.
+    const TERM_AT_MAX: &[u8] = b"\x81\xa9HardState\x93\xcf\xff\xff\xff\xff\xff\xff\xff\xff\x02\x00";
+
+    #[test]
+    fn terms_and_indexes_beyond_the_bound_are_refused() {
+        let err = Record::decode(TERM_AT_MAX).expect_err("refused");
+        assert!(err.contains("beyond the largest"), "{err}");
+        let big = MAX_TERM_OR_INDEX + 1;
+        for rec in [
+            Record::HardState {
+                term: 1,
+                vote: 0,
+                commit: big,
+            },
+            Record::Entries(vec![e(1, 1), e(big, 2)]),
+            Record::Entries(vec![e(1, big)]),
+            Record::Compact {
+                index: big,
+                term: 1,
+                data: vec![],
+            },
+            Record::Install {
+                index: 1,
+                term: big,
+                data: vec![],
+            },
+        ] {
+            assert!(Record::decode(&rec.encode()).is_err(), "{rec:?}");
+        }
+        // At the bound is fine.
+        let rec = Record::Install {
+            index: MAX_TERM_OR_INDEX,
+            term: MAX_TERM_OR_INDEX,
+            data: vec![],
+        };
+        assert_eq!(Record::decode(&rec.encode()), Ok(rec));
     }
 }
