@@ -113,6 +113,8 @@ pub(crate) struct Metrics {
     /// Requests or connections refused because a limit was reached, by limit (the setting's
     /// name, e.g. `max_connections`, `max_queues`, `max_consumers_per_client`).
     pub(crate) limits_hit: IntCounterVec,
+    /// Reloads of credentials and permissions (SIGHUP), by result (`ok`, `error`).
+    pub(crate) reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -333,6 +335,11 @@ impl Metrics {
                 "limits_hit_total",
                 "Requests or connections refused because a limit was reached, by limit.",
                 &["limit"],
+            ),
+            reloads: counter_vec(
+                "config_reloads_total",
+                "Reloads of credentials and permissions (SIGHUP), by result.",
+                &["result"],
             ),
             registry,
         }

@@ -54,21 +54,33 @@ pub struct Server {
 /// hold is disconnected, the others take their new permissions (subscriptions are narrowed
 /// again).
 #[derive(Debug, Clone)]
-pub struct Reloader(Arc<Gate>);
+pub struct Reloader {
+    gate: Arc<Gate>,
+    metrics: Metrics,
+}
 
 impl Reloader {
     /// Puts `settings`' `[auth]` and `[admin_access]` in force. Other settings are not
-    /// reloaded (a restart applies them).
+    /// reloaded (a restart applies them). Counted in
+    /// `palio_config_reloads_total{result="ok"}`.
     pub fn reload(&self, settings: &Settings) {
-        self.0.replace(Access {
+        self.gate.replace(Access {
             auth: settings.auth.clone(),
             admin: settings.admin_access.clone(),
         });
+        self.metrics.reloads.with_label_values(&["ok"]).inc();
         tracing::info!(
             users = settings.auth.users.len(),
             allow_anonymous = settings.auth.allow_anonymous,
             "credentials and permissions reloaded"
         );
+    }
+
+    /// Reports a reload whose configuration did not load: nothing changed. Counted in
+    /// `palio_config_reloads_total{result="error"}`.
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        self.metrics.reloads.with_label_values(&["error"]).inc();
+        tracing::error!(%error, "configuration not reloaded; the rules in force stay");
     }
 }
 
@@ -257,7 +269,10 @@ impl Server {
 
     /// A handle that reloads credentials and permissions while the broker runs.
     pub fn reloader(&self) -> Reloader {
-        Reloader(self.gate.clone())
+        Reloader {
+            gate: self.gate.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// The development TLS directory, if one is used.

@@ -6,7 +6,7 @@
 mod common;
 
 use common::cli::run;
-use common::{BrokerProc, Dirs, next_within};
+use common::{BrokerProc, Dirs, next_within, wait_until};
 use palio::filter::Value;
 use palio::{Client, Notification};
 
@@ -100,19 +100,23 @@ async fn sighup_reloads_permissions_and_a_bad_file_changes_nothing() {
     let mut sub = sub_client.subscribe("TRUE").await.unwrap();
     let publisher = carol().await.unwrap();
 
-    // A file that does not load is reported and changes nothing.
-    std::fs::write(&cfg, "[auth\n").unwrap();
+    // A file that does not load is reported and changes nothing. (Files are replaced by a
+    // rename, as an operator's tools should: a reload must never read one half-written.)
+    let replace = |text: &str| {
+        let tmp = cfg.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cfg).unwrap();
+    };
+    replace("[auth\n");
     hangup(&b);
-    std::fs::write(
-        &cfg,
-        USERS.replace(
-            "token = \"carol-secret\"\n",
-            "token = \"carol-secret\"\nsubscribe = \"region = 'eu'\"\n",
-        ),
-    )
-    .unwrap();
-    // Give the bad reload time to be handled before the good one.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_until("the bad reload to be reported", 10, || {
+        b.metric("palio_config_reloads_total{result=\"error\"}") == 1.0
+    })
+    .await;
+    replace(&USERS.replace(
+        "token = \"carol-secret\"\n",
+        "token = \"carol-secret\"\nsubscribe = \"region = 'eu'\"\n",
+    ));
     publisher.publish(note("us", 0)).await.unwrap();
     publisher.flush().await.unwrap();
     let first = next_within(&mut sub, 5000)
@@ -121,6 +125,10 @@ async fn sighup_reloads_permissions_and_a_bad_file_changes_nothing() {
     assert_eq!(n_of(&first), 0);
 
     hangup(&b);
+    wait_until("the reload", 10, || {
+        b.metric("palio_config_reloads_total{result=\"ok\"}") == 1.0
+    })
+    .await;
     let mut round = 0;
     loop {
         round += 1;

@@ -159,7 +159,7 @@ async fn reload_on_hangup(reloader: palio_broker::Reloader, overrides: Overrides
         while hangups.recv().await.is_some() {
             match Settings::load(&overrides) {
                 Ok(settings) => reloader.reload(&settings),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+                Err(e) => reloader.failed(&e),
             }
         }
     }
