@@ -231,6 +231,10 @@ pub struct Samples {
     pub raft: Vec<Vec<u8>>,
     /// The same total-order core's records on their own, as [`run_total`] takes them.
     pub raft_core: Vec<Vec<u8>>,
+    /// A causal core's records on their own, as [`run_causal`] takes them.
+    pub causal_core: Vec<Vec<u8>>,
+    /// Bodies a peer sends that causal core: a hello, a welcome, a repair request.
+    pub causal_bodies: Vec<Vec<u8>>,
 }
 
 impl Samples {
@@ -245,13 +249,16 @@ impl Samples {
             .map(|j| from_json::<Snapshot>(j).map(|s| durable_record::encode(&s)))
             .collect::<Result<_, _>>()?;
         let raft_core = total_run()?;
-        let (groups, raft) = groups_records(&raft_core)?;
+        let (causal_core, causal_bodies) = causal_run()?;
+        let (groups, raft) = groups_records(&causal_core, &raft_core)?;
         Ok(Samples {
             durable,
             snapshots,
             groups,
             raft,
             raft_core,
+            causal_core,
+            causal_bodies,
         })
     }
 }
@@ -309,7 +316,10 @@ fn snapshots() -> Vec<Json> {
 /// Encoded records, in log order.
 type Records = Vec<Vec<u8>>;
 
-fn groups_records(total_core: &[Vec<u8>]) -> Result<(Records, Records), String> {
+fn groups_records(
+    causal_core: &[Vec<u8>],
+    total_core: &[Vec<u8>],
+) -> Result<(Records, Records), String> {
     let decl = |name: &str, order: &str, voters: Json| {
         from_json::<GroupDecl>(json!({"name": name, "order": order, "voters": voters,
             "creator": ME.0, "generation": 1, "removed": false}))
@@ -331,7 +341,7 @@ fn groups_records(total_core: &[Vec<u8>]) -> Result<(Records, Records), String> 
     let mut raft = vec![encode_groups(&GroupsRecord::Decl(total.clone()))];
     raft.extend(core(&total, total_core.to_vec()));
     let mut all = vec![encode_groups(&GroupsRecord::Decl(causal.clone()))];
-    all.extend(core(&causal, causal_run()?));
+    all.extend(core(&causal, causal_core.to_vec()));
     all.extend(raft.iter().cloned());
     Ok((all, raft))
 }
@@ -358,17 +368,81 @@ fn persisted<M>(effects: impl Iterator<Item = Effect<M>>, out: &mut Vec<Vec<u8>>
     }));
 }
 
-/// What a causal core at [`ME`] persists for three publications.
-fn causal_run() -> Result<Vec<Vec<u8>>, String> {
+/// What a causal core at [`ME`] persists for three publications, and the bodies a peer
+/// (broker 2) sends it meanwhile: its hello, its welcome, and a repair request for the two
+/// messages it missed.
+fn causal_run() -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
     let now = Instant::now();
-    let mut c = CausalGroup::new(ME, Order::Causal, CausalConfig::default(), Vec::new())
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
+    let config = CausalConfig::default();
+    let repair_after = config.repair_after;
+    let new = |b: BrokerId| {
+        CausalGroup::<Msg>::new(b, Order::Causal, config.clone(), Vec::new())
+            .map_err(|e| e.to_string())
+    };
+    let (mut a, mut b) = (new(ME)?, new(BrokerId(2))?);
+    let (mut records, mut to_b, mut to_a) = (Vec::new(), Vec::new(), Vec::new());
+    let sort = |effects: Vec<Effect<Msg>>, records: &mut Vec<Vec<u8>>, out: &mut Vec<Vec<u8>>| {
+        for e in effects {
+            match e {
+                Effect::Persist { record } => records.push(record),
+                Effect::Send { body, .. } | Effect::Broadcast { body } => out.push(body),
+                _ => {}
+            }
+        }
+    };
+    sort(
+        std::iter::from_fn(|| a.poll_effect()).collect(),
+        &mut records,
+        &mut to_b,
+    );
     for i in 1..=3 {
-        c.publish(now, "p", i, &VClock::default(), msg(i as i32)?);
-        persisted(std::iter::from_fn(|| c.poll_effect()), &mut out);
+        a.publish(now, "p", i, &VClock::default(), msg(i as i32)?);
+        sort(
+            std::iter::from_fn(|| a.poll_effect()).collect(),
+            &mut records,
+            &mut to_b,
+        );
     }
-    Ok(out)
+    // Broker 2 hears the hello and the last message only: it asks for the two before.
+    let mut unused = Vec::new();
+    sort(
+        std::iter::from_fn(|| b.poll_effect()).collect(),
+        &mut unused,
+        &mut to_a,
+    );
+    for body in [to_b.first(), to_b.last()].into_iter().flatten() {
+        b.handle_body(now, ME, body).map_err(|e| e.to_string())?;
+    }
+    b.handle_timeout(now + repair_after * 2);
+    sort(
+        std::iter::from_fn(|| b.poll_effect()).collect(),
+        &mut unused,
+        &mut to_a,
+    );
+    Ok((records, to_a))
+}
+
+/// Rebuilds a causal group's core at [`ME`] from its records, as the groups task does at
+/// start, then hands it `bodies` from broker 2 (refused ones are skipped, as the task skips
+/// them), a publication, and `ticks` timer rounds of 100 ms of virtual time; every effect is
+/// drained. The error is the core's refusal of the records.
+pub fn run_causal(records: Vec<Vec<u8>>, bodies: &[Vec<u8>], ticks: u32) -> Result<(), String> {
+    let mut now = Instant::now();
+    let mut c = CausalGroup::<Msg>::new(ME, Order::Causal, CausalConfig::default(), records)
+        .map_err(|e| e.to_string())?;
+    while c.poll_effect().is_some() {}
+    c.handle_broker_up(now, BrokerId(2));
+    for body in bodies {
+        let _ = c.handle_body(now, BrokerId(2), body);
+        while c.poll_effect().is_some() {}
+    }
+    c.publish(now, "p", 1, &VClock::default(), msg(0)?);
+    for _ in 0..ticks {
+        now += std::time::Duration::from_millis(100);
+        c.handle_timeout(now);
+        while c.poll_effect().is_some() {}
+    }
+    Ok(())
 }
 
 /// What a total-order core, the only replica of its group, persists while it elects itself
@@ -442,6 +516,15 @@ mod tests {
         assert_eq!(t.applied_position().map(|p| p.seq), Some(12));
         assert!(t.log_len() < 12, "compacted: {} entries held", t.log_len());
         let s = Samples::new().expect("samples build");
+        assert_eq!(s.causal_core.len(), 3);
+        // Body variants are named in MessagePack: the repair request is among them.
+        let named = |name: &[u8]| {
+            s.causal_bodies
+                .iter()
+                .any(|b| b.windows(name.len()).any(|w| w == name))
+        };
+        assert!(named(b"Hello") && named(b"Welcome") && named(b"RepairRequest"));
+        run_causal(s.causal_core.clone(), &s.causal_bodies, 30).expect("the causal core runs");
         for voters in [&[ME][..], &[ME, BrokerId(2), BrokerId(3)]] {
             run_total(voters, s.raft_core.clone(), 30).expect("the core restores and runs");
         }

@@ -1,7 +1,9 @@
 //! The logs as the broker recovers them at start: the durable engine's records in the store's
 //! segments (`DATA_DIR/store`) and the groups' declarations and cores' records in theirs
-//! (`DATA_DIR/groups`), written as files and opened through the broker's own recovery. Never a
-//! panic; and a log of well-formed records without damage recovers every record, cleanly.
+//! (`DATA_DIR/groups`), written as files and opened through the broker's own recovery; and a
+//! causal core's records on their own, restored and then handed a peer's bodies and run. Never
+//! a panic; a log of well-formed records without damage recovers every record, cleanly; and a
+//! core restores from every prefix of the records it wrote.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -52,6 +54,14 @@ enum Input {
     Store(Log),
     /// The groups' log.
     Groups(Log),
+    /// A causal core restored from its records on their own, then handed bodies from a peer
+    /// and run for some ticks (what the groups task does with it after the start).
+    Causal {
+        records: Vec<Piece>,
+        bodies: Vec<Piece>,
+        /// Timer rounds (modulo 64).
+        ticks: u8,
+    },
 }
 
 struct Harness {
@@ -97,6 +107,19 @@ fuzz_target!(
                 let opened = h.recovery.open_groups(&dir);
                 h.scratch.clear();
                 assert!(opened.is_ok() || !log.intact(), "an intact groups' log opens: {opened:?}");
+            }
+            Input::Causal { records: pieces, bodies, ticks } => {
+                let s = samples();
+                let written = &s.causal_core;
+                let bodies = records(bodies, &s.causal_bodies);
+                let ran = fuzzing::run_causal(records(pieces, written), &bodies, u32::from(ticks % 64));
+                // Every prefix of the records a core wrote is a log a crash can leave.
+                let prefix = match pieces.as_slice() {
+                    [] => true,
+                    [Piece::Run { from, .. }] => usize::from(*from) % written.len() == 0,
+                    _ => false,
+                };
+                assert!(ran.is_ok() || !prefix, "a core restores from a prefix of its records: {ran:?}");
             }
         }
     }
