@@ -371,7 +371,7 @@ fn persisted<M>(effects: impl Iterator<Item = Effect<M>>, out: &mut Vec<Vec<u8>>
 /// What a causal core at [`ME`] persists for three publications, and the bodies a peer
 /// (broker 2) sends it meanwhile: its hello, its welcome, and a repair request for the two
 /// messages it missed.
-fn causal_run() -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), String> {
+fn causal_run() -> Result<(Records, Records), String> {
     let now = Instant::now();
     let config = CausalConfig::default();
     let repair_after = config.repair_after;
