@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::{ClientFrame, ErrorCode, FrameCodec, PROTOCOL_VERSION, ServerFrame, Welcome};
+use tokio::sync::watch;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::auth::gate::Access;
 use crate::auth::{Credential, Principal};
 use crate::context::Context;
 use crate::outbox::Outbox;
@@ -34,6 +36,8 @@ pub(super) struct Hello {
     pub(super) credential: Credential,
     /// Who it is.
     pub(super) principal: Arc<Principal>,
+    /// The access rules, as checked; changes when a reload replaces them.
+    pub(super) access: watch::Receiver<Arc<Access>>,
 }
 
 /// Accepts the control stream, reads the hello and checks version and credentials; a refusal
@@ -91,7 +95,10 @@ pub(super) async fn handshake(
         .await);
     }
     let credential = Credential::of(token.as_deref(), certificate_names(conn));
-    let principal = match shared.gate.current().auth.authenticate(&credential) {
+    // Watched from before the check: a reload that lands after it is seen by the session.
+    let mut access = shared.gate.watch();
+    let rules = access.borrow_and_update().clone();
+    let principal = match rules.auth.authenticate(&credential) {
         Ok(p) => p,
         Err(denial) => {
             shared
@@ -120,6 +127,7 @@ pub(super) async fn handshake(
         name,
         credential,
         principal,
+        access,
     })
 }
 

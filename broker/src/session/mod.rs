@@ -73,6 +73,7 @@ async fn session(
         name,
         credential,
         principal,
+        access,
     } = hello::handshake(shared, conn).await?;
     // Held for the connection's life: its share of the principal's connections.
     let _slot = shared
@@ -151,5 +152,12 @@ async fn session(
             principal: principal.clone(),
         })
         .await?;
-    requests::run(shared, client, reader, control, credential, principal).await
+    requests::run(
+        shared,
+        client,
+        reader,
+        control,
+        (credential, principal, access),
+    )
+    .await
 }

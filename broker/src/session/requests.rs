@@ -15,9 +15,10 @@ use futures_util::{FutureExt, StreamExt};
 use palio_filter::{CostBudget, Event};
 use palio_protocol::{ClientFrame, ErrorCode, FrameError, ServerFrame};
 use palio_topology::SharedFilter;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::hello::Reader;
+use crate::auth::gate::Access;
 use crate::auth::{Credential, Principal};
 use crate::context::Context;
 use crate::groups::GroupCommand;
@@ -35,11 +36,8 @@ pub(super) async fn run(
     client: ClientId,
     mut reader: Reader,
     control: Outbox<ServerFrame>,
-    credential: Credential,
-    principal: Arc<Principal>,
+    (credential, principal, mut access): (Credential, Arc<Principal>, watch::Receiver<Arc<Access>>),
 ) -> Result<(), Refusal> {
-    let mut access = shared.gate.watch();
-    access.mark_unchanged();
     let mut session = Session {
         shared,
         client,
