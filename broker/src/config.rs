@@ -520,19 +520,12 @@ impl Settings {
         s.store = raw.store;
         s.timeouts = raw.timeouts;
         for st in raw.subscription {
-            let filter = SharedFilter::parse(st.filter.get_ref())
-                .map_err(|e| e.to_string())
-                .and_then(|f| {
-                    let budget = palio_filter::CostBudget::default();
-                    f.filter().check_cost(&budget).map_err(|e| e.to_string())?;
-                    Ok(f)
-                })
-                .map_err(|e| {
-                    at(
-                        st.filter.span().start,
-                        format!("invalid filter in subscription {:?}: {e}", st.name),
-                    )
-                })?;
+            let filter = compile_filter(st.filter.get_ref()).map_err(|e| {
+                at(
+                    st.filter.span().start,
+                    format!("invalid filter in subscription {:?}: {e}", st.name),
+                )
+            })?;
             s.static_subscriptions.push(StaticSubscription {
                 name: st.name,
                 filter,
@@ -630,6 +623,17 @@ impl Settings {
         }
         Ok(self)
     }
+}
+
+/// Compiles a filter written in the configuration (a static subscription, a permission) and
+/// checks it against the default evaluation cost budget, as client filters are.
+pub(crate) fn compile_filter(source: &str) -> Result<SharedFilter, String> {
+    let filter = SharedFilter::parse(source).map_err(|e| e.to_string())?;
+    filter
+        .filter()
+        .check_cost(&palio_filter::CostBudget::default())
+        .map_err(|e| e.to_string())?;
+    Ok(filter)
 }
 
 fn parse_admin(a: &str) -> Result<Option<SocketAddr>, ConfigError> {

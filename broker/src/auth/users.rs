@@ -206,19 +206,12 @@ impl Auth {
             }
             let permission = |what: &str, f: Option<Spanned<String>>| {
                 f.map(|f| {
-                    SharedFilter::parse(f.get_ref())
-                        .map_err(|e| e.to_string())
-                        .and_then(|p| {
-                            let budget = palio_filter::CostBudget::default();
-                            p.filter().check_cost(&budget).map_err(|e| e.to_string())?;
-                            Ok(p)
-                        })
-                        .map_err(|e| {
-                            (
-                                f.span().start,
-                                format!("user {name:?}: invalid {what} permission: {e}"),
-                            )
-                        })
+                    crate::config::compile_filter(f.get_ref()).map_err(|e| {
+                        (
+                            f.span().start,
+                            format!("user {name:?}: invalid {what} permission: {e}"),
+                        )
+                    })
                 })
                 .transpose()
             };
