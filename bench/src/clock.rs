@@ -30,6 +30,12 @@ pub fn process_cpu_secs() -> Option<f64> {
     proc_stat_cpu_secs(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
+/// Process `pid`'s CPU time (user + system, all threads) in seconds, as
+/// [`process_cpu_secs`] reads its own.
+pub fn pid_cpu_secs(pid: u32) -> Option<f64> {
+    proc_stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// User + system time from a `/proc/<pid>/stat` line, in seconds.
 pub fn proc_stat_cpu_secs(stat: &str) -> Option<f64> {
     // The command name (field 2) is in parentheses and may hold spaces: count fields after

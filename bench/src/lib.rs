@@ -15,8 +15,11 @@
 //!   publisher and subscriber as separate processes (or all in one).
 //! - [`persistence`]: persistent publish and durable pull consumption, Palio beside NATS
 //!   JetStream with file storage.
+//! - [`compare`]: Palio beside NATS core, NATS with TLS, Mosquitto and JetStream, every server
+//!   and client a process of its own, the systems alternating run by run.
 
 pub mod clock;
+pub mod compare;
 pub mod disk;
 pub mod matching;
 pub mod persistence;

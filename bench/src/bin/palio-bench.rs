@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use palio_bench::compare;
 use palio_bench::matching::{self, Compile, MatchingConfig, MatchingReport};
 use palio_bench::routing;
 use palio_bench::workload::{W1, W2, Workload};
@@ -36,6 +37,14 @@ enum Command {
     PersistenceSummary(PersistenceSummaryArgs),
     /// Time appends followed by fdatasync in a directory (the price group commit amortises).
     FsyncProbe(FsyncProbeArgs),
+    /// Palio beside NATS, NATS with TLS, Mosquitto or JetStream: servers, publishers and
+    /// subscribers as separate processes, the systems alternating; prints medians and ratios.
+    Compare(compare::cli::CompareArgs),
+    /// A publisher or subscriber process of `compare` (started by it, not by hand).
+    #[command(hide = true)]
+    CompareWorker(compare::cli::CompareWorkerArgs),
+    /// Write docs/benchmarks/README.md and its plots from `compare --json` lines.
+    CompareReport(compare::cli::CompareReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -314,6 +323,9 @@ fn main() -> ExitCode {
         Command::FsyncProbe(args) => palio_bench::disk::probe(&args.dir, args.block, args.count)
             .and_then(|r| Ok(serde_json::to_string(&r)?))
             .map(|line| println!("{line}")),
+        Command::Compare(args) => compare::cli::compare(&args),
+        Command::CompareWorker(args) => compare::cli::compare_worker(&args),
+        Command::CompareReport(args) => compare::cli::compare_report(&args),
         Command::RoutingPlot(args) => std::fs::read_to_string(&args.input)
             .map_err(anyhow::Error::from)
             .and_then(|t| routing::read_reports(&t))
@@ -522,6 +534,7 @@ fn persistence_cmd(args: &PersistenceArgs) -> anyhow::Result<()> {
         payload_bytes: args.payload,
         producers: args.producers,
         batch: args.batch,
+        palio_broker_bin: None,
         jetstream_sync: match args.jetstream_sync {
             SyncName::Default => JetStreamSync::Default,
             SyncName::Always => JetStreamSync::Always,

@@ -87,6 +87,9 @@ pub struct PersistenceConfig {
     /// Where the temporary data directory goes (default: the system's temp dir); the disk it
     /// is on is the disk measured.
     pub data_parent: Option<PathBuf>,
+    /// Palio only: run the broker as this `palio-broker` process (as users run it) instead of
+    /// in this process.
+    pub palio_broker_bin: Option<PathBuf>,
 }
 
 /// The outcome of one run.

@@ -1,4 +1,5 @@
-//! The Palio side: a broker in this process on a runtime of its own, one durable queue whose
+//! The Palio side: a broker in this process on a runtime of its own (or a `palio-broker`
+//! process, as `compare` runs it), one durable queue whose
 //! filter matches every benchmark message, persistent producers and a pull consumer.
 
 use std::path::Path;
@@ -10,6 +11,8 @@ use palio::{Client, ConnectOptions, Notification, ProducerOptions, QueueOptions}
 use palio_broker::{Server, Settings};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
+
+use crate::pubsub::processes::Broker;
 
 use super::{
     ATTRIBUTES, Drain, PUBLISH_WINDOW, PersistenceConfig, PersistenceReport, Phase, System, Tally,
@@ -28,6 +31,16 @@ pub(super) fn run(
     dir: &Path,
     progress: &mut dyn FnMut(&str),
 ) -> anyhow::Result<PersistenceReport> {
+    if let Some(bin) = &config.palio_broker_bin {
+        return rt.block_on(async {
+            let broker = Broker::start(bin, 0, dir, &dir.join("tls"), None).await?;
+            progress(&format!("palio-broker process on {}", broker.quic));
+            let opts = ConnectOptions::new(&broker.quic).tls_dir(dir.join("tls"));
+            let report = bench(config, &opts, progress).await;
+            broker.stop().await;
+            report
+        });
+    }
     // The broker gets worker threads of its own, as a separate process would.
     let broker_rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("broker")

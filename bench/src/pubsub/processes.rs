@@ -33,7 +33,7 @@ use super::{ATTRIBUTES, PubsubConfig, PubsubReport, cpu_us_per, fill_totals, los
 
 /// How long a broker may take to print `PALIO_READY`, and a worker to connect, subscribe or
 /// see the route.
-const SETUP: Duration = Duration::from_secs(30);
+pub(crate) const SETUP: Duration = Duration::from_secs(30);
 
 /// How the processes run.
 #[derive(Debug, Clone)]
@@ -155,7 +155,12 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
 
     let mut sub_args = common(&last);
     sub_args.extend(["--drain-ms".into(), opts.drain.as_millis().to_string()]);
-    let mut sub = Worker::spawn(&opts.worker_bin, "subscriber", "sub", &sub_args)?;
+    let mut sub = Worker::spawn(
+        &opts.worker_bin,
+        "subscriber",
+        &["pubsub-worker", "sub"],
+        &sub_args,
+    )?;
     sub.expect(SETUP, "subscribed", "subscribe")
         .await
         .map_err(|e| with_diagnostics(e, &brokers))?;
@@ -165,7 +170,12 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
     if let Some(r) = config.rate {
         pub_args.extend(["--rate".into(), r.to_string()]);
     }
-    let mut publ = Worker::spawn(&opts.worker_bin, "publisher", "pub", &pub_args)?;
+    let mut publ = Worker::spawn(
+        &opts.worker_bin,
+        "publisher",
+        &["pubsub-worker", "pub"],
+        &pub_args,
+    )?;
     publ.expect(SETUP, "connected", "connect")
         .await
         .map_err(|e| with_diagnostics(e, &brokers))?;
@@ -312,7 +322,7 @@ async fn create_group(
 }
 
 /// Adds what the brokers show now (counters, log tails) to an error.
-fn with_diagnostics(e: anyhow::Error, brokers: &[Broker]) -> anyhow::Error {
+pub(crate) fn with_diagnostics(e: anyhow::Error, brokers: &[Broker]) -> anyhow::Error {
     let mut notes = Vec::new();
     for b in brokers {
         match metrics::scrape(&b.name, &b.admin) {
@@ -335,23 +345,25 @@ fn with_diagnostics(e: anyhow::Error, brokers: &[Broker]) -> anyhow::Error {
 }
 
 /// The last `n` lines of a file (empty if unreadable).
-fn log_tail(path: &Path, n: usize) -> String {
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A `palio-broker` child process, killed when dropped.
-struct Broker {
-    name: String,
+pub(crate) struct Broker {
+    pub(crate) name: String,
     child: Child,
-    quic: String,
-    admin: String,
+    pub(crate) quic: String,
+    pub(crate) admin: String,
     log: PathBuf,
 }
 
 impl Broker {
-    async fn start(
+    /// Starts broker `bench{index}` with its data directory under `root`, the development
+    /// PKI in `tls`, linked to `peer`; returns once it has printed `PALIO_READY`.
+    pub(crate) async fn start(
         bin: &Path,
         index: usize,
         root: &Path,
@@ -422,20 +434,20 @@ impl Broker {
 
     /// The process's CPU time so far (user + system, 10 ms resolution), from
     /// `/proc/<pid>/stat`.
-    fn cpu_secs(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
-        crate::clock::proc_stat_cpu_secs(&stat)
+    pub(crate) fn cpu_secs(&self) -> Option<f64> {
+        crate::clock::pid_cpu_secs(self.child.id()?)
     }
 
     /// Kills the process and reaps it (bounded).
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 }
 
-/// A `palio-bench pubsub-worker` child process, killed when dropped.
-struct Worker {
+/// A `palio-bench` worker child process (`pubsub-worker`, `compare-worker`), killed when
+/// dropped.
+pub(crate) struct Worker {
     role: &'static str,
     child: Child,
     stdin: Option<ChildStdin>,
@@ -443,9 +455,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(bin: &Path, role: &'static str, arg: &str, args: &[String]) -> anyhow::Result<Self> {
+    /// Starts `bin COMMAND ARGS…` with piped stdin and stdout.
+    pub(crate) fn spawn(
+        bin: &Path,
+        role: &'static str,
+        command: &[&str],
+        args: &[String],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(bin)
-            .args(["pubsub-worker", arg])
+            .args(command)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -485,7 +503,12 @@ impl Worker {
     }
 
     /// Waits (at most `within`) for the status line `word`.
-    async fn expect(&mut self, within: Duration, word: &str, what: &str) -> anyhow::Result<()> {
+    pub(crate) async fn expect(
+        &mut self,
+        within: Duration,
+        word: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
         let line = self
             .line(Instant::now() + within, what)
             .await
@@ -500,7 +523,7 @@ impl Worker {
     }
 
     /// Waits (until `deadline`) for the JSON result line.
-    async fn result<T: DeserializeOwned>(
+    pub(crate) async fn result<T: DeserializeOwned>(
         &mut self,
         deadline: Instant,
         what: &str,
@@ -511,7 +534,7 @@ impl Worker {
     }
 
     /// Sends a command line.
-    async fn send(&mut self, line: &str) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, line: &str) -> anyhow::Result<()> {
         let stdin = self.stdin.as_mut().context("the worker's stdin")?;
         let io = async {
             stdin.write_all(format!("{line}\n").as_bytes()).await?;
@@ -524,7 +547,7 @@ impl Worker {
     }
 
     /// Closes its stdin and waits (briefly) for it to exit; kills it if it does not.
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         drop(self.stdin.take());
         if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
             .await
