@@ -141,6 +141,14 @@ struct PubsubArgs {
     /// The palio-broker executable [default: palio-broker next to this executable].
     #[arg(long, conflicts_with = "in_process")]
     broker_bin: Option<std::path::PathBuf>,
+    /// Measure a broker that is already running, at this QUIC address (HOST:PORT), instead of
+    /// starting brokers. Its counters are not read.
+    #[arg(long, short = 's', conflicts_with_all = ["in_process", "broker_bin", "group"])]
+    server: Option<String>,
+    /// With --server: the TLS directory of the running broker (its development PKI, whose
+    /// client identity the publisher and subscriber use).
+    #[arg(long, default_value = "palio-data/tls", requires = "server")]
+    tls_dir: std::path::PathBuf,
     /// Seconds the publisher may take to publish and flush, and the subscriber after it,
     /// before the run is declared stalled.
     #[arg(long, default_value_t = 120)]
@@ -464,6 +472,7 @@ fn pubsub_cmd(args: &PubsubArgs) -> anyhow::Result<()> {
                 worker_bin: std::env::current_exe()?,
                 timeout: std::time::Duration::from_secs(args.timeout),
                 drain: std::time::Duration::from_millis(args.drain_ms),
+                server: args.server.clone().map(|s| (s, args.tls_dir.clone())),
             },
         )?
     };

@@ -47,6 +47,9 @@ pub struct ProcessOptions {
     pub timeout: Duration,
     /// How long the subscriber waits for stragglers after the publisher is done.
     pub drain: Duration,
+    /// Measure a broker that is already running instead of starting brokers: its QUIC address
+    /// and the TLS directory the workers authenticate with (its development PKI).
+    pub server: Option<(String, PathBuf)>,
 }
 
 /// The `palio-broker` next to this executable (`target/release/palio-broker` for
@@ -77,7 +80,10 @@ pub fn parse_ready(line: &str) -> Option<anyhow::Result<Ready>> {
 /// Runs the benchmark in separate processes.
 pub fn run(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Result<PubsubReport> {
     config.check()?;
-    if !opts.broker_bin.is_file() {
+    if opts.server.is_some() && (config.brokers != 1 || config.group.is_some()) {
+        bail!("against a running broker (--server), the run is one broker and no group");
+    }
+    if opts.server.is_none() && !opts.broker_bin.is_file() {
         bail!(
             "no broker executable at {} (build it with `cargo build --release -p palio-broker`, \
              or pass --broker-bin)",
@@ -120,17 +126,26 @@ async fn interrupted() -> &'static str {
 
 async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Result<PubsubReport> {
     let root = tempfile::tempdir().context("temp dir")?;
-    let tls = root.path().join("tls");
+    let (tls, external) = match &opts.server {
+        Some((quic, tls)) => (tls.clone(), Some(quic.clone())),
+        None => (root.path().join("tls"), None),
+    };
     let mut brokers: Vec<Broker> = Vec::new();
-    for i in 0..config.brokers {
+    let to_start = if external.is_some() {
+        0
+    } else {
+        config.brokers
+    };
+    for i in 0..to_start {
         let peer = brokers.last().map(|b| b.quic.clone());
         let b = Broker::start(&opts.broker_bin, i, root.path(), &tls, peer.as_deref())
             .await
             .map_err(|e| with_diagnostics(e, &brokers))?;
         brokers.push(b);
     }
-    let (first, last) = match (brokers.first(), brokers.last()) {
-        (Some(f), Some(l)) => (f.quic.clone(), l.quic.clone()),
+    let (first, last) = match (brokers.first(), brokers.last(), external) {
+        (_, _, Some(server)) => (server.clone(), server),
+        (Some(f), Some(l), None) => (f.quic.clone(), l.quic.clone()),
         _ => bail!("no brokers"),
     };
     if let Some(order) = config.group {
@@ -230,7 +245,10 @@ async fn run_async(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Resu
         system: None,
         scenario: None,
         round: None,
-        broker_bin: Some(opts.broker_bin.display().to_string()),
+        broker_bin: match &opts.server {
+            Some((server, _)) => Some(format!("running broker at {server}")),
+            None => Some(opts.broker_bin.display().to_string()),
+        },
         brokers: config.brokers,
         payload_bytes: config.payload_bytes,
         attributes: ATTRIBUTES,
