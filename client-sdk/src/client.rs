@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::tls::{self, Identity};
 use palio_protocol::{
@@ -368,7 +369,6 @@ impl Client {
         // From now on the broker's limit applies: frames we send must fit within it, and
         // frames carrying a publication on from the broker may exceed it by the headroom.
         let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
-        *writer.encoder_mut() = FrameCodec::new(max_frame);
         *reader.decoder_mut() = FrameCodec::new(max_frame.saturating_add(FRAME_HEADROOM));
         let (frames, rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
@@ -384,7 +384,7 @@ impl Client {
             timeout: opts.timeout,
             max_frame,
         });
-        tokio::spawn(write_frames(writer, rx));
+        tokio::spawn(write_frames(writer.into_inner(), max_frame, rx));
         tokio::spawn(read_control(shared.clone(), reader));
         tokio::spawn(read_deliveries(shared.clone()));
         Ok(Client {
@@ -498,11 +498,19 @@ impl Client {
             return Err(Error::from_connection(&e));
         }
         let (attributes, payload) = notification.into_parts();
+        // The exact encoded length, computed without encoding (the writer encodes it once).
+        let size = palio_protocol::publish_len(&attributes, &payload);
+        if size > self.shared.max_frame {
+            return Err(Error::FrameTooLarge {
+                what: "publication",
+                size,
+                max: self.shared.max_frame,
+            });
+        }
         let frame = ClientFrame::Publish {
             attributes,
             payload,
         };
-        self.shared.check_size(&frame, "publication")?;
         self.shared
             .frames
             .send(frame)
@@ -589,21 +597,40 @@ pub(crate) fn closed(conn: &quinn::Connection, fallback: String) -> Error {
     }
 }
 
+/// Bytes encoded before they are handed to the stream even if more frames are queued.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes the frames the methods queue: whatever is queued is encoded into one buffer
+/// (publications by the hand-written encoder) and handed to the stream without a copy.
 async fn write_frames(
-    mut writer: FramedWrite<quinn::SendStream, FrameCodec<()>>,
+    mut stream: quinn::SendStream,
+    max: usize,
     mut rx: mpsc::Receiver<ClientFrame>,
 ) {
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
     while let Some(f) = rx.recv().await {
         let mut next = Some(f);
         while let Some(f) = next {
-            if writer.feed(&f).await.is_err() {
+            let encoded = match &f {
+                ClientFrame::Publish {
+                    attributes,
+                    payload,
+                } => palio_protocol::encode_publish(attributes, payload, &mut buf, max),
+                other => palio_protocol::encode_into(other, &mut buf, max),
+            };
+            // Sizes were checked when the frames were queued: a failure here is a bug, and the
+            // connection cannot go on with a frame missing.
+            if encoded.is_err() {
                 return;
+            }
+            if buf.len() >= WRITE_BATCH {
+                break;
             }
             next = rx.try_recv().ok();
         }
-        if SinkExt::<&ClientFrame>::flush(&mut writer).await.is_err() {
+        if stream.write_chunk(buf.split().freeze()).await.is_err() {
             return;
         }
     }
-    let _ = writer.get_mut().finish();
+    let _ = stream.finish();
 }

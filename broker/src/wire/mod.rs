@@ -13,9 +13,7 @@ use palio_protocol::{Attributes, ErrorCode};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::out::{
-    AttributesRef, EncodedOnce, PeerOut, attributes_size, notification_size,
-};
+pub(crate) use self::out::{EncodedOnce, PeerOut, attributes_size, notification_size};
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that
 /// broker's counter.
@@ -182,6 +180,12 @@ pub enum PeerMessage {
     },
     /// Ordered groups: declarations, members and the cores' messages.
     Group(GroupPeer),
+}
+
+impl palio_protocol::DecodeFrame for PeerMessage {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, palio_protocol::FrameError> {
+        palio_protocol::decode(bytes)
+    }
 }
 
 impl PeerMessage {
