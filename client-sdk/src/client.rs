@@ -30,10 +30,16 @@ use crate::error::Error;
 use crate::notification::Notification;
 use crate::producer::ProducerSlot;
 use crate::reader::{read_control, read_deliveries};
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionTx};
 
-/// Notifications buffered per subscription in the client before backpressure applies.
+/// Notifications buffered per subscription in the client before backpressure applies (plus
+/// what is left of the batch the application is reading).
 pub(crate) const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// The most notifications the delivery reader hands a subscription at once: what the stream
+/// has already brought, so that the application's task is woken once per batch rather than
+/// once per notification.
+pub(crate) const DELIVERY_BATCH: usize = 64;
 
 /// How to reach and authenticate to a broker.
 ///
@@ -135,7 +141,7 @@ pub(crate) struct PendingRequest {
 /// A route installed when a request is confirmed.
 pub(crate) enum Register {
     /// For a subscribe: the queue of the subscription's notifications.
-    Subscription(mpsc::Sender<Notification>),
+    Subscription(SubscriptionTx),
     /// For a consume: the queue of the consumer's messages.
     Consumer(ConsumerTx),
     /// For a group join: the queue of the member's events.
@@ -145,7 +151,7 @@ pub(crate) enum Register {
 /// Subscriptions known to the delivery reader.
 #[derive(Default)]
 pub(crate) struct Routes {
-    pub(crate) subs: HashMap<u64, mpsc::Sender<Notification>>,
+    pub(crate) subs: HashMap<u64, SubscriptionTx>,
     /// Subscribe requests sent and not yet answered. While there are any, a delivery for an
     /// unknown subscription may belong to one of them (it overtook the confirmation) and is
     /// kept in `early`; otherwise it is for a subscription already ended, and dropped.
@@ -403,7 +409,7 @@ impl Client {
     /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
     /// [`Stream`](futures_util::Stream) of the notifications that match.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (tx, rx) = crate::subscription::queue();
         if let Ok(mut r) = self.shared.routes.lock() {
             r.pending_subscribes += 1;
         }
