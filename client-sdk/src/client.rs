@@ -1,9 +1,9 @@
 //! The QUIC client: connection, hello, requests, publications and the delivery stream.
 //!
-//! Three tasks serve a [`Client`]: a writer (frames queued by the methods, flushed in
-//! batches), a control reader (answers, matched to requests by id; persistent-publish acks;
-//! durable queue messages) and a delivery reader (notifications, handed to each
-//! [`Subscription`]'s bounded queue). When the application does not read a subscription, its
+//! Three tasks serve a [`Client`]: a writer (frames the methods encode into one bounded
+//! buffer, `outgoing.rs`, handed to the stream a buffer at a time), a control reader
+//! (answers, matched to requests by id; persistent-publish acks; durable queue messages) and
+//! a delivery reader (notifications, handed to each [`Subscription`]'s bounded queue). When the application does not read a subscription, its
 //! queue fills, the delivery reader waits, QUIC flow control stops the broker, and the
 //! broker's slow-consumer policy applies: backpressure end to end. The readers live in
 //! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`.
@@ -15,19 +15,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use palio_protocol::tls::{self, Identity};
 use palio_protocol::{
     CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec,
     PROTOCOL_VERSION, ServerFrame, Welcome, encoded_len,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::consumer::ConsumerTx;
 use crate::error::Error;
 use crate::notification::Notification;
+use crate::outgoing::{NotQueued, Outgoing};
 use crate::producer::ProducerSlot;
 use crate::reader::{read_control, read_deliveries};
 use crate::subscription::{Subscription, SubscriptionTx};
@@ -163,7 +163,8 @@ pub(crate) struct Routes {
 /// that outlive a borrow of the client.
 pub(crate) struct Shared {
     pub(crate) conn: quinn::Connection,
-    pub(crate) frames: mpsc::Sender<ClientFrame>,
+    /// Frames to send, encoded (see the `outgoing` module).
+    pub(crate) out: Arc<Outgoing>,
     pub(crate) pending: Pending,
     pub(crate) routes: Mutex<Routes>,
     /// Durable consumers by broker id: where the control reader puts their messages. Messages
@@ -184,10 +185,25 @@ pub(crate) struct Shared {
     pub(crate) max_frame: usize,
 }
 
+impl Drop for Shared {
+    /// The client and its tasks are gone: the writer sends what is left and finishes.
+    fn drop(&mut self) {
+        self.out.close();
+    }
+}
+
 impl Shared {
     /// A fresh request id.
     pub(crate) fn next_request(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The error for a frame that could not be queued.
+    pub(crate) fn not_queued(&self, e: NotQueued) -> Error {
+        match e {
+            NotQueued::Encode(e) => Error::InvalidRequest(e.to_string()),
+            NotQueued::Closed | NotQueued::Full => self.closed_error(),
+        }
     }
 
     /// Why the connection is unusable: the broker's close reason if known.
@@ -227,10 +243,10 @@ impl Shared {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(request, PendingRequest { reply, register });
         }
-        self.frames
-            .send(frame)
+        self.out
+            .send(&frame)
             .await
-            .map_err(|_| self.closed_error())?;
+            .map_err(|e| self.not_queued(e))?;
         let frame = tokio::select! {
             answer = tokio::time::timeout(timeout, answer) => answer
                 .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
@@ -376,10 +392,10 @@ impl Client {
         // frames carrying a publication on from the broker may exceed it by the headroom.
         let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
         *reader.decoder_mut() = FrameCodec::new(max_frame.saturating_add(FRAME_HEADROOM));
-        let (frames, rx) = mpsc::channel(1024);
+        let out = Arc::new(Outgoing::new(max_frame));
         let shared = Arc::new(Shared {
             conn: conn.clone(),
-            frames,
+            out: out.clone(),
             pending: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
             consumers: Mutex::new(HashMap::new()),
@@ -390,7 +406,7 @@ impl Client {
             timeout: opts.timeout,
             max_frame,
         });
-        tokio::spawn(write_frames(writer.into_inner(), max_frame, rx));
+        tokio::spawn(write_frames(writer.into_inner(), out));
         tokio::spawn(read_control(shared.clone(), reader));
         tokio::spawn(read_deliveries(shared.clone()));
         Ok(Client {
@@ -504,7 +520,7 @@ impl Client {
             return Err(Error::from_connection(&e));
         }
         let (attributes, payload) = notification.into_parts();
-        // The exact encoded length, computed without encoding (the writer encodes it once).
+        // The exact encoded length, computed without encoding (it is encoded once, below).
         let size = palio_protocol::publish_len(&attributes, &payload);
         if size > self.shared.max_frame {
             return Err(Error::FrameTooLarge {
@@ -513,15 +529,11 @@ impl Client {
                 max: self.shared.max_frame,
             });
         }
-        let frame = ClientFrame::Publish {
-            attributes,
-            payload,
-        };
         self.shared
-            .frames
-            .send(frame)
+            .out
+            .send_publish(&attributes, &payload)
             .await
-            .map_err(|_| self.closed_error())
+            .map_err(|e| self.shared.not_queued(e))
     }
 
     /// Waits until the broker has handled everything sent before; returns how many
@@ -565,10 +577,6 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
-    fn closed_error(&self) -> Error {
-        self.shared.closed_error()
-    }
-
     /// A request with the client's timeout.
     pub(crate) async fn request(
         &self,
@@ -603,38 +611,12 @@ pub(crate) fn closed(conn: &quinn::Connection, fallback: String) -> Error {
     }
 }
 
-/// Bytes encoded before they are handed to the stream even if more frames are queued.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// Writes the frames the methods queue: whatever is queued is encoded into one buffer
-/// (publications by the hand-written encoder) and handed to the stream without a copy.
-async fn write_frames(
-    mut stream: quinn::SendStream,
-    max: usize,
-    mut rx: mpsc::Receiver<ClientFrame>,
-) {
-    let mut buf = BytesMut::with_capacity(WRITE_BATCH);
-    while let Some(f) = rx.recv().await {
-        let mut next = Some(f);
-        while let Some(f) = next {
-            let encoded = match &f {
-                ClientFrame::Publish {
-                    attributes,
-                    payload,
-                } => palio_protocol::encode_publish(attributes, payload, &mut buf, max),
-                other => palio_protocol::encode_into(other, &mut buf, max),
-            };
-            // Sizes were checked when the frames were queued: a failure here is a bug, and the
-            // connection cannot go on with a frame missing.
-            if encoded.is_err() {
-                return;
-            }
-            if buf.len() >= WRITE_BATCH {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        if stream.write_chunk(buf.split().freeze()).await.is_err() {
+/// Hands what the senders encoded to the control stream, a buffer at a time, without a copy.
+async fn write_frames(mut stream: quinn::SendStream, out: Arc<Outgoing>) {
+    while let Some(bytes) = out.take().await {
+        if stream.write_chunk(bytes).await.is_err() {
+            // Senders fail from now on instead of queueing for a dead stream.
+            out.close();
             return;
         }
     }
