@@ -105,8 +105,9 @@ pub(crate) fn decode_delivery(bytes: &[u8]) -> Option<DeliveryFrame> {
     })
 }
 
-/// Writes the length prefix and the `len` bytes `body` writes, if `len` is within `max`.
-fn framed(
+/// Writes the length prefix and the `len` bytes `body` writes, if `len` is within `max`
+/// (otherwise refused, `dst` unchanged). `body` must write exactly `len` bytes.
+pub fn framed(
     dst: &mut BytesMut,
     max: usize,
     len: usize,
@@ -125,9 +126,11 @@ fn framed(
     Ok(())
 }
 
-// ----- writing, as `rmp` does (the smallest form of each length and integer) -----
+// ----- writing, as `rmp` does (the smallest form of each length and integer); public as
+// `palio_protocol::msgpack` for the broker's peer frames -----
 
-fn str_len(s: &str) -> usize {
+/// The encoded length of a string.
+pub fn str_len(s: &str) -> usize {
     let n = s.len();
     n + match n {
         0..32 => 1,
@@ -137,7 +140,8 @@ fn str_len(s: &str) -> usize {
     }
 }
 
-fn put_str(dst: &mut BytesMut, s: &str) {
+/// Writes a string (the smallest header, as `rmp` does).
+pub fn put_str(dst: &mut BytesMut, s: &str) {
     // Lengths past u32 cannot occur: a frame's length is checked against a u32 first.
     let n = s.len();
     match n {
@@ -158,7 +162,8 @@ fn put_str(dst: &mut BytesMut, s: &str) {
     dst.put_slice(s.as_bytes());
 }
 
-fn bin_len(n: usize) -> usize {
+/// The encoded length of `n` bytes of binary.
+pub fn bin_len(n: usize) -> usize {
     n + match n {
         0..256 => 2,
         256..65_536 => 3,
@@ -166,7 +171,8 @@ fn bin_len(n: usize) -> usize {
     }
 }
 
-fn put_bin(dst: &mut BytesMut, b: &[u8]) {
+/// Writes binary data.
+pub fn put_bin(dst: &mut BytesMut, b: &[u8]) {
     let n = b.len();
     match n {
         0..256 => {
@@ -185,7 +191,8 @@ fn put_bin(dst: &mut BytesMut, b: &[u8]) {
     dst.put_slice(b);
 }
 
-fn uint_len(v: u64) -> usize {
+/// The encoded length of an unsigned integer.
+pub fn uint_len(v: u64) -> usize {
     match v {
         0..128 => 1,
         128..256 => 2,
@@ -195,7 +202,8 @@ fn uint_len(v: u64) -> usize {
     }
 }
 
-fn put_uint(dst: &mut BytesMut, v: u64) {
+/// Writes an unsigned integer (its smallest form).
+pub fn put_uint(dst: &mut BytesMut, v: u64) {
     match v {
         0..128 => dst.put_u8(v as u8),
         128..256 => {
@@ -284,15 +292,16 @@ fn put_value(dst: &mut BytesMut, v: &Value) {
     }
 }
 
-/// An event: an array of `[name, value]` arrays, in name order.
-fn event_len(e: &Event) -> usize {
+/// The encoded length of an event: an array of `[name, value]` arrays, in name order.
+pub fn event_len(e: &Event) -> usize {
     array_header_len(e.len())
         + e.iter()
             .map(|(n, v)| 1 + str_len(n.as_str()) + value_len(v))
             .sum::<usize>()
 }
 
-fn put_event(dst: &mut BytesMut, e: &Event) {
+/// Writes an event as serde does.
+pub fn put_event(dst: &mut BytesMut, e: &Event) {
     put_array_header(dst, e.len());
     for (n, v) in e.iter() {
         dst.put_u8(0x92);
@@ -303,10 +312,21 @@ fn put_event(dst: &mut BytesMut, e: &Event) {
 
 // ----- reading the canonical form -----
 
-/// What is left to read.
-struct Reader<'a>(&'a [u8]);
+/// Reads the canonical form of a frame; every method returns `None` on anything else.
+#[derive(Debug)]
+pub struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
+    /// Reads `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self(bytes)
+    }
+
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
@@ -324,15 +344,18 @@ impl<'a> Reader<'a> {
         self.take(N)?.try_into().ok()
     }
 
-    fn expect(&mut self, bytes: &[u8]) -> Option<()> {
+    /// Reads exactly `bytes`.
+    pub fn expect(&mut self, bytes: &[u8]) -> Option<()> {
         (self.take(bytes.len())? == bytes).then_some(())
     }
 
-    fn expect_str(&mut self, s: &str) -> Option<()> {
+    /// Reads the string `s`.
+    pub fn expect_str(&mut self, s: &str) -> Option<()> {
         (self.str()? == s).then_some(())
     }
 
-    fn str(&mut self) -> Option<&'a str> {
+    /// Reads a string.
+    pub fn str(&mut self) -> Option<&'a str> {
         let n = match self.byte()? {
             m @ 0xa0..=0xbf => usize::from(m & 0x1f),
             0xd9 => usize::from(self.byte()?),
@@ -343,7 +366,8 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(n)?).ok()
     }
 
-    fn bin(&mut self) -> Option<&'a [u8]> {
+    /// Reads binary data.
+    pub fn bin(&mut self) -> Option<&'a [u8]> {
         let n = match self.byte()? {
             0xc4 => usize::from(self.byte()?),
             0xc5 => usize::from(u16::from_be_bytes(self.be()?)),
@@ -353,7 +377,8 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    fn uint(&mut self) -> Option<u64> {
+    /// Reads an unsigned integer, whatever its width.
+    pub fn uint(&mut self) -> Option<u64> {
         match self.byte()? {
             m @ 0x00..=0x7f => Some(u64::from(m)),
             0xcc => Some(u64::from(self.byte()?)),
@@ -400,7 +425,8 @@ impl<'a> Reader<'a> {
         i32::try_from(wide).ok().map(Value::Int)
     }
 
-    fn event(&mut self) -> Option<Event> {
+    /// Reads an event as its deserializer does (valid names, each once, values that fit).
+    pub fn event(&mut self) -> Option<Event> {
         let n = match self.byte()? {
             m @ 0x90..=0x9f => usize::from(m & 0x0f),
             0xdc => usize::from(u16::from_be_bytes(self.be()?)),

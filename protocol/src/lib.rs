@@ -58,6 +58,16 @@ pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
 pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
 pub use hot::{encode_delivery, encode_publish, publish_len};
+
+/// Building blocks of the hand-written frames: the broker writes and reads its peer links'
+/// notification frame with them. They write what `rmp-serde` writes; a [`msgpack::Reader`]
+/// reads only the canonical form, and its callers fall back to serde for anything else.
+pub mod msgpack {
+    pub use crate::hot::{
+        Reader, bin_len, event_len, framed, put_bin, put_event, put_str, put_uint, str_len,
+        uint_len,
+    };
+}
 pub use limits::{FRAME_HEADROOM, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
 /// ALPN of a client connection.

@@ -5,6 +5,7 @@
 //! them. Framing is the same as for clients ([`palio_protocol::FrameCodec`]). Public (and
 //! hidden from the docs) only so that tests and fuzz targets can speak to a broker as a peer.
 
+mod notify;
 mod out;
 
 use std::sync::Arc;
@@ -183,8 +184,12 @@ pub enum PeerMessage {
 }
 
 impl palio_protocol::DecodeFrame for PeerMessage {
+    /// Notifications by hand ([`notify`]), everything else (and any other form) by serde.
     fn decode_frame(bytes: &[u8]) -> Result<Self, palio_protocol::FrameError> {
-        palio_protocol::decode(bytes)
+        match notify::decode_notify(bytes) {
+            Some(m) => Ok(m),
+            None => palio_protocol::decode(bytes),
+        }
     }
 }
 
