@@ -5,9 +5,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use palio_protocol::FrameError;
 use palio_topology::Notification;
-use serde::Serialize;
 
-use crate::wire::{AttributesRef, notification_size};
+use crate::wire::notification_size;
 use crate::writer::WireFrame;
 
 /// A notification for one subscription of a client.
@@ -24,24 +23,17 @@ impl Delivery {
     }
 }
 
-/// [`palio_protocol::DeliveryFrame`], borrowed: serializes to the same bytes without copying
-/// the notification.
-#[derive(Serialize)]
-struct DeliveryRef<'a> {
-    subscription: u64,
-    attributes: AttributesRef<'a>,
-    #[serde(with = "serde_bytes")]
-    payload: &'a [u8],
-}
-
 impl WireFrame for Delivery {
+    /// The bytes of a [`palio_protocol::DeliveryFrame`], written straight from the shared
+    /// notification (no copy of its attributes or payload).
     fn encode(&self, dst: &mut BytesMut, max: usize) -> Result<(), FrameError> {
-        let frame = DeliveryRef {
-            subscription: self.subscription,
-            attributes: AttributesRef(&self.notification.attributes),
-            payload: &self.notification.payload,
-        };
-        palio_protocol::encode_into(&frame, dst, max)
+        palio_protocol::encode_delivery(
+            self.subscription,
+            &self.notification.attributes,
+            &self.notification.payload,
+            dst,
+            max,
+        )
     }
 }
 

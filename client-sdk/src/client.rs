@@ -1,9 +1,9 @@
 //! The QUIC client: connection, hello, requests, publications and the delivery stream.
 //!
-//! Three tasks serve a [`Client`]: a writer (frames queued by the methods, flushed in
-//! batches), a control reader (answers, matched to requests by id; persistent-publish acks;
-//! durable queue messages) and a delivery reader (notifications, handed to each
-//! [`Subscription`]'s bounded queue). When the application does not read a subscription, its
+//! Three tasks serve a [`Client`]: a writer (frames the methods encode into one bounded
+//! buffer, `outgoing.rs`, handed to the stream a buffer at a time), a control reader
+//! (answers, matched to requests by id; persistent-publish acks; durable queue messages) and
+//! a delivery reader (notifications, handed to each [`Subscription`]'s bounded queue). When the application does not read a subscription, its
 //! queue fills, the delivery reader waits, QUIC flow control stops the broker, and the
 //! broker's slow-consumer policy applies: backpressure end to end. The readers live in
 //! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`.
@@ -21,18 +21,25 @@ use palio_protocol::{
     CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec,
     PROTOCOL_VERSION, ServerFrame, Welcome, encoded_len,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::consumer::ConsumerTx;
 use crate::error::Error;
 use crate::notification::Notification;
+use crate::outgoing::{NotQueued, Outgoing};
 use crate::producer::ProducerSlot;
 use crate::reader::{read_control, read_deliveries};
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionTx};
 
-/// Notifications buffered per subscription in the client before backpressure applies.
+/// Notifications buffered per subscription in the client before backpressure applies (plus
+/// what is left of the batch the application is reading).
 pub(crate) const SUBSCRIPTION_BUFFER: usize = 1024;
+
+/// The most notifications the delivery reader hands a subscription at once: what the stream
+/// has already brought, so that the application's task is woken once per batch rather than
+/// once per notification.
+pub(crate) const DELIVERY_BATCH: usize = 64;
 
 /// How to reach and authenticate to a broker.
 ///
@@ -134,7 +141,7 @@ pub(crate) struct PendingRequest {
 /// A route installed when a request is confirmed.
 pub(crate) enum Register {
     /// For a subscribe: the queue of the subscription's notifications.
-    Subscription(mpsc::Sender<Notification>),
+    Subscription(SubscriptionTx),
     /// For a consume: the queue of the consumer's messages.
     Consumer(ConsumerTx),
     /// For a group join: the queue of the member's events.
@@ -144,7 +151,7 @@ pub(crate) enum Register {
 /// Subscriptions known to the delivery reader.
 #[derive(Default)]
 pub(crate) struct Routes {
-    pub(crate) subs: HashMap<u64, mpsc::Sender<Notification>>,
+    pub(crate) subs: HashMap<u64, SubscriptionTx>,
     /// Subscribe requests sent and not yet answered. While there are any, a delivery for an
     /// unknown subscription may belong to one of them (it overtook the confirmation) and is
     /// kept in `early`; otherwise it is for a subscription already ended, and dropped.
@@ -156,7 +163,8 @@ pub(crate) struct Routes {
 /// that outlive a borrow of the client.
 pub(crate) struct Shared {
     pub(crate) conn: quinn::Connection,
-    pub(crate) frames: mpsc::Sender<ClientFrame>,
+    /// Frames to send, encoded (see the `outgoing` module).
+    pub(crate) out: Arc<Outgoing>,
     pub(crate) pending: Pending,
     pub(crate) routes: Mutex<Routes>,
     /// Durable consumers by broker id: where the control reader puts their messages. Messages
@@ -177,10 +185,25 @@ pub(crate) struct Shared {
     pub(crate) max_frame: usize,
 }
 
+impl Drop for Shared {
+    /// The client and its tasks are gone: the writer sends what is left and finishes.
+    fn drop(&mut self) {
+        self.out.close();
+    }
+}
+
 impl Shared {
     /// A fresh request id.
     pub(crate) fn next_request(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The error for a frame that could not be queued.
+    pub(crate) fn not_queued(&self, e: NotQueued) -> Error {
+        match e {
+            NotQueued::Encode(e) => Error::InvalidRequest(e.to_string()),
+            NotQueued::Closed | NotQueued::Full => self.closed_error(),
+        }
     }
 
     /// Why the connection is unusable: the broker's close reason if known.
@@ -220,10 +243,10 @@ impl Shared {
         if let Ok(mut p) = self.pending.lock() {
             p.insert(request, PendingRequest { reply, register });
         }
-        self.frames
-            .send(frame)
+        self.out
+            .send(&frame)
             .await
-            .map_err(|_| self.closed_error())?;
+            .map_err(|e| self.not_queued(e))?;
         let frame = tokio::select! {
             answer = tokio::time::timeout(timeout, answer) => answer
                 .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
@@ -368,12 +391,11 @@ impl Client {
         // From now on the broker's limit applies: frames we send must fit within it, and
         // frames carrying a publication on from the broker may exceed it by the headroom.
         let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
-        *writer.encoder_mut() = FrameCodec::new(max_frame);
         *reader.decoder_mut() = FrameCodec::new(max_frame.saturating_add(FRAME_HEADROOM));
-        let (frames, rx) = mpsc::channel(1024);
+        let out = Arc::new(Outgoing::new(max_frame));
         let shared = Arc::new(Shared {
             conn: conn.clone(),
-            frames,
+            out: out.clone(),
             pending: Mutex::new(HashMap::new()),
             routes: Mutex::new(Routes::default()),
             consumers: Mutex::new(HashMap::new()),
@@ -384,7 +406,7 @@ impl Client {
             timeout: opts.timeout,
             max_frame,
         });
-        tokio::spawn(write_frames(writer, rx));
+        tokio::spawn(write_frames(writer.into_inner(), out));
         tokio::spawn(read_control(shared.clone(), reader));
         tokio::spawn(read_deliveries(shared.clone()));
         Ok(Client {
@@ -403,7 +425,7 @@ impl Client {
     /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
     /// [`Stream`](futures_util::Stream) of the notifications that match.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_BUFFER);
+        let (tx, rx) = crate::subscription::queue();
         if let Ok(mut r) = self.shared.routes.lock() {
             r.pending_subscribes += 1;
         }
@@ -498,16 +520,20 @@ impl Client {
             return Err(Error::from_connection(&e));
         }
         let (attributes, payload) = notification.into_parts();
-        let frame = ClientFrame::Publish {
-            attributes,
-            payload,
-        };
-        self.shared.check_size(&frame, "publication")?;
+        // The exact encoded length, computed without encoding (it is encoded once, below).
+        let size = palio_protocol::publish_len(&attributes, &payload);
+        if size > self.shared.max_frame {
+            return Err(Error::FrameTooLarge {
+                what: "publication",
+                size,
+                max: self.shared.max_frame,
+            });
+        }
         self.shared
-            .frames
-            .send(frame)
+            .out
+            .send_publish(&attributes, &payload)
             .await
-            .map_err(|_| self.closed_error())
+            .map_err(|e| self.shared.not_queued(e))
     }
 
     /// Waits until the broker has handled everything sent before; returns how many
@@ -551,10 +577,6 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 
-    fn closed_error(&self) -> Error {
-        self.shared.closed_error()
-    }
-
     /// A request with the client's timeout.
     pub(crate) async fn request(
         &self,
@@ -589,21 +611,14 @@ pub(crate) fn closed(conn: &quinn::Connection, fallback: String) -> Error {
     }
 }
 
-async fn write_frames(
-    mut writer: FramedWrite<quinn::SendStream, FrameCodec<()>>,
-    mut rx: mpsc::Receiver<ClientFrame>,
-) {
-    while let Some(f) = rx.recv().await {
-        let mut next = Some(f);
-        while let Some(f) = next {
-            if writer.feed(&f).await.is_err() {
-                return;
-            }
-            next = rx.try_recv().ok();
-        }
-        if SinkExt::<&ClientFrame>::flush(&mut writer).await.is_err() {
+/// Hands what the senders encoded to the control stream, a buffer at a time, without a copy.
+async fn write_frames(mut stream: quinn::SendStream, out: Arc<Outgoing>) {
+    while let Some(bytes) = out.take().await {
+        if stream.write_chunk(bytes).await.is_err() {
+            // Senders fail from now on instead of queueing for a dead stream.
+            out.close();
             return;
         }
     }
-    let _ = writer.get_mut().finish();
+    let _ = stream.finish();
 }

@@ -20,11 +20,11 @@ use std::time::Duration;
 use futures_util::Stream;
 use palio_protocol::{ClientFrame, ConsumeMode, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, ServerFrame};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
 use crate::client::{Client, Register, Shared, unexpected};
 use crate::error::Error;
 use crate::message::DurableMessage;
+use crate::outgoing::NotQueued;
 
 /// Where the control reader puts a consumer's messages.
 pub(crate) type ConsumerTx = mpsc::Sender<palio_protocol::DurableMessage>;
@@ -96,17 +96,14 @@ pub(crate) fn stop_detached(shared: &Shared, consumer: u64) {
         request: shared.next_request(),
         consumer,
     };
-    match shared.frames.try_send(frame) {
-        Ok(()) | Err(TrySendError::Closed(_)) => {}
-        Err(TrySendError::Full(frame)) => {
-            // Without a runtime the connection is going away anyway, which detaches the
-            // consumer too.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let frames = shared.frames.clone();
-                rt.spawn(async move {
-                    let _ = frames.send(frame).await;
-                });
-            }
+    if let Err(NotQueued::Full) = shared.out.try_push(&frame) {
+        // Without a runtime the connection is going away anyway, which detaches the
+        // consumer too.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let out = shared.out.clone();
+            rt.spawn(async move {
+                let _ = out.send(&frame).await;
+            });
         }
     }
 }

@@ -378,10 +378,10 @@ impl GroupPublisher {
         };
         self.shared.check_size(&frame, "publication")?;
         self.shared
-            .frames
-            .send(frame)
+            .out
+            .send(&frame)
             .await
-            .map_err(|_| self.shared.closed_error())?;
+            .map_err(|e| self.shared.not_queued(e))?;
         self.next += 1;
         Ok(seq)
     }

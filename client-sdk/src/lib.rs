@@ -70,6 +70,7 @@ mod group;
 mod in_flight;
 mod message;
 mod notification;
+mod outgoing;
 mod producer;
 mod queue;
 mod reader;

@@ -376,12 +376,11 @@ impl Producer {
             .acquire_owned()
             .await
             .map_err(|_| closed(&self.state))?;
-        let slot = self
-            .shared
-            .frames
-            .reserve()
+        self.shared
+            .out
+            .room()
             .await
-            .map_err(|_| self.shared.closed_error())?;
+            .map_err(|e| self.shared.not_queued(e))?;
         // From here on nothing waits: the publication is recorded and queued together, in
         // sequence-number order, or not at all.
         let mut inner = lock(&self.state.inner);
@@ -421,7 +420,9 @@ impl Producer {
             )));
         }
         inner.last_sent = Some(seq);
-        slot.send(frame);
+        // Queued without waiting (room was taken above). A closed connection fails every
+        // unsettled publication, this one included, so an error here needs no answer.
+        let _ = self.shared.out.push(&frame);
         Ok(PublishAck { seq, rx })
     }
 }

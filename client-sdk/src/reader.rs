@@ -18,19 +18,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use palio_protocol::{
     DeliveryFrame, DurableMessage, FRAME_HEADROOM, FrameCodec, QueueInfo, ServerFrame,
 };
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-use crate::client::{Register, SUBSCRIPTION_BUFFER, Shared, closed};
+use crate::client::{DELIVERY_BATCH, Register, SUBSCRIPTION_BUFFER, Shared, closed};
 use crate::consumer::{ConsumerTx, stop_detached};
 use crate::error::Error;
 use crate::group::{GroupDelivery, GroupEvent};
 use crate::notification::Notification;
+use crate::subscription::SubscriptionTx;
 
 /// Deliveries kept for subscriptions whose confirmation has not arrived yet (the delivery and
 /// control streams are not ordered with respect to each other).
@@ -223,21 +224,25 @@ pub(crate) async fn read_control(
 
 /// Installs a confirmed subscription's queue, with the deliveries that overtook the
 /// confirmation.
-fn register_subscription(shared: &Shared, frame: &ServerFrame, tx: mpsc::Sender<Notification>) {
+fn register_subscription(shared: &Shared, frame: &ServerFrame, tx: SubscriptionTx) {
     let Ok(mut r) = shared.routes.lock() else {
         return;
     };
     r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
     if let ServerFrame::Subscribed { subscription, .. } = frame {
-        // Hand over deliveries that overtook the confirmation; the queue is new and no
-        // smaller than the whole early buffer, so `try_send` cannot fail for lack of room.
+        // Hand over deliveries that overtook the confirmation, as one batch; the queue is new
+        // and holds at least one batch, so `try_send` cannot fail for lack of room.
         let early = std::mem::take(&mut r.early);
+        let mut mine = Vec::new();
         for (id, n) in early {
             if id == *subscription {
-                let _ = tx.try_send(n);
+                mine.push(n);
             } else {
                 r.early.push((id, n));
             }
+        }
+        if !mine.is_empty() {
+            let _ = tx.try_send(mine);
         }
         r.subs.insert(*subscription, tx);
     }
@@ -325,23 +330,55 @@ async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
     // frame limit by the headroom.
     let max = shared.max_frame.saturating_add(FRAME_HEADROOM);
     let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(max));
-    while let Some(Ok(d)) = reader.next().await {
-        let n = Notification::new(d.attributes, d.payload);
-        let target = match shared.routes.lock() {
-            Ok(mut r) => match r.subs.get(&d.subscription) {
-                Some(tx) => Some(tx.clone()),
-                None => {
-                    if r.pending_subscribes > 0 && r.early.len() < EARLY_BUFFER {
-                        r.early.push((d.subscription, n.clone()));
-                    }
-                    None
+    let mut batch = Vec::with_capacity(DELIVERY_BATCH);
+    while let Some(Ok(first)) = reader.next().await {
+        // With the first, whatever the stream has already brought (read without waiting).
+        batch.push(first);
+        let mut ended = false;
+        while batch.len() < DELIVERY_BATCH {
+            match reader.next().now_or_never() {
+                Some(Some(Ok(d))) => batch.push(d),
+                // The stream ended or failed: hand over what was read, then stop.
+                Some(_) => {
+                    ended = true;
+                    break;
                 }
-            },
-            Err(_) => return,
-        };
-        if let Some(tx) = target {
-            // Waiting here is the backpressure: see the module docs.
-            let _ = tx.send(n).await;
+                None => break,
+            }
+        }
+        if !hand_over(shared, &mut batch).await || ended {
+            return;
         }
     }
+}
+
+/// Hands every subscription its notifications of `batch` (emptied), in order, in one batch per
+/// run of the same subscription; waits while a subscription's queue is full (the backpressure,
+/// see the module docs). False if the routes are unusable.
+async fn hand_over(shared: &Shared, batch: &mut Vec<DeliveryFrame>) -> bool {
+    let mut runs: Vec<(SubscriptionTx, Vec<Notification>)> = Vec::new();
+    {
+        let Ok(mut r) = shared.routes.lock() else {
+            return false;
+        };
+        for d in batch.drain(..) {
+            let n = Notification::new(d.attributes, d.payload);
+            match r.subs.get(&d.subscription) {
+                Some(tx) => match runs.last_mut() {
+                    Some((last, ns)) if last.same_queue(tx) => ns.push(n),
+                    _ => runs.push((tx.clone(), vec![n])),
+                },
+                None => {
+                    if r.pending_subscribes > 0 && r.early.len() < EARLY_BUFFER {
+                        r.early.push((d.subscription, n));
+                    }
+                }
+            }
+        }
+    }
+    for (tx, ns) in runs {
+        // A subscription dropped by the application: its notifications are dropped too.
+        tx.send(ns).await;
+    }
+    true
 }

@@ -1,12 +1,83 @@
-//! A subscription's stream of notifications.
+//! A subscription's stream of notifications, and the queue that feeds it.
+//!
+//! The delivery reader hands a subscription its notifications in batches (what the stream has
+//! already brought), so that the application's task is woken once per batch. The queue is
+//! bounded in notifications, not batches ([`SUBSCRIPTION_BUFFER`]): a semaphore's permits are
+//! taken for every notification queued and given back when the subscription takes its batch.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
+use crate::client::SUBSCRIPTION_BUFFER;
 use crate::notification::Notification;
+
+/// A subscription's queue: the delivery reader's side and the [`Subscription`]'s.
+pub(crate) fn queue() -> (SubscriptionTx, Receiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(SUBSCRIPTION_BUFFER));
+    (
+        SubscriptionTx {
+            tx,
+            room: room.clone(),
+        },
+        Receiver { rx, room },
+    )
+}
+
+/// The delivery reader's side of a subscription's queue.
+#[derive(Debug, Clone)]
+pub(crate) struct SubscriptionTx {
+    tx: mpsc::UnboundedSender<Vec<Notification>>,
+    /// One permit per notification the queue may still take.
+    room: Arc<Semaphore>,
+}
+
+impl SubscriptionTx {
+    /// Queues `batch`, waiting while the queue is full (the backpressure of best-effort
+    /// delivery); false if the subscription is gone. A batch larger than the whole queue is
+    /// never sent (batches are at most [`DELIVERY_BATCH`](crate::client::DELIVERY_BATCH)).
+    pub(crate) async fn send(&self, batch: Vec<Notification>) -> bool {
+        let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        match self.room.acquire_many(n).await {
+            Ok(permits) => permits.forget(),
+            Err(_) => return false,
+        }
+        self.tx.send(batch).is_ok()
+    }
+
+    /// Queues `batch` if there is room now (for a new subscription's first batch).
+    pub(crate) fn try_send(&self, batch: Vec<Notification>) -> bool {
+        let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+        match self.room.try_acquire_many(n) {
+            Ok(permits) => permits.forget(),
+            Err(_) => return false,
+        }
+        self.tx.send(batch).is_ok()
+    }
+
+    /// Whether both feed the same subscription.
+    pub(crate) fn same_queue(&self, other: &SubscriptionTx) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+}
+
+/// The subscription's side of its queue.
+#[derive(Debug)]
+pub(crate) struct Receiver {
+    rx: mpsc::UnboundedReceiver<Vec<Notification>>,
+    room: Arc<Semaphore>,
+}
+
+impl Drop for Receiver {
+    /// Nobody reads any more: a delivery reader waiting for room gives up.
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
 
 /// The notifications matching one subscription, in the order the broker delivered them.
 ///
@@ -17,12 +88,20 @@ use crate::notification::Notification;
 pub struct Subscription {
     id: u64,
     filter: String,
-    rx: mpsc::Receiver<Notification>,
+    /// Batches from the delivery reader.
+    rx: Receiver,
+    /// The rest of the batch being read.
+    ready: std::vec::IntoIter<Notification>,
 }
 
 impl Subscription {
-    pub(crate) fn new(id: u64, filter: String, rx: mpsc::Receiver<Notification>) -> Self {
-        Self { id, filter, rx }
+    pub(crate) fn new(id: u64, filter: String, rx: Receiver) -> Self {
+        Self {
+            id,
+            filter,
+            rx,
+            ready: Vec::new().into_iter(),
+        }
     }
 
     /// The broker's id for this subscription.
@@ -37,7 +116,25 @@ impl Subscription {
 
     /// The next notification, or `None` once the subscription has ended.
     pub async fn next(&mut self) -> Option<Notification> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_batch(cx)).await
+    }
+
+    /// The next notification: from the batch being read, else from the next batch.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
+        loop {
+            if let Some(n) = self.ready.next() {
+                return Poll::Ready(Some(n));
+            }
+            match self.rx.rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => {
+                    // Taken off the queue: its room is free again.
+                    self.rx.room.add_permits(batch.len());
+                    self.ready = batch.into_iter();
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -45,6 +142,6 @@ impl Stream for Subscription {
     type Item = Notification;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Notification>> {
-        self.rx.poll_recv(cx)
+        self.poll_batch(cx)
     }
 }

@@ -101,6 +101,16 @@ impl Event {
         Ok(event)
     }
 
+    /// The event of `pairs`, in any order; a name given twice is refused (and returned), as
+    /// when decoding. For decoders that read pairs without serde.
+    pub fn from_pairs(mut pairs: Vec<(AttrName, Value)>) -> Result<Event, AttrName> {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(i) = (1..pairs.len()).find(|&i| pairs[i - 1].0 == pairs[i].0) {
+            return Err(pairs.swap_remove(i).0);
+        }
+        Ok(Event { attrs: pairs })
+    }
+
     /// The event as a JSON object of its attributes.
     pub fn to_json(&self) -> Json {
         Json::Object(
@@ -151,14 +161,12 @@ impl<'de> serde::Deserialize<'de> for Event {
                 while let Some(pair) = seq.next_element::<(AttrName, Value)>()? {
                     attrs.push(pair);
                 }
-                attrs.sort_by(|a, b| a.0.cmp(&b.0));
-                if let Some(w) = attrs.windows(2).find(|w| w[0].0 == w[1].0) {
-                    return Err(serde::de::Error::custom(format_args!(
+                Event::from_pairs(attrs).map_err(|twice| {
+                    serde::de::Error::custom(format_args!(
                         "attribute `{}` is named twice",
-                        w[0].0.as_str()
-                    )));
-                }
-                Ok(Event { attrs })
+                        twice.as_str()
+                    ))
+                })
             }
         }
 

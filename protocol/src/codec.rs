@@ -108,6 +108,40 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     rmp_serde::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// A frame type a [`FrameCodec`] reads. Most decode with serde ([`decode`]); the frames every
+/// notification crosses ([`ClientFrame`](crate::ClientFrame) and
+/// [`DeliveryFrame`](crate::DeliveryFrame)) try a hand-written reader of their canonical form
+/// first, which falls back to serde for anything else, so what is accepted and refused does not
+/// change.
+pub trait DecodeFrame: Sized {
+    /// Decodes one frame's MessagePack bytes (no length prefix).
+    fn decode_frame(bytes: &[u8]) -> Result<Self, FrameError>;
+}
+
+impl DecodeFrame for crate::ClientFrame {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, FrameError> {
+        match crate::hot::decode_publish(bytes) {
+            Some(f) => Ok(f),
+            None => decode(bytes),
+        }
+    }
+}
+
+impl DecodeFrame for crate::DeliveryFrame {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, FrameError> {
+        match crate::hot::decode_delivery(bytes) {
+            Some(f) => Ok(f),
+            None => decode(bytes),
+        }
+    }
+}
+
+impl DecodeFrame for crate::ServerFrame {
+    fn decode_frame(bytes: &[u8]) -> Result<Self, FrameError> {
+        decode(bytes)
+    }
+}
+
 /// The most buffer a decoder reserves ahead of the bytes that have arrived.
 const RESERVE_CHUNK: usize = 64 << 10;
 
@@ -146,7 +180,7 @@ impl<D> Clone for FrameCodec<D> {
     }
 }
 
-impl<D: DeserializeOwned> Decoder for FrameCodec<D> {
+impl<D: DecodeFrame> Decoder for FrameCodec<D> {
     type Item = D;
     type Error = FrameError;
 
@@ -166,7 +200,7 @@ impl<D: DeserializeOwned> Decoder for FrameCodec<D> {
         }
         src.advance(4);
         let body = src.split_to(len);
-        decode(&body).map(Some)
+        D::decode_frame(&body).map(Some)
     }
 }
 

@@ -10,7 +10,10 @@
 //!   fields, so frames stay self-describing across versions), preceded by its length as a
 //!   big-endian `u32`. A frame longer than the receiver's maximum ([`DEFAULT_MAX_FRAME`]) is
 //!   refused before any of it is buffered ([`FrameError::TooLarge`]); bytes that do not decode
-//!   are [`FrameError::Malformed`]. Both close the connection with an [`ErrorCode`].
+//!   are [`FrameError::Malformed`]. Both close the connection with an [`ErrorCode`]. The two
+//!   frames every notification crosses, [`ClientFrame::Publish`] and [`DeliveryFrame`], are
+//!   also written and read by hand ([`encode_publish`], [`encode_delivery`], [`DecodeFrame`]):
+//!   the same bytes, without serde's generic machinery on the data path.
 //! - **Client streams.** The client opens one bidirectional *control* stream and sends
 //!   [`ClientFrame::Hello`]; the broker answers [`ServerFrame::Welcome`] (or
 //!   [`ServerFrame::Error`] and closes). Requests and their answers follow on the same stream,
@@ -42,10 +45,11 @@ mod durable;
 mod error_code;
 mod frames;
 mod group;
+mod hot;
 mod limits;
 pub mod tls;
 
-pub use codec::{FrameCodec, FrameError, decode, encode, encode_into, encoded_len};
+pub use codec::{DecodeFrame, FrameCodec, FrameError, decode, encode, encode_into, encoded_len};
 pub use durable::{
     ConsumeMode, DEAD_LETTER_SUFFIX, Discard, DurableMessage, MAX_QUEUE_NAME, QueueInfo,
     QueueOptions, valid_queue_name,
@@ -53,6 +57,17 @@ pub use durable::{
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
 pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
+pub use hot::{encode_delivery, encode_publish, publish_len};
+
+/// Building blocks of the hand-written frames: the broker writes and reads its peer links'
+/// notification frame with them. They write what `rmp-serde` writes; a [`msgpack::Reader`]
+/// reads only the canonical form, and its callers fall back to serde for anything else.
+pub mod msgpack {
+    pub use crate::hot::{
+        Reader, bin_len, event_len, framed, put_bin, put_event, put_str, put_uint, str_len,
+        uint_len,
+    };
+}
 pub use limits::{FRAME_HEADROOM, MAX_FETCH_BATCH, MAX_PUSH_WINDOW};
 
 /// ALPN of a client connection.

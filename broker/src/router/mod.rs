@@ -24,12 +24,14 @@ use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, StaticSubscription};
+mod counts;
 mod outputs;
 mod owners;
 mod view;
 
 pub(crate) use view::RoutesView;
 
+use self::counts::Counts;
 use self::owners::{ClientEntry, Owner, SubEntry};
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
@@ -186,6 +188,8 @@ pub(crate) struct Router {
     hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     /// The tree `hops` was computed from.
     hops_tree: Option<SpanningTree>,
+    /// Per-notification metrics, added to `metrics` after each command.
+    counts: Counts,
 }
 
 impl Router {
@@ -198,6 +202,7 @@ impl Router {
         statics: Vec<StaticSubscription>,
         hops: watch::Sender<HashMap<BrokerId, BrokerId>>,
     ) -> Self {
+        let counts = Counts::new(&metrics);
         let mut r = Self {
             broker,
             name,
@@ -215,6 +220,7 @@ impl Router {
             last_encoded: None,
             hops,
             hops_tree: None,
+            counts,
         };
         for s in statics {
             let id = r.next_subscription;
@@ -239,6 +245,7 @@ impl Router {
     fn handle_and_drain(&mut self, cmd: Command) {
         self.handle(cmd);
         self.drain();
+        self.counts.flush(&self.metrics);
         // The batch is routed: its credit goes back to its ingress.
         self.credit = None;
         self.credit_from = None;
@@ -275,6 +282,7 @@ impl Router {
                 } => {
                     self.broker.handle_timeout(Instant::now());
                     self.drain();
+                    self.counts.flush(&self.metrics);
                 }
                 () = shutdown.cancelled() => break,
             }
@@ -293,15 +301,14 @@ impl Router {
     fn publish(&mut self, attributes: Event, payload: Vec<u8>) {
         let id = (u64::from(self.broker.id().0) << 32) | (self.next_notification & 0xffff_ffff);
         self.next_notification += 1;
-        self.metrics.published.inc();
+        self.counts.published += 1;
         let n = Arc::new(Notification {
             id: NotificationId(id),
             attributes,
             payload,
         });
-        let timer = self.metrics.matching_seconds.start_timer();
         self.broker.publish(n);
-        timer.observe_duration();
+        self.counts.routed();
     }
 
     /// Publishes the next hop toward every broker of the tree, if the tree changed.
@@ -359,6 +366,7 @@ impl Router {
             }
             Command::Publish { items, credit } => {
                 self.credit = Some(credit);
+                self.counts.start();
                 for (attributes, payload) in items {
                     self.publish(attributes, payload);
                 }
@@ -421,6 +429,7 @@ impl Router {
                 }
                 self.credit = Some(credit);
                 self.credit_from = Some(peer);
+                self.counts.start();
                 for frame in frames {
                     if !self.peer_frame(peer, frame, now) {
                         break;
@@ -437,13 +446,13 @@ impl Router {
     /// the link was closed.
     fn peer_frame(&mut self, peer: BrokerId, frame: PeerFrame, now: Instant) -> bool {
         let is_notification = matches!(frame, PeerFrame::Notification(_));
-        if is_notification {
-            self.metrics.received.inc();
-        }
-        let timer = is_notification.then(|| self.metrics.matching_seconds.start_timer());
         let r = self.broker.handle_frame(peer, frame, now);
-        if let Some(t) = timer {
-            t.observe_duration();
+        if is_notification {
+            self.counts.received += 1;
+            self.counts.routed();
+        } else {
+            // A routing frame's time is not a notification's.
+            self.counts.start();
         }
         while let Some((reason, n)) = self.broker.poll_refused_advert() {
             self.metrics

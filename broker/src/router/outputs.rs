@@ -53,7 +53,7 @@ impl Router {
         };
         let out = match t.frame {
             PeerFrame::Notification(n) => {
-                self.metrics.forwarded.inc();
+                self.counts.forwarded += 1;
                 match &self.last_encoded {
                     Some(e) if e.wraps(&n) => e.share(),
                     _ => {
@@ -131,7 +131,7 @@ impl Router {
                 self.metrics.dropped.with_label_values(&["closed"]).inc();
             }
             pushed => {
-                self.metrics.delivered.inc();
+                self.counts.delivered += 1;
                 // Only the lossless policy holds the publisher back; the others act on the
                 // next delivery that finds the outbox full.
                 if pushed == Pushed::Full

@@ -5,6 +5,7 @@
 //! them. Framing is the same as for clients ([`palio_protocol::FrameCodec`]). Public (and
 //! hidden from the docs) only so that tests and fuzz targets can speak to a broker as a peer.
 
+mod notify;
 mod out;
 
 use std::sync::Arc;
@@ -13,9 +14,7 @@ use palio_protocol::{Attributes, ErrorCode};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::out::{
-    AttributesRef, EncodedOnce, PeerOut, attributes_size, notification_size,
-};
+pub(crate) use self::out::{EncodedOnce, PeerOut, attributes_size, notification_size};
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that
 /// broker's counter.
@@ -182,6 +181,16 @@ pub enum PeerMessage {
     },
     /// Ordered groups: declarations, members and the cores' messages.
     Group(GroupPeer),
+}
+
+impl palio_protocol::DecodeFrame for PeerMessage {
+    /// Notifications by hand ([`notify`]), everything else (and any other form) by serde.
+    fn decode_frame(bytes: &[u8]) -> Result<Self, palio_protocol::FrameError> {
+        match notify::decode_notify(bytes) {
+            Some(m) => Ok(m),
+            None => palio_protocol::decode(bytes),
+        }
+    }
 }
 
 impl PeerMessage {

@@ -2,18 +2,18 @@
 //!
 //! The router hands each peer outbox [`PeerOut`] items. A notification that goes to several
 //! peers is wrapped once in an [`EncodedOnce`] shared by all their outboxes: the first writer
-//! to reach it encodes the frame, the others copy the bytes. The notification is serialized
+//! to reach it encodes the frame, the others copy the bytes. The notification is written
 //! straight from the router's `Arc<Notification>` (no copy of its attributes or payload) into
-//! exactly the bytes of [`PeerMessage::Notify`], so the receiver decodes it as usual.
+//! exactly the bytes of [`PeerMessage::Notify`] (by hand, `wire::notify`), so the receiver
+//! decodes it as usual.
 
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use palio_filter::{AttrName, Event, Value};
+use palio_filter::{Event, Value};
 use palio_protocol::FrameError;
-use palio_topology::{LinkStateAd, Notification, NotificationId, PeerFrame};
+use palio_topology::{LinkStateAd, Notification, PeerFrame};
 use serde::Serialize;
-use serde::ser::{SerializeSeq, SerializeTuple};
 
 use super::PeerMessage;
 use crate::writer::WireFrame;
@@ -94,7 +94,7 @@ impl WireFrame for PeerOut {
                     .bytes
                     .get_or_init(|| {
                         let mut b = BytesMut::new();
-                        palio_protocol::encode_into(&NotifyRef::of(&e.notification), &mut b, max)
+                        super::notify::encode_notify(&e.notification, &mut b, max)
                             .map(|()| b.freeze())
                             .map_err(|e| e.to_string())
                     })
@@ -172,51 +172,6 @@ pub(crate) fn attributes_size(attributes: &Event) -> usize {
         .sum()
 }
 
-/// Serializes an event as the wire's list of `(name, value)` pairs, without copying it.
-pub(crate) struct AttributesRef<'a>(pub(crate) &'a Event);
-
-impl Serialize for AttributesRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for (name, value) in self.0.iter() {
-            seq.serialize_element(&Pair(name, value))?;
-        }
-        seq.end()
-    }
-}
-
-struct Pair<'a>(&'a AttrName, &'a Value);
-
-impl Serialize for Pair<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut t = s.serialize_tuple(2)?;
-        t.serialize_element(self.0)?;
-        t.serialize_element(self.1)?;
-        t.end()
-    }
-}
-
-/// [`PeerMessage::Notify`], borrowed: serializes to the same bytes.
-#[derive(Serialize)]
-enum NotifyRef<'a> {
-    Notify {
-        id: NotificationId,
-        attributes: AttributesRef<'a>,
-        #[serde(with = "serde_bytes")]
-        payload: &'a [u8],
-    },
-}
-
-impl<'a> NotifyRef<'a> {
-    fn of(n: &'a Notification) -> Self {
-        NotifyRef::Notify {
-            id: n.id,
-            attributes: AttributesRef(&n.attributes),
-            payload: &n.payload,
-        }
-    }
-}
-
 /// [`PeerMessage::Frame`], borrowed.
 #[derive(Serialize)]
 enum RoutingRef<'a> {
@@ -236,7 +191,9 @@ enum LinkStateRef<'a> {
 
 #[cfg(test)]
 mod tests {
+    use palio_filter::AttrName;
     use palio_protocol::{decode, encode};
+    use palio_topology::NotificationId;
 
     use super::*;
 

@@ -1,0 +1,176 @@
+//! The frames a client sends: encoded by the task that sends them, in order, into one buffer
+//! that the writer task hands to the control stream.
+//!
+//! Encoding where the frame is made (rather than in the writer task) keeps a publication's
+//! attributes and payload on the thread that built them: they are read while still in its
+//! cache and freed there, instead of crossing to the writer's thread a few small allocations
+//! at a time. The writer takes the whole buffer at once and gives it to quinn without a copy.
+//!
+//! The buffer is bounded: a sender waits while it holds [`LIMIT`] bytes or more (the
+//! backpressure of the control stream; QUIC flow control holds the writer when the broker does
+//! not read). A [`room`](Outgoing::room) taken before a [`push`](Outgoing::push) lets a
+//! sender wait first and then queue without waiting (the producer records and queues a
+//! publication together); pushes may thus go over the limit by what the senders that waited
+//! together push.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use palio_filter::Event;
+use palio_protocol::{ClientFrame, FrameError};
+use tokio::sync::Notify;
+
+/// Bytes queued before senders wait: about a thousand publications of 128 bytes.
+pub(crate) const LIMIT: usize = 256 * 1024;
+
+/// Why a frame was not queued.
+#[derive(Debug)]
+pub(crate) enum NotQueued {
+    /// The writer stopped: the connection is closed or closing.
+    Closed,
+    /// The buffer is full (only from [`Outgoing::try_push`]).
+    Full,
+    /// The frame could not be encoded (past the frame limit, which callers check first).
+    Encode(FrameError),
+}
+
+/// The buffer shared by the senders and the writer.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    state: Mutex<State>,
+    /// Wakes the writer when bytes were queued or the buffer closed.
+    queued: Notify,
+    /// Wakes senders waiting for room when the writer took the buffer or stopped.
+    room: Notify,
+    /// The largest frame body the broker accepts.
+    max: usize,
+}
+
+#[derive(Debug)]
+struct State {
+    buf: BytesMut,
+    closed: bool,
+}
+
+impl Outgoing {
+    /// An empty buffer for frames of at most `max` bytes.
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                buf: BytesMut::with_capacity(LIMIT),
+                closed: false,
+            }),
+            queued: Notify::new(),
+            room: Notify::new(),
+            max,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the buffer usable (it only appends bytes).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the buffer is under its limit.
+    pub(crate) async fn room(&self) -> Result<(), NotQueued> {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                if s.closed {
+                    return Err(NotQueued::Closed);
+                }
+                if s.buf.len() < LIMIT {
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues `frame` without waiting for room.
+    pub(crate) fn push(&self, frame: &ClientFrame) -> Result<(), NotQueued> {
+        self.append(|buf, max| match frame {
+            ClientFrame::Publish {
+                attributes,
+                payload,
+            } => palio_protocol::encode_publish(attributes, payload, buf, max),
+            other => palio_protocol::encode_into(other, buf, max),
+        })
+    }
+
+    /// Queues `frame` if the buffer is under its limit.
+    pub(crate) fn try_push(&self, frame: &ClientFrame) -> Result<(), NotQueued> {
+        if self.lock().buf.len() >= LIMIT {
+            return Err(NotQueued::Full);
+        }
+        self.push(frame)
+    }
+
+    /// Waits for room, then queues `frame`.
+    pub(crate) async fn send(&self, frame: &ClientFrame) -> Result<(), NotQueued> {
+        self.room().await?;
+        self.push(frame)
+    }
+
+    /// Waits for room, then queues a publication of these parts (no frame is built).
+    pub(crate) async fn send_publish(
+        &self,
+        attributes: &Event,
+        payload: &[u8],
+    ) -> Result<(), NotQueued> {
+        self.room().await?;
+        self.append(|buf, max| palio_protocol::encode_publish(attributes, payload, buf, max))
+    }
+
+    fn append(
+        &self,
+        encode: impl FnOnce(&mut BytesMut, usize) -> Result<(), FrameError>,
+    ) -> Result<(), NotQueued> {
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(NotQueued::Closed);
+            }
+            encode(&mut s.buf, self.max).map_err(NotQueued::Encode)?;
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// The writer's side: everything queued, once there is something (`None` once closed and
+    /// empty).
+    pub(crate) async fn take(&self) -> Option<Bytes> {
+        loop {
+            let notified = self.queued.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if !s.buf.is_empty() {
+                    let bytes = s.buf.split().freeze();
+                    if s.buf.capacity() < LIMIT / 4 {
+                        s.buf.reserve(LIMIT);
+                    }
+                    drop(s);
+                    self.room.notify_waiters();
+                    return Some(bytes);
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops queueing: later sends fail, waiting senders are released, and the writer ends
+    /// once it has taken what is left.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_waiters();
+        self.queued.notify_one();
+    }
+}
