@@ -55,6 +55,10 @@ fuzz_target!(|input: Input| {
         assert!(routable.matches(&event), "routable form is sound");
     }
     if routable.is_exact() {
-        assert_eq!(routable.matches(&event), full, "exact routable form is exact");
+        assert_eq!(
+            routable.matches(&event),
+            full,
+            "exact routable form is exact"
+        );
     }
 });

@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let canonical = expr.canonical();
     let again = Expr::parse(&canonical).expect("canonical text parses");
-    assert_eq!(again.canonical(), canonical, "canonical text is a fixed point");
+    assert_eq!(
+        again.canonical(),
+        canonical,
+        "canonical text is a fixed point"
+    );
     // Compiling to a filter (function checks, normalisation) must not panic either.
     let _ = Filter::from_expr(expr);
 });
