@@ -92,7 +92,8 @@ pub(crate) enum Record {
         tags: Vec<u64>,
     },
     /// A message was delivered for the `count`-th time. Written without waiting for an fsync:
-    /// after a crash a count may be one lower than it was.
+    /// after a crash a count may be one lower than it was. Written by earlier versions (now
+    /// [`Record::DeliveredMany`]), still read.
     Delivered {
         /// The lane.
         lane: LaneId,
@@ -140,6 +141,15 @@ pub(crate) enum Record {
         lane: LaneId,
         /// Their tags.
         tags: Vec<u64>,
+    },
+    /// Messages of a lane were delivered: each tag with its delivery count now. What
+    /// [`Record::Delivered`] says, for the whole batch a fetch (or a push window) took, in one
+    /// record; written without waiting for an fsync like it.
+    DeliveredMany {
+        /// The lane.
+        lane: LaneId,
+        /// `(tag, delivery count)`.
+        deliveries: Vec<(u64, u32)>,
     },
 }
 
