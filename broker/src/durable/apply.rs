@@ -32,6 +32,9 @@ impl Engine {
         }
         match j.append(bytes) {
             Ok(pos) => {
+                if rec.awaits_sync() {
+                    self.wanted = self.wanted.max(j.end());
+                }
                 self.apply(pos, rec, bytes.len() as u64, true);
                 Ok(pos)
             }

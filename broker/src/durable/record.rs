@@ -153,6 +153,20 @@ pub(crate) enum Record {
     },
 }
 
+impl Record {
+    /// Whether writing it asks for a sync. First deliveries do not: nothing waits for their
+    /// counts to be durable, so they reach the disk with the next sync someone waits for, and
+    /// losing one in a crash leaves its count one lower (0), as documented. A redelivery asks,
+    /// so that a count is never more than one lower after a crash.
+    pub(crate) fn awaits_sync(&self) -> bool {
+        match self {
+            Record::Delivered { count, .. } => *count > 1,
+            Record::DeliveredMany { deliveries, .. } => deliveries.iter().any(|&(_, c)| c > 1),
+            _ => true,
+        }
+    }
+}
+
 /// A durable queue's size limits, as recorded. 0 is "no limit".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct QueueLimits {

@@ -210,10 +210,18 @@ impl Log {
     /// the error is [`StoreError::NoSpace`]), once what earlier commits wrote is durable: then
     /// [`Log::durable`] says how far the acks may go.
     pub(crate) fn commit(&mut self) -> Result<Position, StoreError> {
+        let end = self.end();
+        self.commit_upto(end)
+    }
+
+    /// [`Log::commit`], asking the sync thread for durability only up to `upto` (at most the
+    /// end): the owner knows nothing waits for the records after it, and the next sync covers
+    /// them anyway (`fdatasync` covers the whole file). Returns the end of the written data.
+    pub(crate) fn commit_upto(&mut self, upto: Position) -> Result<Position, StoreError> {
         self.syncer.check()?;
         self.write_buffer()?;
         let end = self.end();
-        self.syncer.request(end);
+        self.syncer.request(upto.min(end));
         Ok(end)
     }
 
