@@ -519,7 +519,7 @@ impl Engine {
         let deadline = after(now, ack_wait);
         l.set_state(tag, State::InFlight { consumer, deadline });
         let (attributes, payload) = match Self::read_message(j, pos) {
-            Ok((_, a, p)) => (a, p),
+            Ok(body) => body,
             Err(why) => {
                 // The message's bytes are gone or damaged: it cannot be delivered, ever.
                 tracing::error!(?lane, tag, error = %why, "a stored message cannot be read; dropped from its queue");
