@@ -4,10 +4,13 @@
 //! Client sessions and peer links send [`PersistCommand`]s through one bounded channel (a full
 //! channel holds publishers back). The task applies each to the engine, which appends records
 //! to the log's buffer; after each batch of commands (at most about [`COMMIT_BYTES`]) it calls
-//! [`Log::commit`], which writes the batch with one `write` and wakes the log's sync thread. That thread runs one `fdatasync`
-//! for everything written so far and reports [`SyncEvent::Synced`]; commands keep arriving and
-//! appending meanwhile, so the next batch grows while an fsync runs (group commit). Only then
-//! does the engine release publish acks, ack confirmations and store acks.
+//! [`Log::commit_upto`], which writes the batch with one `write` and wakes the log's sync
+//! thread. That thread runs one `fdatasync` for everything written so far and reports
+//! [`SyncEvent::Synced`]; commands keep arriving and appending meanwhile, so the next batch
+//! grows while an fsync runs (group commit). Only then does the engine release publish acks,
+//! ack confirmations and store acks. A batch holding only records nothing waits for (the
+//! delivery counts a fetch writes) is written without asking for a sync: the next sync covers
+//! it.
 //!
 //! Outputs go to the clients' control outboxes and the peer links' outboxes (the `outbox`
 //! module), which never make the task wait. A client whose control outbox is over its limit
@@ -309,7 +312,9 @@ impl Store {
                 () = shutdown.cancelled() => break,
             }
             if log.end() > committed && engine.failure().is_none() {
-                match log.commit() {
+                // Records nothing waits for (delivery counts) are written but not synced
+                // on their own: the next sync covers them.
+                match log.commit_upto(engine.sync_wanted()) {
                     Ok(end) => committed = end,
                     Err(e) => {
                         // Earlier batches are durable (the log synced them before failing):

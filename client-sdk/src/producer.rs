@@ -17,7 +17,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use palio_filter::Value;
+use palio_protocol::{Attributes, ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::client::{Client, Shared, unexpected};
@@ -400,13 +401,18 @@ impl Producer {
             })?,
         };
         let (attributes, payload) = notification.into_parts();
+        let surely_fits = publish_len_bound(&attributes, &payload) <= self.shared.max_frame;
         let frame = ClientFrame::PublishPersistent {
             seq,
             attributes,
             payload,
         };
-        // Refused before it is recorded: the sequence number stays free.
-        self.shared.check_size(&frame, "publication")?;
+        // Refused before it is recorded: the sequence number stays free. The exact length
+        // takes an encoding of its own, so it is only computed when the bound says the frame
+        // may be too long.
+        if !surely_fits {
+            self.shared.check_size(&frame, "publication")?;
+        }
         let (reply, rx) = oneshot::channel();
         let settle = Settle {
             reply,
@@ -425,6 +431,26 @@ impl Producer {
         let _ = self.shared.out.push(&frame);
         Ok(PublishAck { seq, rx })
     }
+}
+
+/// An upper bound on the encoded length of a [`ClientFrame::PublishPersistent`] with these
+/// attributes and payload, without encoding it: MessagePack spends at most 9 bytes on a
+/// number, 5 on a string's, a binary's or an array's header, 1 on a boolean.
+fn publish_len_bound(attributes: &Attributes, payload: &[u8]) -> usize {
+    // The variant's and fields' names, their map headers, the sequence number, the
+    // attribute list's and the payload's headers: 64 bytes at most.
+    const FIXED: usize = 64;
+    attributes
+        .iter()
+        .map(|(name, value)| {
+            // The pair's array header, the name and the value, each with its header.
+            let value = match value {
+                Value::String(s) => s.len(),
+                Value::Int(_) | Value::Bool(_) => 0,
+            };
+            1 + 5 + name.as_str().len() + 9 + value
+        })
+        .fold(FIXED + payload.len(), usize::saturating_add)
 }
 
 /// The outcome of one persistent publication: a future resolving to its sequence number once
@@ -459,5 +485,45 @@ impl Future for PublishAck {
                 message: "connection tasks ended".into(),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palio_filter::AttrName;
+
+    use super::*;
+
+    #[test]
+    fn the_length_bound_is_never_below_the_encoded_length() {
+        let values = [
+            Value::Bool(true),
+            Value::Int(0),
+            Value::Int(i32::MIN),
+            Value::Int(i32::MAX),
+            Value::String(String::new()),
+            Value::String("x".repeat(31)),
+            Value::String("y".repeat(300)),
+            Value::String("z".repeat(70_000)),
+        ];
+        for attrs in 0..6usize {
+            for payload in [0usize, 1, 255, 256, 70_000] {
+                let attributes: Attributes = (0..attrs)
+                    .map(|i| {
+                        let name = AttrName::new("n".repeat(1 + i * 25)).expect("a name");
+                        (name, values[(i * 3 + payload) % values.len()].clone())
+                    })
+                    .collect();
+                let payload = vec![7u8; payload];
+                let bound = publish_len_bound(&attributes, &payload);
+                let frame = ClientFrame::PublishPersistent {
+                    seq: u64::MAX,
+                    attributes,
+                    payload,
+                };
+                let exact = palio_protocol::encoded_len(&frame).expect("encodes");
+                assert!(bound >= exact, "{bound} < {exact}");
+            }
+        }
     }
 }

@@ -32,6 +32,9 @@ impl Engine {
         }
         match j.append(bytes) {
             Ok(pos) => {
+                if rec.awaits_sync() {
+                    self.wanted = self.wanted.max(j.end());
+                }
                 self.apply(pos, rec, bytes.len() as u64, true);
                 Ok(pos)
             }
@@ -136,9 +139,10 @@ impl Engine {
                     self.drop_entry(*lane, *tag);
                 }
             }
-            Record::Delivered { lane, tag, count } => {
-                if let Some(e) = self.lane_mut(*lane).and_then(|l| l.entries.get_mut(tag)) {
-                    e.count = e.count.max(*count);
+            Record::Delivered { lane, tag, count } => self.delivered(*lane, *tag, *count),
+            Record::DeliveredMany { lane, deliveries } => {
+                for &(tag, count) in deliveries {
+                    self.delivered(*lane, tag, count);
                 }
             }
             Record::DeadLettered { queue, tags } => {
@@ -188,6 +192,13 @@ impl Engine {
                     self.producers.remove(name);
                 }
             }
+        }
+    }
+
+    /// A delivery count recorded for `tag` (counts only grow).
+    fn delivered(&mut self, lane: LaneId, tag: u64, count: u32) {
+        if let Some(e) = self.lane_mut(lane).and_then(|l| l.entries.get_mut(&tag)) {
+            e.count = e.count.max(count);
         }
     }
 

@@ -449,8 +449,10 @@ impl Engine {
         }
     }
 
-    /// Delivers ready messages of `lane` to its consumers while they have room.
+    /// Delivers ready messages of `lane` to its consumers while they have room, and records
+    /// their delivery counts in one [`Record::DeliveredMany`].
     pub(super) fn pump(&mut self, j: &mut impl Journal, now: Instant, lane: LaneId) {
+        let mut deliveries = Vec::new();
         loop {
             let Some(q) = self.queues.get_mut(&lane.queue) else {
                 return;
@@ -469,7 +471,11 @@ impl Engine {
             }) else {
                 break;
             };
-            self.deliver(j, now, lane, tag, consumer, ack_wait);
+            self.deliver(j, now, lane, tag, consumer, ack_wait, &mut deliveries);
+        }
+        if !deliveries.is_empty() {
+            // Best effort: after a crash the counts may be one lower (documented).
+            let _ = self.write(j, Record::DeliveredMany { lane, deliveries });
         }
         // A fetch that got something returns once nothing more is ready.
         let fetching: Vec<u64> = self
@@ -488,6 +494,9 @@ impl Engine {
         }
     }
 
+    /// Delivers `tag` to `consumer`; adds `(tag, count)` to `deliveries` for the caller to
+    /// record.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
         j: &mut impl Journal,
@@ -496,6 +505,7 @@ impl Engine {
         tag: u64,
         consumer: u64,
         ack_wait: Duration,
+        deliveries: &mut Vec<(u64, u32)>,
     ) {
         let Some(l) = self.lane_mut(lane) else {
             return;
@@ -509,7 +519,7 @@ impl Engine {
         let deadline = after(now, ack_wait);
         l.set_state(tag, State::InFlight { consumer, deadline });
         let (attributes, payload) = match Self::read_message(j, pos) {
-            Ok((_, a, p)) => (a, p),
+            Ok(body) => body,
             Err(why) => {
                 // The message's bytes are gone or damaged: it cannot be delivered, ever.
                 tracing::error!(?lane, tag, error = %why, "a stored message cannot be read; dropped from its queue");
@@ -542,8 +552,7 @@ impl Engine {
             );
             return;
         }
-        // Best effort: after a crash the count may be one lower (documented).
-        let _ = self.write(j, Record::Delivered { lane, tag, count });
+        deliveries.push((tag, count));
         self.push_timer(deadline, Timer::AckWait { lane, tag, count });
         self.stats.delivered += 1;
         if count > 1 {

@@ -198,6 +198,10 @@ pub(crate) struct Engine {
     pub(super) next_hops: HashMap<BrokerId, BrokerId>,
     /// Everything before it is on disk.
     pub(super) durable: Position,
+    /// The end of the last record whose effects wait for the disk (every record but delivery
+    /// counts, and whatever `waiting` needs): how far the log must be synced. Records after
+    /// it are written but need no sync of their own; the next one covers them.
+    pub(super) wanted: Position,
     /// Outputs waiting for the log to be durable up to a position.
     pub(super) waiting: VecDeque<(Position, Output)>,
     pub(super) out: VecDeque<Output>,
@@ -242,6 +246,7 @@ impl Engine {
                 segment: 0,
                 offset: 0,
             },
+            wanted: Position::START,
             waiting: VecDeque::new(),
             out: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -275,6 +280,12 @@ impl Engine {
     }
 
     /// The next output.
+    /// How far the log must be made durable for what waits on it: see [`Engine::wanted`]. The
+    /// owner commits everything appended and asks for a sync up to here.
+    pub(crate) fn sync_wanted(&self) -> Position {
+        self.wanted
+    }
+
     pub(crate) fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }

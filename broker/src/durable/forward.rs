@@ -225,7 +225,7 @@ impl Engine {
             }
             let pos = f.pos;
             let (attributes, payload) = match Self::read_message(j, pos) {
-                Ok((_, a, p)) => (a, p),
+                Ok(body) => body,
                 Err(why) => {
                     tracing::error!(?id, error = %why, "a stored message cannot be read; not forwarded");
                     let dests: Vec<BrokerId> = f.unsent.iter().copied().collect();

@@ -184,6 +184,7 @@ impl Engine {
     /// Queues `o` until the log is durable up to the journal's current end.
     pub(super) fn when_durable(&mut self, j: &impl Journal, o: Output) {
         let need = j.end();
+        self.wanted = self.wanted.max(need);
         if need <= self.durable {
             self.out.push_back(o);
         } else {

@@ -9,7 +9,7 @@ use palio_protocol::{Attributes, ErrorCode};
 
 use super::engine::{ClientId, Engine, Journal, Refusal};
 use super::output::Output;
-use super::record::{Record, decode, encode};
+use super::record::{MessageBody, Record, decode, encode};
 use crate::store::Position;
 use crate::wire::MessageId;
 
@@ -127,21 +127,18 @@ impl Engine {
             .collect()
     }
 
-    /// The body of the message stored at `pos`.
+    /// The attributes and payload of the message stored at `pos`.
     pub(super) fn read_message(
         j: &impl Journal,
         pos: Position,
-    ) -> Result<(MessageId, Attributes, Vec<u8>), String> {
+    ) -> Result<(Attributes, Vec<u8>), String> {
         let bytes = j.read(pos).map_err(|e| e.to_string())?;
-        match decode::<Record>(&bytes) {
-            Ok(Record::Message {
-                id,
-                attributes,
-                payload,
-                ..
-            }) => Ok((id, attributes, payload)),
-            Ok(_) => Err(format!("the record at {pos:?} is not a message")),
-            Err(e) => Err(e.to_string()),
+        match decode::<MessageBody>(&bytes) {
+            Ok(body) => Ok(body.into_parts()),
+            Err(e) => match decode::<Record>(&bytes) {
+                Ok(_) => Err(format!("the record at {pos:?} is not a message")),
+                Err(_) => Err(e.to_string()),
+            },
         }
     }
 }

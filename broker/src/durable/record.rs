@@ -20,6 +20,7 @@
 
 use palio_protocol::{Attributes, Discard};
 use palio_topology::BrokerId;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Position;
@@ -92,7 +93,8 @@ pub(crate) enum Record {
         tags: Vec<u64>,
     },
     /// A message was delivered for the `count`-th time. Written without waiting for an fsync:
-    /// after a crash a count may be one lower than it was.
+    /// after a crash a count may be one lower than it was. Written by earlier versions (now
+    /// [`Record::DeliveredMany`]), still read.
     Delivered {
         /// The lane.
         lane: LaneId,
@@ -141,6 +143,55 @@ pub(crate) enum Record {
         /// Their tags.
         tags: Vec<u64>,
     },
+    /// Messages of a lane were delivered: each tag with its delivery count now. What
+    /// [`Record::Delivered`] says, for the whole batch a fetch (or a push window) took, in one
+    /// record; written without waiting for an fsync like it.
+    DeliveredMany {
+        /// The lane.
+        lane: LaneId,
+        /// `(tag, delivery count)`.
+        deliveries: Vec<(u64, u32)>,
+    },
+}
+
+impl Record {
+    /// Whether writing it asks for a sync. First deliveries do not: nothing waits for their
+    /// counts to be durable, so they reach the disk with the next sync someone waits for, and
+    /// losing one in a crash leaves its count one lower (0), as documented. A redelivery asks,
+    /// so that a count is never more than one lower after a crash.
+    pub(crate) fn awaits_sync(&self) -> bool {
+        match self {
+            Record::Delivered { count, .. } => *count > 1,
+            Record::DeliveredMany { deliveries, .. } => deliveries.iter().any(|&(_, c)| c > 1),
+            _ => true,
+        }
+    }
+}
+
+/// What of a [`Record::Message`] goes out again (delivered or forwarded): decoded from the
+/// same bytes, with the other fields skipped rather than decoded (no allocation for the
+/// producer name, queues and destinations). Any other record fails to decode as one.
+#[derive(Debug, Deserialize)]
+pub(crate) enum MessageBody {
+    /// The fields of [`Record::Message`], in order.
+    Message(
+        IgnoredAny,
+        IgnoredAny,
+        Attributes,
+        #[serde(with = "serde_bytes")] Vec<u8>,
+        IgnoredAny,
+        IgnoredAny,
+        IgnoredAny,
+        #[serde(default)] IgnoredAny,
+    ),
+}
+
+impl MessageBody {
+    /// The attributes and payload.
+    pub(crate) fn into_parts(self) -> (Attributes, Vec<u8>) {
+        let MessageBody::Message(_, _, attributes, payload, ..) = self;
+        (attributes, payload)
+    }
 }
 
 /// A durable queue's size limits, as recorded. 0 is "no limit".
@@ -345,6 +396,47 @@ mod tests {
                 limits: QueueLimits::default(),
             }
         );
+    }
+
+    #[test]
+    fn message_bodies_decode_from_messages_of_every_version_and_nothing_else() {
+        let attributes: Attributes = [(
+            palio_filter::AttrName::new("type").expect("a name"),
+            palio_filter::Value::String("a".into()),
+        )]
+        .into_iter()
+        .collect();
+        let id = MessageId {
+            origin: BrokerId(1),
+            n: 4,
+        };
+        let now = encode(&Record::Message {
+            id,
+            producer: Some(("p".into(), 3)),
+            attributes: attributes.clone(),
+            payload: vec![1, 2],
+            local: true,
+            queues: vec![(1, 0), (2, 5)],
+            dests: vec![BrokerId(2)],
+            at_ms: 9,
+        });
+        let old = encode(&OldRecord::Message {
+            id,
+            producer: None,
+            attributes: attributes.clone(),
+            payload: vec![3],
+            local: false,
+            queues: vec![],
+            dests: vec![],
+        });
+        let body = |b: &[u8]| decode::<MessageBody>(b).map(MessageBody::into_parts);
+        assert_eq!(
+            body(&now).expect("decodes"),
+            (attributes.clone(), vec![1, 2])
+        );
+        assert_eq!(body(&old).expect("decodes"), (attributes, vec![3]));
+        let other = encode(&Record::QueueRemoved { key: 1 });
+        assert!(body(&other).is_err());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! thread (see `sync.rs`). Appends go to an in-memory buffer of encoded frames; [`Log::commit`]
 //! writes the whole buffer with one `pwrite` at the end of the active segment and asks the sync
 //! thread to make it durable, which it reports through the `notify` callback given to
-//! [`Log::open`]. Reads use `pread` on the segment files (or the buffer, for records not
-//! written yet), and verify checksums.
+//! [`Log::open`]. Reads use `pread` on the segment files (a window of up to 256 KiB at a
+//! time, which serves the records after the one asked for too: `read_ahead.rs`), or the
+//! buffer for records not written yet, and verify checksums.
 //!
 //! Rolling to a new segment happens inside [`Log::append`] when the next frame would not fit
 //! (a record larger than a whole segment gets a segment of its own): the full segment gets its
@@ -14,6 +15,7 @@
 //! disk before every earlier segment is complete on it, and recovery can read any damage in a
 //! finished segment as damage, never as a crash artefact.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,9 +24,10 @@ use super::checkpoint;
 use super::error::StoreError;
 use super::fs::Fs;
 use super::position::Position;
+use super::read_ahead::ReadAhead;
 use super::record::{
-    FRAME_HEADER_LEN, FrameKind, MAX_RECORD_LIMIT, SEGMENT_HEADER_LEN, decode_frame_header,
-    encode_frame, payload_matches,
+    FRAME_HEADER_LEN, FrameHeader, FrameKind, MAX_RECORD_LIMIT, SEGMENT_HEADER_LEN,
+    decode_frame_header, encode_frame, payload_matches,
 };
 use super::recovery::{RecoveryReport, recover};
 use super::scan::{SegmentSource, scan};
@@ -98,6 +101,9 @@ pub(crate) struct Log {
     checkpoint_bytes: u64,
     /// The group-commit thread.
     syncer: Syncer,
+    /// Written bytes read ahead for the next reads (see `read_ahead.rs`); a `RefCell` because
+    /// reading takes `&self`, and only the owner's thread uses the log.
+    ahead: RefCell<ReadAhead>,
 }
 
 impl Log {
@@ -140,6 +146,7 @@ impl Log {
             buf: Vec::new(),
             checkpoint_bytes: recovered.checkpoint_bytes,
             syncer,
+            ahead: RefCell::default(),
         };
         Ok((log, recovered.report))
     }
@@ -203,10 +210,18 @@ impl Log {
     /// the error is [`StoreError::NoSpace`]), once what earlier commits wrote is durable: then
     /// [`Log::durable`] says how far the acks may go.
     pub(crate) fn commit(&mut self) -> Result<Position, StoreError> {
+        let end = self.end();
+        self.commit_upto(end)
+    }
+
+    /// [`Log::commit`], asking the sync thread for durability only up to `upto` (at most the
+    /// end): the owner knows nothing waits for the records after it, and the next sync covers
+    /// them anyway (`fdatasync` covers the whole file). Returns the end of the written data.
+    pub(crate) fn commit_upto(&mut self, upto: Position) -> Result<Position, StoreError> {
         self.syncer.check()?;
         self.write_buffer()?;
         let end = self.end();
-        self.syncer.request(end);
+        self.syncer.request(upto.min(end));
         Ok(end)
     }
 
@@ -243,36 +258,30 @@ impl Log {
             return Err(StoreError::NotFound(pos));
         }
         let io = |e| StoreError::io("read", &segment.path, e);
-        let mut head = [0u8; FRAME_HEADER_LEN];
-        segment
-            .file
-            .read_exact_at(&mut head, pos.offset)
-            .map_err(io)?;
-        let header = decode_frame_header(&head, pos, segment.bound).ok_or(StoreError::Corrupt {
-            pos,
-            reason: "no valid frame header at this position",
-        })?;
-        if header.kind != FrameKind::Data {
-            return Err(StoreError::NotFound(pos));
+        let mut ahead = self.ahead.borrow_mut();
+        let head_len = FRAME_HEADER_LEN as u64;
+        if ahead.get(pos.segment, pos.offset, head_len).is_none()
+            && ahead
+                .fill(&*segment.file, pos.segment, pos.offset, segment.len)
+                .is_err()
+        {
+            // Read the record on its own: the window's larger read may have hit damage
+            // beyond it.
+            drop(ahead);
+            return read_alone(segment, pos);
         }
-        if pos.offset + header.frame_len() > segment.len {
-            return Err(StoreError::Corrupt {
-                pos,
-                reason: "record runs past the end of its segment",
-            });
+        let Some(head) = ahead.get(pos.segment, pos.offset, head_len) else {
+            return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
+        };
+        let header = check_header(head, segment, pos)?;
+        match ahead.get(pos.segment, pos.offset + head_len, u64::from(header.len)) {
+            Some(payload) => verified(&header, payload.to_vec(), pos),
+            // Larger than what the window holds from here: read it on its own.
+            None => {
+                drop(ahead);
+                read_alone(segment, pos)
+            }
         }
-        let mut payload = vec![0u8; header.len as usize];
-        segment
-            .file
-            .read_exact_at(&mut payload, pos.offset + FRAME_HEADER_LEN as u64)
-            .map_err(io)?;
-        if !payload_matches(&header, &payload) {
-            return Err(StoreError::Corrupt {
-                pos,
-                reason: "payload checksum mismatch",
-            });
-        }
-        Ok(payload)
     }
 
     /// Atomically replaces the checkpoint: `state` covers every record before `upto`. First
@@ -315,6 +324,7 @@ impl Log {
         if doomed.is_empty() {
             return Ok(0);
         }
+        self.ahead.get_mut().forget_before(segment.min(self.active));
         for id in &doomed {
             if let Some(segment) = self.segments.remove(id) {
                 match self.fs.remove(&segment.path) {
@@ -441,4 +451,52 @@ impl Log {
         self.active = id;
         Ok(())
     }
+}
+
+/// The record at `pos`, read from `segment`'s file with a `pread` for its header and one for
+/// its payload.
+fn read_alone(segment: &Segment, pos: Position) -> Result<Vec<u8>, StoreError> {
+    let io = |e| StoreError::io("read", &segment.path, e);
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    segment
+        .file
+        .read_exact_at(&mut head, pos.offset)
+        .map_err(io)?;
+    let header = check_header(&head, segment, pos)?;
+    let mut payload = vec![0u8; header.len as usize];
+    segment
+        .file
+        .read_exact_at(&mut payload, pos.offset + FRAME_HEADER_LEN as u64)
+        .map_err(io)?;
+    verified(&header, payload, pos)
+}
+
+/// The header of the data record at `pos` of `segment`, if `head` is one that fits in what the
+/// segment's file holds.
+fn check_header(head: &[u8], segment: &Segment, pos: Position) -> Result<FrameHeader, StoreError> {
+    let header = decode_frame_header(head, pos, segment.bound).ok_or(StoreError::Corrupt {
+        pos,
+        reason: "no valid frame header at this position",
+    })?;
+    if header.kind != FrameKind::Data {
+        return Err(StoreError::NotFound(pos));
+    }
+    if pos.offset + header.frame_len() > segment.len {
+        return Err(StoreError::Corrupt {
+            pos,
+            reason: "record runs past the end of its segment",
+        });
+    }
+    Ok(header)
+}
+
+/// `payload` if its checksum matches `header`'s.
+fn verified(header: &FrameHeader, payload: Vec<u8>, pos: Position) -> Result<Vec<u8>, StoreError> {
+    if !payload_matches(header, &payload) {
+        return Err(StoreError::Corrupt {
+            pos,
+            reason: "payload checksum mismatch",
+        });
+    }
+    Ok(payload)
 }

@@ -49,14 +49,15 @@
 //!
 //! `record.rs` (byte layout), `scan.rs` (reading a segment frame by frame, resynchronising after
 //! damage), `recovery.rs` (opening a directory), `sync.rs` (the group-commit thread),
-//! `checkpoint.rs`, `segment.rs`, `log.rs` (the owner's API), `fs.rs` (the file layer: real
-//! files, or the fault-injecting `SimFs` in tests).
+//! `checkpoint.rs`, `segment.rs`, `log.rs` (the owner's API), `read_ahead.rs` (reads in log
+//! order), `fs.rs` (the file layer: real files, or the fault-injecting `SimFs` in tests).
 
 pub(crate) mod checkpoint;
 mod error;
 mod fs;
 mod log;
 mod position;
+mod read_ahead;
 pub(crate) mod record;
 mod recovery;
 pub(crate) mod scan;

@@ -549,3 +549,36 @@ fn the_filter_indexes_follow_queues_and_the_directory_through_removal_and_recove
         assert_eq!(e.remote_matches(&attrs("c", 1)), vec![], "{what}");
     }
 }
+
+#[test]
+fn first_deliveries_ask_for_no_sync_and_redeliveries_do() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    for s in 0..3 {
+        n.publish("a", s);
+    }
+    n.sync();
+    n.frames();
+    let wanted = n.engine.sync_wanted();
+    assert_eq!(wanted, n.journal.end());
+    let c = n.consume("q", ConsumeMode::Pull);
+    let wait = Duration::from_secs(1);
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 5, c, 10, wait);
+    assert_eq!(n.messages().len(), 3);
+    // One record holds the three counts; written, and nothing asked of the disk for it.
+    assert_eq!(n.journal.end().offset, wanted.offset + 1);
+    assert_eq!(n.engine.sync_wanted(), wanted);
+    // Redelivered after the ack wait: those counts ask for a sync (covering the first ones).
+    n.advance(Duration::from_secs(31));
+    n.engine
+        .fetch(&mut n.journal, n.now, CLIENT, 6, c, 10, wait);
+    let again = n.messages();
+    assert!(again.len() == 3 && again.iter().all(|m| m.delivery_count == 2));
+    assert_eq!(n.engine.sync_wanted(), n.journal.end());
+    // So do acks, which wait for the disk.
+    let tags: Vec<u64> = again.iter().map(|m| m.tag).collect();
+    n.engine.ack(&mut n.journal, n.now, CLIENT, 7, c, &tags);
+    assert_eq!(n.engine.sync_wanted(), n.journal.end());
+}
