@@ -12,6 +12,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Dashed line (for a second percentile of the same system, say).
     pub dashed: bool,
+    /// Index into the palette: series of one system share it.
+    pub colour: usize,
 }
 
 const COLOURS: [&str; 6] = [
@@ -54,12 +56,7 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, log_x: bool, series: &[S
         );
     }
     for (i, se) in series.iter().enumerate() {
-        let colour = COLOURS[i / 2 % COLOURS.len()];
-        let colour = if series.iter().all(|s| !s.dashed) {
-            COLOURS[i % COLOURS.len()]
-        } else {
-            colour
-        };
+        let colour = COLOURS[se.colour % COLOURS.len()];
         let path: Vec<String> = se
             .points
             .iter()
@@ -113,7 +110,7 @@ pub fn bars(title: &str, categories: &[String], y_label: &str, series: &[Series]
         );
     }
     for (i, se) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = COLOURS[se.colour % COLOURS.len()];
         for &(c, y) in &se.points {
             let x = LEFT + group * c + group * 0.1 + bar * i as f64;
             let _ = writeln!(
@@ -257,6 +254,7 @@ mod tests {
             label: label.into(),
             points: points.to_vec(),
             dashed: false,
+            colour: 0,
         }
     }
 
@@ -269,7 +267,10 @@ mod tests {
             true,
             &[
                 series("palio", &[(16.0, 300e3), (65536.0, 20e3)]),
-                series("nats <core>", &[(16.0, 350e3), (65536.0, 15e3)]),
+                Series {
+                    colour: 1,
+                    ..series("nats <core>", &[(16.0, 350e3), (65536.0, 15e3)])
+                },
             ],
         );
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
@@ -277,6 +278,7 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 4);
         assert!(svg.contains("nats &lt;core&gt;"));
         assert!(svg.contains("64 KiB") && svg.contains("16 B"));
+        assert!(svg.contains(COLOURS[0]) && svg.contains(COLOURS[1]));
     }
 
     #[test]
@@ -287,7 +289,10 @@ mod tests {
             "msgs/s",
             &[
                 series("palio", &[(0.0, 1e5), (1.0, 2e6)]),
-                series("nats", &[(0.0, 2e5), (1.0, 1e6)]),
+                Series {
+                    colour: 1,
+                    ..series("nats", &[(0.0, 2e5), (1.0, 1e6)])
+                },
             ],
         );
         assert_eq!(svg.matches("<rect x=").count(), 4);

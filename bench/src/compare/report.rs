@@ -237,8 +237,9 @@ fn sizes_svg(all: &[Summary]) -> String {
         label: "palio".into(),
         points: palio,
         dashed: false,
+        colour: 0,
     });
-    for peer in peers {
+    for (i, peer) in peers.into_iter().enumerate() {
         let mut points: Vec<(f64, f64)> = all
             .iter()
             .filter(|x| x.scenario == "1to1" && x.peer == peer)
@@ -249,6 +250,7 @@ fn sizes_svg(all: &[Summary]) -> String {
             label: peer.into(),
             points,
             dashed: false,
+            colour: i + 1,
         });
     }
     chart::lines(
@@ -273,7 +275,7 @@ fn latency_svg(all: &[Summary]) -> String {
             ("p99.9", |p| p.palio_p999_us, |p| p.peer_p999_us),
         ];
         for (name, a, b) in picks {
-            for (who, f) in [("palio", a), ("nats", b)] {
+            for (colour, (who, f)) in [("palio", a), ("nats", b)].into_iter().enumerate() {
                 series.push(Series {
                     label: format!("{who} {name}"),
                     points: points
@@ -281,6 +283,7 @@ fn latency_svg(all: &[Summary]) -> String {
                         .map(|p| (f64::from(p.load_pct), f(p) as f64))
                         .collect(),
                     dashed: name == "p99.9",
+                    colour,
                 });
             }
         }
@@ -318,11 +321,13 @@ fn fan_out_svg(all: &[Summary]) -> String {
                 label: "palio".into(),
                 points: palio,
                 dashed: false,
+                colour: 0,
             },
             Series {
                 label: "nats".into(),
                 points: nats,
                 dashed: false,
+                colour: 1,
             },
         ],
     )
