@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::clients::{Endpoint, Sink, Source};
 use crate::clock::process_cpu_secs;
-use crate::pubsub::worker::{Arrival, Tally};
+use crate::pubsub::worker::{Arrival, Done, Tally, runtime, stdin_lines};
 use crate::pubsub::{Latency, PROBE_SEQ, latency_histogram, unix_micros};
 
 /// What a worker does.
@@ -69,33 +68,6 @@ pub struct ReceiveResult {
     pub ended: String,
     /// CPU seconds from subscribing until the end.
     pub cpu_secs: Option<f64>,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("runtime")
-}
-
-/// Lines from stdin, read on a thread of their own; the channel closes at end of input.
-fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match std::io::stdin().read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if tx.send(line.trim().to_owned()).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    rx
 }
 
 /// Runs the publisher; prints its result line.
@@ -169,12 +141,11 @@ async fn receive(c: &WorkerConfig) -> anyhow::Result<ReceiveResult> {
     let mut hist = latency_histogram();
     let (mut first_us, mut last_us) = (0u64, 0u64);
     let mut last = Instant::now();
-    let mut published: Option<u64> = None;
-    let mut done_at: Option<Instant> = None;
+    let mut done = Done::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
-        if tally.received >= published.unwrap_or(c.count) {
+        if done.complete(tally.received, c.count) {
             break "complete";
         }
         tokio::select! {
@@ -197,16 +168,9 @@ async fn receive(c: &WorkerConfig) -> anyhow::Result<ReceiveResult> {
                     _ => {}
                 }
             }
-            cmd = commands.recv() => match cmd.as_deref().map(|l| l.split_once(' ')) {
-                Some(Some(("done", n))) => {
-                    published = Some(n.parse().context("done: a count")?);
-                    done_at = Some(Instant::now());
-                }
-                Some(_) => bail!("subscriber: unexpected command {cmd:?}"),
-                None => bail!("subscriber: the orchestrator went away (stdin closed)"),
-            },
+            cmd = commands.recv() => done.command(cmd)?,
             _ = tick.tick() => {
-                if done_at.is_some_and(|d| d.max(last).elapsed() >= c.drain) {
+                if done.drained(last, c.drain) {
                     break "drained";
                 }
             }

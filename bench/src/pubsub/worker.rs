@@ -144,7 +144,7 @@ pub struct SubscriberResult {
 }
 
 /// Lines from stdin, read on a thread of their own; the channel closes at end of input.
-fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
+pub(crate) fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     let (tx, rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -163,7 +163,8 @@ fn stdin_lines() -> mpsc::UnboundedReceiver<String> {
     rx
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+/// A worker's runtime: multi-threaded, as an application's would be.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -253,6 +254,38 @@ pub fn subscriber(c: &WorkerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the orchestrator has said to a subscriber: `done N` once the publishers are done.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    published: Option<u64>,
+    at: Option<Instant>,
+}
+
+impl Done {
+    /// Takes a command line (`None`: stdin closed, the orchestrator is gone).
+    pub(crate) fn command(&mut self, line: Option<String>) -> anyhow::Result<()> {
+        match line.as_deref().map(|l| l.split_once(' ')) {
+            Some(Some(("done", n))) => {
+                self.published = Some(n.parse().context("done: a count")?);
+                self.at = Some(Instant::now());
+                Ok(())
+            }
+            Some(_) => bail!("subscriber: unexpected command {line:?}"),
+            None => bail!("subscriber: the orchestrator went away (stdin closed)"),
+        }
+    }
+
+    /// Everything has arrived: all that was published, or `count` before `done` is known.
+    pub(crate) fn complete(&self, received: u64, count: u64) -> bool {
+        received >= self.published.unwrap_or(count)
+    }
+
+    /// Told `done`, and nothing arrived for `drain` since the later of that and `last`.
+    pub(crate) fn drained(&self, last: Instant, drain: Duration) -> bool {
+        self.at.is_some_and(|d| d.max(last).elapsed() >= drain)
+    }
+}
+
 /// What the subscriber has seen so far.
 #[derive(Debug)]
 pub struct Tally {
@@ -331,12 +364,11 @@ async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
     let mut hist = latency_histogram();
     let mut first: Option<Instant> = None;
     let mut last = Instant::now();
-    let mut published: Option<u64> = None;
-    let mut done_at: Option<Instant> = None;
+    let mut done = Done::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = loop {
-        if tally.received >= published.unwrap_or(c.count) {
+        if done.complete(tally.received, c.count) {
             break "complete";
         }
         tokio::select! {
@@ -360,17 +392,9 @@ async fn subscribe(c: &WorkerConfig) -> anyhow::Result<SubscriberResult> {
                     _ => {}
                 }
             }
-            cmd = commands.recv() => match cmd.as_deref().map(|l| l.split_once(' ')) {
-                Some(Some(("done", n))) => {
-                    published = Some(n.parse().context("done: a count")?);
-                    done_at = Some(Instant::now());
-                }
-                Some(_) => bail!("subscriber: unexpected command {cmd:?}"),
-                None => bail!("subscriber: the orchestrator went away (stdin closed)"),
-            },
+            cmd = commands.recv() => done.command(cmd)?,
             _ = tick.tick() => {
-                // Stragglers are waited for from the later of the last receipt and `done`.
-                if done_at.is_some_and(|d| d.max(last).elapsed() >= c.drain) {
+                if done.drained(last, c.drain) {
                     break "drained";
                 }
             }
