@@ -17,8 +17,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use palio_filter::Value;
-use palio_protocol::{Attributes, ClientFrame, ErrorCode, ServerFrame};
+use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::client::{Client, Shared, unexpected};
@@ -401,18 +400,20 @@ impl Producer {
             })?,
         };
         let (attributes, payload) = notification.into_parts();
-        let surely_fits = publish_len_bound(&attributes, &payload) <= self.shared.max_frame;
+        // Refused before it is recorded: the sequence number stays free.
+        let size = palio_protocol::publish_persistent_len(seq, &attributes, &payload);
+        if size > self.shared.max_frame {
+            return Err(Error::FrameTooLarge {
+                what: "publication",
+                size,
+                max: self.shared.max_frame,
+            });
+        }
         let frame = ClientFrame::PublishPersistent {
             seq,
             attributes,
             payload,
         };
-        // Refused before it is recorded: the sequence number stays free. The exact length
-        // takes an encoding of its own, so it is only computed when the bound says the frame
-        // may be too long.
-        if !surely_fits {
-            self.shared.check_size(&frame, "publication")?;
-        }
         let (reply, rx) = oneshot::channel();
         let settle = Settle {
             reply,
@@ -431,26 +432,6 @@ impl Producer {
         let _ = self.shared.out.push(&frame);
         Ok(PublishAck { seq, rx })
     }
-}
-
-/// An upper bound on the encoded length of a [`ClientFrame::PublishPersistent`] with these
-/// attributes and payload, without encoding it: MessagePack spends at most 9 bytes on a
-/// number, 5 on a string's, a binary's or an array's header, 1 on a boolean.
-fn publish_len_bound(attributes: &Attributes, payload: &[u8]) -> usize {
-    // The variant's and fields' names, their map headers, the sequence number, the
-    // attribute list's and the payload's headers: 64 bytes at most.
-    const FIXED: usize = 64;
-    attributes
-        .iter()
-        .map(|(name, value)| {
-            // The pair's array header, the name and the value, each with its header.
-            let value = match value {
-                Value::String(s) => s.len(),
-                Value::Int(_) | Value::Bool(_) => 0,
-            };
-            1 + 5 + name.as_str().len() + 9 + value
-        })
-        .fold(FIXED + payload.len(), usize::saturating_add)
 }
 
 /// The outcome of one persistent publication: a future resolving to its sequence number once
@@ -490,12 +471,13 @@ impl Future for PublishAck {
 
 #[cfg(test)]
 mod tests {
-    use palio_filter::AttrName;
+    use palio_filter::{AttrName, Value};
+    use palio_protocol::Attributes;
 
     use super::*;
 
     #[test]
-    fn the_length_bound_is_never_below_the_encoded_length() {
+    fn the_size_checked_is_the_encoded_length() {
         let values = [
             Value::Bool(true),
             Value::Int(0),
@@ -515,14 +497,15 @@ mod tests {
                     })
                     .collect();
                 let payload = vec![7u8; payload];
-                let bound = publish_len_bound(&attributes, &payload);
+                let checked =
+                    palio_protocol::publish_persistent_len(u64::MAX, &attributes, &payload);
                 let frame = ClientFrame::PublishPersistent {
                     seq: u64::MAX,
                     attributes,
                     payload,
                 };
                 let exact = palio_protocol::encoded_len(&frame).expect("encodes");
-                assert!(bound >= exact, "{bound} < {exact}");
+                assert_eq!(checked, exact);
             }
         }
     }

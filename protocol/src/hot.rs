@@ -46,6 +46,20 @@ pub fn publish_len(attributes: &Event, payload: &[u8]) -> usize {
         + bin_len(payload.len())
 }
 
+/// The body length of `ClientFrame::PublishPersistent { seq, attributes, payload }` (what
+/// [`encoded_len`](crate::encoded_len) says of it), computed without encoding it. The frame
+/// itself goes through serde; only its size is checked on the producer's path.
+pub fn publish_persistent_len(seq: u64, attributes: &Event, payload: &[u8]) -> usize {
+    1 + str_len("PublishPersistent")
+        + 1
+        + str_len("seq")
+        + uint_len(seq)
+        + str_len("attributes")
+        + event_len(attributes)
+        + str_len("payload")
+        + bin_len(payload.len())
+}
+
 /// Appends a [`DeliveryFrame`] of these parts as a stream frame, like [`encode_publish`].
 pub fn encode_delivery(
     subscription: u64,
@@ -517,6 +531,28 @@ mod tests {
             assert_eq!(fast, slow);
             assert_eq!(publish_len(&attributes, &payload), slow.len() - 4);
             assert_eq!(decode_publish(&fast[4..]), Some(frame));
+
+            for seq in [
+                0,
+                127,
+                128,
+                255,
+                256,
+                65_535,
+                65_536,
+                u64::from(u32::MAX) + 1,
+                u64::MAX,
+            ] {
+                let frame = ClientFrame::PublishPersistent {
+                    seq,
+                    attributes: attributes.clone(),
+                    payload: payload.clone(),
+                };
+                assert_eq!(
+                    publish_persistent_len(seq, &attributes, &payload),
+                    crate::encoded_len(&frame).unwrap()
+                );
+            }
 
             for subscription in [0, 127, 128, 255, 256, 65_535, 65_536, u64::MAX] {
                 let frame = DeliveryFrame {

@@ -57,7 +57,7 @@ pub use durable::{
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
 pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
-pub use hot::{encode_delivery, encode_publish, publish_len};
+pub use hot::{encode_delivery, encode_publish, publish_len, publish_persistent_len};
 
 /// Building blocks of the hand-written frames: the broker writes and reads its peer links'
 /// notification frame with them. They write what `rmp-serde` writes; a [`msgpack::Reader`]
