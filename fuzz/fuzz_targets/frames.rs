@@ -1,7 +1,7 @@
 //! The wire decoders on arbitrary bytes: every frame type, and the length-prefixed codec over a
 //! stream of frames. Never panics; a frame that decodes re-encodes and decodes to itself. The
 //! hand-written fast paths (`DecodeFrame` for publications, deliveries and peer notifications,
-//! `encode_publish` / `encode_delivery`) agree with serde on every input.
+//! `encode_publish` / `encode_delivery`, `publish_persistent_len`) agree with serde on every input.
 #![no_main]
 
 use bytes::BytesMut;
@@ -37,21 +37,31 @@ where
 /// The hand-written encoders write serde's bytes.
 fn encoders_match(client: Option<ClientFrame>, delivery: Option<DeliveryFrame>) {
     const MAX: usize = 1 << 20;
-    if let Some(f @ ClientFrame::Publish { .. }) = client {
-        let ClientFrame::Publish {
+    let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+    if let Some(
+        f @ ClientFrame::Publish {
             attributes,
             payload,
-        } = &f
-        else {
-            return;
-        };
-        let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+        },
+    ) = &client
+    {
         let a = palio_protocol::encode_publish(attributes, payload, &mut fast, MAX);
-        let b = encode_into(&f, &mut slow, MAX);
+        let b = encode_into(f, &mut slow, MAX);
         assert_eq!(a.is_ok(), b.is_ok());
         assert_eq!(fast, slow, "encode_publish differs from serde");
     }
-    if let Some(d) = delivery {
+    if let Some(
+        f @ ClientFrame::PublishPersistent {
+            seq,
+            attributes,
+            payload,
+        },
+    ) = &client
+    {
+        let computed = palio_protocol::publish_persistent_len(*seq, attributes, payload);
+        assert_eq!(Some(computed), palio_protocol::encoded_len(f).ok());
+    }
+    if let Some(d) = &delivery {
         let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
         let a = palio_protocol::encode_delivery(
             d.subscription,
@@ -60,7 +70,7 @@ fn encoders_match(client: Option<ClientFrame>, delivery: Option<DeliveryFrame>) 
             &mut fast,
             MAX,
         );
-        let b = encode_into(&d, &mut slow, MAX);
+        let b = encode_into(d, &mut slow, MAX);
         assert_eq!(a.is_ok(), b.is_ok());
         assert_eq!(fast, slow, "encode_delivery differs from serde");
     }
