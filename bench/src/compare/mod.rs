@@ -185,15 +185,9 @@ pub fn progress(line: &str) {
 /// Runs a comparison and returns its summary.
 pub fn compare(config: &CompareConfig) -> anyhow::Result<Summary> {
     config.check()?;
+    crate::pubsub::processes::check_broker_bin(&config.broker_bin)?;
     if config.scenario == Scenario::Persistent {
         return persistent(config);
-    }
-    if !config.broker_bin.is_file() {
-        bail!(
-            "no broker executable at {} (build it with `cargo build --release -p palio-broker`, \
-             or pass --broker-bin)",
-            config.broker_bin.display()
-        );
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -57,12 +57,14 @@ pub struct RunRecord {
     pub server_cpu_us_per_msg: Option<f64>,
 }
 
-/// Runs `fut`, or fails when this process is interrupted (dropping the run kills its
+/// Runs `fut`, or fails when this process gets SIGINT or SIGTERM (dropping the run kills its
 /// children).
 pub async fn interruptible<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::select! {
         r = fut => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted: the run was stopped and its processes killed")),
+        s = crate::pubsub::processes::interrupted() => {
+            Err(anyhow!("{s}: the run was stopped and its processes killed"))
+        }
     }
 }
 

@@ -60,6 +60,18 @@ pub fn default_broker_bin() -> anyhow::Result<PathBuf> {
     Ok(dir.join(format!("palio-broker{}", std::env::consts::EXE_SUFFIX)))
 }
 
+/// Refuses a `palio-broker` path that is not a file, saying how to build one.
+pub(crate) fn check_broker_bin(bin: &Path) -> anyhow::Result<()> {
+    if !bin.is_file() {
+        bail!(
+            "no broker executable at {} (build it with `cargo build --release -p palio-broker`, \
+             or pass --broker-bin)",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
 /// What a broker's `PALIO_READY` line says (the fields the benchmark uses).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Ready {
@@ -83,12 +95,8 @@ pub fn run(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Result<Pubsu
     if opts.server.is_some() && (config.brokers != 1 || config.group.is_some()) {
         bail!("against a running broker (--server), the run is one broker and no group");
     }
-    if opts.server.is_none() && !opts.broker_bin.is_file() {
-        bail!(
-            "no broker executable at {} (build it with `cargo build --release -p palio-broker`, \
-             or pass --broker-bin)",
-            opts.broker_bin.display()
-        );
+    if opts.server.is_none() {
+        check_broker_bin(&opts.broker_bin)?;
     }
     // This process only waits on pipes and timers: one thread is plenty, and leaves the cores
     // to the brokers and workers.
@@ -105,7 +113,8 @@ pub fn run(config: &PubsubConfig, opts: &ProcessOptions) -> anyhow::Result<Pubsu
     })
 }
 
-async fn interrupted() -> &'static str {
+/// Resolves at SIGINT or SIGTERM, saying which.
+pub(crate) async fn interrupted() -> &'static str {
     #[cfg(unix)]
     let term = async {
         use tokio::signal::unix::{SignalKind, signal};
