@@ -40,6 +40,16 @@ pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
             64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
         }
         ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
+        ServerFrame::Request {
+            attributes,
+            payload,
+            ..
+        }
+        | ServerFrame::Replied {
+            attributes,
+            payload,
+            ..
+        } => 64 + payload.len() + crate::wire::attributes_size(attributes),
         _ => 64,
     }
 }

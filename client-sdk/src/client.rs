@@ -430,7 +430,7 @@ impl Client {
             r.pending_subscribes += 1;
         }
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::Subscribe {
                     request,
                     filter: filter.to_owned(),
@@ -461,7 +461,7 @@ impl Client {
     pub async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), Error> {
         let id = subscription.id();
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::Unsubscribe {
                     request,
                     subscription: id,
@@ -481,7 +481,7 @@ impl Client {
     /// Declares what this client will publish; returns the advertisement's id.
     pub async fn advertise(&self, filter: &str) -> Result<u64, Error> {
         match self
-            .request(
+            .call(
                 |request| ClientFrame::Advertise {
                     request,
                     filter: filter.to_owned(),
@@ -498,7 +498,7 @@ impl Client {
     /// Withdraws an advertisement.
     pub async fn unadvertise(&self, advertisement: u64) -> Result<(), Error> {
         match self
-            .request(
+            .call(
                 |request| ClientFrame::Unadvertise {
                     request,
                     advertisement,
@@ -544,7 +544,7 @@ impl Client {
     /// the flush fails with [`Error::Request`] naming how many and why.
     pub async fn flush(&self) -> Result<u64, Error> {
         let published = match self
-            .request(|request| ClientFrame::Flush { request }, None)
+            .call(|request| ClientFrame::Flush { request }, None)
             .await?
         {
             ServerFrame::Flushed { published, .. } => published,
@@ -578,7 +578,7 @@ impl Client {
     }
 
     /// A request with the client's timeout.
-    pub(crate) async fn request(
+    pub(crate) async fn call(
         &self,
         make: impl FnOnce(u64) -> ClientFrame,
         register: Option<Register>,

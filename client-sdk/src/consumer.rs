@@ -188,7 +188,7 @@ impl Client {
     ) -> Result<Attached, Error> {
         let (tx, rx) = mpsc::channel(capacity);
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::Consume {
                     request,
                     queue: queue.to_owned(),

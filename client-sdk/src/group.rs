@@ -172,7 +172,7 @@ impl Client {
     /// ```
     pub async fn group_create(&self, name: &str, order: GroupOrder) -> Result<(), Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::GroupCreate {
                     request,
                     name: name.to_owned(),
@@ -190,7 +190,7 @@ impl Client {
     /// Removes a group ([`ErrorCode::GroupNotFound`] if there is none).
     pub async fn group_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::GroupRemove {
                     request,
                     name: name.to_owned(),
@@ -207,7 +207,7 @@ impl Client {
     /// The groups the network knows.
     pub async fn group_list(&self) -> Result<Vec<GroupInfo>, Error> {
         match self
-            .request(|request| ClientFrame::GroupList { request }, None)
+            .call(|request| ClientFrame::GroupList { request }, None)
             .await?
         {
             ServerFrame::Groups { groups, .. } => Ok(groups),
@@ -218,7 +218,7 @@ impl Client {
     /// One group: order, members, and for total order the epoch and the sequencer.
     pub async fn group_info(&self, name: &str) -> Result<GroupInfo, Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::GroupInfo {
                     request,
                     name: name.to_owned(),
@@ -246,7 +246,7 @@ impl Client {
     ) -> Result<GroupSubscription, Error> {
         let (tx, rx) = mpsc::channel(MEMBER_BUFFER);
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::GroupJoin {
                     request,
                     group: group.to_owned(),

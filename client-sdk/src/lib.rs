@@ -74,6 +74,7 @@ mod outgoing;
 mod producer;
 mod queue;
 mod reader;
+mod request;
 mod subscription;
 
 pub use client::{Client, ConnectOptions};
@@ -87,6 +88,7 @@ pub use palio_protocol::{
     QueueOptions, Welcome,
 };
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
+pub use request::Responder;
 pub use subscription::Subscription;
 
 /// The filter language: values, events, CESQL expressions, filters, relations, the index.

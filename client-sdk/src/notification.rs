@@ -2,6 +2,7 @@
 //! conversions.
 
 use palio_filter::{AttrName, Event, Value};
+use palio_protocol::ReplyTo;
 use serde_json::{Value as Json, json};
 
 use crate::error::Error;
@@ -25,6 +26,8 @@ use crate::error::Error;
 pub struct Notification {
     attributes: Event,
     payload: Vec<u8>,
+    /// Set on a request delivered to a subscription: where its reply goes.
+    reply_to: Option<ReplyTo>,
 }
 
 impl Notification {
@@ -33,7 +36,35 @@ impl Notification {
         Self {
             attributes,
             payload: payload.into(),
+            reply_to: None,
         }
+    }
+
+    /// A request delivered to a subscription, answered through `reply_to`.
+    pub(crate) fn request(attributes: Event, payload: Vec<u8>, reply_to: ReplyTo) -> Self {
+        Self {
+            attributes,
+            payload,
+            reply_to: Some(reply_to),
+        }
+    }
+
+    /// Whether this is a request ([`Client::request`](crate::Client::request) from some
+    /// client) that can be answered with [`Client::reply`](crate::Client::reply). Requests
+    /// reach every subscription that matches them, like notifications.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("type", "ping").build()?;
+    /// assert!(!n.is_request()); // built here, not delivered as a request
+    /// # Ok::<(), palio::Error>(())
+    /// ```
+    pub fn is_request(&self) -> bool {
+        self.reply_to.is_some()
+    }
+
+    /// Where a reply to this request goes, if it is one.
+    pub(crate) fn reply_to(&self) -> Option<ReplyTo> {
+        self.reply_to
     }
 
     /// Starts building a notification.
@@ -93,10 +124,7 @@ impl Notification {
             Some(Json::String(s)) => s.clone().into_bytes(),
             Some(other) => other.to_string().into_bytes(),
         };
-        Ok(Self {
-            attributes,
-            payload,
-        })
+        Ok(Self::new(attributes, payload))
     }
 
     /// The notification as a CloudEvent in JSON: attributes at the top level, the payload as
@@ -145,10 +173,7 @@ impl NotificationBuilder {
     pub fn build(self) -> Result<Notification, Error> {
         match self.error {
             Some(e) => Err(Error::InvalidAttribute(e)),
-            None => Ok(Notification {
-                attributes: self.attributes,
-                payload: self.payload,
-            }),
+            None => Ok(Notification::new(self.attributes, self.payload)),
         }
     }
 }

@@ -264,7 +264,7 @@ impl Client {
         // dropped half-way).
         let mut guard = SlotGuard(Some(&self.shared));
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::Producer {
                     request,
                     producer: id.to_owned(),

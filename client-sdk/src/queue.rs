@@ -41,7 +41,7 @@ impl Client {
         options: QueueOptions,
     ) -> Result<(), Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::QueueAdd {
                     request,
                     name: name.to_owned(),
@@ -61,7 +61,7 @@ impl Client {
     /// ([`ErrorCode::QueueNotFound`] if there is none).
     pub async fn queue_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::QueueRemove {
                     request,
                     name: name.to_owned(),
@@ -80,7 +80,7 @@ impl Client {
     /// them, in the broker's order.
     pub async fn queue_list(&self) -> Result<Vec<QueueInfo>, Error> {
         let answer = self
-            .request(|request| ClientFrame::QueueList { request }, None)
+            .call(|request| ClientFrame::QueueList { request }, None)
             .await?;
         match answer {
             ServerFrame::Queues { queues, .. } => Ok(queues),
@@ -92,7 +92,7 @@ impl Client {
     /// ([`ErrorCode::QueueNotFound`] if there is none).
     pub async fn queue_info(&self, name: &str) -> Result<QueueInfo, Error> {
         let answer = self
-            .request(
+            .call(
                 |request| ClientFrame::QueueInfo {
                     request,
                     name: name.to_owned(),

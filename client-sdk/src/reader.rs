@@ -137,6 +137,19 @@ pub(crate) async fn read_control(
                 route_group_event(&shared, m.member, event).await;
                 continue;
             }
+            ServerFrame::Request {
+                subscription,
+                reply_to,
+                attributes,
+                payload,
+            } => {
+                route_request(
+                    &shared,
+                    subscription,
+                    Notification::request(attributes, payload, reply_to),
+                );
+                continue;
+            }
             ServerFrame::GroupGap(g) => {
                 route_group_event(&shared, g.member, GroupEvent::Gap { count: g.count }).await;
                 continue;
@@ -178,6 +191,7 @@ pub(crate) async fn read_control(
             | ServerFrame::Fetched { request, .. }
             | ServerFrame::Groups { request, .. }
             | ServerFrame::Joined { request, .. }
+            | ServerFrame::Replied { request, .. }
             | ServerFrame::Error {
                 request: Some(request),
                 ..
@@ -267,6 +281,23 @@ fn register_consumer(
         stop_detached(shared, *consumer);
     } else if let Ok(mut c) = shared.consumers.lock() {
         c.insert(*consumer, tx);
+    }
+}
+
+/// Hands a request to its subscription's queue without waiting (see the module docs): a
+/// responder whose queue is full loses it, and the requester times out or gets another reply.
+fn route_request(shared: &Shared, subscription: u64, request: Notification) {
+    let tx = match shared.routes.lock() {
+        Ok(r) => r.subs.get(&subscription).cloned(),
+        Err(_) => None,
+    };
+    match tx {
+        Some(tx) => {
+            if !tx.try_send(vec![request]) {
+                tracing::debug!(subscription, "subscription queue full: request dropped");
+            }
+        }
+        None => tracing::trace!(subscription, "request for an unknown subscription dropped"),
     }
 }
 

@@ -61,11 +61,14 @@ pub enum ErrorCode {
     /// The principal may not do this: publish this notification, or use a queue or group it
     /// does not own. Counted in `palio_permission_denied_total{action}`.
     PermissionDenied,
+    /// A request ([`ClientFrame::Request`](crate::ClientFrame::Request)) matched no
+    /// subscription anywhere in the network: nobody could answer it.
+    NoResponders,
 }
 
 impl ErrorCode {
     /// Every code, in order of [`ErrorCode::code`].
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Closed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -87,6 +90,7 @@ impl ErrorCode {
         ErrorCode::GroupNotFound,
         ErrorCode::GroupExists,
         ErrorCode::PermissionDenied,
+        ErrorCode::NoResponders,
     ];
 
     /// The QUIC application close code.
@@ -113,6 +117,7 @@ impl ErrorCode {
             ErrorCode::GroupNotFound => 18,
             ErrorCode::GroupExists => 19,
             ErrorCode::PermissionDenied => 20,
+            ErrorCode::NoResponders => 21,
         }
     }
 
@@ -145,6 +150,7 @@ impl ErrorCode {
             ErrorCode::GroupNotFound => "group_not_found",
             ErrorCode::GroupExists => "group_exists",
             ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NoResponders => "no_responders",
         }
     }
 }

@@ -249,6 +249,44 @@ pub enum ClientFrame {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// A request: routed by content like a publication, to every subscription that matches it
+    /// anywhere in the network (each gets a [`ServerFrame::Request`]). The first reply comes
+    /// back as [`ServerFrame::Replied`]; if no subscription matches, the answer is an
+    /// [`ServerFrame::Error`] with [`ErrorCode::NoResponders`], as soon as every broker the
+    /// request reached has said so. The broker forgets the request after `timeout_ms`.
+    Request {
+        /// Echoed in the answer.
+        request: u64,
+        /// How long the requester waits for a reply, in milliseconds.
+        timeout_ms: u64,
+        /// The attributes filters see.
+        attributes: Attributes,
+        /// The opaque application data.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A reply to a [`ServerFrame::Request`], sent straight back to the requester (across
+    /// brokers). Not answered; a reply that comes too late, or after another, is dropped. It
+    /// must be within the principal's publish permission.
+    Reply {
+        /// The request's [`ServerFrame::Request::reply_to`].
+        reply_to: ReplyTo,
+        /// The attributes.
+        attributes: Attributes,
+        /// The opaque application data.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+}
+
+/// Where a reply goes: the requester's access broker and the request's id there. Opaque to
+/// clients; the id is random, so a reply cannot be aimed at a request one has not seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplyTo {
+    /// The requester's access broker (its routing id).
+    pub broker: u32,
+    /// The request at that broker.
+    pub id: u64,
 }
 
 /// What the broker tells a client in answer to its hello.
@@ -409,6 +447,29 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// A human-readable explanation.
         message: String,
+    },
+    /// A request ([`ClientFrame::Request`], from any client of the network) that matched one
+    /// of this client's subscriptions; answer it with [`ClientFrame::Reply`].
+    Request {
+        /// The subscription it matched.
+        subscription: u64,
+        /// Where the reply goes.
+        reply_to: ReplyTo,
+        /// The attributes.
+        attributes: Attributes,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// The first reply to this client's [`ClientFrame::Request`].
+    Replied {
+        /// The request it answers.
+        request: u64,
+        /// The reply's attributes.
+        attributes: Attributes,
+        /// The reply's payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
     },
 }
 

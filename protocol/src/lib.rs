@@ -55,7 +55,7 @@ pub use durable::{
     QueueOptions, valid_queue_name,
 };
 pub use error_code::ErrorCode;
-pub use frames::{Attributes, ClientFrame, DeliveryFrame, ServerFrame, Welcome};
+pub use frames::{Attributes, ClientFrame, DeliveryFrame, ReplyTo, ServerFrame, Welcome};
 pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
 pub use hot::{encode_delivery, encode_publish, publish_len, publish_persistent_len};
 

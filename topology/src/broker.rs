@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::config::{Config, Strategy};
 use crate::error::{ClientError, PeerError};
-use crate::frame::{Delivery, LinkStateAd, Notification, PeerFrame, SharedFilter, Transmit};
+use crate::frame::{
+    Delivery, LinkStateAd, Notification, PeerFrame, SharedFilter, Targets, Transmit,
+};
 use crate::ids::{AdvertisementId, BrokerId, Interface, SubscriptionId};
 use crate::linkstate::{AdvertRefusal, LinkStateDb, Received};
 use crate::routing::{Kind, Routing};
@@ -216,6 +218,12 @@ impl Broker {
     /// A local client publishes a notification.
     pub fn publish(&mut self, notification: Arc<Notification>) {
         self.routing.route(notification, Interface::Local);
+    }
+
+    /// Where a notification with `attributes` arriving from `from` would go (local
+    /// subscriptions and tree neighbours), without routing anything: requests travel on this.
+    pub fn targets(&mut self, attributes: &palio_filter::Event, from: Interface) -> Targets {
+        self.routing.targets(attributes, from)
     }
 
     // ----- peer and time inputs -----

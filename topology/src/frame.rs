@@ -1,5 +1,5 @@
 //! What brokers say to each other ([`PeerFrame`]) and what a broker hands to its shell
-//! ([`Transmit`], [`Delivery`]).
+//! ([`Transmit`], [`Delivery`], [`Targets`]).
 //!
 //! Frames derive serde so the protocol crate can put them on the wire: a filter travels as its
 //! source text and is parsed again (within the receiver's limits) when decoded, so a frame that
@@ -247,6 +247,16 @@ pub struct Transmit {
     pub peer: BrokerId,
     /// What to send.
     pub frame: PeerFrame,
+}
+
+/// Where a notification would go from one broker ([`Broker::targets`](crate::Broker::targets)):
+/// a request is routed so, and its access broker counts who it reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// The local subscriptions whose full filter passes it.
+    pub local: Vec<SubscriptionId>,
+    /// The tree neighbours to forward it to.
+    pub peers: Vec<BrokerId>,
 }
 
 /// A notification to hand to a local subscription. Its filter has been evaluated in full.

@@ -58,7 +58,7 @@ pub use broker::Broker;
 pub use config::{Config, Strategy, UnknownStrategy};
 pub use error::{ClientError, PeerError};
 pub use frame::{
-    Delivery, FrameKind, LinkStateAd, Notification, PeerFrame, SharedFilter, Transmit,
+    Delivery, FrameKind, LinkStateAd, Notification, PeerFrame, SharedFilter, Targets, Transmit,
 };
 pub use ids::{AdvertisementId, BrokerId, Interface, NotificationId, RouteKey, SubscriptionId};
 pub use linkstate::AdvertRefusal;

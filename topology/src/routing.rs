@@ -24,10 +24,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use palio_filter::Event;
+
 use crate::config::Strategy;
 use crate::error::{ClientError, PeerError};
 use crate::forest::{Action, Forest};
-use crate::frame::{Delivery, Notification, PeerFrame, SharedFilter, Transmit};
+use crate::frame::{Delivery, Notification, PeerFrame, SharedFilter, Targets, Transmit};
 use crate::ids::{AdvertisementId, BrokerId, Interface, RouteKey, SubscriptionId};
 use crate::matcher::{Dest, RouteEntry, RouteIndex};
 use crate::table::{FilterId, FilterTable};
@@ -164,6 +166,8 @@ pub(crate) struct Routing {
     index: RouteIndex,
     /// Scratch for matching.
     dests: Vec<Dest>,
+    /// Scratch for [`route`](Self::route): kept to reuse its allocations.
+    targets: Targets,
     /// Scratch for forest updates.
     actions: Vec<Action>,
     /// Frames and deliveries waiting for the shell.
@@ -185,6 +189,7 @@ impl Routing {
             adv_summaries: BTreeMap::new(),
             index: RouteIndex::default(),
             dests: Vec::new(),
+            targets: Targets::default(),
             actions: Vec::new(),
             out: Outputs::default(),
         }
@@ -644,48 +649,64 @@ impl Routing {
     /// Routes a notification that arrived from `from`: on to the tree neighbours that want it
     /// (all of them when flooding), and to the local subscriptions whose full filter passes it.
     pub(crate) fn route(&mut self, notification: Arc<Notification>, from: Interface) {
+        let mut targets = std::mem::take(&mut self.targets);
+        self.targets_into(&notification.attributes, from, &mut targets);
+        for &s in &targets.local {
+            self.out.deliveries.push_back(Delivery {
+                subscription: s,
+                notification: Arc::clone(&notification),
+            });
+        }
+        for &p in &targets.peers {
+            self.out.transmits.push_back(Transmit {
+                peer: p,
+                frame: PeerFrame::Notification(Arc::clone(&notification)),
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// Where a notification with `attributes` from `from` would go, without sending it.
+    pub(crate) fn targets(&mut self, attributes: &Event, from: Interface) -> Targets {
+        let mut t = Targets::default();
+        self.targets_into(attributes, from, &mut t);
+        t
+    }
+
+    /// Fills `targets` (cleared first): the tree neighbours other than `from` that want
+    /// `attributes` (all of them when flooding), and the local subscriptions whose full filter
+    /// passes them.
+    fn targets_into(&mut self, attributes: &Event, from: Interface, targets: &mut Targets) {
+        targets.local.clear();
+        targets.peers.clear();
         let mut dests = std::mem::take(&mut self.dests);
-        self.index.matches(&notification.attributes, &mut dests);
+        dests.clear();
+        self.index.matches(attributes, &mut dests);
         let flooding = self.strategy == Strategy::Flooding;
-        let mut peers: Vec<BrokerId> = if flooding {
-            self.nbrs
-                .iter()
-                .copied()
-                .filter(|&p| Interface::Peer(p) != from)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        if flooding {
+            targets.peers.extend(
+                self.nbrs
+                    .iter()
+                    .copied()
+                    .filter(|&p| Interface::Peer(p) != from),
+            );
+        }
         for &d in &dests {
             match d {
                 Dest::Peer(p) => {
                     if !flooding && Interface::Peer(p) != from && self.nbrs.contains(&p) {
-                        peers.push(p);
+                        targets.peers.push(p);
                     }
                 }
                 Dest::Local(s) => {
                     let Some(sub) = self.local_subs.get(&s) else {
                         continue;
                     };
-                    if self
-                        .subs
-                        .table
-                        .filter(sub.filter)
-                        .matches(&notification.attributes)
-                    {
-                        self.out.deliveries.push_back(Delivery {
-                            subscription: s,
-                            notification: Arc::clone(&notification),
-                        });
+                    if self.subs.table.filter(sub.filter).matches(attributes) {
+                        targets.local.push(s);
                     }
                 }
             }
-        }
-        for p in peers {
-            self.out.transmits.push_back(Transmit {
-                peer: p,
-                frame: PeerFrame::Notification(Arc::clone(&notification)),
-            });
         }
         self.dests = dests;
     }

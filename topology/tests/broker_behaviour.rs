@@ -383,3 +383,37 @@ fn hostile_link_state_cannot_overflow_grow_or_overwrite() {
     assert!(br.tree().neighbours(b(0)).contains(&b(2)));
     assert_eq!(br.poll_refused_advert(), None);
 }
+
+#[test]
+fn targets_name_the_matching_subscriptions_without_routing_anything() {
+    let mut broker = Broker::new(Config::new(b(0), 1), Instant::now());
+    broker.subscribe(SubscriptionId(1), f("x0 > 5")).unwrap();
+    broker
+        .subscribe(SubscriptionId(2), f("x0 > 6 AND pool = 'g'"))
+        .unwrap();
+    let event = |x0: i32| {
+        Event::new()
+            .with("pool", "g")
+            .unwrap()
+            .with("x0", x0)
+            .unwrap()
+    };
+    let mut t = broker.targets(&event(7), palio_topology::Interface::Local);
+    t.local.sort();
+    assert_eq!(t.local, vec![SubscriptionId(1), SubscriptionId(2)]);
+    assert!(t.peers.is_empty());
+    assert_eq!(
+        broker
+            .targets(&event(6), palio_topology::Interface::Local)
+            .local,
+        vec![SubscriptionId(1)]
+    );
+    assert!(
+        broker
+            .targets(&event(1), palio_topology::Interface::Local)
+            .local
+            .is_empty()
+    );
+    // Nothing was delivered: a request is not a publication.
+    assert!(broker.poll_delivery().is_none());
+}

@@ -113,6 +113,20 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
                     break None;
                 }
             }
+            Some(Ok(
+                m @ (PeerMessage::Request { .. }
+                | PeerMessage::Reached { .. }
+                | PeerMessage::Reply { .. }),
+            )) => {
+                let cmd = Command::PeerRequest {
+                    peer,
+                    link,
+                    message: m,
+                };
+                if shared.router.send(cmd).await.is_err() {
+                    break None;
+                }
+            }
             Some(Ok(PeerMessage::Group(message))) => {
                 if groups_up
                     && shared

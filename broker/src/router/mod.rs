@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use palio_filter::Event;
-use palio_protocol::ErrorCode;
+use palio_protocol::{ErrorCode, ReplyTo, ServerFrame};
 use palio_topology::tree::SpanningTree;
 use palio_topology::{
     Broker, BrokerId, Notification, NotificationId, PeerFrame, SharedFilter, SubscriptionId,
@@ -27,17 +27,19 @@ use crate::config::{Limits, StaticSubscription};
 mod counts;
 mod outputs;
 mod owners;
+mod requests;
 mod view;
 
 pub(crate) use view::RoutesView;
 
 use self::counts::Counts;
 use self::owners::{ClientEntry, Owner, SubEntry};
+use self::requests::{RequestIn, Requests};
 use crate::delivery::Delivery;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::pacer::Credit;
-use crate::wire::{EncodedOnce, PeerOut};
+use crate::wire::{EncodedOnce, PeerMessage, PeerOut};
 
 /// Identifies a client connection within the broker.
 pub(crate) type ClientId = u64;
@@ -87,6 +89,8 @@ pub(crate) enum Command {
     RegisterClient {
         client: ClientId,
         deliveries: Outbox<Delivery>,
+        /// Its control stream: requests for its subscriptions, and replies to its own.
+        control: Outbox<ServerFrame>,
         connection: quinn::Connection,
     },
     ClientGone {
@@ -151,6 +155,26 @@ pub(crate) enum Command {
     Routes {
         reply: oneshot::Sender<RoutesView>,
     },
+    /// A client's request (`router::requests`), within its publish permission.
+    Request {
+        client: ClientId,
+        request: u64,
+        timeout: std::time::Duration,
+        attributes: Event,
+        payload: Vec<u8>,
+    },
+    /// A client's reply to a request, within its publish permission.
+    Reply {
+        to: ReplyTo,
+        attributes: Event,
+        payload: Vec<u8>,
+    },
+    /// Request/reply traffic from a peer: `Request`, `Reached` or `Reply` messages.
+    PeerRequest {
+        peer: BrokerId,
+        link: u64,
+        message: PeerMessage,
+    },
 }
 
 /// A live peer link.
@@ -190,6 +214,8 @@ pub(crate) struct Router {
     hops_tree: Option<SpanningTree>,
     /// Per-notification metrics, added to `metrics` after each command.
     counts: Counts,
+    /// Requests of this broker's clients waiting for replies.
+    requests: Requests,
 }
 
 impl Router {
@@ -221,6 +247,7 @@ impl Router {
             hops,
             hops_tree: None,
             counts,
+            requests: Requests::default(),
         };
         for s in statics {
             let id = r.next_subscription;
@@ -328,9 +355,13 @@ impl Router {
             Command::RegisterClient {
                 client,
                 deliveries,
+                control,
                 connection,
-            } => self.register_client(client, deliveries, connection),
-            Command::ClientGone { client } => self.client_gone(client),
+            } => self.register_client(client, deliveries, control, connection),
+            Command::ClientGone { client } => {
+                self.client_gone(client);
+                self.requests_gone(client);
+            }
             Command::Subscribe {
                 client,
                 filter,
@@ -439,6 +470,67 @@ impl Router {
             Command::Routes { reply } => {
                 let _ = reply.send(self.view());
             }
+            Command::Request {
+                client,
+                request,
+                timeout,
+                attributes,
+                payload,
+            } => self.request(client, request, timeout, attributes, payload),
+            Command::Reply {
+                to,
+                attributes,
+                payload,
+            } => self.reply(to, attributes, payload),
+            Command::PeerRequest {
+                peer,
+                link,
+                message,
+            } => {
+                if self.peers.get(&peer).is_some_and(|p| p.link == link) {
+                    self.peer_request_message(peer, message);
+                }
+            }
+        }
+    }
+
+    /// Request/reply traffic from `peer` (see `requests`).
+    fn peer_request_message(&mut self, peer: BrokerId, message: PeerMessage) {
+        match message {
+            PeerMessage::Request {
+                origin,
+                id,
+                attributes,
+                payload,
+            } => self.peer_request(
+                peer,
+                RequestIn {
+                    origin,
+                    id,
+                    attributes,
+                    payload,
+                },
+            ),
+            PeerMessage::Reached {
+                origin,
+                id,
+                responders,
+                forwarded,
+            } => self.reached(origin, id, responders, forwarded),
+            PeerMessage::Reply {
+                origin,
+                id,
+                attributes,
+                payload,
+            } => self.reply(
+                ReplyTo {
+                    broker: origin.0,
+                    id,
+                },
+                attributes,
+                payload,
+            ),
+            _ => {}
         }
     }
 

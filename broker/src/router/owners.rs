@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use palio_protocol::ErrorCode;
+use palio_protocol::{ErrorCode, ServerFrame};
 use palio_topology::{AdvertisementId, SharedFilter, SubscriptionId};
 
 use super::{ClientId, Refusal, Router};
@@ -13,6 +13,8 @@ use crate::outbox::Outbox;
 pub(super) struct ClientEntry {
     /// Its delivery outbox (limits: `limits.subscriber_buffer[_bytes]`).
     pub(super) deliveries: Outbox<Delivery>,
+    /// Its control outbox: requests for its subscriptions, replies to its requests.
+    pub(super) control: Outbox<ServerFrame>,
     /// To close it under the disconnect policy.
     pub(super) connection: quinn::Connection,
     /// Already being closed: no more deliveries or counting.
@@ -37,12 +39,14 @@ impl Router {
         &mut self,
         client: ClientId,
         deliveries: Outbox<Delivery>,
+        control: Outbox<ServerFrame>,
         connection: quinn::Connection,
     ) {
         self.clients.insert(
             client,
             ClientEntry {
                 deliveries,
+                control,
                 connection,
                 closing: false,
                 subscriptions: HashSet::new(),

@@ -95,15 +95,16 @@ async fn session(
     let stall = limits.stall_timeout();
 
     let (deliveries, delivery_inbox) = Outbox::new(limits.subscriber_capacity());
+    let (control, control_inbox) = Outbox::new(CONTROL_QUEUE);
     shared
         .router
         .send(Command::RegisterClient {
             client,
             deliveries,
+            control: control.clone(),
             connection: conn.clone(),
         })
         .await?;
-    let (control, control_inbox) = Outbox::new(CONTROL_QUEUE);
     writer::spawn(
         control_inbox,
         send,

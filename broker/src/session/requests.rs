@@ -167,6 +167,59 @@ pub(super) async fn run(
                     }))
                     .await?;
             }
+            ClientFrame::Request {
+                request,
+                timeout_ms,
+                attributes,
+                payload,
+            } => {
+                if session.principal.may_publish(&attributes) {
+                    shared
+                        .router
+                        .send(Command::Request {
+                            client,
+                            request,
+                            timeout: std::time::Duration::from_millis(timeout_ms),
+                            attributes,
+                            payload,
+                        })
+                        .await?;
+                } else {
+                    let message = session.publish_denied(1);
+                    session
+                        .reply(ServerFrame::Error {
+                            request: Some(request),
+                            code: ErrorCode::PermissionDenied,
+                            message,
+                        })
+                        .await?;
+                }
+            }
+            ClientFrame::Reply {
+                reply_to,
+                attributes,
+                payload,
+            } => {
+                if session.principal.may_publish(&attributes) {
+                    shared
+                        .router
+                        .send(Command::Reply {
+                            to: reply_to,
+                            attributes,
+                            payload,
+                        })
+                        .await?;
+                } else {
+                    let message = session.publish_denied(1);
+                    session
+                        .reply(ServerFrame::PublishRefused {
+                            count: 1,
+                            code: ErrorCode::PermissionDenied,
+                            message,
+                        })
+                        .await?;
+                }
+            }
             ClientFrame::Flush { request } => {
                 shared.router.call(|reply| Command::Flush { reply }).await?;
                 session

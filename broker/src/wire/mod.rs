@@ -181,6 +181,44 @@ pub enum PeerMessage {
     },
     /// Ordered groups: declarations, members and the cores' messages.
     Group(GroupPeer),
+    /// A request (a client's `Request`), routed along the tree like a notification. Every
+    /// broker it reaches answers [`PeerMessage::Reached`] toward `origin`.
+    Request {
+        /// The requester's access broker.
+        origin: BrokerId,
+        /// The request's id there (random).
+        id: u64,
+        /// The attributes.
+        attributes: Attributes,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Routed hop by hop toward `origin`: a broker the request reached handed it to
+    /// `responders` local subscriptions and forwarded it to `forwarded` more brokers. From
+    /// these the origin knows, without waiting for a timeout, that nobody can answer.
+    Reached {
+        /// The requester's access broker.
+        origin: BrokerId,
+        /// The request's id there.
+        id: u64,
+        /// Local subscriptions that got it.
+        responders: u32,
+        /// Peers it was forwarded to.
+        forwarded: u32,
+    },
+    /// A reply, routed hop by hop toward the requester's access broker.
+    Reply {
+        /// The requester's access broker.
+        origin: BrokerId,
+        /// The request's id there.
+        id: u64,
+        /// The attributes.
+        attributes: Attributes,
+        /// The payload.
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 impl palio_protocol::DecodeFrame for PeerMessage {

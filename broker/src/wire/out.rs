@@ -58,6 +58,18 @@ impl PeerOut {
             PeerOut::Message(PeerMessage::StoreAck { ids }) => 64 + 16 * ids.len(),
             PeerOut::Message(PeerMessage::QueueDecl(d)) => 64 + d.name.len() + d.filter.len(),
             PeerOut::Message(PeerMessage::Group(g)) => group_size(g),
+            PeerOut::Message(
+                PeerMessage::Request {
+                    attributes,
+                    payload,
+                    ..
+                }
+                | PeerMessage::Reply {
+                    attributes,
+                    payload,
+                    ..
+                },
+            ) => 64 + payload.len() + attributes_size(attributes),
             PeerOut::Message(_) => 64,
         }
     }

@@ -14,6 +14,7 @@ mod filter;
 mod group;
 mod pubsub;
 mod queue;
+mod request;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -54,6 +55,12 @@ enum Command {
     /// Publish notifications and print {"published": N} (with --persistent:
     /// {"published": N, "acked": M}).
     Pub(pubsub::Pub),
+    /// Send a request (routed by content like a publication) and print the first reply as a
+    /// JSON line; exit 1 with "no responders" at once if no subscription matches it.
+    Req(request::Req),
+    /// Answer every request matching FILTER with --payload (and --attr), printing each
+    /// request answered, until --count N or SIGINT.
+    Reply(request::Reply),
     /// Manage durable queues: add, ls, info, rm.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
@@ -68,6 +75,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Filter(cmd) => filter::run(cmd, out, err),
         Command::Sub(cmd) => pubsub::run_sub(cmd, out, err),
         Command::Pub(cmd) => pubsub::run_pub(cmd, out, err),
+        Command::Req(cmd) => request::run_req(cmd, out, err),
+        Command::Reply(cmd) => request::run_reply(cmd, out, err),
         Command::Queue(cmd) => queue::run(cmd, out, err),
         Command::Group(cmd) => group::run(cmd, out, err),
     };
