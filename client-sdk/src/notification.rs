@@ -32,6 +32,15 @@ pub struct Notification {
 
 impl Notification {
     /// A notification from its parts.
+    ///
+    /// ```
+    /// use palio::filter::Event;
+    ///
+    /// let attributes = Event::new().with("type", "alarm")?.with("level", 3)?;
+    /// let n = palio::Notification::new(attributes, "disk full");
+    /// assert_eq!(n.payload(), b"disk full");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(attributes: Event, payload: impl Into<Vec<u8>>) -> Self {
         Self {
             attributes,
@@ -68,32 +77,76 @@ impl Notification {
     }
 
     /// Starts building a notification.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("type", "alarm").build()?;
+    /// assert_eq!(n.attributes().len(), 1);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn builder() -> NotificationBuilder {
         NotificationBuilder::default()
     }
 
-    /// The attributes.
+    /// The attributes, sorted by name.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("b", 2).attr("a", 1).build()?;
+    /// let names: Vec<&str> = n.attributes().iter().map(|(k, _)| k.as_str()).collect();
+    /// assert_eq!(names, ["a", "b"]);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn attributes(&self) -> &Event {
         &self.attributes
     }
 
     /// One attribute.
+    ///
+    /// ```
+    /// use palio::filter::Value;
+    ///
+    /// let n = palio::Notification::builder().attr("level", 3).build()?;
+    /// assert_eq!(n.get("level"), Some(&Value::Int(3)));
+    /// assert_eq!(n.get("missing"), None);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.attributes.get(name)
     }
 
-    /// The payload.
+    /// The payload: opaque bytes that filters never see.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().payload([0u8, 159, 146, 150]).build()?;
+    /// assert_eq!(n.payload(), &[0, 159, 146, 150]);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
 
     /// Splits into attributes and payload.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("type", "alarm").payload("x").build()?;
+    /// let (attributes, payload) = n.into_parts();
+    /// assert_eq!((attributes.len(), payload), (1, b"x".to_vec()));
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn into_parts(self) -> (Event, Vec<u8>) {
         (self.attributes, self.payload)
     }
 
     /// The `palio sub` output line: `{"attributes": {...}, "payload": "..."}` (the payload as
     /// UTF-8, invalid sequences replaced).
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("level", 5).payload("disk full").build()?;
+    /// assert_eq!(
+    ///     n.to_json(),
+    ///     serde_json::json!({"attributes": {"level": 5}, "payload": "disk full"})
+    /// );
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn to_json(&self) -> Json {
         json!({
             "attributes": self.attributes.to_json(),
@@ -129,6 +182,12 @@ impl Notification {
 
     /// The notification as a CloudEvent in JSON: attributes at the top level, the payload as
     /// `data` (a string) when it is UTF-8, else omitted.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().attr("type", "alarm").payload("hot").build()?;
+    /// assert_eq!(n.to_cloudevent(), serde_json::json!({"type": "alarm", "data": "hot"}));
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn to_cloudevent(&self) -> Json {
         let mut j = self.attributes.to_json();
         if let (Json::Object(m), Ok(text)) = (&mut j, std::str::from_utf8(&self.payload))
@@ -141,6 +200,17 @@ impl Notification {
 }
 
 /// Builds a [`Notification`]; invalid names are reported by [`build`](Self::build).
+///
+/// ```
+/// let n = palio::Notification::builder()
+///     .attr("type", "order")
+///     .attr("amount", 250)
+///     .attr("paid", false)
+///     .payload(r#"{"items": 3}"#)
+///     .build()?;
+/// assert_eq!(n.attributes().len(), 3);
+/// # Ok::<(), palio::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct NotificationBuilder {
     attributes: Event,
@@ -151,6 +221,13 @@ pub struct NotificationBuilder {
 impl NotificationBuilder {
     /// Sets an attribute (`&str`, `String`, `i32` or `bool`). Names are lowercase letters and
     /// digits (CloudEvents naming).
+    ///
+    /// ```
+    /// let ok = palio::Notification::builder().attr("level2", 1).build();
+    /// assert!(ok.is_ok());
+    /// let bad = palio::Notification::builder().attr("user_id", 5).build();
+    /// assert!(matches!(bad, Err(palio::Error::InvalidAttribute(_))));
+    /// ```
     pub fn attr(mut self, name: &str, value: impl Into<Value>) -> Self {
         match AttrName::new(name) {
             Ok(n) => {
@@ -164,12 +241,23 @@ impl NotificationBuilder {
     }
 
     /// Sets the payload.
+    ///
+    /// ```
+    /// let n = palio::Notification::builder().payload(vec![1u8, 2, 3]).build()?;
+    /// assert_eq!(n.payload(), &[1, 2, 3]);
+    /// # Ok::<(), palio::Error>(())
+    /// ```
     pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
         self.payload = payload.into();
         self
     }
 
     /// The notification, or the first invalid attribute name.
+    ///
+    /// ```
+    /// let e = palio::Notification::builder().attr("Bad", 1).attr("x", 2).build().unwrap_err();
+    /// assert!(e.to_string().contains("Bad"), "{e}");
+    /// ```
     pub fn build(self) -> Result<Notification, Error> {
         match self.error {
             Some(e) => Err(Error::InvalidAttribute(e)),
