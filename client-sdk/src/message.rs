@@ -59,46 +59,109 @@ impl DurableMessage {
     }
 
     /// The notification.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// let n: &palio::Notification = m.notification();
+    /// println!("{}", n.to_json());
+    /// # Ok(()) }
+    /// ```
     pub fn notification(&self) -> &Notification {
         &self.notification
     }
 
     /// The notification, without the means to ack it.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// let kept: palio::Notification = m.clone().into_notification();
+    /// assert_eq!(kept.payload(), m.payload());
+    /// # Ok(()) }
+    /// ```
     pub fn into_notification(self) -> Notification {
         self.notification
     }
 
     /// The attributes.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// for (name, value) in m.attributes().iter() {
+    ///     println!("{name} = {value:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn attributes(&self) -> &Event {
         self.notification.attributes()
     }
 
     /// One attribute.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// if let Some(palio::filter::Value::Int(level)) = m.get("level") {
+    ///     println!("level {level}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.notification.get(name)
     }
 
     /// The payload.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// let text = String::from_utf8_lossy(m.payload());
+    /// println!("{text}");
+    /// # Ok(()) }
+    /// ```
     pub fn payload(&self) -> &[u8] {
         self.notification.payload()
     }
 
     /// Names the message in its queue (increasing in queue order); acks carry it.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// println!("{} #{}", m.queue(), m.tag());
+    /// # Ok(()) }
+    /// ```
     pub fn tag(&self) -> u64 {
         self.tag
     }
 
     /// 1 on the first delivery, 2 on the next, and so on.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// if m.delivery_count() > 1 {
+    ///     println!("redelivered: {}", m.delivery_count());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn delivery_count(&self) -> u32 {
         self.delivery_count
     }
 
     /// The queue it comes from.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// assert!(!m.queue().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn queue(&self) -> &str {
         &self.consumer.queue
     }
 
     /// The broker's id of the consumer it was delivered to.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// println!("consumer {}", m.consumer());
+    /// # Ok(()) }
+    /// ```
     pub fn consumer(&self) -> u64 {
         self.consumer.id
     }
@@ -107,18 +170,37 @@ impl DurableMessage {
     /// disk, so an acked message is never delivered again. Fails if its consumer has been
     /// detached (dropped or stopped, or its connection lost): the message is then delivered
     /// again anyway.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: palio::DurableMessage) -> Result<(), palio::Error> {
+    /// m.ack().await?; // on the broker's disk: never delivered again
+    /// # Ok(()) }
+    /// ```
     pub async fn ack(&self) -> Result<(), Error> {
         self.consumer.ack(vec![self.tag]).await
     }
 
     /// Refuses the message for now: the broker delivers it again (to any consumer of the
     /// queue) after `delay`. It counts as a delivery towards the queue's maximum.
+    ///
+    /// ```no_run
+    /// # async fn demo(m: palio::DurableMessage) -> Result<(), palio::Error> {
+    /// m.nak(std::time::Duration::from_secs(5)).await?; // again in 5 s
+    /// # Ok(()) }
+    /// ```
     pub async fn nak(&self, delay: Duration) -> Result<(), Error> {
         self.consumer.nak(vec![self.tag], delay).await
     }
 
     /// The `palio sub --durable` output line: the notification's
     /// [`to_json`](Notification::to_json) with `delivery_count`, `queue` and `tag` added.
+    ///
+    /// ```no_run
+    /// # fn demo(m: &palio::DurableMessage) -> Result<(), palio::Error> {
+    /// let line = m.to_json();
+    /// assert_eq!(line["delivery_count"], m.delivery_count());
+    /// # Ok(()) }
+    /// ```
     pub fn to_json(&self) -> Json {
         durable_json(
             &self.notification,
