@@ -4,6 +4,19 @@ use palio_protocol::ErrorCode;
 use palio_protocol::tls::TlsError;
 
 /// What can go wrong talking to a broker.
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) {
+/// use palio::{Error, ErrorCode};
+///
+/// match client.queue_info("orders").await {
+///     Ok(q) => println!("{} pending", q.pending),
+///     Err(e) if e.code() == Some(ErrorCode::QueueNotFound) => println!("no such queue"),
+///     Err(Error::Closed { .. }) => println!("connection lost"),
+///     Err(e) => println!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -84,6 +97,14 @@ pub enum Error {
 
 impl Error {
     /// The broker's error code, if the broker gave one.
+    ///
+    /// ```
+    /// use palio::{Error, ErrorCode};
+    ///
+    /// let e = Error::Request { code: ErrorCode::NoResponders, message: "no responders".into() };
+    /// assert_eq!(e.code(), Some(ErrorCode::NoResponders));
+    /// assert_eq!(Error::Timeout("waiting").code(), None);
+    /// ```
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Refused { code, .. }

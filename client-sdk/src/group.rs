@@ -30,6 +30,13 @@ use crate::notification::Notification;
 pub(crate) const MEMBER_BUFFER: usize = 4096;
 
 /// A group's ordering mode.
+///
+/// ```
+/// let order: palio::GroupOrder = "causal".parse()?;
+/// assert_eq!(order, palio::GroupOrder::Causal);
+/// assert!("sorted".parse::<palio::GroupOrder>().is_err());
+/// # Ok::<(), palio::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupOrder {
     /// Per publisher.
@@ -42,6 +49,10 @@ pub enum GroupOrder {
 
 impl GroupOrder {
     /// `fifo`, `causal` or `total`.
+    ///
+    /// ```
+    /// assert_eq!(palio::GroupOrder::Total.as_str(), "total");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             GroupOrder::Fifo => "fifo",
@@ -66,6 +77,14 @@ impl std::str::FromStr for GroupOrder {
 }
 
 /// A message of a group, as delivered to a member.
+///
+/// ```no_run
+/// # async fn demo(mut member: palio::GroupSubscription) -> Result<(), palio::Error> {
+/// if let Some(palio::GroupEvent::Message(d)) = member.next().await {
+///     println!("{} seq {:?}: {:?}", d.group, d.seq, d.notification.payload());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct GroupDelivery {
     /// The group.
@@ -81,6 +100,17 @@ pub struct GroupDelivery {
 }
 
 /// What a member receives, in the group's order.
+///
+/// ```no_run
+/// # async fn demo(mut member: palio::GroupSubscription) -> Result<(), palio::Error> {
+/// while let Some(event) = member.next().await {
+///     match event {
+///         palio::GroupEvent::Message(m) => println!("{:?}", m.notification),
+///         palio::GroupEvent::Gap { count } => eprintln!("{count} messages lost at their origin"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub enum GroupEvent {
     /// A message.
@@ -188,6 +218,12 @@ impl Client {
     }
 
     /// Removes a group ([`ErrorCode::GroupNotFound`] if there is none).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// client.group_remove("replicas").await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn group_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
             .call(
@@ -205,6 +241,14 @@ impl Client {
     }
 
     /// The groups the network knows.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// for g in client.group_list().await? {
+    ///     println!("{} ({:?})", g.name, g.order);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn group_list(&self) -> Result<Vec<GroupInfo>, Error> {
         match self
             .call(|request| ClientFrame::GroupList { request }, None)
@@ -216,6 +260,13 @@ impl Client {
     }
 
     /// One group: order, members, and for total order the epoch and the sequencer.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let info = client.group_info("replicas").await?;
+    /// println!("{} members", info.members.len());
+    /// # Ok(()) }
+    /// ```
     pub async fn group_info(&self, name: &str) -> Result<GroupInfo, Error> {
         let answer = self
             .call(
@@ -239,6 +290,13 @@ impl Client {
 
     /// Joins a group as a member receiving what matches `filter` (everything when `None`),
     /// from now on, in the group's order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let mut member = client.group_join("replicas", Some("op = 'set'")).await?;
+    /// println!("member {}", member.member());
+    /// # Ok(()) }
+    /// ```
     pub async fn group_join(
         &self,
         group: &str,
@@ -267,6 +325,14 @@ impl Client {
     }
 
     /// A publisher to `group` on this connection.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let mut publisher = client.group_publisher("replicas");
+    /// let seq = publisher.send(palio::Notification::builder().attr("op", "set").build()?).await?;
+    /// publisher.wait_acked(seq, std::time::Duration::from_secs(5)).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn group_publisher(&self, group: &str) -> GroupPublisher {
         GroupPublisher {
             acks: self.shared.group_acks(group),
@@ -280,6 +346,15 @@ impl Client {
 
 /// A member's events, in the group's order. A [`Stream`]; [`next`](Self::next) is the same
 /// without importing a stream trait. It ends when the connection closes.
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+/// let mut member = client.group_join("replicas", None).await?;
+/// while let Some(event) = member.next().await {
+///     println!("{event:?}");
+/// }
+/// # Ok(()) }
+/// ```
 pub struct GroupSubscription {
     member: u64,
     group: String,
@@ -298,11 +373,24 @@ impl std::fmt::Debug for GroupSubscription {
 
 impl GroupSubscription {
     /// The broker's id for this member.
+    ///
+    /// ```no_run
+    /// # async fn demo(member: palio::GroupSubscription) -> Result<(), palio::Error> {
+    /// println!("joined as member {}", member.member());
+    /// # Ok(()) }
+    /// ```
     pub fn member(&self) -> u64 {
         self.member
     }
 
     /// The next event, or `None` once the connection has closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut member: palio::GroupSubscription) -> Result<(), palio::Error> {
+    /// let first = member.next().await;
+    /// println!("{first:?}");
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<GroupEvent> {
         let e = self.rx.recv().await;
         self.taken(e.as_ref());
@@ -337,6 +425,16 @@ impl Stream for GroupSubscription {
 /// Publishes to one group, pipelined: [`send`](Self::send) returns the publication's sequence
 /// number at once (waiting only while too many are unacknowledged); acks are cumulative and
 /// come in publish order.
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+/// let mut publisher = client.group_publisher("ledger");
+/// for i in 0..100 {
+///     publisher.send(palio::Notification::builder().attr("n", i).build()?).await?;
+/// }
+/// publisher.wait_acked(100, std::time::Duration::from_secs(10)).await?;
+/// # Ok(()) }
+/// ```
 pub struct GroupPublisher {
     shared: Arc<Shared>,
     group: String,
@@ -358,6 +456,13 @@ impl GroupPublisher {
     /// Sends a publication and returns its sequence number (1, 2, …) without waiting for its
     /// ack — unless [`DEFAULT_MAX_IN_FLIGHT`](crate::DEFAULT_MAX_IN_FLIGHT) are unacknowledged,
     /// then it waits for room.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut publisher: palio::GroupPublisher) -> Result<(), palio::Error> {
+    /// let seq = publisher.send(palio::Notification::builder().attr("op", "inc").build()?).await?;
+    /// assert!(seq >= 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&mut self, notification: Notification) -> Result<u64, Error> {
         let seq = self.next;
         if seq > self.max_in_flight {
@@ -390,12 +495,29 @@ impl GroupPublisher {
     /// a message it learned of some other way than through this connection's members (another
     /// connection, another broker, an application message). Messages taken from this
     /// connection's [`GroupSubscription`]s are depended on without asking.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut publisher: palio::GroupPublisher, seen: palio::GroupDelivery) -> Result<(), palio::Error> {
+    /// // A message read on another connection: what we publish next comes after it.
+    /// if let Some(clock) = &seen.clock {
+    ///     publisher.depend_on(clock);
+    /// }
+    /// publisher.publish(palio::Notification::builder().attr("re", 1).build()?).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn depend_on(&mut self, clock: &Clock) {
         let mut g = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner());
         merge(g.clocks.entry(self.group.clone()).or_default(), clock);
     }
 
     /// Sends a publication and waits (at most the connection's timeout) for its ack.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut publisher: palio::GroupPublisher) -> Result<(), palio::Error> {
+    /// let seq = publisher.publish(palio::Notification::builder().attr("op", "set").build()?).await?;
+    /// assert!(publisher.acked() >= seq);
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(&mut self, notification: Notification) -> Result<u64, Error> {
         let seq = self.send(notification).await?;
         self.wait_acked(seq, self.shared.timeout).await?;
@@ -403,6 +525,12 @@ impl GroupPublisher {
     }
 
     /// The highest sequence number acknowledged so far.
+    ///
+    /// ```no_run
+    /// # async fn demo(publisher: palio::GroupPublisher) -> Result<(), palio::Error> {
+    /// println!("{} acknowledged", publisher.acked());
+    /// # Ok(()) }
+    /// ```
     pub fn acked(&self) -> u64 {
         self.acks.borrow().through
     }
@@ -410,6 +538,13 @@ impl GroupPublisher {
     /// Waits until publication `seq` (and every one before it) is acknowledged, at most
     /// `timeout`. A refusal of any publication up to `seq` is returned as
     /// [`Error::Publish`].
+    ///
+    /// ```no_run
+    /// # async fn demo(mut publisher: palio::GroupPublisher) -> Result<(), palio::Error> {
+    /// let last = publisher.send(palio::Notification::builder().build()?).await?;
+    /// publisher.wait_acked(last, std::time::Duration::from_secs(5)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn wait_acked(&mut self, seq: u64, timeout: Duration) -> Result<(), Error> {
         let wait = async {
             loop {
