@@ -62,6 +62,9 @@ pub(crate) struct Metrics {
     pub(crate) matching_seconds: Histogram,
     /// Matches of static subscriptions, by name.
     pub(crate) static_matches: IntCounterVec,
+    /// Requests of this broker's clients, by outcome: `replied`, `no_responders`, `expired`
+    /// (no reply within the requester's timeout), `refused` (too many waiting).
+    pub(crate) requests: IntCounterVec,
     /// Persistent messages stored (published here or received from peers).
     pub(crate) persistent_published: IntCounter,
     /// Persistent publications and store frames that were already stored (retries).
@@ -248,6 +251,11 @@ impl Metrics {
                 "static_subscription_matches_total",
                 "Notifications matching a static subscription, by name.",
                 &["name"],
+            ),
+            requests: counter_vec(
+                "requests_total",
+                "Requests of this broker's clients, by outcome (replied, no_responders, expired, refused).",
+                &["outcome"],
             ),
             persistent_published: counter(
                 "persistent_messages_stored_total",

@@ -103,6 +103,15 @@ async fn a_request_gets_the_first_reply_and_no_responders_is_said_at_once() {
         .await
         .unwrap();
     assert_eq!(again.payload(), b"noon");
+    assert_eq!(
+        b.metric("palio_requests_total{outcome=\"replied\"}").await,
+        2.0
+    );
+    assert_eq!(
+        b.metric("palio_requests_total{outcome=\"no_responders\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -117,6 +126,17 @@ async fn a_request_with_responders_that_do_not_answer_times_out() {
         .await
         .unwrap_err();
     assert!(matches!(e, palio::Error::Timeout(_)), "{e}");
+    // The broker forgets it (and counts it) once it looks again, a second later at most.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let e = client
+        .request(note(&[("type", "other")], ""), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoResponders));
+    assert_eq!(
+        b.metric("palio_requests_total{outcome=\"expired\"}").await,
+        1.0
+    );
 }
 
 /// b1 — b2 — b3, with `strategy`.
@@ -258,4 +278,55 @@ fn palio_req_and_reply_through_the_command_line_across_brokers() {
     assert_eq!(requests[0]["attributes"]["n"], 1);
     assert_eq!(requests[0]["payload"], "when?");
     assert_eq!(requests[1]["attributes"]["n"], 2);
+}
+
+#[tokio::test]
+async fn requests_and_replies_stay_within_the_publish_permission() {
+    let net = Net::new();
+    let config = r#"
+[auth]
+allow_anonymous = false
+
+[[auth.user]]
+name = "alice"
+token = "alice-secret"
+publish = "type = 'order'"
+
+[[auth.user]]
+name = "mute"
+token = "mute-secret"
+publish = "FALSE"
+"#;
+    let b = net.broker_with("b1", config, &[]).await;
+    let connect = |token: &'static str| {
+        let opts = b.options().token(token);
+        async move { Client::connect(opts).await.unwrap() }
+    };
+    let alice = connect("alice-secret").await;
+    let e = alice
+        .request(note(&[("type", "time")], ""), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
+
+    // A responder that may publish nothing cannot reply either: the request times out, and
+    // the responder's next flush says why.
+    let mute = connect("mute-secret").await;
+    let mut requests = mute.responder("type = 'order'").await.unwrap();
+    let asking = tokio::spawn(async move {
+        alice
+            .request(note(&[("type", "order")], ""), Duration::from_millis(1500))
+            .await
+    });
+    let r = tokio::time::timeout(Duration::from_secs(10), requests.next())
+        .await
+        .unwrap()
+        .unwrap();
+    mute.reply(&r, note(&[("type", "order")], "ok"))
+        .await
+        .unwrap();
+    let e = mute.flush().await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
+    let e = asking.await.unwrap().unwrap_err();
+    assert!(matches!(e, palio::Error::Timeout(_)), "{e}");
 }

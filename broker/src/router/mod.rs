@@ -307,7 +307,9 @@ impl Router {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.broker.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.broker.handle_timeout(now);
+                    self.expire_requests(now);
                     self.drain();
                     self.counts.flush(&self.metrics);
                 }

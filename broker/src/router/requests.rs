@@ -48,6 +48,8 @@ struct Pending {
 pub(super) struct Requests {
     pending: HashMap<u64, Pending>,
     rng: ring::rand::SystemRandom,
+    /// When expired requests are next looked for (at most once a second, on a new request).
+    next_sweep: Instant,
 }
 
 impl Default for Requests {
@@ -55,6 +57,7 @@ impl Default for Requests {
         Self {
             pending: HashMap::new(),
             rng: ring::rand::SystemRandom::new(),
+            next_sweep: Instant::now(),
         }
     }
 }
@@ -89,11 +92,12 @@ impl Router {
         payload: Vec<u8>,
     ) {
         let now = Instant::now();
-        let pending = &mut self.requests.pending;
-        if pending.len() >= MAX_PENDING {
-            pending.retain(|_, p| p.deadline > now);
+        if now >= self.requests.next_sweep || self.requests.pending.len() >= MAX_PENDING {
+            self.expire_requests(now);
+            self.requests.next_sweep = now + Duration::from_secs(1);
         }
-        if pending.len() >= MAX_PENDING {
+        if self.requests.pending.len() >= MAX_PENDING {
+            self.count_request("refused");
             self.answer_error(
                 client,
                 request,
@@ -189,8 +193,10 @@ impl Router {
             return; // too late, or a second reply
         };
         if p.deadline <= Instant::now() {
+            self.count_request("expired");
             return;
         }
+        self.count_request("replied");
         self.answer(
             p.client,
             ServerFrame::Replied {
@@ -199,6 +205,23 @@ impl Router {
                 payload,
             },
         );
+    }
+
+    /// Forgets the requests whose requester has stopped waiting.
+    pub(super) fn expire_requests(&mut self, now: Instant) {
+        let before = self.requests.pending.len();
+        self.requests.pending.retain(|_, p| p.deadline > now);
+        let expired = before - self.requests.pending.len();
+        if expired > 0 {
+            self.metrics
+                .requests
+                .with_label_values(&["expired"])
+                .inc_by(expired as u64);
+        }
+    }
+
+    fn count_request(&self, outcome: &str) {
+        self.metrics.requests.with_label_values(&[outcome]).inc();
     }
 
     /// A client's connection ended: its requests are forgotten.
@@ -274,6 +297,7 @@ impl Router {
     }
 
     fn no_responders(&mut self, client: ClientId, request: u64) {
+        self.count_request("no_responders");
         self.answer_error(
             client,
             request,
