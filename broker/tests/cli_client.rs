@@ -98,7 +98,7 @@ async fn from_another_directory_only_server_is_needed_while_the_broker_runs() {
 }
 
 #[tokio::test]
-async fn a_client_with_only_the_ca_is_told_to_give_the_client_identity_or_a_token() {
+async fn a_client_with_only_the_ca_is_told_to_give_the_client_identity_which_needs_no_ca_key() {
     let d = Dirs::new();
     let b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
     let only_ca = d.path("only-ca");
@@ -114,6 +114,17 @@ async fn a_client_with_only_the_ca_is_told_to_give_the_client_identity_or_a_toke
     for says in [b.quic.as_str(), "unauthenticated", "client.pem", "--token"] {
         assert!(err.contains(says), "{says:?} missing: {err}");
     }
+    // With the client identity beside the CA (and still no CA key), it connects.
+    for f in ["client.pem", "client-key.pem"] {
+        std::fs::copy(d.path("tls").join(f), only_ca.join(f)).unwrap();
+    }
+    assert!(!only_ca.join("ca-key.pem").exists());
+    let out = run(bare(
+        &b,
+        &d.path("."),
+        &["pub", "-s", &b.quic, "--tls-dir", only_ca.to_str().unwrap()],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[tokio::test]
