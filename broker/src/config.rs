@@ -544,10 +544,11 @@ impl Settings {
             )));
         }
         let l = &self.limits;
-        if l.max_frame_bytes < 1024 || l.max_frame_bytes > 64 << 20 {
-            return Err(ConfigError::Invalid(
-                "limits.max_frame_bytes must be between 1024 and 67108864".into(),
-            ));
+        if l.max_frame_bytes < 1024 || l.max_frame_bytes > palio_protocol::MAX_FRAME_CEILING {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_frame_bytes must be between 1024 and {}",
+                palio_protocol::MAX_FRAME_CEILING
+            )));
         }
         if l.subscriber_buffer == 0
             || l.peer_queue == 0

@@ -6,25 +6,26 @@
 //! a delivery reader (notifications, handed to each [`Subscription`]'s bounded queue). When the application does not read a subscription, its
 //! queue fills, the delivery reader waits, QUIC flow control stops the broker, and the
 //! broker's slow-consumer policy applies: backpressure end to end. The readers live in
-//! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`.
+//! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`; the
+//! address, credentials and handshake of connecting in `dial.rs`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use palio_protocol::tls::{self, Identity};
+use palio_protocol::tls;
 use palio_protocol::{
-    CLIENT_ALPN, ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec,
-    PROTOCOL_VERSION, ServerFrame, Welcome, encoded_len,
+    ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec, PROTOCOL_VERSION,
+    ServerFrame, Welcome, encoded_len,
 };
 use tokio::sync::oneshot;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::consumer::ConsumerTx;
+use crate::dial::{Dialed, dial, refused};
 use crate::error::Error;
 use crate::notification::Notification;
 use crate::outgoing::{NotQueued, Outgoing};
@@ -44,28 +45,36 @@ pub(crate) const DELIVERY_BATCH: usize = 64;
 /// How to reach and authenticate to a broker.
 ///
 /// ```
-/// let opts = palio::ConnectOptions::new("127.0.0.1:7400")
+/// use std::time::Duration;
+///
+/// let opts = palio::ConnectOptions::new("127.0.0.1:7401")
 ///     .tls_dir("./palio-data/tls")
+///     .connect_timeout(Duration::from_secs(2))
 ///     .name("example");
-/// assert_eq!(opts.server(), "127.0.0.1:7400");
+/// assert_eq!(opts.server(), "127.0.0.1:7401");
+/// // Without a port, the default port applies.
+/// assert_eq!(palio::ConnectOptions::new("localhost").server(), "localhost:7400");
+/// assert_eq!(palio::ConnectOptions::new("::1").server(), "[::1]:7400");
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    server: String,
-    tls_dir: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-    cert_files: Option<(PathBuf, PathBuf)>,
-    token: Option<String>,
-    server_name: String,
+    pub(crate) server: String,
+    pub(crate) tls_dir: Option<PathBuf>,
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) cert_files: Option<(PathBuf, PathBuf)>,
+    pub(crate) token: Option<String>,
+    pub(crate) server_name: String,
     name: String,
     timeout: Duration,
+    pub(crate) connect_timeout: Duration,
 }
 
 impl ConnectOptions {
-    /// Options for the broker at `server` (`host:port`), with no credentials yet.
+    /// Options for the broker at `server` (`host:port`, `[ipv6]:port`, or either without the
+    /// port: [`DEFAULT_PORT`](crate::DEFAULT_PORT)), with no credentials yet.
     pub fn new(server: impl Into<String>) -> Self {
         Self {
-            server: server.into(),
+            server: crate::dial::normalize(&server.into()),
             tls_dir: None,
             ca_file: None,
             cert_files: None,
@@ -73,10 +82,11 @@ impl ConnectOptions {
             server_name: tls::DEV_SERVER_NAME.to_owned(),
             name: "palio-sdk".to_owned(),
             timeout: Duration::from_secs(10),
+            connect_timeout: crate::dial::DEFAULT_CONNECT_TIMEOUT,
         }
     }
 
-    /// The broker address.
+    /// The broker address, with its port.
     pub fn server(&self) -> &str {
         &self.server
     }
@@ -121,9 +131,18 @@ impl ConnectOptions {
         self
     }
 
-    /// Bound on connecting and on each request (default 10 s).
+    /// Bound on each request, and on the broker's answer to the hello (default 10 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Bound on the QUIC handshake (default 10 s): when no broker answers at the address
+    /// within it, [`Client::connect`] fails with [`Error::Unreachable`]. QUIC runs over UDP,
+    /// where a closed port or a stopped broker is silence rather than a refusal, so this is
+    /// how long "nobody there" takes to tell (the `palio` command line waits 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 }
@@ -294,69 +313,17 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn credentials(opts: &ConnectOptions) -> Result<(rustls::RootCertStore, Option<Identity>), Error> {
-    let ca_path = match (&opts.ca_file, &opts.tls_dir) {
-        (Some(f), _) => f.clone(),
-        (None, Some(dir)) => {
-            let p = dir.join("ca.pem");
-            if !p.exists() {
-                return Err(tls::TlsError::NoCa(dir.clone()).into());
-            }
-            p
-        }
-        (None, None) => {
-            return Err(Error::Connect {
-                server: opts.server.clone(),
-                message:
-                    "no CA given (a TLS directory or a CA file): the broker cannot be verified"
-                        .into(),
-            });
-        }
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in tls::load_certs(&ca_path)? {
-        roots.add(c).map_err(tls::TlsError::from)?;
-    }
-    // A client certificate from files; else the development client identity of the TLS
-    // directory, if it holds one; otherwise the client relies on its token.
-    let identity = match (&opts.cert_files, &opts.tls_dir) {
-        (Some((cert, key)), _) => Some(Identity {
-            chain: tls::load_certs(cert)?,
-            key: tls::load_key(key)?,
-        }),
-        (None, Some(dir)) if opts.ca_file.is_none() => tls::dev_client_identity(dir)?,
-        _ => None,
-    };
-    Ok((roots, identity))
-}
-
 impl Client {
-    /// Connects, sends the hello, and waits for the broker's welcome.
+    /// Connects (the handshake bounded by [`ConnectOptions::connect_timeout`]), sends the
+    /// hello, and waits (bounded by [`ConnectOptions::timeout`]) for the broker's welcome.
+    /// Failures to reach the broker name its address ([`Error::Unreachable`],
+    /// [`Error::Connect`]).
     pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
-        let connect_err = |message: String| Error::Connect {
-            server: opts.server.clone(),
-            message,
-        };
-        let (roots, identity) = credentials(&opts)?;
-        let config = tls::client_config(roots, identity, CLIENT_ALPN)?;
-        let addr: SocketAddr = tokio::net::lookup_host(&opts.server)
-            .await
-            .map_err(|e| connect_err(e.to_string()))?
-            .next()
-            .ok_or_else(|| connect_err("resolves to no address".into()))?;
-        let bind: SocketAddr = if addr.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| connect_err(e.to_string()))?;
-        let connecting = endpoint
-            .connect_with(config, addr, &opts.server_name)
-            .map_err(|e| connect_err(e.to_string()))?;
-        let conn = tokio::time::timeout(opts.timeout, connecting)
-            .await
-            .map_err(|_| Error::Timeout("connecting"))?
-            .map_err(|e| connect_err(e.to_string()))?;
+        let Dialed {
+            endpoint,
+            conn,
+            presented_certificate,
+        } = dial(&opts).await?;
         let (send, recv) = conn
             .open_bi()
             .await
@@ -374,11 +341,14 @@ impl Client {
             .map_err(|e| closed(&conn, e.to_string()))?;
         let answer = tokio::time::timeout(opts.timeout, reader.next())
             .await
-            .map_err(|_| Error::Timeout("waiting for the broker's welcome"))?;
+            .map_err(|_| Error::Connect {
+                server: opts.server.clone(),
+                message: format!("no answer to the hello within {:?}", opts.timeout),
+            })?;
         let welcome = match answer {
             Some(Ok(ServerFrame::Welcome(w))) => w,
             Some(Ok(ServerFrame::Error { code, message, .. })) => {
-                return Err(Error::Refused { code, message });
+                return Err(refused(&opts, presented_certificate, code, message));
             }
             Some(Ok(other)) => {
                 return Err(Error::Protocol(format!(

@@ -93,6 +93,16 @@ pub enum Error {
     /// The broker sent something this SDK does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// No broker completed the QUIC handshake at the address within the connect timeout
+    /// ([`ConnectOptions::connect_timeout`](crate::ConnectOptions::connect_timeout)): nothing
+    /// listens there, the broker is stopped, or the network drops the packets.
+    #[error("no broker answered at {server} within {waited:?} (is palio-broker running there?)")]
+    Unreachable {
+        /// The address dialed.
+        server: String,
+        /// How long the client waited.
+        waited: std::time::Duration,
+    },
 }
 
 impl Error {

@@ -65,6 +65,7 @@
 pub mod cli;
 mod client;
 mod consumer;
+mod dial;
 mod error;
 mod group;
 mod in_flight;
@@ -79,6 +80,7 @@ mod subscription;
 
 pub use client::{Client, ConnectOptions};
 pub use consumer::{DurableSubscription, PullConsumer};
+pub use dial::DEFAULT_PORT;
 pub use error::Error;
 pub use group::{GroupDelivery, GroupEvent, GroupOrder, GroupPublisher, GroupSubscription};
 pub use message::DurableMessage;

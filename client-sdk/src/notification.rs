@@ -1,6 +1,7 @@
 //! Notifications: typed attributes and an opaque payload, with a builder and CloudEvents
 //! conversions.
 
+use base64::Engine;
 use palio_filter::{AttrName, Event, Value};
 use palio_protocol::ReplyTo;
 use serde_json::{Value as Json, json};
@@ -136,8 +137,9 @@ impl Notification {
         (self.attributes, self.payload)
     }
 
-    /// The `palio sub` output line: `{"attributes": {...}, "payload": "..."}` (the payload as
-    /// UTF-8, invalid sequences replaced).
+    /// The `palio sub` output line: `{"attributes": {...}, "payload": "..."}` with the payload
+    /// as text when it is UTF-8, else `{"attributes": {...}, "payload_base64": "..."}` with its
+    /// bytes in base64 (RFC 4648, padded), so that no byte is lost.
     ///
     /// ```
     /// let n = palio::Notification::builder().attr("level", 5).payload("disk full").build()?;
@@ -145,13 +147,20 @@ impl Notification {
     ///     n.to_json(),
     ///     serde_json::json!({"attributes": {"level": 5}, "payload": "disk full"})
     /// );
+    /// let n = palio::Notification::builder().payload(vec![0xff, 0x00]).build()?;
+    /// assert_eq!(n.to_json()["payload_base64"], "/wA=");
+    /// assert!(n.to_json().get("payload").is_none());
     /// # Ok::<(), palio::Error>(())
     /// ```
     pub fn to_json(&self) -> Json {
-        json!({
-            "attributes": self.attributes.to_json(),
-            "payload": String::from_utf8_lossy(&self.payload),
-        })
+        let attributes = self.attributes.to_json();
+        match std::str::from_utf8(&self.payload) {
+            Ok(text) => json!({ "attributes": attributes, "payload": text }),
+            Err(_) => json!({
+                "attributes": attributes,
+                "payload_base64": base64::engine::general_purpose::STANDARD.encode(&self.payload),
+            }),
+        }
     }
 
     /// Reads a CloudEvent in the JSON event format: every context attribute and extension
@@ -286,6 +295,11 @@ mod tests {
         assert_eq!(
             n.to_json(),
             json!({"attributes": {"seq": 2}, "payload": "hi"})
+        );
+        let binary = Notification::new(Event::new(), b"\xffbin\x00".to_vec());
+        assert_eq!(
+            binary.to_json(),
+            json!({"attributes": {}, "payload_base64": "/2JpbgA="})
         );
     }
 }

@@ -83,3 +83,7 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// The default largest frame, in bytes (1 MiB): far above a notification with a generous
 /// payload, small enough that a peer cannot make the receiver buffer much before it is refused.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// The largest frame limit a broker may be configured with (`limits.max_frame_bytes`), in
+/// bytes (64 MiB): no broker accepts a longer frame.
+pub const MAX_FRAME_CEILING: usize = 64 << 20;

@@ -13,6 +13,11 @@
 //! mutual TLS. This is for development: a production deployment configures certificate files
 //! instead ([`load_certs`], [`load_key`]).
 //!
+//! The `palio-broker` daemon records, per user, which TLS directory it uses for the address it
+//! listens on ([`Registration`]), and the `palio` command line looks it up
+//! ([`registered_tls_dir`]), so that a client on the same machine connects with no flags from
+//! any directory.
+//!
 //! # Identities
 //!
 //! A broker certificate names its broker in a URI SAN ([`broker_uri`]); peers check the name a
@@ -41,11 +46,13 @@ use crate::{CLIENT_ALPN, PEER_ALPN};
 
 mod dev_pki;
 mod names;
+mod registry;
 
 pub use self::dev_pki::{
     DEV_CLIENT_CERT, DEV_CLIENT_KEY, DEV_CLIENT_NAME, DevPki, dev_client_identity,
 };
 pub use self::names::{BROKER_URI_PREFIX, CertNames, broker_uri};
+pub use self::registry::{Registration, registered_tls_dir, registry_dir};
 
 /// The server name brokers' development certificates carry, and that clients verify when
 /// connecting to an IP address.

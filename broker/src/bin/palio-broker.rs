@@ -9,10 +9,20 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palio_broker::{Overrides, Server, Settings};
+use palio_protocol::tls::Registration;
+
+/// What `palio-broker --help` says after the flags.
+const AFTER_HELP: &str = "\
+Logging: PALIO_LOG sets what is logged on stderr, in tracing's filter syntax (e.g. warn, debug,
+palio_broker=debug,quinn=warn) [default: info].
+
+With a development TLS directory, the broker records it for the user's clients in
+$XDG_STATE_HOME/palio/brokers (else ~/.local/state/palio/brokers), so that `palio` finds it
+from any directory; the record goes when the broker stops.";
 
 /// Palio broker: content-based publish/subscribe over QUIC.
 #[derive(Debug, Parser)]
-#[command(name = "palio-broker", version, about, long_about = None)]
+#[command(name = "palio-broker", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Args {
     /// TOML configuration file (flags override it).
     #[arg(long, env = "PALIO_CONFIG")]
@@ -96,16 +106,38 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        announce(&server);
+        let registration = register(&server);
+        announce(&server, registration.is_some());
         tokio::spawn(reload_on_hangup(server.reloader(), overrides));
         server.run(shutdown_signal()).await;
+        // Removes the record (if it is still ours) once the broker has stopped.
+        drop(registration);
         ExitCode::SUCCESS
     })
 }
 
+/// With a development TLS directory: records it for the user's clients (best effort; see
+/// `palio_protocol::tls::Registration`), so that `palio` finds it from any directory.
+fn register(server: &Server) -> Option<Registration> {
+    let (dir, addr) = (server.tls_dir()?, server.local_addr()?);
+    match Registration::register(addr, dir) {
+        Ok(r) => {
+            if let Some(r) = &r {
+                tracing::info!(record = %r.path().display(), "recorded the TLS directory for local clients");
+            }
+            r
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the TLS directory for local clients: they need --tls-dir");
+            None
+        }
+    }
+}
+
 /// Prints where the broker listens: a human line, a machine-readable `PALIO_READY` JSON line
-/// (tests read it), and how to connect.
-fn announce(server: &Server) {
+/// (tests read it), and how to connect (`registered`: clients find the TLS directory without
+/// `--tls-dir`).
+fn announce(server: &Server, registered: bool) {
     let quic = server
         .local_addr()
         .map(|a| a.to_string())
@@ -140,7 +172,10 @@ fn announce(server: &Server) {
             "warning: store recovery found {problems} problem(s) in the log (see the log lines above and docs/durability.md)"
         );
     }
-    let tls_flag = tls.map(|t| format!(" --tls-dir {t}")).unwrap_or_default();
+    let tls_flag = tls
+        .filter(|_| !registered)
+        .map(|t| format!(" --tls-dir {t}"))
+        .unwrap_or_default();
     println!("connect: palio sub --server {quic}{tls_flag} \"type = 'greeting'\"");
     println!("         palio pub --server {quic}{tls_flag} --attr type=greeting --payload hello");
 }

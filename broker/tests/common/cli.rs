@@ -38,6 +38,8 @@ pub fn palio(b: &BrokerProc, args: &[&str]) -> Command {
     c.args(args)
         .env("PALIO_SERVER", &b.quic)
         .env("PALIO_TLS_DIR", &b.tls_dir)
+        // Not the test's: `palio pub` reads a piped standard input as its payload.
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c

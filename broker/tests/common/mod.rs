@@ -22,6 +22,9 @@ pub struct BrokerProc {
     pub quic: String,
     pub admin: String,
     pub tls_dir: PathBuf,
+    /// The broker's `XDG_STATE_HOME`, beside its TLS directory: where it records that
+    /// directory for local clients (never the user's own).
+    pub state_home: PathBuf,
     args: Vec<String>,
     /// A command the broker runs under (`unshare …`), empty for none.
     prefix: Vec<String>,
@@ -79,6 +82,7 @@ impl BrokerProc {
 
     fn spawn(prefix: Vec<String>, args: Vec<String>, tls_dir: &Path) -> BrokerProc {
         let broker = env!("CARGO_BIN_EXE_palio-broker");
+        let state_home = tls_dir.with_file_name("xdg-state");
         let mut cmd = match prefix.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
@@ -93,6 +97,7 @@ impl BrokerProc {
                 "PALIO_LOG",
                 std::env::var("PALIO_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("XDG_STATE_HOME", &state_home)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -121,6 +126,7 @@ impl BrokerProc {
             quic: j["quic"].as_str().expect("quic").to_owned(),
             admin: j["admin"].as_str().unwrap_or_default().to_owned(),
             tls_dir: tls_dir.to_owned(),
+            state_home,
             args,
             prefix,
         }

@@ -26,7 +26,8 @@ use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::pubsub::{Connection, Sub, Template, runtime};
+use super::connection::Connection;
+use super::pubsub::{Sub, Template, runtime};
 use crate::{Client, ConsumeMode, DurableMessage, Error, ErrorCode, PublishAck};
 
 /// Acks of printed messages awaited at a time by `sub --durable` in push mode: enough to keep
@@ -104,7 +105,7 @@ async fn publish_persistent(
     p: &Publication,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let client = Client::connect(conn.options("palio-pub")).await?;
+    let client = conn.connect("palio-pub").await?;
     let result = publish_with(&client, p, tally).await;
     // Closed whatever the outcome, so that the broker hears of it at once.
     client.close().await;
@@ -176,7 +177,7 @@ pub(super) fn run_durable_sub(
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-sub")).await?;
+        let client = cmd.conn.connect("palio-sub").await?;
         let deadline = cmd
             .timeout
             .map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
@@ -206,9 +207,8 @@ fn queue_error(e: anyhow::Error, queue: &str) -> anyhow::Error {
     }
 }
 
-fn print(out: &mut dyn Write, m: &DurableMessage) -> std::io::Result<()> {
-    writeln!(out, "{}", m.to_json())?;
-    out.flush()
+fn print(out: &mut dyn Write, raw: bool, m: &DurableMessage) -> std::io::Result<()> {
+    super::payload::print(out, raw, m.payload(), || m.to_json())
 }
 
 /// Push mode: prints and acks until the count or the deadline; returns how many messages
@@ -244,7 +244,7 @@ async fn consume_push(
                 let Some(m) = m else {
                     bail!("the connection to the broker closed");
                 };
-                print(out, &m)?;
+                print(out, cmd.raw, &m)?;
                 received += 1;
                 if acks.len() >= MAX_PENDING_ACKS
                     && let Some(r) = acks.next().await
@@ -303,7 +303,7 @@ async fn consume_pull(
             .fetch(u32::try_from(want).unwrap_or(u32::MAX), wait)
             .await?;
         for m in &batch {
-            print(out, m)?;
+            print(out, cmd.raw, m)?;
         }
         if !batch.is_empty() {
             received += batch.len() as u64;

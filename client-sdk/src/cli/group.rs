@@ -23,7 +23,8 @@ use std::time::Duration;
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::pubsub::{Connection, Sub, Template, before, deadline, one_request, runtime};
+use super::connection::Connection;
+use super::pubsub::{Sub, Template, before, deadline, one_request, runtime};
 use crate::{Client, Error, ErrorCode, GroupEvent, GroupInfo, GroupOrder};
 
 /// The ordering modes, as `--order` takes them.
@@ -178,7 +179,7 @@ pub(super) fn run_group_sub(
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-sub")).await?;
+        let client = cmd.conn.connect("palio-sub").await?;
         let mut member = client
             .group_join(&group, cmd.filter.as_deref())
             .await
@@ -210,17 +211,18 @@ pub(super) fn run_group_sub(
                     )?;
                 }
                 Some(GroupEvent::Message(m)) => {
-                    let mut line = m.notification.to_json();
-                    line["group"] = json!(m.group);
-                    if let (Some(epoch), Some(seq)) = (m.epoch, m.seq) {
-                        line["epoch"] = json!(epoch);
-                        line["seq"] = json!(seq);
-                    }
-                    if let Some(clock) = &m.clock {
-                        line["clock"] = json!(clock);
-                    }
-                    writeln!(out, "{line}")?;
-                    out.flush()?;
+                    super::payload::print(out, cmd.raw, m.notification.payload(), || {
+                        let mut line = m.notification.to_json();
+                        line["group"] = json!(m.group);
+                        if let (Some(epoch), Some(seq)) = (m.epoch, m.seq) {
+                            line["epoch"] = json!(epoch);
+                            line["seq"] = json!(seq);
+                        }
+                        if let Some(clock) = &m.clock {
+                            line["clock"] = json!(clock);
+                        }
+                        line
+                    })?;
                     received += 1;
                 }
             }
@@ -250,7 +252,7 @@ pub(super) fn run_group_pub(
 ) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(conn.options("palio-pub")).await?;
+        let client = conn.connect("palio-pub").await?;
         if let Some(p) = producer {
             // The connection's producer name; the broker keys the group's de-duplication on it.
             client.producer(p).await?;

@@ -9,9 +9,11 @@
 //!
 //! The binary in `src/bin/palio.rs` only parses flags and calls [`run`].
 
+mod connection;
 mod durable;
 mod filter;
 mod group;
+mod payload;
 mod pubsub;
 mod queue;
 mod request;
@@ -34,11 +36,26 @@ Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent not
 
 Ordered groups: `palio group create NAME --order {fifo,causal,total}`; `palio sub --group NAME`
 prints each message with \"group\" (and \"epoch\", \"seq\" for total order);
-`palio pub --group NAME` prints {\"published\": N, \"acked\": M}.";
+`palio pub --group NAME` prints {\"published\": N, \"acked\": M}.
+
+Connecting: -s/--server HOST[:PORT] (PALIO_SERVER; port 7400 when omitted). Without --tls-dir
+or --ca, the CLI uses ./palio-data/tls if it holds ca.pem, else the TLS directory the broker at
+--server recorded for local clients. No broker answering within 2 s is an error (exit 1).
+
+Environment: PALIO_SERVER, PALIO_TLS_DIR, PALIO_CA, PALIO_TOKEN stand for their flags;
+PALIO_LOG turns on the SDK's and QUIC's logs on stderr, in tracing's filter syntax (e.g. debug,
+palio=trace) [default: off].";
 
 /// Palio: content-based publish/subscribe.
 #[derive(Debug, Parser)]
-#[command(name = "palio", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(
+    name = "palio",
+    version,
+    propagate_version = true,
+    about,
+    long_about = None,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

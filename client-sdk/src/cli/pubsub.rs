@@ -1,9 +1,11 @@
 //! `palio sub` and `palio pub`: subscribe and publish from scripts.
 //!
 //! Output contract: `sub` prints one JSON line `{"attributes": {...}, "payload": "..."}` per
-//! notification and exits after `--count` notifications or `--timeout` seconds (exit status 3
-//! if the timeout came first while `--count` was given); `pub` prints `{"published": N}` once
-//! the broker has handled every publication. Their persistent forms (`sub --durable`,
+//! notification (`"payload_base64"` instead of `"payload"` when it is not UTF-8; with `--raw`,
+//! the bare payload and a newline) and exits after `--count` notifications or `--timeout`
+//! seconds (exit status 3 if the timeout came first while `--count` was given); `pub` prints
+//! `{"published": N}` once the broker has handled every publication. Payload input and output
+//! are in `payload.rs`, connecting in `connection.rs`. Their persistent forms (`sub --durable`,
 //! `pub --persistent`) are in `durable.rs`.
 
 use std::io::Write;
@@ -13,56 +15,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use palio_filter::{Value, parse_int};
+use palio_filter::{AttrName, MAX_ATTR_NAME_LEN, Value, parse_int};
 use serde_json::json;
 
-use super::durable;
-use crate::{Client, ConnectOptions, Notification};
-
-/// How to reach the broker (shared by `sub` and `pub`).
-#[derive(Debug, Args)]
-pub(super) struct Connection {
-    /// Broker address.
-    #[arg(long, env = "PALIO_SERVER", default_value = "127.0.0.1:7400")]
-    server: String,
-    /// Development PKI directory shared with the broker.
-    #[arg(long, env = "PALIO_TLS_DIR", default_value = "./palio-data/tls")]
-    tls_dir: PathBuf,
-    /// CA certificate file (PEM) to trust instead of the TLS directory's.
-    #[arg(long, env = "PALIO_CA")]
-    ca: Option<PathBuf>,
-    /// Client certificate chain file (PEM), with --key.
-    #[arg(long, requires = "key")]
-    cert: Option<PathBuf>,
-    /// Client private key file (PEM), with --cert.
-    #[arg(long, requires = "cert")]
-    key: Option<PathBuf>,
-    /// Bearer token of a configured user (`[[auth.user]] token`).
-    #[arg(long, env = "PALIO_TOKEN")]
-    token: Option<String>,
-    /// Name the broker's certificate must carry.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
-}
-
-impl Connection {
-    pub(super) fn options(&self, name: &str) -> ConnectOptions {
-        let mut o = ConnectOptions::new(&self.server)
-            .tls_dir(&self.tls_dir)
-            .server_name(&self.server_name)
-            .name(name);
-        if let Some(t) = &self.token {
-            o = o.token(t);
-        }
-        if let Some(ca) = &self.ca {
-            o = o.ca_file(ca);
-        }
-        if let (Some(c), Some(k)) = (&self.cert, &self.key) {
-            o = o.cert_files(c, k);
-        }
-        o
-    }
-}
+use super::connection::Connection;
+use super::{durable, payload};
+use crate::{Client, Notification};
 
 /// `palio sub`.
 #[derive(Debug, Args)]
@@ -70,11 +28,15 @@ pub(super) struct Sub {
     #[command(flatten)]
     pub(super) conn: Connection,
     /// Exit after this many notifications.
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     pub(super) count: Option<u64>,
     /// Exit after this many seconds.
-    #[arg(long)]
+    #[arg(short = 't', long, value_name = "SECS")]
     pub(super) timeout: Option<f64>,
+    /// Print only the payloads, each followed by a newline, as raw bytes (instead of JSON
+    /// lines).
+    #[arg(long)]
+    pub(super) raw: bool,
     /// Consume the durable queue NAME (`NAME.dlq` for its dead-letter queue) instead of
     /// subscribing with a filter: each message is printed with its "delivery_count", "queue"
     /// and "tag", then acked; with --count, exits once the acks are confirmed.
@@ -122,16 +84,21 @@ pub(super) struct Sub {
 pub(super) struct Pub {
     #[command(flatten)]
     conn: Connection,
-    /// An attribute, NAME=VALUE (repeatable). An integer VALUE is an integer, true/false a
-    /// boolean, anything else a string.
-    #[arg(long = "attr", value_name = "NAME=VALUE")]
-    attrs: Vec<String>,
-    /// The payload.
-    #[arg(long, default_value = "")]
-    payload: String,
+    /// An attribute, NAME=VALUE (repeatable). NAME is lower-case letters a–z and digits
+    /// (CloudEvents naming). An integer VALUE is an integer, true/false a boolean, anything
+    /// else a string.
+    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    attrs: Vec<(String, Value)>,
+    /// The payload, as text [default: standard input when it is a pipe or a file, else
+    /// empty].
+    #[arg(short = 'p', long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Send the bytes of FILE as the payload (`-` for standard input).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    payload_file: Option<PathBuf>,
     /// Publish N notifications, each with an integer attribute `seq` = 0…N−1 (with
     /// --persistent, also their producer sequence numbers).
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     count: Option<u32>,
     /// Publish persistently: pipelined, waiting for the broker's acks (the notifications are
     /// on its disk), then print {"published": N, "acked": M}, also when the connection is
@@ -155,7 +122,7 @@ pub(super) struct Pub {
 /// The notifications `palio pub` sends: its attributes and payload, plus `seq`.
 pub(super) struct Template {
     attrs: Vec<(String, Value)>,
-    payload: String,
+    payload: Vec<u8>,
 }
 
 impl Template {
@@ -168,7 +135,7 @@ impl Template {
         if let Some(s) = seq {
             b = b.attr("seq", i32::try_from(s).context("--count too large")?);
         }
-        Ok(b.payload(self.payload.as_bytes()).build()?)
+        Ok(b.payload(self.payload.as_slice()).build()?)
     }
 }
 
@@ -182,9 +149,7 @@ pub(super) fn one_request(
     request: impl AsyncFnOnce(&Client) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let client = Client::connect(conn.options(name))
-            .await
-            .context("connecting to the broker")?;
+        let client = conn.connect(name).await?;
         let line = request(&client).await;
         // Closed whatever the outcome, so that the broker hears of it at once.
         client.close().await;
@@ -217,11 +182,19 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-/// Parses `NAME=VALUE` with the CLI's typing rule.
-pub(super) fn parse_attr(s: &str) -> anyhow::Result<(String, Value)> {
+/// Parses `NAME=VALUE` with the CLI's typing rule; a malformed one or an invalid name is a
+/// usage error.
+pub(super) fn parse_attr(s: &str) -> Result<(String, Value), String> {
     let Some((name, value)) = s.split_once('=') else {
-        bail!("--attr {s:?}: expected NAME=VALUE");
+        return Err("expected NAME=VALUE".into());
     };
+    if AttrName::new(name).is_err() {
+        return Err(format!(
+            "{name:?} is not an attribute name: names are 1 to {MAX_ATTR_NAME_LEN} lower-case \
+             letters a-z and digits 0-9 (CloudEvents naming), e.g. {:?}",
+            suggest(name)
+        ));
+    }
     let value = if let Some(i) = parse_int(value) {
         Value::Int(i)
     } else if value == "true" {
@@ -232,6 +205,19 @@ pub(super) fn parse_attr(s: &str) -> anyhow::Result<(String, Value)> {
         Value::String(value.to_owned())
     };
     Ok((name.to_owned(), value))
+}
+
+/// `name` as a valid attribute name could be written: lower-cased, other characters dropped.
+fn suggest(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .filter_map(|c| {
+            let c = c.to_ascii_lowercase();
+            (c.is_ascii_lowercase() || c.is_ascii_digit()).then_some(c)
+        })
+        .take(MAX_ATTR_NAME_LEN)
+        .collect();
+    if s.is_empty() { "name".into() } else { s }
 }
 
 pub(super) fn run_sub(
@@ -254,7 +240,7 @@ pub(super) fn run_sub(
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-sub")).await?;
+        let client = cmd.conn.connect("palio-sub").await?;
         let mut sub = client.subscribe(&filter).await?;
         writeln!(
             err,
@@ -274,8 +260,7 @@ pub(super) fn run_sub(
             let Some(n) = next else {
                 bail!("the connection to the broker closed");
             };
-            writeln!(out, "{}", n.to_json())?;
-            out.flush()?;
+            payload::print(out, cmd.raw, n.payload(), || n.to_json())?;
             received += 1;
         }
         client.close().await;
@@ -294,12 +279,8 @@ pub(super) fn run_pub(
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let template = Template {
-        attrs: cmd
-            .attrs
-            .iter()
-            .map(|a| parse_attr(a))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        payload: cmd.payload,
+        attrs: cmd.attrs,
+        payload: payload::read(cmd.payload, cmd.payload_file.as_deref())?,
     };
     // Every notification must be buildable before the first is sent (`seq` is an `i32`).
     template.build(cmd.count.map(|n| n.saturating_sub(1)))?;
@@ -324,7 +305,7 @@ pub(super) fn run_pub(
     }
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-pub")).await?;
+        let client = cmd.conn.connect("palio-pub").await?;
         let published = publish_with(&client, &template, cmd.count).await;
         // Closed whatever the outcome, so that the broker hears of it at once.
         client.close().await;
@@ -373,5 +354,9 @@ mod tests {
             ("big".into(), Value::String("99999999999".into()))
         );
         assert!(parse_attr("novalue").is_err());
+        let e = parse_attr("user_id=5").expect_err("invalid name");
+        assert!(e.contains("CloudEvents") && e.contains("\"userid\""), "{e}");
+        assert!(parse_attr("Type=x").is_err());
+        assert!(parse_attr("=x").is_err());
     }
 }

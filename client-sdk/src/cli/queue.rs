@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::pubsub::{Connection, one_request};
+use super::connection::Connection;
+use super::pubsub::one_request;
 use crate::{Client, Discard, Error, ErrorCode, QueueOptions};
 
 #[derive(Debug, Subcommand)]

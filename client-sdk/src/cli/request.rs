@@ -14,8 +14,12 @@ use anyhow::Context;
 use clap::Args;
 use palio_protocol::ErrorCode;
 
-use super::pubsub::{Connection, parse_attr, runtime};
-use crate::{Client, Notification};
+use palio_filter::Value;
+
+use super::connection::Connection;
+use super::payload;
+use super::pubsub::{parse_attr, runtime};
+use crate::Notification;
 
 /// `palio req`.
 #[derive(Debug, Args)]
@@ -23,14 +27,21 @@ pub(super) struct Req {
     #[command(flatten)]
     conn: Connection,
     /// An attribute of the request, NAME=VALUE (repeatable; typed as in `palio pub`).
-    #[arg(long = "attr", value_name = "NAME=VALUE")]
-    attrs: Vec<String>,
-    /// The request's payload.
-    #[arg(long, default_value = "")]
-    payload: String,
+    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    attrs: Vec<(String, Value)>,
+    /// The request's payload, as text [default: standard input when it is a pipe or a file,
+    /// else empty].
+    #[arg(short = 'p', long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Send the bytes of FILE as the request's payload (`-` for standard input).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    payload_file: Option<std::path::PathBuf>,
     /// How long to wait for a reply, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(short = 't', long, value_name = "SECS", default_value_t = 5.0)]
     timeout: f64,
+    /// Print only the reply's payload and a newline, as raw bytes (instead of JSON).
+    #[arg(long)]
+    raw: bool,
 }
 
 /// `palio reply`.
@@ -39,26 +50,31 @@ pub(super) struct Reply {
     #[command(flatten)]
     conn: Connection,
     /// An attribute of each reply, NAME=VALUE (repeatable; typed as in `palio pub`).
-    #[arg(long = "attr", value_name = "NAME=VALUE")]
-    attrs: Vec<String>,
-    /// The payload of each reply.
-    #[arg(long, default_value = "")]
-    payload: String,
+    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    attrs: Vec<(String, Value)>,
+    /// The payload of each reply, as text [default: empty].
+    #[arg(short = 'p', long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Reply with the bytes of FILE (`-` for standard input, read once).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    payload_file: Option<std::path::PathBuf>,
     /// Exit after answering this many requests.
-    #[arg(long)]
+    #[arg(short = 'c', long)]
     count: Option<u64>,
+    /// Print only each request's payload and a newline, as raw bytes (instead of JSON).
+    #[arg(long)]
+    raw: bool,
     /// The CESQL filter of the requests to answer.
     filter: String,
 }
 
-/// Builds a notification from `--attr` and `--payload`.
-fn notification(attrs: &[String], payload: &str) -> anyhow::Result<Notification> {
+/// Builds a notification from `--attr` and the payload.
+fn notification(attrs: &[(String, Value)], payload: Vec<u8>) -> anyhow::Result<Notification> {
     let mut b = Notification::builder();
-    for a in attrs {
-        let (name, value) = parse_attr(a)?;
-        b = b.attr(&name, value);
+    for (name, value) in attrs {
+        b = b.attr(name, value.clone());
     }
-    Ok(b.payload(payload.as_bytes()).build()?)
+    Ok(b.payload(payload).build()?)
 }
 
 pub(super) fn run_req(
@@ -66,16 +82,17 @@ pub(super) fn run_req(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let request = notification(&cmd.attrs, &cmd.payload)?;
+    let body = payload::read(cmd.payload, cmd.payload_file.as_deref())?;
+    let request = notification(&cmd.attrs, body)?;
     let timeout = Duration::try_from_secs_f64(cmd.timeout.max(0.0))
         .context("--timeout: not a number of seconds")?;
     runtime()?.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-req")).await?;
+        let client = cmd.conn.connect("palio-req").await?;
         let answer = client.request(request, timeout).await;
         client.close().await;
         match answer {
             Ok(reply) => {
-                writeln!(out, "{}", reply.to_json())?;
+                payload::print(out, cmd.raw, reply.payload(), || reply.to_json())?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) if e.code() == Some(ErrorCode::NoResponders) => {
@@ -107,9 +124,16 @@ pub(super) fn run_reply(
         writeln!(err, "palio: invalid filter: {e}")?;
         return Ok(ExitCode::from(2));
     }
-    let answer = notification(&cmd.attrs, &cmd.payload)?;
+    // Standard input is read only when asked for: `reply` runs for long, and its input is
+    // usually a terminal or a service's.
+    let body = match (cmd.payload, cmd.payload_file) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(file)) => payload::read(None, Some(&file))?,
+        (None, None) => Vec::new(),
+    };
+    let answer = notification(&cmd.attrs, body)?;
     runtime()?.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-reply")).await?;
+        let client = cmd.conn.connect("palio-reply").await?;
         let mut requests = client.responder(&cmd.filter).await?;
         writeln!(
             err,
@@ -130,8 +154,7 @@ pub(super) fn run_reply(
                 anyhow::bail!("the connection to the broker closed");
             };
             client.reply(&request, answer.clone()).await?;
-            writeln!(out, "{}", request.to_json())?;
-            out.flush()?;
+            payload::print(out, cmd.raw, request.payload(), || request.to_json())?;
             answered += 1;
         }
         // Whatever was replied is on its way before the connection closes.
