@@ -38,6 +38,10 @@ Ordered groups: `palio group create NAME --order {fifo,causal,total}`; `palio su
 prints each message with \"group\" (and \"epoch\", \"seq\" for total order);
 `palio pub --group NAME` prints {\"published\": N, \"acked\": M}.
 
+Request/reply: `palio reply FILTER -p TEXT` answers matching requests; `palio req -a NAME=VALUE`
+prints the first reply as {\"attributes\": {...}, \"payload\": \"...\"}, or exits 1 with
+\"no responders\" at once when no subscription anywhere matches.
+
 Connecting: -s/--server HOST[:PORT] (PALIO_SERVER; port 7400 when omitted). Without --tls-dir
 or --ca, the CLI uses ./palio-data/tls if it holds ca.pem, else the TLS directory the broker at
 --server recorded for local clients. No broker answering within 2 s is an error (exit 1).
