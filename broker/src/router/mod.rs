@@ -25,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, StaticSubscription};
 mod counts;
+mod listing;
 mod outputs;
 mod owners;
 mod view;
 
-pub(crate) use view::RoutesView;
+pub(crate) use listing::Budget;
 
 use self::counts::Counts;
 use self::owners::{ClientEntry, Owner, SubEntry};
@@ -147,9 +148,11 @@ pub(crate) enum Command {
         frames: Vec<PeerFrame>,
         credit: Credit,
     },
-    /// What `/routes` shows.
+    /// What `/routes` and a client's `Routes` request show, the tables listed within
+    /// `budget`.
     Routes {
-        reply: oneshot::Sender<RoutesView>,
+        budget: Budget,
+        reply: oneshot::Sender<palio_protocol::RoutesInfo>,
     },
 }
 
@@ -436,8 +439,8 @@ impl Router {
                     }
                 }
             }
-            Command::Routes { reply } => {
-                let _ = reply.send(self.view());
+            Command::Routes { budget, reply } => {
+                let _ = reply.send(self.view(budget));
             }
         }
     }
