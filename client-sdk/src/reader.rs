@@ -178,6 +178,9 @@ pub(crate) async fn read_control(
             | ServerFrame::Fetched { request, .. }
             | ServerFrame::Groups { request, .. }
             | ServerFrame::Joined { request, .. }
+            | ServerFrame::ServerInfo { request, .. }
+            | ServerFrame::Pong { request }
+            | ServerFrame::Routes { request, .. }
             | ServerFrame::Error {
                 request: Some(request),
                 ..
