@@ -46,6 +46,11 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// The broker address, as given.
+    pub(super) fn server(&self) -> &str {
+        &self.server
+    }
+
     pub(super) fn options(&self, name: &str) -> ConnectOptions {
         let mut o = ConnectOptions::new(&self.server)
             .tls_dir(&self.tls_dir)
@@ -172,19 +177,19 @@ impl Template {
     }
 }
 
-/// Connects as `name`, carries out one request (`request` returns the line to print), closes
-/// the connection whatever the outcome, and prints the line: the shape of `queue …` and
-/// `group …`.
-pub(super) fn one_request(
+/// Connects as `name`, carries out one request (`request` returns what to print: a JSON
+/// value, or text for people), closes the connection whatever the outcome, and prints it as
+/// one line: the shape of `queue …`, `group …`, `server info`, `routes`.
+pub(super) fn one_request<T: std::fmt::Display>(
     conn: &Connection,
     name: &str,
     out: &mut dyn Write,
-    request: impl AsyncFnOnce(&Client) -> anyhow::Result<serde_json::Value>,
+    request: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let client = Client::connect(conn.options(name))
             .await
-            .context("connecting to the broker")?;
+            .with_context(|| format!("connecting to the broker at {}", conn.server()))?;
         let line = request(&client).await;
         // Closed whatever the outcome, so that the broker hears of it at once.
         client.close().await;
