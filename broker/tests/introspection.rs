@@ -187,6 +187,32 @@ async fn the_cli_prints_server_info_pings_peers_and_routes() {
     assert_eq!(entries(&routes["peers"][0]["subscriptions"]), [FILTER]);
 }
 
+#[tokio::test]
+async fn long_tables_are_truncated_with_counts_and_fit_in_one_frame() {
+    let net = Net::new();
+    let limits = "max_subscriptions_per_client = 2000\nmax_frame_bytes = 65536";
+    let b = net.broker("b1", limits, &[]).await;
+    let c = b.client().await;
+    let mut subs = Vec::new();
+    for i in 0..1500 {
+        subs.push(c.subscribe(&format!("n = {i}")).await.unwrap());
+    }
+    // /routes: the first 1000, oldest first, and how many more there are.
+    let http = b.routes().await;
+    let listed = entries(&http["subscriptions"]);
+    assert_eq!(listed.len(), 1000);
+    assert_eq!(http["subscriptions"]["total"], 1500);
+    assert_eq!(http["subscriptions"]["truncated"], 500);
+    assert!(listed[0].contains("n = 0") && listed[999].contains("n = 999"));
+    // A client's answer is one frame of at most max_frame_bytes: fewer entries, counted.
+    let routes = c.routes().await.unwrap();
+    let shown = routes.subscriptions.entries.as_ref().unwrap().len() as u64;
+    assert!(shown > 0 && shown < 1000, "{shown} entries");
+    assert_eq!(routes.subscriptions.total, 1500);
+    assert_eq!(routes.subscriptions.truncated, 1500 - shown);
+    assert!(palio_protocol::encoded_len(&routes).unwrap() <= 65536);
+}
+
 const USERS: &str = r#"
 [auth]
 allow_anonymous = false

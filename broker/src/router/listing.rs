@@ -46,12 +46,23 @@ impl Budget {
         items: impl ExactSizeIterator<Item = T>,
         size: impl Fn(&T) -> usize,
     ) -> Listing<T> {
-        let total = items.len() as u64;
+        self.list_first(items.len(), items, size)
+    }
+
+    /// A table of `total` entries, of which `first` yields the first ones (at least as many
+    /// as a table lists, [`PER_TABLE`], when there are that many).
+    pub(crate) fn list_first<T>(
+        &mut self,
+        total: usize,
+        first: impl Iterator<Item = T>,
+        size: impl Fn(&T) -> usize,
+    ) -> Listing<T> {
+        let total = total as u64;
         if !self.show {
             return Listing::hidden(total);
         }
         let mut entries = Vec::new();
-        for item in items.take(PER_TABLE) {
+        for item in first.take(PER_TABLE) {
             let cost = size(&item) + ENTRY_OVERHEAD;
             if cost > self.bytes_left {
                 break;

@@ -3,14 +3,17 @@
 //! client sessions. Its routing tables are listed within a [`Budget`] (the `listing` module),
 //! which also applies the disclosure policy.
 
+use std::collections::HashMap;
+
 use palio_protocol::{
     BrokerRef, LinkInfo, LinkStateInfo, Listing, LocalEntry, RoutesInfo, TreeInfo,
 };
 use palio_topology::{BrokerId, SharedFilter, TableKind};
 
 use super::Router;
-use super::listing::Budget;
+use super::listing::{Budget, PER_TABLE};
 use super::owners::Owner;
+use crate::auth::RoutesDetail;
 
 fn ids(it: impl Iterator<Item = BrokerId>) -> Vec<u32> {
     it.map(|i| i.0).collect()
@@ -28,12 +31,27 @@ fn filters<'a>(
     budget.list(it.map(|f| f.source().to_owned()), String::len)
 }
 
-/// Local entries, in id order (the oldest first); only those listed are built.
-fn local(
+/// Local entries, the oldest (smallest ids) first. Only those a table may list are sorted
+/// and built, and none for a summary: a broker with 100k subscriptions answers quickly.
+fn local<V>(
     budget: &mut Budget,
-    entries: impl ExactSizeIterator<Item = LocalEntry>,
+    map: &HashMap<u64, V>,
+    entry: impl Fn(u64, &V) -> LocalEntry,
 ) -> Listing<LocalEntry> {
-    budget.list(entries, |e| e.filter.len() + e.owner.len())
+    if budget.detail() == RoutesDetail::Summary {
+        return Listing::hidden(map.len() as u64);
+    }
+    let mut oldest: Vec<(&u64, &V)> = map.iter().collect();
+    if oldest.len() > PER_TABLE {
+        oldest.select_nth_unstable_by_key(PER_TABLE, |(id, _)| **id);
+        oldest.truncate(PER_TABLE);
+    }
+    oldest.sort_unstable_by_key(|(id, _)| **id);
+    budget.list_first(
+        map.len(),
+        oldest.into_iter().map(|(id, v)| entry(*id, v)),
+        |e| e.filter.len() + e.owner.len(),
+    )
 }
 
 impl Router {
@@ -64,29 +82,19 @@ impl Router {
                 }
             })
             .collect();
-        let mut subscriptions: Vec<_> = self.subscriptions.iter().collect();
-        subscriptions.sort_unstable_by_key(|(id, _)| **id);
-        let subscriptions = local(
-            budget,
-            subscriptions.into_iter().map(|(id, s)| LocalEntry {
-                id: *id,
-                filter: s.filter.source().to_owned(),
-                owner: match &s.owner {
-                    Owner::Client(c) => format!("client {c}"),
-                    Owner::Static(n) => format!("static {n}"),
-                },
-            }),
-        );
-        let mut advertisements: Vec<_> = self.advertisements.iter().collect();
-        advertisements.sort_unstable_by_key(|(id, _)| **id);
-        let advertisements = local(
-            budget,
-            advertisements.into_iter().map(|(id, (c, f))| LocalEntry {
-                id: *id,
-                filter: f.source().to_owned(),
-                owner: format!("client {c}"),
-            }),
-        );
+        let subscriptions = local(budget, &self.subscriptions, |id, s| LocalEntry {
+            id,
+            filter: s.filter.source().to_owned(),
+            owner: match &s.owner {
+                Owner::Client(c) => format!("client {c}"),
+                Owner::Static(n) => format!("static {n}"),
+            },
+        });
+        let advertisements = local(budget, &self.advertisements, |id, (c, f)| LocalEntry {
+            id,
+            filter: f.source().to_owned(),
+            owner: format!("client {c}"),
+        });
         RoutesInfo {
             broker: BrokerRef {
                 name: self.name.clone(),
