@@ -17,9 +17,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::oneshot;
-
 use palio_protocol::ErrorCode;
+use tokio::sync::oneshot;
 
 use crate::context::Context;
 use crate::persist::PersistCommand;
