@@ -213,6 +213,31 @@ async fn long_tables_are_truncated_with_counts_and_fit_in_one_frame() {
     assert!(palio_protocol::encoded_len(&routes).unwrap() <= 65536);
 }
 
+#[tokio::test]
+async fn ping_exits_1_naming_the_address_when_the_broker_is_gone() {
+    let net = Net::new();
+    let b = net.broker("b1", "", &[]).await;
+    let (quic, tls_dir) = (b.quic.to_string(), b.tls_dir.clone());
+    b.stop().await;
+    let child = Command::new(palio_bin())
+        .args(["server", "ping", "--server", &quic])
+        .env("PALIO_TLS_DIR", &tls_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || wait_output(child, 30))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.starts_with(&format!("palio: connecting to the broker at {quic}: ")),
+        "{stderr}"
+    );
+}
+
 const USERS: &str = r#"
 [auth]
 allow_anonymous = false
