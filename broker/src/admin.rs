@@ -1,11 +1,12 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text format), `/healthz` and `/routes`
-//! (JSON: peers, links, the tree and the routing tables, as the router task sees them) and
-//! `/store` (JSON: the persistent log's segments, end and durable positions, failure).
+//! (JSON: peers, links, the tree and the routing tables with their filters, as the router
+//! task sees them; the `introspect` module assembles it, as for clients' `Routes` requests)
+//! and `/store` (JSON: the persistent log's segments, end and durable positions, failure).
 //!
 //! With `[admin_access] token` set, every endpoint but `/healthz` wants
 //! `Authorization: Bearer TOKEN` (401 otherwise, counted in
 //! `palio_permission_denied_total{action="admin"}`); with `routes = "summary"`, `/routes`
-//! gives counts instead of every filter and client.
+//! gives table sizes instead of every filter and client.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,30 +17,15 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use palio_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
-use crate::auth::RoutesDetail;
 use crate::context::Context;
-use crate::peer::DialStates;
 use crate::persist::PersistCommand;
 use crate::router::Command;
 
 /// Serves the admin endpoints on `listener` until shutdown.
-/// What the admin handlers read: the broker's context and the peer dial states.
-pub(crate) struct Admin {
-    pub(crate) ctx: Arc<Context>,
-    pub(crate) dial_states: DialStates,
-}
-
-impl std::ops::Deref for Admin {
-    type Target = Context;
-
-    fn deref(&self) -> &Context {
-        &self.ctx
-    }
-}
-
-pub(crate) async fn serve(shared: Arc<Admin>, listener: tokio::net::TcpListener) {
+pub(crate) async fn serve(shared: Arc<Context>, listener: tokio::net::TcpListener) {
     let shutdown = shared.shutdown.clone();
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -56,7 +42,7 @@ pub(crate) async fn serve(shared: Arc<Admin>, listener: tokio::net::TcpListener)
 }
 
 /// `None` if the request may read protected endpoints, else the 401 to answer.
-fn refuse(shared: &Admin, headers: &HeaderMap) -> Option<Response> {
+fn refuse(shared: &Context, headers: &HeaderMap) -> Option<Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -78,7 +64,7 @@ fn refuse(shared: &Admin, headers: &HeaderMap) -> Option<Response> {
     )
 }
 
-async fn metrics(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+async fn metrics(State(shared): State<Arc<Context>>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&shared, &headers) {
         return r;
     }
@@ -92,7 +78,7 @@ async fn metrics(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Respon
         .into_response()
 }
 
-async fn healthz(State(shared): State<Arc<Admin>>) -> Response {
+async fn healthz(State(shared): State<Arc<Context>>) -> Response {
     health(
         shared.shutdown.is_cancelled(),
         // A task whose command channel is closed has stopped (its receiver went with it,
@@ -161,7 +147,7 @@ async fn store_status(shared: &Context) -> Option<serde_json::Value> {
         .ok()
 }
 
-async fn store(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+async fn store(State(shared): State<Arc<Context>>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&shared, &headers) {
         return r;
     }
@@ -175,26 +161,25 @@ async fn store(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response
     }
 }
 
-async fn routes(State(shared): State<Arc<Admin>>, headers: HeaderMap) -> Response {
+async fn routes(State(shared): State<Arc<Context>>, headers: HeaderMap) -> Response {
     if let Some(r) = refuse(&shared, &headers) {
         return r;
     }
-    let asked = shared.router.call(|reply| Command::Routes { reply });
-    let view = match tokio::time::timeout(Duration::from_secs(5), asked).await {
-        Ok(Ok(view)) => view,
-        Ok(Err(_)) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "router busy\n").into_response(),
-    };
-    let mut json = serde_json::to_value(&view).unwrap_or_default();
-    json["dialed"] = crate::peer::dial_snapshot(&shared.dial_states);
-    if shared.gate.current().admin.routes == RoutesDetail::Summary {
-        // Counts only: no filter and no client leaves the broker.
-        json["subscriptions"] = view.subscriptions.len().into();
-        json["advertisements"] = view.advertisements.len().into();
-    }
+    // Under `routes = "summary"`, table sizes only: no filter and no client leaves the broker.
+    let detail = shared.gate.current().admin.routes;
+    let view =
+        match crate::introspect::routes(&shared, detail, crate::introspect::HTTP_BUDGET).await {
+            Ok(view) => view,
+            Err((ErrorCode::ShuttingDown, _)) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+            }
+            Err((_, why)) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response();
+            }
+        };
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_string_pretty(&json).unwrap_or_default(),
+        serde_json::to_string_pretty(&view).unwrap_or_default(),
     )
         .into_response()
 }

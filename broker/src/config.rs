@@ -14,6 +14,9 @@ use palio_topology::{SharedFilter, Strategy};
 
 use crate::auth::RawAuth;
 pub use crate::auth::{AdminAccess, Auth, RoutesDetail, User};
+pub use peer_address::DEFAULT_PEER_PORT;
+
+mod peer_address;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -343,7 +346,7 @@ struct RawFile {
     admin: Option<String>,
     data_dir: Option<PathBuf>,
     strategy: Option<Spanned<String>>,
-    peers: Vec<String>,
+    peers: Vec<Spanned<String>>,
     tls: TlsFiles,
     auth: RawAuth,
     admin_access: AdminAccess,
@@ -389,7 +392,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Routing strategy.
     pub strategy: Strategy,
-    /// Peers to dial (`host:port`).
+    /// Peers to dial (`host:port`; after loading, an address given without a port has
+    /// [`DEFAULT_PEER_PORT`]).
     pub peers: Vec<String>,
     /// TLS files; `dir` is always set after loading (unless cert/key/ca are given).
     pub tls: TlsFiles,
@@ -512,7 +516,10 @@ impl Settings {
                 .parse()
                 .map_err(|e: palio_topology::UnknownStrategy| at(st.span().start, e.to_string()))?;
         }
-        s.peers = raw.peers;
+        for p in raw.peers {
+            let address = with_port(p.get_ref()).map_err(|e| at(p.span().start, e))?;
+            s.peers.push(address);
+        }
         s.tls = raw.tls;
         s.auth = Auth::from_raw(raw.auth).map_err(|(offset, message)| at(offset, message))?;
         s.admin_access = raw.admin_access;
@@ -622,8 +629,26 @@ impl Settings {
         if given == 0 && self.tls.dir.is_none() {
             self.tls.dir = Some(self.data_dir.join("tls"));
         }
+        // The file's were checked with their line; `--peer`'s are checked here.
+        for peer in &mut self.peers {
+            *peer = with_port(peer).map_err(ConfigError::Invalid)?;
+        }
         Ok(self)
     }
+}
+
+/// A configured peer address, checked, as `host:port`: a host alone takes
+/// [`DEFAULT_PEER_PORT`], which is logged (at info level).
+fn with_port(raw: &str) -> Result<String, String> {
+    let checked = peer_address::parse(raw)?;
+    if checked.defaulted {
+        tracing::info!(
+            peer = %raw,
+            dialing = %checked.address,
+            "peer address has no port; using the default port {DEFAULT_PEER_PORT}"
+        );
+    }
+    Ok(checked.address)
 }
 
 /// Compiles a filter written in the configuration (a static subscription, a permission) and
@@ -777,6 +802,35 @@ filter = "type = 'alarm'"
         );
         let flags = Overrides {
             idle_timeout_ms: Some(500),
+            ..Overrides::default()
+        };
+        assert!(Settings::load(&flags).is_err());
+    }
+
+    #[test]
+    fn peers_without_a_port_take_the_default_one_from_the_file_and_flags() {
+        let s = load("peers = [\"127.0.0.1\", \"127.0.0.1:7402\", \"b3.example\"]\n").unwrap();
+        assert_eq!(
+            s.peers,
+            ["127.0.0.1:7400", "127.0.0.1:7402", "b3.example:7400"]
+        );
+        let flags = Overrides {
+            peers: vec!["10.0.0.9".into(), "[::1]".into()],
+            ..Overrides::default()
+        };
+        let s = Settings::load(&flags).unwrap();
+        assert_eq!(s.peers, ["10.0.0.9:7400", "[::1]:7400"]);
+        let err = load("id = \"b1\"\npeers = [\"b2.example:http\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("palio.toml:2:")
+                && err.contains("peer address \"b2.example:http\"")
+                && err.contains("host:port"),
+            "{err}"
+        );
+        let flags = Overrides {
+            peers: vec!["127.0.0.1:99999".into()],
             ..Overrides::default()
         };
         assert!(Settings::load(&flags).is_err());

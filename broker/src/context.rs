@@ -1,10 +1,13 @@
-//! What every task of one broker shares: its identity, the handles of the two tasks that own
-//! state (router and persist task), its metrics, limits and credentials, and the shutdown
-//! signal. Peer-only state (the endpoint that dials, peer certificates, dial states and live
-//! links) lives with the peer links (`peer::Links`).
+//! What every task of one broker shares: its identity and start time, the handles of the
+//! tasks that own state (router, persist and groups tasks), its metrics, limits and
+//! credentials, the configured peers' dial states (written by the dialers, read by the admin
+//! listener and client sessions' introspection requests) and the shutdown signal. Peer-only
+//! state (the endpoint that dials, peer certificates, live links) lives with the peer links
+//! (`peer::Links`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use palio_topology::BrokerId;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +17,7 @@ use crate::auth::gate::Gate;
 use crate::config::Limits;
 use crate::groups::GroupHandle;
 use crate::metrics::Metrics;
+use crate::peer::DialStates;
 use crate::persist::PersistHandle;
 use crate::router::RouterHandle;
 
@@ -50,6 +54,10 @@ pub(crate) struct Context {
     pub(crate) admission: Arc<Admission>,
     /// Cancelled when the broker shuts down.
     pub(crate) shutdown: CancellationToken,
+    /// When the broker started running (for its uptime).
+    pub(crate) started: Instant,
+    /// The configured peer addresses and how dialing each goes.
+    pub(crate) dial_states: DialStates,
     /// Ids for client connections and peer links.
     next_id: AtomicU64,
 }
@@ -79,6 +87,8 @@ impl Context {
             gate,
             admission,
             shutdown,
+            started: Instant::now(),
+            dial_states: Arc::new(Mutex::new(Default::default())),
             next_id: AtomicU64::new(1),
         }
     }

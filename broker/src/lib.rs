@@ -29,12 +29,12 @@
 //! | session (per client connection) | the control stream's reader, the pacer, its principal and subscriptions' filters as written | — |
 //! | writer (per stream) | the stream's send side, the outbox's consumer side | its outbox |
 //! | link (per peer link) | the link stream's reader, the pacer | — |
-//! | dialer (per configured peer) | redial and backoff, the address's dial state | — |
+//! | dialer (per configured peer) | redial and backoff, the address's dial state (in the context) | — |
 //! | admin listener | nothing: asks the router and persist task | — |
 //!
-//! Shared and read-mostly: `context::Context` (identity, the two handles, metrics, limits,
-//! credentials, shutdown) and, for peer tasks, `peer::Links` (the dialing endpoint, peer
-//! certificates, dial states, live links).
+//! Shared and read-mostly: `context::Context` (identity, start time, the tasks' handles,
+//! metrics, limits, credentials, the peers' dial states, shutdown) and, for peer tasks,
+//! `peer::Links` (the dialing endpoint, peer certificates, live links).
 //!
 //! # Which file for which concern
 //!
@@ -46,7 +46,9 @@
 //!   `accept`; authentication of clients: `session::hello`, and their permissions in force:
 //!   `session::permissions`; of peers: `peer::handshake`, `peer::identity`;
 //! - timeouts and reconnects: `peer::dial`, `config` (`[timeouts]`), `reset_key`;
-//! - `/metrics`, `/healthz`, `/routes`: `metrics`, `admin`, `router::view`;
+//! - `/metrics`, `/healthz`, `/routes`: `metrics`, `admin`, `router::view`; what a broker
+//!   tells about itself (`/routes`, and clients' `ServerInfo`, `Routes` and `Ping`
+//!   requests): `introspect`, `router::view`, `router::listing`;
 //! - the data directory: `lock`, `store`, `persist`.
 //!
 //! [`Server::bind`] (or [`Server::with_sockets`], on sockets the caller bound) takes a
@@ -66,6 +68,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod groups;
+mod introspect;
 mod lock;
 mod metrics;
 mod outbox;

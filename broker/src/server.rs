@@ -14,7 +14,6 @@ use palio_topology::{Broker, BrokerId, Config};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Admin;
 use crate::auth::admission::Admission;
 use crate::auth::gate::{Access, Gate};
 use crate::config::Settings;
@@ -23,7 +22,7 @@ pub use crate::error::StartError;
 use crate::groups::{GroupHandle, Groups};
 use crate::lock::DataDirLock;
 use crate::metrics::Metrics;
-use crate::peer::{DialStates, Links};
+use crate::peer::Links;
 use crate::persist::{PersistHandle, Store};
 use crate::router::{Router, RouterHandle};
 
@@ -289,7 +288,6 @@ impl Server {
             .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let metrics = self.metrics.clone();
         let (tx, rx) = mpsc::channel(1024);
-        let dial_states: DialStates = Arc::new(Mutex::new(Default::default()));
         let (hops_tx, hops_rx) = tokio::sync::watch::channel(Default::default());
         let hops_rx_groups = hops_rx.clone();
         let (persist_tx, persist_rx) = mpsc::channel(4096);
@@ -337,15 +335,10 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| tls::DEV_SERVER_NAME.to_owned()),
             peer_roots: self.peer_roots.clone(),
-            dial_states: dial_states.clone(),
             live_links: Arc::new(Mutex::new(Default::default())),
         });
         if let Some(listener) = self.admin {
-            let admin = Arc::new(Admin {
-                ctx: ctx.clone(),
-                dial_states,
-            });
-            tokio::spawn(crate::admin::serve(admin, listener));
+            tokio::spawn(crate::admin::serve(ctx.clone(), listener));
         }
         for addr in &self.settings.peers {
             tokio::spawn(crate::peer::dial_loop(links.clone(), addr.clone()));

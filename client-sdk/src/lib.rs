@@ -10,6 +10,9 @@
 //!   [`Client::publish`] sends one; [`Client::advertise`] declares what a client publishes.
 //! - [`Notification::builder`] builds typed attributes; [`Notification::from_cloudevent`] and
 //!   [`Notification::to_cloudevent`] convert from and to CloudEvents in JSON.
+//! - [`Client::server_info`], [`Client::ping`] and [`Client::routes`] ask the broker about
+//!   itself: identity, uptime and peers ([`ServerInfo`]), the round-trip time, and its
+//!   routing state ([`RoutesInfo`], what its `/routes` shows).
 //! - The filter language is re-exported as [`filter`].
 //! - The `palio` command line is the module `cli`, built only with the crate's `cli` feature
 //!   (off by default, so that the SDK alone does not compile clap):
@@ -69,6 +72,7 @@ mod dial;
 mod error;
 mod group;
 mod in_flight;
+mod introspect;
 mod message;
 mod notification;
 mod outgoing;
@@ -86,8 +90,9 @@ pub use group::{GroupDelivery, GroupEvent, GroupOrder, GroupPublisher, GroupSubs
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
 pub use palio_protocol::{
-    Clock, ConsumeMode, Discard, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
-    QueueOptions, Welcome,
+    BrokerRef, Clock, ConsumeMode, DialInfo, Discard, ErrorCode, GroupInfo, LinkInfo,
+    LinkStateInfo, Listing, LocalEntry, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, PeerInfo, QueueInfo,
+    QueueOptions, RoutesInfo, ServerInfo, TreeInfo, Welcome,
 };
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
 pub use request::Responder;

@@ -192,6 +192,9 @@ pub(crate) async fn read_control(
             | ServerFrame::Groups { request, .. }
             | ServerFrame::Joined { request, .. }
             | ServerFrame::Replied { request, .. }
+            | ServerFrame::ServerInfo { request, .. }
+            | ServerFrame::Pong { request }
+            | ServerFrame::Routes { request, .. }
             | ServerFrame::Error {
                 request: Some(request),
                 ..

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
 use crate::error_code::ErrorCode;
 use crate::group::{Clock, GroupGap, GroupInfo, GroupMessage};
+use crate::introspect::{RoutesInfo, ServerInfo};
 
 /// A notification's attributes: on the wire a list of `(name, value)` pairs, decoded once into
 /// the filter language's [`Event`](palio_filter::Event) (sorted by name), which refuses a name
@@ -249,6 +250,25 @@ pub enum ClientFrame {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Ask the broker about itself. Answered by [`ServerFrame::ServerInfo`]. Any
+    /// authenticated client may ask.
+    ServerInfo {
+        /// Echoed in the answer.
+        request: u64,
+    },
+    /// Answered by [`ServerFrame::Pong`] as soon as the broker reads it: the round trip over
+    /// the control stream.
+    Ping {
+        /// Echoed in the answer.
+        request: u64,
+    },
+    /// Ask for the broker's routing state (what the admin listener's `/routes` shows).
+    /// Answered by [`ServerFrame::Routes`]; filters and clients only for those the broker's
+    /// disclosure policy allows (see [`RoutesInfo::detail`]).
+    Routes {
+        /// Echoed in the answer.
+        request: u64,
+    },
     /// A request: routed by content like a publication, to every subscription that matches it
     /// anywhere in the network (each gets a [`ServerFrame::Request`]). The first reply comes
     /// back as [`ServerFrame::Replied`]; if no subscription matches, the answer is an
@@ -448,6 +468,26 @@ pub enum ServerFrame {
         /// A human-readable explanation.
         message: String,
     },
+    /// The answer to [`ClientFrame::ServerInfo`].
+    ServerInfo {
+        /// The request answered.
+        request: u64,
+        /// The broker's identity, uptime and peers (boxed: it is larger than most frames).
+        info: Box<ServerInfo>,
+    },
+    /// The answer to [`ClientFrame::Ping`].
+    Pong {
+        /// The request answered.
+        request: u64,
+    },
+    /// The answer to [`ClientFrame::Routes`]: one frame, at most the broker's `max_frame`
+    /// (long tables are truncated to fit, see [`Listing`](crate::Listing)).
+    Routes {
+        /// The request answered.
+        request: u64,
+        /// The broker's routing state (boxed: it is larger than most frames).
+        routes: Box<RoutesInfo>,
+    },
     /// A request ([`ClientFrame::Request`], from any client of the network) that matched one
     /// of this client's subscriptions; answer it with [`ClientFrame::Reply`].
     Request {
@@ -515,6 +555,9 @@ mod tests {
                 payload: b"hello".to_vec(),
             },
             ClientFrame::Flush { request: 9 },
+            ClientFrame::ServerInfo { request: 10 },
+            ClientFrame::Ping { request: 11 },
+            ClientFrame::Routes { request: 12 },
         ];
         for f in frames {
             let bytes = encode(&f).unwrap();

@@ -35,6 +35,9 @@
 //!
 //! - **Ordered groups.** Group administration, membership and publications use the control
 //!   stream too; the `group` types ([`GroupInfo`], [`GroupMessage`]) describe the model.
+//! - **Introspection.** A client may ask the broker about itself ([`ServerInfo`]: identity,
+//!   uptime, peers), for its routing state ([`RoutesInfo`], what the admin listener's
+//!   `/routes` shows) and for a ping; the `introspect` types describe the answers.
 //!
 //! `docs/protocol.md` describes the same with every frame, error code and acknowledgement.
 
@@ -46,6 +49,7 @@ mod error_code;
 mod frames;
 mod group;
 mod hot;
+mod introspect;
 mod limits;
 pub mod tls;
 
@@ -58,6 +62,10 @@ pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ReplyTo, ServerFrame, Welcome};
 pub use group::{Clock, GroupGap, GroupInfo, GroupMessage, MAX_GROUP_NAME, valid_group_name};
 pub use hot::{encode_delivery, encode_publish, publish_len, publish_persistent_len};
+pub use introspect::{
+    BrokerRef, DialInfo, LinkInfo, LinkStateInfo, Listing, LocalEntry, PeerInfo, RoutesInfo,
+    ServerInfo, TreeInfo,
+};
 
 /// Building blocks of the hand-written frames: the broker writes and reads its peer links'
 /// notification frame with them. They write what `rmp-serde` writes; a [`msgpack::Reader`]

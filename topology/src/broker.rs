@@ -11,7 +11,7 @@ use crate::frame::{
 };
 use crate::ids::{AdvertisementId, BrokerId, Interface, SubscriptionId};
 use crate::linkstate::{AdvertRefusal, LinkStateDb, Received};
-use crate::routing::{Kind, Routing};
+use crate::routing::{Kind, Routing, TableKind};
 use crate::tree::SpanningTree;
 
 /// The routing brain of one broker: a deterministic state machine with no I/O and no clock.
@@ -138,6 +138,28 @@ impl Broker {
     /// Filters currently forwarded to tree neighbours, summed over links and both kinds.
     pub fn forwarded_entries(&self) -> usize {
         self.routing.forwarded_entries()
+    }
+
+    /// The filters of one table that `peer` holds on its link: what it has sent us and not
+    /// withdrawn. For subscriptions, notifications matching one of them are routed toward
+    /// `peer`; for advertisements, subscriptions intersecting one. Empty for a peer without a
+    /// live link.
+    pub fn held_from(
+        &self,
+        kind: TableKind,
+        peer: BrokerId,
+    ) -> impl ExactSizeIterator<Item = &SharedFilter> + '_ {
+        self.routing.held_from_peer(kind.into(), peer)
+    }
+
+    /// The filters of one table this broker has forwarded to `peer` (a tree neighbour; none
+    /// for another peer): after covering, what the peer holds from us.
+    pub fn forwarded_to(
+        &self,
+        kind: TableKind,
+        peer: BrokerId,
+    ) -> impl ExactSizeIterator<Item = &SharedFilter> + '_ {
+        self.routing.forwarded_to_peer(kind.into(), peer)
     }
 
     /// Bytes used by the notification matching index.

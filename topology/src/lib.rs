@@ -62,3 +62,4 @@ pub use frame::{
 };
 pub use ids::{AdvertisementId, BrokerId, Interface, NotificationId, RouteKey, SubscriptionId};
 pub use linkstate::AdvertRefusal;
+pub use routing::TableKind;

@@ -43,6 +43,29 @@ pub(crate) enum Kind {
     Adv,
 }
 
+/// Which of a broker's two routing tables, in [`Broker::held_from`](crate::Broker::held_from)
+/// and [`Broker::forwarded_to`](crate::Broker::forwarded_to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableKind {
+    /// Subscriptions: where notifications go.
+    Subscriptions,
+    /// Advertisements: where subscriptions go.
+    Advertisements,
+}
+
+impl From<TableKind> for Kind {
+    fn from(k: TableKind) -> Self {
+        match k {
+            TableKind::Subscriptions => Kind::Sub,
+            TableKind::Advertisements => Kind::Adv,
+        }
+    }
+}
+
+/// What a peer without a live link holds, and a link without a forest forwards: nothing.
+static NOTHING_HELD: BTreeMap<RouteKey, Held> = BTreeMap::new();
+static NOTHING_SENT: BTreeSet<FilterId> = BTreeSet::new();
+
 /// One filter held by a peer on its link.
 #[derive(Debug, Clone, Copy)]
 struct Held {
@@ -721,6 +744,38 @@ impl Routing {
                 .values()
                 .map(BTreeMap::len)
                 .sum::<usize>()
+    }
+
+    /// The filters of kind `k` that peer `p` holds on its link (what it sent us and has not
+    /// withdrawn), in key order.
+    pub(crate) fn held_from_peer(
+        &self,
+        k: Kind,
+        p: BrokerId,
+    ) -> impl ExactSizeIterator<Item = &SharedFilter> + '_ {
+        let state = self.kind(k);
+        state
+            .received
+            .get(&p)
+            .unwrap_or(&NOTHING_HELD)
+            .values()
+            .map(|h| state.table.filter(h.filter))
+    }
+
+    /// The filters of kind `k` this broker has forwarded to tree neighbour `p` (its forest's
+    /// covering-maximal part); none for a peer that is not a tree neighbour.
+    pub(crate) fn forwarded_to_peer(
+        &self,
+        k: Kind,
+        p: BrokerId,
+    ) -> impl ExactSizeIterator<Item = &SharedFilter> + '_ {
+        let state = self.kind(k);
+        state
+            .forests
+            .get(&p)
+            .map_or(&NOTHING_SENT, Forest::sent)
+            .iter()
+            .map(|&f| state.table.filter(f))
     }
 
     /// Filters currently forwarded to peers (both kinds, all links).

@@ -8,7 +8,7 @@ use palio_topology::sim::network::{NetConfig, Network};
 use palio_topology::{
     AdvertRefusal, AdvertisementId, Broker, BrokerId, ClientError, Config, LinkStateAd,
     Notification, NotificationId, PeerError, PeerFrame, RouteKey, SharedFilter, Strategy,
-    SubscriptionId,
+    SubscriptionId, TableKind,
 };
 
 const BOUND: u64 = 100_000;
@@ -108,6 +108,42 @@ fn identical_filters_are_forwarded_once_and_withdrawn_with_the_last() {
         1
     );
     assert_eq!(net.broker(b(0)).unwrap().table_entries(), 0);
+}
+
+#[test]
+fn each_link_shows_the_filters_it_holds_and_those_forwarded_to_it() {
+    let mut net = line(3, Strategy::Covering);
+    net.subscribe(b(2), SubscriptionId(1), f("pool = 'g' AND x0 > 50"))
+        .unwrap();
+    net.subscribe(b(2), SubscriptionId(2), f("pool = 'g' AND x0 > 10"))
+        .unwrap();
+    net.drive_bounded(BOUND).unwrap();
+    let texts = |it: &mut dyn ExactSizeIterator<Item = &SharedFilter>| {
+        it.map(|f| f.source().to_owned()).collect::<Vec<_>>()
+    };
+    let subs = TableKind::Subscriptions;
+    let b1 = net.broker(b(1)).unwrap();
+    // Broker 2 forwarded only the covering filter; broker 1 holds it from 2 and forwards it on.
+    assert_eq!(b1.held_from(subs, b(2)).len(), 1);
+    assert_eq!(
+        texts(&mut b1.held_from(subs, b(2))),
+        ["pool = 'g' AND x0 > 10"]
+    );
+    assert_eq!(
+        texts(&mut b1.forwarded_to(subs, b(0))),
+        ["pool = 'g' AND x0 > 10"]
+    );
+    assert_eq!(b1.held_from(subs, b(0)).len(), 0);
+    assert_eq!(b1.forwarded_to(subs, b(2)).len(), 0, "nothing goes back");
+    assert_eq!(b1.held_from(TableKind::Advertisements, b(2)).len(), 0);
+    // A broker that is not a peer holds nothing and is sent nothing.
+    assert_eq!(b1.held_from(subs, b(9)).len(), 0);
+    assert_eq!(b1.forwarded_to(subs, b(9)).len(), 0);
+    let b2 = net.broker(b(2)).unwrap();
+    assert_eq!(
+        texts(&mut b2.forwarded_to(subs, b(1))),
+        ["pool = 'g' AND x0 > 10"]
+    );
 }
 
 #[test]

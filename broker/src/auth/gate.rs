@@ -21,6 +21,16 @@ pub enum RoutesDetail {
     Summary,
 }
 
+impl RoutesDetail {
+    /// As the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Summary => "summary",
+        }
+    }
+}
+
 /// The `[admin_access]` section: who may read the admin listener.
 #[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -88,6 +98,18 @@ impl AdminAccess {
             return false;
         };
         bool::from(sha256(presented.trim().as_bytes()).ct_eq(&expected))
+    }
+
+    /// How much of the routing state a client asking over the client protocol (`palio
+    /// routes`) sees: everything if its principal is an admin, or if `/routes` itself shows
+    /// everything to anyone (policy `full`, no token); else the summary. So the client
+    /// protocol never shows more than the admin listener would show without credentials.
+    pub(crate) fn routes_for_client(&self, admin: bool) -> RoutesDetail {
+        if admin || (self.routes == RoutesDetail::Full && self.expected().is_none()) {
+            RoutesDetail::Full
+        } else {
+            RoutesDetail::Summary
+        }
     }
 }
 
@@ -158,5 +180,24 @@ mod tests {
             ..AdminAccess::default()
         };
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn clients_see_full_routes_only_as_admins_or_where_routes_are_open_to_all() {
+        use RoutesDetail::{Full, Summary};
+        let open = AdminAccess::default();
+        assert_eq!(open.routes_for_client(false), Full);
+        let summary = AdminAccess {
+            routes: Summary,
+            ..AdminAccess::default()
+        };
+        assert_eq!(summary.routes_for_client(false), Summary);
+        assert_eq!(summary.routes_for_client(true), Full);
+        let closed = AdminAccess {
+            token: Some("admin-secret".into()),
+            ..AdminAccess::default()
+        };
+        assert_eq!(closed.routes_for_client(false), Summary);
+        assert_eq!(closed.routes_for_client(true), Full);
     }
 }

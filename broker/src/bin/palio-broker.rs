@@ -43,7 +43,7 @@ struct Args {
     /// certificate is issued from it [default: <data-dir>/tls].
     #[arg(long)]
     tls_dir: Option<PathBuf>,
-    /// A peer broker to link to (host:port); repeatable.
+    /// A peer broker to link to (host:port, or a host alone for port 7400); repeatable.
     #[arg(long = "peer")]
     peers: Vec<String>,
     /// QUIC keep-alive in milliseconds: a PING after this long without receiving anything

@@ -1,4 +1,9 @@
 //! Keeping a configured peer address linked: dial, run the link, redial with backoff.
+//!
+//! A failed dial is logged as a warning the first time (at startup, or after the link was
+//! up), with the address and the reason; the retries that fail the same way are logged at
+//! debug level, so that a peer that stays away does not flood the log. `/routes` (`dialed`)
+//! and `palio server info` show the last error all along.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +31,8 @@ pub(crate) async fn dial_loop(shared: Arc<Links>, addr: String) {
     set_state(&shared, &addr, |s| s.state = "connecting");
     let mut backoff = BACKOFF_MIN;
     let mut known: Option<BrokerId> = None;
+    // Whether the failures since the last link (or startup) have been warned about.
+    let mut warned = false;
     loop {
         if shared.shutdown.is_cancelled() {
             return;
@@ -50,6 +57,7 @@ pub(crate) async fn dial_loop(shared: Arc<Links>, addr: String) {
                 Ok((conn, h)) => {
                     let hello = h.0.clone();
                     known = Some(hello.id);
+                    warned = false;
                     set_state(&shared, &addr, |s| {
                         s.state = "up";
                         s.peer = Some((hello.id, hello.name.clone()));
@@ -64,7 +72,17 @@ pub(crate) async fn dial_loop(shared: Arc<Links>, addr: String) {
                     }
                 }
                 Err(e) => {
-                    tracing::debug!(peer = %addr, error = %e, "peer dial failed");
+                    if warned {
+                        tracing::debug!(peer = %addr, error = %e, "peer dial failed again");
+                    } else {
+                        tracing::warn!(
+                            peer = %addr,
+                            error = %e,
+                            "cannot link to configured peer; retrying with backoff (further \
+                             failures are logged at debug level)"
+                        );
+                        warned = true;
+                    }
                     shared
                         .metrics
                         .peer_dial_failures

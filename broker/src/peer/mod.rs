@@ -21,7 +21,9 @@
 //! - What the writer puts on the wire, each notification encoded once per hop, is
 //!   `crate::wire::out`.
 //!
-//! Peer-only state lives here: the configured addresses' dial states and the live links.
+//! Peer-only state lives here: the live links. The configured addresses' dial states, which
+//! the dialers write, are in the broker's `Context` (the admin listener and client sessions
+//! read them).
 
 mod dial;
 mod handshake;
@@ -31,8 +33,8 @@ mod link;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use palio_protocol::{BrokerRef, DialInfo};
 use palio_topology::BrokerId;
-use serde_json::{Value as Json, json};
 
 pub(crate) use self::dial::dial_loop;
 pub(crate) use self::handshake::serve_accepted;
@@ -52,8 +54,6 @@ pub(crate) struct Links {
     pub(crate) peer_server_name: String,
     /// The CA(s) peer certificates must chain to.
     pub(crate) peer_roots: Arc<rustls::RootCertStore>,
-    /// Configured peer addresses and their state (for `/routes`).
-    pub(crate) dial_states: DialStates,
     /// The live link to each peer, whoever dialed it.
     pub(crate) live_links: LiveLinks,
 }
@@ -81,22 +81,19 @@ pub(crate) type DialStates = Arc<Mutex<BTreeMap<String, DialState>>>;
 /// Live links: peer → link number (to tell whether a dialer's peer is already linked).
 pub(crate) type LiveLinks = Arc<Mutex<HashMap<BrokerId, u64>>>;
 
-pub(crate) fn dial_snapshot(states: &DialStates) -> Json {
+/// The configured peer addresses and their states, in address order.
+pub(crate) fn dial_snapshot(states: &DialStates) -> Vec<DialInfo> {
     let states = states.lock().map(|s| s.clone()).unwrap_or_default();
-    Json::Array(
-        states
-            .into_iter()
-            .map(|(addr, s)| {
-                json!({
-                    "address": addr,
-                    "state": s.state,
-                    "peer": s.peer.as_ref().map(|(id, name)| json!({"id": id.0, "name": name})),
-                    "attempts": s.attempts,
-                    "last_error": s.last_error,
-                })
-            })
-            .collect(),
-    )
+    states
+        .into_iter()
+        .map(|(address, s)| DialInfo {
+            address,
+            state: s.state.to_owned(),
+            peer: s.peer.map(|(id, name)| BrokerRef { id: id.0, name }),
+            attempts: s.attempts,
+            last_error: s.last_error,
+        })
+        .collect()
 }
 
 /// Records in `live_links` that `link` to `hello`'s broker is up (`up`) or has ended, and

@@ -25,12 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Limits, StaticSubscription};
 mod counts;
+mod listing;
 mod outputs;
 mod owners;
 mod requests;
 mod view;
 
-pub(crate) use view::RoutesView;
+pub(crate) use listing::Budget;
 
 use self::counts::Counts;
 use self::owners::{ClientEntry, Owner, SubEntry};
@@ -151,9 +152,11 @@ pub(crate) enum Command {
         frames: Vec<PeerFrame>,
         credit: Credit,
     },
-    /// What `/routes` shows.
+    /// What `/routes` and a client's `Routes` request show, the tables listed within
+    /// `budget`.
     Routes {
-        reply: oneshot::Sender<RoutesView>,
+        budget: Budget,
+        reply: oneshot::Sender<palio_protocol::RoutesInfo>,
     },
     /// A client's request (`router::requests`), within its publish permission.
     Request {
@@ -469,8 +472,8 @@ impl Router {
                     }
                 }
             }
-            Command::Routes { reply } => {
-                let _ = reply.send(self.view());
+            Command::Routes { budget, reply } => {
+                let _ = reply.send(self.view(budget));
             }
             Command::Request {
                 client,

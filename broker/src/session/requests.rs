@@ -291,6 +291,26 @@ pub(super) async fn run(
                     .send(PersistCommand::Request { client, frame })
                     .await?;
             }
+            ClientFrame::Ping { request } => {
+                session.reply(ServerFrame::Pong { request }).await?;
+            }
+            ClientFrame::ServerInfo { request } => {
+                let answer = crate::introspect::server_info(shared).await;
+                session
+                    .reply(answer_or_error(request, answer, |info| {
+                        ServerFrame::ServerInfo {
+                            request,
+                            info: Box::new(info),
+                        }
+                    }))
+                    .await?;
+            }
+            ClientFrame::Routes { request } => {
+                let answer = session.routes(request).await;
+                session
+                    .reply(answer_or_error(request, answer, |f| f))
+                    .await?;
+            }
             _ => {
                 return Err(session
                     .close_with(ErrorCode::ProtocolViolation, "unknown frame".into())
@@ -349,6 +369,35 @@ impl Session<'_> {
         match self.compile(source, false) {
             Err(refusal) => Ok(Err(refusal)),
             Ok(filter) => self.shared.router.call(|reply| make(filter, reply)).await,
+        }
+    }
+
+    /// The answer to a `Routes` request: as much as the disclosure policy lets this
+    /// client's principal see (`AdminAccess::routes_for_client`), in one frame of at most the
+    /// client's frame limit.
+    async fn routes(&self, request: u64) -> Result<ServerFrame, Refusal> {
+        let detail = self
+            .shared
+            .gate
+            .current()
+            .admin
+            .routes_for_client(self.principal.admin);
+        let max = self.shared.limits.max_frame_bytes;
+        // Half the frame for the tables' entries, the rest for peers, the tree and framing.
+        let routes = crate::introspect::routes(self.shared, detail, max / 2).await?;
+        let frame = ServerFrame::Routes {
+            request,
+            routes: Box::new(routes),
+        };
+        match palio_protocol::encoded_len(&frame) {
+            Ok(size) if size <= max => Ok(frame),
+            _ => Err((
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the routing state does not fit in one frame of limits.max_frame_bytes = \
+                     {max} bytes; read /routes on the admin listener"
+                ),
+            )),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The `palio` command line.
 //!
 //! Output contract (scripts depend on it): every command prints JSON on stdout, one value per
-//! line, each line flushed as it is written; diagnostics go to stderr. Exit status 0 means the
+//! line, each line flushed as it is written (`routes` and `peers` print aligned columns for
+//! people unless given `--json`); diagnostics go to stderr. Exit status 0 means the
 //! input could be read and the command did its job; 1 means some input could not be read, or
 //! the broker could not be reached, refused a request (e.g. no such queue) or the connection
 //! was lost; 2 means a usage error (from clap) or an invalid filter or queue name where a valid
@@ -17,6 +18,9 @@ mod payload;
 mod pubsub;
 mod queue;
 mod request;
+mod routes;
+mod server;
+mod table;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -48,7 +52,12 @@ or --ca, the CLI uses ./palio-data/tls if it holds ca.pem, else the TLS director
 
 Environment: PALIO_SERVER, PALIO_TLS_DIR, PALIO_CA, PALIO_TOKEN stand for their flags;
 PALIO_LOG turns on the SDK's and QUIC's logs on stderr, in tracing's filter syntax (e.g. debug,
-palio=trace) [default: off].";
+palio=trace) [default: off].
+
+The broker: `palio server info` prints its id, version, uptime_s, strategy, clients and peers
+(state up/down, rtt_ms); `palio server ping [--count N]` prints {\"seq\": I, \"rtt_ms\": R} per
+ping; `palio routes` and `palio peers` print its routing state (peer links, the tree, the
+routing tables with their filters) as columns, or as JSON with --json.";
 
 /// Palio: content-based publish/subscribe.
 #[derive(Debug, Parser)]
@@ -88,6 +97,15 @@ enum Command {
     /// Manage ordered groups: create, ls, info, rm.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Ask the broker about itself: info (id, version, uptime, peers), ping (round trip).
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+    /// Print the broker's routing state: peer links, the spanning tree and the routing
+    /// tables with their filters (columns; JSON with --json).
+    Routes(routes::RoutesArgs),
+    /// Print the broker's peer links and configured peers with their state (columns; JSON
+    /// with --json).
+    Peers(routes::RoutesArgs),
 }
 
 /// Runs a parsed command line, writing results to `out` and diagnostics to `err`.
@@ -100,6 +118,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
         Command::Reply(cmd) => request::run_reply(cmd, out, err),
         Command::Queue(cmd) => queue::run(cmd, out, err),
         Command::Group(cmd) => group::run(cmd, out, err),
+        Command::Server(cmd) => server::run(cmd, out, err),
+        Command::Routes(args) => routes::run(args, routes::Part::Routes, out, err),
+        Command::Peers(args) => routes::run(args, routes::Part::Peers, out, err),
     };
     match result {
         Ok(code) => code,
@@ -247,6 +268,29 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
         assert_eq!(line, serde_json::json!({"published": 0, "acked": 0}));
         assert!(err.starts_with("palio: "), "{err}");
+    }
+
+    #[test]
+    fn broker_commands_parse_and_fail_with_status_1_naming_the_address_without_a_broker() {
+        assert!(parse(&["server", "ping", "--count", "3", "--interval", "0"]).is_ok());
+        assert!(parse(&["server", "ping", "--count", "0"]).is_err());
+        assert!(parse(&["routes", "--json"]).is_ok());
+        assert!(parse(&["peers"]).is_ok());
+        assert!(parse(&["server"]).is_err());
+        for args in [
+            ["server", "info"].as_slice(),
+            &["server", "ping"],
+            &["routes"],
+            &["peers", "--json"],
+        ] {
+            let (code, out, err) = run_offline(args);
+            assert_eq!(code, ExitCode::from(1), "{args:?}");
+            assert_eq!(out, "", "{args:?}");
+            assert!(
+                err.starts_with("palio: ") && err.contains("127.0.0.1:9"),
+                "{args:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -139,14 +139,14 @@ impl Template {
     }
 }
 
-/// Connects as `name`, carries out one request (`request` returns the line to print), closes
-/// the connection whatever the outcome, and prints the line: the shape of `queue …` and
-/// `group …`.
-pub(super) fn one_request(
+/// Connects as `name`, carries out one request (`request` returns what to print: a JSON
+/// value, or text for people), closes the connection whatever the outcome, and prints it as
+/// one line: the shape of `queue …`, `group …`, `server info`, `routes`.
+pub(super) fn one_request<T: std::fmt::Display>(
     conn: &Connection,
     name: &str,
     out: &mut dyn Write,
-    request: impl AsyncFnOnce(&Client) -> anyhow::Result<serde_json::Value>,
+    request: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
 ) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
         let client = conn.connect(name).await?;
