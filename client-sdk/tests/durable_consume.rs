@@ -415,7 +415,8 @@ async fn cli_queue_commands_print_json_and_explain_a_missing_queue() {
     let (code, out, err) = mock.cli(&["queue", "info", "nope"]).await;
     assert_eq!(code, ExitCode::from(1));
     assert_eq!(out, "");
-    assert!(err.contains("no queue named \"nope\""), "{err}");
+    // Said once: the CLI's sentence and the code, not the broker's message after it.
+    assert_eq!(err, "palio: no queue named \"nope\" (queue_not_found)\n");
     mock.finish().await;
 
     let mock = Mock::start(|mut s| async move {

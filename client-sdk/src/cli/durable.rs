@@ -20,13 +20,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use tokio::time::Instant;
 
 use super::pubsub::{Connection, Sub, Template, runtime};
+use super::refusal::said_once;
 use crate::{Client, ConsumeMode, DurableMessage, Error, ErrorCode, PublishAck};
 
 /// Acks of printed messages awaited at a time by `sub --durable` in push mode: enough to keep
@@ -112,10 +113,12 @@ async fn publish_persistent(
 }
 
 async fn publish_with(client: &Client, p: &Publication, tally: &mut Tally) -> anyhow::Result<()> {
-    let producer = client
-        .producer(&p.producer)
-        .await
-        .with_context(|| format!("naming producer {:?}", p.producer))?;
+    let producer = client.producer(&p.producer).await.map_err(|e| {
+        said_once(e, |code| {
+            (code == ErrorCode::PermissionDenied)
+                .then(|| format!("producer {:?} belongs to another principal", p.producer))
+        })
+    })?;
     // Acks not yet counted, oldest first; they settle in this order.
     let mut acks: VecDeque<PublishAck> = VecDeque::new();
     let seqs: Box<dyn Iterator<Item = Option<u32>>> = match p.count {
@@ -198,12 +201,20 @@ pub(super) fn run_durable_sub(
     })
 }
 
-/// A clearer message for a queue that does not exist.
+/// The broker's refusal of the consumer, said once, with a plain sentence for the common
+/// cases.
 fn queue_error(e: anyhow::Error, queue: &str) -> anyhow::Error {
-    match e.downcast_ref::<Error>().and_then(Error::code) {
-        Some(ErrorCode::QueueNotFound) => e.context(format!("no queue named {queue:?}")),
-        _ => e,
-    }
+    let e = match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(other) => return other,
+    };
+    said_once(e, |code| match code {
+        ErrorCode::QueueNotFound => Some(format!("no queue named {queue:?}")),
+        ErrorCode::PermissionDenied => {
+            Some(format!("queue {queue:?} belongs to another principal"))
+        }
+        _ => None,
+    })
 }
 
 fn print(out: &mut dyn Write, m: &DurableMessage) -> std::io::Result<()> {

@@ -14,6 +14,7 @@ mod filter;
 mod group;
 mod pubsub;
 mod queue;
+mod refusal;
 
 use std::io::{self, Write};
 use std::process::ExitCode;

@@ -7,8 +7,9 @@
 //! added before queues had owners), `bytes`, `max_messages`, `max_bytes`, `max_age_ms` (0: no
 //! limit) and `discard` (`"old"` or `"new"`). A request the broker refuses (no such queue, a
 //! queue of that name with another filter, another principal's queue, a limit, …) exits with
-//! status 1 and the reason on stderr; an invalid filter, queue name or option exits with
-//! status 2.
+//! status 1 and the reason on stderr, said once with the broker's code (`palio: queue "orders"
+//! exists already with another filter or options (queue_exists)`); an invalid filter, queue
+//! name or option exits with status 2.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::pubsub::{Connection, one_request};
+use super::refusal::said_once;
 use crate::{Client, Discard, Error, ErrorCode, QueueOptions};
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +184,12 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
                 .map_err(|e| explain(e, name))?;
             json!({ "added": name })
         }
-        QueueCommand::Ls { .. } => serde_json::to_value(client.queue_list().await?)?,
+        QueueCommand::Ls { .. } => serde_json::to_value(
+            client
+                .queue_list()
+                .await
+                .map_err(|e| said_once(e, |_| None))?,
+        )?,
         QueueCommand::Info { name, .. } => serde_json::to_value(
             client
                 .queue_info(name)
@@ -199,19 +206,16 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
     })
 }
 
-/// The broker's refusal, with a plain sentence for the common cases.
+/// The broker's refusal, said once, with a plain sentence for the common cases.
 fn explain(e: Error, name: &str) -> anyhow::Error {
-    let sentence = match e.code() {
-        Some(ErrorCode::QueueNotFound) => format!("no queue named {name:?}"),
-        Some(ErrorCode::QueueExists) => {
-            format!("queue {name:?} exists already with another filter or options")
-        }
-        Some(ErrorCode::PermissionDenied) => {
-            format!("queue {name:?} belongs to another principal")
-        }
-        _ => return e.into(),
-    };
-    anyhow::Error::new(e).context(sentence)
+    said_once(e, |code| match code {
+        ErrorCode::QueueNotFound => Some(format!("no queue named {name:?}")),
+        ErrorCode::QueueExists => Some(format!(
+            "queue {name:?} exists already with another filter or options"
+        )),
+        ErrorCode::PermissionDenied => Some(format!("queue {name:?} belongs to another principal")),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
