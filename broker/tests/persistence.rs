@@ -598,3 +598,122 @@ async fn a_queue_listing_longer_than_a_frame_comes_whole_and_a_too_long_publicat
     assert_eq!(client.queue_info("q00").await.unwrap().pending, 0);
     client.close().await;
 }
+
+/// `palio queue …` and `palio sub --durable` say a broker's refusal once, with its code.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_queue_commands_are_said_once() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "e1"]);
+    ok(&run(&b, &["queue", "add", "orders", "type = 'order'"], 30));
+    let stderr = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let out = run(&b, &["queue", "add", "orders", "type = 'other'"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: queue \"orders\" exists already with another filter or options (queue_exists)\n"
+    );
+    let out = run(&b, &["queue", "rm", "nope"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+    let out = run(&b, &["sub", "--durable", "nope", "--count", "1"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+}
+
+/// A consumer whose process is killed (its connection is never closed) is detached once the
+/// broker's idle timeout (`timeouts.idle_timeout_ms`, 5 s) ends the connection, with the
+/// messages it had in flight ready again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_consumer_is_detached() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "g1"]);
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    let consumer = palio(&b, &["sub", "--durable", "orders", "--window", "4"])
+        .spawn()
+        .expect("palio runs");
+    let consumer = common::cli::Collecting::start(consumer);
+    wait_until("one consumer", 20, || {
+        queue_info(&b, "orders")["consumers"] == 1
+    })
+    .await;
+    // More than it can take at once: some are in flight to it when it dies.
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "5000"], 60)),
+        (5000, 5000)
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &consumer.pid().to_string()])
+        .status();
+    let _ = consumer.finish(20);
+    wait_until("the killed consumer detached", 20, || {
+        let info = queue_info(&b, "orders");
+        info["consumers"] == 0 && info["unacked"] == 0
+    })
+    .await;
+    // What it did not ack is all there for the next consumer.
+    let left = queue_info(&b, "orders")["pending"]
+        .as_u64()
+        .expect("pending");
+    if left > 0 {
+        assert_eq!(drain(&b, "orders", left, false).len() as u64, left);
+    }
+}
+
+/// `palio queue rm NAME.dlq` empties the dead-letter queue; it stays, and gets later dead
+/// letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_dead_letter_queue_empties_it() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "l1"]);
+    let client = b.client().await;
+    client
+        .queue_add(
+            "jobs",
+            "TRUE",
+            QueueOptions {
+                ack_wait_ms: Some(200),
+                max_deliveries: Some(1),
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    client.close().await;
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "2"], 30)),
+        (2, 2)
+    );
+    // Delivered once and never acked: dead letters after the ack wait.
+    let client = b.client().await;
+    let mut jobs = client.pull("jobs").await.unwrap();
+    let batch = jobs.fetch(2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    wait_until("two dead letters", 30, || {
+        queue_info(&b, "jobs.dlq")["pending"] == 2
+    })
+    .await;
+    client.close().await;
+
+    let out = ok(&run(&b, &["queue", "rm", "jobs.dlq"], 30));
+    assert_eq!(out.trim(), r#"{"removed":"jobs.dlq"}"#);
+    let ls: Json = serde_json::from_str(&ok(&run(&b, &["queue", "ls"], 30))).unwrap();
+    let names: Vec<&str> = ls
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(names, ["jobs", "jobs.dlq"]);
+    assert_eq!(queue_info(&b, "jobs")["dead_lettered"], 0);
+    // For good: a restart does not bring them back.
+    b.restart();
+    assert_eq!(queue_info(&b, "jobs.dlq")["pending"], 0);
+    assert_eq!(queue_info(&b, "jobs")["pending"], 0);
+}

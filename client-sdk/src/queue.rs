@@ -58,7 +58,8 @@ impl Client {
     }
 
     /// Removes a durable queue, its dead-letter queue and their messages
-    /// ([`ErrorCode::QueueNotFound`] if there is none).
+    /// ([`ErrorCode::QueueNotFound`] if there is none). `NAME.dlq` empties the dead-letter
+    /// queue of `NAME`: it lives as long as `NAME` does, and later dead letters go to it again.
     pub async fn queue_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
             .request(

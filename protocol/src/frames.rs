@@ -111,7 +111,8 @@ pub enum ClientFrame {
         options: QueueOptions,
     },
     /// Remove a durable queue, its dead-letter queue and their messages. Answered by
-    /// [`ServerFrame::Done`].
+    /// [`ServerFrame::Done`]. `NAME.dlq` removes the messages of the dead-letter queue of
+    /// `NAME` only: it lives as long as `NAME` does.
     QueueRemove {
         /// Echoed in the answer.
         request: u64,

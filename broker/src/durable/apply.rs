@@ -139,6 +139,9 @@ impl Engine {
                     self.drop_entry(*lane, *tag);
                 }
             }
+            Record::Purged { lane } => {
+                self.purged(*lane);
+            }
             Record::Delivered { lane, tag, count } => self.delivered(*lane, *tag, *count),
             Record::DeliveredMany { lane, deliveries } => {
                 for &(tag, count) in deliveries {

@@ -10,6 +10,7 @@
 //! | `access` | who each client is, and what its principal may use |
 //! | `limits` | broker-wide limits, queue size limits and `max_age`, the wall clock |
 //! | `consume` | consumers: push, pull, acks, naks, redelivery, dead-lettering |
+//! | `purge` | emptying a lane: purges, removing a dead-letter queue |
 //! | `directory` | the durable queues of other brokers |
 //! | `forward` | store-and-forward between brokers |
 //! | `output` | domain outputs, held back until durable |

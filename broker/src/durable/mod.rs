@@ -53,6 +53,7 @@ mod matching;
 mod output;
 mod producers;
 mod publish;
+mod purge;
 mod queue;
 pub(crate) mod record;
 mod snapshot;

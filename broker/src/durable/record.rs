@@ -152,6 +152,12 @@ pub(crate) enum Record {
         /// `(tag, delivery count)`.
         deliveries: Vec<(u64, u32)>,
     },
+    /// Every message of a lane was removed (a purge, or the removal of a dead-letter queue):
+    /// the lane's entries at this point of the log leave it; consumers stay attached.
+    Purged {
+        /// The lane.
+        lane: LaneId,
+    },
 }
 
 impl Record {

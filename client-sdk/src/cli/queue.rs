@@ -9,7 +9,9 @@
 //! queue of that name with another filter, another principal's queue, a limit, …) exits with
 //! status 1 and the reason on stderr, said once with the broker's code (`palio: queue "orders"
 //! exists already with another filter or options (queue_exists)`); an invalid filter, queue
-//! name or option exits with status 2.
+//! name or option exits with status 2. `rm NAME.dlq` empties the dead-letter queue of `NAME`
+//! (it lives as long as `NAME`, listed, and later dead letters go to it again) and prints
+//! `{"removed": "NAME.dlq"}`.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +77,7 @@ pub(super) enum QueueCommand {
         name: String,
     },
     /// Remove a queue, its dead-letter queue and their messages; prints {"removed": NAME}.
+    /// NAME.dlq empties the dead-letter queue of NAME, which stays as long as NAME does.
     Rm {
         #[command(flatten)]
         conn: Connection,

@@ -7,6 +7,7 @@ mod directory;
 mod limits;
 mod network;
 mod owners;
+mod purge;
 mod queues;
 
 use std::collections::HashMap;
