@@ -557,6 +557,7 @@ impl Task {
         let m = &self.metrics;
         m.persistent_published.inc_by(s.stored - l.stored);
         m.persistent_duplicates.inc_by(s.duplicates - l.duplicates);
+        m.persistent_unmatched.inc_by(s.unmatched - l.unmatched);
         m.durable_delivered.inc_by(s.delivered - l.delivered);
         m.durable_redelivered.inc_by(s.redelivered - l.redelivered);
         m.durable_acked.inc_by(s.acked - l.acked);

@@ -717,3 +717,57 @@ async fn removing_a_dead_letter_queue_empties_it() {
     assert_eq!(queue_info(&b, "jobs.dlq")["pending"], 0);
     assert_eq!(queue_info(&b, "jobs")["pending"], 0);
 }
+
+/// A persistent publication that matches no durable queue is acked but kept by none: `palio
+/// pub --persistent` says so (`stored`, and a warning), and a retry is told what the first
+/// run was.
+#[tokio::test(flavor = "multi_thread")]
+async fn publications_matching_no_queue_are_reported_not_stored() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "u1"]);
+    let publish = |producer: &str| {
+        let out = run(
+            &b,
+            &[
+                "pub",
+                "--persistent",
+                "--producer",
+                producer,
+                "--count",
+                "3",
+            ],
+            30,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let line: Json = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+            .expect("one JSON line");
+        (line, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (line, err) = publish("nowhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 0})
+    );
+    assert_eq!(
+        err,
+        "palio: 3 publications matched no queue; nothing stored them (palio queue ls)\n"
+    );
+    assert_eq!(b.metric("palio_persistent_unmatched_total"), 3.0);
+
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    let (line, err) = publish("somewhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 3})
+    );
+    assert_eq!(err, "");
+    // The queue goes; the same run again is told what the first one was, and stores nothing.
+    ok(&run(&b, &["queue", "rm", "orders"], 30));
+    let (line, err) = publish("somewhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 3})
+    );
+    assert_eq!(err, "");
+    assert_eq!(b.metric("palio_persistent_duplicates_total"), 3.0);
+}

@@ -22,7 +22,8 @@
 //! - [`Client::producer`] names the connection's [`Producer`]. [`Producer::publish`] returns
 //!   once the broker has the notification on disk; [`Producer::send`] is the pipelined form,
 //!   returning a [`PublishAck`] future. Acks come in publish order; each carries the
-//!   producer's sequence number, which the broker uses to de-duplicate retries.
+//!   producer's sequence number, which the broker uses to de-duplicate retries, and how many
+//!   durable queues keep the publication ([`Published::queues`]: 0 when it matched none).
 //! - [`Client::queue_add`] adds a named durable queue with a filter ([`QueueOptions`]: ack
 //!   wait, maximum deliveries before the dead-letter queue `NAME.dlq`, size limits and
 //!   [`Discard`] policy); it belongs to the connection's principal. [`Client::queue_info`]
@@ -86,7 +87,7 @@ pub use palio_protocol::{
     Clock, ConsumeMode, Discard, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
     QueueOptions, Welcome,
 };
-pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
+pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck, Published};
 pub use subscription::Subscription;
 
 /// The filter language: values, events, CESQL expressions, filters, relations, the index.

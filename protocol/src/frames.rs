@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
+use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueMatches, QueueOptions};
 use crate::error_code::ErrorCode;
 use crate::group::{Clock, GroupGap, GroupInfo, GroupMessage};
 
@@ -312,6 +312,11 @@ pub enum ServerFrame {
     PublishAcked {
         /// The highest sequence number acknowledged.
         through: u64,
+        /// How many durable queues the publications this frame acknowledges matched, in runs
+        /// of consecutive sequence numbers, in increasing order; a run's `queues` of 0 means
+        /// acked but kept by no queue. Absent (a broker of an earlier version): not known.
+        #[serde(default)]
+        matched: Vec<QueueMatches>,
     },
     /// A persistent publication was not stored; nothing about it is acknowledged.
     PublishFailed {
@@ -483,6 +488,22 @@ mod tests {
                 request: 3,
                 queues: vec![],
                 more: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_publish_ack_without_matched_decodes_with_no_runs() {
+        #[derive(Serialize)]
+        enum Old {
+            PublishAcked { through: u64 },
+        }
+        let bytes = encode(&Old::PublishAcked { through: 7 }).unwrap();
+        assert_eq!(
+            decode::<ServerFrame>(&bytes).unwrap(),
+            ServerFrame::PublishAcked {
+                through: 7,
+                matched: vec![]
             }
         );
     }

@@ -73,13 +73,14 @@ impl Engine {
                 queues,
                 dests,
                 at_ms,
+                matched,
                 ..
             } => {
                 if id.origin == self.cfg.me {
                     self.next_msg = self.next_msg.max(id.n.saturating_add(1));
                 }
                 if let Some((p, seq)) = producer {
-                    self.producer_stored(p, *seq, *at_ms);
+                    self.producer_stored(p, *seq, *at_ms, *matched);
                 }
                 if *local && producer.is_none() {
                     self.remember(*id);

@@ -101,6 +101,8 @@ pub(crate) struct EngineConfig {
 pub(crate) struct Stats {
     pub(crate) stored: u64,
     pub(crate) duplicates: u64,
+    /// Publications stored here that matched no durable queue of the overlay.
+    pub(crate) unmatched: u64,
     pub(crate) delivered: u64,
     pub(crate) redelivered: u64,
     pub(crate) acked: u64,

@@ -39,7 +39,11 @@ pub(crate) fn frame(output: Output, max_frame: usize) -> Framed {
         frames: one(frame),
     };
     match output {
-        Output::Acked { client: c, through } => client(c, ServerFrame::PublishAcked { through }),
+        Output::Acked {
+            client: c,
+            through,
+            matched,
+        } => client(c, ServerFrame::PublishAcked { through, matched }),
         Output::PublishFailed {
             client: c,
             seq,
@@ -125,7 +129,7 @@ fn answer_frames(request: u64, answer: Answer, max_frame: usize) -> ClientFrames
 
 #[cfg(test)]
 mod tests {
-    use palio_protocol::{ErrorCode, QueueInfo};
+    use palio_protocol::{ErrorCode, QueueInfo, QueueMatches};
 
     use super::*;
     use crate::wire::{MessageId, QueueDecl};
@@ -156,8 +160,20 @@ mod tests {
                 Output::Acked {
                     client: 3,
                     through: 4,
+                    matched: vec![QueueMatches {
+                        from: 3,
+                        through: 4,
+                        queues: 2,
+                    }],
                 },
-                ServerFrame::PublishAcked { through: 4 },
+                ServerFrame::PublishAcked {
+                    through: 4,
+                    matched: vec![QueueMatches {
+                        from: 3,
+                        through: 4,
+                        queues: 2,
+                    }],
+                },
             ),
             (
                 Output::PublishFailed {

@@ -2,12 +2,17 @@
 //!
 //! Output contract:
 //! - `pub --persistent` publishes pipelined (at most [`DEFAULT_MAX_IN_FLIGHT`](crate::DEFAULT_MAX_IN_FLIGHT) unacked) and
-//!   prints `{"published": N, "acked": M}` on exit, also when the connection is lost midway or
+//!   prints `{"published": N, "acked": M, "stored": K}` on exit, also when the connection is lost midway or
 //!   the broker refuses a publication (exit status 1 then, the error on stderr). `published`
 //!   counts the publications handed to the connection, `acked` those the broker has on disk;
 //!   acks come in publish order, and counting stops at the first failure, so the acked
 //!   notifications are `seq` 0…M−1. With `--count N` the producer sequence numbers are the
 //!   `seq` values, so a run repeated under the same `--producer` stores nothing twice.
+//!   The line also has `"stored": K`, the acked publications that matched at least one durable
+//!   queue (a retry counts as it did the first time). If some acked ones matched none (the
+//!   broker has them on disk, but no queue keeps them), it warns once on stderr,
+//!   `palio: N publications matched no queue; nothing stored them (palio queue ls)`, and the
+//!   exit status does not change (0 if every publication was acked).
 //! - `sub --durable NAME` prints each message as `palio sub` does, plus `"delivery_count"`,
 //!   `"queue"` and `"tag"`, then acks it. It exits after `--count` messages once their acks
 //!   are confirmed (on the broker's disk), or after `--timeout` seconds (exit status 3 if the
@@ -72,6 +77,8 @@ pub(super) fn default_producer_id() -> String {
 struct Tally {
     published: u64,
     acked: u64,
+    /// Acked publications that matched at least one durable queue.
+    stored: u64,
 }
 
 pub(super) fn run_persistent_pub(
@@ -87,9 +94,17 @@ pub(super) fn run_persistent_pub(
         writeln!(
             out,
             "{}",
-            json!({ "published": tally.published, "acked": tally.acked })
+            json!({ "published": tally.published, "acked": tally.acked, "stored": tally.stored })
         )?;
         out.flush()?;
+        let unmatched = tally.acked - tally.stored;
+        if unmatched > 0 {
+            writeln!(
+                err,
+                "palio: {unmatched} publications matched no queue; nothing stored them \
+                 (palio queue ls)"
+            )?;
+        }
         match result {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
@@ -157,8 +172,11 @@ async fn count_settled(
             None => break,
             Some(r) => {
                 acks.pop_front();
-                r?;
+                let published = r?;
                 tally.acked += 1;
+                if published.stored() {
+                    tally.stored += 1;
+                }
             }
         }
     }

@@ -29,7 +29,8 @@ queue) or connection lost; 2 usage error, invalid filter or queue name; 3 `sub -
 timed out before N.
 
 Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent notifications;
-`palio pub --persistent` waits for the broker's acks and prints {\"published\": N, \"acked\": M};
+`palio pub --persistent` waits for the broker's acks and prints
+{\"published\": N, \"acked\": M, \"stored\": K} (K: acked and kept by a queue);
 `palio sub --durable NAME [--pull]` prints and acks each message with its delivery_count.
 
 Ordered groups: `palio group create NAME --order {fifo,causal,total}`; `palio sub --group NAME`
@@ -53,7 +54,7 @@ enum Command {
     /// each notification as a JSON line.
     Sub(pubsub::Sub),
     /// Publish notifications and print {"published": N} (with --persistent:
-    /// {"published": N, "acked": M}).
+    /// {"published": N, "acked": M, "stored": K}).
     Pub(pubsub::Pub),
     /// Manage durable queues: add, ls, info, rm.
     #[command(subcommand)]
@@ -216,7 +217,10 @@ mod tests {
         let (code, out, err) = run_offline(&["pub", "--persistent", "--count", "3"]);
         assert_eq!(code, ExitCode::from(1), "{err}");
         let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
-        assert_eq!(line, serde_json::json!({"published": 0, "acked": 0}));
+        assert_eq!(
+            line,
+            serde_json::json!({"published": 0, "acked": 0, "stored": 0})
+        );
         assert!(err.starts_with("palio: "), "{err}");
     }
 

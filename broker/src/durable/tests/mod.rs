@@ -5,6 +5,7 @@
 
 mod directory;
 mod limits;
+mod matched;
 mod network;
 mod owners;
 mod purge;
@@ -243,6 +244,18 @@ impl Node {
         };
         n.sync();
         n
+    }
+}
+
+/// The ack of publications `from` to `through`, each of which matched `queues` queues.
+fn acked(from: u64, through: u64, queues: u32) -> ServerFrame {
+    ServerFrame::PublishAcked {
+        through,
+        matched: vec![palio_protocol::QueueMatches {
+            from,
+            through,
+            queues,
+        }],
     }
 }
 
