@@ -611,6 +611,10 @@ fn request(
         ClientFrame::QueueRemove { request, name } => {
             engine.queue_remove(j, client, request, &name)
         }
+        ClientFrame::QueuePurge { request, name } => engine.queue_purge(j, client, request, &name),
+        ClientFrame::QueuePeek { request, name, max } => {
+            engine.queue_peek(j, client, request, &name, max)
+        }
         ClientFrame::QueueList { request } => engine.queue_info(client, request, None),
         ClientFrame::QueueInfo { request, name } => engine.queue_info(client, request, Some(&name)),
         ClientFrame::Consume {

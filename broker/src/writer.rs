@@ -40,6 +40,9 @@ pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
             64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
         }
         ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
+        ServerFrame::Peeked { messages, .. } => messages.iter().fold(64, |size, m| {
+            size + 64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
+        }),
         _ => 64,
     }
 }

@@ -771,3 +771,94 @@ async fn publications_matching_no_queue_are_reported_not_stored() {
     assert_eq!(err, "");
     assert_eq!(b.metric("palio_persistent_duplicates_total"), 3.0);
 }
+
+/// The lines `palio queue peek orders --count N` prints.
+fn peek(b: &BrokerProc, count: &str) -> Vec<Json> {
+    ok(&run(b, &["queue", "peek", "orders", "--count", count], 30))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line per message"))
+        .collect()
+}
+
+/// `palio queue peek` shows the next messages without delivering them; `palio queue purge`
+/// removes them all, for good, and the consumer stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn peek_shows_without_delivering_and_purge_empties_for_good() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "q1"]);
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "5"], 30)),
+        (5, 5)
+    );
+    let shown = peek(&b, "3");
+    let seqs: Vec<i64> = shown
+        .iter()
+        .map(|m| m["attributes"]["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    assert!(
+        shown
+            .iter()
+            .all(|m| m["delivery_count"] == 0 && m["queue"] == "orders" && m.get("tag").is_none()),
+        "{shown:?}"
+    );
+    assert_eq!(peek(&b, "1").len(), 1, "--count 1");
+    let info = queue_info(&b, "orders");
+    assert_eq!(
+        (info["pending"].as_u64(), info["unacked"].as_u64()),
+        (Some(5), Some(0))
+    );
+    // Peeking took nothing from a consumer: it gets all five as first deliveries.
+    let got = drain(&b, "orders", 2, false);
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [(0, vec![1]), (1, vec![1])]
+    );
+
+    // A consumer holds one in flight while the queue is purged; it stays attached.
+    let client = b.client().await;
+    let mut sub = client
+        .consume("orders", ConsumeMode::Push { window: 1 })
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream is open");
+    let out = ok(&run(&b, &["queue", "purge", "orders"], 30));
+    assert_eq!(out.trim(), r#"{"purged":"orders","messages":3}"#);
+    let info = queue_info(&b, "orders");
+    assert_eq!(
+        (
+            info["pending"].as_u64(),
+            info["unacked"].as_u64(),
+            info["consumers"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+    assert_eq!(
+        held.ack().await.unwrap_err().code(),
+        Some(palio::ErrorCode::UnknownId)
+    );
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "1"], 30)),
+        (1, 1)
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream is open");
+    next.ack().await.unwrap();
+    client.close().await;
+    // Nothing comes back after a restart.
+    b.restart();
+    assert_eq!(queue_info(&b, "orders")["pending"], 0);
+    assert_eq!(peek(&b, "10").len(), 0);
+    // A refusal is said once.
+    let out = run(&b, &["queue", "purge", "nope"], 30);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+}

@@ -29,7 +29,9 @@
 //!   [`Discard`] policy); it belongs to the connection's principal. [`Client::queue_info`]
 //!   reports its [`QueueInfo`] (owner, limits, pending, unacked, dead-lettered).
 //! - [`Client::consume`] attaches a push consumer ([`DurableSubscription`], a stream);
-//!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches). Each
+//!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches).
+//!   [`Client::queue_peek`] shows the next pending messages without delivering them
+//!   ([`PeekedMessage`]); [`Client::queue_purge`] removes every message of a queue. Each
 //!   [`DurableMessage`] is acked ([`DurableMessage::ack`], or `ack_many` on the consumer) once
 //!   handled; unacked messages are delivered again, with a larger
 //!   [`DurableMessage::delivery_count`].
@@ -72,6 +74,7 @@ mod in_flight;
 mod message;
 mod notification;
 mod outgoing;
+mod peeked;
 mod producer;
 mod queue;
 mod reader;
@@ -87,6 +90,7 @@ pub use palio_protocol::{
     Clock, ConsumeMode, Discard, ErrorCode, GroupInfo, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, QueueInfo,
     QueueOptions, Welcome,
 };
+pub use peeked::PeekedMessage;
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck, Published};
 pub use subscription::Subscription;
 

@@ -176,6 +176,8 @@ pub(crate) async fn read_control(
             | ServerFrame::Queues { request, .. }
             | ServerFrame::Consuming { request, .. }
             | ServerFrame::Fetched { request, .. }
+            | ServerFrame::Purged { request, .. }
+            | ServerFrame::Peeked { request, .. }
             | ServerFrame::Groups { request, .. }
             | ServerFrame::Joined { request, .. }
             | ServerFrame::Error {

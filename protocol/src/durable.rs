@@ -201,6 +201,19 @@ pub struct QueueMatches {
     pub queues: u32,
 }
 
+/// A message of a durable queue as [`ClientFrame::QueuePeek`](crate::ClientFrame::QueuePeek)
+/// shows it: looked at, not delivered, so it has no tag and its delivery count is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeekedMessage {
+    /// How many times it was delivered so far (0: never).
+    pub delivery_count: u32,
+    /// The attributes.
+    pub attributes: Attributes,
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// A message of a durable queue delivered to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableMessage {

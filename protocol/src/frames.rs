@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueMatches, QueueOptions};
+use crate::durable::{
+    ConsumeMode, DurableMessage, PeekedMessage, QueueInfo, QueueMatches, QueueOptions,
+};
 use crate::error_code::ErrorCode;
 use crate::group::{Clock, GroupGap, GroupInfo, GroupMessage};
 
@@ -250,6 +252,25 @@ pub enum ClientFrame {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Remove every message of a queue (`NAME.dlq`: of a dead-letter queue), pending and
+    /// unacked; its consumers stay attached. Answered by [`ServerFrame::Purged`] once durable.
+    QueuePurge {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name.
+        name: String,
+    },
+    /// Look at the next pending messages of a queue without delivering them: no delivery
+    /// count changes, no consumer misses them. Answered by [`ServerFrame::Peeked`].
+    QueuePeek {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name (`NAME.dlq` for a dead-letter queue).
+        name: String,
+        /// The most messages to show: 1 to [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH) (more
+        /// is refused with [`ErrorCode::LimitExceeded`]).
+        max: u32,
+    },
 }
 
 /// What the broker tells a client in answer to its hello.
@@ -415,6 +436,22 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// A human-readable explanation.
         message: String,
+    },
+    /// The answer to [`ClientFrame::QueuePurge`]: the queue's messages are gone, on disk.
+    Purged {
+        /// The request answered.
+        request: u64,
+        /// How many messages were removed.
+        messages: u64,
+    },
+    /// The answer to [`ClientFrame::QueuePeek`]: the next pending messages of the queue, in
+    /// queue order; fewer than asked when the queue has fewer, or when more would not fit in
+    /// one frame of the broker's `max_frame` (see [`Welcome`]).
+    Peeked {
+        /// The request answered.
+        request: u64,
+        /// The messages.
+        messages: Vec<PeekedMessage>,
     },
 }
 

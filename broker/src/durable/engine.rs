@@ -11,6 +11,7 @@
 //! | `limits` | broker-wide limits, queue size limits and `max_age`, the wall clock |
 //! | `consume` | consumers: push, pull, acks, naks, redelivery, dead-lettering |
 //! | `purge` | emptying a lane: purges, removing a dead-letter queue |
+//! | `peek` | the next pending messages of a queue, shown without delivery |
 //! | `directory` | the durable queues of other brokers |
 //! | `forward` | store-and-forward between brokers |
 //! | `output` | domain outputs, held back until durable |

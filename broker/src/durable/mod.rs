@@ -51,6 +51,7 @@ mod forward;
 mod limits;
 mod matching;
 mod output;
+mod peek;
 mod producers;
 mod publish;
 mod purge;

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use palio_protocol::{Attributes, ErrorCode, QueueInfo, QueueMatches};
+use palio_protocol::{Attributes, ErrorCode, PeekedMessage, QueueInfo, QueueMatches};
 use palio_topology::BrokerId;
 
 use super::engine::{ClientId, Engine, Journal, Refusal};
@@ -96,6 +96,11 @@ pub(crate) enum Answer {
     Queues(Vec<QueueInfo>),
     /// Refused, or failed.
     Refused { code: ErrorCode, message: String },
+    /// A queue was purged of this many messages (durable).
+    Purged { messages: u64 },
+    /// The next pending messages of a queue, however many (the shell keeps those that fit
+    /// in a frame).
+    Peeked(Vec<PeekedMessage>),
 }
 
 impl Engine {

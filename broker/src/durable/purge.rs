@@ -16,6 +16,23 @@ use super::output::Answer;
 use super::record::{LaneId, Record};
 
 impl Engine {
+    /// Removes every message of queue `name` (`NAME` or `NAME.dlq`); answered with how many
+    /// once durable.
+    pub(crate) fn queue_purge(
+        &mut self,
+        j: &mut impl Journal,
+        client: ClientId,
+        request: u64,
+        name: &str,
+    ) {
+        match self.try_purge(j, client, name) {
+            Ok(messages) => {
+                self.answer_when_durable(j, client, request, Answer::Purged { messages })
+            }
+            Err(r) => self.refuse(client, request, r),
+        }
+    }
+
     /// Removes the dead-letter queue `name` (`NAME.dlq`): empties it (see the module docs);
     /// answered with `Done` once durable.
     pub(super) fn dead_letters_remove(

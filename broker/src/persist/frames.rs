@@ -5,7 +5,7 @@
 //! wire, including splitting a queue listing into frames that fit the client's frame limit
 //! (the `listing` module).
 
-use palio_protocol::{DurableMessage, ServerFrame};
+use palio_protocol::{DurableMessage, PeekedMessage, ServerFrame, encoded_len};
 use palio_topology::BrokerId;
 
 use super::listing::queue_frames;
@@ -123,8 +123,35 @@ fn answer_frames(request: u64, answer: Answer, max_frame: usize) -> ClientFrames
             code,
             message,
         },
+        Answer::Purged { messages } => ServerFrame::Purged { request, messages },
+        Answer::Peeked(messages) => ServerFrame::Peeked {
+            request,
+            messages: fitting(request, messages, max_frame),
+        },
     };
     one(frame)
+}
+
+/// The first of `messages` that fit in a [`ServerFrame::Peeked`] of at most `max_frame`
+/// bytes, and at least one (a message alone is within `FRAME_HEADROOM` of it, as a delivery
+/// of it would be).
+fn fitting(request: u64, mut messages: Vec<PeekedMessage>, max_frame: usize) -> Vec<PeekedMessage> {
+    let empty = ServerFrame::Peeked {
+        request,
+        messages: Vec::new(),
+    };
+    // The longest array header is 5 bytes; the empty frame has a 1-byte one.
+    let mut size = encoded_len(&empty).map_or(0, |n| n + 4);
+    let keep = messages
+        .iter()
+        .position(|m| {
+            size = size.saturating_add(encoded_len(m).unwrap_or(max_frame));
+            size > max_frame
+        })
+        .unwrap_or(messages.len())
+        .max(1);
+    messages.truncate(keep);
+    messages
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ enum Command {
     /// Publish notifications and print {"published": N} (with --persistent:
     /// {"published": N, "acked": M, "stored": K}).
     Pub(pubsub::Pub),
-    /// Manage durable queues: add, ls, info, rm.
+    /// Manage durable queues: add, ls, info, rm, purge, peek.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
     /// Manage ordered groups: create, ls, info, rm.
@@ -192,6 +192,15 @@ mod tests {
         assert!(parse(&["queue", "info", "q.dlq"]).is_ok());
         assert!(parse(&["queue", "rm", "q"]).is_ok());
         assert!(parse(&["queue", "info"]).is_err());
+        assert!(parse(&["queue", "purge", "q.dlq"]).is_ok());
+        let cli = parse(&["queue", "peek", "q"]).unwrap();
+        let Command::Queue(queue::QueueCommand::Peek { count, .. }) = cli.command else {
+            panic!("not queue peek: {cli:?}");
+        };
+        assert_eq!(count, 1);
+        assert!(parse(&["queue", "peek", "q", "--count", "4096"]).is_ok());
+        assert!(parse(&["queue", "peek", "q", "--count", "4097"]).is_err());
+        assert!(parse(&["queue", "peek", "q", "--count", "0"]).is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! exists already with another filter or options (queue_exists)`); an invalid filter, queue
 //! name or option exits with status 2. `rm NAME.dlq` empties the dead-letter queue of `NAME`
 //! (it lives as long as `NAME`, listed, and later dead letters go to it again) and prints
-//! `{"removed": "NAME.dlq"}`.
+//! `{"removed": "NAME.dlq"}`. `purge` prints `{"purged": NAME, "messages": N}`; `peek` prints
+//! each message shown as a line, as `sub --durable` does but without `tag` (nothing if the
+//! queue has no pending message).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,7 +21,9 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::pubsub::{Connection, one_request};
+use anyhow::Context;
+
+use super::pubsub::{Connection, one_request, runtime};
 use super::refusal::said_once;
 use crate::{Client, Discard, Error, ErrorCode, QueueOptions};
 
@@ -83,6 +87,30 @@ pub(super) enum QueueCommand {
         conn: Connection,
         /// The queue's name.
         name: String,
+    },
+    /// Remove every message of a queue (NAME.dlq: of a dead-letter queue), pending and
+    /// unacked; the queue and its consumers stay. Prints {"purged": NAME, "messages": N}.
+    Purge {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+    },
+    /// Print the next pending messages of a queue (NAME.dlq: of a dead-letter queue) as JSON
+    /// lines, as `sub --durable` does but without a tag, without delivering them: nothing is
+    /// acked, no delivery count changes, consumers still get them.
+    Peek {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+        /// How many messages to print at most.
+        #[arg(
+            long,
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_FETCH_BATCH))
+        )]
+        count: u32,
     },
 }
 
@@ -152,7 +180,9 @@ pub(super) fn run(
         QueueCommand::Add { conn, .. }
         | QueueCommand::Ls { conn }
         | QueueCommand::Info { conn, .. }
-        | QueueCommand::Rm { conn, .. } => conn,
+        | QueueCommand::Rm { conn, .. }
+        | QueueCommand::Purge { conn, .. } => conn,
+        QueueCommand::Peek { conn, name, count } => return peek(conn, name, *count, out),
     };
     one_request(conn, "palio-queue", out, async |client| {
         request(client, &cmd).await
@@ -206,6 +236,37 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
                 .map_err(|e| explain(e, name))?;
             json!({ "removed": name })
         }
+        QueueCommand::Purge { name, .. } => {
+            let messages = client
+                .queue_purge(name)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "purged": name, "messages": messages })
+        }
+        // Printed line by line by `peek`.
+        QueueCommand::Peek { .. } => serde_json::Value::Null,
+    })
+}
+
+/// `queue peek`: connects, prints each message shown as a line, closes.
+fn peek(
+    conn: &Connection,
+    name: &str,
+    count: u32,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = Client::connect(conn.options("palio-queue"))
+            .await
+            .context("connecting to the broker")?;
+        let shown = client.queue_peek(name, count).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
+        client.close().await;
+        for m in shown.map_err(|e| explain(e, name))? {
+            writeln!(out, "{}", m.to_json())?;
+            out.flush()?;
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -8,6 +8,7 @@ mod limits;
 mod matched;
 mod network;
 mod owners;
+mod peek;
 mod purge;
 mod queues;
 

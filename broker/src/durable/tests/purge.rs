@@ -73,3 +73,87 @@ fn removing_a_dead_letter_queue_needs_its_queue_and_its_owner() {
     }
     assert_eq!(n.info("q.dlq").pending, 1);
 }
+
+#[test]
+fn a_purge_removes_pending_and_unacked_messages_for_good_and_keeps_the_consumers() {
+    let mut n = Node::new(1);
+    n.add_queue("q", "TRUE");
+    n.producer();
+    for seq in 0..3 {
+        n.publish("a", seq);
+    }
+    n.sync();
+    n.frames();
+    let c = n.consume("q", ConsumeMode::Push { window: 1 });
+    let first = n.messages();
+    assert_eq!(seqs(&first), vec![0]);
+    n.engine.queue_purge(&mut n.journal, CLIENT, 30, "q");
+    assert_eq!(
+        answer(&mut n),
+        ServerFrame::Purged {
+            request: 30,
+            messages: 3
+        }
+    );
+    let info = n.info("q");
+    assert_eq!(
+        (info.pending, info.unacked, info.bytes, info.consumers),
+        (0, 0, 0, 1)
+    );
+    // The purged message in flight can no longer be acked.
+    n.engine
+        .ack(&mut n.journal, n.now, CLIENT, 31, c, &[first[0].tag]);
+    match answer(&mut n) {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::UnknownId),
+        other => panic!("{other:?}"),
+    }
+    // For good: recovery agrees, and no ack wait brings anything back.
+    let mut r = n.recovered();
+    assert_eq!(r.info("q").pending, 0);
+    n.advance(Duration::from_secs(60));
+    assert!(n.messages().is_empty());
+    // The consumer is still there for what comes next.
+    n.publish("a", 3);
+    n.sync();
+    assert_eq!(seqs(&n.messages()), vec![3]);
+    // Purging an empty queue is no error.
+    n.engine.queue_purge(&mut n.journal, CLIENT, 32, "q.dlq");
+    assert_eq!(
+        answer(&mut n),
+        ServerFrame::Purged {
+            request: 32,
+            messages: 0
+        }
+    );
+}
+
+#[test]
+fn a_purge_needs_the_queue_and_its_owner() {
+    let mut n = Node::new(1);
+    n.engine.queue_purge(&mut n.journal, CLIENT, 33, "nope");
+    match answer(&mut n) {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::QueueNotFound),
+        other => panic!("{other:?}"),
+    }
+    n.add_queue("q", "TRUE");
+    n.producer();
+    n.publish("a", 0);
+    n.sync();
+    n.frames();
+    n.engine.client_up(8, principal("bob", false));
+    n.engine.queue_purge(&mut n.journal, 8, 34, "q");
+    match answer(&mut n) {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::PermissionDenied),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(n.info("q").pending, 1);
+    n.engine.client_up(9, principal("root", true));
+    n.engine.queue_purge(&mut n.journal, 9, 35, "q");
+    assert_eq!(
+        answer(&mut n),
+        ServerFrame::Purged {
+            request: 35,
+            messages: 1
+        }
+    );
+}
