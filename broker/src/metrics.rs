@@ -71,6 +71,8 @@ pub(crate) struct Metrics {
     pub(crate) persistent_duplicates: IntCounter,
     /// Persistent publications refused (store failed or full, no producer).
     pub(crate) persistent_publish_failures: IntCounter,
+    /// Persistent publications acked that matched no durable queue.
+    pub(crate) persistent_unmatched: IntCounter,
     /// Deliveries of durable queue messages (first deliveries and redeliveries).
     pub(crate) durable_delivered: IntCounter,
     /// Redeliveries (ack wait expired, nak, consumer gone).
@@ -264,6 +266,10 @@ impl Metrics {
             persistent_duplicates: counter(
                 "persistent_duplicates_total",
                 "Persistent publications and store frames already stored (retries), not stored again.",
+            ),
+            persistent_unmatched: counter(
+                "persistent_unmatched_total",
+                "Persistent publications stored here that matched no durable queue of the overlay: acked, kept by none.",
             ),
             persistent_publish_failures: counter(
                 "persistent_publish_failures_total",

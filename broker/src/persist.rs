@@ -557,6 +557,7 @@ impl Task {
         let m = &self.metrics;
         m.persistent_published.inc_by(s.stored - l.stored);
         m.persistent_duplicates.inc_by(s.duplicates - l.duplicates);
+        m.persistent_unmatched.inc_by(s.unmatched - l.unmatched);
         m.durable_delivered.inc_by(s.delivered - l.delivered);
         m.durable_redelivered.inc_by(s.redelivered - l.redelivered);
         m.durable_acked.inc_by(s.acked - l.acked);
@@ -609,6 +610,10 @@ fn request(
         } => engine.queue_add(j, client, request, &name, &filter, options),
         ClientFrame::QueueRemove { request, name } => {
             engine.queue_remove(j, client, request, &name)
+        }
+        ClientFrame::QueuePurge { request, name } => engine.queue_purge(j, client, request, &name),
+        ClientFrame::QueuePeek { request, name, max } => {
+            engine.queue_peek(j, client, request, &name, max)
         }
         ClientFrame::QueueList { request } => engine.queue_info(client, request, None),
         ClientFrame::QueueInfo { request, name } => engine.queue_info(client, request, Some(&name)),

@@ -50,6 +50,9 @@ pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
             payload,
             ..
         } => 64 + payload.len() + crate::wire::attributes_size(attributes),
+        ServerFrame::Peeked { messages, .. } => messages.iter().fold(64, |size, m| {
+            size + 64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
+        }),
         _ => 64,
     }
 }

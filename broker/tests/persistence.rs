@@ -598,3 +598,267 @@ async fn a_queue_listing_longer_than_a_frame_comes_whole_and_a_too_long_publicat
     assert_eq!(client.queue_info("q00").await.unwrap().pending, 0);
     client.close().await;
 }
+
+/// `palio queue …` and `palio sub --durable` say a broker's refusal once, with its code.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_of_queue_commands_are_said_once() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "e1"]);
+    ok(&run(&b, &["queue", "add", "orders", "type = 'order'"], 30));
+    let stderr = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let out = run(&b, &["queue", "add", "orders", "type = 'other'"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: queue \"orders\" exists already with another filter or options (queue_exists)\n"
+    );
+    let out = run(&b, &["queue", "rm", "nope"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+    let out = run(&b, &["sub", "--durable", "nope", "--count", "1"], 30);
+    assert_eq!(
+        stderr(&out),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+}
+
+/// A consumer whose process is killed (its connection is never closed) is detached once the
+/// broker's idle timeout (`timeouts.idle_timeout_ms`, 5 s) ends the connection, with the
+/// messages it had in flight ready again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_consumer_is_detached() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "g1"]);
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    let consumer = palio(&b, &["sub", "--durable", "orders", "--window", "4"])
+        .spawn()
+        .expect("palio runs");
+    let consumer = common::cli::Collecting::start(consumer);
+    wait_until("one consumer", 20, || {
+        queue_info(&b, "orders")["consumers"] == 1
+    })
+    .await;
+    // More than it can take at once: some are in flight to it when it dies.
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "5000"], 60)),
+        (5000, 5000)
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &consumer.pid().to_string()])
+        .status();
+    let _ = consumer.finish(20);
+    wait_until("the killed consumer detached", 20, || {
+        let info = queue_info(&b, "orders");
+        info["consumers"] == 0 && info["unacked"] == 0
+    })
+    .await;
+    // What it did not ack is all there for the next consumer.
+    let left = queue_info(&b, "orders")["pending"]
+        .as_u64()
+        .expect("pending");
+    if left > 0 {
+        assert_eq!(drain(&b, "orders", left, false).len() as u64, left);
+    }
+}
+
+/// `palio queue rm NAME.dlq` empties the dead-letter queue; it stays, and gets later dead
+/// letters.
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_dead_letter_queue_empties_it() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "l1"]);
+    let client = b.client().await;
+    client
+        .queue_add(
+            "jobs",
+            "TRUE",
+            QueueOptions {
+                ack_wait_ms: Some(200),
+                max_deliveries: Some(1),
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    client.close().await;
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "2"], 30)),
+        (2, 2)
+    );
+    // Delivered once and never acked: dead letters after the ack wait.
+    let client = b.client().await;
+    let mut jobs = client.pull("jobs").await.unwrap();
+    let batch = jobs.fetch(2, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    wait_until("two dead letters", 30, || {
+        queue_info(&b, "jobs.dlq")["pending"] == 2
+    })
+    .await;
+    client.close().await;
+
+    let out = ok(&run(&b, &["queue", "rm", "jobs.dlq"], 30));
+    assert_eq!(out.trim(), r#"{"removed":"jobs.dlq"}"#);
+    let ls: Json = serde_json::from_str(&ok(&run(&b, &["queue", "ls"], 30))).unwrap();
+    let names: Vec<&str> = ls
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .collect();
+    assert_eq!(names, ["jobs", "jobs.dlq"]);
+    assert_eq!(queue_info(&b, "jobs")["dead_lettered"], 0);
+    // For good: a restart does not bring them back.
+    b.restart();
+    assert_eq!(queue_info(&b, "jobs.dlq")["pending"], 0);
+    assert_eq!(queue_info(&b, "jobs")["pending"], 0);
+}
+
+/// A persistent publication that matches no durable queue is acked but kept by none: `palio
+/// pub --persistent` says so (`stored`, and a warning), and a retry is told what the first
+/// run was.
+#[tokio::test(flavor = "multi_thread")]
+async fn publications_matching_no_queue_are_reported_not_stored() {
+    let d = Dirs::new();
+    let b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "u1"]);
+    let publish = |producer: &str| {
+        let out = run(
+            &b,
+            &[
+                "pub",
+                "--persistent",
+                "--producer",
+                producer,
+                "--count",
+                "3",
+            ],
+            30,
+        );
+        assert!(out.status.success(), "{out:?}");
+        let line: Json = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim())
+            .expect("one JSON line");
+        (line, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (line, err) = publish("nowhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 0})
+    );
+    assert_eq!(
+        err,
+        "palio: 3 publications matched no queue; nothing stored them (palio queue ls)\n"
+    );
+    assert_eq!(b.metric("palio_persistent_unmatched_total"), 3.0);
+
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    let (line, err) = publish("somewhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 3})
+    );
+    assert_eq!(err, "");
+    // The queue goes; the same run again is told what the first one was, and stores nothing.
+    ok(&run(&b, &["queue", "rm", "orders"], 30));
+    let (line, err) = publish("somewhere");
+    assert_eq!(
+        line,
+        serde_json::json!({"published": 3, "acked": 3, "stored": 3})
+    );
+    assert_eq!(err, "");
+    assert_eq!(b.metric("palio_persistent_duplicates_total"), 3.0);
+}
+
+/// The lines `palio queue peek orders --count N` prints.
+fn peek(b: &BrokerProc, count: &str) -> Vec<Json> {
+    ok(&run(b, &["queue", "peek", "orders", "--count", count], 30))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line per message"))
+        .collect()
+}
+
+/// `palio queue peek` shows the next messages without delivering them; `palio queue purge`
+/// removes them all, for good, and the consumer stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn peek_shows_without_delivering_and_purge_empties_for_good() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("b"), &d.path("tls"), &["--id", "q1"]);
+    ok(&run(&b, &["queue", "add", "orders", "TRUE"], 30));
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "5"], 30)),
+        (5, 5)
+    );
+    let shown = peek(&b, "3");
+    let seqs: Vec<i64> = shown
+        .iter()
+        .map(|m| m["attributes"]["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [0, 1, 2]);
+    assert!(
+        shown
+            .iter()
+            .all(|m| m["delivery_count"] == 0 && m["queue"] == "orders" && m.get("tag").is_none()),
+        "{shown:?}"
+    );
+    assert_eq!(peek(&b, "1").len(), 1, "--count 1");
+    let info = queue_info(&b, "orders");
+    assert_eq!(
+        (info["pending"].as_u64(), info["unacked"].as_u64()),
+        (Some(5), Some(0))
+    );
+    // Peeking took nothing from a consumer: it gets all five as first deliveries.
+    let got = drain(&b, "orders", 2, false);
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [(0, vec![1]), (1, vec![1])]
+    );
+
+    // A consumer holds one in flight while the queue is purged; it stays attached.
+    let client = b.client().await;
+    let mut sub = client
+        .consume("orders", ConsumeMode::Push { window: 1 })
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream is open");
+    let out = ok(&run(&b, &["queue", "purge", "orders"], 30));
+    assert_eq!(out.trim(), r#"{"purged":"orders","messages":3}"#);
+    let info = queue_info(&b, "orders");
+    assert_eq!(
+        (
+            info["pending"].as_u64(),
+            info["unacked"].as_u64(),
+            info["consumers"].as_u64()
+        ),
+        (Some(0), Some(0), Some(1))
+    );
+    assert_eq!(
+        held.ack().await.unwrap_err().code(),
+        Some(palio::ErrorCode::UnknownId)
+    );
+    assert_eq!(
+        tally(&run(&b, &["pub", "--persistent", "--count", "1"], 30)),
+        (1, 1)
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("a message in time")
+        .expect("the stream is open");
+    next.ack().await.unwrap();
+    client.close().await;
+    // Nothing comes back after a restart.
+    b.restart();
+    assert_eq!(queue_info(&b, "orders")["pending"], 0);
+    assert_eq!(peek(&b, "10").len(), 0);
+    // A refusal is said once.
+    let out = run(&b, &["queue", "purge", "nope"], 30);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "palio: no queue named \"nope\" (queue_not_found)\n"
+    );
+}

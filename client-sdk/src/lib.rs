@@ -25,13 +25,16 @@
 //! - [`Client::producer`] names the connection's [`Producer`]. [`Producer::publish`] returns
 //!   once the broker has the notification on disk; [`Producer::send`] is the pipelined form,
 //!   returning a [`PublishAck`] future. Acks come in publish order; each carries the
-//!   producer's sequence number, which the broker uses to de-duplicate retries.
+//!   producer's sequence number, which the broker uses to de-duplicate retries, and how many
+//!   durable queues keep the publication ([`Published::queues`]: 0 when it matched none).
 //! - [`Client::queue_add`] adds a named durable queue with a filter ([`QueueOptions`]: ack
 //!   wait, maximum deliveries before the dead-letter queue `NAME.dlq`, size limits and
 //!   [`Discard`] policy); it belongs to the connection's principal. [`Client::queue_info`]
 //!   reports its [`QueueInfo`] (owner, limits, pending, unacked, dead-lettered).
 //! - [`Client::consume`] attaches a push consumer ([`DurableSubscription`], a stream);
-//!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches). Each
+//!   [`Client::pull`] a pull consumer ([`PullConsumer::fetch`] takes batches).
+//!   [`Client::queue_peek`] shows the next pending messages without delivering them
+//!   ([`PeekedMessage`]); [`Client::queue_purge`] removes every message of a queue. Each
 //!   [`DurableMessage`] is acked ([`DurableMessage::ack`], or `ack_many` on the consumer) once
 //!   handled; unacked messages are delivered again, with a larger
 //!   [`DurableMessage::delivery_count`].
@@ -76,6 +79,7 @@ mod introspect;
 mod message;
 mod notification;
 mod outgoing;
+mod peeked;
 mod producer;
 mod queue;
 mod reader;
@@ -94,7 +98,8 @@ pub use palio_protocol::{
     LinkStateInfo, Listing, LocalEntry, MAX_FETCH_BATCH, MAX_PUSH_WINDOW, PeerInfo, QueueInfo,
     QueueOptions, RoutesInfo, ServerInfo, TreeInfo, Welcome,
 };
-pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck};
+pub use peeked::PeekedMessage;
+pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck, Published};
 pub use request::Responder;
 pub use subscription::Subscription;
 

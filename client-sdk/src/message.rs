@@ -206,18 +206,26 @@ impl DurableMessage {
             &self.notification,
             self.delivery_count,
             self.queue(),
-            self.tag,
+            Some(self.tag),
         )
     }
 }
 
-/// The JSON line of a durable message (see [`DurableMessage::to_json`]).
-fn durable_json(n: &Notification, delivery_count: u32, queue: &str, tag: u64) -> Json {
+/// The JSON line of a durable message (see [`DurableMessage::to_json`]); without `tag` for
+/// a message only looked at (`PeekedMessage`).
+pub(crate) fn durable_json(
+    n: &Notification,
+    delivery_count: u32,
+    queue: &str,
+    tag: Option<u64>,
+) -> Json {
     let mut j = n.to_json();
     if let Json::Object(m) = &mut j {
         m.insert("delivery_count".into(), json!(delivery_count));
         m.insert("queue".into(), json!(queue));
-        m.insert("tag".into(), json!(tag));
+        if let Some(tag) = tag {
+            m.insert("tag".into(), json!(tag));
+        }
     }
     j
 }
@@ -233,7 +241,7 @@ mod tests {
             .payload("hi")
             .build()
             .unwrap();
-        let line = durable_json(&n, 2, "orders", 17).to_string();
+        let line = durable_json(&n, 2, "orders", Some(17)).to_string();
         // Key order is part of what scripts see: the `palio sub` keys first.
         assert_eq!(
             line,

@@ -11,13 +11,17 @@
 //! `in_flight.rs`). At most [`ProducerOptions::max_in_flight`] publications are unsettled at a
 //! time; `send` waits for room, which bounds the memory a fast producer can take.
 //! [`Producer::publish`] is `send` followed by waiting for the ack.
+//!
+//! An ack says how many durable queues the publication matched ([`Published::queues`]): one
+//! that matched none is acked (it is on disk, and a retry of it is not stored again) but no
+//! queue keeps it, which [`Published::stored`] tells.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
-use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
+use palio_protocol::{ClientFrame, ErrorCode, QueueMatches, ServerFrame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::client::{Client, Shared, unexpected};
@@ -126,13 +130,53 @@ struct Inner {
 
 /// What settling a publication does: tell its [`PublishAck`] and give back its permit.
 struct Settle {
-    reply: oneshot::Sender<Result<u64, Error>>,
+    reply: oneshot::Sender<Result<Published, Error>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Settle {
-    fn settle(self, seq: u64, result: Result<(), Error>) {
-        let _ = self.reply.send(result.map(|()| seq));
+    /// Settles publication `seq`, which matched `queues` queues if it was acked.
+    fn settle(self, seq: u64, queues: u32, result: Result<(), Error>) {
+        let _ = self.reply.send(result.map(|()| Published { seq, queues }));
+    }
+}
+
+/// An acknowledged persistent publication: what a [`PublishAck`] (and
+/// [`Producer::publish`]) resolves to.
+///
+/// ```no_run
+/// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+/// use palio::Notification;
+///
+/// let published = producer.publish(Notification::builder().attr("type", "order").build()?).await?;
+/// if !published.stored() {
+///     eprintln!("publication {} matched no durable queue: nobody keeps it", published.seq());
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    seq: u64,
+    queues: u32,
+}
+
+impl Published {
+    /// Its sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// How many durable queues it matched, at its broker and (through the queue directory)
+    /// at other brokers, when the broker stored it; a retry of a stored publication is told
+    /// the same. 0: acked, but no queue keeps it (also what a broker of a version before
+    /// this count says).
+    pub fn queues(&self) -> u32 {
+        self.queues
+    }
+
+    /// Whether at least one durable queue keeps it.
+    pub fn stored(&self) -> bool {
+        self.queues > 0
     }
 }
 
@@ -159,11 +203,20 @@ impl Inner {
 }
 
 impl ProducerState {
-    /// The broker has every publication up to `through` on disk.
-    pub(crate) fn acked(&self, through: u64) {
+    /// The broker has every publication up to `through` on disk; `matched` says how many
+    /// queues they matched (runs in increasing order; a publication in none: 0).
+    pub(crate) fn acked(&self, through: u64, matched: &[QueueMatches]) {
+        // Publications settle in increasing order, so the runs are walked once.
+        let mut runs = matched.iter().peekable();
+        let mut queues = |seq: u64| {
+            while runs.next_if(|r| r.through < seq).is_some() {}
+            runs.peek()
+                .filter(|r| r.from <= seq)
+                .map_or(0, |r| r.queues)
+        };
         lock(&self.inner)
             .in_flight
-            .ack_through(through, |seq, s, r| s.settle(seq, r));
+            .ack_through(through, |seq, s, r| s.settle(seq, queues(seq), r));
     }
 
     /// The broker refused publication `seq`.
@@ -171,7 +224,7 @@ impl ProducerState {
         let error = Error::Publish { seq, code, message };
         lock(&self.inner)
             .in_flight
-            .fail(seq, error, |seq, s, r| s.settle(seq, r));
+            .fail(seq, error, |seq, s, r| s.settle(seq, 0, r));
     }
 
     /// The connection is lost: every unsettled publication fails with `reason` (or the
@@ -189,7 +242,7 @@ impl ProducerState {
             let e = failed
                 .or_else(|| inner.closed_error())
                 .unwrap_or_else(|| Error::Protocol("closed".into()));
-            s.settle(seq, Err(e));
+            s.settle(seq, 0, Err(e));
         }
     }
 }
@@ -331,8 +384,9 @@ impl Producer {
         lock(&self.state.inner).in_flight.len()
     }
 
-    /// Publishes persistently and waits for the broker's ack; returns the sequence number.
-    pub async fn publish(&self, notification: Notification) -> Result<u64, Error> {
+    /// Publishes persistently and waits for the broker's ack; returns its sequence number
+    /// and how many durable queues keep it ([`Published`]).
+    pub async fn publish(&self, notification: Notification) -> Result<Published, Error> {
         self.send(notification).await?.await
     }
 
@@ -434,8 +488,9 @@ impl Producer {
     }
 }
 
-/// The outcome of one persistent publication: a future resolving to its sequence number once
-/// the broker has it on disk, or to the error that settled it —
+/// The outcome of one persistent publication: a future resolving once the broker has it on
+/// disk to its sequence number and how many durable queues it matched ([`Published`]), or to
+/// the error that settled it —
 /// [`Error::Publish`] if the broker refused it, [`Error::Closed`] if the connection was lost
 /// first (its outcome is then unknown: a retry with the same sequence number is safe).
 ///
@@ -443,7 +498,7 @@ impl Producer {
 #[derive(Debug)]
 pub struct PublishAck {
     seq: u64,
-    rx: oneshot::Receiver<Result<u64, Error>>,
+    rx: oneshot::Receiver<Result<Published, Error>>,
 }
 
 impl PublishAck {
@@ -454,7 +509,7 @@ impl PublishAck {
 }
 
 impl Future for PublishAck {
-    type Output = Result<u64, Error>;
+    type Output = Result<Published, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(Pin::new(&mut self.rx).poll(cx)) {

@@ -1,4 +1,4 @@
-//! Durable queue administration: add, remove, list, describe.
+//! Durable queue administration: add, remove, list, describe, purge, peek.
 //!
 //! Queues live at the broker the client is connected to, and belong to the principal that added
 //! them: only it (or an admin) may consume from, describe or remove one, and a listing shows
@@ -10,6 +10,7 @@ use palio_protocol::{ClientFrame, ErrorCode, QueueInfo, QueueOptions, ServerFram
 
 use crate::client::{Client, unexpected};
 use crate::error::Error;
+use crate::peeked::PeekedMessage;
 
 impl Client {
     /// Adds a durable queue at this broker: from now on it keeps every matching persistent
@@ -58,7 +59,8 @@ impl Client {
     }
 
     /// Removes a durable queue, its dead-letter queue and their messages
-    /// ([`ErrorCode::QueueNotFound`] if there is none).
+    /// ([`ErrorCode::QueueNotFound`] if there is none). `NAME.dlq` empties the dead-letter
+    /// queue of `NAME`: it lives as long as `NAME` does, and later dead letters go to it again.
     pub async fn queue_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
             .call(
@@ -108,6 +110,70 @@ impl Client {
                     code: ErrorCode::QueueNotFound,
                     message: format!("no queue named {name:?}"),
                 }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes every message of a queue (`NAME.dlq`: of a dead-letter queue), pending and
+    /// unacked, and returns how many there were, once the removal is on the broker's disk (it
+    /// survives a restart). The queue and its consumers stay; an ack of a purged message in
+    /// flight is refused with [`ErrorCode::UnknownId`]. Like every queue operation, only the
+    /// queue's owner or an admin may ([`ErrorCode::PermissionDenied`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let removed = client.queue_purge("orders").await?;
+    /// println!("{removed} messages purged");
+    /// assert_eq!(client.queue_info("orders").await?.pending, 0);
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_purge(&self, name: &str) -> Result<u64, Error> {
+        let answer = self
+            .call(
+                |request| ClientFrame::QueuePurge {
+                    request,
+                    name: name.to_owned(),
+                },
+                None,
+            )
+            .await?;
+        match answer {
+            ServerFrame::Purged { messages, .. } => Ok(messages),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The next (at most `max`) pending messages of a queue (`NAME.dlq` for a dead-letter
+    /// queue), in queue order, without delivering them: nothing is acked, no delivery count
+    /// changes, and consumers get them as if nobody had looked. Messages in flight to a
+    /// consumer are not shown. `max` is 1 to [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH)
+    /// (more is refused with [`ErrorCode::LimitExceeded`]); fewer come back when the queue has
+    /// fewer, or when more would not fit in one frame of the broker's. Only the queue's owner
+    /// or an admin may peek.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// for m in client.queue_peek("orders", 10).await? {
+    ///     println!("{:?} (delivered {} times)", m.get("type"), m.delivery_count());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_peek(&self, name: &str, max: u32) -> Result<Vec<PeekedMessage>, Error> {
+        let answer = self
+            .call(
+                |request| ClientFrame::QueuePeek {
+                    request,
+                    name: name.to_owned(),
+                    max,
+                },
+                None,
+            )
+            .await?;
+        match answer {
+            ServerFrame::Peeked { messages, .. } => Ok(messages
+                .into_iter()
+                .map(|m| PeekedMessage::new(m, name))
+                .collect()),
             other => Err(unexpected(other)),
         }
     }

@@ -103,9 +103,9 @@ pub(crate) async fn read_control(
                 route_message(&shared, m);
                 continue;
             }
-            ServerFrame::PublishAcked { through } => {
+            ServerFrame::PublishAcked { through, matched } => {
                 if let Some(p) = shared.producer() {
-                    p.acked(through);
+                    p.acked(through, &matched);
                 }
                 continue;
             }
@@ -189,6 +189,8 @@ pub(crate) async fn read_control(
             | ServerFrame::Queues { request, .. }
             | ServerFrame::Consuming { request, .. }
             | ServerFrame::Fetched { request, .. }
+            | ServerFrame::Purged { request, .. }
+            | ServerFrame::Peeked { request, .. }
             | ServerFrame::Groups { request, .. }
             | ServerFrame::Joined { request, .. }
             | ServerFrame::Replied { request, .. }

@@ -35,7 +35,7 @@ async fn frames_above_the_broker_limit_are_refused_before_sending() {
         expect_producer(&mut s, "p", 0).await;
         // Sequence number 0: the refused publication did not use it.
         expect_publications(&mut s, 0..1).await;
-        s.send(ServerFrame::PublishAcked { through: 0 }).await;
+        s.send(common::acked(0, &[(0, 0, 1)])).await;
         let ClientFrame::Flush { request } = s.recv().await else {
             panic!("expected the flush");
         };
@@ -65,7 +65,7 @@ async fn frames_above_the_broker_limit_are_refused_before_sending() {
     let e = producer.send(large(1)).await.unwrap_err();
     assert!(matches!(e, Error::FrameTooLarge { .. }), "{e}");
     assert_eq!((producer.next_seq(), producer.in_flight()), (0, 0));
-    assert_eq!(producer.publish(note(1)).await.unwrap(), 0);
+    assert_eq!(producer.publish(note(1)).await.unwrap().seq(), 0);
 
     // Requests too: a filter longer than the limit.
     let filter = format!("x = '{}'", "y".repeat(MAX as usize));
@@ -205,7 +205,7 @@ async fn cli_pub_of_a_notification_above_the_limit_exits_1_and_sends_nothing() {
         );
         assert!(err.contains("limit of 4096 bytes"), "{err}");
         let expected = if persistent {
-            "{\"published\":0,\"acked\":0}\n"
+            "{\"published\":0,\"acked\":0,\"stored\":0}\n"
         } else {
             ""
         };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Mock, expect_producer, expect_publications, note};
+use common::{Mock, acked, expect_producer, expect_publications, note};
 use palio::{Error, ErrorCode};
 use palio_protocol::ServerFrame;
 // For the command line's tests.
@@ -24,8 +24,9 @@ async fn publications_settle_in_publish_order_with_refusals_and_cumulative_acks(
             message: "disk full".into(),
         })
         .await;
-        s.send(ServerFrame::PublishAcked { through: 13 }).await;
-        s.send(ServerFrame::PublishAcked { through: 15 }).await;
+        // With how many queues each matched (12, refused, in none of the runs).
+        s.send(acked(13, &[(10, 11, 1), (13, 13, 2)])).await;
+        s.send(acked(15, &[(14, 15, 0)])).await;
         s.until_closed().await;
     })
     .await;
@@ -40,17 +41,18 @@ async fn publications_settle_in_publish_order_with_refusals_and_cumulative_acks(
     let mut outcomes = Vec::new();
     for ack in acks {
         let seq = ack.seq();
-        outcomes.push((seq, ack.await.map_err(|e| e.code())));
+        let outcome = ack.await.map(|p| (p.seq(), p.queues(), p.stored()));
+        outcomes.push((seq, outcome.map_err(|e| e.code())));
     }
     assert_eq!(
         outcomes,
         [
-            (10, Ok(10)),
-            (11, Ok(11)),
+            (10, Ok((10, 1, true))),
+            (11, Ok((11, 1, true))),
             (12, Err(Some(ErrorCode::StoreUnavailable))),
-            (13, Ok(13)),
-            (14, Ok(14)),
-            (15, Ok(15)),
+            (13, Ok((13, 2, true))),
+            (14, Ok((14, 0, false))),
+            (15, Ok((15, 0, false))),
         ]
     );
     assert_eq!(producer.in_flight(), 0);
@@ -69,7 +71,7 @@ async fn losing_the_connection_fails_every_unsettled_publication() {
     let mock = Mock::start(|mut s| async move {
         expect_producer(&mut s, "p", 0).await;
         expect_publications(&mut s, 0..5).await;
-        s.send(ServerFrame::PublishAcked { through: 1 }).await;
+        s.send(acked(1, &[(0, 1, 1)])).await;
         // Close only once the client has seen the ack, so that it is not lost with the
         // connection.
         let _ = wait_acked.await;
@@ -89,7 +91,7 @@ async fn losing_the_connection_fails_every_unsettled_publication() {
     let mut acks = acks.into_iter();
     for expected in 0..2 {
         let ack = acks.next().unwrap();
-        assert_eq!(ack.await.unwrap(), expected);
+        assert_eq!(ack.await.unwrap().seq(), expected);
     }
     acked_seen.send(()).unwrap();
     for ack in acks {
@@ -108,7 +110,7 @@ async fn the_in_flight_bound_holds_sends_until_acks_come() {
         expect_producer(&mut s, "p", 0).await;
         for through in 0..6 {
             expect_publications(&mut s, through..through + 1).await;
-            s.send(ServerFrame::PublishAcked { through }).await;
+            s.send(acked(through, &[(through, through, 1)])).await;
         }
         s.until_closed().await;
     })
@@ -126,7 +128,7 @@ async fn the_in_flight_bound_holds_sends_until_acks_come() {
         assert!(producer.in_flight() <= 1);
     }
     for (i, ack) in acks.into_iter().enumerate() {
-        assert_eq!(ack.await.unwrap(), i as u64);
+        assert_eq!(ack.await.unwrap().seq(), i as u64);
     }
     client.close().await;
     mock.finish().await;
@@ -146,7 +148,7 @@ async fn cli_persistent_pub_reports_acks_when_the_connection_ends_midway() {
         })
         .await;
         expect_publications(&mut s, 0..10).await;
-        s.send(ServerFrame::PublishAcked { through: 4 }).await;
+        s.send(acked(4, &[(0, 4, 1)])).await;
         // End the control stream after the ack: the client reads the ack, then the end.
         s.tx.get_mut().finish().unwrap();
         s.until_closed().await;
@@ -154,7 +156,7 @@ async fn cli_persistent_pub_reports_acks_when_the_connection_ends_midway() {
     .await;
     let (code, out, err) = mock.cli(&["pub", "--persistent", "--count", "10"]).await;
     assert_eq!(code, ExitCode::from(1), "{err}");
-    assert_eq!(out, "{\"published\":10,\"acked\":5}\n");
+    assert_eq!(out, "{\"published\":10,\"acked\":5,\"stored\":5}\n");
     assert!(err.starts_with("palio: "), "{err}");
     mock.finish().await;
 }
@@ -181,7 +183,8 @@ async fn cli_persistent_pub_uses_seq_as_the_sequence_number() {
                 "{attributes:?}"
             );
         }
-        s.send(ServerFrame::PublishAcked { through: 4 }).await;
+        // 3 and 4 matched no queue (the repeats are told what they were the first time).
+        s.send(acked(4, &[(0, 2, 1), (3, 4, 0)])).await;
         s.until_closed().await;
     })
     .await;
@@ -194,7 +197,12 @@ async fn cli_persistent_pub_uses_seq_as_the_sequence_number() {
         "5",
     ];
     let (code, out, err) = mock.cli(&args).await;
+    // Acked all the same: the exit status is 0, and a warning says what no queue keeps.
     assert_eq!(code, ExitCode::SUCCESS, "{err}");
-    assert_eq!(out, "{\"published\":5,\"acked\":5}\n");
+    assert_eq!(out, "{\"published\":5,\"acked\":5,\"stored\":3}\n");
+    assert_eq!(
+        err,
+        "palio: 2 publications matched no queue; nothing stored them (palio queue ls)\n"
+    );
     mock.finish().await;
 }

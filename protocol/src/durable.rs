@@ -184,6 +184,36 @@ pub enum ConsumeMode {
     Pull,
 }
 
+/// How many durable queues persistent publications matched: those of one connection with
+/// sequence numbers `from` to `through` (both included), in a
+/// [`ServerFrame::PublishAcked`](crate::ServerFrame::PublishAcked).
+///
+/// The queues counted are every durable queue of the overlay the publication's broker knew
+/// of (its own and, through the queue directory, other brokers'), whose filter matched. A
+/// publication that matched none was acked but is kept by no queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueMatches {
+    /// The first sequence number of the run.
+    pub from: u64,
+    /// The last sequence number of the run.
+    pub through: u64,
+    /// How many durable queues each publication of the run matched.
+    pub queues: u32,
+}
+
+/// A message of a durable queue as [`ClientFrame::QueuePeek`](crate::ClientFrame::QueuePeek)
+/// shows it: looked at, not delivered, so it has no tag and its delivery count is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeekedMessage {
+    /// How many times it was delivered so far (0: never).
+    pub delivery_count: u32,
+    /// The attributes.
+    pub attributes: Attributes,
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
 /// A message of a durable queue delivered to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableMessage {

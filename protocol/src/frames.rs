@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{ConsumeMode, DurableMessage, QueueInfo, QueueOptions};
+use crate::durable::{
+    ConsumeMode, DurableMessage, PeekedMessage, QueueInfo, QueueMatches, QueueOptions,
+};
 use crate::error_code::ErrorCode;
 use crate::group::{Clock, GroupGap, GroupInfo, GroupMessage};
 use crate::introspect::{RoutesInfo, ServerInfo};
@@ -112,7 +114,8 @@ pub enum ClientFrame {
         options: QueueOptions,
     },
     /// Remove a durable queue, its dead-letter queue and their messages. Answered by
-    /// [`ServerFrame::Done`].
+    /// [`ServerFrame::Done`]. `NAME.dlq` removes the messages of the dead-letter queue of
+    /// `NAME` only: it lives as long as `NAME` does.
     QueueRemove {
         /// Echoed in the answer.
         request: u64,
@@ -250,6 +253,25 @@ pub enum ClientFrame {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// Remove every message of a queue (`NAME.dlq`: of a dead-letter queue), pending and
+    /// unacked; its consumers stay attached. Answered by [`ServerFrame::Purged`] once durable.
+    QueuePurge {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name.
+        name: String,
+    },
+    /// Look at the next pending messages of a queue without delivering them: no delivery
+    /// count changes, no consumer misses them. Answered by [`ServerFrame::Peeked`].
+    QueuePeek {
+        /// Echoed in the answer.
+        request: u64,
+        /// The queue's name (`NAME.dlq` for a dead-letter queue).
+        name: String,
+        /// The most messages to show: 1 to [`MAX_FETCH_BATCH`](crate::MAX_FETCH_BATCH) (more
+        /// is refused with [`ErrorCode::LimitExceeded`]).
+        max: u32,
+    },
     /// Ask the broker about itself. Answered by [`ServerFrame::ServerInfo`]. Any
     /// authenticated client may ask.
     ServerInfo {
@@ -369,6 +391,11 @@ pub enum ServerFrame {
     PublishAcked {
         /// The highest sequence number acknowledged.
         through: u64,
+        /// How many durable queues the publications this frame acknowledges matched, in runs
+        /// of consecutive sequence numbers, in increasing order; a run's `queues` of 0 means
+        /// acked but kept by no queue. Absent (a broker of an earlier version): not known.
+        #[serde(default)]
+        matched: Vec<QueueMatches>,
     },
     /// A persistent publication was not stored; nothing about it is acknowledged.
     PublishFailed {
@@ -467,6 +494,22 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// A human-readable explanation.
         message: String,
+    },
+    /// The answer to [`ClientFrame::QueuePurge`]: the queue's messages are gone, on disk.
+    Purged {
+        /// The request answered.
+        request: u64,
+        /// How many messages were removed.
+        messages: u64,
+    },
+    /// The answer to [`ClientFrame::QueuePeek`]: the next pending messages of the queue, in
+    /// queue order; fewer than asked when the queue has fewer, or when more would not fit in
+    /// one frame of the broker's `max_frame` (see [`Welcome`]).
+    Peeked {
+        /// The request answered.
+        request: u64,
+        /// The messages.
+        messages: Vec<PeekedMessage>,
     },
     /// The answer to [`ClientFrame::ServerInfo`].
     ServerInfo {
@@ -586,6 +629,22 @@ mod tests {
                 request: 3,
                 queues: vec![],
                 more: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_publish_ack_without_matched_decodes_with_no_runs() {
+        #[derive(Serialize)]
+        enum Old {
+            PublishAcked { through: u64 },
+        }
+        let bytes = encode(&Old::PublishAcked { through: 7 }).unwrap();
+        assert_eq!(
+            decode::<ServerFrame>(&bytes).unwrap(),
+            ServerFrame::PublishAcked {
+                through: 7,
+                matched: vec![]
             }
         );
     }

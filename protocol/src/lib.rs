@@ -55,8 +55,8 @@ pub mod tls;
 
 pub use codec::{DecodeFrame, FrameCodec, FrameError, decode, encode, encode_into, encoded_len};
 pub use durable::{
-    ConsumeMode, DEAD_LETTER_SUFFIX, Discard, DurableMessage, MAX_QUEUE_NAME, QueueInfo,
-    QueueOptions, valid_queue_name,
+    ConsumeMode, DEAD_LETTER_SUFFIX, Discard, DurableMessage, MAX_QUEUE_NAME, PeekedMessage,
+    QueueInfo, QueueMatches, QueueOptions, valid_queue_name,
 };
 pub use error_code::ErrorCode;
 pub use frames::{Attributes, ClientFrame, DeliveryFrame, ReplyTo, ServerFrame, Welcome};

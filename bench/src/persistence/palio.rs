@@ -111,9 +111,12 @@ async fn bench(
                     let producer = &producer;
                     async move { Ok(producer.send(notification(bytes, p, seq)?).await?) }
                 },
-                move |seq, acked: u64| {
-                    if acked != first + seq {
-                        bail!("publication {seq} acked as sequence {acked}");
+                move |seq, acked: palio::Published| {
+                    if acked.seq() != first + seq {
+                        bail!("publication {seq} acked as sequence {}", acked.seq());
+                    }
+                    if !acked.stored() {
+                        bail!("publication {seq} matched no queue");
                     }
                     Ok(())
                 },

@@ -129,7 +129,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes a durable queue with its messages; answered with `Done` once durable.
+    /// Removes a durable queue with its messages; answered with `Done` once durable. `NAME.dlq`
+    /// empties the dead-letter queue of `NAME` (`purge`).
     pub(crate) fn queue_remove(
         &mut self,
         j: &mut impl Journal,
@@ -137,6 +138,10 @@ impl Engine {
         request: u64,
         name: &str,
     ) {
+        if name.ends_with(DEAD_LETTER_SUFFIX) {
+            self.dead_letters_remove(j, client, request, name);
+            return;
+        }
         let Some(&key) = self.names.get(name) else {
             self.refuse(client, request, not_found(name));
             return;

@@ -73,13 +73,14 @@ impl Engine {
                 queues,
                 dests,
                 at_ms,
+                matched,
                 ..
             } => {
                 if id.origin == self.cfg.me {
                     self.next_msg = self.next_msg.max(id.n.saturating_add(1));
                 }
                 if let Some((p, seq)) = producer {
-                    self.producer_stored(p, *seq, *at_ms);
+                    self.producer_stored(p, *seq, *at_ms, *matched);
                 }
                 if *local && producer.is_none() {
                     self.remember(*id);
@@ -138,6 +139,9 @@ impl Engine {
                 for tag in tags {
                     self.drop_entry(*lane, *tag);
                 }
+            }
+            Record::Purged { lane } => {
+                self.purged(*lane);
             }
             Record::Delivered { lane, tag, count } => self.delivered(*lane, *tag, *count),
             Record::DeliveredMany { lane, deliveries } => {

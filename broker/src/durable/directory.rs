@@ -81,8 +81,15 @@ pub(crate) fn newer_generation(a: u64, b: u64) -> bool {
 
 impl Engine {
     /// The other brokers holding a durable queue whose filter matches `event`, in order.
+    #[cfg(test)]
     pub(super) fn remote_matches(&mut self, event: &Event) -> Vec<BrokerId> {
         self.remote.matches(event)
+    }
+
+    /// The other brokers holding a durable queue whose filter matches `event`, in order, and
+    /// how many such queues they hold.
+    pub(super) fn remote_queue_matches(&mut self, event: &Event) -> (Vec<BrokerId>, usize) {
+        self.remote.matches_counted(event)
     }
 
     /// Sends the whole directory to `peer` (its link just came up).

@@ -10,6 +10,8 @@
 //! | `access` | who each client is, and what its principal may use |
 //! | `limits` | broker-wide limits, queue size limits and `max_age`, the wall clock |
 //! | `consume` | consumers: push, pull, acks, naks, redelivery, dead-lettering |
+//! | `purge` | emptying a lane: purges, removing a dead-letter queue |
+//! | `peek` | the next pending messages of a queue, shown without delivery |
 //! | `directory` | the durable queues of other brokers |
 //! | `forward` | store-and-forward between brokers |
 //! | `output` | domain outputs, held back until durable |
@@ -100,6 +102,8 @@ pub(crate) struct EngineConfig {
 pub(crate) struct Stats {
     pub(crate) stored: u64,
     pub(crate) duplicates: u64,
+    /// Publications stored here that matched no durable queue of the overlay.
+    pub(crate) unmatched: u64,
     pub(crate) delivered: u64,
     pub(crate) redelivered: u64,
     pub(crate) acked: u64,

@@ -124,6 +124,7 @@ impl Engine {
                 queues,
                 dests: new.into_iter().filter(|d| *d != me).collect(),
                 at_ms: self.cfg.clock.unix_ms(now),
+                matched: None,
             };
             if self.write(j, rec).is_err() {
                 // Not stored: no ack; the peer sends it again after the store recovers.

@@ -63,6 +63,21 @@ impl<K: Eq + Hash, D: Clone + Eq + Hash + Ord> FilterIndex<K, D> {
         out
     }
 
+    /// [`FilterIndex::matches`], and how many keys have a filter matching `event` (several
+    /// keys may lead to one destination).
+    pub(super) fn matches_counted(&mut self, event: &Event) -> (Vec<D>, usize) {
+        let mut ids = Vec::new();
+        self.index
+            .matching_entries(event, &mut self.scratch, &mut ids);
+        let mut out: Vec<D> = ids
+            .iter()
+            .filter_map(|&id| self.index.destination(id).cloned())
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        (out, ids.len())
+    }
+
     /// How many keys have a filter.
     #[cfg(test)]
     fn len(&self) -> usize {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use palio_protocol::{Attributes, ErrorCode, QueueInfo};
+use palio_protocol::{Attributes, ErrorCode, PeekedMessage, QueueInfo, QueueMatches};
 use palio_topology::BrokerId;
 
 use super::engine::{ClientId, Engine, Journal, Refusal};
@@ -22,8 +22,13 @@ use crate::wire::{MessageId, QueueDecl};
 /// An output of the engine, for one client or one peer.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Output {
-    /// The persistent publications of `client` are durable up to sequence number `through`.
-    Acked { client: ClientId, through: u64 },
+    /// The persistent publications of `client` are durable up to sequence number `through`;
+    /// `matched` says how many durable queues they matched (runs in increasing order).
+    Acked {
+        client: ClientId,
+        through: u64,
+        matched: Vec<QueueMatches>,
+    },
     /// The persistent publication `seq` of `client` was not stored.
     PublishFailed {
         client: ClientId,
@@ -91,6 +96,11 @@ pub(crate) enum Answer {
     Queues(Vec<QueueInfo>),
     /// Refused, or failed.
     Refused { code: ErrorCode, message: String },
+    /// A queue was purged of this many messages (durable).
+    Purged { messages: u64 },
+    /// The next pending messages of a queue, however many (the shell keeps those that fit
+    /// in a frame).
+    Peeked(Vec<PeekedMessage>),
 }
 
 impl Engine {
@@ -104,23 +114,34 @@ impl Engine {
         }
         self.durable = durable;
         // Publish acks and store acks released together are merged: one per client and peer.
-        let mut acks: BTreeMap<ClientId, u64> = BTreeMap::new();
+        let mut acks: BTreeMap<ClientId, (u64, Vec<QueueMatches>)> = BTreeMap::new();
         let mut store_acks: BTreeMap<BrokerId, Vec<MessageId>> = BTreeMap::new();
         while self.waiting.front().is_some_and(|(p, _)| *p <= durable) {
             let Some((_, o)) = self.waiting.pop_front() else {
                 break;
             };
             match o {
-                Output::Acked { client, through } => {
-                    let a = acks.entry(client).or_insert(through);
-                    *a = (*a).max(through);
+                Output::Acked {
+                    client,
+                    through,
+                    matched,
+                } => {
+                    let (t, runs) = acks.entry(client).or_insert((through, Vec::new()));
+                    *t = (*t).max(through);
+                    for run in matched {
+                        push_run(runs, run);
+                    }
                 }
                 Output::StoreAck { peer, ids } => store_acks.entry(peer).or_default().extend(ids),
                 other => self.out.push_back(other),
             }
         }
-        for (client, through) in acks {
-            self.out.push_back(Output::Acked { client, through });
+        for (client, (through, matched)) in acks {
+            self.out.push_back(Output::Acked {
+                client,
+                through,
+                matched,
+            });
         }
         for (peer, ids) in store_acks {
             self.out.push_back(Output::StoreAck { peer, ids });
@@ -157,7 +178,9 @@ impl Engine {
         self.failed = Some(why.to_owned());
         for (_, o) in std::mem::take(&mut self.waiting) {
             match o {
-                Output::Acked { client, through } => {
+                Output::Acked {
+                    client, through, ..
+                } => {
                     self.stats.publish_failures += 1;
                     self.out.push_back(Output::PublishFailed {
                         client,
@@ -222,5 +245,18 @@ impl Engine {
     /// Refuses `request` of `client`.
     pub(super) fn refuse(&mut self, client: ClientId, request: u64, (code, message): Refusal) {
         self.answer(client, request, Answer::Refused { code, message });
+    }
+}
+
+/// Appends `run` to `runs`, merged into the last run if it continues it with the same count:
+/// the runs of one ack stay few however many publications it covers.
+pub(super) fn push_run(runs: &mut Vec<QueueMatches>, run: QueueMatches) {
+    match runs.last_mut() {
+        Some(last)
+            if last.queues == run.queues && last.through.checked_add(1) == Some(run.from) =>
+        {
+            last.through = run.through;
+        }
+        _ => runs.push(run),
     }
 }

@@ -15,6 +15,15 @@
 //! stored, every later publication of the producer would be a "duplicate", and `next_seq` would
 //! overflow. One stored by an earlier version is not counted.
 //!
+//! # What a retry is told
+//!
+//! A publication's ack says how many durable queues it matched (`publish`). So that a retry
+//! of a stored publication is told the same, each producer keeps how many queues its latest
+//! publications matched, in runs of sequence numbers with the same count (the count is in
+//! each publication's record too, so recovery rebuilds them): at most [`MATCH_RUNS`] runs,
+//! which for a producer whose publications match the same queues is every one of them. A
+//! retry older than that is told how many queues it matches now.
+//!
 //! # Bounded, never forgetting an active producer
 //!
 //! The table holds at most `limits.max_producers` entries. Naming a new producer with the table
@@ -25,7 +34,9 @@
 //! forgotten starts again from `next_seq = 0` under whoever names it next, so a retry of one
 //! of its publications from before would be stored again.
 
-use palio_protocol::ErrorCode;
+use std::collections::VecDeque;
+
+use palio_protocol::{ErrorCode, QueueMatches};
 
 use super::access::Action;
 use super::engine::{ClientId, Engine, Journal, Refusal, duration_ms};
@@ -39,6 +50,9 @@ const FORGET_BATCH: usize = 1024;
 /// The longest producer name, in bytes.
 const MAX_PRODUCER_NAME: usize = 128;
 
+/// The runs of match counts a producer keeps (see the module docs).
+const MATCH_RUNS: usize = 16;
+
 /// What the engine knows of a producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerEntry {
@@ -51,6 +65,9 @@ pub(crate) struct ProducerEntry {
     pub(crate) last_used_ms: u64,
     /// Connected clients that named it now (not recorded: none after a restart).
     pub(crate) attached: u32,
+    /// How many queues its latest stored publications matched: runs of sequence numbers,
+    /// oldest first, at most [`MATCH_RUNS`].
+    pub(crate) matches: VecDeque<QueueMatches>,
 }
 
 impl ProducerEntry {
@@ -58,6 +75,34 @@ impl ProducerEntry {
     pub(crate) fn next_seq(&self) -> u64 {
         // Never stored above u64::MAX - 1 (`producer_stored`), so this does not saturate.
         self.last_seq.map_or(0, |s| s.saturating_add(1))
+    }
+
+    /// How many queues its stored publication `seq` matched, if it is among those it keeps.
+    pub(crate) fn matched(&self, seq: u64) -> Option<u32> {
+        self.matches
+            .iter()
+            .rev()
+            .find(|m| (m.from..=m.through).contains(&seq))
+            .map(|m| m.queues)
+    }
+
+    /// Its publication `seq` matched `queues` queues.
+    fn record_match(&mut self, seq: u64, queues: u32) {
+        match self.matches.back_mut() {
+            Some(last) if last.queues == queues && last.through.checked_add(1) == Some(seq) => {
+                last.through = seq;
+            }
+            _ => {
+                self.matches.push_back(QueueMatches {
+                    from: seq,
+                    through: seq,
+                    queues,
+                });
+                if self.matches.len() > MATCH_RUNS {
+                    self.matches.pop_front();
+                }
+            }
+        }
     }
 }
 
@@ -201,12 +246,21 @@ impl Engine {
         Ok(())
     }
 
-    /// A publication of producer `name` with `seq` was stored at `at_ms` (live or in
-    /// recovery).
-    pub(super) fn producer_stored(&mut self, name: &str, seq: u64, at_ms: u64) {
+    /// A publication of producer `name` with `seq`, which matched `matched` queues (if
+    /// known), was stored at `at_ms` (live or in recovery).
+    pub(super) fn producer_stored(
+        &mut self,
+        name: &str,
+        seq: u64,
+        at_ms: u64,
+        matched: Option<u32>,
+    ) {
         self.with_producer(name, |p| {
             if seq != u64::MAX {
                 p.last_seq = Some(p.last_seq.map_or(seq, |s| s.max(seq)));
+            }
+            if let Some(queues) = matched {
+                p.record_match(seq, queues);
             }
             p.last_used_ms = p.last_used_ms.max(at_ms);
         });
@@ -232,6 +286,7 @@ impl Engine {
                     last_seq: None,
                     last_used_ms: 0,
                     attached: 0,
+                    matches: VecDeque::new(),
                 };
                 change(&mut p);
                 self.producers.insert(name.to_owned(), p);

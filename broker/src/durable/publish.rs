@@ -1,11 +1,17 @@
 //! Persistent publications: de-duplication by producer sequence number (the table is in
 //! `producers`), the local queues' limits, and where a message goes (the local queues and the
 //! brokers of the remote queues its attributes match).
+//!
+//! The ack says how many durable queues the publication matched: the local ones and, through
+//! the directory, those of other brokers. A publication that matched none is acked all the
+//! same (its record keeps its sequence number for de-duplication) but no queue keeps it, and
+//! the ack says so with a count of 0, so that a publisher can tell (`palio pub --persistent`
+//! warns). A retry of a stored publication is told the count it was told then (`producers`).
 
 use std::time::Instant;
 
 use palio_filter::Event;
-use palio_protocol::{Attributes, ErrorCode};
+use palio_protocol::{Attributes, ErrorCode, QueueMatches};
 
 use super::engine::{ClientId, Engine, Journal, Refusal};
 use super::output::Output;
@@ -63,26 +69,31 @@ impl Engine {
             );
             return;
         }
-        if self
+        if let Some(p) = self
             .producers
             .get(&producer)
-            .and_then(|p| p.last_seq)
-            .is_some_and(|last| seq <= last)
+            .filter(|p| p.last_seq.is_some_and(|last| seq <= last))
         {
+            // Stored already: told what it was told then, or if that is too old, what it
+            // matches now.
+            let known = p.matched(seq);
+            let matched = match known {
+                Some(n) => n,
+                None => {
+                    let local = self.local_matches(event).len();
+                    let (_, remote) = self.remote_queue_matches(event);
+                    count(local, remote)
+                }
+            };
             self.stats.duplicates += 1;
-            self.when_durable(
-                j,
-                Output::Acked {
-                    client,
-                    through: seq,
-                },
-            );
+            self.when_durable(j, acked(client, seq, matched));
             return;
         }
         let queues = self.local_matches(event);
         let keys: Vec<u64> = queues.iter().map(|&(key, _)| key).collect();
         let me = self.cfg.me;
-        let dests = self.remote_matches(event);
+        let (dests, remote) = self.remote_queue_matches(event);
+        let matched = count(queues.len(), remote);
         let id = MessageId {
             origin: me,
             n: self.next_msg,
@@ -96,6 +107,7 @@ impl Engine {
             queues,
             dests,
             at_ms: self.cfg.clock.unix_ms(now),
+            matched: Some(matched),
         };
         let bytes = encode(&rec);
         let size = bytes.len() as u64;
@@ -106,13 +118,12 @@ impl Engine {
             return;
         }
         match self.write_encoded(j, &rec, &bytes) {
-            Ok(_) => self.when_durable(
-                j,
-                Output::Acked {
-                    client,
-                    through: seq,
-                },
-            ),
+            Ok(_) => {
+                if matched == 0 {
+                    self.stats.unmatched += 1;
+                }
+                self.when_durable(j, acked(client, seq, matched));
+            }
             Err(r) => fail(self, r),
         }
     }
@@ -141,4 +152,22 @@ impl Engine {
             },
         }
     }
+}
+
+/// The ack of publication `seq` of `client`, which matched `queues` queues.
+fn acked(client: ClientId, seq: u64, queues: u32) -> Output {
+    Output::Acked {
+        client,
+        through: seq,
+        matched: vec![QueueMatches {
+            from: seq,
+            through: seq,
+            queues,
+        }],
+    }
+}
+
+/// The queues a publication matched: `local` here and `remote` at other brokers.
+fn count(local: usize, remote: usize) -> u32 {
+    u32::try_from(local.saturating_add(remote)).unwrap_or(u32::MAX)
 }

@@ -59,6 +59,11 @@ pub(crate) enum Record {
         /// queues had a `max_age`): what a queue's `max_age` counts from.
         #[serde(default)]
         at_ms: u64,
+        /// How many durable queues of the overlay it matched, when published here (`None`:
+        /// received from a peer, or written before publish acks said so): what the ack of a
+        /// retry of its `(producer, seq)` says.
+        #[serde(default)]
+        matched: Option<u32>,
     },
     /// A durable queue was added here.
     QueueAdded {
@@ -152,6 +157,12 @@ pub(crate) enum Record {
         /// `(tag, delivery count)`.
         deliveries: Vec<(u64, u32)>,
     },
+    /// Every message of a lane was removed (a purge, or the removal of a dead-letter queue):
+    /// the lane's entries at this point of the log leave it; consumers stay attached.
+    Purged {
+        /// The lane.
+        lane: LaneId,
+    },
 }
 
 impl Record {
@@ -182,6 +193,7 @@ pub(crate) enum MessageBody {
         IgnoredAny,
         IgnoredAny,
         IgnoredAny,
+        #[serde(default)] IgnoredAny,
         #[serde(default)] IgnoredAny,
     ),
 }
@@ -256,6 +268,11 @@ pub(crate) struct ProducerSnapshot {
     pub(crate) last_seq: Option<u64>,
     /// The last claim or stored publication (Unix milliseconds).
     pub(crate) last_used_ms: u64,
+    /// How many queues its latest publications matched: `(from, through, queues)` runs of
+    /// sequence numbers, oldest first (none in checkpoints written before publish acks said
+    /// so).
+    #[serde(default)]
+    pub(crate) matches: Vec<(u64, u64, u32)>,
 }
 
 /// The whole persistent state after a prefix of the log: what a checkpoint holds.
@@ -368,12 +385,13 @@ mod tests {
                 producer,
                 at_ms,
                 queues,
+                matched,
                 ..
             } => {
                 assert_eq!(back, id);
                 assert_eq!(producer, Some(("p".into(), 3)));
                 assert_eq!(queues, vec![(1, 0)]);
-                assert_eq!(at_ms, 0);
+                assert_eq!((at_ms, matched), (0, None));
             }
             other => panic!("{other:?}"),
         }
@@ -419,6 +437,7 @@ mod tests {
             queues: vec![(1, 0), (2, 5)],
             dests: vec![BrokerId(2)],
             at_ms: 9,
+            matched: Some(3),
         });
         let old = encode(&OldRecord::Message {
             id,

@@ -4,6 +4,8 @@
 //! records written after it with [`Engine::apply_bytes`]; the indexes of filters (local queues,
 //! remote queues) are rebuilt on the way, as queues and directory entries come back.
 
+use palio_protocol::QueueMatches;
+
 use super::admin::QueueSettings;
 use super::engine::{Engine, EngineConfig, duration_ms};
 use super::producers::ProducerEntry;
@@ -62,7 +64,7 @@ impl Engine {
         // Checkpoints from before producer owners have sequence numbers only; later ones have
         // the table.
         for (name, seq) in snap.producers {
-            e.producer_stored(&name, seq, 0);
+            e.producer_stored(&name, seq, 0, None);
         }
         for p in snap.producer_table {
             let entry = ProducerEntry {
@@ -70,6 +72,15 @@ impl Engine {
                 last_seq: p.last_seq,
                 last_used_ms: p.last_used_ms,
                 attached: 0,
+                matches: p
+                    .matches
+                    .into_iter()
+                    .map(|(from, through, queues)| QueueMatches {
+                        from,
+                        through,
+                        queues,
+                    })
+                    .collect(),
             };
             e.producers.insert(p.name, entry);
         }
@@ -140,6 +151,11 @@ impl Engine {
                     owner: p.owner.clone(),
                     last_seq: p.last_seq,
                     last_used_ms: p.last_used_ms,
+                    matches: p
+                        .matches
+                        .iter()
+                        .map(|m| (m.from, m.through, m.queues))
+                        .collect(),
                 })
                 .collect(),
         }

@@ -5,7 +5,7 @@
 //! wire, including splitting a queue listing into frames that fit the client's frame limit
 //! (the `listing` module).
 
-use palio_protocol::{DurableMessage, ServerFrame};
+use palio_protocol::{DurableMessage, PeekedMessage, ServerFrame, encoded_len};
 use palio_topology::BrokerId;
 
 use super::listing::queue_frames;
@@ -39,7 +39,11 @@ pub(crate) fn frame(output: Output, max_frame: usize) -> Framed {
         frames: one(frame),
     };
     match output {
-        Output::Acked { client: c, through } => client(c, ServerFrame::PublishAcked { through }),
+        Output::Acked {
+            client: c,
+            through,
+            matched,
+        } => client(c, ServerFrame::PublishAcked { through, matched }),
         Output::PublishFailed {
             client: c,
             seq,
@@ -119,13 +123,40 @@ fn answer_frames(request: u64, answer: Answer, max_frame: usize) -> ClientFrames
             code,
             message,
         },
+        Answer::Purged { messages } => ServerFrame::Purged { request, messages },
+        Answer::Peeked(messages) => ServerFrame::Peeked {
+            request,
+            messages: fitting(request, messages, max_frame),
+        },
     };
     one(frame)
 }
 
+/// The first of `messages` that fit in a [`ServerFrame::Peeked`] of at most `max_frame`
+/// bytes, and at least one (a message alone is within `FRAME_HEADROOM` of it, as a delivery
+/// of it would be).
+fn fitting(request: u64, mut messages: Vec<PeekedMessage>, max_frame: usize) -> Vec<PeekedMessage> {
+    let empty = ServerFrame::Peeked {
+        request,
+        messages: Vec::new(),
+    };
+    // The longest array header is 5 bytes; the empty frame has a 1-byte one.
+    let mut size = encoded_len(&empty).map_or(0, |n| n + 4);
+    let keep = messages
+        .iter()
+        .position(|m| {
+            size = size.saturating_add(encoded_len(m).unwrap_or(max_frame));
+            size > max_frame
+        })
+        .unwrap_or(messages.len())
+        .max(1);
+    messages.truncate(keep);
+    messages
+}
+
 #[cfg(test)]
 mod tests {
-    use palio_protocol::{ErrorCode, QueueInfo};
+    use palio_protocol::{ErrorCode, QueueInfo, QueueMatches};
 
     use super::*;
     use crate::wire::{MessageId, QueueDecl};
@@ -156,8 +187,20 @@ mod tests {
                 Output::Acked {
                     client: 3,
                     through: 4,
+                    matched: vec![QueueMatches {
+                        from: 3,
+                        through: 4,
+                        queues: 2,
+                    }],
                 },
-                ServerFrame::PublishAcked { through: 4 },
+                ServerFrame::PublishAcked {
+                    through: 4,
+                    matched: vec![QueueMatches {
+                        from: 3,
+                        through: 4,
+                        queues: 2,
+                    }],
+                },
             ),
             (
                 Output::PublishFailed {

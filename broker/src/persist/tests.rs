@@ -135,7 +135,7 @@ async fn a_full_disk_fails_publications_clearly_and_acks_nothing_false() {
         for ack in acks {
             match (ack.await, &refused) {
                 (Ok(_), None) => acked += 1,
-                (Ok(seq), Some(e)) => panic!("publication {seq} acked after a refusal: {e}"),
+                (Ok(p), Some(e)) => panic!("publication {} acked after a refusal: {e}", p.seq()),
                 (Err(e), _) => {
                     refused.get_or_insert(e);
                 }

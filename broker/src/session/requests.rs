@@ -273,6 +273,8 @@ pub(super) async fn run(
             | ClientFrame::QueueRemove { .. }
             | ClientFrame::QueueList { .. }
             | ClientFrame::QueueInfo { .. }
+            | ClientFrame::QueuePurge { .. }
+            | ClientFrame::QueuePeek { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Nak { .. }
             | ClientFrame::StopConsume { .. }

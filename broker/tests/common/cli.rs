@@ -76,6 +76,11 @@ impl Collecting {
         Collecting { pid, rx }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// The child's output once it exits; kills it and panics after `secs`.
     pub fn finish(self, secs: u64) -> Output {
         match self.rx.recv_timeout(Duration::from_secs(secs)) {

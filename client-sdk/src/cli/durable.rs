@@ -2,12 +2,17 @@
 //!
 //! Output contract:
 //! - `pub --persistent` publishes pipelined (at most [`DEFAULT_MAX_IN_FLIGHT`](crate::DEFAULT_MAX_IN_FLIGHT) unacked) and
-//!   prints `{"published": N, "acked": M}` on exit, also when the connection is lost midway or
+//!   prints `{"published": N, "acked": M, "stored": K}` on exit, also when the connection is lost midway or
 //!   the broker refuses a publication (exit status 1 then, the error on stderr). `published`
 //!   counts the publications handed to the connection, `acked` those the broker has on disk;
 //!   acks come in publish order, and counting stops at the first failure, so the acked
 //!   notifications are `seq` 0…M−1. With `--count N` the producer sequence numbers are the
 //!   `seq` values, so a run repeated under the same `--producer` stores nothing twice.
+//!   The line also has `"stored": K`, the acked publications that matched at least one durable
+//!   queue (a retry counts as it did the first time). If some acked ones matched none (the
+//!   broker has them on disk, but no queue keeps them), it warns once on stderr,
+//!   `palio: N publications matched no queue; nothing stored them (palio queue ls)`, and the
+//!   exit status does not change (0 if every publication was acked).
 //! - `sub --durable NAME` prints each message as `palio sub` does, plus `"delivery_count"`,
 //!   `"queue"` and `"tag"`, then acks it. It exits after `--count` messages once their acks
 //!   are confirmed (on the broker's disk), or after `--timeout` seconds (exit status 3 if the
@@ -20,7 +25,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
@@ -28,6 +33,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::pubsub::{Sub, Template, runtime};
+use super::refusal::said_once;
 use crate::{Client, ConsumeMode, DurableMessage, Error, ErrorCode, PublishAck};
 
 /// Acks of printed messages awaited at a time by `sub --durable` in push mode: enough to keep
@@ -72,6 +78,8 @@ pub(super) fn default_producer_id() -> String {
 struct Tally {
     published: u64,
     acked: u64,
+    /// Acked publications that matched at least one durable queue.
+    stored: u64,
 }
 
 pub(super) fn run_persistent_pub(
@@ -87,9 +95,17 @@ pub(super) fn run_persistent_pub(
         writeln!(
             out,
             "{}",
-            json!({ "published": tally.published, "acked": tally.acked })
+            json!({ "published": tally.published, "acked": tally.acked, "stored": tally.stored })
         )?;
         out.flush()?;
+        let unmatched = tally.acked - tally.stored;
+        if unmatched > 0 {
+            writeln!(
+                err,
+                "palio: {unmatched} publications matched no queue; nothing stored them \
+                 (palio queue ls)"
+            )?;
+        }
         match result {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
@@ -113,10 +129,12 @@ async fn publish_persistent(
 }
 
 async fn publish_with(client: &Client, p: &Publication, tally: &mut Tally) -> anyhow::Result<()> {
-    let producer = client
-        .producer(&p.producer)
-        .await
-        .with_context(|| format!("naming producer {:?}", p.producer))?;
+    let producer = client.producer(&p.producer).await.map_err(|e| {
+        said_once(e, |code| {
+            (code == ErrorCode::PermissionDenied)
+                .then(|| format!("producer {:?} belongs to another principal", p.producer))
+        })
+    })?;
     // Acks not yet counted, oldest first; they settle in this order.
     let mut acks: VecDeque<PublishAck> = VecDeque::new();
     let seqs: Box<dyn Iterator<Item = Option<u32>>> = match p.count {
@@ -155,8 +173,11 @@ async fn count_settled(
             None => break,
             Some(r) => {
                 acks.pop_front();
-                r?;
+                let published = r?;
                 tally.acked += 1;
+                if published.stored() {
+                    tally.stored += 1;
+                }
             }
         }
     }
@@ -199,12 +220,20 @@ pub(super) fn run_durable_sub(
     })
 }
 
-/// A clearer message for a queue that does not exist.
+/// The broker's refusal of the consumer, said once, with a plain sentence for the common
+/// cases.
 fn queue_error(e: anyhow::Error, queue: &str) -> anyhow::Error {
-    match e.downcast_ref::<Error>().and_then(Error::code) {
-        Some(ErrorCode::QueueNotFound) => e.context(format!("no queue named {queue:?}")),
-        _ => e,
-    }
+    let e = match e.downcast::<Error>() {
+        Ok(e) => e,
+        Err(other) => return other,
+    };
+    said_once(e, |code| match code {
+        ErrorCode::QueueNotFound => Some(format!("no queue named {queue:?}")),
+        ErrorCode::PermissionDenied => {
+            Some(format!("queue {queue:?} belongs to another principal"))
+        }
+        _ => None,
+    })
 }
 
 fn print(out: &mut dyn Write, raw: bool, m: &DurableMessage) -> std::io::Result<()> {

@@ -25,6 +25,7 @@ use serde_json::json;
 
 use super::connection::Connection;
 use super::pubsub::{Sub, Template, before, deadline, one_request, runtime};
+use super::refusal::said_once;
 use crate::{Client, Error, ErrorCode, GroupEvent, GroupInfo, GroupOrder};
 
 /// The ordering modes, as `--order` takes them.
@@ -154,14 +155,13 @@ async fn request(client: &Client, cmd: &GroupCommand) -> anyhow::Result<serde_js
     })
 }
 
-/// The broker's refusal, with a plain sentence for the common cases.
+/// The broker's refusal, said once, with a plain sentence for the common cases.
 fn explain(e: Error, name: &str) -> anyhow::Error {
-    let sentence = match e.code() {
-        Some(ErrorCode::GroupNotFound) => format!("no group named {name:?}"),
-        Some(ErrorCode::GroupExists) => format!("group {name:?} exists already"),
-        _ => return e.into(),
-    };
-    anyhow::Error::new(e).context(sentence)
+    said_once(e, |code| match code {
+        ErrorCode::GroupNotFound => Some(format!("no group named {name:?}")),
+        ErrorCode::GroupExists => Some(format!("group {name:?} exists already")),
+        _ => None,
+    })
 }
 
 /// `palio sub --group NAME [FILTER]`.

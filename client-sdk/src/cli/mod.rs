@@ -17,6 +17,7 @@ mod group;
 mod payload;
 mod pubsub;
 mod queue;
+mod refusal;
 mod request;
 mod routes;
 mod server;
@@ -35,7 +36,8 @@ queue) or connection lost; 2 usage error, invalid filter or queue name; 3 `sub -
 timed out before N.
 
 Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent notifications;
-`palio pub --persistent` waits for the broker's acks and prints {\"published\": N, \"acked\": M};
+`palio pub --persistent` waits for the broker's acks and prints
+{\"published\": N, \"acked\": M, \"stored\": K} (K: acked and kept by a queue);
 `palio sub --durable NAME [--pull]` prints and acks each message with its delivery_count.
 
 Ordered groups: `palio group create NAME --order {fifo,causal,total}`; `palio sub --group NAME`
@@ -83,7 +85,7 @@ enum Command {
     /// each notification as a JSON line.
     Sub(pubsub::Sub),
     /// Publish notifications and print {"published": N} (with --persistent:
-    /// {"published": N, "acked": M}).
+    /// {"published": N, "acked": M, "stored": K}).
     Pub(pubsub::Pub),
     /// Send a request (routed by content like a publication) and print the first reply as a
     /// JSON line; exit 1 with "no responders" at once if no subscription matches it.
@@ -91,7 +93,7 @@ enum Command {
     /// Answer every request matching FILTER with --payload (and --attr), printing each
     /// request answered, until --count N or SIGINT.
     Reply(request::Reply),
-    /// Manage durable queues: add, ls, info, rm.
+    /// Manage durable queues: add, ls, info, rm, purge, peek.
     #[command(subcommand)]
     Queue(queue::QueueCommand),
     /// Manage ordered groups: create, ls, info, rm.
@@ -241,6 +243,15 @@ mod tests {
         assert!(parse(&["queue", "info", "q.dlq"]).is_ok());
         assert!(parse(&["queue", "rm", "q"]).is_ok());
         assert!(parse(&["queue", "info"]).is_err());
+        assert!(parse(&["queue", "purge", "q.dlq"]).is_ok());
+        let cli = parse(&["queue", "peek", "q"]).unwrap();
+        let Command::Queue(queue::QueueCommand::Peek { count, .. }) = cli.command else {
+            panic!("not queue peek: {cli:?}");
+        };
+        assert_eq!(count, 1);
+        assert!(parse(&["queue", "peek", "q", "--count", "4096"]).is_ok());
+        assert!(parse(&["queue", "peek", "q", "--count", "4097"]).is_err());
+        assert!(parse(&["queue", "peek", "q", "--count", "0"]).is_err());
     }
 
     #[test]
@@ -266,7 +277,10 @@ mod tests {
         let (code, out, err) = run_offline(&["pub", "--persistent", "--count", "3"]);
         assert_eq!(code, ExitCode::from(1), "{err}");
         let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON line");
-        assert_eq!(line, serde_json::json!({"published": 0, "acked": 0}));
+        assert_eq!(
+            line,
+            serde_json::json!({"published": 0, "acked": 0, "stored": 0})
+        );
         assert!(err.starts_with("palio: "), "{err}");
     }
 

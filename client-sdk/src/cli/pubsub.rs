@@ -101,9 +101,10 @@ pub(super) struct Pub {
     #[arg(short = 'c', long)]
     count: Option<u32>,
     /// Publish persistently: pipelined, waiting for the broker's acks (the notifications are
-    /// on its disk), then print {"published": N, "acked": M}, also when the connection is
-    /// lost midway (exit status 1 then). Acks come in publish order: the acked notifications
-    /// are seq 0…M−1.
+    /// on its disk), then print {"published": N, "acked": M, "stored": K}, also when the
+    /// connection is lost midway (exit status 1 then). Acks come in publish order: the acked
+    /// notifications are seq 0…M−1. K counts the acked ones that matched a durable queue; if
+    /// some matched none, a warning on stderr says so (the exit status stays 0).
     #[arg(long)]
     persistent: bool,
     /// With --persistent: the producer id, for the broker to de-duplicate retries (default:

@@ -7,8 +7,13 @@
 //! added before queues had owners), `bytes`, `max_messages`, `max_bytes`, `max_age_ms` (0: no
 //! limit) and `discard` (`"old"` or `"new"`). A request the broker refuses (no such queue, a
 //! queue of that name with another filter, another principal's queue, a limit, …) exits with
-//! status 1 and the reason on stderr; an invalid filter, queue name or option exits with
-//! status 2.
+//! status 1 and the reason on stderr, said once with the broker's code (`palio: queue "orders"
+//! exists already with another filter or options (queue_exists)`); an invalid filter, queue
+//! name or option exits with status 2. `rm NAME.dlq` empties the dead-letter queue of `NAME`
+//! (it lives as long as `NAME`, listed, and later dead letters go to it again) and prints
+//! `{"removed": "NAME.dlq"}`. `purge` prints `{"purged": NAME, "messages": N}`; `peek` prints
+//! each message shown as a line, as `sub --durable` does but without `tag` (nothing if the
+//! queue has no pending message).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -17,7 +22,8 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::connection::Connection;
-use super::pubsub::one_request;
+use super::pubsub::{one_request, runtime};
+use super::refusal::said_once;
 use crate::{Client, Discard, Error, ErrorCode, QueueOptions};
 
 #[derive(Debug, Subcommand)]
@@ -74,11 +80,36 @@ pub(super) enum QueueCommand {
         name: String,
     },
     /// Remove a queue, its dead-letter queue and their messages; prints {"removed": NAME}.
+    /// NAME.dlq empties the dead-letter queue of NAME, which stays as long as NAME does.
     Rm {
         #[command(flatten)]
         conn: Connection,
         /// The queue's name.
         name: String,
+    },
+    /// Remove every message of a queue (NAME.dlq: of a dead-letter queue), pending and
+    /// unacked; the queue and its consumers stay. Prints {"purged": NAME, "messages": N}.
+    Purge {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+    },
+    /// Print the next pending messages of a queue (NAME.dlq: of a dead-letter queue) as JSON
+    /// lines, as `sub --durable` does but without a tag, without delivering them: nothing is
+    /// acked, no delivery count changes, consumers still get them.
+    Peek {
+        #[command(flatten)]
+        conn: Connection,
+        /// The queue's name.
+        name: String,
+        /// How many messages to print at most.
+        #[arg(
+            long,
+            default_value_t = 1,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_FETCH_BATCH))
+        )]
+        count: u32,
     },
 }
 
@@ -148,7 +179,9 @@ pub(super) fn run(
         QueueCommand::Add { conn, .. }
         | QueueCommand::Ls { conn }
         | QueueCommand::Info { conn, .. }
-        | QueueCommand::Rm { conn, .. } => conn,
+        | QueueCommand::Rm { conn, .. }
+        | QueueCommand::Purge { conn, .. } => conn,
+        QueueCommand::Peek { conn, name, count } => return peek(conn, name, *count, out),
     };
     one_request(conn, "palio-queue", out, async |client| {
         request(client, &cmd).await
@@ -183,7 +216,12 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
                 .map_err(|e| explain(e, name))?;
             json!({ "added": name })
         }
-        QueueCommand::Ls { .. } => serde_json::to_value(client.queue_list().await?)?,
+        QueueCommand::Ls { .. } => serde_json::to_value(
+            client
+                .queue_list()
+                .await
+                .map_err(|e| said_once(e, |_| None))?,
+        )?,
         QueueCommand::Info { name, .. } => serde_json::to_value(
             client
                 .queue_info(name)
@@ -197,22 +235,48 @@ async fn request(client: &Client, cmd: &QueueCommand) -> anyhow::Result<serde_js
                 .map_err(|e| explain(e, name))?;
             json!({ "removed": name })
         }
+        QueueCommand::Purge { name, .. } => {
+            let messages = client
+                .queue_purge(name)
+                .await
+                .map_err(|e| explain(e, name))?;
+            json!({ "purged": name, "messages": messages })
+        }
+        // Printed line by line by `peek`.
+        QueueCommand::Peek { .. } => serde_json::Value::Null,
     })
 }
 
-/// The broker's refusal, with a plain sentence for the common cases.
+/// `queue peek`: connects, prints each message shown as a line, closes.
+fn peek(
+    conn: &Connection,
+    name: &str,
+    count: u32,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let client = conn.connect("palio-queue").await?;
+        let shown = client.queue_peek(name, count).await;
+        // Closed whatever the outcome, so that the broker hears of it at once.
+        client.close().await;
+        for m in shown.map_err(|e| explain(e, name))? {
+            writeln!(out, "{}", m.to_json())?;
+            out.flush()?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The broker's refusal, said once, with a plain sentence for the common cases.
 fn explain(e: Error, name: &str) -> anyhow::Error {
-    let sentence = match e.code() {
-        Some(ErrorCode::QueueNotFound) => format!("no queue named {name:?}"),
-        Some(ErrorCode::QueueExists) => {
-            format!("queue {name:?} exists already with another filter or options")
-        }
-        Some(ErrorCode::PermissionDenied) => {
-            format!("queue {name:?} belongs to another principal")
-        }
-        _ => return e.into(),
-    };
-    anyhow::Error::new(e).context(sentence)
+    said_once(e, |code| match code {
+        ErrorCode::QueueNotFound => Some(format!("no queue named {name:?}")),
+        ErrorCode::QueueExists => Some(format!(
+            "queue {name:?} exists already with another filter or options"
+        )),
+        ErrorCode::PermissionDenied => Some(format!("queue {name:?} belongs to another principal")),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -169,6 +169,22 @@ pub async fn expect_publications(s: &mut Session, seqs: std::ops::Range<u64>) {
     }
 }
 
+/// An ack through `through` saying how many queues the publications matched:
+/// `(from, through, queues)` runs.
+pub fn acked(through: u64, runs: &[(u64, u64, u32)]) -> ServerFrame {
+    ServerFrame::PublishAcked {
+        through,
+        matched: runs
+            .iter()
+            .map(|&(from, through, queues)| palio_protocol::QueueMatches {
+                from,
+                through,
+                queues,
+            })
+            .collect(),
+    }
+}
+
 pub async fn expect_producer(s: &mut Session, id: &str, next_seq: u64) {
     let ClientFrame::Producer { request, producer } = s.recv().await else {
         panic!("expected a producer frame");

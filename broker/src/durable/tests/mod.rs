@@ -5,8 +5,11 @@
 
 mod directory;
 mod limits;
+mod matched;
 mod network;
 mod owners;
+mod peek;
+mod purge;
 mod queues;
 
 use std::collections::HashMap;
@@ -242,6 +245,18 @@ impl Node {
         };
         n.sync();
         n
+    }
+}
+
+/// The ack of publications `from` to `through`, each of which matched `queues` queues.
+fn acked(from: u64, through: u64, queues: u32) -> ServerFrame {
+    ServerFrame::PublishAcked {
+        through,
+        matched: vec![palio_protocol::QueueMatches {
+            from,
+            through,
+            queues,
+        }],
     }
 }
 

@@ -280,7 +280,7 @@ fn a_sequence_number_of_u64_max_is_refused_and_wedges_nothing() {
     );
     n.publish("a", 0);
     n.sync();
-    assert_eq!(n.frames(), vec![ServerFrame::PublishAcked { through: 0 }]);
+    assert_eq!(n.frames(), vec![acked(0, 0, 1)]);
     assert_eq!(n.info("q").pending, 1);
     // One stored by an earlier version (its record replayed) is not counted.
     let wedge = Record::Message {
@@ -295,6 +295,7 @@ fn a_sequence_number_of_u64_max_is_refused_and_wedges_nothing() {
         queues: vec![],
         dests: vec![],
         at_ms: 0,
+        matched: None,
     };
     n.journal.records.push(encode(&wedge));
     let mut r = n.recovered();
@@ -305,7 +306,7 @@ fn a_sequence_number_of_u64_max_is_refused_and_wedges_nothing() {
     );
     r.publish("a", 1);
     r.sync();
-    assert_eq!(r.frames(), vec![ServerFrame::PublishAcked { through: 1 }]);
+    assert_eq!(r.frames(), vec![acked(1, 1, 1)]);
     assert_eq!(r.info("q").pending, 2, "stored, not taken for a duplicate");
 }
 
@@ -324,6 +325,7 @@ fn a_producer_from_before_owners_is_claimed_by_the_first_to_name_it() {
         queues: vec![],
         dests: vec![],
         at_ms: 0,
+        matched: None,
     };
     n.journal.records.push(encode(&old));
     let mut n = n.recovered();

@@ -11,7 +11,7 @@ fn publish_is_acked_only_once_durable_and_retries_are_not_stored_twice() {
     n.publish("a", 1);
     assert!(n.frames().is_empty(), "nothing acked before the sync");
     n.sync();
-    assert_eq!(n.frames(), vec![ServerFrame::PublishAcked { through: 1 }]);
+    assert_eq!(n.frames(), vec![acked(0, 1, 1)]);
     let records = n.journal.records.len();
     n.publish("a", 1);
     n.sync();
@@ -19,13 +19,7 @@ fn publish_is_acked_only_once_durable_and_retries_are_not_stored_twice() {
     n.sync();
     n.publish("a", 2);
     n.sync();
-    assert_eq!(
-        n.frames(),
-        vec![
-            ServerFrame::PublishAcked { through: 1 },
-            ServerFrame::PublishAcked { through: 2 }
-        ]
-    );
+    assert_eq!(n.frames(), vec![acked(1, 1, 1), acked(2, 2, 1)]);
     assert_eq!(n.info("q").pending, 3);
     assert_eq!(
         n.producer(),
@@ -493,7 +487,7 @@ fn a_record_over_the_size_limit_is_refused_alone() {
             ..
         }
     )));
-    assert!(frames.contains(&ServerFrame::PublishAcked { through: 1 }));
+    assert!(frames.contains(&acked(1, 1, 0)));
     assert!(e.failure().is_none());
 }
 
