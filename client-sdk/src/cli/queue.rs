@@ -105,6 +105,7 @@ pub(super) enum QueueCommand {
         name: String,
         /// How many messages to print at most.
         #[arg(
+            short = 'c',
             long,
             default_value_t = 1,
             value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::MAX_FETCH_BATCH))

@@ -36,7 +36,7 @@ pub(super) enum ServerCommand {
         #[command(flatten)]
         conn: Connection,
         /// How many pings.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
         /// Seconds between pings.
         #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
