@@ -17,6 +17,11 @@ use crate::client::ConnectOptions;
 use crate::error::Error;
 
 /// The port a broker listens on by default, used when an address has none.
+///
+/// ```
+/// let opts = palio::ConnectOptions::new("127.0.0.1");
+/// assert_eq!(opts.server(), format!("127.0.0.1:{}", palio::DEFAULT_PORT));
+/// ```
 pub const DEFAULT_PORT: u16 = 7400;
 
 /// Splits a broker address into host and port: `host:port`, `[v6]:port`, or the same without

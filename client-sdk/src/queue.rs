@@ -61,6 +61,13 @@ impl Client {
     /// Removes a durable queue, its dead-letter queue and their messages
     /// ([`ErrorCode::QueueNotFound`] if there is none). `NAME.dlq` empties the dead-letter
     /// queue of `NAME`: it lives as long as `NAME` does, and later dead letters go to it again.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// client.queue_remove("orders.dlq").await?; // empties the dead letters
+    /// client.queue_remove("orders").await?;     // the queue, its dead letters and messages
+    /// # Ok(()) }
+    /// ```
     pub async fn queue_remove(&self, name: &str) -> Result<(), Error> {
         let answer = self
             .call(
@@ -80,6 +87,14 @@ impl Client {
     /// This broker's durable queues that this client's principal may use, dead-letter queues
     /// included. A long listing comes from the broker in several frames; this returns all of
     /// them, in the broker's order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// for q in client.queue_list().await? {
+    ///     println!("{}: {} pending, {} consumers", q.name, q.pending, q.consumers);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn queue_list(&self) -> Result<Vec<QueueInfo>, Error> {
         let answer = self
             .call(|request| ClientFrame::QueueList { request }, None)
@@ -92,6 +107,13 @@ impl Client {
 
     /// One queue (`NAME.dlq` for a dead-letter queue): its filter, options and counts
     /// ([`ErrorCode::QueueNotFound`] if there is none).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let q = client.queue_info("orders.dlq").await?;
+    /// println!("{} dead letters", q.pending);
+    /// # Ok(()) }
+    /// ```
     pub async fn queue_info(&self, name: &str) -> Result<QueueInfo, Error> {
         let answer = self
             .call(

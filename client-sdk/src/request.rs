@@ -136,6 +136,16 @@ impl Client {
 
 /// The requests matching a filter, from [`Client::responder`]; answer each with
 /// [`Client::reply`].
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+/// let mut responder = client.responder("type = 'echo'").await?;
+/// while let Some(request) = responder.next().await {
+///     let echo = palio::Notification::builder().payload(request.payload().to_vec()).build()?;
+///     client.reply(&request, echo).await?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Responder {
     subscription: Subscription,
@@ -143,6 +153,14 @@ pub struct Responder {
 
 impl Responder {
     /// The next request, or `None` once the subscription has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut responder: palio::Responder) -> Result<(), palio::Error> {
+    /// if let Some(request) = responder.next().await {
+    ///     assert!(request.is_request());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Notification> {
         loop {
             let n = self.subscription.next().await?;
@@ -153,6 +171,12 @@ impl Responder {
     }
 
     /// The subscription behind it (to end it with [`Client::unsubscribe`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client, responder: palio::Responder) -> Result<(), palio::Error> {
+    /// client.unsubscribe(responder.subscription()).await?;
+    /// # Ok(()) }
+    /// ```
     pub fn subscription(&self) -> &Subscription {
         &self.subscription
     }
