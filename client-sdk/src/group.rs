@@ -411,6 +411,7 @@ impl GroupPublisher {
     /// `timeout`. A refusal of any publication up to `seq` is returned as
     /// [`Error::Publish`].
     pub async fn wait_acked(&mut self, seq: u64, timeout: Duration) -> Result<(), Error> {
+        let conn = self.shared.conn();
         let wait = async {
             loop {
                 {
@@ -430,7 +431,7 @@ impl GroupPublisher {
                 }
                 tokio::select! {
                     r = self.acks.changed() => if r.is_err() { return Err(self.shared.closed_error()) },
-                    e = self.shared.conn.closed() => return Err(Error::from_connection(&e)),
+                    e = conn.closed() => return Err(self.shared.lost(&e)),
                 }
             }
         };

@@ -40,7 +40,7 @@ impl std::fmt::Debug for DurableMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DurableMessage")
             .field("queue", &self.queue())
-            .field("consumer", &self.consumer.id)
+            .field("consumer", &self.consumer.id())
             .field("tag", &self.tag)
             .field("delivery_count", &self.delivery_count)
             .field("notification", &self.notification)
@@ -100,7 +100,7 @@ impl DurableMessage {
 
     /// The broker's id of the consumer it was delivered to.
     pub fn consumer(&self) -> u64 {
-        self.consumer.id
+        self.consumer.id()
     }
 
     /// Acknowledges the message: it leaves the queue. Returns once the broker has the ack on
