@@ -4,7 +4,8 @@
 //! notification and exits after `--count` notifications or `--timeout` seconds (exit status 3
 //! if the timeout came first while `--count` was given); `pub` prints `{"published": N}` once
 //! the broker has handled every publication. Their persistent forms (`sub --durable`,
-//! `pub --persistent`) are in `durable.rs`.
+//! `pub --persistent`) are in `durable.rs`. `sub` reconnects after losing the broker
+//! (`reconnect.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use palio_filter::{Value, parse_int};
 use serde_json::json;
 
 use super::durable;
+use super::reconnect::{self, Reconnecting};
 use crate::{Client, ConnectOptions, Notification};
 
 /// How to reach the broker (shared by `sub` and `pub`).
@@ -46,8 +48,11 @@ pub(super) struct Connection {
 }
 
 impl Connection {
+    /// The options of a command that fails as soon as the connection is lost (`palio sub`
+    /// turns reconnecting on again, see `reconnect.rs`).
     pub(super) fn options(&self, name: &str) -> ConnectOptions {
         let mut o = ConnectOptions::new(&self.server)
+            .no_reconnect()
             .tls_dir(&self.tls_dir)
             .server_name(&self.server_name)
             .name(name);
@@ -114,6 +119,8 @@ pub(super) struct Sub {
     /// The CESQL filter (not with --durable; optional with --group).
     #[arg(required_unless_present_any = ["durable", "group"])]
     pub(super) filter: Option<String>,
+    #[command(flatten)]
+    pub(super) reconnect: Reconnecting,
 }
 
 /// `palio pub`.
@@ -252,9 +259,12 @@ pub(super) fn run_sub(
         writeln!(err, "palio: invalid filter: {e}")?;
         return Ok(ExitCode::from(2));
     }
+    let opts = cmd.reconnect.apply(cmd.conn.options("palio-sub"))?;
+    let server = opts.server().to_owned();
     let rt = runtime()?;
     rt.block_on(async {
-        let client = Client::connect(cmd.conn.options("palio-sub")).await?;
+        let client = Client::connect(opts).await?;
+        let mut events = client.events();
         let mut sub = client.subscribe(&filter).await?;
         writeln!(
             err,
@@ -267,12 +277,19 @@ pub(super) fn run_sub(
         let mut received = 0u64;
         let mut timed_out = false;
         while cmd.count.is_none_or(|c| received < c) {
-            let Ok(next) = before(deadline, sub.next()).await else {
+            let next = tokio::select! {
+                next = before(deadline, sub.next()) => next,
+                Some(e) = events.next() => {
+                    reconnect::print(&e, &server, err)?;
+                    continue;
+                }
+            };
+            let Ok(next) = next else {
                 timed_out = true;
                 break;
             };
             let Some(n) = next else {
-                bail!("the connection to the broker closed");
+                return Err(reconnect::ended(&client, &server));
             };
             writeln!(out, "{}", n.to_json())?;
             out.flush()?;
