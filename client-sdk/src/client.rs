@@ -603,6 +603,10 @@ impl Client {
     /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
     /// [`Stream`](futures_util::Stream) of the notifications that match.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
+        // Refused before it counts as pending (while reconnecting, for instance).
+        if let Some(e) = self.shared.unusable() {
+            return Err(e);
+        }
         let (tx, rx) = crate::subscription::queue(filter);
         if let Ok(mut r) = self.shared.routes.lock() {
             r.pending_subscribes += 1;

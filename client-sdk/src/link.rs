@@ -17,6 +17,7 @@
 //! Each change is told to the application's event streams (`events.rs`).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use tokio::sync::oneshot;
@@ -226,17 +227,29 @@ fn go_down(shared: &Shared, reason: &str) {
     g.acks.clear();
 }
 
+/// What a restoring request restores.
+enum Restoring {
+    Subscription,
+    /// The consumer's id, shared with its handle and its attachment.
+    Consumer(Arc<AtomicU64>),
+    Producer,
+}
+
 /// Restores the client's state on its new connection (see the module docs); why not.
 async fn restore(shared: &Arc<Shared>, tasks: &mut LinkTasks) -> Result<(), String> {
-    let mut answers: Vec<(String, oneshot::Receiver<ServerFrame>)> = Vec::new();
-    let mut ask = |frame: ClientFrame, request: u64, register: Option<Register>, what: String| {
+    let mut answers: Vec<(String, Restoring, oneshot::Receiver<ServerFrame>)> = Vec::new();
+    let mut ask = |frame: ClientFrame,
+                   request: u64,
+                   register: Option<Register>,
+                   what: String,
+                   restoring: Restoring| {
         let (reply, answer) = oneshot::channel();
         lock(&shared.pending).insert(request, PendingRequest { reply, register });
         shared
             .out
             .push_restore(&frame)
             .map_err(|e| format!("{what}: {e:?}"))?;
-        answers.push((what, answer));
+        answers.push((what, restoring, answer));
         Ok::<(), String>(())
     };
     let subs: Vec<_> = {
@@ -256,6 +269,7 @@ async fn restore(shared: &Arc<Shared>, tasks: &mut LinkTasks) -> Result<(), Stri
             request,
             Some(Register::Subscription(tx)),
             format!("subscription {filter:?}"),
+            Restoring::Subscription,
         )?;
     }
     let consumers: Vec<_> = {
@@ -274,8 +288,9 @@ async fn restore(shared: &Arc<Shared>, tasks: &mut LinkTasks) -> Result<(), Stri
                 mode,
             },
             request,
-            Some(Register::Consumer(tx, id)),
+            Some(Register::Consumer(tx, id.clone())),
             format!("consumer of queue {queue:?}"),
+            Restoring::Consumer(id),
         )?;
     }
     let producer = shared.producer();
@@ -289,14 +304,15 @@ async fn restore(shared: &Arc<Shared>, tasks: &mut LinkTasks) -> Result<(), Stri
             request,
             None,
             format!("producer {:?}", p.id),
+            Restoring::Producer,
         )?;
     }
     // The answers, in order (the producer's last), unless the connection goes first.
     let mut settled = Vec::with_capacity(answers.len());
     let wait = async {
-        for (what, answer) in answers {
+        for (what, restoring, answer) in answers {
             let frame = answer.await.map_err(|_| format!("{what}: no answer"))?;
-            settled.push((what, frame));
+            settled.push((what, restoring, frame));
         }
         Ok::<(), String>(())
     };
@@ -306,42 +322,45 @@ async fn restore(shared: &Arc<Shared>, tasks: &mut LinkTasks) -> Result<(), Stri
         }
         _ = tasks.conn.closed() => return Err("the new connection was lost while restoring".into()),
     }
-    let mut next_seq = None;
-    for (what, frame) in settled {
-        match frame {
-            ServerFrame::ProducerReady { next_seq: n, .. } => next_seq = Some(n),
-            ServerFrame::Error { code, message, .. } => {
-                // The broker refuses it now (the queue was removed, a permission changed):
-                // that one ends, the others go on.
-                tracing::warn!(%code, %message, "{what} not restored after reconnecting");
-                if what.starts_with("consumer") {
-                    forget_unattached(shared);
-                }
+    let mut producer_named = Ok(0);
+    for (what, restoring, frame) in settled {
+        let (code, message) = match frame {
+            ServerFrame::ProducerReady { next_seq, .. } => {
+                producer_named = Ok(next_seq);
+                continue;
             }
-            _ => {}
+            ServerFrame::Error { code, message, .. } => (code, message),
+            _ => continue,
+        };
+        // The broker refuses it now (the queue was removed, a permission changed): that one
+        // ends (a subscription's stream when its route is dropped below, a consumer's when
+        // its attachment is), the others go on.
+        tracing::warn!(%code, %message, "{what} not restored after reconnecting");
+        match restoring {
+            Restoring::Consumer(id) => {
+                lock(&shared.attached).retain(|a| !Arc::ptr_eq(&a.id, &id));
+            }
+            Restoring::Producer => {
+                producer_named = Err(Error::Closed {
+                    code: Some(code),
+                    message: format!(
+                        "{what} could not be named again after reconnecting: {message}"
+                    ),
+                });
+            }
+            Restoring::Subscription => {}
         }
     }
     lock(&shared.routes).restore.clear();
-    match (producer, next_seq) {
-        (Some(p), Some(n)) => p.resend(n, &shared.out),
-        (Some(p), None) => {
-            p.close(&Error::Closed {
-                code: None,
-                message: "the producer could not be named again after reconnecting".into(),
-            });
+    match (producer, producer_named) {
+        (Some(p), Ok(next_seq)) => p.resend(next_seq, &shared.out),
+        (Some(p), Err(e)) => {
+            p.close(&e);
             shared.out.open();
         }
         (None, _) => shared.out.open(),
     }
     Ok(())
-}
-
-/// Forgets the consumers the broker did not attach again: their streams end.
-fn forget_unattached(shared: &Shared) {
-    let attached: std::collections::HashSet<u64> =
-        lock(&shared.consumers).keys().copied().collect();
-    lock(&shared.attached)
-        .retain(|a| attached.contains(&a.id.load(std::sync::atomic::Ordering::Relaxed)));
 }
 
 /// The client has ended: everything waiting on it learns why.
