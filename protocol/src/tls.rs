@@ -68,11 +68,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// crashed or became unreachable without closing its connection; 5 s keeps the loss window
 /// short while a short burst of loss or a scheduling pause does not end a healthy link.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle timeout a client offers: the broker's default, so that a client notices a dead broker
-/// (killed, unreachable) within 5 s whatever idle timeout the broker is configured with (the
-/// smaller of the two is used), and can reconnect. A healthy broker never trips it: the
-/// client pings every second it hears nothing, and the broker answers each ping.
-pub const CLIENT_IDLE_TIMEOUT: Duration = IDLE_TIMEOUT;
+/// Idle timeout a client offers: longer than any broker would configure, so that the broker's
+/// (the smaller of the two is used) decides.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a QUIC connection notices that its peer has gone silent.
 ///
@@ -94,8 +92,8 @@ impl Timeouts {
         idle: IDLE_TIMEOUT,
     };
     /// A client's: pings as often as the broker does, so an idle client is never dropped
-    /// whatever idle timeout the broker uses (as long as it exceeds a second), and gives up on
-    /// a broker silent for [`CLIENT_IDLE_TIMEOUT`].
+    /// whatever idle timeout the broker uses (as long as it exceeds a second), and offers a long
+    /// idle timeout so that the broker's decides.
     pub const CLIENT: Timeouts = Timeouts {
         keep_alive: KEEP_ALIVE,
         idle: CLIENT_IDLE_TIMEOUT,
@@ -315,11 +313,9 @@ mod tests {
     #[test]
     fn clients_ping_before_any_broker_gives_up_on_them() {
         // A client's keep-alive must come before the idle timeout the broker offers, and the
-        // client must not impose a shorter idle timeout than the broker's default; it notices
-        // a dead broker within a few seconds.
+        // client must not impose a shorter idle timeout than the broker's.
         assert!(Timeouts::CLIENT.keep_alive < Timeouts::BROKER.idle);
         assert!(Timeouts::CLIENT.idle >= Timeouts::BROKER.idle);
-        assert!(Timeouts::CLIENT.idle <= Duration::from_secs(5));
         assert!(Timeouts::BROKER.keep_alive < Timeouts::BROKER.idle);
         // An idle timeout QUIC cannot express is clamped, not dropped.
         let huge = Timeouts {
