@@ -35,7 +35,7 @@ use crate::link::{LinkState, supervise};
 use crate::notification::Notification;
 use crate::outgoing::{NotQueued, Outgoing};
 use crate::producer::ProducerSlot;
-use crate::reconnect::{Reconnect, worth_retrying};
+use crate::reconnect::{DEAD_BROKER, Reconnect, worth_retrying};
 use crate::subscription::{Subscription, SubscriptionTx};
 
 /// Notifications buffered per subscription in the client before backpressure applies (plus
@@ -532,7 +532,7 @@ impl Client {
             message,
         };
         let (roots, identity) = credentials(opts)?;
-        let config = tls::client_config(roots, identity, CLIENT_ALPN)?;
+        let config = tls::client_config_with(roots, identity, CLIENT_ALPN, &DEAD_BROKER)?;
         let addr: SocketAddr = tokio::net::lookup_host(&opts.server)
             .await
             .map_err(|e| connect_err(e.to_string()))?

@@ -5,6 +5,18 @@
 
 use std::time::Duration;
 
+use palio_protocol::tls::{self, Timeouts};
+
+/// The SDK's QUIC timeouts: a ping after each second without hearing from the broker (which
+/// answers it), and a connection given up after 5 s of silence, whatever idle timeout the
+/// broker offers (the smaller of the two applies): a dead broker is noticed within seconds, and
+/// the client can reconnect. The protocol's [`Timeouts::CLIENT`] offers 60 s instead, leaving
+/// the decision to the broker.
+pub(crate) const DEAD_BROKER: Timeouts = Timeouts {
+    keep_alive: tls::KEEP_ALIVE,
+    idle: tls::IDLE_TIMEOUT,
+};
+
 /// Publications buffered while disconnected, by default: 8 MiB of encoded frames.
 pub const DEFAULT_RECONNECT_BUFFER: usize = 8 << 20;
 
@@ -199,6 +211,13 @@ mod tests {
             reason: bytes::Bytes::from_static(b"broker shutting down"),
         });
         assert!(!worth_retrying(&shutdown));
+    }
+
+    #[test]
+    fn a_dead_broker_is_noticed_within_seconds_and_a_live_one_never_dropped() {
+        assert!(DEAD_BROKER.idle <= Duration::from_secs(5));
+        assert!(DEAD_BROKER.keep_alive * 3 <= DEAD_BROKER.idle);
+        assert!(DEAD_BROKER.keep_alive <= Timeouts::BROKER.keep_alive);
     }
 
     #[test]
