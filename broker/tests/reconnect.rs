@@ -377,3 +377,65 @@ async fn palio_sub_reconnects_says_so_and_gives_up_with_its_own_message() {
         "{stderr:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn palio_sub_durable_reconnects_in_push_and_pull_mode() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let addr = b.quic.clone();
+    for (round, mode) in [&[][..], &["--pull", "--max-wait", "1"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        let queue = format!("jobs{round}");
+        let setup = b.client().await;
+        setup
+            .queue_add(&queue, &format!("q = {round}"), QueueOptions::default())
+            .await
+            .unwrap();
+        let mut args = vec!["sub", "--durable", queue.as_str(), "--count", "2"];
+        args.extend_from_slice(mode);
+        let mut sub = Watched::start(&b, &args);
+        sub.expect_line("palio: ");
+        let producer = setup.producer(&format!("p{round}")).await.unwrap();
+        let first = Notification::builder()
+            .attr("q", round as i32)
+            .attr("seq", 0)
+            .build()
+            .unwrap();
+        producer.publish(first).await.unwrap();
+        // Printed and acked before the crash, so that it is not delivered again.
+        let end = std::time::Instant::now() + EVENT_WAIT;
+        loop {
+            let info = setup.queue_info(&queue).await.unwrap();
+            if info.pending == 0 && info.unacked == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "never acked: {info:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        setup.close().await;
+        restart(&mut b);
+        sub.expect_line(&format!("palio: disconnected from {addr} ("));
+        sub.expect_line(&format!("palio: reconnected to {addr}"));
+        let after = b.client().await;
+        let producer = after.producer(&format!("p{round}")).await.unwrap();
+        let second = Notification::builder()
+            .attr("q", round as i32)
+            .attr("seq", 1)
+            .build()
+            .unwrap();
+        producer.publish(second).await.unwrap();
+        let (status, out, stderr) = tokio::task::block_in_place(|| sub.finish());
+        assert!(status.success(), "{mode:?}: {status:?} {stderr:?}");
+        let seqs: Vec<i64> = out
+            .lines()
+            .map(|l| {
+                let j: serde_json::Value = serde_json::from_str(l).unwrap();
+                j["attributes"]["seq"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, [0, 1], "{mode:?}");
+        after.close().await;
+    }
+}
