@@ -365,7 +365,8 @@ impl Shared {
             LinkState::Down { .. } => return None,
             LinkState::Up => {}
         }
-        let e = self.conn().close_reason()?;
+        // The connection's reason without cloning the handle (this runs on every publish).
+        let e = lock(&self.link).conn.close_reason()?;
         (!(self.reconnect.is_enabled() && worth_retrying(&e))).then(|| Error::from_connection(&e))
     }
 
