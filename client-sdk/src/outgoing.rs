@@ -289,3 +289,77 @@ impl Outgoing {
         self.queued.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use palio_protocol::DEFAULT_MAX_FRAME;
+
+    use super::*;
+
+    fn event(seq: i32) -> Event {
+        Event::new().with("seq", seq).unwrap()
+    }
+
+    async fn publish(out: &Outgoing, seq: i32) -> Result<(), NotQueued> {
+        let e = event(seq);
+        let size = palio_protocol::publish_len(&e, b"p");
+        out.send_publish(&e, b"p", size).await
+    }
+
+    /// The frames of one take, decoded.
+    async fn frames(out: &Outgoing) -> Vec<ClientFrame> {
+        let bytes = out.take().await.expect("something queued");
+        let mut rest = &bytes[..];
+        let mut frames = Vec::new();
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            frames.push(palio_protocol::decode(&rest[4..4 + len]).unwrap());
+            rest = &rest[4 + len..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn offline_keeps_publications_within_the_bound_and_sends_them_after_the_restoring_frames()
+    {
+        let out = Outgoing::new(DEFAULT_MAX_FRAME);
+        publish(&out, 0).await.unwrap();
+        // Lost with the connection: dropped. Room for three offline.
+        let one = palio_protocol::publish_len(&event(1), b"p") + 4;
+        out.go_offline(3 * one);
+        let flush = ClientFrame::Flush { request: 1 };
+        assert!(matches!(out.send(&flush).await, Err(NotQueued::Offline)));
+        publish(&out, 1).await.unwrap();
+        publish(&out, 2).await.unwrap();
+        publish(&out, 3).await.unwrap();
+        for seq in 4..10 {
+            match publish(&out, seq).await {
+                Err(NotQueued::BufferFull { limit }) => assert_eq!(limit, 3 * one),
+                other => panic!("publication {seq} beyond the bound: {other:?}"),
+            }
+        }
+        let subscribe = ClientFrame::Subscribe {
+            request: 2,
+            filter: "seq > 0".into(),
+        };
+        out.push_restore(&subscribe).unwrap();
+        // Only the restoring frame goes before the buffer opens.
+        assert!(matches!(
+            &frames(&out).await[..],
+            [ClientFrame::Subscribe { .. }]
+        ));
+        out.open();
+        let seqs: Vec<_> = frames(&out)
+            .await
+            .into_iter()
+            .map(|f| match f {
+                ClientFrame::Publish { attributes, .. } => attributes,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Those kept are the first ones made offline, in order.
+        assert_eq!(seqs, [event(1), event(2), event(3)]);
+        // Open again: requests are queued.
+        out.send(&flush).await.unwrap();
+    }
+}
