@@ -7,12 +7,17 @@
 //! queue fills, the delivery reader waits, QUIC flow control stops the broker, and the
 //! broker's slow-consumer policy applies: backpressure end to end. The readers live in
 //! `reader.rs`; persistent delivery in `producer.rs`, `queue.rs` and `consumer.rs`; the
-//! address, credentials and handshake of connecting in `dial.rs`.
+//! address, credentials and QUIC handshake of connecting in `dial.rs`.
+//!
+//! [`Client::dial`] connects and says hello: [`Client::connect`] calls it once (a failure is
+//! returned at once), and the link supervisor (`link.rs`) calls it again to reconnect after
+//! the connection is lost. Those tasks serve one connection; the supervisor starts them for
+//! each.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,16 +26,18 @@ use palio_protocol::{
     ClientFrame, DEFAULT_MAX_FRAME, ErrorCode, FRAME_HEADROOM, FrameCodec, PROTOCOL_VERSION,
     ServerFrame, Welcome, encoded_len,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-use crate::consumer::ConsumerTx;
-use crate::dial::{Dialed, dial, refused};
+use crate::consumer::{Attachment, ConsumerTx};
+use crate::dial::refused;
 use crate::error::Error;
+use crate::events::{CloseReason, ConnectionEvents, EventHub};
+use crate::link::{LinkState, supervise};
 use crate::notification::Notification;
 use crate::outgoing::{NotQueued, Outgoing};
 use crate::producer::ProducerSlot;
-use crate::reader::{read_control, read_deliveries};
+use crate::reconnect::{Reconnect, worth_retrying};
 use crate::subscription::{Subscription, SubscriptionTx};
 
 /// Notifications buffered per subscription in the client before backpressure applies (plus
@@ -67,6 +74,7 @@ pub struct ConnectOptions {
     name: String,
     timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    reconnect: Reconnect,
 }
 
 impl ConnectOptions {
@@ -83,6 +91,7 @@ impl ConnectOptions {
             name: "palio-sdk".to_owned(),
             timeout: Duration::from_secs(10),
             connect_timeout: crate::dial::DEFAULT_CONNECT_TIMEOUT,
+            reconnect: Reconnect::default(),
         }
     }
 
@@ -145,6 +154,23 @@ impl ConnectOptions {
         self.connect_timeout = timeout;
         self
     }
+
+    /// How the client reconnects after losing its broker (on by default, see
+    /// [`Reconnect`]).
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// No reconnect: a lost connection ends the client.
+    pub fn no_reconnect(self) -> Self {
+        self.reconnect(Reconnect::disabled())
+    }
+
+    /// The reconnect policy.
+    pub fn get_reconnect(&self) -> &Reconnect {
+        &self.reconnect
+    }
 }
 
 /// Requests awaiting their answer.
@@ -161,8 +187,8 @@ pub(crate) struct PendingRequest {
 pub(crate) enum Register {
     /// For a subscribe: the queue of the subscription's notifications.
     Subscription(SubscriptionTx),
-    /// For a consume: the queue of the consumer's messages.
-    Consumer(ConsumerTx),
+    /// For a consume: the queue of the consumer's messages, and where to note its id.
+    Consumer(ConsumerTx, Arc<AtomicU64>),
     /// For a group join: the queue of the member's events.
     Member(crate::group::MemberTx),
 }
@@ -176,12 +202,15 @@ pub(crate) struct Routes {
     /// kept in `early`; otherwise it is for a subscription already ended, and dropped.
     pub(crate) pending_subscribes: usize,
     pub(crate) early: Vec<(u64, Notification)>,
+    /// While the connection is down: the subscriptions to make again on the next one.
+    pub(crate) restore: Vec<SubscriptionTx>,
 }
 
 /// State shared by the client handle, its tasks, and the producer, consumers and messages
 /// that outlive a borrow of the client.
 pub(crate) struct Shared {
-    pub(crate) conn: quinn::Connection,
+    /// The current connection and its endpoint (replaced by each reconnection).
+    link: Mutex<Link>,
     /// Frames to send, encoded (see the `outgoing` module).
     pub(crate) out: Arc<Outgoing>,
     pub(crate) pending: Pending,
@@ -190,6 +219,8 @@ pub(crate) struct Shared {
     /// travel on the control stream, so unlike subscriptions a consumer's route is always
     /// installed before its first message is read.
     pub(crate) consumers: Mutex<HashMap<u64, ConsumerTx>>,
+    /// Every attached consumer, to attach again after a reconnection.
+    pub(crate) attached: Mutex<Vec<Attachment>>,
     /// The connection's producer, once named: the control reader settles its publications.
     pub(crate) producer: Mutex<ProducerSlot>,
     /// Group members' routes, group publication acks and causal clocks.
@@ -201,7 +232,35 @@ pub(crate) struct Shared {
     pub(crate) timeout: Duration,
     /// The largest frame the broker accepts (its welcome's `max_frame`): larger frames are
     /// refused here, before sending, since the broker would close the connection for them.
-    pub(crate) max_frame: usize,
+    max_frame: AtomicUsize,
+    /// Up, down (reconnecting) or ended.
+    pub(crate) state: Mutex<LinkState>,
+    pub(crate) reconnect: Reconnect,
+    /// The application's event streams.
+    pub(crate) events: EventHub,
+    /// Set (and `closing_now` notified) when the application closes the client.
+    closing: AtomicBool,
+    closing_now: Notify,
+}
+
+/// One connection and the endpoint it was made on.
+pub(crate) struct Link {
+    pub(crate) conn: quinn::Connection,
+    pub(crate) endpoint: quinn::Endpoint,
+}
+
+/// A connection made and welcomed by the broker: what the tasks serving it start from.
+pub(crate) struct Dialed {
+    pub(crate) link: Link,
+    pub(crate) send: quinn::SendStream,
+    pub(crate) reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
+    pub(crate) welcome: Welcome,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The state behind these locks stays consistent at every step, so a poisoned lock is
+    // still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Drop for Shared {
@@ -217,29 +276,127 @@ impl Shared {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The current connection.
+    pub(crate) fn conn(&self) -> quinn::Connection {
+        lock(&self.link).conn.clone()
+    }
+
+    /// Makes `link` the current connection, for a broker accepting frames of at most
+    /// `max_frame` bytes.
+    pub(crate) fn set_link(&self, link: Link, max_frame: usize) {
+        *lock(&self.link) = link;
+        self.max_frame.store(max_frame, Ordering::Relaxed);
+        self.out.set_max(max_frame);
+    }
+
+    /// The largest frame the current broker accepts.
+    pub(crate) fn max_frame(&self) -> usize {
+        self.max_frame.load(Ordering::Relaxed)
+    }
+
+    /// Whether the application closed the client.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Returns once the application closes the client.
+    pub(crate) async fn closing(&self) {
+        loop {
+            let notified = self.closing_now.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The application closes the client: the supervisor stops reconnecting, and the
+    /// connection is closed with `why`.
+    fn close_locally(&self, why: &'static [u8]) {
+        self.closing.store(true, Ordering::Release);
+        self.closing_now.notify_waiters();
+        self.conn().close(ErrorCode::Closed.code().into(), why);
+    }
+
     /// The error for a frame that could not be queued.
     pub(crate) fn not_queued(&self, e: NotQueued) -> Error {
         match e {
             NotQueued::Encode(e) => Error::InvalidRequest(e.to_string()),
-            NotQueued::Closed | NotQueued::Full => self.closed_error(),
+            NotQueued::BufferFull { limit } => Error::PublishBufferFull { limit },
+            NotQueued::Closed | NotQueued::Full | NotQueued::Offline => self.closed_error(),
         }
     }
 
-    /// Why the connection is unusable: the broker's close reason if known.
+    /// Why the connection is unusable: how the client ended, that it is reconnecting, or the
+    /// connection's close reason.
     pub(crate) fn closed_error(&self) -> Error {
-        closed(&self.conn, "connection tasks ended".into())
+        if let Some(e) = self.state_error() {
+            return e;
+        }
+        match self.conn().close_reason() {
+            Some(e) => self.lost(&e),
+            None => Error::Closed {
+                code: None,
+                message: "connection tasks ended".into(),
+            },
+        }
+    }
+
+    /// The error of a state other than up: the ending, or [`Error::Disconnected`].
+    fn state_error(&self) -> Option<Error> {
+        match &*lock(&self.state) {
+            LinkState::Up => None,
+            LinkState::Down { reason } => Some(Error::Disconnected {
+                reason: reason.clone(),
+            }),
+            LinkState::Ended(r) => Some(r.to_error()),
+        }
+    }
+
+    /// The error for a call whose connection ended with `e`: [`Error::Disconnected`] when
+    /// the client will reconnect, the connection's reason otherwise.
+    pub(crate) fn lost(&self, e: &quinn::ConnectionError) -> Error {
+        if let Some(e) = self.state_error() {
+            return e;
+        }
+        if self.reconnect.is_enabled() && worth_retrying(e) && !self.is_closing() {
+            Error::Disconnected {
+                reason: e.to_string(),
+            }
+        } else {
+            Error::from_connection(e)
+        }
+    }
+
+    /// Why nothing can be sent now, if so: the client ended, is reconnecting, or its
+    /// connection is closed.
+    pub(crate) fn unusable(&self) -> Option<Error> {
+        self.state_error()
+            .or_else(|| self.conn().close_reason().map(|e| self.lost(&e)))
+    }
+
+    /// Why a best-effort publication cannot even be buffered now, if so: while the client is
+    /// reconnecting, publications are kept (see `outgoing.rs`).
+    fn cannot_publish(&self) -> Option<Error> {
+        match &*lock(&self.state) {
+            LinkState::Ended(r) => return Some(r.to_error()),
+            LinkState::Down { .. } => return None,
+            LinkState::Up => {}
+        }
+        // The connection's reason without cloning the handle (this runs on every publish).
+        let e = lock(&self.link).conn.close_reason()?;
+        (!(self.reconnect.is_enabled() && worth_retrying(&e))).then(|| Error::from_connection(&e))
     }
 
     /// Refuses `frame` ([`Error::FrameTooLarge`]) if it is longer than the broker accepts.
     /// `what` names it in the error.
     pub(crate) fn check_size(&self, frame: &ClientFrame, what: &'static str) -> Result<(), Error> {
         let size = encoded_len(frame).map_err(|e| Error::InvalidRequest(e.to_string()))?;
-        if size > self.max_frame {
-            return Err(Error::FrameTooLarge {
-                what,
-                size,
-                max: self.max_frame,
-            });
+        let max = self.max_frame();
+        if size > max {
+            return Err(Error::FrameTooLarge { what, size, max });
         }
         Ok(())
     }
@@ -252,9 +409,10 @@ impl Shared {
         register: Option<Register>,
         timeout: Duration,
     ) -> Result<ServerFrame, Error> {
-        if let Some(e) = self.conn.close_reason() {
-            return Err(Error::from_connection(&e));
+        if let Some(e) = self.unusable() {
+            return Err(e);
         }
+        let conn = self.conn();
         let request = self.next_request();
         let frame = make(request);
         self.check_size(&frame, "request")?;
@@ -270,7 +428,7 @@ impl Shared {
             answer = tokio::time::timeout(timeout, answer) => answer
                 .map_err(|_| Error::Timeout("waiting for the broker's answer"))?
                 .map_err(|_| self.closed_error())?,
-            e = self.conn.closed() => return Err(Error::from_connection(&e)),
+            e = conn.closed() => return Err(self.lost(&e)),
         };
         match frame {
             ServerFrame::Error { code, message, .. } => Err(Error::Request { code, message }),
@@ -284,6 +442,10 @@ impl Shared {
 /// [`Client::connect`] returns only after the broker has accepted the hello (credentials and
 /// version), so a client refused by the broker never looks connected. Dropping the client
 /// closes the connection.
+///
+/// When the connection is lost, the client reconnects by itself (see [`Reconnect`]; off with
+/// [`ConnectOptions::no_reconnect`]) and restores its subscriptions, durable consumers and
+/// producer; [`events`](Self::events) tells the application.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), palio::Error> {
@@ -301,14 +463,13 @@ impl Shared {
 pub struct Client {
     pub(crate) shared: Arc<Shared>,
     welcome: Welcome,
-    endpoint: quinn::Endpoint,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("broker", &self.welcome.broker)
-            .field("remote", &self.shared.conn.remote_address())
+            .field("remote", &self.shared.conn().remote_address())
             .finish()
     }
 }
@@ -316,14 +477,48 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Connects (the handshake bounded by [`ConnectOptions::connect_timeout`]), sends the
     /// hello, and waits (bounded by [`ConnectOptions::timeout`]) for the broker's welcome.
-    /// Failures to reach the broker name its address ([`Error::Unreachable`],
-    /// [`Error::Connect`]).
+    /// Fails at once if the broker cannot be reached, naming its address
+    /// ([`Error::Unreachable`], [`Error::Connect`]), or refuses the hello; reconnecting applies
+    /// only to a connection lost later.
     pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
-        let Dialed {
+        let dialed = Self::dial(&opts).await?;
+        let welcome = dialed.welcome.clone();
+        let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
+        let shared = Arc::new(Shared {
+            link: Mutex::new(Link {
+                conn: dialed.link.conn.clone(),
+                endpoint: dialed.link.endpoint.clone(),
+            }),
+            out: Arc::new(Outgoing::new(max_frame)),
+            pending: Mutex::new(HashMap::new()),
+            routes: Mutex::new(Routes::default()),
+            consumers: Mutex::new(HashMap::new()),
+            attached: Mutex::new(Vec::new()),
+            producer: Mutex::new(ProducerSlot::default()),
+            groups: Mutex::new(Default::default()),
+            refused: Mutex::new(None),
+            next_request: AtomicU64::new(1),
+            timeout: opts.timeout,
+            max_frame: AtomicUsize::new(max_frame),
+            state: Mutex::new(LinkState::Up),
+            reconnect: opts.reconnect.clone(),
+            events: EventHub::default(),
+            closing: AtomicBool::new(false),
+            closing_now: Notify::new(),
+        });
+        let tasks = crate::link::start(&shared, dialed);
+        tokio::spawn(supervise(shared.clone(), opts, tasks));
+        Ok(Client { shared, welcome })
+    }
+
+    /// Connects, sends the hello, and waits for the broker's welcome: the first connect and
+    /// every reconnection.
+    pub(crate) async fn dial(opts: &ConnectOptions) -> Result<Dialed, Error> {
+        let crate::dial::Dialed {
             endpoint,
             conn,
             presented_certificate,
-        } = dial(&opts).await?;
+        } = crate::dial::dial(opts).await?;
         let (send, recv) = conn
             .open_bi()
             .await
@@ -348,7 +543,7 @@ impl Client {
         let welcome = match answer {
             Some(Ok(ServerFrame::Welcome(w))) => w,
             Some(Ok(ServerFrame::Error { code, message, .. })) => {
-                return Err(refused(&opts, presented_certificate, code, message));
+                return Err(refused(opts, presented_certificate, code, message));
             }
             Some(Ok(other)) => {
                 return Err(Error::Protocol(format!(
@@ -362,27 +557,11 @@ impl Client {
         // frames carrying a publication on from the broker may exceed it by the headroom.
         let max_frame = usize::try_from(welcome.max_frame).unwrap_or(usize::MAX);
         *reader.decoder_mut() = FrameCodec::new(max_frame.saturating_add(FRAME_HEADROOM));
-        let out = Arc::new(Outgoing::new(max_frame));
-        let shared = Arc::new(Shared {
-            conn: conn.clone(),
-            out: out.clone(),
-            pending: Mutex::new(HashMap::new()),
-            routes: Mutex::new(Routes::default()),
-            consumers: Mutex::new(HashMap::new()),
-            producer: Mutex::new(ProducerSlot::default()),
-            groups: Mutex::new(Default::default()),
-            refused: Mutex::new(None),
-            next_request: AtomicU64::new(1),
-            timeout: opts.timeout,
-            max_frame,
-        });
-        tokio::spawn(write_frames(writer.into_inner(), out));
-        tokio::spawn(read_control(shared.clone(), reader));
-        tokio::spawn(read_deliveries(shared.clone()));
-        Ok(Client {
-            shared,
+        Ok(Dialed {
+            link: Link { conn, endpoint },
+            send: writer.into_inner(),
+            reader,
             welcome,
-            endpoint,
         })
     }
 
@@ -395,7 +574,11 @@ impl Client {
     /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
     /// [`Stream`](futures_util::Stream) of the notifications that match.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
-        let (tx, rx) = crate::subscription::queue();
+        // Refused before it counts as pending (while reconnecting, for instance).
+        if let Some(e) = self.shared.unusable() {
+            return Err(e);
+        }
+        let (tx, rx) = crate::subscription::queue(filter);
         if let Ok(mut r) = self.shared.routes.lock() {
             r.pending_subscribes += 1;
         }
@@ -419,9 +602,7 @@ impl Client {
             other => other?,
         };
         match answer {
-            ServerFrame::Subscribed { subscription, .. } => {
-                Ok(Subscription::new(subscription, filter.to_owned(), rx))
-            }
+            ServerFrame::Subscribed { .. } => Ok(Subscription::new(filter.to_owned(), rx)),
             other => Err(unexpected(other)),
         }
     }
@@ -485,23 +666,29 @@ impl Client {
     /// Publishes a notification (best effort: queued for sending, not acknowledged; see
     /// [`flush`](Self::flush)). A notification whose frame is longer than the broker accepts
     /// is refused with [`Error::FrameTooLarge`] and not sent.
+    ///
+    /// While the client is reconnecting, publications are kept (up to
+    /// [`Reconnect::buffer`] bytes, beyond which this fails with
+    /// [`Error::PublishBufferFull`]) and sent in order once the connection is back. Those
+    /// queued for a connection as it is lost may be lost with it (best effort).
     pub async fn publish(&self, notification: Notification) -> Result<(), Error> {
-        if let Some(e) = self.shared.conn.close_reason() {
-            return Err(Error::from_connection(&e));
+        if let Some(e) = self.shared.cannot_publish() {
+            return Err(e);
         }
         let (attributes, payload) = notification.into_parts();
         // The exact encoded length, computed without encoding (it is encoded once, below).
         let size = palio_protocol::publish_len(&attributes, &payload);
-        if size > self.shared.max_frame {
+        let max = self.shared.max_frame();
+        if size > max {
             return Err(Error::FrameTooLarge {
                 what: "publication",
                 size,
-                max: self.shared.max_frame,
+                max,
             });
         }
         self.shared
             .out
-            .send_publish(&attributes, &payload)
+            .send_publish(&attributes, &payload, size)
             .await
             .map_err(|e| self.shared.not_queued(e))
     }
@@ -530,21 +717,34 @@ impl Client {
         }
     }
 
-    /// Why the connection is closed (the broker's close code and reason when it gave one), or
-    /// `None` while it is open.
+    /// Why the connection is closed, or `None` while it is open: how the client ended
+    /// ([`Error::ReconnectFailed`], [`Error::ClosedLocally`], or [`Error::Closed`] with the
+    /// broker's close code and reason when it gave one, [`ErrorCode::ShuttingDown`] for a clean
+    /// shutdown), or [`Error::Disconnected`] while it is reconnecting.
     pub fn close_reason(&self) -> Option<Error> {
-        self.shared
-            .conn
-            .close_reason()
-            .map(|e| Error::from_connection(&e))
+        self.shared.unusable()
     }
 
-    /// Closes the connection and waits (briefly) for the broker to be told.
+    /// The client's [`ConnectionEvent`](crate::ConnectionEvent)s from now on: lost,
+    /// reconnected, closed. See [`ConnectionEvents`] for an example.
+    pub fn events(&self) -> ConnectionEvents {
+        self.shared.events.subscribe()
+    }
+
+    /// How the client ended for good, or `None` while it is connected or reconnecting.
+    pub fn ended(&self) -> Option<CloseReason> {
+        match &*lock(&self.shared.state) {
+            LinkState::Ended(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// Closes the connection and waits (briefly) for the broker to be told. The client does
+    /// not reconnect any more.
     pub async fn close(self) {
-        self.shared
-            .conn
-            .close(ErrorCode::Closed.code().into(), b"client closed");
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.shared.close_locally(b"client closed");
+        let endpoint = lock(&self.shared.link).endpoint.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     }
 
     /// A request with the client's timeout.
@@ -561,9 +761,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.shared
-            .conn
-            .close(ErrorCode::Closed.code().into(), b"client dropped");
+        self.shared.close_locally(b"client dropped");
     }
 }
 
@@ -581,12 +779,21 @@ pub(crate) fn closed(conn: &quinn::Connection, fallback: String) -> Error {
     }
 }
 
-/// Hands what the senders encoded to the control stream, a buffer at a time, without a copy.
-async fn write_frames(mut stream: quinn::SendStream, out: Arc<Outgoing>) {
-    while let Some(bytes) = out.take().await {
+/// Hands what the senders encoded to the control stream of `conn`, a buffer at a time,
+/// without a copy; ends with the connection (what is left in the buffer is then the
+/// supervisor's to drop or keep, see `outgoing.rs`).
+pub(crate) async fn write_frames(
+    mut stream: quinn::SendStream,
+    out: Arc<Outgoing>,
+    conn: quinn::Connection,
+) {
+    loop {
+        let bytes = tokio::select! {
+            bytes = out.take() => bytes,
+            _ = conn.closed() => return,
+        };
+        let Some(bytes) = bytes else { break };
         if stream.write_chunk(bytes).await.is_err() {
-            // Senders fail from now on instead of queueing for a dead stream.
-            out.close();
             return;
         }
     }

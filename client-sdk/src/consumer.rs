@@ -11,9 +11,15 @@
 //! Dropping a consumer detaches it (best effort, without waiting: its unacked messages are
 //! delivered again at once); [`DurableSubscription::stop`] and [`PullConsumer::stop`] do the
 //! same and wait for the broker's answer.
+//!
+//! Every attached consumer is also recorded in the client's [`Attachment`]s, which the link
+//! supervisor (`link.rs`) attaches again on a new connection: the broker names it anew (the
+//! handle's id changes), and the messages left unacked on the lost connection come again
+//! after the queue's ack wait.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -29,19 +35,40 @@ use crate::outgoing::NotQueued;
 /// Where the control reader puts a consumer's messages.
 pub(crate) type ConsumerTx = mpsc::Sender<palio_protocol::DurableMessage>;
 
+/// A consumer to attach again after a reconnection.
+pub(crate) struct Attachment {
+    /// The broker's id of the consumer, shared with its handle.
+    pub(crate) id: Arc<AtomicU64>,
+    pub(crate) queue: String,
+    pub(crate) mode: ConsumeMode,
+    pub(crate) tx: ConsumerTx,
+}
+
 /// What a consumer and its messages share: the connection and the consumer's name.
 pub(crate) struct ConsumerHandle {
     shared: Arc<Shared>,
-    /// The broker's id of the consumer.
-    pub(crate) id: u64,
+    /// The broker's id of the consumer (it changes when the client reconnects).
+    id: Arc<AtomicU64>,
     /// The queue's name.
     pub(crate) queue: String,
 }
 
 impl ConsumerHandle {
+    /// The broker's id of the consumer on the current connection.
+    pub(crate) fn id(&self) -> u64 {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the consumer: it is not attached again after a reconnection.
+    fn forget(&self) {
+        if let Ok(mut a) = self.shared.attached.lock() {
+            a.retain(|a| !Arc::ptr_eq(&a.id, &self.id));
+        }
+    }
+
     /// Acks `tags`; returns once the broker has the acks on disk.
     pub(crate) async fn ack(&self, tags: Vec<u64>) -> Result<(), Error> {
-        let consumer = self.id;
+        let consumer = self.id();
         let answer = self
             .shared
             .request(
@@ -59,7 +86,7 @@ impl ConsumerHandle {
 
     /// Naks `tags` with a redelivery delay.
     pub(crate) async fn nak(&self, tags: Vec<u64>, delay: Duration) -> Result<(), Error> {
-        let consumer = self.id;
+        let consumer = self.id();
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         let answer = self
             .shared
@@ -123,11 +150,12 @@ impl Attached {
 
     async fn stop(&mut self) -> Result<(), Error> {
         self.stopped = true;
+        self.handle.forget();
         let shared = &self.handle.shared;
+        let consumer = self.handle.id();
         if let Ok(mut c) = shared.consumers.lock() {
-            c.remove(&self.handle.id);
+            c.remove(&consumer);
         }
-        let consumer = self.handle.id;
         let answer = shared
             .request(
                 |request| ClientFrame::StopConsume { request, consumer },
@@ -142,7 +170,8 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         if !self.stopped {
-            stop_detached(&self.handle.shared, self.handle.id);
+            self.handle.forget();
+            stop_detached(&self.handle.shared, self.handle.id());
         }
     }
 }
@@ -187,6 +216,7 @@ impl Client {
         capacity: usize,
     ) -> Result<Attached, Error> {
         let (tx, rx) = mpsc::channel(capacity);
+        let id = Arc::new(AtomicU64::new(0));
         let answer = self
             .call(
                 |request| ClientFrame::Consume {
@@ -194,16 +224,24 @@ impl Client {
                     queue: queue.to_owned(),
                     mode,
                 },
-                Some(Register::Consumer(tx)),
+                Some(Register::Consumer(tx.clone(), id.clone())),
             )
             .await?;
-        let ServerFrame::Consuming { consumer, .. } = answer else {
+        let ServerFrame::Consuming { .. } = answer else {
             return Err(unexpected(answer));
         };
+        if let Ok(mut a) = self.shared.attached.lock() {
+            a.push(Attachment {
+                id: id.clone(),
+                queue: queue.to_owned(),
+                mode,
+                tx,
+            });
+        }
         Ok(Attached {
             handle: Arc::new(ConsumerHandle {
                 shared: self.shared.clone(),
-                id: consumer,
+                id,
                 queue: queue.to_owned(),
             }),
             rx,
@@ -215,7 +253,10 @@ impl Client {
 /// A push consumer of a durable queue: a [`Stream`] of [`DurableMessage`]s, which the
 /// application acks. [`next`](Self::next) is the same without importing a stream trait.
 ///
-/// The stream ends when the connection closes. Dropping it detaches the consumer; its
+/// The stream ends when the client's connection ends for good; across a reconnection the
+/// consumer is attached again (see [`Reconnect`](crate::Reconnect)), and the messages left
+/// unacked on the lost connection come again after the queue's ack wait, with a larger
+/// [`delivery_count`](DurableMessage::delivery_count). Dropping it detaches the consumer; its
 /// unacked messages are delivered again.
 ///
 /// ```no_run
@@ -247,9 +288,9 @@ impl std::fmt::Debug for DurableSubscription {
 }
 
 impl DurableSubscription {
-    /// The broker's id of this consumer.
+    /// The broker's id of this consumer (it changes when the client reconnects).
     pub fn id(&self) -> u64 {
-        self.attached.handle.id
+        self.attached.handle.id()
     }
 
     /// The queue.
@@ -319,9 +360,9 @@ impl std::fmt::Debug for PullConsumer {
 }
 
 impl PullConsumer {
-    /// The broker's id of this consumer.
+    /// The broker's id of this consumer (it changes when the client reconnects).
     pub fn id(&self) -> u64 {
-        self.attached.handle.id
+        self.attached.handle.id()
     }
 
     /// The queue.
@@ -342,7 +383,7 @@ impl PullConsumer {
         self.drain(&mut out, batch);
         if out.len() < batch {
             let want = u32::try_from(batch - out.len()).unwrap_or(MAX_FETCH_BATCH);
-            let consumer = self.attached.handle.id;
+            let consumer = self.attached.handle.id();
             let max_wait_ms = u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX);
             let shared = &self.attached.handle.shared;
             // The broker answers after at most `max_wait`; the usual bound applies beyond.

@@ -111,7 +111,8 @@ pub(crate) struct Dialed {
 pub(crate) async fn dial(opts: &ConnectOptions) -> Result<Dialed, Error> {
     let (roots, identity) = credentials(opts)?;
     let presented_certificate = identity.is_some();
-    let config = tls::client_config(roots, identity, CLIENT_ALPN)?;
+    let config =
+        tls::client_config_with(roots, identity, CLIENT_ALPN, &crate::reconnect::DEAD_BROKER)?;
     let unreachable = || Error::Unreachable {
         server: opts.server.clone(),
         waited: opts.connect_timeout,

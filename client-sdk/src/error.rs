@@ -103,6 +103,41 @@ pub enum Error {
         /// How long the client waited.
         waited: std::time::Duration,
     },
+    /// The connection is lost and the client is reconnecting (see
+    /// [`Reconnect`](crate::Reconnect)): the call was not carried out; try again once the
+    /// client is back ([`ConnectionEvent::Reconnected`](crate::ConnectionEvent::Reconnected)).
+    #[error("disconnected from the broker ({reason}); reconnecting: try again later")]
+    Disconnected {
+        /// Why the connection was lost.
+        reason: String,
+    },
+    /// A best-effort publication made while disconnected did not fit in the reconnect
+    /// buffer ([`Reconnect::buffer`](crate::Reconnect::buffer)): it was not queued.
+    #[error(
+        "disconnected from the broker and the reconnect buffer is full ({limit} bytes): \
+         publication not queued; raise Reconnect::buffer or wait for the reconnection"
+    )]
+    PublishBufferFull {
+        /// The buffer's bound, in bytes.
+        limit: usize,
+    },
+    /// The connection was lost and could not be re-established within the reconnect
+    /// policy's attempts.
+    #[error(
+        "lost the connection to {server} and gave up after {attempts} reconnect attempt(s): {reason}"
+    )]
+    ReconnectFailed {
+        /// The broker's address.
+        server: String,
+        /// The attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        reason: String,
+    },
+    /// The application closed this client ([`Client::close`](crate::Client::close), or
+    /// dropped it).
+    #[error("connection closed by the application")]
+    ClosedLocally,
 }
 
 impl Error {
@@ -127,6 +162,7 @@ impl Error {
 
     pub(crate) fn from_connection(e: &quinn::ConnectionError) -> Self {
         match e {
+            quinn::ConnectionError::LocallyClosed => Error::ClosedLocally,
             quinn::ConnectionError::ApplicationClosed(c) => Error::Closed {
                 code: ErrorCode::from_code(c.error_code.into_inner()),
                 message: String::from_utf8_lossy(&c.reason).into_owned(),

@@ -546,6 +546,7 @@ impl GroupPublisher {
     /// # Ok(()) }
     /// ```
     pub async fn wait_acked(&mut self, seq: u64, timeout: Duration) -> Result<(), Error> {
+        let conn = self.shared.conn();
         let wait = async {
             loop {
                 {
@@ -565,7 +566,7 @@ impl GroupPublisher {
                 }
                 tokio::select! {
                     r = self.acks.changed() => if r.is_err() { return Err(self.shared.closed_error()) },
-                    e = self.shared.conn.closed() => return Err(Error::from_connection(&e)),
+                    e = conn.closed() => return Err(self.shared.lost(&e)),
                 }
             }
         };

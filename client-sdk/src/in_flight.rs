@@ -98,6 +98,11 @@ impl<T, E> InFlight<T, E> {
         }
     }
 
+    /// The unsettled publications, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &T)> + '_ {
+        self.entries.iter().map(|e| (e.seq, &e.value))
+    }
+
     /// Removes every unsettled publication, oldest first, with the error of those already
     /// refused (the connection is gone: the outcome of the others is unknown).
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, T, Option<E>)> + '_ {

@@ -5,7 +5,8 @@
 //! notification only toward subscribers whose filters match.
 //!
 //! - [`Client::connect`] opens a QUIC connection to a broker and completes the application
-//!   hello (so "connected" means the broker accepted our credentials).
+//!   hello (so "connected" means the broker accepted our credentials); a lost connection is
+//!   re-established by itself (see [Reconnecting](#reconnecting)).
 //! - [`Client::subscribe`] returns a [`Subscription`], a stream of [`Notification`]s;
 //!   [`Client::publish`] sends one; [`Client::advertise`] declares what a client publishes.
 //! - [`Notification::builder`] builds typed attributes; [`Notification::from_cloudevent`] and
@@ -56,6 +57,60 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Reconnecting
+//!
+//! A client notices a dead broker within about 5 s (QUIC keep-alives every second, a 5 s idle
+//! timeout) and reconnects by itself, as the [`Reconnect`] policy of its [`ConnectOptions`]
+//! says: on by default, waiting 100 ms doubling to 2 s (with jitter) between attempts,
+//! without limit unless [`Reconnect::max_attempts`] is set; [`ConnectOptions::no_reconnect`]
+//! turns it off. The first [`Client::connect`] is never retried. While disconnected:
+//!
+//! - requests (subscribe, flush, acks, queue calls, …) fail at once with
+//!   [`Error::Disconnected`]; try again after [`ConnectionEvent::Reconnected`];
+//! - [`Client::publish`] keeps best-effort publications, up to [`Reconnect::buffer`] bytes
+//!   (8 MiB by default; beyond, [`Error::PublishBufferFull`]), and sends them in order once
+//!   reconnected. Publications already queued for the lost connection may be lost with it;
+//! - [`Producer::send`] records persistent publications (up to its in-flight bound).
+//!
+//! Once reconnected, before anything else is sent, the client subscribes again with each
+//! live [`Subscription`]'s filter (the stream goes on; [`Subscription::id`] changes, and
+//! notifications published meanwhile are not delivered), attaches each durable consumer
+//! again (its messages left unacked come again after the queue's ack wait, with a larger
+//! delivery count), and names its producer again under the same id, sending every unsettled
+//! publication again with its sequence number (the broker stores none twice, and acks them).
+//! Group members ([`Client::group_join`]) are not restored: their streams end at the
+//! disconnection.
+//!
+//! A broker that closes the connection with a reason (a clean shutdown,
+//! [`ErrorCode::ShuttingDown`]; a slow consumer) is not dialed again. [`Client::events`]
+//! reports [`ConnectionEvent`]s; the ending ([`CloseReason`], [`Client::ended`]) and the
+//! errors tell a clean shutdown ([`Error::Closed`] with its code), attempts exhausted
+//! ([`Error::ReconnectFailed`]) and a local close ([`Error::ClosedLocally`]) apart.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), palio::Error> {
+//! use std::time::Duration;
+//! use palio::{Client, ConnectOptions, ConnectionEvent, Reconnect};
+//!
+//! let opts = ConnectOptions::new("127.0.0.1:7400")
+//!     .tls_dir("palio-data/tls")
+//!     .reconnect(Reconnect::new().max(Duration::from_secs(5)).max_attempts(60));
+//! let client = Client::connect(opts).await?;
+//! let mut events = client.events();
+//! let mut alarms = client.subscribe("type = 'alarm'").await?;
+//! loop {
+//!     tokio::select! {
+//!         Some(n) = alarms.next() => println!("{}", n.to_json()),
+//!         Some(e) = events.next() => match e {
+//!             ConnectionEvent::Closed(why) => return Err(why.to_error()),
+//!             other => eprintln!("{other:?}"),
+//!         },
+//!         else => break,
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! use palio::filter::{Event, Filter};
 //!
@@ -73,9 +128,11 @@ mod client;
 mod consumer;
 mod dial;
 mod error;
+mod events;
 mod group;
 mod in_flight;
 mod introspect;
+mod link;
 mod message;
 mod notification;
 mod outgoing;
@@ -83,6 +140,7 @@ mod peeked;
 mod producer;
 mod queue;
 mod reader;
+mod reconnect;
 mod request;
 mod subscription;
 
@@ -90,6 +148,7 @@ pub use client::{Client, ConnectOptions};
 pub use consumer::{DurableSubscription, PullConsumer};
 pub use dial::DEFAULT_PORT;
 pub use error::Error;
+pub use events::{CloseReason, ConnectionEvent, ConnectionEvents};
 pub use group::{GroupDelivery, GroupEvent, GroupOrder, GroupPublisher, GroupSubscription};
 pub use message::DurableMessage;
 pub use notification::{Notification, NotificationBuilder};
@@ -100,6 +159,7 @@ pub use palio_protocol::{
 };
 pub use peeked::PeekedMessage;
 pub use producer::{DEFAULT_MAX_IN_FLIGHT, Producer, ProducerOptions, PublishAck, Published};
+pub use reconnect::{DEFAULT_RECONNECT_BUFFER, Reconnect};
 pub use request::Responder;
 pub use subscription::Subscription;
 

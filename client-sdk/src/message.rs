@@ -40,7 +40,7 @@ impl std::fmt::Debug for DurableMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DurableMessage")
             .field("queue", &self.queue())
-            .field("consumer", &self.consumer.id)
+            .field("consumer", &self.consumer.id())
             .field("tag", &self.tag)
             .field("delivery_count", &self.delivery_count)
             .field("notification", &self.notification)
@@ -163,7 +163,7 @@ impl DurableMessage {
     /// # Ok(()) }
     /// ```
     pub fn consumer(&self) -> u64 {
-        self.consumer.id
+        self.consumer.id()
     }
 
     /// Acknowledges the message: it leaves the queue. Returns once the broker has the ack on

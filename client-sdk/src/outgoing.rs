@@ -12,6 +12,14 @@
 //! sender wait first and then queue without waiting (the producer records and queues a
 //! publication together); pushes may thus go over the limit by what the senders that waited
 //! together push.
+//!
+//! While the connection is down (the client reconnecting, see `link.rs`) the buffer is
+//! **offline**: best-effort publications go to a second buffer bounded by the reconnect
+//! policy's bytes (beyond it [`NotQueued::BufferFull`]), other frames are refused
+//! ([`NotQueued::Offline`]: requests fail, and the producer resends its unacknowledged
+//! publications from its own record). The link supervisor queues the frames that restore the
+//! client's state with [`push_restore`](Outgoing::push_restore), then
+//! [`open`](Outgoing::open)s the buffer: the publications kept meanwhile follow them, in order.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -32,6 +40,13 @@ pub(crate) enum NotQueued {
     Full,
     /// The frame could not be encoded (past the frame limit, which callers check first).
     Encode(FrameError),
+    /// The connection is down (the client is reconnecting): only publications are kept.
+    Offline,
+    /// The connection is down and the publications kept meanwhile fill their bound.
+    BufferFull {
+        /// The bound, in bytes.
+        limit: usize,
+    },
 }
 
 /// The buffer shared by the senders and the writer.
@@ -42,14 +57,22 @@ pub(crate) struct Outgoing {
     queued: Notify,
     /// Wakes senders waiting for room when the writer took the buffer or stopped.
     room: Notify,
-    /// The largest frame body the broker accepts.
-    max: usize,
 }
 
 #[derive(Debug)]
 struct State {
     buf: BytesMut,
     closed: bool,
+    /// The largest frame body the broker accepts.
+    max: usize,
+    /// While the connection is down: the publications kept for the next one.
+    offline: Option<Offline>,
+}
+
+#[derive(Debug)]
+struct Offline {
+    buf: BytesMut,
+    limit: usize,
 }
 
 impl Outgoing {
@@ -59,10 +82,11 @@ impl Outgoing {
             state: Mutex::new(State {
                 buf: BytesMut::with_capacity(LIMIT),
                 closed: false,
+                max,
+                offline: None,
             }),
             queued: Notify::new(),
             room: Notify::new(),
-            max,
         }
     }
 
@@ -82,7 +106,8 @@ impl Outgoing {
                 if s.closed {
                     return Err(NotQueued::Closed);
                 }
-                if s.buf.len() < LIMIT {
+                // Offline, nothing is sent: the publication paths apply their own bounds.
+                if s.buf.len() < LIMIT || s.offline.is_some() {
                     return Ok(());
                 }
             }
@@ -115,14 +140,37 @@ impl Outgoing {
         self.push(frame)
     }
 
-    /// Waits for room, then queues a publication of these parts (no frame is built).
+    /// Waits for room, then queues a publication of these parts (no frame is built); `size`
+    /// is its encoded length. Offline, it is kept for the next connection if it fits.
     pub(crate) async fn send_publish(
         &self,
         attributes: &Event,
         payload: &[u8],
+        size: usize,
     ) -> Result<(), NotQueued> {
         self.room().await?;
-        self.append(|buf, max| palio_protocol::encode_publish(attributes, payload, buf, max))
+        let encode =
+            |buf: &mut BytesMut, max| palio_protocol::encode_publish(attributes, payload, buf, max);
+        {
+            let mut s = self.lock();
+            let max = s.max;
+            if let Some(off) = &mut s.offline {
+                // The length prefix comes on top of the body.
+                if off.buf.len().saturating_add(size).saturating_add(4) > off.limit {
+                    return Err(NotQueued::BufferFull { limit: off.limit });
+                }
+                return encode(&mut off.buf, max).map_err(NotQueued::Encode);
+            }
+        }
+        self.append(encode)
+    }
+
+    /// Queues an encoded frame (length prefix included) without waiting for room.
+    pub(crate) fn push_encoded(&self, frame: &[u8]) -> Result<(), NotQueued> {
+        self.append(|buf, _| {
+            buf.extend_from_slice(frame);
+            Ok(())
+        })
     }
 
     fn append(
@@ -134,10 +182,77 @@ impl Outgoing {
             if s.closed {
                 return Err(NotQueued::Closed);
             }
-            encode(&mut s.buf, self.max).map_err(NotQueued::Encode)?;
+            if s.offline.is_some() {
+                return Err(NotQueued::Offline);
+            }
+            let max = s.max;
+            encode(&mut s.buf, max).map_err(NotQueued::Encode)?;
         }
         self.queued.notify_one();
         Ok(())
+    }
+
+    /// The connection is down: drops what was queued for it (frames of requests that fail
+    /// with the connection, and publications it took with it) and keeps publications up to
+    /// `limit` bytes from now on. Senders waiting for room go on.
+    pub(crate) fn go_offline(&self, limit: usize) {
+        {
+            let mut s = self.lock();
+            s.buf.clear();
+            if s.offline.is_none() {
+                s.offline = Some(Offline {
+                    buf: BytesMut::new(),
+                    limit,
+                });
+            }
+        }
+        self.room.notify_waiters();
+    }
+
+    /// A new connection whose broker accepts frames of at most `max` bytes: frames restoring
+    /// the client's state may be queued ([`push_restore`](Self::push_restore)).
+    pub(crate) fn set_max(&self, max: usize) {
+        self.lock().max = max;
+    }
+
+    /// Queues a frame restoring the client's state on a new connection, ahead of what was
+    /// kept offline.
+    pub(crate) fn push_restore(&self, frame: &ClientFrame) -> Result<(), NotQueued> {
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(NotQueued::Closed);
+            }
+            let max = s.max;
+            palio_protocol::encode_into(frame, &mut s.buf, max).map_err(NotQueued::Encode)?;
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// [`push_restore`](Self::push_restore) of an encoded frame.
+    pub(crate) fn push_restore_encoded(&self, frame: &[u8]) -> Result<(), NotQueued> {
+        {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(NotQueued::Closed);
+            }
+            s.buf.extend_from_slice(frame);
+        }
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// The client's state is restored: the publications kept offline follow the restoring
+    /// frames, and every frame is queued normally again.
+    pub(crate) fn open(&self) {
+        {
+            let mut s = self.lock();
+            if let Some(off) = s.offline.take() {
+                s.buf.extend_from_slice(&off.buf);
+            }
+        }
+        self.queued.notify_one();
     }
 
     /// The writer's side: everything queued, once there is something (`None` once closed and
@@ -172,5 +287,79 @@ impl Outgoing {
         self.lock().closed = true;
         self.room.notify_waiters();
         self.queued.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palio_protocol::DEFAULT_MAX_FRAME;
+
+    use super::*;
+
+    fn event(seq: i32) -> Event {
+        Event::new().with("seq", seq).unwrap()
+    }
+
+    async fn publish(out: &Outgoing, seq: i32) -> Result<(), NotQueued> {
+        let e = event(seq);
+        let size = palio_protocol::publish_len(&e, b"p");
+        out.send_publish(&e, b"p", size).await
+    }
+
+    /// The frames of one take, decoded.
+    async fn frames(out: &Outgoing) -> Vec<ClientFrame> {
+        let bytes = out.take().await.expect("something queued");
+        let mut rest = &bytes[..];
+        let mut frames = Vec::new();
+        while rest.len() >= 4 {
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            frames.push(palio_protocol::decode(&rest[4..4 + len]).unwrap());
+            rest = &rest[4 + len..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn offline_keeps_publications_within_the_bound_and_sends_them_after_the_restoring_frames()
+    {
+        let out = Outgoing::new(DEFAULT_MAX_FRAME);
+        publish(&out, 0).await.unwrap();
+        // Lost with the connection: dropped. Room for three offline.
+        let one = palio_protocol::publish_len(&event(1), b"p") + 4;
+        out.go_offline(3 * one);
+        let flush = ClientFrame::Flush { request: 1 };
+        assert!(matches!(out.send(&flush).await, Err(NotQueued::Offline)));
+        publish(&out, 1).await.unwrap();
+        publish(&out, 2).await.unwrap();
+        publish(&out, 3).await.unwrap();
+        for seq in 4..10 {
+            match publish(&out, seq).await {
+                Err(NotQueued::BufferFull { limit }) => assert_eq!(limit, 3 * one),
+                other => panic!("publication {seq} beyond the bound: {other:?}"),
+            }
+        }
+        let subscribe = ClientFrame::Subscribe {
+            request: 2,
+            filter: "seq > 0".into(),
+        };
+        out.push_restore(&subscribe).unwrap();
+        // Only the restoring frame goes before the buffer opens.
+        assert!(matches!(
+            &frames(&out).await[..],
+            [ClientFrame::Subscribe { .. }]
+        ));
+        out.open();
+        let seqs: Vec<_> = frames(&out)
+            .await
+            .into_iter()
+            .map(|f| match f {
+                ClientFrame::Publish { attributes, .. } => attributes,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Those kept are the first ones made offline, in order.
+        assert_eq!(seqs, [event(1), event(2), event(3)]);
+        // Open again: requests are queued.
+        out.send(&flush).await.unwrap();
     }
 }

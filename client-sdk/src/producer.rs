@@ -15,12 +15,19 @@
 //! An ack says how many durable queues the publication matched ([`Published::queues`]): one
 //! that matched none is acked (it is on disk, and a retry of it is not stored again) but no
 //! queue keeps it, which [`Published::stored`] tells.
+//!
+//! Each unsettled publication keeps its encoded frame: when the client reconnects (see
+//! `link.rs`), the producer is named again under the same id and every unsettled publication
+//! is sent again with its sequence number, before anything newer; those the broker had
+//! already stored are acknowledged without being stored twice. Publications made while
+//! disconnected are recorded (up to the in-flight bound) and sent the same way.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
+use bytes::{Bytes, BytesMut};
 use palio_protocol::{ClientFrame, ErrorCode, QueueMatches, ServerFrame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -28,6 +35,7 @@ use crate::client::{Client, Shared, unexpected};
 use crate::error::Error;
 use crate::in_flight::InFlight;
 use crate::notification::Notification;
+use crate::outgoing::Outgoing;
 
 /// How many publications may be unsettled by default.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
@@ -110,6 +118,8 @@ impl Shared {
 
 /// A producer's state, shared by its handle and the control reader.
 pub(crate) struct ProducerState {
+    /// The producer's id, to name it again on a new connection.
+    pub(crate) id: String,
     inner: Mutex<Inner>,
     /// One permit per unsettled publication; closed when the connection is lost, which wakes
     /// every `send` waiting for room.
@@ -128,10 +138,12 @@ struct Inner {
     closed: Option<(Option<ErrorCode>, String)>,
 }
 
-/// What settling a publication does: tell its [`PublishAck`] and give back its permit.
+/// What settling a publication does: tell its [`PublishAck`] and give back its permit; and
+/// its frame, encoded, to send again on a new connection.
 struct Settle {
     reply: oneshot::Sender<Result<Published, Error>>,
     _permit: OwnedSemaphorePermit,
+    frame: Bytes,
 }
 
 impl Settle {
@@ -225,6 +237,19 @@ impl ProducerState {
         lock(&self.inner)
             .in_flight
             .fail(seq, error, |seq, s, r| s.settle(seq, 0, r));
+    }
+
+    /// Named again on a new connection whose broker expects `next_seq`: queues every
+    /// unsettled publication again, oldest first, then opens the connection's buffer to
+    /// everything else (see `outgoing.rs`), under the producer's lock so that no newer
+    /// publication goes first.
+    pub(crate) fn resend(&self, next_seq: u64, out: &Outgoing) {
+        let mut inner = lock(&self.inner);
+        inner.first_new = inner.first_new.max(next_seq);
+        for (_, s) in inner.in_flight.iter() {
+            let _ = out.push_restore_encoded(&s.frame);
+        }
+        out.open();
     }
 
     /// The connection is lost: every unsettled publication fails with `reason` (or the
@@ -329,6 +354,7 @@ impl Client {
             return Err(unexpected(answer));
         };
         let state = Arc::new(ProducerState {
+            id: id.to_owned(),
             inner: Mutex::new(Inner {
                 in_flight: InFlight::default(),
                 last_sent: None,
@@ -456,11 +482,12 @@ impl Producer {
         let (attributes, payload) = notification.into_parts();
         // Refused before it is recorded: the sequence number stays free.
         let size = palio_protocol::publish_persistent_len(seq, &attributes, &payload);
-        if size > self.shared.max_frame {
+        let max = self.shared.max_frame();
+        if size > max {
             return Err(Error::FrameTooLarge {
                 what: "publication",
                 size,
-                max: self.shared.max_frame,
+                max,
             });
         }
         let frame = ClientFrame::PublishPersistent {
@@ -468,10 +495,16 @@ impl Producer {
             attributes,
             payload,
         };
+        // Encoded once, kept to be sent again after a reconnection.
+        let mut encoded = BytesMut::with_capacity(size + 4);
+        palio_protocol::encode_into(&frame, &mut encoded, max)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let encoded = encoded.freeze();
         let (reply, rx) = oneshot::channel();
         let settle = Settle {
             reply,
             _permit: permit,
+            frame: encoded.clone(),
         };
         if inner.in_flight.push(seq, settle).is_err() {
             // Unreachable while `last_sent` is kept, since every unsettled number is at most
@@ -482,8 +515,9 @@ impl Producer {
         }
         inner.last_sent = Some(seq);
         // Queued without waiting (room was taken above). A closed connection fails every
-        // unsettled publication, this one included, so an error here needs no answer.
-        let _ = self.shared.out.push(&frame);
+        // unsettled publication, this one included, and a lost one has it sent again after
+        // the reconnection, so an error here needs no answer.
+        let _ = self.shared.out.push_encoded(&encoded);
         Ok(PublishAck { seq, rx })
     }
 }

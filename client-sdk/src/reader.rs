@@ -12,11 +12,15 @@
 //!   and waits when a subscription's queue is full: that is the backpressure of best-effort
 //!   delivery (see the client module).
 //!
-//! When the control stream ends, every waiting request fails, every consumer's stream ends and
-//! every unsettled persistent publication fails with the connection's close reason.
+//! Both serve one connection and end with it; the link supervisor (`link.rs`) then decides
+//! what becomes of the requests, routes and publications (restored on a new connection, or
+//! failed with the client's ending). The control reader returns why it stopped when the
+//! broker said so on the stream or sent a frame that does not decode (reasons not to
+//! reconnect); a lost connection speaks for itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{FutureExt, StreamExt};
 use palio_protocol::{
@@ -26,7 +30,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-use crate::client::{DELIVERY_BATCH, Register, SUBSCRIPTION_BUFFER, Shared, closed};
+use crate::client::{DELIVERY_BATCH, Register, SUBSCRIPTION_BUFFER, Shared};
 use crate::consumer::{ConsumerTx, stop_detached};
 use crate::error::Error;
 use crate::group::{GroupDelivery, GroupEvent};
@@ -39,8 +43,9 @@ const EARLY_BUFFER: usize = SUBSCRIPTION_BUFFER;
 
 pub(crate) async fn read_control(
     shared: Arc<Shared>,
+    conn: quinn::Connection,
     mut reader: FramedRead<quinn::RecvStream, FrameCodec<ServerFrame>>,
-) {
+) -> Option<Error> {
     let mut reason = None;
     // Queue listings split over several frames (`more`), gathered by request until the last
     // frame answers the request with all of them.
@@ -49,15 +54,14 @@ pub(crate) async fn read_control(
         let frame = match next {
             Ok(f) => f,
             Err(e) => {
-                if let Some(lost) = shared.conn.close_reason() {
+                if conn.close_reason().is_some() {
                     // The connection went first: its reason is the one to report.
-                    reason = Some(Error::from_connection(&lost));
                     break;
                 }
                 // A frame that does not decode: the connection cannot be trusted any more.
                 tracing::warn!(error = %e, "bad frame from the broker: closing");
                 let message = format!("bad frame from the broker: {e}");
-                shared.conn.close(
+                conn.close(
                     palio_protocol::ErrorCode::MalformedFrame.code().into(),
                     message.as_bytes(),
                 );
@@ -213,7 +217,9 @@ pub(crate) async fn read_control(
         };
         match p.register {
             Some(Register::Subscription(tx)) => register_subscription(&shared, &frame, tx),
-            Some(Register::Consumer(tx)) => register_consumer(&shared, &frame, tx, &p.reply),
+            Some(Register::Consumer(tx, id)) => {
+                register_consumer(&shared, &frame, tx, &id, &p.reply)
+            }
             Some(Register::Member(tx)) => {
                 if let ServerFrame::Joined { member, .. } = &frame
                     && let Ok(mut g) = shared.groups.lock()
@@ -225,20 +231,7 @@ pub(crate) async fn read_control(
         }
         let _ = p.reply.send(frame);
     }
-    // The control stream ended: fail every waiting request, end every consumer's stream and
-    // fail every unsettled publication.
-    if let Ok(mut p) = shared.pending.lock() {
-        p.clear();
-    }
-    if let Ok(mut c) = shared.consumers.lock() {
-        c.clear();
-    }
-    if let Ok(mut g) = shared.groups.lock() {
-        g.members.clear();
-        g.acks.clear();
-    }
-    let reason = reason.unwrap_or_else(|| closed(&shared.conn, "the control stream ended".into()));
-    shared.end_producer(&reason);
+    reason
 }
 
 /// Installs a confirmed subscription's queue, with the deliveries that overtook the
@@ -249,6 +242,7 @@ fn register_subscription(shared: &Shared, frame: &ServerFrame, tx: SubscriptionT
     };
     r.pending_subscribes = r.pending_subscribes.saturating_sub(1);
     if let ServerFrame::Subscribed { subscription, .. } = frame {
+        tx.set_id(*subscription);
         // Hand over deliveries that overtook the confirmation, as one batch; the queue is new
         // and holds at least one batch, so `try_send` cannot fail for lack of room.
         let early = std::mem::take(&mut r.early);
@@ -277,11 +271,13 @@ fn register_consumer(
     shared: &Shared,
     frame: &ServerFrame,
     tx: ConsumerTx,
+    id: &AtomicU64,
     reply: &oneshot::Sender<ServerFrame>,
 ) {
     let ServerFrame::Consuming { consumer, .. } = frame else {
         return;
     };
+    id.store(*consumer, Ordering::Relaxed);
     if reply.is_closed() {
         stop_detached(shared, *consumer);
     } else if let Ok(mut c) = shared.consumers.lock() {
@@ -351,20 +347,16 @@ async fn route_group_event(shared: &Shared, member: u64, event: GroupEvent) {
     }
 }
 
-pub(crate) async fn read_deliveries(shared: Arc<Shared>) {
-    if let Ok(uni) = shared.conn.accept_uni().await {
+pub(crate) async fn read_deliveries(shared: Arc<Shared>, conn: quinn::Connection) {
+    if let Ok(uni) = conn.accept_uni().await {
         deliver(&shared, uni).await;
-    }
-    // The connection is gone: end every subscription's stream.
-    if let Ok(mut r) = shared.routes.lock() {
-        r.subs.clear();
     }
 }
 
 async fn deliver(shared: &Shared, uni: quinn::RecvStream) {
     // A delivery re-encodes a publication the broker accepted: it may exceed the broker's
     // frame limit by the headroom.
-    let max = shared.max_frame.saturating_add(FRAME_HEADROOM);
+    let max = shared.max_frame().saturating_add(FRAME_HEADROOM);
     let mut reader = FramedRead::new(uni, FrameCodec::<DeliveryFrame>::new(max));
     let mut batch = Vec::with_capacity(DELIVERY_BATCH);
     while let Some(Ok(first)) = reader.next().await {

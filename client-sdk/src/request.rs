@@ -96,8 +96,9 @@ impl Client {
                 "not a request: only a notification delivered as a request can be answered".into(),
             ));
         };
-        if let Some(e) = self.shared.conn.close_reason() {
-            return Err(Error::from_connection(&e));
+        // Not kept while reconnecting: the requester waits for no longer than its timeout.
+        if let Some(e) = self.shared.unusable() {
+            return Err(e);
         }
         let (attributes, payload) = reply.into_parts();
         let frame = ClientFrame::Reply {

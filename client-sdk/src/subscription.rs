@@ -4,9 +4,13 @@
 //! already brought), so that the application's task is woken once per batch. The queue is
 //! bounded in notifications, not batches ([`SUBSCRIPTION_BUFFER`]): a semaphore's permits are
 //! taken for every notification queued and given back when the subscription takes its batch.
+//!
+//! The queue's sending side also carries what restores the subscription on a new connection
+//! (see `link.rs`): its filter, and the broker's id of it, which the reconnection changes.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -15,16 +19,20 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::client::SUBSCRIPTION_BUFFER;
 use crate::notification::Notification;
 
-/// A subscription's queue: the delivery reader's side and the [`Subscription`]'s.
-pub(crate) fn queue() -> (SubscriptionTx, Receiver) {
+/// A subscription's queue, for `filter`: the delivery reader's side and the
+/// [`Subscription`]'s.
+pub(crate) fn queue(filter: &str) -> (SubscriptionTx, Receiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(SUBSCRIPTION_BUFFER));
+    let id = Arc::new(AtomicU64::new(0));
     (
         SubscriptionTx {
             tx,
             room: room.clone(),
+            filter: filter.into(),
+            id: id.clone(),
         },
-        Receiver { rx, room },
+        Receiver { rx, room, id },
     )
 }
 
@@ -34,9 +42,23 @@ pub(crate) struct SubscriptionTx {
     tx: mpsc::UnboundedSender<Vec<Notification>>,
     /// One permit per notification the queue may still take.
     room: Arc<Semaphore>,
+    /// The filter, to subscribe again on a new connection.
+    pub(crate) filter: Arc<str>,
+    /// The broker's id of the subscription on the current connection.
+    id: Arc<AtomicU64>,
 }
 
 impl SubscriptionTx {
+    /// The broker named the subscription `id` (on this connection).
+    pub(crate) fn set_id(&self, id: u64) {
+        self.id.store(id, Ordering::Relaxed);
+    }
+
+    /// Whether the application dropped the [`Subscription`].
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Queues `batch`, waiting while the queue is full (the backpressure of best-effort
     /// delivery); false if the subscription is gone. A batch larger than the whole queue is
     /// never sent (batches are at most [`DELIVERY_BATCH`](crate::client::DELIVERY_BATCH)).
@@ -70,6 +92,7 @@ impl SubscriptionTx {
 pub(crate) struct Receiver {
     rx: mpsc::UnboundedReceiver<Vec<Notification>>,
     room: Arc<Semaphore>,
+    id: Arc<AtomicU64>,
 }
 
 impl Drop for Receiver {
@@ -83,10 +106,11 @@ impl Drop for Receiver {
 ///
 /// A [`Stream`]; [`next`](Self::next) is the same without importing a stream trait. The stream
 /// ends when the subscription is ended with [`Client::unsubscribe`](crate::Client::unsubscribe)
-/// or the connection closes.
+/// or the client's connection ends for good. It goes on across reconnections (see
+/// [`Reconnect`](crate::Reconnect)): the client subscribes again with the same filter, and
+/// the notifications published while it was disconnected are not delivered.
 #[derive(Debug)]
 pub struct Subscription {
-    id: u64,
     filter: String,
     /// Batches from the delivery reader.
     rx: Receiver,
@@ -95,18 +119,17 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    pub(crate) fn new(id: u64, filter: String, rx: Receiver) -> Self {
+    pub(crate) fn new(filter: String, rx: Receiver) -> Self {
         Self {
-            id,
             filter,
             rx,
             ready: Vec::new().into_iter(),
         }
     }
 
-    /// The broker's id for this subscription.
+    /// The broker's id for this subscription (it changes when the client reconnects).
     pub fn id(&self) -> u64 {
-        self.id
+        self.rx.id.load(Ordering::Relaxed)
     }
 
     /// The filter.

@@ -69,8 +69,26 @@ enum TlsDirSource {
 }
 
 impl Connection {
-    /// Connects as `name` (the broker's logs show it), within [`CONNECT_TIMEOUT`].
+    /// The broker's address, with its port.
+    pub(super) fn server(&self) -> String {
+        ConnectOptions::new(&self.server).server().to_owned()
+    }
+
+    /// Connects as `name` (the broker's logs show it), within [`CONNECT_TIMEOUT`]. A lost
+    /// connection ends the command: only `palio sub` reconnects ([`connect_with`]).
+    ///
+    /// [`connect_with`]: Self::connect_with
     pub(super) async fn connect(&self, name: &str) -> anyhow::Result<Client> {
+        self.connect_with(name, |o| Ok(o.no_reconnect())).await
+    }
+
+    /// Connects as [`connect`](Self::connect) does, with the options `adjust` makes of the
+    /// command line's.
+    pub(super) async fn connect_with(
+        &self,
+        name: &str,
+        adjust: impl FnOnce(ConnectOptions) -> anyhow::Result<ConnectOptions>,
+    ) -> anyhow::Result<Client> {
         let server = &self.server;
         let (tls_dir, source) = self.tls_dir(server).await;
         let mut o = ConnectOptions::new(server)
@@ -89,7 +107,7 @@ impl Connection {
         if let (Some(c), Some(k)) = (&self.cert, &self.key) {
             o = o.cert_files(c, k);
         }
-        Client::connect(o)
+        Client::connect(adjust(o)?)
             .await
             .map_err(|e| explain(e, server, source))
     }

@@ -16,7 +16,9 @@
 //! - `sub --durable NAME` prints each message as `palio sub` does, plus `"delivery_count"`,
 //!   `"queue"` and `"tag"`, then acks it. It exits after `--count` messages once their acks
 //!   are confirmed (on the broker's disk), or after `--timeout` seconds (exit status 3 if the
-//!   timeout came first while `--count` was given).
+//!   timeout came first while `--count` was given). It reconnects as `palio sub` does
+//!   (`reconnect.rs`): the consumer is attached again, and messages whose ack was lost with
+//!   the connection come again (printed again, with a larger `delivery_count`).
 
 use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
@@ -33,6 +35,7 @@ use tokio::time::Instant;
 
 use super::connection::Connection;
 use super::pubsub::{Sub, Template, runtime};
+use super::reconnect;
 use super::refusal::said_once;
 use crate::{Client, ConsumeMode, DurableMessage, Error, ErrorCode, PublishAck};
 
@@ -196,16 +199,21 @@ pub(super) fn run_durable_sub(
         writeln!(err, "palio: --max-wait must be a number of seconds ≥ 0")?;
         return Ok(ExitCode::from(2));
     }
+    let server = cmd.conn.server();
     let rt = runtime()?;
     rt.block_on(async {
-        let client = cmd.conn.connect("palio-sub").await?;
+        let client = cmd
+            .conn
+            .connect_with("palio-sub", |o| cmd.reconnect.apply(o))
+            .await?;
+        let server = server.as_str();
         let deadline = cmd
             .timeout
             .map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
         let received = if cmd.pull {
-            consume_pull(&client, &queue, &cmd, deadline, out, err).await
+            consume_pull(&client, server, &queue, &cmd, deadline, out, err).await
         } else {
-            consume_push(&client, &queue, &cmd, deadline, out, err).await
+            consume_push(&client, server, &queue, &cmd, deadline, out, err).await
         };
         // Closed whatever the outcome, so that the broker detaches the consumer at once.
         client.close().await;
@@ -244,6 +252,7 @@ fn print(out: &mut dyn Write, raw: bool, m: &DurableMessage) -> std::io::Result<
 /// were printed (all acked).
 async fn consume_push(
     client: &Client,
+    server: &str,
     queue: &str,
     cmd: &Sub,
     deadline: Option<Instant>,
@@ -255,6 +264,7 @@ async fn consume_push(
         Some(c) => cmd.window.min(u32::try_from(c).unwrap_or(u32::MAX)).max(1),
         None => cmd.window,
     };
+    let mut events = client.events();
     let mut sub = client.consume(queue, ConsumeMode::Push { window }).await?;
     writeln!(
         err,
@@ -268,17 +278,18 @@ async fn consume_push(
     while cmd.count.is_none_or(|c| received < c) {
         tokio::select! {
             biased;
-            Some(r) = acks.next(), if !acks.is_empty() => r?,
+            Some(r) = acks.next(), if !acks.is_empty() => acked(r)?,
+            Some(e) = events.next() => reconnect::print(&e, server, err)?,
             m = sub.next() => {
                 let Some(m) = m else {
-                    bail!("the connection to the broker closed");
+                    return Err(reconnect::ended(client, server));
                 };
                 print(out, cmd.raw, &m)?;
                 received += 1;
                 if acks.len() >= MAX_PENDING_ACKS
                     && let Some(r) = acks.next().await
                 {
-                    r?;
+                    acked(r)?;
                 }
                 acks.push(async move { m.ack().await });
             }
@@ -287,21 +298,32 @@ async fn consume_push(
         }
     }
     while let Some(r) = acks.next().await {
-        r?;
+        acked(r)?;
     }
     Ok(received)
+}
+
+/// An ack's outcome: one lost with the connection is no failure (the message comes again
+/// after the reconnection).
+fn acked(r: Result<(), Error>) -> Result<(), Error> {
+    match r {
+        Err(Error::Disconnected { .. }) => Ok(()),
+        other => other,
+    }
 }
 
 /// Pull mode: fetches, prints and acks batch by batch until the count or the deadline;
 /// returns how many messages were printed (all acked).
 async fn consume_pull(
     client: &Client,
+    server: &str,
     queue: &str,
     cmd: &Sub,
     deadline: Option<Instant>,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u64> {
+    let mut events = client.events();
     let mut consumer = client.pull(queue).await?;
     writeln!(
         err,
@@ -328,16 +350,24 @@ async fn consume_pull(
             Some(c) => u64::from(cmd.batch).min(c - received),
             None => u64::from(cmd.batch),
         };
-        let batch = consumer
+        reconnect::print_ready(&mut events, server, err)?;
+        let batch = match consumer
             .fetch(u32::try_from(want).unwrap_or(u32::MAX), wait)
-            .await?;
+            .await
+        {
+            Err(Error::Disconnected { .. }) => {
+                reconnect::until_back(client, &mut events, server, err).await?;
+                continue;
+            }
+            other => other?,
+        };
         for m in &batch {
             print(out, cmd.raw, m)?;
         }
         if !batch.is_empty() {
             received += batch.len() as u64;
             let tags: Vec<u64> = batch.iter().map(DurableMessage::tag).collect();
-            consumer.ack_many(&tags).await?;
+            acked(consumer.ack_many(&tags).await)?;
         }
     }
     Ok(received)

@@ -17,6 +17,7 @@ mod group;
 mod payload;
 mod pubsub;
 mod queue;
+mod reconnect;
 mod refusal;
 mod request;
 mod routes;
@@ -34,6 +35,9 @@ Output: JSON on stdout, one value per line, each line flushed as written; diagno
 Exit status: 0 done; 1 unreadable input, broker unreachable, request refused (e.g. no such
 queue) or connection lost; 2 usage error, invalid filter or queue name; 3 `sub --count N`
 timed out before N.
+
+Reconnecting: `palio sub` (and `sub --durable`) reconnects after losing the broker, saying so
+on stderr (--no-reconnect, --reconnect-wait SECS, --max-reconnects N); other commands fail.
 
 Persistent delivery: `palio queue add NAME FILTER` keeps matching persistent notifications;
 `palio pub --persistent` waits for the broker's acks and prints
@@ -202,6 +206,30 @@ mod tests {
         assert!(parse(&["sub", "--durable", "q", "--window", "4096"]).is_ok());
         assert!(parse(&["sub", "--durable", "q", "--window", "4097"]).is_err());
         assert!(parse(&["sub", "--durable", "q", "--window", "0"]).is_err());
+    }
+
+    #[test]
+    fn reconnect_flags_parse_and_exclude_no_reconnect() {
+        let cli = parse(&[
+            "sub",
+            "--reconnect-wait",
+            "0.5",
+            "--max-reconnects",
+            "3",
+            "x > 1",
+        ])
+        .unwrap();
+        let Command::Sub(sub) = cli.command else {
+            panic!("not sub: {cli:?}");
+        };
+        assert_eq!(
+            (sub.reconnect.reconnect_wait, sub.reconnect.max_reconnects),
+            (0.5, Some(3))
+        );
+        assert!(!sub.reconnect.no_reconnect);
+        assert!(parse(&["sub", "--durable", "q", "--no-reconnect"]).is_ok());
+        assert!(parse(&["sub", "--no-reconnect", "--max-reconnects", "2", "x > 1"]).is_err());
+        assert!(parse(&["sub", "--no-reconnect", "--reconnect-wait", "1", "x > 1"]).is_err());
     }
 
     #[test]

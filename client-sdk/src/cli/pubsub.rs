@@ -6,7 +6,8 @@
 //! seconds (exit status 3 if the timeout came first while `--count` was given); `pub` prints
 //! `{"published": N}` once the broker has handled every publication. Payload input and output
 //! are in `payload.rs`, connecting in `connection.rs`. Their persistent forms (`sub --durable`,
-//! `pub --persistent`) are in `durable.rs`.
+//! `pub --persistent`) are in `durable.rs`. `sub` reconnects after losing the broker
+//! (`reconnect.rs`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use palio_filter::{AttrName, MAX_ATTR_NAME_LEN, Value, parse_int};
 use serde_json::json;
 
 use super::connection::Connection;
+use super::reconnect::{self, Reconnecting};
 use super::{durable, payload};
 use crate::{Client, Notification};
 
@@ -76,6 +78,8 @@ pub(super) struct Sub {
     /// The CESQL filter (not with --durable; optional with --group).
     #[arg(required_unless_present_any = ["durable", "group"])]
     pub(super) filter: Option<String>,
+    #[command(flatten)]
+    pub(super) reconnect: Reconnecting,
 }
 
 /// `palio pub`.
@@ -239,9 +243,14 @@ pub(super) fn run_sub(
         writeln!(err, "palio: invalid filter: {e}")?;
         return Ok(ExitCode::from(2));
     }
+    let server = cmd.conn.server();
     let rt = runtime()?;
     rt.block_on(async {
-        let client = cmd.conn.connect("palio-sub").await?;
+        let client = cmd
+            .conn
+            .connect_with("palio-sub", |o| cmd.reconnect.apply(o))
+            .await?;
+        let mut events = client.events();
         let mut sub = client.subscribe(&filter).await?;
         writeln!(
             err,
@@ -254,12 +263,19 @@ pub(super) fn run_sub(
         let mut received = 0u64;
         let mut timed_out = false;
         while cmd.count.is_none_or(|c| received < c) {
-            let Ok(next) = before(deadline, sub.next()).await else {
+            let next = tokio::select! {
+                next = before(deadline, sub.next()) => next,
+                Some(e) = events.next() => {
+                    reconnect::print(&e, &server, err)?;
+                    continue;
+                }
+            };
+            let Ok(next) = next else {
                 timed_out = true;
                 break;
             };
             let Some(n) = next else {
-                bail!("the connection to the broker closed");
+                return Err(reconnect::ended(&client, &server));
             };
             payload::print(out, cmd.raw, n.payload(), || n.to_json())?;
             received += 1;
