@@ -441,3 +441,29 @@ async fn palio_sub_durable_reconnects_in_push_and_pull_mode() {
         after.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn palio_reply_reconnects_and_answers_after_a_broker_crash() {
+    let d = Dirs::new();
+    let mut b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
+    let addr = b.quic.clone();
+    let mut reply = Watched::start(&b, &["reply", "-c", "1", "-p", "pong", "a = 1"]);
+    reply.expect_line("palio: replying");
+    restart(&mut b);
+    reply.expect_line("palio: disconnected from");
+    assert_eq!(
+        reply.expect_line("palio: reconnected"),
+        format!("palio: reconnected to {addr}")
+    );
+    // The responder's subscription is back: a request finds it.
+    let requester = b.client().await;
+    let answer = requester
+        .request(note(1, 7), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(answer.payload(), b"pong");
+    let (status, out, _) = tokio::task::block_in_place(|| reply.finish());
+    assert!(status.success(), "{status:?}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["attributes"]["seq"], 7);
+}

@@ -4,7 +4,8 @@
 //! `{"attributes": {...}, "payload": "..."}` and exits 0; with no responder anywhere it exits 1
 //! at once with `no responders` on stderr, and 1 after `--timeout` if responders got the request
 //! but none replied. `reply` prints each request it answered as a JSON line (the shape of
-//! `palio sub`) and exits 0 after `--count N` requests or on SIGINT.
+//! `palio sub`) and exits 0 after `--count N` requests or on SIGINT; like `palio sub`, it
+//! reconnects after losing the broker (`reconnect.rs`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ use palio_filter::Value;
 use super::connection::Connection;
 use super::payload;
 use super::pubsub::{parse_attr, runtime};
+use super::reconnect::{self, Reconnecting};
 use crate::Notification;
 
 /// `palio req`.
@@ -49,6 +51,8 @@ pub(super) struct Req {
 pub(super) struct Reply {
     #[command(flatten)]
     conn: Connection,
+    #[command(flatten)]
+    reconnect: Reconnecting,
     /// An attribute of each reply, NAME=VALUE (repeatable; typed as in `palio pub`).
     #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
     attrs: Vec<(String, Value)>,
@@ -133,7 +137,12 @@ pub(super) fn run_reply(
     };
     let answer = notification(&cmd.attrs, body)?;
     runtime()?.block_on(async {
-        let client = cmd.conn.connect("palio-reply").await?;
+        let server = cmd.conn.server();
+        let client = cmd
+            .conn
+            .connect_with("palio-reply", |o| cmd.reconnect.apply(o))
+            .await?;
+        let mut events = client.events();
         let mut requests = client.responder(&cmd.filter).await?;
         writeln!(
             err,
@@ -148,12 +157,20 @@ pub(super) fn run_reply(
         while cmd.count.is_none_or(|c| answered < c) {
             let request = tokio::select! {
                 r = requests.next() => r,
+                Some(e) = events.next() => {
+                    reconnect::print(&e, &server, err)?;
+                    continue;
+                }
                 _ = &mut interrupted => break,
             };
             let Some(request) = request else {
-                anyhow::bail!("the connection to the broker closed");
+                return Err(reconnect::ended(&client, &server));
             };
-            client.reply(&request, answer.clone()).await?;
+            if let Err(e) = client.reply(&request, answer.clone()).await {
+                // Lost with the connection: the requester times out or asks again.
+                writeln!(err, "palio: reply not sent: {e}")?;
+                continue;
+            }
             payload::print(out, cmd.raw, request.payload(), || request.to_json())?;
             answered += 1;
         }
