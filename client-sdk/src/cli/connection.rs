@@ -151,13 +151,14 @@ fn explain(e: Error, server: &str, source: TlsDirSource) -> anyhow::Error {
         ),
         Error::Tls(tls::TlsError::NoCa(dir)) => match source {
             TlsDirSource::Default => anyhow::anyhow!(
-                "cannot connect to {server}: no development CA: {} has no ca.pem, and no broker \
-                 at {server} recorded its TLS directory for local clients{} (give --tls-dir DIR, \
-                 the broker's TLS directory, or --ca FILE)",
-                dir.display(),
+                "no broker known at {server}: none recorded its TLS directory there for local \
+                 clients{}, and {} has no ca.pem (is palio-broker running at {server}? \
+                 --server/-s; for a broker elsewhere give --tls-dir DIR, its TLS directory, or \
+                 --ca FILE)",
                 tls::registry_dir()
-                    .map(|d| format!(" in {}", d.display()))
-                    .unwrap_or_default()
+                    .map(|d| format!(" (in {})", d.display()))
+                    .unwrap_or_default(),
+                dir.display(),
             ),
             TlsDirSource::Given | TlsDirSource::Recorded => anyhow::anyhow!(
                 "cannot connect to {server}: {} has no development CA (ca.pem): is it the \
