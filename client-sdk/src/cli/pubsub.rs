@@ -88,18 +88,8 @@ pub(super) struct Sub {
 pub(super) struct Pub {
     #[command(flatten)]
     conn: Connection,
-    /// An attribute, NAME=VALUE (repeatable). NAME is lower-case letters a–z and digits
-    /// (CloudEvents naming). An integer VALUE is an integer, true/false a boolean, anything
-    /// else a string.
-    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
-    attrs: Vec<(String, Value)>,
-    /// The payload, as text [default: standard input when it is a pipe or a file, else
-    /// empty].
-    #[arg(short = 'p', long, conflicts_with = "payload_file")]
-    payload: Option<String>,
-    /// Send the bytes of FILE as the payload (`-` for standard input).
-    #[arg(short = 'f', long, value_name = "FILE")]
-    payload_file: Option<PathBuf>,
+    #[command(flatten)]
+    body: Body,
     /// Publish N notifications, each with an integer attribute `seq` = 0…N−1 (with
     /// --persistent, also their producer sequence numbers).
     #[arg(short = 'c', long)]
@@ -122,6 +112,33 @@ pub(super) struct Pub {
     /// {"published": N, "acked": M}.
     #[arg(long, value_name = "NAME", conflicts_with = "persistent")]
     group: Option<String>,
+}
+
+/// A notification's attributes and payload on the command line (`pub`, `req`, `reply`).
+#[derive(Debug, Args)]
+pub(super) struct Body {
+    /// An attribute, NAME=VALUE (repeatable). NAME is lower-case letters a–z and digits
+    /// (CloudEvents naming). An integer VALUE is an integer, true/false a boolean, anything
+    /// else a string.
+    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
+    attrs: Vec<(String, Value)>,
+    /// The payload, as text [default: standard input when it is a pipe or a file, else
+    /// empty].
+    #[arg(short = 'p', long, conflicts_with = "payload_file")]
+    payload: Option<String>,
+    /// Send the bytes of FILE as the payload (`-` for standard input).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    payload_file: Option<PathBuf>,
+}
+
+impl Body {
+    /// The notifications these flags describe, with the payload read (see `payload.rs`).
+    pub(super) fn template(self) -> anyhow::Result<Template> {
+        Ok(Template {
+            payload: payload::read(self.payload, self.payload_file.as_deref())?,
+            attrs: self.attrs,
+        })
+    }
 }
 
 /// The notifications `palio pub` sends: its attributes and payload, plus `seq`.
@@ -295,10 +312,7 @@ pub(super) fn run_pub(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let template = Template {
-        attrs: cmd.attrs,
-        payload: payload::read(cmd.payload, cmd.payload_file.as_deref())?,
-    };
+    let template = cmd.body.template()?;
     // Every notification must be buildable before the first is sent (`seq` is an `i32`).
     template.build(cmd.count.map(|n| n.saturating_sub(1)))?;
     if let Some(group) = &cmd.group {

@@ -15,29 +15,18 @@ use anyhow::Context;
 use clap::Args;
 use palio_protocol::ErrorCode;
 
-use palio_filter::Value;
-
 use super::connection::Connection;
 use super::payload;
-use super::pubsub::{parse_attr, runtime};
+use super::pubsub::{Body, runtime};
 use super::reconnect::{self, Reconnecting};
-use crate::Notification;
 
 /// `palio req`.
 #[derive(Debug, Args)]
 pub(super) struct Req {
     #[command(flatten)]
     conn: Connection,
-    /// An attribute of the request, NAME=VALUE (repeatable; typed as in `palio pub`).
-    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
-    attrs: Vec<(String, Value)>,
-    /// The request's payload, as text [default: standard input when it is a pipe or a file,
-    /// else empty].
-    #[arg(short = 'p', long, conflicts_with = "payload_file")]
-    payload: Option<String>,
-    /// Send the bytes of FILE as the request's payload (`-` for standard input).
-    #[arg(short = 'f', long, value_name = "FILE")]
-    payload_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    body: Body,
     /// How long to wait for a reply, in seconds.
     #[arg(short = 't', long, value_name = "SECS", default_value_t = 5.0)]
     timeout: f64,
@@ -53,15 +42,9 @@ pub(super) struct Reply {
     conn: Connection,
     #[command(flatten)]
     reconnect: Reconnecting,
-    /// An attribute of each reply, NAME=VALUE (repeatable; typed as in `palio pub`).
-    #[arg(short = 'a', long = "attr", value_name = "NAME=VALUE", value_parser = parse_attr)]
-    attrs: Vec<(String, Value)>,
-    /// The payload of each reply, as text [default: empty].
-    #[arg(short = 'p', long, conflicts_with = "payload_file")]
-    payload: Option<String>,
-    /// Reply with the bytes of FILE (`-` for standard input, read once).
-    #[arg(short = 'f', long, value_name = "FILE")]
-    payload_file: Option<std::path::PathBuf>,
+    /// The attributes and payload of each reply.
+    #[command(flatten)]
+    body: Body,
     /// Exit after answering this many requests.
     #[arg(short = 'c', long)]
     count: Option<u64>,
@@ -72,22 +55,12 @@ pub(super) struct Reply {
     filter: String,
 }
 
-/// Builds a notification from `--attr` and the payload.
-fn notification(attrs: &[(String, Value)], payload: Vec<u8>) -> anyhow::Result<Notification> {
-    let mut b = Notification::builder();
-    for (name, value) in attrs {
-        b = b.attr(name, value.clone());
-    }
-    Ok(b.payload(payload).build()?)
-}
-
 pub(super) fn run_req(
     cmd: Req,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let body = payload::read(cmd.payload, cmd.payload_file.as_deref())?;
-    let request = notification(&cmd.attrs, body)?;
+    let request = cmd.body.template()?.build(None)?;
     let timeout = Duration::try_from_secs_f64(cmd.timeout.max(0.0))
         .context("--timeout: not a number of seconds")?;
     runtime()?.block_on(async {
@@ -128,14 +101,7 @@ pub(super) fn run_reply(
         writeln!(err, "palio: invalid filter: {e}")?;
         return Ok(ExitCode::from(2));
     }
-    // Standard input is read only when asked for: `reply` runs for long, and its input is
-    // usually a terminal or a service's.
-    let body = match (cmd.payload, cmd.payload_file) {
-        (Some(text), _) => text.into_bytes(),
-        (None, Some(file)) => payload::read(None, Some(&file))?,
-        (None, None) => Vec::new(),
-    };
-    let answer = notification(&cmd.attrs, body)?;
+    let answer = cmd.body.template()?.build(None)?;
     runtime()?.block_on(async {
         let server = cmd.conn.server();
         let client = cmd
