@@ -80,6 +80,14 @@ pub struct ConnectOptions {
 impl ConnectOptions {
     /// Options for the broker at `server` (`host:port`, `[ipv6]:port`, or either without the
     /// port: [`DEFAULT_PORT`](crate::DEFAULT_PORT)), with no credentials yet.
+    ///
+    /// ```
+    /// use palio::{ConnectOptions, DEFAULT_PORT};
+    ///
+    /// assert_eq!(ConnectOptions::new("broker.example:7500").server(), "broker.example:7500");
+    /// let default_port = format!("broker.example:{DEFAULT_PORT}");
+    /// assert_eq!(ConnectOptions::new("broker.example").server(), default_port);
+    /// ```
     pub fn new(server: impl Into<String>) -> Self {
         Self {
             server: crate::dial::normalize(&server.into()),
@@ -96,6 +104,12 @@ impl ConnectOptions {
     }
 
     /// The broker address, with its port.
+    ///
+    /// ```
+    /// let opts = palio::ConnectOptions::new("[::1]:7401");
+    /// assert_eq!(opts.server(), "[::1]:7401");
+    /// assert_eq!(palio::ConnectOptions::new("127.0.0.1").server(), "127.0.0.1:7400");
+    /// ```
     pub fn server(&self) -> &str {
         &self.server
     }
@@ -104,12 +118,27 @@ impl ConnectOptions {
     /// the client identity the broker wrote there (`client.pem`, `client-key.pem`) is
     /// presented when present. The CA's key is never read: a directory holding only `ca.pem`
     /// and the client files is enough, and one holding only `ca.pem` needs a token.
+    ///
+    /// ```
+    /// // Trusts palio-data/tls/ca.pem and presents palio-data/tls/client.pem when it is there
+    /// // (nothing is read until the client connects).
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400").tls_dir("palio-data/tls");
+    /// # let _ = opts;
+    /// ```
     pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tls_dir = Some(dir.into());
         self
     }
 
     /// A PEM file of the CA(s) to trust (instead of a TLS directory's `ca.pem`).
+    ///
+    /// ```
+    /// let opts = palio::ConnectOptions::new("broker.example:7400")
+    ///     .ca_file("/etc/palio/ca.pem")
+    ///     .server_name("broker.example")
+    ///     .token("s3cret");
+    /// # let _ = opts;
+    /// ```
     pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.ca_file = Some(path.into());
         self
@@ -117,30 +146,67 @@ impl ConnectOptions {
 
     /// A client certificate chain and key, as PEM files (instead of the client identity of a TLS
     /// directory's CA).
+    ///
+    /// ```
+    /// let opts = palio::ConnectOptions::new("broker.example:7400")
+    ///     .ca_file("/etc/palio/ca.pem")
+    ///     .cert_files("/etc/palio/client.pem", "/etc/palio/client-key.pem")
+    ///     .server_name("broker.example");
+    /// # let _ = opts;
+    /// ```
     pub fn cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
         self.cert_files = Some((cert.into(), key.into()));
         self
     }
 
     /// A bearer token: a configured user's (`[[auth.user]] token`), which names the principal.
+    ///
+    /// ```
+    /// // A token names the principal; the TLS directory then only needs the CA (ca.pem).
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400")
+    ///     .tls_dir("palio-data/tls")
+    ///     .token("s3cret");
+    /// # let _ = opts;
+    /// ```
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
     }
 
     /// The name the broker's certificate must carry (default `localhost`).
+    ///
+    /// ```
+    /// // Dialed by address, the broker's certificate names it "broker.internal".
+    /// let opts = palio::ConnectOptions::new("10.0.0.5:7400")
+    ///     .ca_file("/etc/palio/ca.pem")
+    ///     .server_name("broker.internal");
+    /// # let _ = opts;
+    /// ```
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = name.into();
         self
     }
 
     /// A name for the broker's logs.
+    ///
+    /// ```
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400").name("billing-worker-3");
+    /// # let _ = opts;
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
     /// Bound on each request, and on the broker's answer to the hello (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // Slow requests (a large purge, say) get 30 s before failing with Error::Timeout.
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400").timeout(Duration::from_secs(30));
+    /// # let _ = opts;
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -150,6 +216,15 @@ impl ConnectOptions {
     /// within it, [`Client::connect`] fails with [`Error::Unreachable`]. QUIC runs over UDP,
     /// where a closed port or a stopped broker is silence rather than a refusal, so this is
     /// how long "nobody there" takes to tell (the `palio` command line waits 2 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // Tell "no broker there" after 2 s, as the palio command line does.
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400")
+    ///     .connect_timeout(Duration::from_secs(2));
+    /// # let _ = opts;
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -157,17 +232,38 @@ impl ConnectOptions {
 
     /// How the client reconnects after losing its broker (on by default, see
     /// [`Reconnect`]).
+    ///
+    /// ```
+    /// use palio::{ConnectOptions, Reconnect};
+    ///
+    /// let opts = ConnectOptions::new("127.0.0.1:7400")
+    ///     .reconnect(Reconnect::new().max_attempts(10));
+    /// assert_eq!(opts.get_reconnect().get_max_attempts(), Some(10));
+    /// ```
     pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
         self.reconnect = reconnect;
         self
     }
 
     /// No reconnect: a lost connection ends the client.
+    ///
+    /// ```
+    /// let opts = palio::ConnectOptions::new("127.0.0.1:7400").no_reconnect();
+    /// assert!(!opts.get_reconnect().is_enabled());
+    /// ```
     pub fn no_reconnect(self) -> Self {
         self.reconnect(Reconnect::disabled())
     }
 
     /// The reconnect policy.
+    ///
+    /// ```
+    /// use palio::{ConnectOptions, Reconnect};
+    ///
+    /// let opts = ConnectOptions::new("127.0.0.1:7400");
+    /// assert!(opts.get_reconnect().is_enabled()); // on by default
+    /// assert_eq!(opts.get_reconnect(), &Reconnect::new());
+    /// ```
     pub fn get_reconnect(&self) -> &Reconnect {
         &self.reconnect
     }
@@ -480,6 +576,19 @@ impl Client {
     /// Fails at once if the broker cannot be reached, naming its address
     /// ([`Error::Unreachable`], [`Error::Connect`]), or refuses the hello; reconnecting applies
     /// only to a connection lost later.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), palio::Error> {
+    /// use palio::{Client, ConnectOptions, Error};
+    ///
+    /// let opts = ConnectOptions::new("127.0.0.1:7400").tls_dir("palio-data/tls");
+    /// match Client::connect(opts).await {
+    ///     Ok(client) => println!("connected to {}", client.broker().broker),
+    ///     Err(e @ Error::Unreachable { .. }) => eprintln!("{e}"), // nobody answered: not retried
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(opts: ConnectOptions) -> Result<Client, Error> {
         let dialed = Self::dial(&opts).await?;
         let welcome = dialed.welcome.clone();
@@ -567,12 +676,28 @@ impl Client {
 
     /// The broker's welcome: its name, id and frame limit (`max_frame`: the SDK refuses to
     /// send a longer frame, with [`Error::FrameTooLarge`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let welcome = client.broker();
+    /// println!("connected to {} (frames up to {} bytes)", welcome.broker, welcome.max_frame);
+    /// # Ok(()) }
+    /// ```
     pub fn broker(&self) -> &Welcome {
         &self.welcome
     }
 
     /// Subscribes with a CESQL filter. The returned [`Subscription`] is a
     /// [`Stream`](futures_util::Stream) of the notifications that match.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let mut hot = client.subscribe("type = 'reading' AND temp > 30").await?;
+    /// while let Some(n) = hot.next().await {
+    ///     println!("{}", n.to_json());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, Error> {
         // Refused before it counts as pending (while reconnecting, for instance).
         if let Some(e) = self.shared.unusable() {
@@ -609,6 +734,14 @@ impl Client {
 
     /// Ends a subscription. Nothing more is delivered to it; its stream ends once the
     /// notifications already received have been read.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let alarms = client.subscribe("type = 'alarm'").await?;
+    /// // … read some of it …
+    /// client.unsubscribe(&alarms).await?; // its stream ends after what was already received
+    /// # Ok(()) }
+    /// ```
     pub async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), Error> {
         let id = subscription.id();
         let answer = self
@@ -630,6 +763,17 @@ impl Client {
     }
 
     /// Declares what this client will publish; returns the advertisement's id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::Notification;
+    ///
+    /// let ad = client.advertise("type = 'reading'").await?;
+    /// let reading = Notification::builder().attr("type", "reading").attr("temp", 21);
+    /// client.publish(reading.build()?).await?;
+    /// client.unadvertise(ad).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn advertise(&self, filter: &str) -> Result<u64, Error> {
         match self
             .call(
@@ -647,6 +791,14 @@ impl Client {
     }
 
     /// Withdraws an advertisement.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let ad = client.advertise("type = 'reading' AND site = 'north'").await?;
+    /// // … publish readings, then stop …
+    /// client.unadvertise(ad).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn unadvertise(&self, advertisement: u64) -> Result<(), Error> {
         match self
             .call(
@@ -671,6 +823,16 @@ impl Client {
     /// [`Reconnect::buffer`] bytes, beyond which this fails with
     /// [`Error::PublishBufferFull`]) and sent in order once the connection is back. Those
     /// queued for a connection as it is lost may be lost with it (best effort).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::Notification;
+    ///
+    /// let reading = Notification::builder().attr("type", "reading").attr("temp", 31).build()?;
+    /// client.publish(reading).await?; // queued: not acknowledged
+    /// client.flush().await?; // the broker has handled it
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(&self, notification: Notification) -> Result<(), Error> {
         if let Some(e) = self.shared.cannot_publish() {
             return Err(e);
@@ -699,6 +861,22 @@ impl Client {
     /// Live publications have no answer of their own: if the broker refused any since the last
     /// flush (outside the principal's publish permission, [`ErrorCode::PermissionDenied`]),
     /// the flush fails with [`Error::Request`] naming how many and why.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::{Error, Notification};
+    ///
+    /// for i in 0..100 {
+    ///     let tick = Notification::builder().attr("type", "tick").attr("n", i);
+    ///     client.publish(tick.build()?).await?;
+    /// }
+    /// match client.flush().await {
+    ///     Ok(published) => println!("{published} published on this connection"),
+    ///     Err(e @ Error::Request { .. }) => eprintln!("some were refused: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn flush(&self) -> Result<u64, Error> {
         let published = match self
             .call(|request| ClientFrame::Flush { request }, None)
@@ -721,17 +899,50 @@ impl Client {
     /// ([`Error::ReconnectFailed`], [`Error::ClosedLocally`], or [`Error::Closed`] with the
     /// broker's close code and reason when it gave one, [`ErrorCode::ShuttingDown`] for a clean
     /// shutdown), or [`Error::Disconnected`] while it is reconnecting.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// if let Some(e) = client.close_reason() {
+    ///     eprintln!("not usable now: {e}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn close_reason(&self) -> Option<Error> {
         self.shared.unusable()
     }
 
     /// The client's [`ConnectionEvent`](crate::ConnectionEvent)s from now on: lost,
     /// reconnected, closed. See [`ConnectionEvents`] for an example.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConnectionEvent;
+    ///
+    /// let mut events = client.events();
+    /// while let Some(e) = events.next().await {
+    ///     if let ConnectionEvent::Reconnected { attempts, .. } = e {
+    ///         eprintln!("reconnected after {attempts} attempt(s)");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn events(&self) -> ConnectionEvents {
         self.shared.events.subscribe()
     }
 
     /// How the client ended for good, or `None` while it is connected or reconnecting.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::CloseReason;
+    ///
+    /// match client.ended() {
+    ///     None => println!("connected or reconnecting"),
+    ///     Some(CloseReason::Broker { code, .. }) => println!("the broker closed it ({code:?})"),
+    ///     Some(why) => println!("ended: {why}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn ended(&self) -> Option<CloseReason> {
         match &*lock(&self.shared.state) {
             LinkState::Ended(r) => Some(r.clone()),
@@ -741,6 +952,14 @@ impl Client {
 
     /// Closes the connection and waits (briefly) for the broker to be told. The client does
     /// not reconnect any more.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// client.publish(palio::Notification::builder().attr("type", "bye").build()?).await?;
+    /// client.flush().await?; // the broker has handled everything published before
+    /// client.close().await;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(self) {
         self.shared.close_locally(b"client closed");
         let endpoint = lock(&self.shared.link).endpoint.clone();

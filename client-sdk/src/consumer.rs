@@ -181,6 +181,18 @@ impl Client {
     /// queue): the broker sends messages as they come, keeping at most `window` of them
     /// unacked (clamped to 1..=[`MAX_PUSH_WINDOW`]). `mode` must be [`ConsumeMode::Push`];
     /// pull consumers come from [`pull`](Self::pull).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConsumeMode;
+    ///
+    /// let mut orders = client.consume("orders", ConsumeMode::Push { window: 64 }).await?;
+    /// while let Some(m) = orders.next().await {
+    ///     println!("{}", m.notification().to_json());
+    ///     m.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn consume(
         &self,
         queue: &str,
@@ -203,6 +215,17 @@ impl Client {
 
     /// Attaches a pull consumer to the durable queue `queue` (`NAME.dlq` for a dead-letter
     /// queue): messages come only in answer to [`PullConsumer::fetch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let mut jobs = client.pull("jobs").await?;
+    /// for m in jobs.fetch(10, Duration::from_millis(500)).await? {
+    ///     m.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn pull(&self, queue: &str) -> Result<PullConsumer, Error> {
         let capacity = usize::try_from(MAX_FETCH_BATCH).unwrap_or(usize::MAX) * 2;
         let attached = self.attach(queue, ConsumeMode::Pull, capacity).await?;
@@ -289,16 +312,51 @@ impl std::fmt::Debug for DurableSubscription {
 
 impl DurableSubscription {
     /// The broker's id of this consumer (it changes when the client reconnects).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConsumeMode;
+    ///
+    /// let orders = client.consume("orders", ConsumeMode::Push { window: 64 }).await?;
+    /// println!("consumer {} of {}", orders.id(), orders.queue());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.attached.handle.id()
     }
 
     /// The queue.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConsumeMode;
+    ///
+    /// // The dead-letter queue of "orders".
+    /// let dead = client.consume("orders.dlq", ConsumeMode::Push { window: 16 }).await?;
+    /// assert_eq!(dead.queue(), "orders.dlq");
+    /// # Ok(()) }
+    /// ```
     pub fn queue(&self) -> &str {
         &self.attached.handle.queue
     }
 
     /// The next message, or `None` once the connection has closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use std::time::Duration;
+    /// use palio::ConsumeMode;
+    ///
+    /// let mut orders = client.consume("orders", ConsumeMode::Push { window: 64 }).await?;
+    /// while let Some(m) = orders.next().await {
+    ///     if m.get("amount").is_some() {
+    ///         m.ack().await?;
+    ///     } else {
+    ///         m.nak(Duration::from_secs(30)).await?; // delivered again in 30 s
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<DurableMessage> {
         let m = self.attached.rx.recv().await?;
         Some(self.attached.message(m))
@@ -306,12 +364,36 @@ impl DurableSubscription {
 
     /// Acks several messages of this consumer in one request; returns once the broker has
     /// the acks on disk. Tags no longer unacked are ignored by the broker.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConsumeMode;
+    ///
+    /// let mut orders = client.consume("orders", ConsumeMode::Push { window: 16 }).await?;
+    /// let mut tags = Vec::new();
+    /// while tags.len() < 16 {
+    ///     let Some(m) = orders.next().await else { break };
+    ///     tags.push(m.tag());
+    /// }
+    /// orders.ack_many(&tags).await?; // one request for the batch
+    /// # Ok(()) }
+    /// ```
     pub async fn ack_many(&self, tags: &[u64]) -> Result<(), Error> {
         self.attached.handle.ack(tags.to_vec()).await
     }
 
     /// Detaches the consumer and waits for the broker's answer; its unacked messages are
     /// delivered again.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ConsumeMode;
+    ///
+    /// let orders = client.consume("orders", ConsumeMode::Push { window: 64 }).await?;
+    /// // … handle some messages …
+    /// orders.stop().await?; // detached: what it left unacked is delivered again
+    /// # Ok(()) }
+    /// ```
     pub async fn stop(mut self) -> Result<(), Error> {
         self.attached.stop().await
     }
@@ -361,11 +443,25 @@ impl std::fmt::Debug for PullConsumer {
 
 impl PullConsumer {
     /// The broker's id of this consumer (it changes when the client reconnects).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let jobs = client.pull("jobs").await?;
+    /// println!("pull consumer {} of {}", jobs.id(), jobs.queue());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.attached.handle.id()
     }
 
     /// The queue.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let jobs = client.pull("jobs.dlq").await?;
+    /// assert_eq!(jobs.queue(), "jobs.dlq");
+    /// # Ok(()) }
+    /// ```
     pub fn queue(&self) -> &str {
         &self.attached.handle.queue
     }
@@ -373,6 +469,21 @@ impl PullConsumer {
     /// Fetches up to `batch` messages (clamped to 1..=[`MAX_FETCH_BATCH`]), waiting at most
     /// `max_wait` for them; returns those that came (possibly none). Messages that arrived
     /// after an earlier fetch was cancelled are returned first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let mut jobs = client.pull("jobs").await?;
+    /// let batch = jobs.fetch(100, Duration::from_secs(2)).await?;
+    /// if batch.is_empty() {
+    ///     println!("no job within 2 s");
+    /// }
+    /// for m in &batch {
+    ///     m.ack().await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn fetch(
         &mut self,
         batch: u32,
@@ -421,12 +532,31 @@ impl PullConsumer {
 
     /// Acks several messages of this consumer in one request; returns once the broker has
     /// the acks on disk. Tags no longer unacked are ignored by the broker.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let mut jobs = client.pull("jobs").await?;
+    /// let batch = jobs.fetch(64, Duration::from_secs(1)).await?;
+    /// let tags: Vec<u64> = batch.iter().map(|m| m.tag()).collect();
+    /// jobs.ack_many(&tags).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn ack_many(&self, tags: &[u64]) -> Result<(), Error> {
         self.attached.handle.ack(tags.to_vec()).await
     }
 
     /// Detaches the consumer and waits for the broker's answer; its unacked messages are
     /// delivered again.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let jobs = client.pull("jobs").await?;
+    /// // … fetch and handle some batches …
+    /// jobs.stop().await?; // detached: what it left unacked is delivered again
+    /// # Ok(()) }
+    /// ```
     pub async fn stop(mut self) -> Result<(), Error> {
         self.attached.stop().await
     }

@@ -16,6 +16,23 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 
 /// A change of a client's connection.
+///
+/// ```
+/// use palio::{CloseReason, ConnectionEvent};
+///
+/// fn describe(event: &ConnectionEvent) -> String {
+///     match event {
+///         ConnectionEvent::Disconnected { reason } => format!("reconnecting ({reason})"),
+///         ConnectionEvent::Reconnected { server, attempts } => {
+///             format!("back on {server} after {attempts} attempt(s)")
+///         }
+///         ConnectionEvent::Closed(why) => format!("closed: {why}"),
+///         _ => "something else".to_owned(),
+///     }
+/// }
+/// let closed = ConnectionEvent::Closed(CloseReason::Local);
+/// assert_eq!(describe(&closed), "closed: connection closed by the application");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionEvent {
@@ -38,6 +55,17 @@ pub enum ConnectionEvent {
 }
 
 /// Why a client's connection ended for good.
+///
+/// ```
+/// use palio::{CloseReason, ErrorCode};
+///
+/// let shutdown = CloseReason::Broker {
+///     code: Some(ErrorCode::ShuttingDown),
+///     message: "broker shutting down".into(),
+/// };
+/// assert_eq!(shutdown.to_error().code(), Some(ErrorCode::ShuttingDown));
+/// assert_eq!(CloseReason::Local.to_string(), "connection closed by the application");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -69,6 +97,18 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The error that calls on the closed client report.
+    ///
+    /// ```
+    /// use palio::{CloseReason, Error};
+    ///
+    /// let gave_up = CloseReason::GaveUp {
+    ///     server: "127.0.0.1:7400".into(),
+    ///     attempts: 3,
+    ///     reason: "timed out".into(),
+    /// };
+    /// assert!(matches!(gave_up.to_error(), Error::ReconnectFailed { attempts: 3, .. }));
+    /// assert!(matches!(CloseReason::Local.to_error(), Error::ClosedLocally));
+    /// ```
     pub fn to_error(&self) -> Error {
         match self {
             CloseReason::Local => Error::ClosedLocally,
@@ -167,6 +207,16 @@ pub struct ConnectionEvents {
 
 impl ConnectionEvents {
     /// The next event, or `None` after [`ConnectionEvent::Closed`].
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let mut events = client.events();
+    /// while let Some(event) = events.next().await {
+    ///     eprintln!("{event:?}");
+    /// }
+    /// // The stream has ended: the last event was ConnectionEvent::Closed.
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<ConnectionEvent> {
         self.rx.recv().await
     }

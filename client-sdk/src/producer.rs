@@ -38,6 +38,11 @@ use crate::notification::Notification;
 use crate::outgoing::Outgoing;
 
 /// How many publications may be unsettled by default.
+///
+/// ```
+/// let opts = palio::ProducerOptions::new();
+/// assert_eq!(opts.get_max_in_flight(), palio::DEFAULT_MAX_IN_FLIGHT);
+/// ```
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// Options of a [`Producer`].
@@ -63,18 +68,36 @@ impl Default for ProducerOptions {
 
 impl ProducerOptions {
     /// The defaults: at most [`DEFAULT_MAX_IN_FLIGHT`] unsettled publications.
+    ///
+    /// ```
+    /// use palio::{DEFAULT_MAX_IN_FLIGHT, ProducerOptions};
+    ///
+    /// assert_eq!(ProducerOptions::new().get_max_in_flight(), DEFAULT_MAX_IN_FLIGHT);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// At most `n` publications unsettled at a time (at least 1); [`Producer::send`] waits
     /// for room beyond that.
+    ///
+    /// ```
+    /// use palio::ProducerOptions;
+    ///
+    /// assert_eq!(ProducerOptions::new().max_in_flight(64).get_max_in_flight(), 64);
+    /// assert_eq!(ProducerOptions::new().max_in_flight(0).get_max_in_flight(), 1); // at least 1
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
     /// The bound on unsettled publications.
+    ///
+    /// ```
+    /// let opts = palio::ProducerOptions::new().max_in_flight(512);
+    /// assert_eq!(opts.get_max_in_flight(), 512);
+    /// ```
     pub fn get_max_in_flight(&self) -> usize {
         self.max_in_flight
     }
@@ -174,6 +197,15 @@ pub struct Published {
 
 impl Published {
     /// Its sequence number.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let order = palio::Notification::builder().attr("type", "order").build()?;
+    /// let ack = producer.send(order).await?;
+    /// let seq = ack.seq();
+    /// assert_eq!(ack.await?.seq(), seq);
+    /// # Ok(()) }
+    /// ```
     pub fn seq(&self) -> u64 {
         self.seq
     }
@@ -182,11 +214,29 @@ impl Published {
     /// at other brokers, when the broker stored it; a retry of a stored publication is told
     /// the same. 0: acked, but no queue keeps it (also what a broker of a version before
     /// this count says).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let order = palio::Notification::builder().attr("type", "order").build()?;
+    /// let published = producer.publish(order).await?;
+    /// println!("publication {} kept by {} queue(s)", published.seq(), published.queues());
+    /// # Ok(()) }
+    /// ```
     pub fn queues(&self) -> u32 {
         self.queues
     }
 
     /// Whether at least one durable queue keeps it.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let audit = palio::Notification::builder().attr("type", "audit").build()?;
+    /// let published = producer.publish(audit).await?;
+    /// if !published.stored() {
+    ///     eprintln!("no durable queue matches type = 'audit': add one with Client::queue_add");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn stored(&self) -> bool {
         self.queues > 0
     }
@@ -315,11 +365,29 @@ impl Client {
     /// Names this connection's producer (with the default [`ProducerOptions`]) and returns
     /// it. A connection has at most one producer; `id` (1–128 bytes) should be stable across
     /// the producer's restarts, so that the broker can de-duplicate its retries.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let producer = client.producer("billing-1").await?;
+    /// // Resuming under the same id continues after the stored publications.
+    /// println!("next sequence number: {}", producer.next_seq());
+    /// # Ok(()) }
+    /// ```
     pub async fn producer(&self, id: &str) -> Result<Producer, Error> {
         self.producer_with(id, ProducerOptions::default()).await
     }
 
     /// [`producer`](Self::producer) with options.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// use palio::ProducerOptions;
+    ///
+    /// let options = ProducerOptions::new().max_in_flight(256);
+    /// let producer = client.producer_with("ingest-1", options).await?;
+    /// # let _ = producer;
+    /// # Ok(()) }
+    /// ```
     pub async fn producer_with(
         &self,
         id: &str,
@@ -395,23 +463,58 @@ impl Drop for SlotGuard<'_> {
 
 impl Producer {
     /// The producer's id.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let producer = client.producer("billing-1").await?;
+    /// assert_eq!(producer.id(), "billing-1");
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// The sequence number [`send`](Self::send) uses next: one more than the last one sent,
     /// and never below the broker's `next_seq` when the producer was named.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let seq = producer.next_seq();
+    /// let order = palio::Notification::builder().attr("type", "order").build()?;
+    /// let ack = producer.send(order).await?;
+    /// assert_eq!(ack.seq(), seq);
+    /// # Ok(()) }
+    /// ```
     pub fn next_seq(&self) -> u64 {
         lock(&self.state.inner).next_auto().unwrap_or(u64::MAX)
     }
 
     /// Publications sent and not settled yet.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let order = palio::Notification::builder().attr("type", "order").build()?;
+    /// let ack = producer.send(order).await?;
+    /// println!("{} publication(s) waiting for their ack", producer.in_flight());
+    /// ack.await?;
+    /// # Ok(()) }
+    /// ```
     pub fn in_flight(&self) -> usize {
         lock(&self.state.inner).in_flight.len()
     }
 
     /// Publishes persistently and waits for the broker's ack; returns its sequence number
     /// and how many durable queues keep it ([`Published`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// use palio::Notification;
+    ///
+    /// let order = Notification::builder().attr("type", "order").attr("id", 42).build()?;
+    /// let published = producer.publish(order).await?; // on the broker's disk
+    /// println!("stored as {} in {} queue(s)", published.seq(), published.queues());
+    /// # Ok(()) }
+    /// ```
     pub async fn publish(&self, notification: Notification) -> Result<Published, Error> {
         self.send(notification).await?.await
     }
@@ -423,6 +526,20 @@ impl Producer {
     /// [`Error::FrameTooLarge`], without using a sequence number.
     ///
     /// Cancel-safe: if the returned future is dropped before it completes, nothing was sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// use palio::Notification;
+    ///
+    /// let mut acks = Vec::new();
+    /// for i in 0..100 {
+    ///     acks.push(producer.send(Notification::builder().attr("n", i).build()?).await?);
+    /// }
+    /// for ack in acks {
+    ///     ack.await?; // in publish order
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, notification: Notification) -> Result<PublishAck, Error> {
         self.send_inner(None, notification).await
     }
@@ -431,6 +548,18 @@ impl Producer {
     /// one sent before on this connection. A producer retrying after a failure sends its
     /// unacknowledged publications again with their original numbers; those the broker
     /// already stored are acknowledged without being stored twice.
+    ///
+    /// ```no_run
+    /// # use palio::{Error, Notification, Producer};
+    /// # type Unacked = Vec<(u64, Notification)>;
+    /// # async fn demo(producer: Producer, unacked: Unacked) -> Result<(), Error> {
+    /// // Publications whose acks never came (saved by the application before it restarted), in
+    /// // increasing order: sent again with their numbers, none is stored twice.
+    /// for (seq, notification) in unacked {
+    ///     producer.send_with_seq(seq, notification).await?.await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn send_with_seq(
         &self,
         seq: u64,
@@ -529,6 +658,22 @@ impl Producer {
 /// first (its outcome is then unknown: a retry with the same sequence number is safe).
 ///
 /// Dropping it does not cancel the publication.
+///
+/// ```no_run
+/// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+/// use palio::{Error, Notification};
+///
+/// let ack = producer.send(Notification::builder().attr("type", "order").build()?).await?;
+/// let seq = ack.seq();
+/// match ack.await {
+///     Ok(published) => println!("{} on disk", published.seq()),
+///     Err(Error::Publish { code, .. }) => eprintln!("{seq} refused: {code}"),
+///     // The connection ended first: a retry with the same number is safe.
+///     Err(e @ Error::Closed { .. }) => eprintln!("{seq}: outcome unknown ({e})"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct PublishAck {
     seq: u64,
@@ -537,6 +682,15 @@ pub struct PublishAck {
 
 impl PublishAck {
     /// The publication's sequence number.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: palio::Producer) -> Result<(), palio::Error> {
+    /// let order = palio::Notification::builder().attr("type", "order").build()?;
+    /// let ack = producer.send(order).await?;
+    /// println!("sent as {}", ack.seq());
+    /// ack.await?;
+    /// # Ok(()) }
+    /// ```
     pub fn seq(&self) -> u64 {
         self.seq
     }

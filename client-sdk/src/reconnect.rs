@@ -18,6 +18,13 @@ pub(crate) const DEAD_BROKER: Timeouts = Timeouts {
 };
 
 /// Publications buffered while disconnected, by default: 8 MiB of encoded frames.
+///
+/// ```
+/// use palio::{DEFAULT_RECONNECT_BUFFER, Reconnect};
+///
+/// assert_eq!(Reconnect::new().get_buffer(), DEFAULT_RECONNECT_BUFFER);
+/// assert_eq!(DEFAULT_RECONNECT_BUFFER, 8 * 1024 * 1024);
+/// ```
 pub const DEFAULT_RECONNECT_BUFFER: usize = 8 << 20;
 
 /// How a [`Client`](crate::Client) reconnects after losing its broker.
@@ -67,11 +74,27 @@ impl Default for Reconnect {
 
 impl Reconnect {
     /// The defaults: on, 100 ms doubling to 2 s, unlimited attempts, an 8 MiB buffer.
+    ///
+    /// ```
+    /// let r = palio::Reconnect::new();
+    /// assert!(r.is_enabled());
+    /// assert_eq!(r.get_max_attempts(), None); // unlimited
+    /// assert_eq!(r.get_buffer(), palio::DEFAULT_RECONNECT_BUFFER);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// No reconnect: a lost connection ends the client.
+    ///
+    /// ```
+    /// use palio::{ConnectOptions, Reconnect};
+    ///
+    /// let opts = ConnectOptions::new("127.0.0.1:7400").reconnect(Reconnect::disabled());
+    /// assert!(!opts.get_reconnect().is_enabled());
+    /// let off = ConnectOptions::new("127.0.0.1:7400").no_reconnect();
+    /// assert_eq!(opts.get_reconnect(), off.get_reconnect());
+    /// ```
     pub fn disabled() -> Self {
         Self {
             enabled: false,
@@ -80,18 +103,45 @@ impl Reconnect {
     }
 
     /// The wait before the first attempt (at least 1 ms); it doubles after each failure.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palio::Reconnect;
+    ///
+    /// let eager = Reconnect::new().initial(Duration::from_millis(10));
+    /// # let _ = eager;
+    /// // A zero wait means 1 ms.
+    /// let one_ms = Reconnect::new().initial(Duration::from_millis(1));
+    /// assert_eq!(Reconnect::new().initial(Duration::ZERO), one_ms);
+    /// ```
     pub fn initial(mut self, wait: Duration) -> Self {
         self.initial = wait.max(Duration::from_millis(1));
         self
     }
 
     /// The longest wait between attempts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use palio::Reconnect;
+    ///
+    /// // 100 ms, 200 ms, … up to 30 s between attempts (each with jitter).
+    /// let patient = Reconnect::new().max(Duration::from_secs(30));
+    /// assert_ne!(patient, Reconnect::new());
+    /// ```
     pub fn max(mut self, wait: Duration) -> Self {
         self.max = wait.max(Duration::from_millis(1));
         self
     }
 
     /// Gives up after `n` failed attempts in a row (at least 1).
+    ///
+    /// ```
+    /// use palio::Reconnect;
+    ///
+    /// assert_eq!(Reconnect::new().max_attempts(5).get_max_attempts(), Some(5));
+    /// assert_eq!(Reconnect::new().max_attempts(0).get_max_attempts(), Some(1)); // at least 1
+    /// ```
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = Some(n.max(1));
         self
@@ -100,22 +150,46 @@ impl Reconnect {
     /// The bytes of best-effort publications kept while disconnected; beyond them
     /// [`Client::publish`](crate::Client::publish) fails with
     /// [`Error::PublishBufferFull`](crate::Error::PublishBufferFull).
+    ///
+    /// ```
+    /// let r = palio::Reconnect::new().buffer(64 * 1024);
+    /// assert_eq!(r.get_buffer(), 64 * 1024);
+    /// ```
     pub fn buffer(mut self, bytes: usize) -> Self {
         self.buffer = bytes;
         self
     }
 
     /// Whether the client reconnects.
+    ///
+    /// ```
+    /// use palio::Reconnect;
+    ///
+    /// assert!(Reconnect::new().is_enabled());
+    /// assert!(!Reconnect::disabled().is_enabled());
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.enabled
     }
 
     /// The attempts after which the client gives up (`None`: never).
+    ///
+    /// ```
+    /// use palio::Reconnect;
+    ///
+    /// assert_eq!(Reconnect::new().get_max_attempts(), None);
+    /// assert_eq!(Reconnect::new().max_attempts(20).get_max_attempts(), Some(20));
+    /// ```
     pub fn get_max_attempts(&self) -> Option<u32> {
         self.max_attempts
     }
 
     /// The byte bound of the publications kept while disconnected.
+    ///
+    /// ```
+    /// let r = palio::Reconnect::new().buffer(1 << 20);
+    /// assert_eq!(r.get_buffer(), 1 << 20);
+    /// ```
     pub fn get_buffer(&self) -> usize {
         self.buffer
     }

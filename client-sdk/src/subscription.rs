@@ -109,6 +109,17 @@ impl Drop for Receiver {
 /// or the client's connection ends for good. It goes on across reconnections (see
 /// [`Reconnect`](crate::Reconnect)): the client subscribes again with the same filter, and
 /// the notifications published while it was disconnected are not delivered.
+///
+/// ```no_run
+/// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+/// use futures_util::StreamExt;
+///
+/// let alarms = client.subscribe("type = 'alarm'").await?;
+/// // A Stream: its combinators apply.
+/// let first: Vec<palio::Notification> = alarms.take(10).collect().await;
+/// assert!(first.len() <= 10);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Subscription {
     filter: String,
@@ -128,16 +139,40 @@ impl Subscription {
     }
 
     /// The broker's id for this subscription (it changes when the client reconnects).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let alarms = client.subscribe("type = 'alarm'").await?;
+    /// println!("subscription {} for {}", alarms.id(), alarms.filter());
+    /// # Ok(()) }
+    /// ```
     pub fn id(&self) -> u64 {
         self.rx.id.load(Ordering::Relaxed)
     }
 
     /// The filter.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let alarms = client.subscribe("type = 'alarm' AND level > 2").await?;
+    /// assert_eq!(alarms.filter(), "type = 'alarm' AND level > 2");
+    /// # Ok(()) }
+    /// ```
     pub fn filter(&self) -> &str {
         &self.filter
     }
 
     /// The next notification, or `None` once the subscription has ended.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {
+    /// let mut alarms = client.subscribe("type = 'alarm'").await?;
+    /// while let Some(n) = alarms.next().await {
+    ///     println!("{}", n.to_json());
+    /// }
+    /// // Ended: unsubscribed, or the client's connection ended for good.
+    /// # Ok(()) }
+    /// ```
     pub async fn next(&mut self) -> Option<Notification> {
         std::future::poll_fn(|cx| self.poll_batch(cx)).await
     }
