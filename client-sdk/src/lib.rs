@@ -9,6 +9,10 @@
 //!   re-established by itself (see [Reconnecting](#reconnecting)).
 //! - [`Client::subscribe`] returns a [`Subscription`], a stream of [`Notification`]s;
 //!   [`Client::publish`] sends one; [`Client::advertise`] declares what a client publishes.
+//! - [`Client::request`] sends a request, routed by content like a publication, and waits for
+//!   the first reply (or [`ErrorCode::NoResponders`] at once when nothing anywhere matches);
+//!   [`Client::responder`] yields the requests matching a filter, answered with
+//!   [`Client::reply`].
 //! - [`Notification::builder`] builds typed attributes; [`Notification::from_cloudevent`] and
 //!   [`Notification::to_cloudevent`] convert from and to CloudEvents in JSON.
 //! - [`Client::server_info`], [`Client::ping`] and [`Client::routes`] ask the broker about
