@@ -149,20 +149,32 @@ impl Outgoing {
         size: usize,
     ) -> Result<(), NotQueued> {
         self.room().await?;
-        let encode =
-            |buf: &mut BytesMut, max| palio_protocol::encode_publish(attributes, payload, buf, max);
+        // One lock for both cases: this is every best-effort publication's path.
         {
             let mut s = self.lock();
-            let max = s.max;
-            if let Some(off) = &mut s.offline {
+            if s.closed {
+                return Err(NotQueued::Closed);
+            }
+            let State {
+                buf, max, offline, ..
+            } = &mut *s;
+            let buf = match offline {
                 // The length prefix comes on top of the body.
-                if off.buf.len().saturating_add(size).saturating_add(4) > off.limit {
+                Some(off) if off.buf.len().saturating_add(size).saturating_add(4) > off.limit => {
                     return Err(NotQueued::BufferFull { limit: off.limit });
                 }
-                return encode(&mut off.buf, max).map_err(NotQueued::Encode);
-            }
+                // Kept for the next connection: nothing to wake the writer for.
+                Some(off) => {
+                    return palio_protocol::encode_publish(attributes, payload, &mut off.buf, *max)
+                        .map_err(NotQueued::Encode);
+                }
+                None => buf,
+            };
+            palio_protocol::encode_publish(attributes, payload, buf, *max)
+                .map_err(NotQueued::Encode)?;
         }
-        self.append(encode)
+        self.queued.notify_one();
+        Ok(())
     }
 
     /// Queues an encoded frame (length prefix included) without waiting for room.

@@ -703,7 +703,6 @@ impl Routing {
         targets.local.clear();
         targets.peers.clear();
         let mut dests = std::mem::take(&mut self.dests);
-        dests.clear();
         self.index.matches(attributes, &mut dests);
         let flooding = self.strategy == Strategy::Flooding;
         if flooding {

@@ -48,6 +48,8 @@ struct Pending {
 pub(super) struct Requests {
     pending: HashMap<u64, Pending>,
     rng: ring::rand::SystemRandom,
+    /// Ids taken when the system's randomness fails (see [`Requests::fresh_id`]).
+    fallback: u64,
     /// When expired requests are next looked for (at most once a second, on a new request).
     next_sweep: Instant,
 }
@@ -57,19 +59,24 @@ impl Default for Requests {
         Self {
             pending: HashMap::new(),
             rng: ring::rand::SystemRandom::new(),
+            fallback: 0,
             next_sweep: Instant::now(),
         }
     }
 }
 
 impl Requests {
-    /// A fresh random request id: a reply can only be aimed at a request one was shown.
-    fn fresh_id(&self) -> u64 {
+    /// A fresh random request id: a reply can only be aimed at a request one was shown. The
+    /// system's randomness does not fail on any platform the broker runs on; if it did, ids
+    /// would come from a counter: guessable, but still distinct, so the caller's search for an
+    /// id not in use ends.
+    fn fresh_id(&mut self) -> u64 {
         let mut bytes = [0u8; 8];
-        // The system's randomness does not fail on any platform the broker runs on; if it did,
-        // ids would still be unique enough for the map below (and collisions are checked).
-        let _ = self.rng.fill(&mut bytes);
-        u64::from_le_bytes(bytes)
+        if self.rng.fill(&mut bytes).is_ok() {
+            return u64::from_le_bytes(bytes);
+        }
+        self.fallback = self.fallback.wrapping_add(1);
+        self.fallback
     }
 }
 
