@@ -106,6 +106,17 @@ fn any_of(clauses: &[String]) -> String {
     }
 }
 
+/// How the attempts of a connection flood ended, besides those admitted.
+#[derive(Clone, Debug, Default)]
+struct Flood {
+    /// Closed by the broker with QUIC `CONNECTION_REFUSED`.
+    refused: usize,
+    /// No answer within the attempt's bound.
+    unanswered: usize,
+    /// Anything else (none is expected).
+    other: Vec<String>,
+}
+
 /// A client endpoint trusting the broker's CA and presenting no certificate.
 fn bare_endpoint(b: &InProc) -> (quinn::Endpoint, quinn::ClientConfig) {
     use palio_protocol::tls;
@@ -128,25 +139,54 @@ async fn connection_and_handshake_floods_are_refused_at_the_door() {
     let mut probe = Probe::new(&b).await;
     let (ep, cfg) = bare_endpoint(&b);
     let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
+    let outcomes = Arc::new(std::sync::Mutex::new(Flood::default()));
+    let (keep, tally) = (held.clone(), outcomes.clone());
     let worst = under_attack(&mut probe, PROBE_BOUND, async move {
-        // 400 connection attempts at once, each kept open without a hello if it gets in.
+        // 400 connection attempts at once, each kept open without a hello if it gets in. An
+        // attempt whose packets the kernel dropped (400 Initials overflow a UDP receive buffer
+        // on a loaded machine) retries by itself, within a bound shorter than the hello timeout:
+        // no admitted connection has been closed yet to make room for a late one, so at most
+        // 64 can be admitted.
         let attempts = (0..400).map(|_| {
             let connecting = ep.connect_with(cfg.clone(), b.quic, "localhost").unwrap();
-            async move { tokio::time::timeout(Duration::from_secs(10), connecting).await }
+            async move { tokio::time::timeout(Duration::from_secs(9), connecting).await }
         });
         for r in futures_util::future::join_all(attempts).await {
-            if let Ok(Ok(conn)) = r {
-                keep.lock().unwrap().push(conn);
+            let mut tally = tally.lock().unwrap();
+            match r {
+                Ok(Ok(conn)) => keep.lock().unwrap().push(conn),
+                Ok(Err(quinn::ConnectionError::ConnectionClosed(close)))
+                    if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED =>
+                {
+                    tally.refused += 1;
+                }
+                Ok(Err(other)) => tally.other.push(other.to_string()),
+                Err(_) => tally.unanswered += 1,
             }
         }
     })
     .await;
     let admitted = held.lock().unwrap().len();
+    let flood = outcomes.lock().unwrap().clone();
+    let counted = b.metric("palio_limits_hit_total").await;
+    println!(
+        "flood: {admitted} admitted, {} refused ({counted} counted), {} unanswered, worst probe {worst:?}",
+        flood.refused, flood.unanswered
+    );
     assert!(admitted <= 64, "{admitted} connections admitted");
-    let refused = b.metric("palio_limits_hit_total").await;
-    assert!(refused >= 400.0 - 64.0, "{refused} refusals counted");
-    println!("flood: {admitted} admitted, {refused} refused, worst probe {worst:?}");
+    assert!(flood.other.is_empty(), "other outcomes: {:?}", flood.other);
+    // The door answers: a broker that dropped the excess silently would leave most unanswered.
+    assert!(
+        flood.refused > flood.unanswered,
+        "{flood:?}, {admitted} admitted"
+    );
+    // Every refusal a client saw was counted (the broker may count more: a refusal whose
+    // packet was lost leaves its client unanswered).
+    assert!(
+        counted >= flood.refused as f64,
+        "{counted} refusals counted, {} seen",
+        flood.refused
+    );
     // The admitted ones said no hello: each is closed at the hello timeout.
     let first = held.lock().unwrap().first().cloned().expect("one got in");
     assert_eq!(
