@@ -18,7 +18,10 @@
 //!    reading more: lossless flow control, hop by hop (`outbox`, `pacer`).
 //!
 //! Persistent publications also go to the persist task (`persist`), which stores them
-//! (`store`), acks them once durable, and forwards them hop by hop (`durable`).
+//! (`store`), acks them once durable, and forwards them hop by hop (`durable`). Publications
+//! to an ordered group go to the groups task (`groups`) instead, whose cores order them.
+//! Requests are routed like publications; the router remembers, at the requester's broker,
+//! which are waiting for a reply (`router::requests`), and replies travel back hop by hop.
 //!
 //! # Which task owns which state
 //!
@@ -26,6 +29,7 @@
 //! |---|---|---|
 //! | router (one) | routing tables, link state, clients' subscriptions, outboxes' producer side | `router::RouterHandle` |
 //! | persist task (own thread) | the log, the durable engine, checkpoints | `persist::PersistHandle` |
+//! | groups task (own thread) | ordered groups' cores, their catalog and log, members | `groups::GroupHandle` |
 //! | session (per client connection) | the control stream's reader, the pacer, its principal and subscriptions' filters as written | — |
 //! | writer (per stream) | the stream's send side, the outbox's consumer side | its outbox |
 //! | link (per peer link) | the link stream's reader, the pacer | — |
