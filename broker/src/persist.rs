@@ -473,7 +473,7 @@ impl Task {
                         let Some((tx, conn)) = self.clients.get(&client) else {
                             break;
                         };
-                        let size = crate::writer::control_frame_size(&frame);
+                        let size = crate::frame_size::control_frame_size(&frame);
                         if tx.push(frame, size) == Pushed::Full {
                             tracing::warn!(
                                 client,
