@@ -21,7 +21,7 @@ use palio_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
 use crate::context::Context;
-use crate::persist::PersistCommand;
+use crate::persist::{PersistCommand, StoreStatus};
 use crate::router::Command;
 
 /// Serves the admin endpoints on `listener` until shutdown.
@@ -103,7 +103,7 @@ async fn health(
     persist_stopped: bool,
     groups_stopped: bool,
     router_answers: impl Future<Output = bool>,
-    store: impl Future<Output = Option<serde_json::Value>>,
+    store: impl Future<Output = Option<StoreStatus>>,
 ) -> (StatusCode, String) {
     let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     if shutting_down {
@@ -122,7 +122,7 @@ async fn health(
         return unavailable("router not answering");
     }
     match store.await {
-        Some(s) => match s["failed"].as_str() {
+        Some(s) => match s.failed.as_deref() {
             Some(why) => unavailable(&format!("store failed: {why}")),
             None => (StatusCode::OK, "ok\n".into()),
         },
@@ -139,7 +139,7 @@ async fn router_answers(shared: &Context) -> bool {
     )
 }
 
-async fn store_status(shared: &Context) -> Option<serde_json::Value> {
+async fn store_status(shared: &Context) -> Option<StoreStatus> {
     let (reply, answer) = oneshot::channel();
     shared
         .persist
@@ -157,9 +157,9 @@ async fn store(State(shared): State<Arc<Context>>, headers: HeaderMap) -> Respon
         return r;
     }
     match store_status(&shared).await {
-        Some(json) => (
+        Some(status) => (
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
+            serde_json::to_string_pretty(&status).unwrap_or_default(),
         )
             .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "store busy\n").into_response(),
@@ -198,8 +198,11 @@ mod tests {
     use crate::persist::PersistHandle;
     use crate::router::RouterHandle;
 
-    fn store(failed: Option<&str>) -> impl Future<Output = Option<serde_json::Value>> {
-        let status = serde_json::json!({ "failed": failed });
+    fn store(failed: Option<&str>) -> impl Future<Output = Option<StoreStatus>> {
+        let status = StoreStatus {
+            failed: failed.map(str::to_owned),
+            ..StoreStatus::default()
+        };
         async move { Some(status) }
     }
 
