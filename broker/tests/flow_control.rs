@@ -994,3 +994,72 @@ async fn a_stalled_peer_behind_a_shared_link_holds_only_its_own_traffic() {
         "B's traffic, which never crosses the stalled link, was held back with A's"
     );
 }
+
+/// A persistent publication whose frame is at the client frame limit is acked, stored at the
+/// publisher's broker, forwarded to the queue's broker (a `Store` frame, larger than the
+/// publication) and delivered to a consumer there (a `Message` frame, larger too): issue 9's
+/// "a stored and forwarded message" must fit every frame it is re-encoded into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_publication_at_the_frame_limit_is_stored_forwarded_and_consumed() {
+    let net = Net::new();
+    let b1 = net.broker("pedge1", "", &[]).await;
+    let b2 = net.broker("pedge2", "", &[&b1]).await;
+    harness::converged(&[&b1, &b2], &[1, 1]).await;
+    let owner = b2.client().await;
+    owner
+        .queue_add("edge", "kind = 'edge'", palio::QueueOptions::default())
+        .await
+        .unwrap();
+    harness::wait_for("b1 to know the queue at b2", 20, || async {
+        let store: serde_json::Value = serde_json::from_str(&b1.get("/store").await).unwrap();
+        store["remote_queues"].as_u64() == Some(1)
+    })
+    .await;
+
+    let publisher = b1.client().await;
+    let max = palio_protocol::DEFAULT_MAX_FRAME;
+    assert_eq!(publisher.broker().max_frame as usize, max);
+    // The PublishPersistent frame at most the limit, whatever width the sequence number takes.
+    let (attributes, _) = big("edge", 0, 0).into_parts();
+    let frame_of = |size: usize| {
+        palio_protocol::encoded_len(&palio_protocol::ClientFrame::PublishPersistent {
+            seq: u64::MAX,
+            attributes: attributes.clone(),
+            payload: vec![0; size],
+        })
+        .unwrap()
+    };
+    let size = max - (frame_of(100_000) - 100_000);
+    assert_eq!(frame_of(size), max);
+    let producer = publisher.producer("edge-producer").await.unwrap();
+    let published = tokio::time::timeout(
+        Duration::from_secs(20),
+        producer.publish(big("edge", 0, size)),
+    )
+    .await
+    .expect("acked within 20 s")
+    .expect("a publication within the frame limit is accepted");
+    assert_eq!(published.queues(), 1, "kept by the queue at b2");
+
+    let consumer = b2.client().await;
+    let mut sub = consumer
+        .consume("edge", palio::ConsumeMode::Push { window: 1 })
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(20), sub.next())
+        .await
+        .expect("delivered at b2 within 20 s")
+        .expect("the consumer's stream is open");
+    assert_eq!(m.notification().payload().len(), size);
+    assert_eq!(seq_of(m.notification()), 0);
+    m.ack().await.unwrap();
+    for b in [&b1, &b2] {
+        assert_eq!(
+            b.metric("palio_writer_failures_total").await,
+            0.0,
+            "no stream failed at {}",
+            b.name
+        );
+        assert_eq!(b.get("/healthz").await.trim(), "ok");
+    }
+}
