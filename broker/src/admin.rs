@@ -21,7 +21,7 @@ use palio_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
 use crate::context::Context;
-use crate::persist::PersistCommand;
+use crate::persist::{PersistCommand, StoreStatus};
 use crate::router::Command;
 
 /// Serves the admin endpoints on `listener` until shutdown.
@@ -85,6 +85,7 @@ async fn healthz(State(shared): State<Arc<Context>>) -> Response {
         // however it ended: returned, panicked, or never started).
         shared.router.is_closed(),
         shared.persist.is_closed(),
+        shared.groups.is_closed(),
         router_answers(&shared),
         store_status(&shared),
     )
@@ -93,15 +94,16 @@ async fn healthz(State(shared): State<Arc<Context>>) -> Response {
 }
 
 /// The verdict of `/healthz`: 200 `ok`, or 503 with the first reason found: shutting down, the
-/// router or the persist task stopped, the router stuck (no answer within 5 s), the store busy
+/// router, the persist or the groups task stopped, the router stuck (no answer within 5 s), the store busy
 /// (no answer within 5 s) or failed. Each future is awaited only when everything before it is
 /// fine.
 async fn health(
     shutting_down: bool,
     router_stopped: bool,
     persist_stopped: bool,
+    groups_stopped: bool,
     router_answers: impl Future<Output = bool>,
-    store: impl Future<Output = Option<serde_json::Value>>,
+    store: impl Future<Output = Option<StoreStatus>>,
 ) -> (StatusCode, String) {
     let unavailable = |why: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     if shutting_down {
@@ -113,11 +115,14 @@ async fn health(
     if persist_stopped {
         return unavailable("persist task stopped");
     }
+    if groups_stopped {
+        return unavailable("groups task stopped");
+    }
     if !router_answers.await {
         return unavailable("router not answering");
     }
     match store.await {
-        Some(s) => match s["failed"].as_str() {
+        Some(s) => match s.failed.as_deref() {
             Some(why) => unavailable(&format!("store failed: {why}")),
             None => (StatusCode::OK, "ok\n".into()),
         },
@@ -134,7 +139,7 @@ async fn router_answers(shared: &Context) -> bool {
     )
 }
 
-async fn store_status(shared: &Context) -> Option<serde_json::Value> {
+async fn store_status(shared: &Context) -> Option<StoreStatus> {
     let (reply, answer) = oneshot::channel();
     shared
         .persist
@@ -152,9 +157,9 @@ async fn store(State(shared): State<Arc<Context>>, headers: HeaderMap) -> Respon
         return r;
     }
     match store_status(&shared).await {
-        Some(json) => (
+        Some(status) => (
             [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_string_pretty(&json).unwrap_or_default(),
+            serde_json::to_string_pretty(&status).unwrap_or_default(),
         )
             .into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "store busy\n").into_response(),
@@ -189,11 +194,15 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
+    use crate::groups::GroupHandle;
     use crate::persist::PersistHandle;
     use crate::router::RouterHandle;
 
-    fn store(failed: Option<&str>) -> impl Future<Output = Option<serde_json::Value>> {
-        let status = serde_json::json!({ "failed": failed });
+    fn store(failed: Option<&str>) -> impl Future<Output = Option<StoreStatus>> {
+        let status = StoreStatus {
+            failed: failed.map(str::to_owned),
+            ..StoreStatus::default()
+        };
         async move { Some(status) }
     }
 
@@ -203,23 +212,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn healthz_fails_once_the_router_or_persist_task_has_stopped() {
+    async fn healthz_fails_once_the_router_persist_or_groups_task_has_stopped() {
         let (router_tx, router_rx) = mpsc::channel(1);
         let (persist_tx, persist_rx) = mpsc::channel(1);
+        let (groups_tx, groups_rx) = mpsc::channel(1);
         let router = RouterHandle::new(router_tx);
         let persist = PersistHandle::new(persist_tx);
-        let (r, p) = (router.is_closed(), persist.is_closed());
+        let groups = GroupHandle::new(groups_tx);
+        let (r, p, g) = (router.is_closed(), persist.is_closed(), groups.is_closed());
         assert_eq!(
-            health(false, r, p, async { true }, store(None)).await,
+            health(false, r, p, g, async { true }, store(None)).await,
             (StatusCode::OK, "ok\n".into())
+        );
+
+        // The groups thread ends (its own thread, like the persist task's).
+        std::thread::spawn(move || drop(groups_rx)).join().unwrap();
+        let (r, p, g) = (router.is_closed(), persist.is_closed(), groups.is_closed());
+        assert_eq!(
+            health(false, r, p, g, async { true }, store(None)).await,
+            down("groups task stopped")
         );
 
         // The persist thread ends: /healthz says so without asking the store, which is gone.
         std::thread::spawn(move || drop(persist_rx)).join().unwrap();
         let unanswerable = async { panic!("a stopped task is reported before the store is asked") };
-        let (r, p) = (router.is_closed(), persist.is_closed());
+        let (r, p, g) = (router.is_closed(), persist.is_closed(), groups.is_closed());
         assert_eq!(
-            health(false, r, p, async { true }, unanswerable).await,
+            health(false, r, p, g, async { true }, unanswerable).await,
             down("persist task stopped")
         );
 
@@ -229,13 +248,13 @@ mod tests {
             panic!("a router bug");
         });
         assert!(crashed.await.is_err_and(|e| e.is_panic()));
-        let (r, p) = (router.is_closed(), persist.is_closed());
+        let (r, p, g) = (router.is_closed(), persist.is_closed(), groups.is_closed());
         assert_eq!(
-            health(false, r, p, async { true }, store(None)).await,
+            health(false, r, p, g, async { true }, store(None)).await,
             down("router task stopped")
         );
         assert_eq!(
-            health(true, true, true, async { true }, store(None)).await,
+            health(true, true, true, true, async { true }, store(None)).await,
             down("shutting down")
         );
     }
@@ -247,6 +266,7 @@ mod tests {
                 false,
                 false,
                 false,
+                false,
                 async { true },
                 store(Some("disk full"))
             )
@@ -254,11 +274,11 @@ mod tests {
             down("store failed: disk full")
         );
         assert_eq!(
-            health(false, false, false, async { true }, async { None }).await,
+            health(false, false, false, false, async { true }, async { None }).await,
             down("store busy")
         );
         assert_eq!(
-            health(false, false, false, async { false }, store(None)).await,
+            health(false, false, false, false, async { false }, store(None)).await,
             down("router not answering")
         );
     }

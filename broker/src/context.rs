@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::admission::Admission;
 use crate::auth::gate::Gate;
 use crate::config::Limits;
+use crate::dial_states::DialStates;
 use crate::groups::GroupHandle;
 use crate::metrics::Metrics;
-use crate::peer::DialStates;
 use crate::persist::PersistHandle;
 use crate::router::RouterHandle;
 

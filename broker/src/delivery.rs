@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use palio_protocol::FrameError;
 use palio_topology::Notification;
 
-use crate::wire::notification_size;
+use crate::frame_size::notification_size;
 use crate::writer::WireFrame;
 
 /// A notification for one subscription of a client.

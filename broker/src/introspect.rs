@@ -40,7 +40,7 @@ pub(crate) async fn routes(
                 format!("router busy: no answer within {} s", ROUTER_WAIT.as_secs()),
             )
         })??;
-    routes.dialed = crate::peer::dial_snapshot(&ctx.dial_states);
+    routes.dialed = crate::dial_states::snapshot(&ctx.dial_states);
     Ok(routes)
 }
 

@@ -44,7 +44,8 @@
 //!
 //! - wire frames to clients: `palio-protocol`; between brokers: `wire`;
 //! - limits, policies and their defaults: `config` (documented in `docs/operations.md`);
-//! - flow control: `outbox`, `pacer`, `writer`; slow consumers: `router::outputs`;
+//! - flow control: `outbox`, `pacer`, `writer` (what an item counts: `frame_size`); slow
+//!   consumers: `router::outputs`;
 //! - who may connect and do what: `auth` (principals, permissions as filters, the reloadable
 //!   `auth::gate`, connection counts in `auth::admission`); the front door's screening:
 //!   `accept`; authentication of clients: `session::hello`, and their permissions in force:
@@ -67,8 +68,10 @@ mod auth;
 pub mod config;
 mod context;
 mod delivery;
+mod dial_states;
 mod durable;
 mod error;
+mod frame_size;
 #[doc(hidden)]
 pub mod fuzzing;
 mod groups;

@@ -48,6 +48,9 @@ use frames::Framed;
 
 pub(crate) mod frames;
 mod listing;
+mod status;
+
+pub(crate) use status::StoreStatus;
 
 /// What client sessions and peer links ask of the persist task.
 #[derive(Debug)]
@@ -91,9 +94,9 @@ pub(crate) enum PersistCommand {
         link: u64,
         message: PeerMessage,
     },
-    /// The store's state, for `/healthz` and `/routes`.
+    /// The store's state, for `/healthz` and `/store`.
     Status {
-        reply: oneshot::Sender<Json>,
+        reply: oneshot::Sender<StoreStatus>,
     },
 }
 
@@ -450,16 +453,16 @@ impl Task {
                 }
             }
             PersistCommand::Status { reply } => {
-                let _ = reply.send(json!({
-                    "failed": engine.failure(),
-                    "disk_full": log.poisoned().is_some_and(|e| e.is_no_space()),
-                    "remote_queues": engine.remote_queues(),
-                    "forwards_pending": engine.forwards_pending(),
-                    "segments": log.segments().len(),
-                    "bytes": log.bytes_on_disk(),
-                    "end": log.end().to_string(),
-                    "durable": log.durable().to_string(),
-                }));
+                let _ = reply.send(StoreStatus {
+                    failed: engine.failure().map(str::to_owned),
+                    disk_full: log.poisoned().is_some_and(|e| e.is_no_space()),
+                    remote_queues: engine.remote_queues(),
+                    forwards_pending: engine.forwards_pending(),
+                    segments: log.segments().len(),
+                    bytes: log.bytes_on_disk(),
+                    end: log.end().to_string(),
+                    durable: log.durable().to_string(),
+                });
             }
         }
     }
@@ -473,7 +476,7 @@ impl Task {
                         let Some((tx, conn)) = self.clients.get(&client) else {
                             break;
                         };
-                        let size = crate::writer::control_frame_size(&frame);
+                        let size = crate::frame_size::control_frame_size(&frame);
                         if tx.push(frame, size) == Pushed::Full {
                             tracing::warn!(
                                 client,

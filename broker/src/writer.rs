@@ -33,30 +33,6 @@ impl WireFrame for ServerFrame {
     }
 }
 
-/// About how many bytes a control-stream frame takes on the wire.
-pub(crate) fn control_frame_size(frame: &ServerFrame) -> usize {
-    match frame {
-        ServerFrame::Message(m) => {
-            64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
-        }
-        ServerFrame::Queues { queues, .. } => 64 + 128 * queues.len(),
-        ServerFrame::Request {
-            attributes,
-            payload,
-            ..
-        }
-        | ServerFrame::Replied {
-            attributes,
-            payload,
-            ..
-        } => 64 + payload.len() + crate::wire::attributes_size(attributes),
-        ServerFrame::Peeked { messages, .. } => messages.iter().fold(64, |size, m| {
-            size + 64 + m.payload.len() + crate::wire::attributes_size(&m.attributes)
-        }),
-        _ => 64,
-    }
-}
-
 /// Why a writer stopped.
 #[derive(Debug)]
 pub(crate) enum WriteEnd {

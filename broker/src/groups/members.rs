@@ -263,7 +263,8 @@ impl Locals {
                 attributes: d.msg.attributes.clone(),
                 payload: d.msg.payload.clone(),
             });
-            let size = 128 + d.msg.payload.len() + crate::wire::attributes_size(&d.msg.attributes);
+            let size =
+                128 + d.msg.payload.len() + crate::frame_size::attributes_size(&d.msg.attributes);
             self.send(client, frame, size);
         }
     }

@@ -126,6 +126,11 @@ impl GroupHandle {
             .await
             .map_err(|_| crate::router::shutting_down())
     }
+
+    /// Whether the groups task has stopped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
 }
 
 /// The groups' state, opened from disk.

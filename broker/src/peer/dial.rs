@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use palio_topology::BrokerId;
 
-use super::DialState;
 use super::Links;
 use super::handshake::dial_handshake;
 use super::link::run_link;
+use crate::dial_states::DialState;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

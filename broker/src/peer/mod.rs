@@ -23,17 +23,16 @@
 //!
 //! Peer-only state lives here: the live links. The configured addresses' dial states, which
 //! the dialers write, are in the broker's `Context` (the admin listener and client sessions
-//! read them).
+//! read them; their type is `crate::dial_states`).
 
 mod dial;
 mod handshake;
 mod identity;
 mod link;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use palio_protocol::{BrokerRef, DialInfo};
 use palio_topology::BrokerId;
 
 pub(crate) use self::dial::dial_loop;
@@ -66,35 +65,8 @@ impl std::ops::Deref for Links {
     }
 }
 
-/// The state of one configured peer address, for `/routes`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct DialState {
-    state: &'static str,
-    peer: Option<(BrokerId, String)>,
-    last_error: Option<String>,
-    attempts: u64,
-}
-
-/// Configured peer addresses and their state.
-pub(crate) type DialStates = Arc<Mutex<BTreeMap<String, DialState>>>;
-
 /// Live links: peer → link number (to tell whether a dialer's peer is already linked).
 pub(crate) type LiveLinks = Arc<Mutex<HashMap<BrokerId, u64>>>;
-
-/// The configured peer addresses and their states, in address order.
-pub(crate) fn dial_snapshot(states: &DialStates) -> Vec<DialInfo> {
-    let states = states.lock().map(|s| s.clone()).unwrap_or_default();
-    states
-        .into_iter()
-        .map(|(address, s)| DialInfo {
-            address,
-            state: s.state.to_owned(),
-            peer: s.peer.map(|(id, name)| BrokerRef { id: id.0, name }),
-            attempts: s.attempts,
-            last_error: s.last_error,
-        })
-        .collect()
-}
 
 /// Records in `live_links` that `link` to `hello`'s broker is up (`up`) or has ended, and
 /// updates `palio_peer_up` and `palio_peer_link_up` from the result. Both happen under the

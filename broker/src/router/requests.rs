@@ -329,7 +329,7 @@ impl Router {
         let Some(c) = self.clients.get(&client) else {
             return false;
         };
-        let size = crate::writer::control_frame_size(&frame);
+        let size = crate::frame_size::control_frame_size(&frame);
         !matches!(c.control.push(frame, size), crate::outbox::Pushed::Closed)
     }
 }

@@ -405,7 +405,7 @@ impl Session<'_> {
 
     /// Queues an answer; if the client lets its control stream back up, waits until it reads.
     async fn reply(&self, frame: ServerFrame) -> Result<(), Refusal> {
-        let size = crate::writer::control_frame_size(&frame);
+        let size = crate::frame_size::control_frame_size(&frame);
         match self.control.push(frame, size) {
             Pushed::Room => Ok(()),
             Pushed::Full => {

@@ -10,12 +10,12 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use palio_filter::{Event, Value};
 use palio_protocol::FrameError;
 use palio_topology::{LinkStateAd, Notification, PeerFrame};
 use serde::Serialize;
 
 use super::PeerMessage;
+use crate::frame_size::{attributes_size, notification_size};
 use crate::writer::WireFrame;
 
 /// An item of a peer link's outbox.
@@ -165,25 +165,6 @@ impl EncodedOnce {
     }
 }
 
-/// About how many bytes a notification takes on the wire.
-pub(crate) fn notification_size(n: &Notification) -> usize {
-    48 + n.payload.len() + attributes_size(&n.attributes)
-}
-
-/// About how many bytes an event's attributes take on the wire (an upper bound).
-pub(crate) fn attributes_size(attributes: &Event) -> usize {
-    attributes
-        .iter()
-        .map(|(name, value)| {
-            4 + name.as_str().len()
-                + match value {
-                    Value::String(s) => 5 + s.len(),
-                    _ => 9,
-                }
-        })
-        .sum()
-}
-
 /// [`PeerMessage::Frame`], borrowed.
 #[derive(Serialize)]
 enum RoutingRef<'a> {
@@ -203,7 +184,7 @@ enum LinkStateRef<'a> {
 
 #[cfg(test)]
 mod tests {
-    use palio_filter::AttrName;
+    use palio_filter::{AttrName, Event, Value};
     use palio_protocol::{decode, encode};
     use palio_topology::NotificationId;
 
