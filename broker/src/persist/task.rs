@@ -1,136 +1,24 @@
-//! The persist task: the one owner of the log and of the persistence
-//! [`Engine`](crate::durable::Engine).
-//!
-//! Client sessions and peer links send [`PersistCommand`]s through one bounded channel (a full
-//! channel holds publishers back). The task applies each to the engine, which appends records
-//! to the log's buffer; after each batch of commands (at most about [`COMMIT_BYTES`]) it calls
-//! [`Log::commit_upto`], which writes the batch with one `write` and wakes the log's sync
-//! thread. That thread runs one `fdatasync` for everything written so far and reports
-//! [`SyncEvent::Synced`]; commands keep arriving and appending meanwhile, so the next batch
-//! grows while an fsync runs (group commit). Only then does the engine release publish acks,
-//! ack confirmations and store acks. A batch holding only records nothing waits for (the
-//! delivery counts a fetch writes) is written without asking for a sync: the next sync covers
-//! it.
-//!
-//! Outputs go to the clients' control outboxes and the peer links' outboxes (the `outbox`
-//! module), which never make the task wait. A client whose control outbox is over its limit
-//! is disconnected (its unacked messages are delivered again); toward peers the task is
-//! bounded by the store-and-forward window, so it pushes whatever the link's outbox holds.
-//!
-//! Checkpoints: once the log has moved to a new segment since the last checkpoint, the task
-//! snapshots the engine and writes the snapshot as soon as the log is durable up to the
-//! snapshot's position; then it deletes the segments that hold no live message.
+//! The persist task's loop: commands in, group commit, outputs out, checkpoints.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palio_filter::Event;
 use palio_protocol::{ClientFrame, ErrorCode, ServerFrame};
 use palio_topology::BrokerId;
-use serde_json::{Value as Json, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Principal;
-use crate::config::{Limits, StoreSettings};
-use crate::durable::{
-    ClientId, Engine, EngineConfig, EngineLimits, Journal, Limit, QueueLimits, Snapshot, WallClock,
-};
+use super::PersistCommand;
+use super::frames::Framed;
+use super::open::Store;
+use super::{StoreStatus, frames};
+use crate::durable::{ClientId, Engine, Journal, Limit, Snapshot};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
-use crate::store::{Log, LogOptions, Position, RecoveryReport, StdFs, StoreError, SyncEvent};
+use crate::store::{Log, Position, StoreError, SyncEvent};
 use crate::wire::PeerMessage;
 use crate::wire::PeerOut;
-use frames::Framed;
-
-pub(crate) mod frames;
-mod listing;
-mod status;
-
-pub(crate) use status::StoreStatus;
-
-/// What client sessions and peer links ask of the persist task.
-#[derive(Debug)]
-pub(crate) enum PersistCommand {
-    /// A client connected: its control-stream queue and principal.
-    ClientUp {
-        client: ClientId,
-        frames: Outbox<ServerFrame>,
-        connection: quinn::Connection,
-        principal: Arc<Principal>,
-    },
-    /// A reload changed a connected client's principal.
-    Principal {
-        client: ClientId,
-        principal: Arc<Principal>,
-    },
-    ClientGone {
-        client: ClientId,
-    },
-    /// A durable request (producer, queue administration, consumers, acks).
-    Request {
-        client: ClientId,
-        frame: ClientFrame,
-    },
-    /// Persistent publications of one client, validated, in order.
-    Publish {
-        client: ClientId,
-        items: Vec<Publication>,
-    },
-    PeerUp {
-        peer: BrokerId,
-        link: u64,
-        frames: Outbox<PeerOut>,
-    },
-    PeerDown {
-        peer: BrokerId,
-        link: u64,
-    },
-    Peer {
-        peer: BrokerId,
-        link: u64,
-        message: PeerMessage,
-    },
-    /// The store's state, for `/healthz` and `/store`.
-    Status {
-        reply: oneshot::Sender<StoreStatus>,
-    },
-}
-
-/// How sessions, peer links and the admin listener talk to the persist task.
-#[derive(Debug, Clone)]
-pub(crate) struct PersistHandle(mpsc::Sender<PersistCommand>);
-
-impl PersistHandle {
-    pub(crate) fn new(tx: mpsc::Sender<PersistCommand>) -> Self {
-        Self(tx)
-    }
-
-    /// Hands the persist task a command (waits while its channel is full).
-    pub(crate) async fn send(&self, cmd: PersistCommand) -> Result<(), crate::router::Refusal> {
-        self.0
-            .send(cmd)
-            .await
-            .map_err(|_| crate::router::shutting_down())
-    }
-
-    /// Whether the persist task has stopped.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
-
-/// A persistent publication, validated.
-#[derive(Debug)]
-pub(crate) struct Publication {
-    pub(crate) seq: u64,
-    /// The attributes.
-    pub(crate) event: Event,
-    pub(crate) payload: Vec<u8>,
-}
 
 /// The log as the engine's journal.
 struct LogJournal<'a>(&'a mut Log);
@@ -149,102 +37,7 @@ impl Journal for LogJournal<'_> {
     }
 }
 
-/// The store opened and recovered, ready to run.
-pub(crate) struct Store {
-    log: Log,
-    engine: Engine,
-    events: mpsc::UnboundedReceiver<SyncEvent>,
-    report: RecoveryReport,
-    recovered_records: u64,
-    undecodable: u64,
-    /// The largest frame a client is sent: queue listings are split into frames of at most
-    /// this size.
-    max_frame: usize,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
-    }
-}
-
 impl Store {
-    /// Opens the log in `dir`, recovers the engine from its checkpoint and records, and
-    /// makes everything recovered durable before returning. The error says what failed.
-    /// `limits.max_frame_bytes` is the largest frame clients and peers may send: a record
-    /// holds one message, so the log takes records of twice that (and at least its 4 MiB
-    /// default). The task splits queue listings into frames of at most that size.
-    pub(crate) fn open(
-        dir: &Path,
-        me: BrokerId,
-        s: &StoreSettings,
-        limits: &Limits,
-    ) -> Result<Self, String> {
-        let max_frame = limits.max_frame_bytes;
-        let (tx, events) = mpsc::unbounded_channel();
-        let notify = move |e: SyncEvent| {
-            let _ = tx.send(e);
-        };
-        let default = LogOptions::default();
-        let options = LogOptions {
-            segment_bytes: s.segment_bytes,
-            max_record_bytes: u32::try_from(max_frame.saturating_mul(2))
-                .unwrap_or(u32::MAX)
-                .max(default.max_record_bytes),
-        };
-        #[cfg(not(test))]
-        let fs = Arc::new(StdFs);
-        // Tests may put the store on the fault-injecting file layer (see `persist/tests.rs`).
-        #[cfg(test)]
-        let fs = tests::take_file_layer().unwrap_or_else(|| Arc::new(StdFs));
-        let (log, report) =
-            Log::open(fs, dir, options, Box::new(notify)).map_err(|e| e.to_string())?;
-        let cfg = EngineConfig {
-            me,
-            ack_wait: Duration::from_millis(s.ack_wait_ms),
-            max_deliveries: s.max_deliveries,
-            peer_window: s.peer_window,
-            dedup_window: s.dedup_window,
-            clock: wall_clock(),
-            limits: engine_limits(limits),
-        };
-        let (mut engine, from) = match log.checkpoint().map_err(|e| e.to_string())? {
-            Some((upto, bytes)) => match crate::durable::decode_snapshot(&bytes) {
-                Ok(snap) => (Engine::from_snapshot(cfg, snap), upto),
-                Err(e) => return Err(format!("the checkpoint does not decode: {e}")),
-            },
-            None => (Engine::new(cfg), Position::START),
-        };
-        let (mut records, mut undecodable) = (0u64, 0u64);
-        log.replay(from, |pos, bytes| {
-            records += 1;
-            if !engine.apply_bytes(pos, bytes) {
-                undecodable += 1;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(Self {
-            log,
-            engine,
-            events,
-            report,
-            recovered_records: records,
-            undecodable,
-            max_frame,
-        })
-    }
-
-    /// What recovery found, as JSON (for the ready line and logs).
-    pub(crate) fn summary(&self) -> Json {
-        json!({
-            "clean": self.report.is_clean() && self.undecodable == 0,
-            "records": self.recovered_records,
-            "undecodable": self.undecodable,
-            "problems": self.report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        })
-    }
-
     /// Runs the task until `shutdown` or until every sender is gone.
     pub(crate) async fn run(
         self,
@@ -338,34 +131,6 @@ impl Store {
         {
             tracing::error!(error = %e, "the last sync before stopping failed");
         }
-    }
-}
-
-/// The wall-clock time now, for the engine's clock.
-fn wall_clock() -> WallClock {
-    let unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    WallClock {
-        at: Instant::now(),
-        unix_ms,
-    }
-}
-
-/// The engine's share of `[limits]`.
-fn engine_limits(l: &Limits) -> EngineLimits {
-    EngineLimits {
-        max_queues: l.max_queues,
-        max_consumers_per_client: l.max_consumers_per_client,
-        max_fetch_wait: Duration::from_millis(l.max_fetch_wait_ms),
-        max_producers: l.max_producers,
-        producer_idle: Duration::from_millis(l.producer_idle_ms),
-        queue: QueueLimits {
-            max_messages: l.queue_max_messages,
-            max_bytes: l.queue_max_bytes,
-            max_age_ms: l.queue_max_age_ms,
-            discard: l.queue_discard,
-        },
     }
 }
 
@@ -664,6 +429,3 @@ fn request(
         _ => {}
     }
 }
-
-#[cfg(test)]
-mod tests;
