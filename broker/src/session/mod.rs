@@ -12,8 +12,11 @@
 //! Any malformed or oversized frame closes this connection with its error code; nothing else is
 //! affected. Writers that fail close the connection too (the `writer` module).
 
+mod dispatch;
+mod filters;
 mod hello;
 mod permissions;
+mod publish;
 mod requests;
 
 use std::sync::Arc;
