@@ -527,7 +527,7 @@ impl Settings {
         s.store = raw.store;
         s.timeouts = raw.timeouts;
         for st in raw.subscription {
-            let filter = compile_filter(st.filter.get_ref()).map_err(|e| {
+            let filter = crate::filters::compile(st.filter.get_ref()).map_err(|e| {
                 at(
                     st.filter.span().start,
                     format!("invalid filter in subscription {:?}: {e}", st.name),
@@ -649,17 +649,6 @@ fn with_port(raw: &str) -> Result<String, String> {
         );
     }
     Ok(checked.address)
-}
-
-/// Compiles a filter written in the configuration (a static subscription, a permission) and
-/// checks it against the default evaluation cost budget, as client filters are.
-pub(crate) fn compile_filter(source: &str) -> Result<SharedFilter, String> {
-    let filter = SharedFilter::parse(source).map_err(|e| e.to_string())?;
-    filter
-        .filter()
-        .check_cost(&palio_filter::CostBudget::default())
-        .map_err(|e| e.to_string())?;
-    Ok(filter)
 }
 
 fn parse_admin(a: &str) -> Result<Option<SocketAddr>, ConfigError> {

@@ -71,6 +71,7 @@ mod delivery;
 mod dial_states;
 mod durable;
 mod error;
+mod filters;
 mod frame_size;
 #[doc(hidden)]
 pub mod fuzzing;

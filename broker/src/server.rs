@@ -321,7 +321,11 @@ impl Server {
             metrics,
             self.settings.limits.clone(),
             self.gate.clone(),
-            Admission::new(&self.settings.limits),
+            Admission::new(
+                self.settings.limits.max_connections,
+                self.settings.limits.max_connections_per_address,
+                self.settings.limits.max_connections_per_principal,
+            ),
             token.clone(),
         ));
         let links = Arc::new(Links {

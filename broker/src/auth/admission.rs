@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
-use crate::config::Limits;
-
 /// The counts, shared by the accept loop and every session.
 #[derive(Debug)]
 pub(crate) struct Admission {
@@ -60,14 +58,20 @@ fn give<K: std::hash::Hash + Eq + Clone>(map: &DashMap<K, usize>, key: &K) {
 }
 
 impl Admission {
-    pub(crate) fn new(limits: &Limits) -> Arc<Self> {
+    /// Counts against `limits.max_connections`, `max_connections_per_address` and
+    /// `max_connections_per_principal`, in that order.
+    pub(crate) fn new(
+        max_total: usize,
+        max_per_address: usize,
+        max_per_principal: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             total: AtomicUsize::new(0),
             by_address: DashMap::new(),
             by_principal: DashMap::new(),
-            max_total: limits.max_connections,
-            max_per_address: limits.max_connections_per_address,
-            max_per_principal: limits.max_connections_per_principal,
+            max_total,
+            max_per_address,
+            max_per_principal,
         })
     }
 
@@ -137,12 +141,7 @@ mod tests {
     use super::*;
 
     fn admission(total: usize, per_address: usize, per_principal: usize) -> Arc<Admission> {
-        Admission::new(&Limits {
-            max_connections: total,
-            max_connections_per_address: per_address,
-            max_connections_per_principal: per_principal,
-            ..Limits::default()
-        })
+        Admission::new(total, per_address, per_principal)
     }
 
     #[test]

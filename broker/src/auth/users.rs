@@ -206,7 +206,7 @@ impl Auth {
             }
             let permission = |what: &str, f: Option<Spanned<String>>| {
                 f.map(|f| {
-                    crate::config::compile_filter(f.get_ref()).map_err(|e| {
+                    crate::filters::compile(f.get_ref()).map_err(|e| {
                         (
                             f.span().start,
                             format!("user {name:?}: invalid {what} permission: {e}"),

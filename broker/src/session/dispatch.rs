@@ -105,8 +105,7 @@ impl Session<'_> {
                 .await;
         }
         let client = self.client;
-        self
-            .shared
+        self.shared
             .router
             .send(Command::Request {
                 client,
@@ -135,8 +134,7 @@ impl Session<'_> {
                 })
                 .await;
         }
-        self
-            .shared
+        self.shared
             .router
             .send(Command::Reply {
                 to,
@@ -187,8 +185,7 @@ impl Session<'_> {
                 .send(GroupCommand::Producer { client, producer })
                 .await?;
         }
-        self
-            .shared
+        self.shared
             .persist
             .send(PersistCommand::Request { client, frame })
             .await
