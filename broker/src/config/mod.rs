@@ -6,7 +6,6 @@
 //! half-configured: [`Settings::load`] either returns a complete, valid configuration or an
 //! error.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +15,15 @@ use crate::auth::RawAuth;
 pub use crate::auth::{AdminAccess, Auth, RoutesDetail, User};
 pub use peer_address::DEFAULT_PEER_PORT;
 
+mod limits;
 mod peer_address;
+mod store;
+mod timeouts;
+
+pub use limits::{Limits, SlowConsumerPolicy};
 use serde::Deserialize;
+pub use store::StoreSettings;
+pub use timeouts::Timeouts;
 use toml::Spanned;
 
 /// The default QUIC address.
@@ -54,253 +60,6 @@ pub enum ConfigError {
     /// A value (from the file or a flag) is not valid.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// What happens to a notification for a subscriber whose delivery queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SlowConsumerPolicy {
-    /// Lossless: the notification is queued anyway and the traffic that brought it waits until
-    /// the queue drains (the publisher is slowed, hop by hop). A subscriber that reads nothing
-    /// for `stall_timeout_ms` is disconnected with `slow_consumer`.
-    #[default]
-    Block,
-    /// Drop the new notification for that subscriber only (counted in
-    /// `palio_notifications_dropped_total{reason="slow_consumer"}`); everyone else is unaffected.
-    Drop,
-    /// Close the subscriber's connection with the `slow_consumer` error code (counted in
-    /// `palio_slow_consumer_disconnects_total`).
-    Disconnect,
-}
-
-/// Limits; each has a declared overflow behaviour (`docs/operations.md`, "Flow control").
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Largest frame a client may send, in bytes; a longer one closes the connection
-    /// (`frame_too_large`). Frames the broker re-encodes a publication into (deliveries, peer
-    /// notifications, stored messages) may be larger by
-    /// [`FRAME_HEADROOM`](palio_protocol::FRAME_HEADROOM), and peers accept that much.
-    pub max_frame_bytes: usize,
-    /// Notifications queued per subscribing connection between routing and its QUIC stream.
-    pub subscriber_buffer: usize,
-    /// The same queue's limit in bytes (estimated encoded size).
-    pub subscriber_buffer_bytes: usize,
-    /// What happens when that queue is full.
-    pub slow_consumer: SlowConsumerPolicy,
-    /// Frames queued per peer link. When full, the traffic that must cross the link waits
-    /// (nothing is dropped); a link that takes nothing for `stall_timeout_ms` is closed and
-    /// routing reconverges around it.
-    pub peer_queue: usize,
-    /// The same queue's limit in bytes.
-    pub peer_queue_bytes: usize,
-    /// How long a subscriber may read nothing while the broker has something to send it before
-    /// it is cut with `slow_consumer`, in milliseconds. A peer link gets three times as long
-    /// before it is closed.
-    pub stall_timeout_ms: u64,
-    /// Live subscriptions per connection (`limit_exceeded` beyond).
-    pub max_subscriptions_per_client: usize,
-    /// Live advertisements per connection.
-    pub max_advertisements_per_client: usize,
-    /// Client connections open at once; one more is refused before its handshake.
-    pub max_connections: usize,
-    /// Client and peer connections open at once from one IP address; checked before the
-    /// handshake.
-    pub max_connections_per_address: usize,
-    /// Client connections open at once per principal; checked after authentication.
-    pub max_connections_per_principal: usize,
-    /// QUIC handshakes in progress at once; more are refused (QUIC's `CONNECTION_REFUSED`).
-    pub max_handshakes: usize,
-    /// Send a QUIC Retry to every new connection and accept it only once the client has
-    /// echoed the token: proves the source address before the broker does any handshake work
-    /// (costs a round trip per connection; for brokers reachable from untrusted networks).
-    pub quic_retry: bool,
-    /// Brokers this broker's link-state database holds, itself included: adverts of more
-    /// brokers relayed by peers are refused (`palio_peer_adverts_refused_total`).
-    pub max_brokers: usize,
-    /// Ordered groups this broker keeps (network-wide, since every broker knows every group):
-    /// a client's create beyond it gets `limit_exceeded`; a peer's declaration beyond it is
-    /// not taken (`palio_limits_hit_total{limit="max_groups"}`).
-    pub max_groups: usize,
-    /// Durable queues at this broker (`limit_exceeded` beyond). See `docs/durability.md` for
-    /// this and the settings below.
-    pub max_queues: usize,
-    /// Durable-queue consumers attached per connection.
-    pub max_consumers_per_client: usize,
-    /// The longest a pull consumer's fetch waits, in milliseconds (a longer wait is cut).
-    pub max_fetch_wait_ms: u64,
-    /// Producers the broker remembers (owner and sequence number).
-    pub max_producers: usize,
-    /// How long a producer must have been idle before it may be forgotten to make room for a
-    /// new one, in milliseconds.
-    pub producer_idle_ms: u64,
-    /// The `max_messages` of a queue added without one, and the most one may ask for (0: no
-    /// limit).
-    pub queue_max_messages: u64,
-    /// The same for `max_bytes`.
-    pub queue_max_bytes: u64,
-    /// The same for `max_age_ms`.
-    pub queue_max_age_ms: u64,
-    /// The discard policy of a queue added without one.
-    pub queue_discard: palio_protocol::Discard,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: palio_protocol::DEFAULT_MAX_FRAME,
-            subscriber_buffer: 1024,
-            subscriber_buffer_bytes: 1 << 20,
-            slow_consumer: SlowConsumerPolicy::Block,
-            peer_queue: 16 * 1024,
-            peer_queue_bytes: 16 << 20,
-            stall_timeout_ms: 10_000,
-            max_subscriptions_per_client: 1024,
-            max_advertisements_per_client: 1024,
-            max_connections: 10_000,
-            max_connections_per_address: 1_000,
-            max_connections_per_principal: 1_000,
-            max_handshakes: 256,
-            quic_retry: false,
-            max_brokers: 1024,
-            max_groups: 1024,
-            max_queues: 10_000,
-            max_consumers_per_client: 1024,
-            max_fetch_wait_ms: 300_000,
-            max_producers: 100_000,
-            producer_idle_ms: 24 * 3600 * 1000,
-            queue_max_messages: 1_000_000,
-            queue_max_bytes: 1 << 30,
-            queue_max_age_ms: 0,
-            queue_discard: palio_protocol::Discard::Old,
-        }
-    }
-}
-
-impl Limits {
-    /// A subscribing connection's delivery queue.
-    pub(crate) fn subscriber_capacity(&self) -> crate::outbox::Capacity {
-        crate::outbox::Capacity {
-            frames: self.subscriber_buffer,
-            bytes: self.subscriber_buffer_bytes,
-        }
-    }
-
-    /// A peer link's queue.
-    pub(crate) fn peer_capacity(&self) -> crate::outbox::Capacity {
-        crate::outbox::Capacity {
-            frames: self.peer_queue,
-            bytes: self.peer_queue_bytes,
-        }
-    }
-
-    /// The stall timeout of a client's streams.
-    pub(crate) fn stall_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.stall_timeout_ms)
-    }
-
-    /// The stall timeout of a peer link: three times a client's, so that when a slow
-    /// subscriber holds back the link that feeds it, the subscriber is cut first, not the link
-    /// (which carries everyone else's traffic too).
-    pub(crate) fn peer_stall_timeout(&self) -> std::time::Duration {
-        self.stall_timeout().saturating_mul(3)
-    }
-
-    /// The largest frame the broker writes or accepts from a peer: a client's frame plus the
-    /// headroom of re-encoding it.
-    pub(crate) fn internal_frame_bytes(&self) -> usize {
-        self.max_frame_bytes + palio_protocol::FRAME_HEADROOM
-    }
-}
-
-/// The `[store]` section: the persistent log and durable queues (`docs/durability.md`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StoreSettings {
-    /// Size at which a log segment is closed and a new one started, in bytes. Segments are the
-    /// unit of deletion: a segment goes once every message in it is acked and forwarded.
-    pub segment_bytes: u64,
-    /// Ack wait of queues added without one, in milliseconds.
-    pub ack_wait_ms: u64,
-    /// Maximum deliveries of queues added without one (then the message is dead-lettered).
-    pub max_deliveries: u32,
-    /// Persistent messages sent to one peer and not yet acked by it (store-and-forward).
-    pub peer_window: usize,
-    /// Message ids remembered per broker to ignore copies that arrive again from peers.
-    pub dedup_window: usize,
-}
-
-impl Default for StoreSettings {
-    fn default() -> Self {
-        Self {
-            segment_bytes: 64 << 20,
-            ack_wait_ms: 30_000,
-            max_deliveries: 5,
-            peer_window: 1024,
-            dedup_window: 1_000_000,
-        }
-    }
-}
-
-/// The `[timeouts]` section: how fast a silent connection (a peer broker or client that
-/// crashed or became unreachable without closing) is noticed. Applied to every QUIC connection
-/// of the broker, accepted and dialed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
-    /// Milliseconds without receiving anything on a connection after which the broker sends a
-    /// QUIC PING (the other side's acknowledgement keeps the connection alive).
-    pub keep_alive_ms: u64,
-    /// Milliseconds without receiving anything after which a connection is closed as dead: a
-    /// peer link goes down and is routed around, a client's subscriptions are dropped. The
-    /// connection uses the smaller of the two sides' idle timeouts; SDK clients offer a longer
-    /// one, so this one decides.
-    pub idle_timeout_ms: u64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Self {
-            keep_alive_ms: ms(palio_protocol::tls::KEEP_ALIVE),
-            idle_timeout_ms: ms(palio_protocol::tls::IDLE_TIMEOUT),
-        }
-    }
-}
-
-impl Timeouts {
-    /// Shortest keep-alive accepted, in milliseconds.
-    pub const MIN_KEEP_ALIVE_MS: u64 = 100;
-    /// Longest idle timeout accepted, in milliseconds (an hour).
-    pub const MAX_IDLE_TIMEOUT_MS: u64 = 3_600_000;
-
-    /// The QUIC timeouts these settings describe.
-    pub fn quic(&self) -> palio_protocol::tls::Timeouts {
-        palio_protocol::tls::Timeouts {
-            keep_alive: std::time::Duration::from_millis(self.keep_alive_ms),
-            idle: std::time::Duration::from_millis(self.idle_timeout_ms),
-        }
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.keep_alive_ms < Self::MIN_KEEP_ALIVE_MS
-            || self.idle_timeout_ms > Self::MAX_IDLE_TIMEOUT_MS
-        {
-            return Err(ConfigError::Invalid(format!(
-                "timeouts.keep_alive_ms must be at least {} and timeouts.idle_timeout_ms at most {}",
-                Self::MIN_KEEP_ALIVE_MS,
-                Self::MAX_IDLE_TIMEOUT_MS
-            )));
-        }
-        if self.keep_alive_ms >= self.idle_timeout_ms {
-            return Err(ConfigError::Invalid(format!(
-                "timeouts.keep_alive_ms ({}) must be less than timeouts.idle_timeout_ms ({}), \
-                 or idle connections time out",
-                self.keep_alive_ms, self.idle_timeout_ms
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// The `[tls]` section.
@@ -658,16 +417,6 @@ fn parse_admin(a: &str) -> Result<Option<SocketAddr>, ConfigError> {
     a.parse()
         .map(Some)
         .map_err(|e| ConfigError::Invalid(format!("admin address {a:?}: {e}")))
-}
-
-impl fmt::Display for SlowConsumerPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SlowConsumerPolicy::Block => "block",
-            SlowConsumerPolicy::Drop => "drop",
-            SlowConsumerPolicy::Disconnect => "disconnect",
-        })
-    }
 }
 
 #[cfg(test)]
