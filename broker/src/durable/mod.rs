@@ -35,11 +35,20 @@
 //!   no second consumer to justify a public API (and its `missing_docs`/semver surface).
 //!
 //! What a crate would enforce — no I/O, no frames — is kept by the module's boundary instead:
-//! outside its tests it imports nothing from the broker but the record's id types and the
-//! journal's position and error, and it is tested on its own over an in-memory journal in
+//! outside its tests it imports nothing from the broker but the record's id types, the
+//! journal's position and error, and the principal whose permissions it checks
+//! (`auth::Principal`, in `access`); it is tested on its own over an in-memory journal in
 //! virtual time (`tests`, which read client outputs through the shell's framing, so that the
-//! frames clients get are checked too). Should a second user appear (a simulator of many brokers' durable paths, say),
-//! moving `MessageId`, `QueueDecl` and `Position` into a small shared crate is the first step.
+//! frames clients get are checked too). Should a second user appear (a simulator of many
+//! brokers' durable paths, say), moving `MessageId`, `QueueDecl` and `Position` into a small
+//! shared crate is the first step.
+//!
+//! Files by concern: `engine` the state and its outputs; `publish`, `producers` and `forward`
+//! the way in (local publications, de-duplication, store-and-forward); `consume` consumers'
+//! requests and `pump` moving messages to them (windows, fetches, timers, dead letters);
+//! `queue`, `directory`, `matching` queues and where they live; `admin`, `peek`, `purge`
+//! their management; `record`, `apply`, `snapshot` the log format and recovery; `limits`
+//! and `access` what a client may do.
 
 mod access;
 mod admin;
@@ -54,6 +63,7 @@ mod output;
 mod peek;
 mod producers;
 mod publish;
+mod pump;
 mod purge;
 mod queue;
 pub(crate) mod record;
