@@ -10,7 +10,8 @@
 //! for the requester's timeout. The first reply settles the request; later ones are dropped.
 //!
 //! Replies, `Reached` and the requests themselves are small and rare next to publications, so
-//! they go into the outboxes without holding anyone back (an outbox never drops).
+//! they go into the outboxes without holding anyone back (an outbox never drops). A request
+//! forwarded to several peers is one shared message, encoded once for all of them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use ring::rand::SecureRandom;
 
 use super::owners::Owner;
 use super::{ClientId, Router};
-use crate::wire::{PeerMessage, PeerOut};
+use crate::wire::{PeerMessage, PeerOut, SharedMessage};
 
 /// The longest a broker keeps a request waiting for replies.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -251,20 +252,25 @@ impl Router {
                 responders += 1;
             }
         }
-        let mut forwarded = 0u32;
-        for p in &targets.peers {
-            let Some(peer) = self.peers.get(p) else {
-                continue;
-            };
-            let out = PeerOut::Message(PeerMessage::Request {
+        let peers: Vec<_> = targets
+            .peers
+            .iter()
+            .filter_map(|p| self.peers.get(p))
+            .collect();
+        let forwarded = u32::try_from(peers.len()).unwrap_or(u32::MAX);
+        if !peers.is_empty() {
+            // One message, encoded once, for every peer it goes to.
+            let shared = SharedMessage::new(PeerMessage::Request {
                 origin: msg.origin,
                 id: msg.id,
-                attributes: msg.attributes.clone(),
-                payload: msg.payload.clone(),
+                attributes: msg.attributes,
+                payload: msg.payload,
             });
-            let size = out.size();
-            peer.frames.push(out, size);
-            forwarded += 1;
+            for peer in peers {
+                let out = shared.share();
+                let size = out.size();
+                peer.frames.push(out, size);
+            }
         }
         (responders, forwarded)
     }

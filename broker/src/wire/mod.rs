@@ -14,7 +14,7 @@ use palio_protocol::{Attributes, ErrorCode};
 use palio_topology::{BrokerId, Notification, NotificationId, PeerFrame};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use self::out::{EncodedOnce, PeerOut};
+pub(crate) use self::out::{EncodedOnce, PeerOut, SharedMessage};
 
 /// A persistent message's end-to-end identity: the broker that first stored it and that
 /// broker's counter.

@@ -5,7 +5,8 @@
 //! to reach it encodes the frame, the others copy the bytes. The notification is written
 //! straight from the router's `Arc<Notification>` (no copy of its attributes or payload) into
 //! exactly the bytes of [`PeerMessage::Notify`] (by hand, `wire::notify`), so the receiver
-//! decodes it as usual.
+//! decodes it as usual. A request that goes to several peers is shared the same way
+//! ([`SharedMessage`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,6 +28,8 @@ pub(crate) enum PeerOut {
     Notify(Arc<EncodedOnce>),
     /// A store-and-forward message from the persist task.
     Message(PeerMessage),
+    /// A message that goes to several peers (a request), encoded at most once for all of them.
+    Shared(Arc<SharedMessage>),
 }
 
 impl PeerOut {
@@ -49,29 +52,35 @@ impl PeerOut {
                 PeerFrame::Subscribe { filter, .. } | PeerFrame::Advertise { filter, .. },
             ) => 64 + filter.source().len(),
             PeerOut::Routing(_) => 64,
-            PeerOut::Message(PeerMessage::Store {
-                attributes,
-                payload,
-                dests,
-                ..
-            }) => 64 + payload.len() + 8 * dests.len() + attributes_size(attributes),
-            PeerOut::Message(PeerMessage::StoreAck { ids }) => 64 + 16 * ids.len(),
-            PeerOut::Message(PeerMessage::QueueDecl(d)) => 64 + d.name.len() + d.filter.len(),
-            PeerOut::Message(PeerMessage::Group(g)) => group_size(g),
-            PeerOut::Message(
-                PeerMessage::Request {
-                    attributes,
-                    payload,
-                    ..
-                }
-                | PeerMessage::Reply {
-                    attributes,
-                    payload,
-                    ..
-                },
-            ) => 64 + payload.len() + attributes_size(attributes),
-            PeerOut::Message(_) => 64,
+            PeerOut::Message(m) => message_size(m),
+            PeerOut::Shared(m) => m.size,
         }
+    }
+}
+
+/// About how many bytes a peer message takes on the wire (what outbox limits count).
+fn message_size(m: &PeerMessage) -> usize {
+    match m {
+        PeerMessage::Store {
+            attributes,
+            payload,
+            dests,
+            ..
+        } => 64 + payload.len() + 8 * dests.len() + attributes_size(attributes),
+        PeerMessage::StoreAck { ids } => 64 + 16 * ids.len(),
+        PeerMessage::QueueDecl(d) => 64 + d.name.len() + d.filter.len(),
+        PeerMessage::Group(g) => group_size(g),
+        PeerMessage::Request {
+            attributes,
+            payload,
+            ..
+        }
+        | PeerMessage::Reply {
+            attributes,
+            payload,
+            ..
+        } => 64 + payload.len() + attributes_size(attributes),
+        _ => 64,
     }
 }
 
@@ -135,7 +144,45 @@ impl WireFrame for PeerOut {
             }
             PeerOut::Routing(f) => palio_protocol::encode_into(&RoutingRef::Frame(f), dst, max),
             PeerOut::Message(m) => palio_protocol::encode_into(m, dst, max),
+            PeerOut::Shared(m) => {
+                let bytes = m
+                    .bytes
+                    .get_or_init(|| {
+                        let mut b = BytesMut::new();
+                        palio_protocol::encode_into(&m.message, &mut b, max)
+                            .map(|()| b.freeze())
+                            .map_err(|e| e.to_string())
+                    })
+                    .as_ref()
+                    .map_err(|e| FrameError::Encode(e.clone()))?;
+                dst.extend_from_slice(bytes);
+                Ok(())
+            }
         }
+    }
+}
+
+/// A peer message shared by several peers' outboxes and, once a writer needed it, its frame.
+#[derive(Debug)]
+pub(crate) struct SharedMessage {
+    message: PeerMessage,
+    size: usize,
+    bytes: OnceLock<Result<Bytes, String>>,
+}
+
+impl SharedMessage {
+    /// Wraps `message` for several outboxes.
+    pub(crate) fn new(message: PeerMessage) -> Arc<Self> {
+        Arc::new(Self {
+            size: message_size(&message),
+            message,
+            bytes: OnceLock::new(),
+        })
+    }
+
+    /// The same message (and encoding) for another peer.
+    pub(crate) fn share(self: &Arc<Self>) -> PeerOut {
+        PeerOut::Shared(self.clone())
     }
 }
 
@@ -234,6 +281,26 @@ mod tests {
         e.share().encode(&mut b, 1 << 20).unwrap();
         assert_eq!(a, b);
         assert!(e.bytes.get().is_some());
+    }
+
+    #[test]
+    fn a_shared_message_encodes_once_to_its_own_bytes() {
+        let n = note(300);
+        let message = || PeerMessage::Request {
+            origin: palio_topology::BrokerId(3),
+            id: 99,
+            attributes: n.attributes.clone(),
+            payload: n.payload.clone(),
+        };
+        let shared = SharedMessage::new(message());
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        shared.share().encode(&mut a, 1 << 20).unwrap();
+        assert!(shared.bytes.get().is_some());
+        shared.share().encode(&mut b, 1 << 20).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(&a[4..], &encode(&message()).unwrap()[..]);
+        assert_eq!(shared.share().size(), PeerOut::Message(message()).size());
+        assert!(shared.size >= a.len(), "{} < {}", shared.size, a.len());
     }
 
     #[test]
