@@ -256,6 +256,8 @@ impl FakePeer {
             name: name.to_owned(),
             id,
             incarnation: 1,
+            // No lanes, as a broker from before them: everything travels on this stream.
+            lanes: 0,
         });
         harness::write_frame(&mut tx, &hello).await;
         match harness::read_frame::<PeerMessage>(&mut rx).await {
@@ -934,13 +936,12 @@ async fn a_publication_at_the_frame_limit_is_delivered_near_and_far() {
 /// peer; publisher B, also at b0, sends to a subscriber at b1, so B's traffic shares the
 /// b0 → b1 link with A's but never needs the stalled link.
 ///
-/// Known gap, found by the audit of issue 9: pacing is per ingress, so b1's reader of the
-/// link from b0 waits on the stalled peer's outbox and holds everything behind it, B's
-/// traffic included, until the peer is cut (the peer stall timeout, 30 s by default). With
-/// A's publications left out, B's 1000 arrive in well under a second. Ignored until the
-/// design changes; run it with `--ignored` to see the gap.
+/// Found by the audit of issue 9: with one paced reader per link, b1's reader of the link
+/// from b0 waited on the stalled peer's outbox and held everything behind it, B's traffic
+/// included, until the peer was cut (the peer stall timeout). Now A and B, consecutive
+/// sessions, publish on different lanes, and b1 reads each lane of the link from b0 as an
+/// ingress of its own: only A's lane waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: per-ingress pacing holds traffic that shares a link with a stalled peer's"]
 async fn a_stalled_peer_behind_a_shared_link_holds_only_its_own_traffic() {
     // A peer link's stall timeout is three times `stall_timeout_ms`: 6 s.
     const LIMITS: &str = "stall_timeout_ms = 2000\npeer_queue = 64\npeer_queue_bytes = 1048576";

@@ -28,6 +28,7 @@
 mod dial;
 mod handshake;
 mod identity;
+mod lanes;
 mod link;
 
 use std::collections::{BTreeMap, HashMap};

@@ -127,6 +127,22 @@ pub struct PeerHello {
     pub id: BrokerId,
     /// The sender's life, larger after each restart.
     pub incarnation: u64,
+    /// The lane streams the sender can carry each way ([`LANES`]); 0 from a broker that
+    /// predates lanes (a hello without the field). A link uses the smaller of the two hellos'
+    /// counts; with 0 lanes, notifications travel on the link stream as before.
+    #[serde(default)]
+    pub lanes: u8,
+}
+
+/// Lane streams per direction of a peer link: best-effort notifications travel on them, each
+/// with its own QUIC flow-control window, so that one lane held back does not hold the others
+/// (see the `peer` module). Every other frame travels on the link stream.
+pub const LANES: u8 = 8;
+
+/// The lanes a link between brokers that sent these hellos' counts uses (both compute the
+/// same).
+pub fn agreed_lanes(ours: u8, theirs: u8) -> u8 {
+    ours.min(theirs)
 }
 
 /// A frame on a peer link.
