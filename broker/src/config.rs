@@ -90,7 +90,8 @@ pub struct Limits {
     pub slow_consumer: SlowConsumerPolicy,
     /// Frames queued per peer link. When full, the traffic that must cross the link waits
     /// (nothing is dropped); a link that takes nothing for `stall_timeout_ms` is closed and
-    /// routing reconverges around it.
+    /// routing reconverges around it. A link's lanes share it (each holds its share of the
+    /// link's notifications); its control stream has it whole.
     pub peer_queue: usize,
     /// The same queue's limit in bytes.
     pub peer_queue_bytes: usize,
@@ -186,11 +187,21 @@ impl Limits {
         }
     }
 
-    /// A peer link's queue.
+    /// A peer link's queue (its control stream's; all its traffic on a link without lanes).
     pub(crate) fn peer_capacity(&self) -> crate::outbox::Capacity {
         crate::outbox::Capacity {
             frames: self.peer_queue,
             bytes: self.peer_queue_bytes,
+        }
+    }
+
+    /// The queue of each lane of a peer link with `lanes` lanes: its notifications share the
+    /// link's limit, so that lanes add no memory to the worst case.
+    pub(crate) fn lane_capacity(&self, lanes: u8) -> crate::outbox::Capacity {
+        let n = usize::from(lanes.max(1));
+        crate::outbox::Capacity {
+            frames: (self.peer_queue / n).max(1),
+            bytes: (self.peer_queue_bytes / n).max(1),
         }
     }
 
@@ -687,6 +698,18 @@ mod tests {
 
     fn load(text: &str) -> Result<Settings, ConfigError> {
         Settings::from_toml(Path::new("palio.toml"), text).and_then(Settings::finish)
+    }
+
+    #[test]
+    fn a_links_lanes_share_its_queue_limit() {
+        let l = load("[limits]\npeer_queue = 64\npeer_queue_bytes = 1000\n")
+            .unwrap()
+            .limits;
+        let lane = l.lane_capacity(8);
+        assert_eq!((lane.frames, lane.bytes), (8, 125));
+        let tiny = l.lane_capacity(u8::MAX);
+        assert_eq!((tiny.frames, tiny.bytes), (1, 3), "never an empty queue");
+        assert_eq!(l.lane_capacity(0), l.peer_capacity());
     }
 
     #[test]

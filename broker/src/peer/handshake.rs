@@ -95,10 +95,10 @@ async fn register(
     hello: &PeerHello,
 ) -> Result<Registered, Refusal> {
     let link = shared.next_id();
-    let capacity = shared.limits.peer_capacity();
-    let (frames, inbox) = Outbox::new(capacity);
-    let (lanes, lane_inboxes): (Vec<_>, Vec<_>) = (0..agreed_lanes(LANES, hello.lanes))
-        .map(|_| Outbox::new(capacity))
+    let (frames, inbox) = Outbox::new(shared.limits.peer_capacity());
+    let n = agreed_lanes(LANES, hello.lanes);
+    let (lanes, lane_inboxes): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| Outbox::new(shared.limits.lane_capacity(n)))
         .unzip();
     shared
         .router

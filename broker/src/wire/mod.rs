@@ -302,6 +302,45 @@ mod tests {
         assert_eq!(back.into_frame(), Some(PeerFrame::Notification(n)));
     }
 
+    /// A hello as brokers sent it before lanes.
+    #[derive(Serialize)]
+    struct HelloBeforeLanes {
+        version: u16,
+        name: String,
+        id: BrokerId,
+        incarnation: u64,
+    }
+
+    #[test]
+    fn a_hello_from_before_lanes_decodes_with_none_and_the_link_uses_none() {
+        let old = HelloBeforeLanes {
+            version: 1,
+            name: "old".into(),
+            id: BrokerId(9),
+            incarnation: 3,
+        };
+        let back: PeerMessage = decode(
+            &encode(&PeerMessage::Hello(PeerHello {
+                version: old.version,
+                name: old.name.clone(),
+                id: old.id,
+                incarnation: old.incarnation,
+                lanes: LANES,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            back,
+            PeerMessage::Hello(PeerHello { lanes: LANES, .. })
+        ));
+        let h: PeerHello = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!((h.name.as_str(), h.incarnation, h.lanes), ("old", 3, 0));
+        assert_eq!(agreed_lanes(LANES, h.lanes), 0);
+        assert_eq!(agreed_lanes(LANES, 3), 3);
+        assert_eq!(agreed_lanes(LANES, u8::MAX), LANES);
+    }
+
     /// A declaration as brokers wrote and sent it before groups had owners.
     #[derive(Serialize)]
     struct DeclBeforeOwners {
