@@ -60,6 +60,8 @@ pub(crate) struct Context {
     pub(crate) dial_states: DialStates,
     /// Ids for client connections and peer links.
     next_id: AtomicU64,
+    /// Sessions started, for their lanes.
+    sessions: AtomicU64,
 }
 
 impl Context {
@@ -90,11 +92,20 @@ impl Context {
             started: Instant::now(),
             dial_states: Arc::new(Mutex::new(Default::default())),
             next_id: AtomicU64::new(1),
+            sessions: AtomicU64::new(0),
         }
     }
 
     /// A fresh id for a client connection or peer link.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The lane of a client session starting now: round-robin over the sessions as they
+    /// start, so two consecutive sessions never share one. Its publications travel on this
+    /// lane of every peer link (see the `peer` module).
+    pub(crate) fn next_lane(&self) -> u8 {
+        let n = self.sessions.fetch_add(1, Ordering::Relaxed) % u64::from(crate::wire::LANES);
+        u8::try_from(n).unwrap_or(0)
     }
 }

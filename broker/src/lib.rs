@@ -10,12 +10,15 @@
 //!    `palio_filter::Event`) and hands it to the router in a batch, under a credit of the
 //!    connection's `pacer::Pacer`.
 //! 2. The router (`router`) matches it and drains the state machine's outputs into outboxes
-//!    (`router::outputs`): one per peer link on the tree toward interested brokers (encoded
-//!    once for all of them, `wire::out`) and one per subscribing connection (`delivery`).
-//! 3. A writer (`writer`) per stream drains each outbox onto QUIC. On the next broker, the link
-//!    task (`peer::link`) reads it and hands it to that broker's router: step 2 again.
-//! 4. If an outbox was left over its limit, the ingress of step 1 or 3 waits for it before
-//!    reading more: lossless flow control, hop by hop (`outbox`, `pacer`).
+//!    (`router::outputs`): one per peer link on the tree toward interested brokers, that of
+//!    the publisher's lane (encoded once for all of them, `wire::out`), and one per
+//!    subscribing connection (`delivery`).
+//! 3. A writer (`writer`) per stream drains each outbox onto QUIC. On the next broker, the
+//!    reader of that lane (`peer::lanes`) hands it to that broker's router: step 2 again, on
+//!    the same lane.
+//! 4. If an outbox was left over its limit, the ingress of step 1 or 3 (the session, or that
+//!    one lane of the link) waits for it before reading more: lossless flow control, hop by
+//!    hop (`outbox`, `pacer`).
 //!
 //! Persistent publications also go to the persist task (`persist`), which stores them
 //! (`store`), acks them once durable, and forwards them hop by hop (`durable`). Publications
@@ -32,7 +35,7 @@
 //! | groups task (own thread) | ordered groups' cores, their catalog and log, members | `groups::GroupHandle` |
 //! | session (per client connection) | the control stream's reader, the pacer, its principal and subscriptions' filters as written | — |
 //! | writer (per stream) | the stream's send side, the outbox's consumer side | its outbox |
-//! | link (per peer link) | the link stream's reader, the pacer | — |
+//! | link (per peer link) | the control stream's and the lanes' readers, a pacer each | — |
 //! | dialer (per configured peer) | redial and backoff, the address's dial state (in the context) | — |
 //! | admin listener | nothing: asks the router and persist task | — |
 //!

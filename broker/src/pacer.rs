@@ -1,23 +1,28 @@
 //! Pacing an ingress: how a full outbox slows exactly the traffic that must go there.
 //!
-//! Every stream that brings notifications into the broker (a client's control stream, a peer
-//! link) has a [`Pacer`]. The ingress hands its frames to the router in batches, each with a
+//! Every stream that brings notifications into the broker (a client's control stream, each
+//! lane of a peer link, a peer link's control stream) has a [`Pacer`]. The ingress hands its frames to the router in batches, each with a
 //! [`Credit`]. While the router routes a batch, every outbox it leaves over its limit is noted
 //! on that credit. Before its next batch the ingress calls [`Pacer::ready`], which waits for
 //! every noted outbox to drain below its limit. Meanwhile the ingress does not read its QUIC
 //! stream, so the sender's stream window fills and the sender is slowed in turn: a publisher
 //! feeding a stalled link ends up blocked in `publish`, while a publisher whose traffic goes
-//! elsewhere is not affected.
+//! elsewhere is not affected. Between brokers, notifications travel on lanes (the `peer`
+//! module): each lane of a link is read as an ingress of its own, so a full outbox stops only
+//! the lane whose batches filled it; traffic on the link's other lanes goes on. Only
+//! notifications and deliveries note an outbox on a credit: routing frames never make their
+//! reader wait.
 //!
 //! Credits are few ([`IN_FLIGHT`] batches per ingress), so an ingress cannot run far ahead of
 //! the router: what an outbox holds beyond its limit is bounded by the batches in flight.
 //!
 //! Why this cannot deadlock: an ingress waits only on outboxes its own traffic went to, and a
-//! peer link's reader never on its own link's outbox (routing frames may answer on the link
-//! they came from; the router does not note that outbox). So a link reader waits only on other
-//! links of the same spanning tree (a notification never goes back where it came from) and on
-//! local subscribers; following "waits on" along tree edges never returns to where it started,
-//! and subscribers wait on nobody. The router itself never waits
+//! peer link's readers never on their own link's outboxes (the router does not note them).
+//! So the reader of lane k of a link waits only on lane k of other links of the same spanning
+//! tree (a notification never goes back where it came from, and keeps its lane) and on local
+//! subscribers; a control reader waits on nothing but, on a link without lanes, the same
+//! outboxes a lane reader would. Following "waits on" along tree edges never returns to where
+//! it started, and subscribers wait on nobody. The router itself never waits
 //! on an outbox. A receiver that stops reading altogether is cut after the stall timeout (see
 //! the `writer` module), which also closes its outbox and releases everyone waiting on it.
 

@@ -256,6 +256,8 @@ impl FakePeer {
             name: name.to_owned(),
             id,
             incarnation: 1,
+            // No lanes, as a broker from before them: everything travels on this stream.
+            lanes: 0,
         });
         harness::write_frame(&mut tx, &hello).await;
         match harness::read_frame::<PeerMessage>(&mut rx).await {
@@ -934,13 +936,12 @@ async fn a_publication_at_the_frame_limit_is_delivered_near_and_far() {
 /// peer; publisher B, also at b0, sends to a subscriber at b1, so B's traffic shares the
 /// b0 → b1 link with A's but never needs the stalled link.
 ///
-/// Known gap, found by the audit of issue 9: pacing is per ingress, so b1's reader of the
-/// link from b0 waits on the stalled peer's outbox and holds everything behind it, B's
-/// traffic included, until the peer is cut (the peer stall timeout, 30 s by default). With
-/// A's publications left out, B's 1000 arrive in well under a second. Ignored until the
-/// design changes; run it with `--ignored` to see the gap.
+/// Found by the audit of issue 9: with one paced reader per link, b1's reader of the link
+/// from b0 waited on the stalled peer's outbox and held everything behind it, B's traffic
+/// included, until the peer was cut (the peer stall timeout). Now A and B, consecutive
+/// sessions, publish on different lanes, and b1 reads each lane of the link from b0 as an
+/// ingress of its own: only A's lane waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: per-ingress pacing holds traffic that shares a link with a stalled peer's"]
 async fn a_stalled_peer_behind_a_shared_link_holds_only_its_own_traffic() {
     // A peer link's stall timeout is three times `stall_timeout_ms`: 6 s.
     const LIMITS: &str = "stall_timeout_ms = 2000\npeer_queue = 64\npeer_queue_bytes = 1048576";
@@ -1062,4 +1063,161 @@ async fn a_persistent_publication_at_the_frame_limit_is_stored_forwarded_and_con
         );
         assert_eq!(b.get("/healthz").await.trim(), "ok");
     }
+}
+
+/// A peer that speaks lanes, as a broker does: it says hello with `LANES`, opens its lane
+/// streams and accepts the broker's, and subscribes to `filter`. It reads its control stream
+/// to the end (counting the notifications that come there) but never reads a lane.
+struct LanedFakePeer {
+    id: palio_topology::BrokerId,
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _control: quinn::SendStream,
+    /// Kept open: ours, and the broker's, never read past their lane number.
+    _lanes: (Vec<quinn::SendStream>, Vec<quinn::RecvStream>),
+    /// Notifications that came on the control stream, once it has ended.
+    control_notifications: tokio::task::JoinHandle<usize>,
+}
+
+impl LanedFakePeer {
+    async fn connect(net: &Net, b: &InProc, name: &str, filter: &str) -> LanedFakePeer {
+        use palio_broker::wire::{LANES, PeerHello, PeerMessage};
+        use palio_protocol::{PEER_ALPN, PROTOCOL_VERSION};
+        use palio_topology::{LinkStateAd, PeerFrame, RouteKey, SharedFilter};
+        let id = palio_broker::broker_id(name);
+        let (endpoint, conn) = harness::raw_connect(b.quic, &net.tls_dir(), name, PEER_ALPN).await;
+        conn.set_max_concurrent_uni_streams(quinn::VarInt::from(u32::from(LANES)));
+        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+        let hello = PeerMessage::Hello(PeerHello {
+            version: PROTOCOL_VERSION,
+            name: name.to_owned(),
+            id,
+            incarnation: 1,
+            lanes: LANES,
+        });
+        harness::write_frame(&mut tx, &hello).await;
+        match harness::read_frame::<PeerMessage>(&mut rx).await {
+            PeerMessage::Hello(h) => assert_eq!((h.id, h.lanes), (b.id, LANES)),
+            other => panic!("expected the broker's hello, got {other:?}"),
+        }
+        let lanes = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut ours = Vec::new();
+            for lane in 0..LANES {
+                let mut s = conn.open_uni().await.unwrap();
+                s.write_all(&[lane]).await.unwrap();
+                ours.push(s);
+            }
+            let mut theirs = Vec::new();
+            let mut seen = Vec::new();
+            for _ in 0..LANES {
+                let mut r = conn.accept_uni().await.unwrap();
+                let mut lane = [0u8];
+                r.read_exact(&mut lane).await.unwrap();
+                seen.push(lane[0]);
+                theirs.push(r);
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..LANES).collect::<Vec<_>>(), "one stream per lane");
+            (ours, theirs)
+        })
+        .await
+        .expect("lanes opened both ways within 10 s");
+        let ad = LinkStateAd {
+            origin: id,
+            incarnation: 1,
+            seq: 1,
+            neighbours: vec![b.id],
+        };
+        harness::write_frame(&mut tx, &PeerMessage::Frame(PeerFrame::LinkState(vec![ad]))).await;
+        let subscribe = PeerFrame::Subscribe {
+            key: RouteKey(1),
+            filter: SharedFilter::parse(filter).unwrap(),
+        };
+        harness::write_frame(&mut tx, &PeerMessage::Frame(subscribe)).await;
+        let control_notifications = tokio::spawn(async move {
+            let mut notifications = 0;
+            loop {
+                let mut len = [0u8; 4];
+                if rx.read_exact(&mut len).await.is_err() {
+                    return notifications;
+                }
+                let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+                if rx.read_exact(&mut body).await.is_err() {
+                    return notifications;
+                }
+                if let Ok(PeerMessage::Notify { .. }) = palio_protocol::decode(&body) {
+                    notifications += 1;
+                }
+            }
+        });
+        LanedFakePeer {
+            id,
+            _endpoint: endpoint,
+            conn,
+            _control: tx,
+            _lanes: lanes,
+            control_notifications,
+        }
+    }
+}
+
+/// A peer whose control stream is read but whose lanes are not: the broker's lane writer
+/// stalls, and the whole link is cut after the peer stall timeout, counted as a peer stall,
+/// which releases the publisher. No notification travelled on the control stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_a_lane_is_cut_as_a_stalled_peer() {
+    const N: usize = 100;
+    let net = Net::new();
+    let b1 = net
+        .broker(
+            "lanestall",
+            "stall_timeout_ms = 1000\npeer_queue = 64\npeer_queue_bytes = 1048576",
+            &[],
+        )
+        .await;
+    let fake = LanedFakePeer::connect(&net, &b1, "laned-fake", "kind = 'slow'").await;
+    harness::wait_for("the laned peer's subscription held at b1", 20, || async {
+        let r = b1.routes().await;
+        r["tree_neighbours"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|n| n.as_u64() == Some(u64::from(fake.id.0))))
+            && r["table_entries"].as_u64() >= Some(1)
+    })
+    .await;
+    let a = b1.client().await;
+    let a_task = tokio::spawn(async move {
+        publish_n(&a, N, |i| big("slow", i, 64 * 1024)).await;
+        a.flush().await
+    });
+    // 6.4 MiB cannot fit a lane's 1 MiB QUIC window and outbox: the writer stalls; the link
+    // is cut after three times stall_timeout_ms, and that releases the publisher.
+    let published = tokio::time::timeout(Duration::from_secs(20), a_task)
+        .await
+        .expect("the publisher is released once the stalled peer is cut")
+        .unwrap();
+    assert_eq!(published.unwrap(), N as u64);
+    assert_eq!(b1.metric("palio_peer_link_stalls_total").await, 1.0);
+    assert_eq!(
+        b1.metric("palio_writer_failures_total{reason=\"stalled\",role=\"peer\"}")
+            .await,
+        1.0
+    );
+    harness::wait_for("the laned peer to be gone from b1's routes", 10, || async {
+        b1.routes().await["peers"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+    })
+    .await;
+    match harness::closed_with(&fake.conn, 10).await {
+        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
+        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
+    }
+    let on_control = tokio::time::timeout(Duration::from_secs(10), fake.control_notifications)
+        .await
+        .expect("the control stream ends with the link")
+        .unwrap();
+    assert_eq!(
+        on_control, 0,
+        "notifications travel on lanes, not the control stream"
+    );
 }

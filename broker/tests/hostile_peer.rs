@@ -25,6 +25,7 @@ async fn forged_adverts_and_declarations_are_refused_counted_and_bounded() {
         name: "mallory".to_owned(),
         id: mallory,
         incarnation: 1,
+        lanes: 0,
     });
     write_frame(&mut tx, &hello).await;
     match read_frame::<PeerMessage>(&mut rx).await {

@@ -39,7 +39,8 @@ pub struct Limits {
     pub slow_consumer: SlowConsumerPolicy,
     /// Frames queued per peer link. When full, the traffic that must cross the link waits
     /// (nothing is dropped); a link that takes nothing for `stall_timeout_ms` is closed and
-    /// routing reconverges around it.
+    /// routing reconverges around it. A link's lanes share it (each holds its share of the
+    /// link's notifications); its control stream has it whole.
     pub peer_queue: usize,
     /// The same queue's limit in bytes.
     pub peer_queue_bytes: usize,
@@ -135,11 +136,21 @@ impl Limits {
         }
     }
 
-    /// A peer link's queue.
+    /// A peer link's queue (its control stream's; all its traffic on a link without lanes).
     pub(crate) fn peer_capacity(&self) -> crate::outbox::Capacity {
         crate::outbox::Capacity {
             frames: self.peer_queue,
             bytes: self.peer_queue_bytes,
+        }
+    }
+
+    /// The queue of each lane of a peer link with `lanes` lanes: its notifications share the
+    /// link's limit, so that lanes add no memory to the worst case.
+    pub(crate) fn lane_capacity(&self, lanes: u8) -> crate::outbox::Capacity {
+        let n = usize::from(lanes.max(1));
+        crate::outbox::Capacity {
+            frames: (self.peer_queue / n).max(1),
+            bytes: (self.peer_queue_bytes / n).max(1),
         }
     }
 

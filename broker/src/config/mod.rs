@@ -428,6 +428,18 @@ mod tests {
     }
 
     #[test]
+    fn a_links_lanes_share_its_queue_limit() {
+        let l = load("[limits]\npeer_queue = 64\npeer_queue_bytes = 1000\n")
+            .unwrap()
+            .limits;
+        let lane = l.lane_capacity(8);
+        assert_eq!((lane.frames, lane.bytes), (8, 125));
+        let tiny = l.lane_capacity(u8::MAX);
+        assert_eq!((tiny.frames, tiny.bytes), (1, 3), "never an empty queue");
+        assert_eq!(l.lane_capacity(0), l.peer_capacity());
+    }
+
+    #[test]
     fn defaults_need_nothing() {
         let s = Settings::load(&Overrides::default()).unwrap();
         assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);

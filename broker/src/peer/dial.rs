@@ -55,7 +55,7 @@ pub(crate) async fn dial_loop(shared: Arc<Links>, addr: String) {
             });
             match dial_handshake(&shared, &addr).await {
                 Ok((conn, h)) => {
-                    let hello = h.0.clone();
+                    let hello = h.hello.clone();
                     known = Some(hello.id);
                     warned = false;
                     set_state(&shared, &addr, |s| {

@@ -1,4 +1,5 @@
-//! The start of a peer link: the certificate checks, the hellos, and registering the link.
+//! The start of a peer link: the certificate checks, the hellos, and registering the link
+//! (its control outbox and the outboxes of the lanes both hellos agree on).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,9 @@ use super::link::run_link;
 use crate::context::broker_id;
 use crate::outbox::{Inbox, Outbox};
 use crate::router::{Command, Refusal};
-use crate::wire::PeerOut;
-use crate::wire::{PeerHello, PeerMessage};
+use crate::wire::{LANES, PeerHello, PeerMessage, PeerOut, agreed_lanes};
 
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) type Reader = FramedRead<quinn::RecvStream, FrameCodec<PeerMessage>>;
 pub(super) type Writer = FramedWrite<quinn::SendStream, FrameCodec<()>>;
@@ -27,6 +27,7 @@ fn our_hello(shared: &Links) -> PeerMessage {
         name: shared.name.clone(),
         id: shared.id,
         incarnation: shared.incarnation,
+        lanes: LANES,
     })
 }
 
@@ -79,13 +80,26 @@ async fn refuse(writer: &mut Writer, code: ErrorCode, message: &str) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Lets the peer open our share of lane streams toward us (the server's transport allows no
+/// unidirectional streams until the peer has authenticated).
+fn allow_lanes(conn: &quinn::Connection) {
+    conn.set_max_concurrent_uni_streams(quinn::VarInt::from(u32::from(LANES)));
+}
+
+/// A registered link: its number, its control outbox and inbox, the inboxes of its lanes.
+type Registered = (u64, Outbox<PeerOut>, Inbox<PeerOut>, Vec<Inbox<PeerOut>>);
+
 async fn register(
     shared: &Links,
     conn: &quinn::Connection,
     hello: &PeerHello,
-) -> Result<(u64, Outbox<PeerOut>, Inbox<PeerOut>), Refusal> {
+) -> Result<Registered, Refusal> {
     let link = shared.next_id();
     let (frames, inbox) = Outbox::new(shared.limits.peer_capacity());
+    let n = agreed_lanes(LANES, hello.lanes);
+    let (lanes, lane_inboxes): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| Outbox::new(shared.limits.lane_capacity(n)))
+        .unzip();
     shared
         .router
         .call(|reply| Command::PeerUp {
@@ -93,11 +107,12 @@ async fn register(
             name: hello.name.clone(),
             link,
             frames: frames.clone(),
+            lanes,
             connection: conn.clone(),
             reply,
         })
         .await??;
-    Ok((link, frames, inbox))
+    Ok((link, frames, inbox, lane_inboxes))
 }
 
 pub(super) fn fail(shared: &Links, conn: &quinn::Connection, (code, message): &Refusal) {
@@ -144,22 +159,28 @@ pub(crate) async fn serve_accepted(shared: Arc<Links>, conn: quinn::Connection) 
     conn.set_receive_window(quinn::VarInt::from_u32(
         palio_protocol::tls::CONNECTION_WINDOW,
     ));
+    allow_lanes(&conn);
     match accept_handshake(&shared, &conn, &certified).await {
         Ok(h) => run_link(&shared, &conn, h).await,
         Err(r) => fail(&shared, &conn, &r),
     }
 }
 
-/// A link after the hellos: the peer's hello, the link number, the stream's two sides, and
-/// the link's outbox with the inbox its writer drains.
-pub(super) type Handshake = (
-    PeerHello,
-    u64,
-    Reader,
-    Writer,
-    Outbox<PeerOut>,
-    Inbox<PeerOut>,
-);
+/// A link after the hellos, registered with the router.
+pub(super) struct Handshake {
+    /// The peer's hello.
+    pub(super) hello: PeerHello,
+    /// The link's number.
+    pub(super) link: u64,
+    /// The control stream's two sides.
+    pub(super) reader: Reader,
+    pub(super) writer: Writer,
+    /// The control outbox (for the persist and groups tasks) and the inbox its writer drains.
+    pub(super) frames: Outbox<PeerOut>,
+    pub(super) inbox: Inbox<PeerOut>,
+    /// The inboxes of the link's lanes, in lane order (the router has their outboxes).
+    pub(super) lanes: Vec<Inbox<PeerOut>>,
+}
 
 async fn read_hello(reader: &mut Reader) -> Result<PeerHello, Refusal> {
     match tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await {
@@ -197,7 +218,7 @@ async fn accept_handshake(
         Ok(()) => register(shared, conn, &hello).await,
         Err(r) => Err(r),
     };
-    let (link, frames, inbox) = match registered {
+    let (link, frames, inbox, lanes) = match registered {
         Ok(x) => x,
         Err((code, msg)) => {
             refuse(&mut writer, code, &msg).await;
@@ -215,7 +236,15 @@ async fn accept_handshake(
             .await;
         return Err((ErrorCode::Closed, e.to_string()));
     }
-    Ok((hello, link, reader, writer, frames, inbox))
+    Ok(Handshake {
+        hello,
+        link,
+        reader,
+        writer,
+        frames,
+        inbox,
+        lanes,
+    })
 }
 
 pub(super) async fn dial_handshake(
@@ -235,6 +264,7 @@ pub(super) async fn dial_handshake(
         .await
         .map_err(|_| "connection timed out".to_owned())?
         .map_err(|e| e.to_string())?;
+    allow_lanes(&conn);
     let max = shared.limits.internal_frame_bytes();
     let r: Result<Handshake, Refusal> = async {
         // rustls checked the chain and the server name; the broker name is checked here.
@@ -255,7 +285,15 @@ pub(super) async fn dial_handshake(
             Err(r) => Err(r),
         };
         match registered {
-            Ok((link, frames, inbox)) => Ok((hello, link, reader, writer, frames, inbox)),
+            Ok((link, frames, inbox, lanes)) => Ok(Handshake {
+                hello,
+                link,
+                reader,
+                writer,
+                frames,
+                inbox,
+                lanes,
+            }),
             Err((code, msg)) => {
                 refuse(&mut writer, code, &msg).await;
                 Err((code, msg))

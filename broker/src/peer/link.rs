@@ -1,12 +1,21 @@
 //! The link task: carries frames both ways until the link fails.
+//!
+//! A link has a control stream (the bidirectional stream of the hellos) and, when both brokers
+//! have them, lane streams each way (`lanes`). The control stream carries every frame but
+//! best-effort notifications: routing frames, store-and-forward, groups, requests and
+//! replies, rejects (and notifications too on a link without lanes). Each stream has an
+//! outbox and a writer on the sending side, and a reader on the receiving side; the lanes'
+//! readers are paced each on its own, so a full outbox holds back only the lane whose traffic
+//! filled it.
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use palio_protocol::ErrorCode;
-use palio_topology::PeerFrame;
+use palio_protocol::{ErrorCode, FrameError};
+use palio_topology::{BrokerId, PeerFrame};
 
 use super::Links;
-use super::handshake::{Handshake, fail};
-use super::track_link;
+use super::handshake::{Handshake, Reader, fail};
+use super::{lanes, track_link};
 use crate::groups::GroupCommand;
 use crate::pacer::{BATCH, Pacer};
 use crate::persist::PersistCommand;
@@ -14,14 +23,47 @@ use crate::router::{Command, Refusal};
 use crate::wire::PeerMessage;
 use crate::writer::{self, Role};
 
-/// Carries frames both ways until the link fails; then tells the router and the persist task.
+/// What a reader took from its stream: a message, its error, or its end (`None`).
+pub(super) type Next = Option<Result<PeerMessage, FrameError>>;
+
+/// The batch that starts with `first`: it and whatever `reader` has already received after it
+/// that `fits`, up to [`BATCH`] frames; and the message read that did not fit, if any.
+pub(super) fn take_batch(
+    first: PeerMessage,
+    reader: &mut Reader,
+    fits: impl Fn(&PeerMessage) -> bool,
+) -> (Vec<PeerFrame>, Option<Next>) {
+    let mut batch: Vec<PeerFrame> = first.into_frame().into_iter().collect();
+    while batch.len() < BATCH {
+        match reader.next().now_or_never() {
+            Some(Some(Ok(m))) if fits(&m) => batch.extend(m.into_frame()),
+            Some(other) => return (batch, Some(other)),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
+/// Carries frames both ways until the link fails; then tells the router, the persist task
+/// and the groups task, once.
 ///
-/// The writer drains the link's outbox (routing frames from the router, store-and-forward
-/// frames from the persist task). The reader hands routing frames to the router in paced
-/// batches (the `pacer` module): while a queue the peer's traffic fills is full, the reader
-/// stops reading and QUIC flow control slows the peer.
+/// The writers drain the link's outboxes (the control outbox: routing frames from the router,
+/// store-and-forward frames from the persist task, the groups task's; a lane's: notifications
+/// from the router). Each reader hands what it reads to the router in paced batches (the
+/// `pacer` module): while a queue a lane's traffic fills is full, that lane's reader stops
+/// reading and QUIC flow control slows that lane of the peer. The link ends when any of its
+/// streams ends or fails, or a writer stalls (it closes the connection, which ends the
+/// readers).
 pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake: Handshake) {
-    let (hello, link, mut reader, writer, frames, inbox) = handshake;
+    let Handshake {
+        hello,
+        link,
+        reader,
+        writer,
+        frames,
+        inbox,
+        lanes,
+    } = handshake;
     let peer = hello.id;
     track_link(shared, &hello, link, true);
     shared
@@ -31,7 +73,7 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
         .inc();
     // The writer first: the router may already be filling the outbox, and only a running
     // writer drains it (or, stalled, closes it).
-    let writer_task = writer::spawn(
+    let mut writers = vec![writer::spawn(
         inbox,
         writer.into_inner(),
         shared.limits.internal_frame_bytes(),
@@ -39,7 +81,7 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
         conn.clone(),
         shared.metrics.clone(),
         Role::Peer,
-    );
+    )];
     let frames_for_groups = frames.clone();
     let persist_up = shared
         .persist
@@ -55,43 +97,90 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
         })
         .await
         .is_ok();
+    let end = match lanes::start(shared, conn, lanes, &mut writers).await {
+        Err(r) => Some(r),
+        Ok(readers) => {
+            let mut lane_readers: FuturesUnordered<_> = (0u8..)
+                .zip(readers)
+                .map(|(lane, r)| lanes::read(shared, peer, link, lane, r))
+                .collect();
+            let up = Up {
+                persist: persist_up,
+                groups: groups_up,
+            };
+            tokio::select! {
+                end = read_control(shared, peer, link, reader, up) => end,
+                // With no lanes this branch is disabled at once; the others go on.
+                Some(end) = lane_readers.next() => end,
+                () = shared.shutdown.cancelled() => None,
+            }
+        }
+    };
+    let _ = shared.router.send(Command::PeerDown { peer, link }).await;
+    let _ = shared
+        .persist
+        .send(PersistCommand::PeerDown { peer, link })
+        .await;
+    let _ = shared
+        .groups
+        .send(GroupCommand::PeerDown { peer, link })
+        .await;
+    // The router and the persist task dropped their handles of the outboxes: the writers end.
+    for w in writers {
+        w.abort();
+    }
+    track_link(shared, &hello, link, false);
+    shared
+        .metrics
+        .open_connections
+        .with_label_values(&["peer"])
+        .dec();
+    match end {
+        Some(r) => fail(shared, conn, &r),
+        None => conn.close(ErrorCode::Closed.code().into(), b"link closed"),
+    }
+}
+
+/// Whether the persist and groups tasks took the link up (else their frames are dropped).
+struct Up {
+    persist: bool,
+    groups: bool,
+}
+
+/// Reads the control stream of the link to `peer` until it ends; returns why the link must
+/// close (`None`: it closed normally). Routing frames (and, on a link without lanes,
+/// notifications) go to the router in paced batches; only notifications can make this reader
+/// wait (see `router::outputs`), so on a link with lanes routing frames never wait on data.
+async fn read_control(
+    shared: &Links,
+    peer: BrokerId,
+    link: u64,
+    mut reader: Reader,
+    up: Up,
+) -> Option<Refusal> {
     let pacer = Pacer::new(shared.metrics.ingress_waits.with_label_values(&["peer"]));
+    let routed = |m: &PeerMessage| matches!(m, PeerMessage::Frame(_) | PeerMessage::Notify { .. });
     let mut ahead = None;
-    let end: Option<Refusal> = loop {
+    loop {
         let msg = match ahead.take() {
             Some(m) => m,
-            None => tokio::select! {
-                m = reader.next() => m,
-                () = shared.shutdown.cancelled() => break None,
-            },
+            None => reader.next().await,
         };
         match msg {
             Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
                 // Wait for room before reading on: this is where the peer is slowed.
                 let credit = pacer.ready().await;
-                let mut batch: Vec<PeerFrame> = m.into_frame().into_iter().collect();
-                while batch.len() < BATCH {
-                    match reader.next().now_or_never() {
-                        Some(Some(Ok(
-                            m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }),
-                        ))) => {
-                            batch.extend(m.into_frame());
-                        }
-                        Some(other) => {
-                            ahead = Some(other);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
+                let (batch, next) = take_batch(m, &mut reader, routed);
+                ahead = next;
                 let cmd = Command::PeerFrames {
                     peer,
                     link,
                     frames: batch,
                     credit,
+                    lane: 0,
                 };
                 if shared.router.send(cmd).await.is_err() {
-                    break None;
+                    return None;
                 }
             }
             Some(Ok(
@@ -99,7 +188,7 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
                 | PeerMessage::StoreAck { .. }
                 | PeerMessage::QueueDecl(_)),
             )) => {
-                if !persist_up
+                if !up.persist
                     || shared
                         .persist
                         .send(PersistCommand::Peer {
@@ -110,7 +199,7 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
                         .await
                         .is_err()
                 {
-                    break None;
+                    return None;
                 }
             }
             Some(Ok(
@@ -124,56 +213,35 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
                     message: m,
                 };
                 if shared.router.send(cmd).await.is_err() {
-                    break None;
+                    return None;
                 }
             }
             Some(Ok(PeerMessage::Group(message))) => {
-                if groups_up
+                if up.groups
                     && shared
                         .groups
                         .send(GroupCommand::Peer { peer, message })
                         .await
                         .is_err()
                 {
-                    break None;
+                    return None;
                 }
             }
             Some(Ok(PeerMessage::Reject { code, message })) => {
                 tracing::info!(%peer, %code, %message, "peer closed the link");
-                break None;
+                return None;
             }
             Some(Ok(_)) => {
-                break Some((
+                return Some((
                     ErrorCode::ProtocolViolation,
                     "unexpected frame on a peer link".into(),
                 ));
             }
             Some(Err(e)) => {
                 let code = e.code();
-                break (code != ErrorCode::Closed).then(|| (code, e.to_string()));
+                return (code != ErrorCode::Closed).then(|| (code, e.to_string()));
             }
-            None => break None,
+            None => return None,
         }
-    };
-    let _ = shared.router.send(Command::PeerDown { peer, link }).await;
-    let _ = shared
-        .persist
-        .send(PersistCommand::PeerDown { peer, link })
-        .await;
-    let _ = shared
-        .groups
-        .send(GroupCommand::PeerDown { peer, link })
-        .await;
-    // The router and the persist task dropped their handles of the outbox: the writer ends.
-    writer_task.abort();
-    track_link(shared, &hello, link, false);
-    shared
-        .metrics
-        .open_connections
-        .with_label_values(&["peer"])
-        .dec();
-    match end {
-        Some(r) => fail(shared, conn, &r),
-        None => conn.close(ErrorCode::Closed.code().into(), b"link closed"),
     }
 }

@@ -1,13 +1,20 @@
 //! Peer links: accepting and dialing other brokers, the hello exchange, and the link task.
 //!
 //! A link is one QUIC connection (mutual TLS, ALPN `palio-peer/1`) with one bidirectional
-//! stream opened by the dialer. Each side sends a `PeerHello`; a broker name that the sender's
+//! stream opened by the dialer, the control stream, and lane streams each way. Each side
+//! sends a `PeerHello`; a broker name that the sender's
 //! certificate does not name (its `urn:palio:broker:` SAN) is refused with `unauthenticated`,
 //! and a broker id equal to ours, or one already used by a connected broker of another name,
 //! with `id_collision`.
-//! Then the router is told the link is up, and the link task carries routing frames: received
-//! ones to the router, in order; queued ones from the router to the stream. When the stream or
-//! connection fails, the router is told the link is down; a dialer reconnects with exponential
+//! Then the router is told the link is up, each side opens as many unidirectional lane streams
+//! as both hellos' lane counts allow (the smaller: 0 with a broker from before lanes), and the
+//! link task carries frames: received ones to the router (or the persist or groups task), in
+//! order per stream; queued ones from the router to the streams. Best-effort notifications
+//! travel on the lanes, everything else on the control stream. A notification keeps its lane
+//! on every hop and a publisher's notifications all take one lane (its session's, given
+//! round-robin), so each publisher's order is kept end to end, while publishers on different
+//! lanes do not wait on each other. When any stream or the connection fails, or a writer
+//! stalls, the router is told the link is down (once); a dialer reconnects with exponential
 //! backoff (attempts start 100 ms apart, doubling to 5 s; an attempt that timed out has already
 //! waited its share, so a dead peer is retried back to back, once per handshake timeout, and a
 //! restarted one is found within seconds). If two brokers dial each other, the newer link
@@ -17,7 +24,8 @@
 //! - [`handshake`]: the certificate checks, the hellos, registering the link with the router.
 //! - [`identity`]: the broker names a peer's certificate carries, checked against its hello.
 //! - [`dial`]: keeping a configured peer address linked (redial with backoff).
-//! - [`link`]: the link task: a paced reader and the outbox's writer.
+//! - [`link`]: the link task: the control stream's reader, the writers, the link's end.
+//! - [`lanes`]: opening and accepting the lane streams, and each lane's paced reader.
 //! - What the writer puts on the wire, each notification encoded once per hop, is
 //!   `crate::wire::out`.
 //!
@@ -28,6 +36,7 @@
 mod dial;
 mod handshake;
 mod identity;
+mod lanes;
 mod link;
 
 use std::collections::HashMap;

@@ -2,7 +2,8 @@
 //!
 //! Client sessions and peer links send [`Command`]s through one bounded channel. After each
 //! command the router drains the state machine's outputs into outboxes: frames into the peer
-//! links' outboxes, deliveries into the subscribers' outboxes. Pushing into an outbox never
+//! links' outboxes (a notification into the outbox of its lane, every other frame into the
+//! link's control outbox), deliveries into the subscribers' outboxes. Pushing into an outbox never
 //! waits (waiting could deadlock two brokers whose links are both full); an outbox left over its
 //! limit is noted on the [`Credit`] of the batch being routed, and the ingress that sent the
 //! batch waits for it before sending more (the `pacer` module). Under the `drop` and
@@ -128,6 +129,8 @@ pub(crate) enum Command {
     Publish {
         items: Vec<(Event, Vec<u8>)>,
         credit: Credit,
+        /// The session's lane: the notifications go to peers on it.
+        lane: u8,
     },
     /// Answered once every earlier command has been handled.
     Flush {
@@ -137,7 +140,10 @@ pub(crate) enum Command {
         peer: BrokerId,
         name: String,
         link: u64,
+        /// The link's control outbox.
         frames: Outbox<PeerOut>,
+        /// The outboxes of its lanes (none: notifications go to `frames`).
+        lanes: Vec<Outbox<PeerOut>>,
         connection: quinn::Connection,
         reply: oneshot::Sender<Result<(), Refusal>>,
     },
@@ -151,6 +157,8 @@ pub(crate) enum Command {
         link: u64,
         frames: Vec<PeerFrame>,
         credit: Credit,
+        /// The lane they came on (0 from the control stream): notifications go on along it.
+        lane: u8,
     },
     /// What `/routes` and a client's `Routes` request show, the tables listed within
     /// `budget`.
@@ -185,9 +193,24 @@ struct PeerEntry {
     name: String,
     /// Which connection this is (a reconnect is a new link).
     link: u64,
-    /// The link's outbox (limits: `limits.peer_queue[_bytes]`).
+    /// The link's control outbox (limits: `limits.peer_queue[_bytes]`): every frame but
+    /// best-effort notifications.
     frames: Outbox<PeerOut>,
+    /// The outboxes of its lanes, each with the same limits; empty if the peer has none.
+    lanes: Vec<Outbox<PeerOut>>,
     connection: quinn::Connection,
+}
+
+impl PeerEntry {
+    /// The outbox for notifications on `lane`: the lane's own (lanes beyond the link's count
+    /// wrap around, so one lane still maps to one outbox), or the control outbox on a link
+    /// without lanes.
+    fn lane(&self, lane: u8) -> &Outbox<PeerOut> {
+        match self.lanes.len() {
+            0 => &self.frames,
+            n => &self.lanes[usize::from(lane) % n],
+        }
+    }
 }
 
 /// The router's state; see the module docs.
@@ -209,6 +232,8 @@ pub(crate) struct Router {
     /// noted on its credit (a link reader waiting for its own link to drain would wait for the
     /// peer to read, while the peer's reader waits the same way: a deadlock).
     credit_from: Option<BrokerId>,
+    /// The lane of the batch being routed: notifications go to peers on it.
+    lane: u8,
     /// The last notification sent to a peer, encoded at most once for all its peers.
     last_encoded: Option<Arc<EncodedOnce>>,
     /// The next hop toward each broker on the tree, for the persist task's store-and-forward.
@@ -246,6 +271,7 @@ impl Router {
             next_notification: 0,
             credit: None,
             credit_from: None,
+            lane: 0,
             last_encoded: None,
             hops,
             hops_tree: None,
@@ -279,6 +305,7 @@ impl Router {
         // The batch is routed: its credit goes back to its ingress.
         self.credit = None;
         self.credit_from = None;
+        self.lane = 0;
     }
 
     /// Runs until `shutdown` is cancelled or every sender is gone.
@@ -400,8 +427,13 @@ impl Router {
             } => {
                 let _ = reply.send(self.unadvertise(client, advertisement));
             }
-            Command::Publish { items, credit } => {
+            Command::Publish {
+                items,
+                credit,
+                lane,
+            } => {
                 self.credit = Some(credit);
+                self.lane = lane;
                 self.counts.start();
                 for (attributes, payload) in items {
                     self.publish(attributes, payload);
@@ -415,6 +447,7 @@ impl Router {
                 name,
                 link,
                 frames,
+                lanes,
                 connection,
                 reply,
             } => {
@@ -441,6 +474,7 @@ impl Router {
                         name,
                         link,
                         frames,
+                        lanes,
                         connection,
                     },
                 );
@@ -459,12 +493,14 @@ impl Router {
                 link,
                 frames,
                 credit,
+                lane,
             } => {
                 if self.peers.get(&peer).is_none_or(|p| p.link != link) {
                     return;
                 }
                 self.credit = Some(credit);
                 self.credit_from = Some(peer);
+                self.lane = lane;
                 self.counts.start();
                 for frame in frames {
                     if !self.peer_frame(peer, frame, now) {

@@ -46,11 +46,15 @@ impl Router {
         }
     }
 
-    /// Queues a frame for a peer. Never drops: a full link slows the traffic that goes there.
+    /// Queues a frame for a peer: a notification in the outbox of the batch's lane, any other
+    /// frame in the link's control outbox. Never drops: a full lane slows the traffic that goes
+    /// there. Only notifications hold their ingress back: routing frames are small, limited
+    /// where they are made, and must not wait behind data.
     fn transmit(&mut self, t: Transmit) {
         let Some(p) = self.peers.get(&t.peer) else {
             return;
         };
+        let notification = matches!(t.frame, PeerFrame::Notification(_));
         let out = match t.frame {
             PeerFrame::Notification(n) => {
                 self.counts.forwarded += 1;
@@ -68,10 +72,15 @@ impl Router {
             other => PeerOut::of_frame(other),
         };
         let size = out.size();
+        let outbox = if notification {
+            p.lane(self.lane)
+        } else {
+            &p.frames
+        };
         // A closed outbox means the link is going down; its PeerDown is on the way.
-        let pushed = p.frames.push(out, size);
-        if self.credit_from != Some(t.peer) {
-            self.note(pushed, || p.frames.gate());
+        let pushed = outbox.push(out, size);
+        if notification && self.credit_from != Some(t.peer) {
+            self.note(pushed, || outbox.gate());
         }
     }
 

@@ -14,6 +14,7 @@ use super::Router;
 use super::listing::{Budget, PER_TABLE};
 use super::owners::Owner;
 use crate::auth::RoutesDetail;
+use crate::outbox::Outbox;
 
 fn ids(it: impl Iterator<Item = BrokerId>) -> Vec<u32> {
     it.map(|i| i.0).collect()
@@ -64,7 +65,12 @@ impl Router {
             .peers
             .iter()
             .map(|(id, p)| {
-                let (queued_frames, queued_bytes) = p.frames.held();
+                let (queued_frames, queued_bytes) = p
+                    .lanes
+                    .iter()
+                    .chain([&p.frames])
+                    .map(Outbox::held)
+                    .fold((0, 0), |(f, b), (f2, b2)| (f + f2, b + b2));
                 let (subs, advs) = (TableKind::Subscriptions, TableKind::Advertisements);
                 LinkInfo {
                     id: id.0,

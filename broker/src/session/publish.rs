@@ -93,6 +93,7 @@ impl Session<'_> {
                 .send(Command::Publish {
                     items: live,
                     credit,
+                    lane: self.lane,
                 })
                 .await?;
         }

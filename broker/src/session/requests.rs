@@ -5,8 +5,10 @@
 //! [`BATCH`](crate::pacer::BATCH) frames, under one credit of the connection's
 //! [`Pacer`](crate::pacer::Pacer). Before taking a credit the session waits for every queue its
 //! earlier publications filled to drain; meanwhile it reads nothing, so QUIC flow control slows
-//! the publisher. Answers and other control frames go through the connection's control outbox;
-//! a client that does not read them holds up its own session, nobody else's.
+//! the publisher. The session's publications all travel on one lane of every peer link, given
+//! when the session starts (`Context::next_lane`), so that they stay in order end to end.
+//! Answers and other control frames go through the connection's control outbox; a client that
+//! does not read them holds up its own session, nobody else's.
 //!
 //! Files: this one holds the loop and the session's state; `publish` the batches of
 //! publications, `dispatch` the other requests, `filters` subscriptions and advertisements.
@@ -42,6 +44,7 @@ pub(super) async fn run(
         client,
         control,
         pacer: Pacer::new(shared.metrics.ingress_waits.with_label_values(&["client"])),
+        lane: shared.next_lane(),
         credential,
         principal,
         subscriptions: HashMap::new(),
@@ -101,6 +104,8 @@ pub(super) struct Session<'a> {
     pub(super) client: ClientId,
     pub(super) control: Outbox<ServerFrame>,
     pub(super) pacer: Arc<Pacer>,
+    /// The lane its publications travel on between brokers.
+    pub(super) lane: u8,
     /// How the client authenticated, to authenticate it again after a reload.
     pub(super) credential: Credential,
     /// Who it is, with the permissions in force.

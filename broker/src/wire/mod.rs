@@ -127,6 +127,22 @@ pub struct PeerHello {
     pub id: BrokerId,
     /// The sender's life, larger after each restart.
     pub incarnation: u64,
+    /// The lane streams the sender can carry each way ([`LANES`]); 0 from a broker that
+    /// predates lanes (a hello without the field). A link uses the smaller of the two hellos'
+    /// counts; with 0 lanes, notifications travel on the link stream as before.
+    #[serde(default)]
+    pub lanes: u8,
+}
+
+/// Lane streams per direction of a peer link: best-effort notifications travel on them, each
+/// with its own QUIC flow-control window, so that one lane held back does not hold the others
+/// (see the `peer` module). Every other frame travels on the link stream.
+pub const LANES: u8 = 8;
+
+/// The lanes a link between brokers that sent these hellos' counts uses (both compute the
+/// same).
+pub fn agreed_lanes(ours: u8, theirs: u8) -> u8 {
+    ours.min(theirs)
 }
 
 /// A frame on a peer link.
@@ -284,6 +300,45 @@ mod tests {
         let bytes = encode(&m).unwrap();
         let back: PeerMessage = decode(&bytes).unwrap();
         assert_eq!(back.into_frame(), Some(PeerFrame::Notification(n)));
+    }
+
+    /// A hello as brokers sent it before lanes.
+    #[derive(Serialize)]
+    struct HelloBeforeLanes {
+        version: u16,
+        name: String,
+        id: BrokerId,
+        incarnation: u64,
+    }
+
+    #[test]
+    fn a_hello_from_before_lanes_decodes_with_none_and_the_link_uses_none() {
+        let old = HelloBeforeLanes {
+            version: 1,
+            name: "old".into(),
+            id: BrokerId(9),
+            incarnation: 3,
+        };
+        let back: PeerMessage = decode(
+            &encode(&PeerMessage::Hello(PeerHello {
+                version: old.version,
+                name: old.name.clone(),
+                id: old.id,
+                incarnation: old.incarnation,
+                lanes: LANES,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            back,
+            PeerMessage::Hello(PeerHello { lanes: LANES, .. })
+        ));
+        let h: PeerHello = decode(&encode(&old).unwrap()).unwrap();
+        assert_eq!((h.name.as_str(), h.incarnation, h.lanes), ("old", 3, 0));
+        assert_eq!(agreed_lanes(LANES, h.lanes), 0);
+        assert_eq!(agreed_lanes(LANES, 3), 3);
+        assert_eq!(agreed_lanes(LANES, u8::MAX), LANES);
     }
 
     /// A declaration as brokers wrote and sent it before groups had owners.
