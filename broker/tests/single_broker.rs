@@ -249,7 +249,12 @@ async fn admin_endpoints_answer() {
     ] {
         assert!(metrics.contains(name), "missing {name}");
     }
-    assert_eq!(b.metric("palio_subscriptions "), 1.0);
+    // The router updates its gauges after the batch of commands that subscribed, which may be
+    // just after the subscription was answered.
+    wait_until("palio_subscriptions = 1", 5, || {
+        b.metric("palio_subscriptions ") == 1.0
+    })
+    .await;
     let routes = b.routes();
     assert_eq!(routes["broker"]["name"], "adm");
     assert_eq!(routes["subscriptions"]["entries"][0]["filter"], "a = 1");

@@ -141,7 +141,9 @@ pub(super) async fn run_link(shared: &Links, conn: &quinn::Connection, handshake
     }
 }
 
-/// Whether the persist and groups tasks took the link up (else their frames are dropped).
+/// Whether the persist and groups tasks took the link up. A frame for a task that did not, or
+/// has stopped since, ends the link (the broker's `/healthz` fails then too): the peer routes
+/// around this broker rather than have its frames ignored.
 struct Up {
     persist: bool,
     groups: bool,
@@ -217,8 +219,8 @@ async fn read_control(
                 }
             }
             Some(Ok(PeerMessage::Group(message))) => {
-                if up.groups
-                    && shared
+                if !up.groups
+                    || shared
                         .groups
                         .send(GroupCommand::Peer { peer, message })
                         .await
