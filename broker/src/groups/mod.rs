@@ -4,8 +4,9 @@
 //!   (fifo and causal: `CausalGroup`; total: `TotalGroup`, a Raft log whose leader is the
 //!   sequencer). The task feeds them client publications, peer bodies and timer ticks, and
 //!   carries out the effects they return, in order: persist records (one fdatasync for a run
-//!   of them, before anything that follows), send bodies to other brokers (hop by hop over the
-//!   spanning tree's next hops), deliver to local members, ack publishers, report gaps.
+//!   of them, before anything that follows), send bodies to other brokers (on the link to the
+//!   destination when there is one, else hop by hop over the spanning tree's next hops),
+//!   deliver to local members, ack publishers, report gaps.
 //! - **Catalog.** Group declarations, brokers' names and members are flooded over peer links
 //!   and merged (`catalog`); declarations are kept in the groups' log (`journal`) with the
 //!   cores' records, so groups and their logs survive restarts.
