@@ -7,7 +7,6 @@
 mod common;
 
 use std::process::Output;
-use std::time::Duration;
 
 use common::cli::{Collecting, ok, palio, run, tally};
 use common::{BrokerProc, Dirs, wait_until};
@@ -268,8 +267,17 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
         .iter()
         .map(|i| publisher(&brokers[*i], N, &brokers[*i].name))
         .collect();
-    // Kill the sequencer's broker mid-stream, and bring it back.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Kill the sequencer's broker mid-stream, once it has committed publications (a fixed
+    // pause is not enough on a loaded machine: the kill could come before the first commit,
+    // and the stream would not span the failover), and bring it back.
+    wait_until("publications committed by the first sequencer", 60, || {
+        survivors
+            .iter()
+            .map(|i| brokers[*i].metric("palio_group_acked_total{order=\"total\"}"))
+            .sum::<f64>()
+            > 0.0
+    })
+    .await;
     brokers[victim].kill();
     let (second, epoch1) = agreed_sequencer(&brokers, Some(victim)).await;
     assert_ne!(second, first);
