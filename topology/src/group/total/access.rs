@@ -8,7 +8,9 @@
 //! drops a publication that was not committed before. Retries are therefore safe, and an ack
 //! "through `p`" covers all of the producer's earlier publications.
 //!
-//! A batch goes again at once when a leader is learned that it has not reached as leader:
+//! A batch goes to the leader last heard of, if any (learned from the replica's own Raft node,
+//! or from a replica's answer), else to the broker the last one went to (at first the first
+//! voter). It goes again at once when a leader is learned that it has not reached as leader:
 //! another broker than the one it went to, or the same one when that broker refused it
 //! (`Redirect`, e.g. as a candidate during an election it then won). Waiting for the retry
 //! timer instead would add up to `TotalConfig::retry_after` to every failover, and the timer,
@@ -72,11 +74,15 @@ impl<M: Clone + serde::Serialize> Access<M> {
         }
     }
 
-    /// Sends everything pending (bounded) to the target.
+    /// Sends everything pending (bounded) to the leader if one is known, else to the target.
     fn send(&mut self, now: Instant, out: &mut Vec<(BrokerId, Body<M>)>) {
         if self.pending.is_empty() {
             self.retry_at = None;
             return;
+        }
+        // A leader learned while nothing was outstanding did not move the target.
+        if let Some(l) = self.leader.filter(|l| self.voters.contains(l)) {
+            self.target = l;
         }
         let n = crate::group::fitting(self.pending.iter().take(self.batch_max));
         let pubs = self.pending.iter().take(n).cloned().collect();

@@ -704,3 +704,30 @@ fn a_batch_not_refused_is_not_sent_again_when_its_target_is_learned_to_lead() {
     let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
     assert_eq!(proposals(&es), vec![]);
 }
+
+#[test]
+fn a_batch_started_after_a_leader_was_learned_goes_to_that_leader() {
+    let now = Instant::now();
+    let mut g = access_with_one_outstanding(now);
+    // Voter 0 redirects to voter 1, which commits the batch.
+    g.handle_body(now, BrokerId(0), &redirect(1, Some(BrokerId(1))))
+        .unwrap();
+    let acked = Body::<String>::Acked {
+        term: 1,
+        leader: Some(BrokerId(1)),
+        acks: vec![("p".to_owned(), 1)],
+    };
+    g.handle_body(now, BrokerId(1), &acked.encode()).unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(1), vec![1])]);
+    assert_eq!(g.pending(), 0);
+    // While nothing is outstanding, voter 2 is elected (a replica's answer says so; at a
+    // replica, its own Raft node would). The next publication goes to it, not to voter 1,
+    // which would only redirect it (and the redirect, naming a leader already known, would
+    // leave it to the retry timer).
+    g.handle_body(now, BrokerId(1), &redirect(2, Some(BrokerId(2))))
+        .unwrap();
+    g.publish(now, "p", 2, "n".to_owned());
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(2), vec![2])]);
+}
