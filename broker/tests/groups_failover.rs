@@ -1,12 +1,13 @@
 //! Ordered groups through real processes and the `palio` command line: the CLI contract, and
 //! total order across `kill -9` of the sequencer's broker, its restart, and a failover storm
-//! (each newly elected sequencer killed in turn).
+//! (each newly elected sequencer killed in turn); a publisher across a loss of quorum.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
 use common::cli::{Collecting, ok, palio, run, tally};
 use common::{BrokerProc, Dirs, wait_until};
@@ -389,5 +390,38 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
         last[0][0].1,
         2 * N + 200 + 1,
         "positions continue without a gap across epochs"
+    );
+}
+
+/// `palio pub --group` with more publications than the SDK keeps unacknowledged waits for room
+/// as long as for its last acks: a majority of the replicas gone for longer than the
+/// connection's request timeout (10 s), then back, and every publication is acked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_with_a_full_window_waits_out_a_loss_of_quorum() {
+    let d = Dirs::new();
+    let mut brokers = triangle(&d);
+    converged(&brokers).await;
+    json_out(&run(
+        &brokers[0],
+        &["group", "create", "ledger", "--order", "total"],
+        30,
+    ));
+    agreed_sequencer(&brokers, None).await;
+    brokers[1].kill();
+    brokers[2].kill();
+    // More than palio::DEFAULT_MAX_IN_FLIGHT (4,096): nothing commits without a majority, so
+    // the window fills and the publisher waits for room.
+    const N: u64 = 5_000;
+    let p = publisher(&brokers[0], N, "a");
+    // Longer than the request timeout, with room for the command's start on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    brokers[1].restart();
+    brokers[2].restart();
+    let out = p.finish(120);
+    assert_eq!(
+        tally(&out),
+        (N, N),
+        "every publication acked once a majority is back: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
