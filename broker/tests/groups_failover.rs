@@ -148,6 +148,8 @@ fn triangle(d: &Dirs) -> Vec<BrokerProc> {
     vec![a, b, c]
 }
 
+/// Every broker links to every other and its spanning tree spans them all (a total-order
+/// group takes its replicas from the brokers its creator's tree reaches).
 async fn converged(brokers: &[BrokerProc]) {
     for b in brokers {
         wait_until(&format!("{} to converge", b.name), 30, || {
@@ -156,9 +158,27 @@ async fn converged(brokers: &[BrokerProc]) {
                 && r["peers"]
                     .as_array()
                     .is_some_and(|p| p.len() == brokers.len() - 1)
+                && r["tree"]["edges"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == brokers.len() - 1)
         })
         .await;
     }
+}
+
+/// Creates the total-order group `ledger` at `b`, with a replica at each of the three brokers.
+fn create_ledger(b: &BrokerProc) {
+    json_out(&run(
+        b,
+        &["group", "create", "ledger", "--order", "total"],
+        30,
+    ));
+    let replicas = info(b, "ledger")["replicas"].clone();
+    assert_eq!(
+        replicas.as_array().map(Vec::len),
+        Some(3),
+        "a replica at each broker: {replicas}"
+    );
 }
 
 /// The sequencer's name as `at` sees it, once every broker but `except` agrees on one.
@@ -244,11 +264,7 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
     let d = Dirs::new();
     let mut brokers = triangle(&d);
     converged(&brokers).await;
-    json_out(&run(
-        &brokers[0],
-        &["group", "create", "ledger", "--order", "total"],
-        30,
-    ));
+    create_ledger(&brokers[0]);
     let (first, epoch0) = agreed_sequencer(&brokers, None).await;
     let victim = brokers.iter().position(|b| b.name == first).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
@@ -401,11 +417,7 @@ async fn a_publisher_with_a_full_window_waits_out_a_loss_of_quorum() {
     let d = Dirs::new();
     let mut brokers = triangle(&d);
     converged(&brokers).await;
-    json_out(&run(
-        &brokers[0],
-        &["group", "create", "ledger", "--order", "total"],
-        30,
-    ));
+    create_ledger(&brokers[0]);
     agreed_sequencer(&brokers, None).await;
     brokers[1].kill();
     brokers[2].kill();

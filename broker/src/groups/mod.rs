@@ -213,6 +213,14 @@ impl Groups {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
                     let now = Instant::now();
+                    // Next hops the router published before this command first: a group
+                    // created right after the network formed gets its replicas from the
+                    // whole network (select! picks a ready branch at random, so the change
+                    // could otherwise wait until after the command).
+                    if hops.has_changed().unwrap_or(false) {
+                        let h = hops.borrow_and_update().clone();
+                        task.set_hops(now, h);
+                    }
                     task.handle(now, cmd);
                     for _ in 0..256 {
                         let Ok(cmd) = rx.try_recv() else { break };
