@@ -1,6 +1,6 @@
 //! Ordered groups through real processes and the `palio` command line: the CLI contract, and
 //! total order across `kill -9` of the sequencer's broker, its restart, and a failover storm
-//! (each newly elected sequencer killed in turn).
+//! (each newly elected sequencer killed in turn); a publisher across a loss of quorum.
 
 #![allow(clippy::unwrap_used)]
 
@@ -148,6 +148,8 @@ fn triangle(d: &Dirs) -> Vec<BrokerProc> {
     vec![a, b, c]
 }
 
+/// Every broker links to every other and its spanning tree spans them all (a total-order
+/// group takes its replicas from the brokers its creator's tree reaches).
 async fn converged(brokers: &[BrokerProc]) {
     for b in brokers {
         wait_until(&format!("{} to converge", b.name), 30, || {
@@ -156,9 +158,27 @@ async fn converged(brokers: &[BrokerProc]) {
                 && r["peers"]
                     .as_array()
                     .is_some_and(|p| p.len() == brokers.len() - 1)
+                && r["tree"]["edges"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == brokers.len() - 1)
         })
         .await;
     }
+}
+
+/// Creates the total-order group `ledger` at `b`, with a replica at each of the three brokers.
+fn create_ledger(b: &BrokerProc) {
+    json_out(&run(
+        b,
+        &["group", "create", "ledger", "--order", "total"],
+        30,
+    ));
+    let replicas = info(b, "ledger")["replicas"].clone();
+    assert_eq!(
+        replicas.as_array().map(Vec::len),
+        Some(3),
+        "a replica at each broker: {replicas}"
+    );
 }
 
 /// The sequencer's name as `at` sees it, once every broker but `except` agrees on one.
@@ -244,11 +264,7 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
     let d = Dirs::new();
     let mut brokers = triangle(&d);
     converged(&brokers).await;
-    json_out(&run(
-        &brokers[0],
-        &["group", "create", "ledger", "--order", "total"],
-        30,
-    ));
+    create_ledger(&brokers[0]);
     let (first, epoch0) = agreed_sequencer(&brokers, None).await;
     let victim = brokers.iter().position(|b| b.name == first).unwrap();
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
@@ -268,8 +284,17 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
         .iter()
         .map(|i| publisher(&brokers[*i], N, &brokers[*i].name))
         .collect();
-    // Kill the sequencer's broker mid-stream, and bring it back.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Kill the sequencer's broker mid-stream, once it has committed publications (a fixed
+    // pause is not enough on a loaded machine: the kill could come before the first commit,
+    // and the stream would not span the failover), and bring it back.
+    wait_until("publications committed by the first sequencer", 60, || {
+        survivors
+            .iter()
+            .map(|i| brokers[*i].metric("palio_group_acked_total{order=\"total\"}"))
+            .sum::<f64>()
+            > 0.0
+    })
+    .await;
     brokers[victim].kill();
     let (second, epoch1) = agreed_sequencer(&brokers, Some(victim)).await;
     assert_ne!(second, first);
@@ -381,5 +406,34 @@ async fn total_order_survives_kill_9_of_each_sequencer_in_turn() {
         last[0][0].1,
         2 * N + 200 + 1,
         "positions continue without a gap across epochs"
+    );
+}
+
+/// `palio pub --group` with more publications than the SDK keeps unacknowledged waits for room
+/// as long as for its last acks: a majority of the replicas gone for longer than the
+/// connection's request timeout (10 s), then back, and every publication is acked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_with_a_full_window_waits_out_a_loss_of_quorum() {
+    let d = Dirs::new();
+    let mut brokers = triangle(&d);
+    converged(&brokers).await;
+    create_ledger(&brokers[0]);
+    agreed_sequencer(&brokers, None).await;
+    brokers[1].kill();
+    brokers[2].kill();
+    // More than palio::DEFAULT_MAX_IN_FLIGHT (4,096): nothing commits without a majority, so
+    // the window fills and the publisher waits for room.
+    const N: u64 = 5_000;
+    let p = publisher(&brokers[0], N, "a");
+    // Longer than the request timeout, with room for the command's start on a loaded machine.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    brokers[1].restart();
+    brokers[2].restart();
+    let out = p.finish(120);
+    assert_eq!(
+        tally(&out),
+        (N, N),
+        "every publication acked once a majority is back: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -4,8 +4,9 @@
 //!   (fifo and causal: `CausalGroup`; total: `TotalGroup`, a Raft log whose leader is the
 //!   sequencer). The task feeds them client publications, peer bodies and timer ticks, and
 //!   carries out the effects they return, in order: persist records (one fdatasync for a run
-//!   of them, before anything that follows), send bodies to other brokers (hop by hop over the
-//!   spanning tree's next hops), deliver to local members, ack publishers, report gaps.
+//!   of them, before anything that follows), send bodies to other brokers (on the link to the
+//!   destination when there is one, else hop by hop over the spanning tree's next hops),
+//!   deliver to local members, ack publishers, report gaps.
 //! - **Catalog.** Group declarations, brokers' names and members are flooded over peer links
 //!   and merged (`catalog`); declarations are kept in the groups' log (`journal`) with the
 //!   cores' records, so groups and their logs survive restarts.
@@ -217,6 +218,14 @@ impl Groups {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
                     let now = Instant::now();
+                    // Next hops the router published before this command first: a group
+                    // created right after the network formed gets its replicas from the
+                    // whole network (select! picks a ready branch at random, so the change
+                    // could otherwise wait until after the command).
+                    if hops.has_changed().unwrap_or(false) {
+                        let h = hops.borrow_and_update().clone();
+                        task.set_hops(now, h);
+                    }
                     task.handle(now, cmd);
                     for _ in 0..256 {
                         let Ok(cmd) = rx.try_recv() else { break };

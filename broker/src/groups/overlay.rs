@@ -1,5 +1,6 @@
 //! What brokers tell each other about groups: names, declarations, members and
-//! sequencers flooded over peer links, and the cores' bodies routed hop by hop. What a peer
+//! sequencers flooded over peer links, and the cores' bodies routed (on the link to their
+//! destination when there is one, else hop by hop over the spanning tree). What a peer
 //! floods past a bound (see `bounds`) is neither taken nor passed on, and is counted.
 
 use std::collections::HashMap;
@@ -196,11 +197,22 @@ impl Task {
         }
     }
 
-    /// Sends a core's body toward `to` over the next hop (dropped when `to` is unreachable:
-    /// the cores retry).
+    /// Sends a core's body toward `to`: on the link to `to` itself when there is one, else
+    /// over the spanning tree's next hop (dropped when `to` is unreachable: the cores retry).
+    ///
+    /// The direct link comes first because the tree may lead through a broker that has just
+    /// died: the tree is recomputed only once the dead broker's links time out (about 6 s,
+    /// docs/operations.md), and until then two survivors linked to each other would not hear
+    /// each other over the tree. A total-order group whose sequencer's broker was the tree's
+    /// root could not elect a new sequencer meanwhile.
     pub(super) fn send_body(&mut self, group: String, from: BrokerId, to: BrokerId, body: Vec<u8>) {
-        let Some(hop) = self.hops.get(&to).copied() else {
-            return;
+        let hop = if self.peers.contains_key(&to) {
+            to
+        } else {
+            match self.hops.get(&to) {
+                Some(hop) => *hop,
+                None => return,
+            }
         };
         self.to_peer(
             hop,

@@ -1,5 +1,6 @@
-//! The groups task's owners, permissions and bounds, driven by hand: clients with principals
-//! of their own (before sessions authenticate them), peers as outboxes, no network.
+//! The groups task's owners, permissions, bounds and routing of bodies, driven by hand:
+//! clients with principals of their own (before sessions authenticate them), peers as
+//! outboxes, no network.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -442,4 +443,42 @@ fn peer_floods_past_the_bounds_are_counted_and_not_passed_on() {
     b.connect(BOB, principal("bob", false, None, None));
     assert_eq!(code(&b.join(BOB, "g")), Some(ErrorCode::LimitExceeded));
     assert_eq!(b.hits("group_members"), 2);
+}
+
+/// The destinations of the cores' bodies among `messages`, with the bodies.
+fn bodies(messages: impl IntoIterator<Item = GroupPeer>) -> Vec<(BrokerId, Vec<u8>)> {
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            GroupPeer::Body { to, body, .. } => Some((to, body)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_body_goes_on_the_link_to_its_destination_rather_than_the_trees_next_hop() {
+    let mut b = Broker::new(16);
+    let (linked, far, nowhere) = (BrokerId(3), BrokerId(4), BrokerId(5));
+    let (out, mut linked_inbox) = Outbox::new(ROOMY);
+    b.task.peers.insert(linked, (1, out));
+    // The tree leads to both through PEER: the triangle b1 - PEER - linked whose root PEER
+    // has just died, before the links to it time out and the tree is recomputed.
+    b.task.hops = [(PEER, PEER), (linked, PEER), (far, PEER)].into();
+    for (to, body) in [(linked, 1), (far, 2), (nowhere, 3)] {
+        b.task.send_body("g".into(), BrokerId(1), to, vec![body]);
+    }
+    let direct = bodies(std::iter::from_fn(|| linked_inbox.try_recv()).filter_map(
+        |(m, _)| match m {
+            PeerOut::Message(PeerMessage::Group(g)) => Some(g),
+            _ => None,
+        },
+    ));
+    assert_eq!(direct, vec![(linked, vec![1])], "on the direct link");
+    let flooded = b.flooded();
+    assert_eq!(
+        bodies(flooded),
+        vec![(far, vec![2])],
+        "over the tree when there is no direct link; dropped when unreachable"
+    );
 }

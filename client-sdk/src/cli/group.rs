@@ -237,7 +237,8 @@ pub(super) fn run_group_sub(
     })
 }
 
-/// How long `pub --group` waits for the last acks (a sequencer failover takes a few seconds).
+/// How long `pub --group` waits for acks, for room among the unacknowledged publications and
+/// for the last ones (a sequencer failover takes a few seconds, more on a loaded machine).
 const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// `palio pub --group NAME`.
@@ -265,6 +266,16 @@ pub(super) fn run_group_pub(
             Some(n) => (0..n).map(Some).collect(),
         };
         for seq in seqs {
+            // Room among the unacknowledged publications, waited for here with ACK_WAIT:
+            // `send` would wait only the connection's request timeout (10 s), and a failover
+            // while the window is full would then fail the command.
+            let oldest = (published + 1).saturating_sub(crate::DEFAULT_MAX_IN_FLIGHT as u64);
+            if oldest > 0
+                && let Err(e) = publisher.wait_acked(oldest, ACK_WAIT).await
+            {
+                failure = Some(explain(e, group));
+                break;
+            }
             match publisher.send(template.build(seq)?).await {
                 Ok(_) => published += 1,
                 Err(e) => {

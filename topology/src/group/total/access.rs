@@ -7,6 +7,14 @@
 //! sequence dedup of the state machine ("not above the last one applied: a duplicate") never
 //! drops a publication that was not committed before. Retries are therefore safe, and an ack
 //! "through `p`" covers all of the producer's earlier publications.
+//!
+//! A batch goes to the leader last heard of, if any (learned from the replica's own Raft node,
+//! or from a replica's answer), else to the broker the last one went to (at first the first
+//! voter). It goes again at once when a leader is learned that it has not reached as leader:
+//! another broker than the one it went to, or the same one when that broker refused it
+//! (`Redirect`, e.g. as a candidate during an election it then won). Waiting for the retry
+//! timer instead would add up to `TotalConfig::retry_after` to every failover, and the timer,
+//! finding that the leader it knows is the target, tries the next voter rather than the leader.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -24,6 +32,8 @@ pub(crate) struct Access<M> {
     retry_at: Option<Instant>,
     /// Where the outstanding batch went.
     target: BrokerId,
+    /// The target refused the outstanding batch (it did not lead when it arrived).
+    refused: bool,
     /// The leader as last heard, and the term it was heard for.
     leader: Option<BrokerId>,
     term: u64,
@@ -38,6 +48,7 @@ impl<M: Clone + serde::Serialize> Access<M> {
             pending: VecDeque::new(),
             retry_at: None,
             target: voters.first().copied().unwrap_or(BrokerId(0)),
+            refused: false,
             leader: None,
             term: 0,
             batch_max: batch_max.max(1),
@@ -63,19 +74,33 @@ impl<M: Clone + serde::Serialize> Access<M> {
         }
     }
 
-    /// Sends everything pending (bounded) to the target.
+    /// Sends everything pending (bounded) to the leader if one is known, else to the target.
     fn send(&mut self, now: Instant, out: &mut Vec<(BrokerId, Body<M>)>) {
         if self.pending.is_empty() {
             self.retry_at = None;
             return;
         }
+        // A leader learned while nothing was outstanding did not move the target.
+        if let Some(l) = self.leader.filter(|l| self.voters.contains(l)) {
+            self.target = l;
+        }
         let n = crate::group::fitting(self.pending.iter().take(self.batch_max));
         let pubs = self.pending.iter().take(n).cloned().collect();
         out.push((self.target, Body::Propose { pubs }));
         self.retry_at = Some(now + self.retry_after);
+        self.refused = false;
     }
 
-    /// Learns who leads in `term`. A new leader while a batch is outstanding: send it there.
+    /// Replica `from` refused a batch (it does not lead): if that was the outstanding one's
+    /// target, the batch is sent again as soon as a leader is learned, even that same replica.
+    pub(crate) fn refused_by(&mut self, from: BrokerId) {
+        if self.retry_at.is_some() && from == self.target {
+            self.refused = true;
+        }
+    }
+
+    /// Learns who leads in `term`. A new leader while a batch is outstanding: send it there,
+    /// unless it went there already and was not refused.
     pub(crate) fn learn(
         &mut self,
         now: Instant,
@@ -99,7 +124,8 @@ impl<M: Clone + serde::Serialize> Access<M> {
             return;
         }
         self.leader = Some(l);
-        if self.voters.contains(&l) && self.retry_at.is_some() && l != self.target {
+        if self.voters.contains(&l) && self.retry_at.is_some() && (l != self.target || self.refused)
+        {
             self.target = l;
             self.send(now, out);
         }

@@ -549,6 +549,7 @@ impl<M: Clone + Serialize + DeserializeOwned> TotalGroup<M> {
                     return Err("redirect from a non-replica".into());
                 }
                 self.hear(term, leader);
+                self.access.refused_by(from);
                 self.access.learn(now, term, leader, &mut out);
             }
             Body::Follow { from: seq } => {

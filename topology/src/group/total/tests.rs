@@ -631,3 +631,103 @@ fn a_peer_term_beyond_the_bound_is_refused() {
             .is_err()
     );
 }
+
+/// The proposals a core sent, as `(to, publications' pseqs)`.
+fn proposals(es: &[Effect<String>]) -> Vec<(BrokerId, Vec<u64>)> {
+    es.iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, body } => match Body::<String>::decode(body).unwrap() {
+                Body::Propose { pubs } => Some((*to, pubs.iter().map(|p| p.pseq).collect())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+fn redirect(term: u64, leader: Option<BrokerId>) -> Vec<u8> {
+    Body::<String>::Redirect { term, leader }.encode()
+}
+
+/// An access broker (not a replica) of voters 0, 1, 2, with one publication outstanding at
+/// voter 0, the first one tried.
+fn access_with_one_outstanding(now: Instant) -> G {
+    let cfg = TotalConfig {
+        retry_after: Duration::from_secs(2),
+        ..TotalConfig::default()
+    };
+    let voters = [BrokerId(0), BrokerId(1), BrokerId(2)];
+    let mut g = G::new(BrokerId(3), &voters, cfg, Vec::new(), now).unwrap();
+    g.publish(now, "p", 1, "m".to_owned());
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(0), vec![1])]);
+    g
+}
+
+#[test]
+fn a_batch_refused_by_a_replica_goes_again_as_soon_as_that_replica_is_learned_to_lead() {
+    let now = Instant::now();
+    let mut g = access_with_one_outstanding(now);
+    // Voter 0 is a candidate when the batch arrives: it refuses, knowing no leader yet.
+    g.handle_body(now, BrokerId(0), &redirect(2, None)).unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(
+        proposals(&es),
+        vec![],
+        "no leader known: nothing to send to"
+    );
+    // It wins the election; another replica says so. The batch goes to it now, not when the
+    // retry timer fires (which would try the next voter instead of the leader).
+    g.handle_body(now, BrokerId(1), &redirect(3, Some(BrokerId(0))))
+        .unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(0), vec![1])]);
+    // Hearing of the same leader again sends nothing more.
+    g.handle_body(now, BrokerId(2), &redirect(3, Some(BrokerId(0))))
+        .unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![]);
+}
+
+#[test]
+fn a_batch_not_refused_is_not_sent_again_when_its_target_is_learned_to_lead() {
+    let now = Instant::now();
+    let mut g = access_with_one_outstanding(now);
+    // The batch is on its way to voter 0, which leads: learning so sends no duplicate.
+    g.handle_body(now, BrokerId(1), &redirect(1, Some(BrokerId(0))))
+        .unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![]);
+    // A refusal from a replica it was not sent to changes nothing either.
+    g.handle_body(now, BrokerId(2), &redirect(1, Some(BrokerId(0))))
+        .unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![]);
+}
+
+#[test]
+fn a_batch_started_after_a_leader_was_learned_goes_to_that_leader() {
+    let now = Instant::now();
+    let mut g = access_with_one_outstanding(now);
+    // Voter 0 redirects to voter 1, which commits the batch.
+    g.handle_body(now, BrokerId(0), &redirect(1, Some(BrokerId(1))))
+        .unwrap();
+    let acked = Body::<String>::Acked {
+        term: 1,
+        leader: Some(BrokerId(1)),
+        acks: vec![("p".to_owned(), 1)],
+    };
+    g.handle_body(now, BrokerId(1), &acked.encode()).unwrap();
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(1), vec![1])]);
+    assert_eq!(g.pending(), 0);
+    // While nothing is outstanding, voter 2 is elected (a replica's answer says so; at a
+    // replica, its own Raft node would). The next publication goes to it, not to voter 1,
+    // which would only redirect it (and the redirect, naming a leader already known, would
+    // leave it to the retry timer).
+    g.handle_body(now, BrokerId(1), &redirect(2, Some(BrokerId(2))))
+        .unwrap();
+    g.publish(now, "p", 2, "n".to_owned());
+    let es: Vec<_> = std::iter::from_fn(|| g.poll_effect()).collect();
+    assert_eq!(proposals(&es), vec![(BrokerId(2), vec![2])]);
+}
