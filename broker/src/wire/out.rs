@@ -110,20 +110,9 @@ fn link_state_size(ad: &LinkStateAd) -> usize {
 impl WireFrame for PeerOut {
     fn encode(&self, dst: &mut BytesMut, max: usize) -> Result<(), FrameError> {
         match self {
-            PeerOut::Notify(e) => {
-                let bytes = e
-                    .bytes
-                    .get_or_init(|| {
-                        let mut b = BytesMut::new();
-                        super::notify::encode_notify(&e.notification, &mut b, max)
-                            .map(|()| b.freeze())
-                            .map_err(|e| e.to_string())
-                    })
-                    .as_ref()
-                    .map_err(|e| FrameError::Encode(e.clone()))?;
-                dst.extend_from_slice(bytes);
-                Ok(())
-            }
+            PeerOut::Notify(e) => encode_once(&e.bytes, dst, |b| {
+                super::notify::encode_notify(&e.notification, b, max)
+            }),
             PeerOut::Routing(PeerFrame::LinkState(ads)) => {
                 let mut start = 0;
                 while start < ads.len() {
@@ -144,22 +133,30 @@ impl WireFrame for PeerOut {
             }
             PeerOut::Routing(f) => palio_protocol::encode_into(&RoutingRef::Frame(f), dst, max),
             PeerOut::Message(m) => palio_protocol::encode_into(m, dst, max),
-            PeerOut::Shared(m) => {
-                let bytes = m
-                    .bytes
-                    .get_or_init(|| {
-                        let mut b = BytesMut::new();
-                        palio_protocol::encode_into(&m.message, &mut b, max)
-                            .map(|()| b.freeze())
-                            .map_err(|e| e.to_string())
-                    })
-                    .as_ref()
-                    .map_err(|e| FrameError::Encode(e.clone()))?;
-                dst.extend_from_slice(bytes);
-                Ok(())
-            }
+            PeerOut::Shared(m) => encode_once(&m.bytes, dst, |b| {
+                palio_protocol::encode_into(&m.message, b, max)
+            }),
         }
     }
+}
+
+/// Appends to `dst` the frame kept in `cell`, encoding it with `encode` if no writer has yet.
+fn encode_once(
+    cell: &OnceLock<Result<Bytes, String>>,
+    dst: &mut BytesMut,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), FrameError>,
+) -> Result<(), FrameError> {
+    let bytes = cell
+        .get_or_init(|| {
+            let mut b = BytesMut::new();
+            encode(&mut b)
+                .map(|()| b.freeze())
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| FrameError::Encode(e.clone()))?;
+    dst.extend_from_slice(bytes);
+    Ok(())
 }
 
 /// A peer message shared by several peers' outboxes and, once a writer needed it, its frame.
