@@ -232,6 +232,69 @@ fn big(kind: &str, seq: i32, size: usize) -> Notification {
         .unwrap()
 }
 
+/// Dials `b` over raw QUIC as broker `name` would, saying hello with `lanes` lanes, and reads
+/// the broker's hello (which names `b` and offers its own `LANES`, whatever the dialer says);
+/// returns the link's control stream.
+async fn peer_hello(
+    net: &Net,
+    b: &InProc,
+    name: &str,
+    lanes: u8,
+) -> (
+    palio_topology::BrokerId,
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    use palio_broker::wire::{LANES, PeerHello, PeerMessage};
+    use palio_protocol::{PEER_ALPN, PROTOCOL_VERSION};
+    let id = palio_broker::broker_id(name);
+    let (endpoint, conn) = harness::raw_connect(b.quic, &net.tls_dir(), name, PEER_ALPN).await;
+    if lanes > 0 {
+        conn.set_max_concurrent_uni_streams(quinn::VarInt::from(u32::from(lanes)));
+    }
+    // The dialer opens the stream and says hello first; the broker answers with its own.
+    let (mut tx, mut rx) = conn.open_bi().await.unwrap();
+    let hello = PeerMessage::Hello(PeerHello {
+        version: PROTOCOL_VERSION,
+        name: name.to_owned(),
+        id,
+        incarnation: 1,
+        lanes,
+    });
+    harness::write_frame(&mut tx, &hello).await;
+    match harness::read_frame::<PeerMessage>(&mut rx).await {
+        PeerMessage::Hello(h) => assert_eq!((h.id, h.lanes), (b.id, LANES), "the broker's hello"),
+        other => panic!("expected the broker's hello, got {other:?}"),
+    }
+    (id, endpoint, conn, tx, rx)
+}
+
+/// What a real broker says after the hellos: its link state (a link to `b`, so that the link
+/// is on the spanning tree), then a subscription to `filter`.
+async fn announce(
+    tx: &mut quinn::SendStream,
+    id: palio_topology::BrokerId,
+    b: &InProc,
+    filter: &str,
+) {
+    use palio_broker::wire::PeerMessage;
+    use palio_topology::{LinkStateAd, PeerFrame, RouteKey, SharedFilter};
+    let ad = LinkStateAd {
+        origin: id,
+        incarnation: 1,
+        seq: 1,
+        neighbours: vec![b.id],
+    };
+    harness::write_frame(tx, &PeerMessage::Frame(PeerFrame::LinkState(vec![ad]))).await;
+    let subscribe = PeerFrame::Subscribe {
+        key: RouteKey(1),
+        filter: SharedFilter::parse(filter).unwrap(),
+    };
+    harness::write_frame(tx, &PeerMessage::Frame(subscribe)).await;
+}
+
 /// A peer made of raw QUIC: it says hello as a dialing broker would, advertises a link to `b`
 /// and subscribes to `filter`, then never reads again.
 struct FakePeer {
@@ -244,40 +307,9 @@ struct FakePeer {
 
 impl FakePeer {
     async fn connect(net: &Net, b: &InProc, name: &str, filter: &str) -> FakePeer {
-        use palio_broker::wire::{PeerHello, PeerMessage};
-        use palio_protocol::{PEER_ALPN, PROTOCOL_VERSION};
-        use palio_topology::{LinkStateAd, PeerFrame, RouteKey, SharedFilter};
-        let id = palio_broker::broker_id(name);
-        let (endpoint, conn) = harness::raw_connect(b.quic, &net.tls_dir(), name, PEER_ALPN).await;
-        // The dialer opens the stream and says hello first; the broker answers with its own.
-        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
-        let hello = PeerMessage::Hello(PeerHello {
-            version: PROTOCOL_VERSION,
-            name: name.to_owned(),
-            id,
-            incarnation: 1,
-            // No lanes, as a broker from before them: everything travels on this stream.
-            lanes: 0,
-        });
-        harness::write_frame(&mut tx, &hello).await;
-        match harness::read_frame::<PeerMessage>(&mut rx).await {
-            PeerMessage::Hello(h) => assert_eq!(h.id, b.id, "the broker's hello"),
-            other => panic!("expected the broker's hello, got {other:?}"),
-        }
-        // What a real broker says next: its link state (a link to `b`, so that the link is on
-        // the spanning tree), then its subscriptions.
-        let ad = LinkStateAd {
-            origin: id,
-            incarnation: 1,
-            seq: 1,
-            neighbours: vec![b.id],
-        };
-        harness::write_frame(&mut tx, &PeerMessage::Frame(PeerFrame::LinkState(vec![ad]))).await;
-        let subscribe = PeerFrame::Subscribe {
-            key: RouteKey(1),
-            filter: SharedFilter::parse(filter).unwrap(),
-        };
-        harness::write_frame(&mut tx, &PeerMessage::Frame(subscribe)).await;
+        // No lanes, as a broker from before them: everything travels on this stream.
+        let (id, endpoint, conn, mut tx, rx) = peer_hello(net, b, name, 0).await;
+        announce(&mut tx, id, b, filter).await;
         FakePeer {
             id,
             _endpoint: endpoint,
@@ -1081,25 +1113,8 @@ struct LanedFakePeer {
 
 impl LanedFakePeer {
     async fn connect(net: &Net, b: &InProc, name: &str, filter: &str) -> LanedFakePeer {
-        use palio_broker::wire::{LANES, PeerHello, PeerMessage};
-        use palio_protocol::{PEER_ALPN, PROTOCOL_VERSION};
-        use palio_topology::{LinkStateAd, PeerFrame, RouteKey, SharedFilter};
-        let id = palio_broker::broker_id(name);
-        let (endpoint, conn) = harness::raw_connect(b.quic, &net.tls_dir(), name, PEER_ALPN).await;
-        conn.set_max_concurrent_uni_streams(quinn::VarInt::from(u32::from(LANES)));
-        let (mut tx, mut rx) = conn.open_bi().await.unwrap();
-        let hello = PeerMessage::Hello(PeerHello {
-            version: PROTOCOL_VERSION,
-            name: name.to_owned(),
-            id,
-            incarnation: 1,
-            lanes: LANES,
-        });
-        harness::write_frame(&mut tx, &hello).await;
-        match harness::read_frame::<PeerMessage>(&mut rx).await {
-            PeerMessage::Hello(h) => assert_eq!((h.id, h.lanes), (b.id, LANES)),
-            other => panic!("expected the broker's hello, got {other:?}"),
-        }
+        use palio_broker::wire::{LANES, PeerMessage};
+        let (id, endpoint, conn, mut tx, mut rx) = peer_hello(net, b, name, LANES).await;
         let lanes = tokio::time::timeout(Duration::from_secs(10), async {
             let mut ours = Vec::new();
             for lane in 0..LANES {
@@ -1122,18 +1137,7 @@ impl LanedFakePeer {
         })
         .await
         .expect("lanes opened both ways within 10 s");
-        let ad = LinkStateAd {
-            origin: id,
-            incarnation: 1,
-            seq: 1,
-            neighbours: vec![b.id],
-        };
-        harness::write_frame(&mut tx, &PeerMessage::Frame(PeerFrame::LinkState(vec![ad]))).await;
-        let subscribe = PeerFrame::Subscribe {
-            key: RouteKey(1),
-            filter: SharedFilter::parse(filter).unwrap(),
-        };
-        harness::write_frame(&mut tx, &PeerMessage::Frame(subscribe)).await;
+        announce(&mut tx, id, b, filter).await;
         let control_notifications = tokio::spawn(async move {
             let mut notifications = 0;
             loop {
