@@ -39,6 +39,9 @@
 //! | dialer (per configured peer) | redial and backoff, the address's dial state (in the context) | — |
 //! | admin listener | nothing: asks the router and persist task | — |
 //!
+//! The three tasks' handles are one type (`handle::TaskHandle`), with one mapping for a task
+//! that is gone (`shutting_down`).
+//!
 //! Shared and read-mostly: `context::Context` (identity, start time, the tasks' handles,
 //! metrics, limits, credentials, the peers' dial states, shutdown) and, for peer tasks,
 //! `peer::Links` (the dialing endpoint, peer certificates, live links).
@@ -79,6 +82,7 @@ mod frame_size;
 #[doc(hidden)]
 pub mod fuzzing;
 mod groups;
+mod handle;
 mod introspect;
 mod lock;
 mod metrics;

@@ -112,27 +112,7 @@ pub(crate) enum GroupCommand {
 }
 
 /// How sessions and peer links talk to the groups task.
-#[derive(Debug, Clone)]
-pub(crate) struct GroupHandle(mpsc::Sender<GroupCommand>);
-
-impl GroupHandle {
-    pub(crate) fn new(tx: mpsc::Sender<GroupCommand>) -> Self {
-        Self(tx)
-    }
-
-    /// Hands the task a command (waits while its channel is full: publishers are slowed).
-    pub(crate) async fn send(&self, cmd: GroupCommand) -> Result<(), crate::router::Refusal> {
-        self.0
-            .send(cmd)
-            .await
-            .map_err(|_| crate::router::shutting_down())
-    }
-
-    /// Whether the groups task has stopped.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
+pub(crate) type GroupHandle = crate::handle::TaskHandle<GroupCommand>;
 
 /// The groups' state, opened from disk.
 pub(crate) struct Groups {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use palio_filter::Event;
 use palio_protocol::{ClientFrame, ServerFrame};
 use palio_topology::BrokerId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::auth::Principal;
 use crate::durable::ClientId;
@@ -96,27 +96,7 @@ pub(crate) enum PersistCommand {
 }
 
 /// How sessions, peer links and the admin listener talk to the persist task.
-#[derive(Debug, Clone)]
-pub(crate) struct PersistHandle(mpsc::Sender<PersistCommand>);
-
-impl PersistHandle {
-    pub(crate) fn new(tx: mpsc::Sender<PersistCommand>) -> Self {
-        Self(tx)
-    }
-
-    /// Hands the persist task a command (waits while its channel is full).
-    pub(crate) async fn send(&self, cmd: PersistCommand) -> Result<(), crate::router::Refusal> {
-        self.0
-            .send(cmd)
-            .await
-            .map_err(|_| crate::router::shutting_down())
-    }
-
-    /// Whether the persist task has stopped.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
+pub(crate) type PersistHandle = crate::handle::TaskHandle<PersistCommand>;
 
 /// A persistent publication, validated.
 #[derive(Debug)]

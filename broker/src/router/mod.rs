@@ -49,41 +49,8 @@ pub(crate) type ClientId = u64;
 /// A request refused: the code and message sent back to the client.
 pub(crate) type Refusal = (ErrorCode, String);
 
-/// The refusal every request gets once the broker is shutting down (the task that would answer
-/// it is gone).
-pub(crate) fn shutting_down() -> Refusal {
-    (ErrorCode::ShuttingDown, "broker shutting down".to_owned())
-}
-
 /// How sessions, peer links and the admin listener talk to the router task.
-#[derive(Debug, Clone)]
-pub(crate) struct RouterHandle(mpsc::Sender<Command>);
-
-impl RouterHandle {
-    pub(crate) fn new(tx: mpsc::Sender<Command>) -> Self {
-        Self(tx)
-    }
-
-    /// Hands the router a command (waits while its channel is full).
-    pub(crate) async fn send(&self, cmd: Command) -> Result<(), Refusal> {
-        self.0.send(cmd).await.map_err(|_| shutting_down())
-    }
-
-    /// Sends the command `make` builds around a reply channel and waits for the answer.
-    pub(crate) async fn call<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, Refusal> {
-        let (tx, rx) = oneshot::channel();
-        self.send(make(tx)).await?;
-        rx.await.map_err(|_| shutting_down())
-    }
-
-    /// Whether the router task has stopped.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
+pub(crate) type RouterHandle = crate::handle::TaskHandle<Command>;
 
 /// What client sessions and peer links ask of the router.
 #[derive(Debug)]
