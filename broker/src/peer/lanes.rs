@@ -16,10 +16,10 @@ use tokio_util::codec::FramedRead;
 
 use super::Links;
 use super::handshake::{HELLO_TIMEOUT, Reader};
-use super::link::take_batch;
+use super::link::{Origin, failed, route_batch};
 use crate::outbox::Inbox;
 use crate::pacer::Pacer;
-use crate::router::{Command, Refusal};
+use crate::router::Refusal;
 use crate::wire::{PeerMessage, PeerOut};
 use crate::writer::{self, Role};
 
@@ -103,19 +103,10 @@ pub(super) async fn read(
         };
         match msg {
             Some(Ok(m @ PeerMessage::Notify { .. })) => {
-                // Wait for room before reading on: this is where the peer's lane is slowed.
-                let credit = pacer.ready().await;
-                let (frames, next) = take_batch(m, &mut reader, notify);
-                ahead = next;
-                let cmd = Command::PeerFrames {
-                    peer,
-                    link,
-                    frames,
-                    credit,
-                    lane,
-                };
-                if shared.router.send(cmd).await.is_err() {
-                    return None;
+                let from = Origin { peer, link, lane };
+                match route_batch(shared, &pacer, from, m, &mut reader, notify).await {
+                    Ok(next) => ahead = next,
+                    Err(()) => return None,
                 }
             }
             Some(Ok(_)) => {
@@ -124,10 +115,7 @@ pub(super) async fn read(
                     format!("a frame other than a notification on lane {lane}"),
                 ));
             }
-            Some(Err(e)) => {
-                let code = e.code();
-                return (code != ErrorCode::Closed).then(|| (code, e.to_string()));
-            }
+            Some(Err(e)) => return failed(&e),
             None => return None,
         }
     }

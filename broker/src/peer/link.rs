@@ -28,7 +28,7 @@ pub(super) type Next = Option<Result<PeerMessage, FrameError>>;
 
 /// The batch that starts with `first`: it and whatever `reader` has already received after it
 /// that `fits`, up to [`BATCH`] frames; and the message read that did not fit, if any.
-pub(super) fn take_batch(
+fn take_batch(
     first: PeerMessage,
     reader: &mut Reader,
     fits: impl Fn(&PeerMessage) -> bool,
@@ -42,6 +42,45 @@ pub(super) fn take_batch(
         }
     }
     (batch, None)
+}
+
+/// Where a batch read from a link came from: the peer, the link, and its lane (0 for the
+/// control stream).
+#[derive(Clone, Copy)]
+pub(super) struct Origin {
+    pub(super) peer: BrokerId,
+    pub(super) link: u64,
+    pub(super) lane: u8,
+}
+
+/// Once `pacer` lets this ingress go on (this is where the peer is slowed), hands the router
+/// `first` and what arrived with it ([`take_batch`]) as one batch. Returns the message read
+/// ahead; `Err` when the router is gone.
+pub(super) async fn route_batch(
+    shared: &Links,
+    pacer: &std::sync::Arc<Pacer>,
+    from: Origin,
+    first: PeerMessage,
+    reader: &mut Reader,
+    fits: impl Fn(&PeerMessage) -> bool,
+) -> Result<Option<Next>, ()> {
+    let credit = pacer.ready().await;
+    let (frames, ahead) = take_batch(first, reader, fits);
+    let cmd = Command::PeerFrames {
+        peer: from.peer,
+        link: from.link,
+        frames,
+        credit,
+        lane: from.lane,
+    };
+    shared.router.send(cmd).await.map_err(|_| ())?;
+    Ok(ahead)
+}
+
+/// Why a link must close after its stream failed with `e` (`None`: it was closed normally).
+pub(super) fn failed(e: &FrameError) -> Option<Refusal> {
+    let code = e.code();
+    (code != ErrorCode::Closed).then(|| (code, e.to_string()))
 }
 
 /// Carries frames both ways until the link fails; then tells the router, the persist task
@@ -170,19 +209,14 @@ async fn read_control(
         };
         match msg {
             Some(Ok(m @ (PeerMessage::Frame(_) | PeerMessage::Notify { .. }))) => {
-                // Wait for room before reading on: this is where the peer is slowed.
-                let credit = pacer.ready().await;
-                let (batch, next) = take_batch(m, &mut reader, routed);
-                ahead = next;
-                let cmd = Command::PeerFrames {
+                let from = Origin {
                     peer,
                     link,
-                    frames: batch,
-                    credit,
                     lane: 0,
                 };
-                if shared.router.send(cmd).await.is_err() {
-                    return None;
+                match route_batch(shared, &pacer, from, m, &mut reader, routed).await {
+                    Ok(next) => ahead = next,
+                    Err(()) => return None,
                 }
             }
             Some(Ok(
@@ -239,10 +273,7 @@ async fn read_control(
                     "unexpected frame on a peer link".into(),
                 ));
             }
-            Some(Err(e)) => {
-                let code = e.code();
-                return (code != ErrorCode::Closed).then(|| (code, e.to_string()));
-            }
+            Some(Err(e)) => return failed(&e),
             None => return None,
         }
     }
