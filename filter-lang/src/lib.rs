@@ -66,8 +66,10 @@ pub struct Limits {
     /// Longest expression, in bytes. Default 16 KiB: far above any hand-written filter, small
     /// enough that a broker holding 100k of them stays within memory.
     pub max_len: usize,
-    /// Deepest nesting of sub-expressions (parentheses, operators, calls). Default 64: the
-    /// parser and evaluator recurse, and 64 levels keep the stack use bounded on any thread.
+    /// Deepest nesting of sub-expressions (operators and calls: the height of the syntax tree).
+    /// Parentheses add no level; the parser's recursion through them is bounded at twice this,
+    /// so the fully parenthesised [`Expr::canonical`] text always parses back. Default 64:
+    /// the parser and evaluator recurse, and 64 levels keep the stack use bounded on any thread.
     /// Raising it far (into the thousands) risks overflowing a 2 MiB thread stack.
     pub max_depth: usize,
     /// Most elements in one `IN (...)` list. Default 1024.

@@ -27,10 +27,15 @@
 //!
 //! The parser is the gate for untrusted input, so it enforces [`Limits`] as it goes: the length
 //! is checked before anything else, the `IN` list length as elements are read, and the nesting
-//! depth both as the parser recurses (so recursion never goes deeper than `max_depth`, whatever
-//! the input) and on the height of every node it builds (which catches long left-associative
-//! chains such as `1+1+1+...` that do not recurse). Parentheses count as a level of nesting. The
-//! evaluator and the other tree walks recurse along the tree, so their depth is bounded too.
+//! depth on the height of every node it builds (which catches long left-associative chains such
+//! as `1+1+1+...` that do not recurse). The evaluator and the other tree walks recurse along the
+//! tree, so their depth is bounded by `max_depth`.
+//!
+//! Parentheses make no node, so they add no height; the parser's own recursion (through
+//! parentheses, operands and arguments) is bounded separately at twice `max_depth`, whatever the
+//! input. Twice is what the canonical text needs: it parenthesises every operation, and each
+//! level of the tree then costs the parser at most two levels (a parenthesis and an operand), so
+//! the canonical text of every expression the parser accepts parses back within the same limits.
 
 mod lexer;
 #[cfg(test)]
@@ -73,7 +78,7 @@ const IN: u8 = 5;
 const LIKE: u8 = 6;
 const PREFIX: u8 = 7;
 
-/// A parsed sub-expression and its height (nesting depth, parentheses included).
+/// A parsed sub-expression and its height (the syntax tree's; parentheses add none).
 type Parsed = (Node, usize);
 
 /// CESQL's keywords.
@@ -223,7 +228,7 @@ impl<'s, 'l> Parser<'s, 'l> {
     /// Parses an expression whose operators all bind at least as tightly as `min_bp`. `level`
     /// is how deeply this expression is nested in the whole tree (1 for the root).
     fn expr(&mut self, min_bp: u8, level: usize) -> Result<Parsed, ParseError> {
-        if level > self.limits.max_depth {
+        if level > self.limits.max_depth.saturating_mul(2) {
             return Err(self.too_deep(self.peek.start));
         }
         let (mut lhs, mut height) = self.prefix(level)?;
@@ -259,7 +264,7 @@ impl<'s, 'l> Parser<'s, 'l> {
                     height = self.height(height + 1, at)?;
                     lhs = Node::Like {
                         arg: Box::new(lhs),
-                        pattern: like::compile(pattern),
+                        pattern: Box::new(like::compile(pattern)),
                         negated,
                     };
                 }
@@ -358,9 +363,9 @@ impl<'s, 'l> Parser<'s, 'l> {
         let token = self.bump()?;
         match &token.tok {
             Tok::LParen => {
-                let (inner, height) = self.expr(0, level + 1)?;
+                let parsed = self.expr(0, level + 1)?;
                 self.expect(Tok::RParen, "')'")?;
-                Ok((inner, self.height(height + 1, token.start)?))
+                Ok(parsed)
             }
             Tok::Minus | Tok::Plus if self.is_adjacent_integer(&token) => {
                 let digits = self.bump()?;

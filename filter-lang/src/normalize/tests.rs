@@ -56,7 +56,7 @@ fn like(name: &str, pattern: &str, negated: bool) -> Node {
     }
     Node::Like {
         arg: Box::new(attr(name)),
-        pattern: LikePattern::new(pattern.to_owned(), pieces),
+        pattern: Box::new(LikePattern::new(pattern.to_owned(), pieces)),
         negated,
     }
 }

@@ -298,19 +298,23 @@ fn max_depth_bounds_nesting() {
             "{src}"
         );
     };
-    // Heights: a literal or attribute is 1; each operator, call and parenthesis adds 1.
-    assert!(ok("(a) * c").is_ok());
-    too_deep("(a + b) * c");
+    // Heights: a literal or attribute is 1; each operator and call adds 1; parentheses add none.
+    assert!(ok("(a + b) * c").is_ok());
+    too_deep("(a + b) * c - d");
     assert!(ok("1 + 2 + 3").is_ok());
     too_deep("1 + 2 + 3 + 4");
     assert!(ok("- - 1").is_ok());
     too_deep("- - - 1");
     too_deep("NOT NOT NOT a");
-    too_deep("(((a)))");
     assert!(ok("f(g(a))").is_ok());
     too_deep("f(g(h(a)))");
-    too_deep("x IN (1, (2 + 3))");
+    assert!(ok("x IN (1, 2 + 3)").is_ok());
+    too_deep("x IN (1, (2 + 3) * 4)");
     too_deep("x LIKE 'a' LIKE 'b' LIKE 'c'");
+    // The parser's own recursion is bounded at twice max_depth (the root is level 1): five
+    // parentheses, not six.
+    assert!(ok("(((((a)))))").is_ok());
+    too_deep("((((((a))))))");
 }
 
 #[test]
@@ -336,11 +340,36 @@ fn deep_input_is_a_clean_error() {
             e.message
         );
     }
-    // At the limit exactly it parses.
-    let src = format!("{}1{}", "(".repeat(63), ")".repeat(63));
+    // At the limit exactly it parses: 127 parentheses take the parser to level 128.
+    let src = format!("{}1{}", "(".repeat(127), ")".repeat(127));
     assert!(parse_default(&src).is_ok());
-    let src = format!("{}1{}", "(".repeat(64), ")".repeat(64));
+    let src = format!("{}1{}", "(".repeat(128), ")".repeat(128));
     assert!(parse_default(&src).is_err());
+}
+
+/// The canonical text parenthesises every operation, so it nests deeper than the source; it must
+/// still parse within the limits that accepted the source. Found by the `parse` fuzz target: 33
+/// negations (height 34) printed as 33 nested `(- ...)`, refused as deeper than 64.
+#[test]
+fn canonical_text_of_the_deepest_trees_parses_back() {
+    let height = Limits::default().max_depth;
+    let sources = [
+        format!("{}WV", "-".repeat(33)),
+        format!("{}x", "- ".repeat(height - 1)),
+        format!("{}x", "NOT ".repeat(height - 1)),
+        // Left-associative: the canonical text wraps each operation in one more parenthesis.
+        format!("1{}", " + 1".repeat(height - 1)),
+        // Right-nested: the source's parentheses already cost the parser two levels per node.
+        format!("{}1{}", "1 + (".repeat(height - 2), ")".repeat(height - 2)),
+        format!("{}x{}", "f(".repeat(height - 1), ")".repeat(height - 1)),
+        format!("{}1{}", "x IN (".repeat(height - 1), ")".repeat(height - 1)),
+    ];
+    for src in sources {
+        let tree = parse_default(&src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        let canonical = tree.to_string();
+        let again = parse_default(&canonical).unwrap_or_else(|e| panic!("{canonical:?}: {e}"));
+        assert_eq!(again, tree, "{src:?} printed as {canonical:?}");
+    }
 }
 
 #[test]
