@@ -38,6 +38,13 @@ const CONTROL_QUEUE: Capacity = Capacity {
     bytes: 64 << 20,
 };
 
+// One push consumer's window or one fetch batch fills at most a quarter of the control queue
+// (see `palio_protocol::MAX_PUSH_WINDOW`): checked when compiling, so the two cannot drift.
+const _: () = assert!(
+    4 * palio_protocol::MAX_PUSH_WINDOW as usize <= CONTROL_QUEUE.frames
+        && 4 * palio_protocol::MAX_FETCH_BATCH as usize <= CONTROL_QUEUE.frames
+);
+
 /// Serves one client connection until it closes.
 pub(crate) async fn serve(shared: Arc<Context>, conn: quinn::Connection) {
     let client = shared.next_id();
