@@ -262,10 +262,15 @@ async fn peer_hello(
         id,
         incarnation: 1,
         lanes,
+        max_frame: palio_protocol::DEFAULT_MAX_FRAME as u64,
     });
     harness::write_frame(&mut tx, &hello).await;
     match harness::read_frame::<PeerMessage>(&mut rx).await {
-        PeerMessage::Hello(h) => assert_eq!((h.id, h.lanes), (b.id, LANES), "the broker's hello"),
+        PeerMessage::Hello(h) => assert_eq!(
+            (h.id, h.lanes, h.max_frame),
+            (b.id, LANES, palio_protocol::DEFAULT_MAX_FRAME as u64),
+            "the broker's hello"
+        ),
         other => panic!("expected the broker's hello, got {other:?}"),
     }
     (id, endpoint, conn, tx, rx)

@@ -26,6 +26,7 @@ async fn forged_adverts_and_declarations_are_refused_counted_and_bounded() {
         id: mallory,
         incarnation: 1,
         lanes: 0,
+        max_frame: 0,
     });
     write_frame(&mut tx, &hello).await;
     match read_frame::<PeerMessage>(&mut rx).await {

@@ -14,7 +14,7 @@ use super::link::run_link;
 use crate::context::broker_id;
 use crate::outbox::{Inbox, Outbox};
 use crate::router::{Command, Refusal};
-use crate::wire::{LANES, PeerHello, PeerMessage, PeerOut, agreed_lanes};
+use crate::wire::{LANES, PeerHello, PeerMessage, PeerOut, agreed_lanes, frame_limits_differ};
 
 pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,6 +28,7 @@ fn our_hello(shared: &Links) -> PeerMessage {
         id: shared.id,
         incarnation: shared.incarnation,
         lanes: LANES,
+        max_frame: u64::try_from(shared.limits.max_frame_bytes).unwrap_or(u64::MAX),
     })
 }
 
@@ -63,6 +64,10 @@ fn check_hello(shared: &Links, certified: &[String], hello: &PeerHello) -> Resul
             )
         };
         return Err((ErrorCode::IdCollision, msg));
+    }
+    if let Some(message) = frame_limits_differ(shared.limits.max_frame_bytes, hello.max_frame) {
+        // Not refused: that would cut the network in two during a rolling change of the limit.
+        tracing::warn!(peer = %hello.name, "{message}");
     }
     Ok(())
 }

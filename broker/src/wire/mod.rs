@@ -132,6 +132,25 @@ pub struct PeerHello {
     /// counts; with 0 lanes, notifications travel on the link stream as before.
     #[serde(default)]
     pub lanes: u8,
+    /// The sender's `limits.max_frame_bytes`; 0 from a broker that predates the field. Brokers
+    /// of one network should agree: see [`frame_limits_differ`].
+    #[serde(default)]
+    pub max_frame: u64,
+}
+
+/// What to tell the operator when a peer's `limits.max_frame_bytes` (`theirs`, from its hello;
+/// 0 if it did not say) differs from ours: a publication accepted by the broker with the larger
+/// limit closes the link when it is forwarded to the other, which refuses the frame.
+pub fn frame_limits_differ(ours: usize, theirs: u64) -> Option<String> {
+    let ours_u64 = u64::try_from(ours).unwrap_or(u64::MAX);
+    (theirs != 0 && theirs != ours_u64).then(|| {
+        format!(
+            "the peer's limits.max_frame_bytes is {theirs}, this broker's {ours}: a publication \
+             larger than {} closes the link when it crosses it; give every broker of a network \
+             the same value",
+            theirs.min(ours_u64)
+        )
+    })
 }
 
 /// Lane streams per direction of a peer link: best-effort notifications travel on them, each
@@ -326,6 +345,7 @@ mod tests {
                 id: old.id,
                 incarnation: old.incarnation,
                 lanes: LANES,
+                max_frame: 1 << 20,
             }))
             .unwrap(),
         )
@@ -336,9 +356,26 @@ mod tests {
         ));
         let h: PeerHello = decode(&encode(&old).unwrap()).unwrap();
         assert_eq!((h.name.as_str(), h.incarnation, h.lanes), ("old", 3, 0));
+        assert_eq!(
+            h.max_frame, 0,
+            "an old hello says nothing of its frame limit"
+        );
+        assert_eq!(frame_limits_differ(1 << 20, h.max_frame), None);
         assert_eq!(agreed_lanes(LANES, h.lanes), 0);
         assert_eq!(agreed_lanes(LANES, 3), 3);
         assert_eq!(agreed_lanes(LANES, u8::MAX), LANES);
+    }
+
+    #[test]
+    fn differing_frame_limits_are_reported_with_the_smaller_one() {
+        assert_eq!(frame_limits_differ(1 << 20, 1 << 20), None);
+        let message = frame_limits_differ(1 << 20, 4 << 20).expect("they differ");
+        assert!(
+            message.contains("4194304") && message.contains("larger than 1048576"),
+            "{message}"
+        );
+        let message = frame_limits_differ(4 << 20, 1 << 20).expect("they differ");
+        assert!(message.contains("larger than 1048576"), "{message}");
     }
 
     /// A declaration as brokers wrote and sent it before groups had owners.
