@@ -200,11 +200,12 @@ async fn durable_consumers_and_the_producer_are_restored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_shutdown_and_exhausted_attempts_end_differently() {
+async fn a_rolling_restart_is_ridden_through_and_exhausted_attempts_end_the_client() {
     let d = Dirs::new();
     let mut b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
     let stays = b.client().await;
     let mut stays_events = stays.events();
+    let mut sub = stays.subscribe("a = 1").await.unwrap();
     let gives_up = Client::connect(
         b.options().reconnect(
             Reconnect::new()
@@ -230,19 +231,41 @@ async fn a_clean_shutdown_and_exhausted_attempts_end_differently() {
         matches!(e, Error::ReconnectFailed { attempts: 2, .. }),
         "{e}"
     );
-    // The other client reconnects to the restarted broker, then sees it shut down cleanly:
-    // that ends it without a reconnection.
-    tokio::task::block_in_place(|| b.restart());
+    // The other client reconnects to the restarted broker.
+    restart(&mut b);
     down_then_up(&mut stays_events).await;
+
+    // A clean shutdown, then a start again (one broker's turn in a rolling restart): the
+    // client says why it went down, comes back, and its subscription goes on. One that does
+    // not reconnect ends with the broker's reason instead.
+    let ends = Client::connect(b.options().no_reconnect()).await.unwrap();
+    let mut ends_events = ends.events();
     assert!(tokio::task::block_in_place(|| b.terminate(10)).is_some());
     match next_event(&mut stays_events).await {
+        ConnectionEvent::Disconnected { reason } => {
+            assert!(reason.starts_with("the broker shut down"), "{reason}")
+        }
+        other => panic!("expected a disconnection: {other:?}"),
+    }
+    match next_event(&mut ends_events).await {
         ConnectionEvent::Closed(CloseReason::Broker { code, .. }) => {
             assert_eq!(code, Some(ErrorCode::ShuttingDown))
         }
-        other => panic!("expected a clean shutdown: {other:?}"),
+        other => panic!("expected a clean shutdown to end it: {other:?}"),
     }
-    let e = stays.flush().await.unwrap_err();
+    let e = ends.flush().await.unwrap_err();
     assert_eq!(e.code(), Some(ErrorCode::ShuttingDown), "{e}");
+    restart(&mut b);
+    let up = next_event(&mut stays_events).await;
+    assert!(matches!(up, ConnectionEvent::Reconnected { .. }), "{up:?}");
+    let publisher = b.client().await;
+    publisher.publish(note(1, 9)).await.unwrap();
+    publisher.flush().await.unwrap();
+    let n = next_within(&mut sub, 10_000)
+        .await
+        .expect("delivered after the rolling restart");
+    assert_eq!(n.get("seq"), Some(&Value::Int(9)));
+    assert!(stays.close_reason().is_none(), "{:?}", stays.close_reason());
 }
 
 /// `palio` with its stderr read line by line on a thread (stdout collected).
@@ -362,9 +385,30 @@ async fn palio_sub_reconnects_says_so_and_gives_up_with_its_own_message() {
         "{stderr:?}"
     );
 
-    // A clean shutdown: no reconnection, and a different message.
+    // A clean shutdown and a start again is ridden through, and says so.
     tokio::task::block_in_place(|| b.restart());
-    let mut sub = Watched::start(&b, &["sub", "a = 1"]);
+    let mut sub = Watched::start(&b, &["sub", "--count", "1", "a = 1"]);
+    sub.expect_line("palio: subscribed");
+    assert!(tokio::task::block_in_place(|| b.terminate(10)).is_some());
+    assert_eq!(
+        sub.expect_line("palio: disconnected from"),
+        format!(
+            "palio: disconnected from {addr} (the broker shut down: broker shutting down); \
+             reconnecting"
+        )
+    );
+    tokio::task::block_in_place(|| b.restart());
+    sub.expect_line("palio: reconnected to");
+    let publisher = b.client().await;
+    publisher.publish(note(1, 4)).await.unwrap();
+    publisher.flush().await.unwrap();
+    let (status, out, stderr) = tokio::task::block_in_place(|| sub.finish());
+    assert!(status.success(), "{status:?} {stderr:?}");
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["attributes"]["seq"], 4);
+
+    // With --no-reconnect, a clean shutdown ends it: status 1 and a message of its own.
+    let mut sub = Watched::start(&b, &["sub", "--no-reconnect", "a = 1"]);
     sub.expect_line("palio: subscribed");
     assert!(tokio::task::block_in_place(|| b.terminate(10)).is_some());
     let (status, _, stderr) = tokio::task::block_in_place(|| sub.finish());

@@ -375,7 +375,11 @@ async fn metrics_are_valid_prometheus_text() {
 async fn sigterm_shuts_down_gracefully() {
     let d = Dirs::new();
     let mut b = BrokerProc::start(&d.path("data"), &d.path("tls"), &[]);
-    let c = b.client().await;
+    // A client that reconnects would ride through the shutdown (tests/reconnect.rs); this one
+    // shows what the broker said.
+    let c = palio::Client::connect(b.options().no_reconnect())
+        .await
+        .unwrap();
     let mut s = c.subscribe("a = 1").await.unwrap();
     let status = tokio::task::block_in_place(|| b.terminate(10));
     let status = status.expect("broker exits within 10 s of SIGTERM");

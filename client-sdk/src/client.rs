@@ -898,7 +898,7 @@ impl Client {
     /// Why the connection is closed, or `None` while it is open: how the client ended
     /// ([`Error::ReconnectFailed`], [`Error::ClosedLocally`], or [`Error::Closed`] with the
     /// broker's close code and reason when it gave one, [`ErrorCode::ShuttingDown`] for a clean
-    /// shutdown), or [`Error::Disconnected`] while it is reconnecting.
+    /// shutdown with reconnecting off), or [`Error::Disconnected`] while it is reconnecting.
     ///
     /// ```no_run
     /// # async fn demo(client: palio::Client) -> Result<(), palio::Error> {

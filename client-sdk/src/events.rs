@@ -71,8 +71,9 @@ pub enum ConnectionEvent {
 pub enum CloseReason {
     /// The application closed the client ([`Client::close`](crate::Client::close) or drop).
     Local,
-    /// The broker closed the connection with a reason: [`ErrorCode::ShuttingDown`] for a
-    /// clean shutdown, or e.g. [`ErrorCode::SlowConsumer`]. Not retried.
+    /// The broker closed the connection with a reason, e.g. [`ErrorCode::SlowConsumer`]; not
+    /// retried. A clean shutdown ([`ErrorCode::ShuttingDown`]) ends the client this way only
+    /// when reconnecting is off; otherwise the client reconnects, as after a lost connection.
     Broker {
         /// The broker's code, if it gave one.
         code: Option<ErrorCode>,

@@ -85,11 +85,13 @@
 //! Group members ([`Client::group_join`]) are not restored: their streams end at the
 //! disconnection.
 //!
-//! A broker that closes the connection with a reason (a clean shutdown,
-//! [`ErrorCode::ShuttingDown`]; a slow consumer) is not dialed again. [`Client::events`]
-//! reports [`ConnectionEvent`]s; the ending ([`CloseReason`], [`Client::ended`]) and the
-//! errors tell a clean shutdown ([`Error::Closed`] with its code), attempts exhausted
-//! ([`Error::ReconnectFailed`]) and a local close ([`Error::ClosedLocally`]) apart.
+//! A clean broker shutdown ([`ErrorCode::ShuttingDown`]) is treated as a lost connection: the
+//! broker may be restarting, so a rolling restart is ridden through. A broker that closes the
+//! connection with any other reason (a slow consumer, a protocol violation) is not dialed
+//! again. [`Client::events`] reports [`ConnectionEvent`]s; the ending ([`CloseReason`],
+//! [`Client::ended`]) and the errors tell the broker's reason ([`Error::Closed`] with its
+//! code: with reconnecting off, [`ErrorCode::ShuttingDown`] for a clean shutdown), attempts
+//! exhausted ([`Error::ReconnectFailed`]) and a local close ([`Error::ClosedLocally`]) apart.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), palio::Error> {

@@ -2,11 +2,12 @@
 //! starts the tasks serving each connection (`client.rs`'s writer, `reader.rs`'s readers),
 //! waits for them to end, and decides what the ending means:
 //!
-//! - the application closed the client, the broker closed the connection with a reason
-//!   (shutting down, slow consumer, …), or reconnecting is off: the client **ends**
-//!   ([`CloseReason`]): waiting requests fail, subscriptions and consumers end, unsettled
-//!   persistent publications fail;
-//! - the connection was lost (idle timeout, reset): the client goes **down**: requests fail
+//! - the application closed the client, the broker closed the connection with a reason other
+//!   than shutting down (slow consumer, a protocol violation, …), or reconnecting is off: the
+//!   client **ends** ([`CloseReason`]): waiting requests fail, subscriptions and consumers end,
+//!   unsettled persistent publications fail;
+//! - the connection was lost (idle timeout, reset), or the broker shut down cleanly (it may be
+//!   restarting: a rolling restart is then transparent): the client goes **down**: requests fail
 //!   with [`Error::Disconnected`], best-effort publications are kept (`outgoing.rs`), and the
 //!   supervisor dials again with backoff (`reconnect.rs`). On a new connection it **restores**
 //!   the client's state: subscribes again with each live subscription's filter, attaches each
@@ -99,19 +100,16 @@ fn verdict(
         return Verdict::End(CloseReason::Local);
     }
     match (said, closed) {
-        (Some(Error::Closed { code, message }), _) => {
-            Verdict::End(CloseReason::Broker { code, message })
-        }
+        (Some(Error::Closed { code, message }), _) => broker_closed(shared, code, message),
         (Some(e), _) => Verdict::End(CloseReason::Lost {
             reason: e.to_string(),
         }),
         (None, Some(quinn::ConnectionError::LocallyClosed)) => Verdict::End(CloseReason::Local),
-        (None, Some(quinn::ConnectionError::ApplicationClosed(c))) => {
-            Verdict::End(CloseReason::Broker {
-                code: ErrorCode::from_code(c.error_code.into_inner()),
-                message: String::from_utf8_lossy(&c.reason).into_owned(),
-            })
-        }
+        (None, Some(quinn::ConnectionError::ApplicationClosed(c))) => broker_closed(
+            shared,
+            ErrorCode::from_code(c.error_code.into_inner()),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
         (None, Some(e)) if worth_retrying(&e) && shared.reconnect.is_enabled() => {
             Verdict::Retry(e.to_string())
         }
@@ -124,6 +122,18 @@ fn verdict(
         (None, None) => Verdict::End(CloseReason::Lost {
             reason: "the broker ended the control stream".into(),
         }),
+    }
+}
+
+/// The broker closed the connection with `code`. A clean shutdown is dialed again when
+/// reconnecting is on: the broker may be restarting, and NATS and MQTT clients ride through a
+/// restart too. Any other reason (a slow consumer, a protocol violation) would only come again,
+/// so it ends the client.
+fn broker_closed(shared: &Shared, code: Option<ErrorCode>, message: String) -> Verdict {
+    if code == Some(ErrorCode::ShuttingDown) && shared.reconnect.is_enabled() {
+        Verdict::Retry(format!("the broker shut down: {message}"))
+    } else {
+        Verdict::End(CloseReason::Broker { code, message })
     }
 }
 

@@ -212,9 +212,9 @@ impl Reconnect {
 }
 
 /// Whether a connection that ended this way is worth dialing again: yes when it was lost
-/// (timed out, reset, a transport failure); no when the broker closed it on purpose with a
-/// reason (shutting down, slow consumer, a protocol violation: dialing again would not help)
-/// or the application closed it.
+/// (timed out, reset, a transport failure); no when the application closed it or the broker
+/// closed it on purpose with a reason (the link supervisor looks at that reason: it dials
+/// again after a clean shutdown, not after a slow consumer or a protocol violation).
 pub(crate) fn worth_retrying(e: &quinn::ConnectionError) -> bool {
     use quinn::ConnectionError as E;
     match e {

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Mock, acked, expect_producer, expect_publications, note};
-use palio::{Error, ErrorCode};
+use palio::{Client, Error, ErrorCode};
 use palio_protocol::ServerFrame;
 // For the command line's tests.
 #[cfg(feature = "cli")]
@@ -65,8 +65,10 @@ async fn publications_settle_in_publish_order_with_refusals_and_cumulative_acks(
     mock.finish().await;
 }
 
+/// With reconnecting off, the end of the connection (here a clean shutdown, which a client that
+/// reconnects would ride through) fails every publication not yet acked.
 #[tokio::test]
-async fn losing_the_connection_fails_every_unsettled_publication() {
+async fn the_end_of_the_connection_fails_every_unsettled_publication() {
     let (acked_seen, wait_acked) = tokio::sync::oneshot::channel::<()>();
     let mock = Mock::start(|mut s| async move {
         expect_producer(&mut s, "p", 0).await;
@@ -79,7 +81,9 @@ async fn losing_the_connection_fails_every_unsettled_publication() {
             .close(ErrorCode::ShuttingDown.code().into(), b"going away");
     })
     .await;
-    let client = mock.client().await;
+    let client = Client::connect(mock.options().no_reconnect())
+        .await
+        .unwrap();
     let producer = client
         .producer_with("p", palio::ProducerOptions::new().max_in_flight(5))
         .await

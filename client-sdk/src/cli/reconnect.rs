@@ -5,7 +5,9 @@
 //! Output contract: on stderr, `palio: disconnected from ADDR (REASON); reconnecting` and
 //! `palio: reconnected to ADDR`; when the client gives up (`--max-reconnects`), exit status 1
 //! with `palio: lost the connection to ADDR and gave up after N reconnect attempt(s): …`,
-//! which differs from a clean broker shutdown (`palio: the broker at ADDR shut down …`).
+//! which differs from a clean broker shutdown with `--no-reconnect` (`palio: the broker at
+//! ADDR shut down …`). Without it, a clean shutdown is a disconnection like any other: the
+//! broker may be restarting.
 
 use std::io::Write;
 use std::time::Duration;
@@ -21,7 +23,8 @@ use crate::{
 /// The reconnect flags of `palio sub`.
 #[derive(Debug, Args)]
 pub(super) struct Reconnecting {
-    /// Exit (status 1) when the connection to the broker is lost, instead of reconnecting.
+    /// Exit (status 1) when the connection to the broker is lost or the broker shuts down,
+    /// instead of reconnecting.
     #[arg(long)]
     pub(super) no_reconnect: bool,
     /// The longest wait between reconnect attempts, in seconds (the waits start at 0.1 s and

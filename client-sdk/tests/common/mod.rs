@@ -101,10 +101,13 @@ impl Mock {
         Mock { addr, dir, script }
     }
 
+    /// Options to connect to this mock.
+    pub fn options(&self) -> ConnectOptions {
+        ConnectOptions::new(&self.addr).tls_dir(self.dir.path())
+    }
+
     pub async fn client(&self) -> Client {
-        Client::connect(ConnectOptions::new(&self.addr).tls_dir(self.dir.path()))
-            .await
-            .unwrap()
+        Client::connect(self.options()).await.unwrap()
     }
 
     /// Runs the `palio` command line (in a thread: it starts its own runtime) with this
