@@ -18,7 +18,7 @@ use common::{BrokerProc, Dirs, next_within};
 use palio::filter::Value;
 use palio::{
     Client, CloseReason, ConnectionEvent, ConnectionEvents, ConsumeMode, Error, ErrorCode,
-    Notification, QueueOptions, Reconnect,
+    Notification, QueueOptions, Reconnect, Subscription,
 };
 
 /// The bound on waiting for one connection event: the client's idle timeout (5 s) to notice
@@ -55,6 +55,21 @@ fn restart(b: &mut BrokerProc) {
     tokio::task::block_in_place(|| b.restart());
 }
 
+/// Publishes `note(1, seq)` from a new client of `b` and waits until the broker has handled
+/// it; returns that client.
+async fn publish_one(b: &BrokerProc, seq: i32) -> Client {
+    let publisher = b.client().await;
+    publisher.publish(note(1, seq)).await.unwrap();
+    publisher.flush().await.unwrap();
+    publisher
+}
+
+/// Waits for the next notification on `sub`; it must carry `seq`.
+async fn expect_seq(sub: &mut Subscription, seq: i32, what: &str) {
+    let n = next_within(sub, 10_000).await.expect(what);
+    assert_eq!(n.get("seq"), Some(&Value::Int(seq)), "{what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_survives_a_broker_crash_and_the_events_come_in_order() {
     let d = Dirs::new();
@@ -65,13 +80,8 @@ async fn a_subscription_survives_a_broker_crash_and_the_events_come_in_order() {
     restart(&mut b);
     down_then_up(&mut events).await;
     // Published after the restart, from another client: the subscription was made again.
-    let publisher = b.client().await;
-    publisher.publish(note(1, 7)).await.unwrap();
-    publisher.flush().await.unwrap();
-    let n = next_within(&mut sub, 10_000)
-        .await
-        .expect("delivered after the restart");
-    assert_eq!(n.get("seq"), Some(&Value::Int(7)));
+    let publisher = publish_one(&b, 7).await;
+    expect_seq(&mut sub, 7, "delivered after the restart").await;
     // The subscription's new id is the one the broker knows: unsubscribing ends the stream.
     client.unsubscribe(&sub).await.unwrap();
     publisher.publish(note(1, 8)).await.unwrap();
@@ -258,13 +268,8 @@ async fn a_rolling_restart_is_ridden_through_and_exhausted_attempts_end_the_clie
     restart(&mut b);
     let up = next_event(&mut stays_events).await;
     assert!(matches!(up, ConnectionEvent::Reconnected { .. }), "{up:?}");
-    let publisher = b.client().await;
-    publisher.publish(note(1, 9)).await.unwrap();
-    publisher.flush().await.unwrap();
-    let n = next_within(&mut sub, 10_000)
-        .await
-        .expect("delivered after the rolling restart");
-    assert_eq!(n.get("seq"), Some(&Value::Int(9)));
+    publish_one(&b, 9).await;
+    expect_seq(&mut sub, 9, "delivered after the rolling restart").await;
     assert!(stays.close_reason().is_none(), "{:?}", stays.close_reason());
 }
 
@@ -352,9 +357,7 @@ async fn palio_sub_reconnects_says_so_and_gives_up_with_its_own_message() {
         sub.expect_line("palio: reconnected"),
         format!("palio: reconnected to {addr}")
     );
-    let publisher = b.client().await;
-    publisher.publish(note(1, 3)).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&b, 3).await;
     let (status, out, _) = tokio::task::block_in_place(|| sub.finish());
     assert!(status.success(), "{status:?}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -399,9 +402,7 @@ async fn palio_sub_reconnects_says_so_and_gives_up_with_its_own_message() {
     );
     tokio::task::block_in_place(|| b.restart());
     sub.expect_line("palio: reconnected to");
-    let publisher = b.client().await;
-    publisher.publish(note(1, 4)).await.unwrap();
-    publisher.flush().await.unwrap();
+    publish_one(&b, 4).await;
     let (status, out, stderr) = tokio::task::block_in_place(|| sub.finish());
     assert!(status.success(), "{status:?} {stderr:?}");
     let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
