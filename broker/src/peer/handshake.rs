@@ -210,8 +210,7 @@ async fn accept_handshake(
         .await
         .map_err(|_| (ErrorCode::ProtocolViolation, "no stream opened".to_owned()))?
         .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
-    let mut reader = FramedRead::new(recv, FrameCodec::new(max));
-    let mut writer: Writer = FramedWrite::new(send, FrameCodec::new(max));
+    let (mut reader, mut writer) = framed(send, recv, max);
     let hello = match read_hello(&mut reader).await {
         Ok(h) => h,
         Err((code, msg)) => {
@@ -219,37 +218,58 @@ async fn accept_handshake(
             return Err((code, msg));
         }
     };
-    let registered = match check_hello(shared, certified, &hello) {
-        Ok(()) => register(shared, conn, &hello).await,
-        Err(r) => Err(r),
-    };
-    let (link, frames, inbox, lanes) = match registered {
-        Ok(x) => x,
-        Err((code, msg)) => {
-            refuse(&mut writer, code, &msg).await;
-            return Err((code, msg));
-        }
-    };
-    if let Err(e) = writer.send(&our_hello(shared)).await {
+    let mut h = admit(shared, conn, certified, hello, reader, writer).await?;
+    if let Err(e) = h.writer.send(&our_hello(shared)).await {
         // Registered but never run: the router must not keep it as up.
         let _ = shared
             .router
             .send(Command::PeerDown {
-                peer: hello.id,
-                link,
+                peer: h.hello.id,
+                link: h.link,
             })
             .await;
         return Err((ErrorCode::Closed, e.to_string()));
     }
-    Ok(Handshake {
-        hello,
-        link,
-        reader,
-        writer,
-        frames,
-        inbox,
-        lanes,
-    })
+    Ok(h)
+}
+
+/// The control stream's two sides, framed with frames of at most `max` bytes.
+fn framed(send: quinn::SendStream, recv: quinn::RecvStream, max: usize) -> (Reader, Writer) {
+    (
+        FramedRead::new(recv, FrameCodec::new(max)),
+        FramedWrite::new(send, FrameCodec::new(max)),
+    )
+}
+
+/// Checks the peer's `hello` and registers its link; a peer that fails either is told why on
+/// the control stream.
+async fn admit(
+    shared: &Links,
+    conn: &quinn::Connection,
+    certified: &[String],
+    hello: PeerHello,
+    reader: Reader,
+    mut writer: Writer,
+) -> Result<Handshake, Refusal> {
+    let registered = match check_hello(shared, certified, &hello) {
+        Ok(()) => register(shared, conn, &hello).await,
+        Err(r) => Err(r),
+    };
+    match registered {
+        Ok((link, frames, inbox, lanes)) => Ok(Handshake {
+            hello,
+            link,
+            reader,
+            writer,
+            frames,
+            inbox,
+            lanes,
+        }),
+        Err((code, msg)) => {
+            refuse(&mut writer, code, &msg).await;
+            Err((code, msg))
+        }
+    }
 }
 
 pub(super) async fn dial_handshake(
@@ -278,32 +298,13 @@ pub(super) async fn dial_handshake(
             .open_bi()
             .await
             .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
-        let mut reader = FramedRead::new(recv, FrameCodec::new(max));
-        let mut writer: Writer = FramedWrite::new(send, FrameCodec::new(max));
+        let (mut reader, mut writer) = framed(send, recv, max);
         writer
             .send(&our_hello(shared))
             .await
             .map_err(|e| (ErrorCode::Closed, e.to_string()))?;
         let hello = read_hello(&mut reader).await?;
-        let registered = match check_hello(shared, &certified, &hello) {
-            Ok(()) => register(shared, &conn, &hello).await,
-            Err(r) => Err(r),
-        };
-        match registered {
-            Ok((link, frames, inbox, lanes)) => Ok(Handshake {
-                hello,
-                link,
-                reader,
-                writer,
-                frames,
-                inbox,
-                lanes,
-            }),
-            Err((code, msg)) => {
-                refuse(&mut writer, code, &msg).await;
-                Err((code, msg))
-            }
-        }
+        admit(shared, &conn, &certified, hello, reader, writer).await
     }
     .await;
     match r {
