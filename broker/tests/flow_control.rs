@@ -324,6 +324,52 @@ impl FakePeer {
     }
 }
 
+/// Limits under which a peer that stops reading is cut after 3 s (three times the client stall
+/// timeout), with a small link queue.
+const STALLING_PEER_LIMITS: &str =
+    "stall_timeout_ms = 1000\npeer_queue = 64\npeer_queue_bytes = 1048576";
+
+/// Waits until the fake peer `id` is a tree neighbour of `b` and its subscription is held there.
+async fn peer_subscription_held(b: &InProc, id: palio_topology::BrokerId) {
+    harness::wait_for(
+        "the fake peer on the broker's tree, its subscription held",
+        20,
+        || async {
+            let r = b.routes().await;
+            r["tree_neighbours"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|n| n.as_u64() == Some(u64::from(id.0))))
+                && r["table_entries"].as_u64() >= Some(1)
+        },
+    )
+    .await;
+}
+
+/// `b` cut the fake peer on `conn` as a stalled peer: counted once as a peer stall and a
+/// stalled peer writer, closed with `slow_consumer`, and gone from `b`'s routes.
+async fn cut_as_a_stalled_peer(b: &InProc, conn: &quinn::Connection) {
+    assert_eq!(b.metric("palio_peer_link_stalls_total").await, 1.0);
+    assert_eq!(
+        b.metric("palio_writer_failures_total{reason=\"stalled\",role=\"peer\"}")
+            .await,
+        1.0
+    );
+    match harness::closed_with(conn, 10).await {
+        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
+        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
+    }
+    harness::wait_for(
+        "the fake peer to be gone from the broker's routes",
+        10,
+        || async {
+            b.routes().await["peers"]
+                .as_array()
+                .is_some_and(|p| p.is_empty())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_peer_slows_only_its_own_traffic() {
     // A peer link's stall timeout is three times `stall_timeout_ms`.
@@ -331,26 +377,9 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
     const N_SLOW: usize = 200;
     const N_FAST: usize = 1000;
     let net = Net::new();
-    let b1 = net
-        .broker(
-            "stall1",
-            "stall_timeout_ms = 1000\npeer_queue = 64\npeer_queue_bytes = 1048576",
-            &[],
-        )
-        .await;
+    let b1 = net.broker("stall1", STALLING_PEER_LIMITS, &[]).await;
     let fake = FakePeer::connect(&net, &b1, "fake-peer", "kind = 'slow'").await;
-    harness::wait_for(
-        "the fake peer on b1's tree, its subscription held",
-        20,
-        || async {
-            let r = b1.routes().await;
-            r["tree_neighbours"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|n| n.as_u64() == Some(u64::from(fake.id.0))))
-                && r["table_entries"].as_u64() >= Some(1)
-        },
-    )
-    .await;
+    peer_subscription_held(&b1, fake.id).await;
 
     // Publisher A's notifications all go to the fake peer, which reads nothing.
     let a = b1.client().await;
@@ -401,22 +430,7 @@ async fn a_stalled_peer_slows_only_its_own_traffic() {
         held_for >= STALL,
         "A was released by the stall timeout, not before ({held_for:?})"
     );
-    assert_eq!(b1.metric("palio_peer_link_stalls_total").await, 1.0);
-    assert_eq!(
-        b1.metric("palio_writer_failures_total{reason=\"stalled\",role=\"peer\"}")
-            .await,
-        1.0
-    );
-    match harness::closed_with(&fake.conn, 10).await {
-        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
-        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
-    }
-    harness::wait_for("the fake peer to be gone from b1's routes", 10, || async {
-        b1.routes().await["peers"]
-            .as_array()
-            .is_some_and(|p| p.is_empty())
-    })
-    .await;
+    cut_as_a_stalled_peer(&b1, &fake.conn).await;
     assert_eq!(drops(&[&b1]).await, 0.0);
     eprintln!(
         "a_stalled_peer_slows_only_its_own_traffic: B's {N_FAST} in {fast_took:?}, \
@@ -1177,22 +1191,9 @@ impl LanedFakePeer {
 async fn a_peer_that_stops_reading_a_lane_is_cut_as_a_stalled_peer() {
     const N: usize = 100;
     let net = Net::new();
-    let b1 = net
-        .broker(
-            "lanestall",
-            "stall_timeout_ms = 1000\npeer_queue = 64\npeer_queue_bytes = 1048576",
-            &[],
-        )
-        .await;
+    let b1 = net.broker("lanestall", STALLING_PEER_LIMITS, &[]).await;
     let fake = LanedFakePeer::connect(&net, &b1, "laned-fake", "kind = 'slow'").await;
-    harness::wait_for("the laned peer's subscription held at b1", 20, || async {
-        let r = b1.routes().await;
-        r["tree_neighbours"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|n| n.as_u64() == Some(u64::from(fake.id.0))))
-            && r["table_entries"].as_u64() >= Some(1)
-    })
-    .await;
+    peer_subscription_held(&b1, fake.id).await;
     let a = b1.client().await;
     let a_task = tokio::spawn(async move {
         publish_n(&a, N, |i| big("slow", i, 64 * 1024)).await;
@@ -1205,22 +1206,7 @@ async fn a_peer_that_stops_reading_a_lane_is_cut_as_a_stalled_peer() {
         .expect("the publisher is released once the stalled peer is cut")
         .unwrap();
     assert_eq!(published.unwrap(), N as u64);
-    assert_eq!(b1.metric("palio_peer_link_stalls_total").await, 1.0);
-    assert_eq!(
-        b1.metric("palio_writer_failures_total{reason=\"stalled\",role=\"peer\"}")
-            .await,
-        1.0
-    );
-    harness::wait_for("the laned peer to be gone from b1's routes", 10, || async {
-        b1.routes().await["peers"]
-            .as_array()
-            .is_some_and(|p| p.is_empty())
-    })
-    .await;
-    match harness::closed_with(&fake.conn, 10).await {
-        Ok(code) => assert_eq!(code, Some(palio::ErrorCode::SlowConsumer)),
-        Err(other) => assert!(other.contains("reset"), "closed otherwise: {other}"),
-    }
+    cut_as_a_stalled_peer(&b1, &fake.conn).await;
     let on_control = tokio::time::timeout(Duration::from_secs(10), fake.control_notifications)
         .await
         .expect("the control stream ends with the link")
